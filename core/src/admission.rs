@@ -1,0 +1,311 @@
+//! Admission: the global in-flight budget, watermark shedding, and the
+//! gate that closes at shutdown. Every refusal is a [`Rejected`] that hands
+//! the event back, so backpressure never drops data silently.
+//!
+//! ## The in-flight budget
+//!
+//! `max_inflight` credits exist. An event takes one when it is accepted and
+//! its worker gives it back when the event has its outcome. Producers lease
+//! credits in chunks of [`lease_size`] so that the hot path touches the
+//! shared counter once per chunk, not once per event; workers give credits
+//! back once per pass. A producer holds at most one unused lease (returned
+//! when it is dropped), so the budget is exact to within one lease per
+//! producer.
+//!
+//! ## The shutdown gate
+//!
+//! A submit marks its producer busy, then checks `closed`; shutdown sets
+//! `closed`, then waits until no producer is busy. With a barrier on each
+//! side (the asymmetric Dekker pair of [`crate::doorbell`]: light on the
+//! submit, heavy on the close) either the submit sees
+//! `closed` and refuses, or shutdown waits for the submit to finish, so an
+//! accepted event is always in a ring before the workers' final drain.
+
+use std::fmt;
+
+use crossbeam_utils::CachePadded;
+
+use crate::event::Event;
+use crate::sync::{AtomicBool, AtomicUsize, Ordering, Spin, heavy_barrier, light_barrier};
+
+/// Why an event was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// The worker's ring (or injector queue) is full.
+    Full = 0,
+    /// A low-priority event met a ring above the queue watermark.
+    Shed = 1,
+    /// The global in-flight budget is spent.
+    InflightLimit = 2,
+    /// The engine is shutting down.
+    ShuttingDown = 3,
+}
+
+impl RejectReason {
+    /// Every reason, in index order.
+    pub const ALL: [RejectReason; 4] = [
+        RejectReason::Full,
+        RejectReason::Shed,
+        RejectReason::InflightLimit,
+        RejectReason::ShuttingDown,
+    ];
+
+    /// A lowercase name, as used in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Full => "full",
+            RejectReason::Shed => "shed",
+            RejectReason::InflightLimit => "inflight_limit",
+            RejectReason::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// A refused event, handed back with the limit it hit.
+///
+/// # Examples
+///
+/// ```
+/// use toolplane_core::{Event, Rejected, RejectReason, ToolId};
+///
+/// let r = Rejected::Full(Event::new(ToolId(0), b"x".as_slice()));
+/// assert_eq!(r.reason(), RejectReason::Full);
+/// let event = r.into_event(); // retry later, or report it
+/// assert_eq!(event.payload().as_slice(), b"x");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub enum Rejected {
+    /// The worker's ring is full: the engine is behind.
+    Full(Event),
+    /// A low-priority event was shed above the queue watermark.
+    Shed(Event),
+    /// `max_inflight` events are already accepted and unfinished.
+    InflightLimit(Event),
+    /// The engine is shutting down.
+    ShuttingDown(Event),
+}
+
+impl Rejected {
+    /// The limit that was hit.
+    pub fn reason(&self) -> RejectReason {
+        match self {
+            Rejected::Full(_) => RejectReason::Full,
+            Rejected::Shed(_) => RejectReason::Shed,
+            Rejected::InflightLimit(_) => RejectReason::InflightLimit,
+            Rejected::ShuttingDown(_) => RejectReason::ShuttingDown,
+        }
+    }
+
+    /// The refused event.
+    pub fn into_event(self) -> Event {
+        match self {
+            Rejected::Full(e)
+            | Rejected::Shed(e)
+            | Rejected::InflightLimit(e)
+            | Rejected::ShuttingDown(e) => e,
+        }
+    }
+
+    pub(crate) fn new(reason: RejectReason, event: Event) -> Rejected {
+        match reason {
+            RejectReason::Full => Rejected::Full(event),
+            RejectReason::Shed => Rejected::Shed(event),
+            RejectReason::InflightLimit => Rejected::InflightLimit(event),
+            RejectReason::ShuttingDown => Rejected::ShuttingDown(event),
+        }
+    }
+}
+
+impl fmt::Debug for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Rejected::{:?}(tag {})",
+            self.reason(),
+            self.clone().into_event().tag
+        )
+    }
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Rejected::Full(_) => "rejected: the worker's ring is full",
+            Rejected::Shed(_) => "rejected: low-priority event shed above the queue watermark",
+            Rejected::InflightLimit(_) => "rejected: the in-flight budget (max_inflight) is spent",
+            Rejected::ShuttingDown(_) => "rejected: the engine is shutting down",
+        })
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// Credits a producer leases at once: 1/64 of the budget, at most 32, so
+/// dozens of producers can hold a lease before the budget feels it.
+pub(crate) fn lease_size(max_inflight: usize) -> usize {
+    (max_inflight / 64).clamp(1, 32)
+}
+
+/// The global in-flight budget.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    available: CachePadded<AtomicUsize>,
+}
+
+impl Budget {
+    pub(crate) fn new(max_inflight: usize) -> Budget {
+        Budget {
+            available: CachePadded::new(AtomicUsize::new(max_inflight)),
+        }
+    }
+
+    /// Takes up to `want` credits; returns how many it got (0 when spent).
+    pub(crate) fn take(&self, want: usize) -> usize {
+        let mut cur = self.available.load(Ordering::Relaxed);
+        loop {
+            let got = cur.min(want);
+            if got == 0 {
+                return 0;
+            }
+            // Relaxed: the counter guards no other memory; the events
+            // themselves travel through the rings with their own ordering.
+            match self.available.compare_exchange_weak(
+                cur,
+                cur - got,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return got,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Returns `n` credits.
+    pub(crate) fn give(&self, n: usize) {
+        if n > 0 {
+            self.available.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The admission gate that closes at shutdown.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    closed: AtomicBool,
+}
+
+impl Gate {
+    /// Submitter: after marking itself busy, whether it may go on.
+    #[inline]
+    pub(crate) fn enter(&self, busy: &AtomicBool) -> bool {
+        busy.store(true, Ordering::Relaxed);
+        // Pairs with the heavy barrier in `close`: either we see `closed`,
+        // or the closer sees us busy and waits for `leave`.
+        light_barrier();
+        if self.closed.load(Ordering::Relaxed) {
+            busy.store(false, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Submitter: done publishing.
+    #[inline]
+    pub(crate) fn leave(busy: &AtomicBool) {
+        // Release pairs with the Acquire in `wait_idle`: the publication
+        // happens-before the closer's final drain.
+        busy.store(false, Ordering::Release);
+    }
+
+    /// Closer: refuse every submit that has not yet entered.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        // Pairs with the light barrier in `enter` (and the fence in
+        // `SharedBusy::enter`).
+        heavy_barrier();
+    }
+
+    /// Closer: wait until a submitter that entered before `close` leaves.
+    pub(crate) fn wait_idle(busy: &AtomicBool) {
+        let spin = Spin::new();
+        // Acquire pairs with the Release in `leave`.
+        while busy.load(Ordering::Acquire) {
+            spin.wait();
+        }
+    }
+}
+
+/// The gate for the shared injector, whose many submitters share one busy
+/// counter instead of a flag each.
+#[derive(Debug, Default)]
+pub(crate) struct SharedBusy {
+    count: CachePadded<AtomicUsize>,
+}
+
+impl SharedBusy {
+    pub(crate) fn enter(&self, gate: &Gate) -> bool {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        // Pairs with the heavy barrier in `Gate::close`. The injector's
+        // path allocates anyway, so it keeps a plain fence.
+        crate::sync::fence(Ordering::SeqCst);
+        if gate.closed.load(Ordering::Relaxed) {
+            self.leave();
+            return false;
+        }
+        true
+    }
+
+    pub(crate) fn leave(&self) {
+        // Release pairs with the Acquire in `wait_idle`.
+        self.count.fetch_sub(1, Ordering::Release);
+    }
+
+    pub(crate) fn wait_idle(&self) {
+        let spin = Spin::new();
+        // Acquire pairs with the Release in `leave`.
+        while self.count.load(Ordering::Acquire) != 0 {
+            spin.wait();
+        }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicUsize;
+    use loom::thread;
+
+    use super::*;
+
+    /// An event a submitter publishes after entering the gate is visible to
+    /// the closer's final drain, or the submitter was refused.
+    #[test]
+    fn loom_gate_never_strands_an_accepted_event() {
+        loom::model(|| {
+            let gate = Arc::new(Gate::default());
+            let busy = Arc::new(AtomicBool::new(false));
+            let ring = Arc::new(AtomicUsize::new(0));
+            let submitter = {
+                let (gate, busy, ring) = (gate.clone(), busy.clone(), ring.clone());
+                thread::spawn(move || {
+                    if gate.enter(&busy) {
+                        ring.fetch_add(1, Ordering::Relaxed);
+                        Gate::leave(&busy);
+                        1
+                    } else {
+                        0
+                    }
+                })
+            };
+            gate.close();
+            Gate::wait_idle(&busy);
+            let drained = ring.load(Ordering::Relaxed);
+            let accepted = submitter.join().unwrap();
+            assert_eq!(
+                drained, accepted,
+                "an accepted event missed the final drain"
+            );
+        });
+    }
+}

@@ -1,0 +1,153 @@
+//! Outcomes and completions: what comes back for every accepted event.
+//!
+//! Every accepted event ends in exactly one [`Outcome`]. The completion
+//! carries the raw timestamps taken on the way (submitted, started,
+//! finished), so a consumer that drains late does not inflate the engine's
+//! latency: delivery lag is the consumer's own, measured apart.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use crate::event::{Payload, ToolId};
+
+/// How one accepted event ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler succeeded with this output.
+    Ok(Payload),
+    /// The handler (or tool) reported an error.
+    Error(Cow<'static, str>),
+    /// The call ran past its deadline.
+    Timeout,
+    /// A sandboxed call trapped; the text names the trap.
+    Trap(Cow<'static, str>),
+    /// The handler panicked; the worker caught it and lives on.
+    Panicked(Cow<'static, str>),
+    /// The engine shut down before the call could finish.
+    Cancelled,
+}
+
+impl Outcome {
+    /// The outcome's kind, without its data.
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            Outcome::Ok(_) => OutcomeKind::Ok,
+            Outcome::Error(_) => OutcomeKind::Error,
+            Outcome::Timeout => OutcomeKind::Timeout,
+            Outcome::Trap(_) => OutcomeKind::Trap,
+            Outcome::Panicked(_) => OutcomeKind::Panicked,
+            Outcome::Cancelled => OutcomeKind::Cancelled,
+        }
+    }
+
+    /// Shorthand for an `Error` outcome with a message.
+    pub fn error(message: impl Into<Cow<'static, str>>) -> Outcome {
+        Outcome::Error(message.into())
+    }
+}
+
+/// The kind of an [`Outcome`], usable as an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutcomeKind {
+    /// See [`Outcome::Ok`].
+    Ok = 0,
+    /// See [`Outcome::Error`].
+    Error = 1,
+    /// See [`Outcome::Timeout`].
+    Timeout = 2,
+    /// See [`Outcome::Trap`].
+    Trap = 3,
+    /// See [`Outcome::Panicked`].
+    Panicked = 4,
+    /// See [`Outcome::Cancelled`].
+    Cancelled = 5,
+}
+
+impl OutcomeKind {
+    /// Every kind, in index order.
+    pub const ALL: [OutcomeKind; 6] = [
+        OutcomeKind::Ok,
+        OutcomeKind::Error,
+        OutcomeKind::Timeout,
+        OutcomeKind::Trap,
+        OutcomeKind::Panicked,
+        OutcomeKind::Cancelled,
+    ];
+
+    /// A lowercase name, as used in span exports and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Ok => "ok",
+            OutcomeKind::Error => "error",
+            OutcomeKind::Timeout => "timeout",
+            OutcomeKind::Trap => "trap",
+            OutcomeKind::Panicked => "panicked",
+            OutcomeKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Raw quanta timestamps of one event. Convert with the engine's clock
+/// ([`Engine::clock`](crate::Engine::clock)); raw values keep the hot path
+/// free of scaling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timestamps {
+    /// When admission accepted the event.
+    pub submitted: u64,
+    /// When a worker called the handler (equal to `finished` for events
+    /// cancelled before they started).
+    pub started: u64,
+    /// When the outcome was known.
+    pub finished: u64,
+}
+
+impl Timestamps {
+    /// Time spent queued before the handler ran.
+    pub fn queue_wait(&self, clock: &quanta::Clock) -> Duration {
+        clock.delta(self.submitted, self.started)
+    }
+
+    /// Time the handler took (including any time its call was parked).
+    pub fn service(&self, clock: &quanta::Clock) -> Duration {
+        clock.delta(self.started, self.finished)
+    }
+
+    /// Admission to outcome.
+    pub fn end_to_end(&self, clock: &quanta::Clock) -> Duration {
+        clock.delta(self.submitted, self.finished)
+    }
+}
+
+/// The answer to one accepted event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The event's tag, returned untouched.
+    pub tag: u64,
+    /// The event's tool.
+    pub tool: ToolId,
+    /// The event's key.
+    pub key: Option<u64>,
+    /// The worker that ran it.
+    pub worker: u16,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// When it was submitted, started and finished.
+    pub times: Timestamps,
+}
+
+/// Receives completions on the worker threads instead of the producers'
+/// completion rings. Called concurrently from every worker; keep it short
+/// (it runs on the hot path).
+pub trait Sink: Send + Sync + 'static {
+    /// One completion, on worker `worker`'s thread.
+    fn complete(&self, worker: usize, completion: Completion);
+}
+
+impl<F> Sink for F
+where
+    F: Fn(usize, Completion) + Send + Sync + 'static,
+{
+    fn complete(&self, worker: usize, completion: Completion) {
+        self(worker, completion);
+    }
+}

@@ -1,0 +1,549 @@
+//! A worker: one thread (pinned to a core when asked), one tokio
+//! current-thread runtime, and a loop that drains its rings in batches,
+//! runs calls, and publishes completions.
+//!
+//! One pass of the loop:
+//! 1. handle control messages, if the doorbell's `CONTROL` bit says any;
+//! 2. poll the pending calls that were woken;
+//! 3. take up to `batch_size` events from each producer's ring (one rtrb
+//!    read chunk) and from the injector queue; synchronous outcomes of a
+//!    ring's batch go straight into one rtrb write chunk of that
+//!    producer's completion ring: one release store per batch each way;
+//! 4. publish counters, give the pass's credits back, reset the arena.
+//!
+//! Before it takes events from a producer's ring, the worker makes sure
+//! the completion ring has room for every one of them plus every earlier
+//! event of that producer still pending (`owed`), so a completion never
+//! needs to wait or spill: a producer that stops draining sees its
+//! submissions refused as `Full` instead.
+//!
+//! When a pass finds nothing, the worker spins for `idle_spin` (yielding
+//! its core between checks), then parks on its doorbell (see
+//! [`crate::doorbell`]). While calls are pending it lets the runtime turn
+//! its timer and I/O driver at least every 50 µs.
+
+mod calls;
+mod core;
+mod keys;
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bumpalo::Bump;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use slab::Slab;
+
+use self::core::{Core, InFlight, Started};
+use self::keys::KeyQueues;
+use crate::engine::{Control, Injected, Shared};
+use crate::event::Event;
+use crate::handler::{Handler, WorkerContext, WorkerHandler};
+use crate::metrics::{Latencies, LocalCounters};
+use crate::outcome::{Completion, Outcome, Sink};
+use crate::span::SpanRecord;
+
+/// How often, at least, a worker with pending calls turns the runtime's
+/// driver (timers, I/O) while it is busy.
+const DRIVER_TURN_NS: u64 = 50_000;
+/// The same, when no call is pending (tasks a handler spawned).
+const DRIVER_TURN_IDLE_NS: u64 = 1_000_000;
+
+/// Where a completion goes.
+#[derive(Debug)]
+pub(crate) enum Origin {
+    /// Back through the completion ring of this source.
+    Source(usize),
+    /// To an injector caller's ticket.
+    Reply(flume::Sender<Completion>),
+}
+
+/// One producer's pair of rings, worker side.
+pub(crate) struct Source {
+    pub(crate) events: rtrb::Consumer<Event>,
+    pub(crate) completions: rtrb::Producer<Completion>,
+    /// Events taken from `events` whose completions are not yet published.
+    owed: usize,
+}
+
+impl Source {
+    pub(crate) fn new(
+        events: rtrb::Consumer<Event>,
+        completions: rtrb::Producer<Completion>,
+    ) -> Source {
+        Source {
+            events,
+            completions,
+            owed: 0,
+        }
+    }
+}
+
+enum Step {
+    Busy,
+    Idle,
+    Exit,
+}
+
+/// Everything a worker thread needs from the engine builder.
+pub(crate) struct Launch<H> {
+    pub(crate) index: usize,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) handler: Arc<H>,
+    pub(crate) control: flume::Receiver<Control>,
+    pub(crate) spans: Option<rtrb::Producer<SpanRecord>>,
+    pub(crate) sink: Option<Arc<dyn Sink>>,
+    pub(crate) core_id: Option<core_affinity::CoreId>,
+    pub(crate) ready: flume::Sender<Result<(), String>>,
+}
+
+/// The worker thread's body.
+pub(crate) fn run<H: Handler>(launch: Launch<H>) {
+    let Launch {
+        index,
+        shared,
+        handler,
+        control,
+        spans,
+        sink,
+        core_id,
+        ready,
+    } = launch;
+    if let Some(id) = core_id {
+        // Pinning is best effort: a restricted cpuset may refuse it.
+        let _ = core_affinity::set_for_current(id);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        // Our calls are polled inside the worker's own future; these keep a
+        // task that a handler spawns from delaying timers (shared
+        // MEASURED.md, "Fairness needs tokio tuned").
+        .event_interval(8)
+        .global_queue_interval(1)
+        .max_blocking_threads(4)
+        .thread_name(format!("toolplane-worker-{index}-blocking"))
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot build its runtime: {e}")));
+            return;
+        }
+    };
+    let _enter = runtime.enter();
+    let config = &shared.config;
+    let cx = WorkerContext {
+        worker: index,
+        workers: shared.workers.len(),
+        max_concurrent: config.max_concurrent_per_worker,
+        tools: shared.tools.clone(),
+    };
+    let state = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.start(&cx)))
+    {
+        Ok(Ok(state)) => state,
+        Ok(Err(e)) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+        Err(panic) => {
+            let _ = ready.send(Err(format!("panicked: {}", calls::panic_message(&*panic))));
+            return;
+        }
+    };
+    let sample_every = config.sample_every;
+    let mut worker = Worker {
+        index,
+        control,
+        sources: Slab::new(),
+        source_ids: Vec::new(),
+        rotate: 0,
+        batch: config.batch_size,
+        idle_spin_ns: config.idle_spin.as_nanos() as u64,
+        stopping: None,
+        deadline_timer: None,
+        core: Core {
+            handler: state,
+            index,
+            clock: shared.clock.clone(),
+            arena: Bump::new(),
+            calls: FuturesUnordered::new(),
+            inflight: Slab::with_capacity(config.max_concurrent_per_worker),
+            max_concurrent: config.max_concurrent_per_worker,
+            keys: KeyQueues::new(config.max_concurrent_per_worker, config.ring_capacity),
+            local: LocalCounters::default(),
+            latencies: Latencies::default(),
+            spans: if sample_every > 0 { spans } else { None },
+            sample_countdown: sample_every.max(1),
+            sample_every,
+            completed: 0,
+            call_timeout: config.call_timeout,
+            sink,
+        },
+        shared,
+    };
+    let alive = &worker.shared.workers[index].counters.alive;
+    alive.store(true, Ordering::Release);
+    let _ = ready.send(Ok(()));
+    runtime.block_on(worker.run());
+    worker.finish_pass(0);
+    worker.shared.workers[index]
+        .counters
+        .alive
+        .store(false, Ordering::Release);
+}
+
+struct Worker<H> {
+    index: usize,
+    shared: Arc<Shared>,
+    control: flume::Receiver<Control>,
+    sources: Slab<Source>,
+    /// Keys of `sources`, for iterating while the slab is borrowed.
+    source_ids: Vec<usize>,
+    /// Which source goes first this pass, for fairness.
+    rotate: usize,
+    batch: usize,
+    idle_spin_ns: u64,
+    stopping: Option<Instant>,
+    deadline_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    core: Core<H>,
+}
+
+impl<H: WorkerHandler> Worker<H> {
+    async fn run(&mut self) {
+        let clock = self.core.clock.clone();
+        let mut last_turn = clock.raw();
+        loop {
+            match poll_fn(|cx| Poll::Ready(self.turn(cx))).await {
+                Step::Exit => return,
+                Step::Busy => {
+                    let now = clock.raw();
+                    let every = if self.core.calls.is_empty() {
+                        DRIVER_TURN_IDLE_NS
+                    } else {
+                        DRIVER_TURN_NS
+                    };
+                    if clock.delta_as_nanos(last_turn, now) >= every {
+                        tokio::task::yield_now().await;
+                        last_turn = now;
+                    }
+                }
+                Step::Idle => {
+                    self.idle().await;
+                    last_turn = clock.raw();
+                }
+            }
+        }
+    }
+
+    /// One pass; see the module docs.
+    fn turn(&mut self, cx: &mut Context<'_>) -> Step {
+        if self.shared.workers[self.index].doorbell.take_control() {
+            self.handle_control();
+        }
+        let mut now = self.core.clock.raw();
+        let mut work = self.poll_calls(cx, &mut now);
+        let mut depth = 0;
+        let n = self.source_ids.len();
+        self.rotate = self.rotate.wrapping_add(1);
+        for i in 0..n {
+            let sid = self.source_ids[(self.rotate + i) % n];
+            let (taken, left) = self.drain_source(sid, &mut now);
+            work += taken;
+            depth += left;
+        }
+        work += self.drain_injector(&mut now);
+        depth += self.shared.workers[self.index].injector.len() + self.core.keys.parked_len();
+        self.finish_pass(depth as u64);
+        if let Some(deadline) = self.stopping {
+            if self.is_drained() {
+                return Step::Exit;
+            }
+            if Instant::now() >= deadline {
+                self.cancel_all();
+                return Step::Exit;
+            }
+        }
+        if work > 0 { Step::Busy } else { Step::Idle }
+    }
+
+    fn poll_calls(&mut self, cx: &mut Context<'_>, now: &mut u64) -> usize {
+        let mut done = 0;
+        while done < self.batch {
+            let Poll::Ready(Some((slot, outcome))) = self.core.calls.poll_next_unpin(cx) else {
+                break;
+            };
+            *now = self.core.clock.raw();
+            let InFlight {
+                meta,
+                origin,
+                started,
+            } = self.core.inflight.remove(slot);
+            let completion = self.core.complete(meta, started, *now, outcome);
+            self.deliver(origin, completion);
+            if let Some(key) = meta.key {
+                self.release_key(key, now);
+            }
+            done += 1;
+        }
+        done
+    }
+
+    /// Starts the events parked behind `key`, in order, until one of them
+    /// is pending (the key stays busy) or none is left (the key is free).
+    fn release_key(&mut self, key: u64, now: &mut u64) {
+        while let Some((event, origin)) = self.core.keys.pop(key) {
+            match self.core.start(event, origin, now) {
+                Started::Pending => return,
+                Started::Done(completion, origin) => self.deliver(origin, completion),
+            }
+        }
+        self.core.keys.release(key);
+    }
+
+    /// Takes one batch from a producer's ring. Returns (taken, left).
+    fn drain_source(&mut self, sid: usize, now: &mut u64) -> (usize, usize) {
+        let src = &mut self.sources[sid];
+        let available = src.events.slots();
+        if available == 0 {
+            return (0, 0);
+        }
+        let core = &mut self.core;
+        let room = match core.sink {
+            Some(_) => usize::MAX,
+            None => src.completions.slots().saturating_sub(src.owed),
+        };
+        let k = available.min(self.batch).min(room).min(core.room());
+        if k == 0 {
+            return (0, available);
+        }
+        let Source {
+            events,
+            completions,
+            owed,
+        } = src;
+        let chunk = events.read_chunk(k).expect("k <= available slots");
+        let sink = core.sink.clone();
+        let mut dispatch = |event: Event| match core.dispatch(event, Origin::Source(sid), now) {
+            Started::Done(completion, _) => Some(completion),
+            Started::Pending => {
+                *owed += 1;
+                None
+            }
+        };
+        if let Some(sink) = sink {
+            for event in chunk {
+                if let Some(c) = dispatch(event) {
+                    sink.complete(self.index, c);
+                }
+            }
+        } else {
+            let out = completions
+                .write_chunk_uninit(k)
+                .expect("k <= free completion slots");
+            let produced = out.fill_from_iter(chunk.into_iter().filter_map(dispatch));
+            if completions.is_abandoned() {
+                self.core.local.undelivered += produced as u64;
+            }
+        }
+        (k, available - k)
+    }
+
+    fn drain_injector(&mut self, now: &mut u64) -> usize {
+        let mut taken = 0;
+        while taken < self.batch && self.core.room() > 0 {
+            let Some(Injected { event, reply }) = self.shared.workers[self.index].injector.pop()
+            else {
+                break;
+            };
+            taken += 1;
+            if let Started::Done(completion, origin) =
+                self.core.dispatch(event, Origin::Reply(reply), now)
+            {
+                self.deliver(origin, completion);
+            }
+        }
+        taken
+    }
+
+    /// Sends a completion where its event came from.
+    fn deliver(&mut self, origin: Origin, completion: Completion) {
+        match origin {
+            Origin::Source(sid) => {
+                let src = &mut self.sources[sid];
+                src.owed -= 1;
+                if let Some(sink) = &self.core.sink {
+                    sink.complete(self.index, completion);
+                } else if src.completions.is_abandoned()
+                    || src.completions.push(completion).is_err()
+                {
+                    // `owed` reserved the slot, so only an abandoned ring
+                    // (or a cancellation at shutdown) ends up here.
+                    self.core.local.undelivered += 1;
+                }
+            }
+            Origin::Reply(reply) => {
+                if reply.send(completion).is_err() {
+                    self.core.local.undelivered += 1;
+                }
+            }
+        }
+    }
+
+    /// Publishes counters, returns credits, resets the scratch arena.
+    fn finish_pass(&mut self, depth: u64) {
+        let core = &mut self.core;
+        self.shared.budget.give(std::mem::take(&mut core.completed));
+        core.local.queue_depth = depth;
+        core.local.calls_in_flight = core.inflight.len() as u64;
+        self.shared.workers[self.index]
+            .counters
+            .publish(&core.local);
+        core.arena.reset();
+    }
+
+    fn handle_control(&mut self) {
+        while let Ok(msg) = self.control.try_recv() {
+            match msg {
+                Control::AddSource(source) => {
+                    let sid = self.sources.insert(source);
+                    self.source_ids.push(sid);
+                }
+                Control::Snapshot(reply) => {
+                    let _ = reply.send((self.index, self.core.latencies.clone()));
+                }
+                Control::Shutdown { deadline } => {
+                    self.stopping = Some(deadline);
+                    self.deadline_timer = Some(Box::pin(tokio::time::sleep_until(deadline.into())));
+                }
+            }
+        }
+    }
+
+    /// Whether anything is waiting for this worker.
+    fn has_work(&self) -> bool {
+        let me = &self.shared.workers[self.index];
+        me.doorbell.has_control()
+            || !me.injector.is_empty()
+            || self
+                .source_ids
+                .iter()
+                .any(|&sid| self.sources[sid].events.slots() > 0)
+    }
+
+    /// Spin briefly, then park until a producer, a control message, a
+    /// pending call or the shutdown deadline wakes the worker.
+    async fn idle(&mut self) {
+        self.reap_sources();
+        if self.core.calls.is_empty() && self.stopping.is_none() && self.idle_spin_ns > 0 {
+            let clock = &self.core.clock;
+            let start = clock.raw();
+            let mut rounds = 0u32;
+            loop {
+                for _ in 0..64 {
+                    std::hint::spin_loop();
+                }
+                if self.has_work() {
+                    return;
+                }
+                rounds += 1;
+                if rounds % 8 == 0 {
+                    // Give the core to another runnable thread, if any: a
+                    // spinning worker must not starve a 2-core machine.
+                    std::thread::yield_now();
+                }
+                if clock.delta_as_nanos(start, clock.raw()) >= self.idle_spin_ns {
+                    break;
+                }
+            }
+        }
+        let me = self.shared.clone();
+        let me = &me.workers[self.index];
+        let mut first = true;
+        poll_fn(|cx| {
+            if !first {
+                return Poll::Ready(());
+            }
+            first = false;
+            me.waker.register(cx.waker());
+            me.doorbell.announce_sleep();
+            if self.has_work() {
+                return Poll::Ready(());
+            }
+            if let Some(timer) = &mut self.deadline_timer
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        })
+        .await;
+        me.doorbell.cancel_sleep();
+    }
+
+    /// Forgets sources whose producer is gone and which owe nothing.
+    fn reap_sources(&mut self) {
+        let sources = &mut self.sources;
+        self.source_ids.retain(|&sid| {
+            let s = &sources[sid];
+            let gone = s.events.is_abandoned() && s.events.is_empty() && s.owed == 0;
+            if gone {
+                sources.remove(sid);
+            }
+            !gone
+        });
+    }
+
+    fn is_drained(&self) -> bool {
+        self.core.calls.is_empty()
+            && self.core.keys.parked_len() == 0
+            && self.shared.workers[self.index].injector.is_empty()
+            && self
+                .source_ids
+                .iter()
+                .all(|&sid| self.sources[sid].events.is_empty())
+    }
+
+    /// Shutdown past its deadline: every event this worker holds ends as
+    /// `Cancelled`, none is dropped.
+    fn cancel_all(&mut self) {
+        let now = self.core.clock.raw();
+        self.core.calls.clear();
+        let inflight: Vec<InFlight> = self.core.inflight.drain().collect();
+        for InFlight {
+            meta,
+            origin,
+            started,
+        } in inflight
+        {
+            let c = self.core.complete(meta, started, now, Outcome::Cancelled);
+            self.deliver(origin, c);
+        }
+        let parked: Vec<_> = self.core.keys.drain_parked().collect();
+        for (event, origin) in parked {
+            self.cancel(event, origin, now);
+        }
+        for i in 0..self.source_ids.len() {
+            let sid = self.source_ids[i];
+            while let Ok(event) = self.sources[sid].events.pop() {
+                self.sources[sid].owed += 1;
+                self.cancel(event, Origin::Source(sid), now);
+            }
+        }
+        while let Some(Injected { event, reply }) = self.shared.workers[self.index].injector.pop() {
+            self.cancel(event, Origin::Reply(reply), now);
+        }
+        self.finish_pass(0);
+    }
+
+    fn cancel(&mut self, event: Event, origin: Origin, now: u64) {
+        let meta = self::core::Meta::of(&event);
+        let c = self.core.complete(meta, now, now, Outcome::Cancelled);
+        self.deliver(origin, c);
+    }
+}
+
+/// A snapshot reply: the worker's index and a copy of its histograms.
+pub(crate) type SnapshotReply = (usize, Latencies);
