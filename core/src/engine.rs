@@ -111,6 +111,8 @@ pub(crate) struct Shared {
     /// Ring fill above which `Low` events are shed.
     pub(crate) shed_above: usize,
     pub(crate) gate: Gate,
+    /// Completions go to a sink; producers only get empty slots back.
+    pub(crate) has_sink: bool,
     pub(crate) injector_busy: SharedBusy,
     pub(crate) injector_counters: AdmissionCounters,
     pub(crate) producers: Mutex<Registry>,
@@ -297,6 +299,7 @@ impl EngineBuilder {
             shed_above: (config.queue_watermark * config.ring_capacity as f64).floor() as usize,
             workers,
             gate: Gate::default(),
+            has_sink: self.sink.is_some(),
             injector_busy: SharedBusy::default(),
             injector_counters: AdmissionCounters::default(),
             producers: Mutex::new(Registry::default()),
@@ -478,7 +481,7 @@ impl Engine {
             }
         }
         let mut m = self.counters();
-        m.latency = latency;
+        m.latency = latency.ticks_to_nanos(&self.shared.clock);
         m.stale_workers = self.shared.workers.len() - answered;
         m
     }

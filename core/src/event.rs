@@ -10,7 +10,7 @@
 use smallvec::SmallVec;
 
 /// Bytes a payload keeps inline before it spills to the heap.
-pub const INLINE_PAYLOAD: usize = 64;
+pub const INLINE_PAYLOAD: usize = 48;
 
 /// An event's or an outcome's bytes: inline up to [`INLINE_PAYLOAD`].
 pub type Payload = SmallVec<[u8; INLINE_PAYLOAD]>;

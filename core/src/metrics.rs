@@ -33,8 +33,9 @@ use hdrhistogram::Histogram;
 use crate::admission::RejectReason;
 use crate::outcome::OutcomeKind;
 
-/// Highest latency the histograms track exactly (larger values saturate).
-const HIST_MAX_NS: u64 = 60_000_000_000;
+/// Highest value the histograms track (larger values saturate): 2^40 ticks
+/// or nanoseconds, over 6 minutes at any TSC rate below 3 GHz.
+const HIST_MAX: u64 = 1 << 40;
 
 /// Counts by [`OutcomeKind`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -80,7 +81,8 @@ impl RejectCounts {
     }
 }
 
-/// The three latency histograms, in nanoseconds.
+/// The three latency histograms, in nanoseconds. (Workers record raw clock
+/// ticks, so the hot path never scales a value; a snapshot converts.)
 #[derive(Debug, Clone)]
 pub struct Latencies {
     /// Admission to start.
@@ -94,8 +96,7 @@ pub struct Latencies {
 impl Default for Latencies {
     fn default() -> Self {
         let h = || {
-            Histogram::new_with_bounds(1, HIST_MAX_NS, 3)
-                .expect("static histogram bounds are valid")
+            Histogram::new_with_bounds(1, HIST_MAX, 3).expect("static histogram bounds are valid")
         };
         Latencies {
             queue_wait: h(),
@@ -106,12 +107,35 @@ impl Default for Latencies {
 }
 
 impl Latencies {
+    /// Records one event, in raw clock ticks.
     #[inline]
-    pub(crate) fn record(&mut self, queue_wait_ns: u64, service_ns: u64) {
-        self.queue_wait.saturating_record(queue_wait_ns.max(1));
-        self.service.saturating_record(service_ns.max(1));
+    pub(crate) fn record(&mut self, queue_wait: u64, service: u64) {
+        self.queue_wait.saturating_record(queue_wait.max(1));
+        self.service.saturating_record(service.max(1));
         self.end_to_end
-            .saturating_record((queue_wait_ns + service_ns).max(1));
+            .saturating_record((queue_wait + service).max(1));
+    }
+
+    /// Converts histograms of raw ticks to nanoseconds (bucket by bucket,
+    /// within the histograms' 3 significant digits).
+    pub(crate) fn ticks_to_nanos(&self, clock: &quanta::Clock) -> Latencies {
+        let convert = |h: &Histogram<u64>| {
+            let mut out = Histogram::new_with_bounds(1, HIST_MAX, 3)
+                .expect("static histogram bounds are valid");
+            for v in h.iter_recorded() {
+                let ns = clock
+                    .delta_as_nanos(0, v.value_iterated_to())
+                    .clamp(1, HIST_MAX);
+                out.record_n(ns, v.count_at_value())
+                    .expect("value clamped into bounds");
+            }
+            out
+        };
+        Latencies {
+            queue_wait: convert(&self.queue_wait),
+            service: convert(&self.service),
+            end_to_end: convert(&self.end_to_end),
+        }
     }
 
     pub(crate) fn merge(&mut self, other: &Latencies) {

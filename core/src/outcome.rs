@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use crate::event::{Payload, ToolId};
+use crate::event::{Event, Payload, ToolId};
 
 /// How one accepted event ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,5 +149,62 @@ where
 {
     fn complete(&self, worker: usize, completion: Completion) {
         self(worker, completion);
+    }
+}
+
+/// A recycled event slot. A producer moves an event into a slot from its
+/// pool and sends the slot (a pointer) to a worker; the worker takes the
+/// event out, writes the completion into the same slot and sends it back;
+/// the producer takes the completion out and reuses the slot. The rings
+/// carry 8-byte pointers, and each slot's cache lines cross between the
+/// two cores once each way per event, instead of an event copy one way and
+/// a completion copy the other.
+#[derive(Debug, Default)]
+pub(crate) enum Slot {
+    #[default]
+    Empty,
+    Event(Event),
+    Done(Completion),
+}
+
+/// A slot's storage: aligned to a cache line, so that a slot of up to 128
+/// bytes spans exactly two lines (mimalloc's 144-byte size class would
+/// otherwise straddle three).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(crate) struct SlotCell(Slot);
+
+impl SlotCell {
+    /// Takes the contents out, leaving the slot empty.
+    #[inline]
+    pub(crate) fn take(&mut self) -> Slot {
+        std::mem::take(&mut self.0)
+    }
+
+    /// Fills the slot.
+    #[inline]
+    pub(crate) fn put(&mut self, slot: Slot) {
+        self.0 = slot;
+    }
+}
+
+/// A slot as it travels through the rings.
+pub(crate) type SlotBox = Box<SlotCell>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two cache lines per slot: see [`SlotCell`]. A field added to events
+    /// or completions that breaks this costs throughput (PERF.md).
+    #[test]
+    fn a_slot_fits_two_cache_lines() {
+        assert_eq!(
+            size_of::<SlotCell>(),
+            128,
+            "slot {} bytes",
+            size_of::<Slot>()
+        );
+        assert_eq!(align_of::<SlotCell>(), 64);
     }
 }

@@ -18,7 +18,7 @@ use crate::admission::{Gate, RejectReason, Rejected};
 use crate::engine::{Control, Shared};
 use crate::event::{Event, Priority, worker_for_key};
 use crate::metrics::AdmissionCounters;
-use crate::outcome::Completion;
+use crate::outcome::{Completion, Slot, SlotBox};
 use crate::sync::AtomicBool;
 use crate::worker::Source;
 
@@ -30,8 +30,8 @@ pub(crate) struct ProducerShared {
 }
 
 struct Lane {
-    events: rtrb::Producer<Event>,
-    completions: rtrb::Consumer<Completion>,
+    events: rtrb::Producer<SlotBox>,
+    completions: rtrb::Consumer<SlotBox>,
 }
 
 /// A submitting thread's handle: `Send`, not `Sync`. Create one per thread
@@ -74,6 +74,10 @@ pub struct Producer {
     shared: Arc<Shared>,
     me: Arc<ProducerShared>,
     lanes: Box<[Lane]>,
+    /// Recycled slots. The pool only grows while the number of this
+    /// producer's events in flight grows (at most three ring capacities
+    /// per worker: queued, owed, and waiting to be drained).
+    free: Vec<SlotBox>,
     credits: usize,
     next: usize,
     capacity: usize,
@@ -115,6 +119,7 @@ impl Producer {
             shared,
             me,
             lanes,
+            free: Vec::new(),
             credits: 0,
             next: 0,
             capacity,
@@ -214,7 +219,17 @@ impl Producer {
             return Err((RejectReason::Shed, event));
         }
         event.submitted = shared.clock.raw();
-        if let Err(rtrb::PushError::Full(event)) = lane.events.push(event) {
+        if self.free.is_empty() && shared.has_sink {
+            reclaim(&mut self.lanes, &mut self.free);
+        }
+        let mut slot = self.free.pop().unwrap_or_default();
+        slot.put(Slot::Event(event));
+        let lane = &mut self.lanes[w];
+        if let Err(rtrb::PushError::Full(mut slot)) = lane.events.push(slot) {
+            let Slot::Event(event) = slot.take() else {
+                unreachable!("the slot was filled with an event just above")
+            };
+            self.free.push(slot);
             return Err((RejectReason::Full, event));
         }
         self.credits -= 1;
@@ -233,10 +248,13 @@ impl Producer {
                 continue;
             }
             if let Ok(chunk) = lane.completions.read_chunk(n) {
-                for c in chunk {
-                    f(c);
+                for mut slot in chunk {
+                    if let Slot::Done(c) = slot.take() {
+                        f(c);
+                        total += 1;
+                    }
+                    self.free.push(slot);
                 }
-                total += n;
             }
         }
         total
@@ -247,8 +265,12 @@ impl Producer {
         let n = self.lanes.len();
         for i in 0..n {
             let lane = &mut self.lanes[(self.next + i) % n];
-            if let Ok(c) = lane.completions.pop() {
-                return Some(c);
+            while let Ok(mut slot) = lane.completions.pop() {
+                let taken = slot.take();
+                self.free.push(slot);
+                if let Slot::Done(c) = taken {
+                    return Some(c);
+                }
             }
         }
         None
@@ -261,6 +283,18 @@ impl Producer {
             .iter()
             .map(|l| self.capacity - l.events.slots())
             .sum()
+    }
+}
+
+/// With a sink, completions go to the sink and workers send the empty
+/// slots back: take them from the completion rings when the pool runs dry
+/// (the producer of a sink engine never needs to drain).
+fn reclaim(lanes: &mut [Lane], free: &mut Vec<SlotBox>) {
+    for lane in lanes {
+        let n = lane.completions.slots();
+        if let Ok(chunk) = lane.completions.read_chunk(n) {
+            free.extend(chunk);
+        }
     }
 }
 

@@ -43,7 +43,7 @@ use crate::engine::{Control, Injected, Shared};
 use crate::event::Event;
 use crate::handler::{Handler, WorkerContext, WorkerHandler};
 use crate::metrics::{Latencies, LocalCounters};
-use crate::outcome::{Completion, Outcome, Sink};
+use crate::outcome::{Completion, Outcome, Sink, Slot, SlotBox};
 use crate::span::SpanRecord;
 
 /// How often, at least, a worker with pending calls turns the runtime's
@@ -55,24 +55,24 @@ const DRIVER_TURN_IDLE_NS: u64 = 1_000_000;
 /// Where a completion goes.
 #[derive(Debug)]
 pub(crate) enum Origin {
-    /// Back through the completion ring of this source.
-    Source(usize),
+    /// Back through the completion ring of this source, in this slot.
+    Source(usize, SlotBox),
     /// To an injector caller's ticket.
     Reply(flume::Sender<Completion>),
 }
 
 /// One producer's pair of rings, worker side.
 pub(crate) struct Source {
-    pub(crate) events: rtrb::Consumer<Event>,
-    pub(crate) completions: rtrb::Producer<Completion>,
+    pub(crate) events: rtrb::Consumer<SlotBox>,
+    pub(crate) completions: rtrb::Producer<SlotBox>,
     /// Events taken from `events` whose completions are not yet published.
     owed: usize,
 }
 
 impl Source {
     pub(crate) fn new(
-        events: rtrb::Consumer<Event>,
-        completions: rtrb::Producer<Completion>,
+        events: rtrb::Consumer<SlotBox>,
+        completions: rtrb::Producer<SlotBox>,
     ) -> Source {
         Source {
             events,
@@ -311,10 +311,7 @@ impl<H: WorkerHandler> Worker<H> {
             return (0, 0);
         }
         let core = &mut self.core;
-        let room = match core.sink {
-            Some(_) => usize::MAX,
-            None => src.completions.slots().saturating_sub(src.owed),
-        };
+        let room = src.completions.slots().saturating_sub(src.owed);
         let k = available.min(self.batch).min(room).min(core.room());
         if k == 0 {
             return (0, available);
@@ -325,28 +322,31 @@ impl<H: WorkerHandler> Worker<H> {
             owed,
         } = src;
         let chunk = events.read_chunk(k).expect("k <= available slots");
-        let sink = core.sink.clone();
-        let mut dispatch = |event: Event| match core.dispatch(event, Origin::Source(sid), now) {
-            Started::Done(completion, _) => Some(completion),
-            Started::Pending => {
-                *owed += 1;
-                None
-            }
-        };
-        if let Some(sink) = sink {
-            for event in chunk {
-                if let Some(c) = dispatch(event) {
-                    sink.complete(self.index, c);
+        let out = completions
+            .write_chunk_uninit(k)
+            .expect("k <= free completion slots");
+        let index = self.index;
+        let produced = out.fill_from_iter(chunk.into_iter().filter_map(|mut slot| {
+            let Slot::Event(event) = slot.take() else {
+                unreachable!("producers only send slots holding an event")
+            };
+            match core.dispatch(event, Origin::Source(sid, slot), now) {
+                Started::Done(completion, Origin::Source(_, mut slot)) => {
+                    match &core.sink {
+                        Some(sink) => sink.complete(index, completion),
+                        None => slot.put(Slot::Done(completion)),
+                    }
+                    Some(slot)
+                }
+                Started::Done(_, Origin::Reply(_)) => unreachable!("origin is a source"),
+                Started::Pending => {
+                    *owed += 1;
+                    None
                 }
             }
-        } else {
-            let out = completions
-                .write_chunk_uninit(k)
-                .expect("k <= free completion slots");
-            let produced = out.fill_from_iter(chunk.into_iter().filter_map(dispatch));
-            if completions.is_abandoned() {
-                self.core.local.undelivered += produced as u64;
-            }
+        }));
+        if completions.is_abandoned() && self.core.sink.is_none() {
+            self.core.local.undelivered += produced as u64;
         }
         (k, available - k)
     }
@@ -371,16 +371,24 @@ impl<H: WorkerHandler> Worker<H> {
     /// Sends a completion where its event came from.
     fn deliver(&mut self, origin: Origin, completion: Completion) {
         match origin {
-            Origin::Source(sid) => {
+            Origin::Source(sid, mut slot) => {
                 let src = &mut self.sources[sid];
                 src.owed -= 1;
-                if let Some(sink) = &self.core.sink {
-                    sink.complete(self.index, completion);
-                } else if src.completions.is_abandoned()
-                    || src.completions.push(completion).is_err()
-                {
-                    // `owed` reserved the slot, so only an abandoned ring
-                    // (or a cancellation at shutdown) ends up here.
+                let delivered = match &self.core.sink {
+                    Some(sink) => {
+                        sink.complete(self.index, completion);
+                        true
+                    }
+                    None => {
+                        slot.put(Slot::Done(completion));
+                        !src.completions.is_abandoned()
+                    }
+                };
+                // The empty slot goes back even to a sink engine's producer,
+                // which reuses it. `owed` reserved room for it, so a full
+                // ring only happens for cancellations at shutdown.
+                let returned = src.completions.push(slot).is_ok();
+                if !delivered || (!returned && self.core.sink.is_none()) {
                     self.core.local.undelivered += 1;
                 }
             }
@@ -449,7 +457,7 @@ impl<H: WorkerHandler> Worker<H> {
                     return;
                 }
                 rounds += 1;
-                if rounds % 8 == 0 {
+                if rounds.is_multiple_of(8) {
                     // Give the core to another runnable thread, if any: a
                     // spinning worker must not starve a 2-core machine.
                     std::thread::yield_now();
@@ -527,9 +535,11 @@ impl<H: WorkerHandler> Worker<H> {
         }
         for i in 0..self.source_ids.len() {
             let sid = self.source_ids[i];
-            while let Ok(event) = self.sources[sid].events.pop() {
+            while let Ok(mut slot) = self.sources[sid].events.pop() {
                 self.sources[sid].owed += 1;
-                self.cancel(event, Origin::Source(sid), now);
+                if let Slot::Event(event) = slot.take() {
+                    self.cancel(event, Origin::Source(sid, slot), now);
+                }
             }
         }
         while let Some(Injected { event, reply }) = self.shared.workers[self.index].injector.pop() {

@@ -143,9 +143,10 @@ impl<H: WorkerHandler> Core<H> {
             started,
             finished,
         };
+        // Raw ticks; scaled only when a snapshot asks (see `Latencies`).
         self.latencies.record(
-            self.clock.delta_as_nanos(meta.submitted, started),
-            self.clock.delta_as_nanos(started, finished),
+            started.saturating_sub(meta.submitted),
+            finished.saturating_sub(started),
         );
         if let Some(ring) = &mut self.spans {
             self.sample_countdown -= 1;
