@@ -282,7 +282,7 @@ mod loom_tests {
     /// the closer's final drain, or the submitter was refused.
     #[test]
     fn loom_gate_never_strands_an_accepted_event() {
-        loom::model(|| {
+        crate::sync::loom_model(|| {
             let gate = Arc::new(Gate::default());
             let busy = Arc::new(AtomicBool::new(false));
             let ring = Arc::new(AtomicUsize::new(0));
@@ -307,5 +307,75 @@ mod loom_tests {
                 "an accepted event missed the final drain"
             );
         });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod thread_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// Submitters racing a close: once the closer has closed and waited
+    /// for every busy flag, what it drains is final: no submit is accepted
+    /// after that point, so nothing accepted is stranded.
+    #[test]
+    fn close_then_wait_idle_sees_every_accepted_submit() {
+        let rounds = if cfg!(miri) { 3 } else { 300 };
+        for _ in 0..rounds {
+            let gate = Arc::new(Gate::default());
+            let ring = Arc::new(AtomicUsize::new(0));
+            let flags: Vec<Arc<AtomicBool>> = (0..2).map(|_| Arc::default()).collect();
+            let submitters: Vec<_> = flags
+                .iter()
+                .map(|busy| {
+                    let (gate, ring, busy) = (gate.clone(), ring.clone(), busy.clone());
+                    std::thread::spawn(move || {
+                        let mut accepted = 0;
+                        for _ in 0..if cfg!(miri) { 4 } else { 300 } {
+                            if gate.enter(&busy) {
+                                ring.fetch_add(1, Ordering::Relaxed);
+                                Gate::leave(&busy);
+                                accepted += 1;
+                            }
+                        }
+                        accepted
+                    })
+                })
+                .collect();
+            std::thread::yield_now();
+            gate.close();
+            for busy in &flags {
+                Gate::wait_idle(busy);
+            }
+            let drained = ring.load(Ordering::Relaxed);
+            let accepted: usize = submitters.into_iter().map(|s| s.join().unwrap()).sum();
+            assert_eq!(
+                drained, accepted,
+                "a submit was accepted after the final drain"
+            );
+        }
+    }
+
+    #[test]
+    fn the_budget_never_hands_out_more_than_it_has() {
+        let budget = Arc::new(Budget::new(100));
+        let takers: Vec<_> = (0..4)
+            .map(|_| {
+                let budget = budget.clone();
+                std::thread::spawn(move || {
+                    let mut got = 0;
+                    for _ in 0..if cfg!(miri) { 10 } else { 1000 } {
+                        got += budget.take(7);
+                    }
+                    got
+                })
+            })
+            .collect();
+        let total: usize = takers.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(total, 100);
+        budget.give(100);
+        assert_eq!(budget.take(1000), 100);
     }
 }

@@ -120,13 +120,16 @@ pub struct Config {
     pub call_timeout: Option<Duration>,
     /// Write sampled spans as JSON lines to this file.
     pub span_export: Option<PathBuf>,
-    /// Where values came from, for error messages. Not part of the file.
+    /// Where values came from, for error messages (filled by
+    /// [`Config::from_file`] and [`Config::with_env`]; not a file key).
     #[serde(skip)]
-    sources: Sources,
+    pub provenance: Provenance,
 }
 
+/// Where each configuration value came from. Opaque: it only serves error
+/// messages.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct Sources(Vec<(&'static str, ValueSource)>);
+pub struct Provenance(Vec<(&'static str, ValueSource)>);
 
 impl Default for Config {
     fn default() -> Self {
@@ -142,7 +145,7 @@ impl Default for Config {
             idle_spin: Duration::from_micros(50),
             call_timeout: None,
             span_export: None,
-            sources: Sources::default(),
+            provenance: Provenance::default(),
         }
     }
 }
@@ -363,7 +366,7 @@ impl Config {
     }
 
     fn source(&self, key: &str) -> ValueSource {
-        self.sources
+        self.provenance
             .0
             .iter()
             .rev()
@@ -372,7 +375,7 @@ impl Config {
     }
 
     fn set_source(&mut self, key: &'static str, source: ValueSource) {
-        self.sources.0.push((key, source));
+        self.provenance.0.push((key, source));
     }
 }
 

@@ -103,7 +103,7 @@ mod loom_tests {
     /// event a producer publishes: if a wake-up were lost, the worker
     /// would park forever and loom would report a deadlock.
     fn no_lost_wakeup(events: usize, producers: usize) {
-        loom::model(move || {
+        crate::sync::loom_model(move || {
             let bell = Arc::new(Doorbell::default());
             let published = Arc::new(AtomicUsize::new(0));
             let total = events * producers;
@@ -162,7 +162,7 @@ mod loom_tests {
     /// A control message posted while the worker decides to park is seen.
     #[test]
     fn loom_control_is_not_lost() {
-        loom::model(|| {
+        crate::sync::loom_model(|| {
             let bell = Arc::new(Doorbell::default());
             let worker = {
                 let bell = bell.clone();
@@ -186,5 +186,66 @@ mod loom_tests {
             t.unpark();
             worker.join().unwrap();
         });
+    }
+}
+
+/// The same protocol on real threads: run by `cargo test` with the real
+/// barriers, and by Miri (with fences) for its data-race and weak-memory
+/// checks. Loop counts shrink under Miri, as rtrb's tests do.
+#[cfg(all(test, not(loom)))]
+mod thread_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::thread;
+
+    use super::Doorbell;
+
+    #[test]
+    fn every_published_event_is_seen_by_a_parking_worker() {
+        let events = if cfg!(miri) { 30 } else { 100_000 };
+        let bell = Arc::new(Doorbell::default());
+        let published = Arc::new(AtomicUsize::new(0));
+        let worker = {
+            let (bell, published) = (bell.clone(), published.clone());
+            thread::spawn(move || {
+                let mut seen = 0;
+                let mut parks = 0;
+                while seen < events {
+                    let now = published.load(Ordering::Acquire);
+                    if now > seen {
+                        seen = now;
+                        continue;
+                    }
+                    bell.announce_sleep();
+                    if published.load(Ordering::Acquire) > seen {
+                        bell.cancel_sleep();
+                        continue;
+                    }
+                    thread::park();
+                    bell.cancel_sleep();
+                    parks += 1;
+                }
+                parks
+            })
+        };
+        let t = worker.thread().clone();
+        for _ in 0..events {
+            published.fetch_add(1, Ordering::Release);
+            if bell.needs_wake() {
+                t.unpark();
+            }
+        }
+        // Without the handshake the worker would park forever here.
+        let _parks = worker.join().unwrap();
+    }
+
+    #[test]
+    fn control_messages_are_taken_once() {
+        let bell = Doorbell::default();
+        assert!(!bell.take_control());
+        bell.post_control();
+        assert!(bell.has_control());
+        assert!(bell.take_control());
+        assert!(!bell.take_control());
     }
 }

@@ -486,7 +486,10 @@ impl Engine {
         m
     }
 
-    fn counters(&self) -> Metrics {
+    /// Counters and gauges only, read directly without asking the workers
+    /// (cheap enough for a readiness probe): `latency` is empty and
+    /// `stale_workers` is 0. Use [`Engine::metrics`] for the histograms.
+    pub fn counters(&self) -> Metrics {
         let (accepted, rejected) = self.shared.admission();
         let mut outcomes = OutcomeCounts::default();
         let (mut undelivered, mut spans_exported, mut spans_dropped) = (0, 0, 0);

@@ -61,8 +61,8 @@ pub use config::{Config, ConfigError};
 pub use engine::{BuildError, Engine, EngineBuilder};
 pub use event::{Event, INLINE_PAYLOAD, Payload, Priority, ToolId};
 pub use handler::{
-    AsyncFnHandler, Call, CallContext, FnHandler, Handler, PendingCall, StartError, WorkerContext,
-    WorkerHandler, async_handler_fn, handler_fn,
+    AsyncFnHandler, AsyncFnWorker, Call, CallContext, FnHandler, FnWorker, Handler, PendingCall,
+    StartError, WorkerContext, WorkerHandler, async_handler_fn, handler_fn,
 };
 pub use injector::{CallError, Injector, Lost, Ticket};
 pub use metrics::{Latencies, Metrics, OutcomeCounts, RejectCounts, Report, WorkerMetrics};

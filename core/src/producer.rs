@@ -221,6 +221,9 @@ impl Producer {
         event.submitted = shared.clock.raw();
         if self.free.is_empty() && shared.has_sink {
             reclaim(&mut self.lanes, &mut self.free);
+            for w in shared.workers.iter() {
+                w.ring();
+            }
         }
         let mut slot = self.free.pop().unwrap_or_default();
         slot.put(Slot::Event(event));
@@ -242,7 +245,7 @@ impl Producer {
     /// Takes each worker's completions as one rtrb read chunk.
     pub fn drain(&mut self, mut f: impl FnMut(Completion)) -> usize {
         let mut total = 0;
-        for lane in self.lanes.iter_mut() {
+        for (w, lane) in self.lanes.iter_mut().enumerate() {
             let n = lane.completions.slots();
             if n == 0 {
                 continue;
@@ -256,6 +259,9 @@ impl Producer {
                     self.free.push(slot);
                 }
             }
+            // Room in the completion ring may be what the worker waits for
+            // (after the chunk is committed, as for an event).
+            self.shared.workers[w].ring();
         }
         total
     }
@@ -264,10 +270,11 @@ impl Producer {
     pub fn poll(&mut self) -> Option<Completion> {
         let n = self.lanes.len();
         for i in 0..n {
-            let lane = &mut self.lanes[(self.next + i) % n];
-            while let Ok(mut slot) = lane.completions.pop() {
+            let w = (self.next + i) % n;
+            while let Ok(mut slot) = self.lanes[w].completions.pop() {
                 let taken = slot.take();
                 self.free.push(slot);
+                self.shared.workers[w].ring();
                 if let Slot::Done(c) = taken {
                     return Some(c);
                 }

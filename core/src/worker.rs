@@ -430,15 +430,26 @@ impl<H: WorkerHandler> Worker<H> {
         }
     }
 
-    /// Whether anything is waiting for this worker.
+    /// Whether the worker can do something now: a control message, or an
+    /// event it is allowed to take. Events it may not take yet (the
+    /// concurrency cap or the per-key queues are full, or the producer's
+    /// completion ring has no room) are not work: counting them would spin
+    /// the worker without ever letting the runtime fire the timers that
+    /// free the room. A producer's `drain` rings the doorbell once it has
+    /// made room in a completion ring.
     fn has_work(&self) -> bool {
         let me = &self.shared.workers[self.index];
-        me.doorbell.has_control()
-            || !me.injector.is_empty()
-            || self
-                .source_ids
-                .iter()
-                .any(|&sid| self.sources[sid].events.slots() > 0)
+        if me.doorbell.has_control() {
+            return true;
+        }
+        if self.core.room() == 0 {
+            return false;
+        }
+        !me.injector.is_empty()
+            || self.source_ids.iter().any(|&sid| {
+                let s = &self.sources[sid];
+                s.events.slots() > 0 && s.completions.slots() > s.owed
+            })
     }
 
     /// Spin briefly, then park until a producer, a control message, a

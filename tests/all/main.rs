@@ -1,1 +1,13 @@
-fn main() {}
+//! End-to-end tests across toolplane's crates, one binary with a module
+//! per area (as wasmtime's `tests/all`).
+
+mod accounting;
+mod concurrency;
+mod config;
+mod faults;
+mod injector;
+mod ordering;
+mod overload;
+mod shutdown;
+mod spans;
+mod support;

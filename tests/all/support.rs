@@ -1,0 +1,84 @@
+//! Helpers shared by the engine tests.
+
+use std::time::{Duration, Instant};
+
+use toolplane_core::{Completion, Engine, EngineBuilder, Event, Producer};
+
+/// A builder for tests: unpinned workers (tests share a small machine) and
+/// a short idle spin.
+pub fn builder(workers: usize) -> EngineBuilder {
+    Engine::builder()
+        .workers(workers)
+        .pin_workers(false)
+        .idle_spin(Duration::from_micros(20))
+}
+
+/// Submits every event, waiting while the engine is full and draining
+/// completions into `out` as it goes.
+pub fn submit_all(
+    p: &mut Producer,
+    events: impl IntoIterator<Item = Event>,
+    out: &mut Vec<Completion>,
+) {
+    for mut event in events {
+        loop {
+            match p.submit_timeout(event, Duration::from_millis(1)) {
+                Ok(()) => break,
+                Err(r) => {
+                    assert_ne!(
+                        r.reason(),
+                        toolplane_core::RejectReason::ShuttingDown,
+                        "engine shut down under a test"
+                    );
+                    event = r.into_event();
+                    p.drain(|c| out.push(c));
+                }
+            }
+        }
+        p.drain(|c| out.push(c));
+    }
+}
+
+/// Drains until `out` holds `n` completions, failing after `timeout`.
+pub fn drain_until(p: &mut Producer, out: &mut Vec<Completion>, n: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while out.len() < n {
+        if p.drain(|c| out.push(c)) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} completions after {timeout:?}",
+                out.len()
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+/// Encodes two numbers as a payload.
+pub fn pair(a: u64, b: u64) -> Vec<u8> {
+    let mut v = a.to_le_bytes().to_vec();
+    v.extend_from_slice(&b.to_le_bytes());
+    v
+}
+
+/// Decodes [`pair`].
+pub fn unpair(p: &[u8]) -> (u64, u64) {
+    (
+        u64::from_le_bytes(p[..8].try_into().unwrap()),
+        u64::from_le_bytes(p[8..16].try_into().unwrap()),
+    )
+}
+
+/// Waits until `cond` holds, failing with `what` after `timeout`. (Workers
+/// publish their counters at the end of each pass, a moment after the
+/// completions of that pass become visible.)
+pub fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "not true after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
