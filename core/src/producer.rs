@@ -78,6 +78,8 @@ pub struct Producer {
     /// producer's events in flight grows (at most three ring capacities
     /// per worker: queued, owed, and waiting to be drained).
     free: Vec<SlotBox>,
+    /// Slots this producer has allocated so far.
+    made: usize,
     credits: usize,
     next: usize,
     capacity: usize,
@@ -102,6 +104,8 @@ impl Producer {
             .unwrap_or_else(|e| e.into_inner())
             .live
             .push(me.clone());
+        // Pointers only, up to the pool's bound: the list never reallocates.
+        let free = Vec::with_capacity(3 * capacity * shared.workers.len());
         let lanes = shared
             .workers
             .iter()
@@ -119,7 +123,8 @@ impl Producer {
             shared,
             me,
             lanes,
-            free: Vec::new(),
+            free,
+            made: 0,
             credits: 0,
             next: 0,
             capacity,
@@ -225,7 +230,10 @@ impl Producer {
                 w.ring();
             }
         }
-        let mut slot = self.free.pop().unwrap_or_default();
+        let mut slot = self.free.pop().unwrap_or_else(|| {
+            self.made += 1;
+            SlotBox::default()
+        });
         slot.put(Slot::Event(event));
         let lane = &mut self.lanes[w];
         if let Err(rtrb::PushError::Full(mut slot)) = lane.events.push(slot) {
@@ -281,6 +289,23 @@ impl Producer {
             }
         }
         None
+    }
+
+    /// The most slots this producer can ever hold: per worker, a full event
+    /// ring plus a full completion ring (twice as large; a worker takes an
+    /// event only when the completion ring has room for its answer).
+    fn slot_bound(&self) -> usize {
+        3 * self.capacity * self.lanes.len()
+    }
+
+    /// Allocates every slot this producer can ever need, so that not even
+    /// the first bursts allocate. Without it the pool grows on demand to
+    /// its high-water mark (at most three ring capacities per worker, in
+    /// slots of 128 bytes) and then allocates no more.
+    pub fn preallocate(&mut self) {
+        let missing = self.slot_bound().saturating_sub(self.made);
+        self.free.extend((0..missing).map(|_| SlotBox::default()));
+        self.made += missing;
     }
 
     /// Events of this producer waiting in its rings to the workers (a

@@ -40,8 +40,15 @@ fn spans_are_written_as_json_lines_one_in_sample_every() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(spans.len() as u64, report.spans_exported);
-    assert_eq!(report.spans_exported + report.spans_dropped, 2000 / 10);
-    assert!(spans.len() >= 150, "{} spans", spans.len());
+    // Each worker samples one in ten of its own events.
+    let per_worker = |w: u16| done.iter().filter(|c| c.worker == w).count() as u64;
+    let expected = per_worker(0) / 10 + per_worker(1) / 10;
+    assert_eq!(report.spans_exported + report.spans_dropped, expected);
+    assert!(
+        spans.len() as u64 >= expected * 3 / 4,
+        "{} of {expected} spans",
+        spans.len()
+    );
     for s in &spans {
         assert_eq!(s["tool"], "echo");
         assert!(s["worker"].as_u64().unwrap() < 2);
