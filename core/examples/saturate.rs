@@ -52,6 +52,8 @@ fn noop(_event: Event) -> Outcome {
 }
 
 struct Run {
+    /// Producer time per submit call (accepted or refused), engine only.
+    submit_ns: f64,
     events_per_sec: f64,
     p50_ns: u64,
     p99_ns: u64,
@@ -120,10 +122,14 @@ fn run_engine(workers: usize, seconds: f64, cores: &[core_affinity::CoreId]) -> 
         s.spawn(|| {
             pin_producer(cores);
             let mut p = engine.producer();
+            p.preallocate();
             let mut hist = histogram();
             let mut tag = 0u64;
-            drive(&clock, seconds, &mut hist, |record| {
+            let (mut submit_ticks, mut submit_calls) = (0u64, 0u64);
+            let mut run = drive(&clock, seconds, &mut hist, |record| {
+                let t0 = clock.raw();
                 for _ in 0..64 {
+                    submit_calls += 1;
                     if p.submit(Event::new(tool, Payload::new()).with_tag(tag))
                         .is_err()
                     {
@@ -131,8 +137,11 @@ fn run_engine(workers: usize, seconds: f64, cores: &[core_affinity::CoreId]) -> 
                     }
                     tag += 1;
                 }
+                submit_ticks += clock.raw() - t0;
                 p.drain(|c| record(&c)) as u64
-            })
+            });
+            run.submit_ns = clock.delta_as_nanos(0, submit_ticks) as f64 / submit_calls as f64;
+            run
         })
         .join()
         .expect("producer thread")
@@ -251,6 +260,7 @@ fn drive(
     let elapsed = (clock.now() - t0).as_secs_f64();
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocs_before;
     Run {
+        submit_ns: 0.0,
         events_per_sec: events as f64 / elapsed,
         p50_ns: hist.value_at_quantile(0.5),
         p99_ns: hist.value_at_quantile(0.99),
@@ -279,10 +289,11 @@ fn main() {
             };
             let x = run(workers, args.seconds, &cores);
             eprintln!(
-                "{side}: {:.2} M/s, p50 {} ns, p99 {} ns",
+                "{side}: {:.2} M/s, p50 {} ns, p99 {} ns, {:.1} ns per submit call",
                 x.events_per_sec / 1e6,
                 x.p50_ns,
-                x.p99_ns
+                x.p99_ns,
+                x.submit_ns
             );
             continue;
         }
@@ -316,6 +327,7 @@ fn main() {
     let mut e_p99: Vec<f64> = engine_runs.iter().map(|r| r.p99_ns as f64).collect();
     let mut b_p50: Vec<f64> = base_runs.iter().map(|r| r.p50_ns as f64).collect();
     let mut b_p99: Vec<f64> = base_runs.iter().map(|r| r.p99_ns as f64).collect();
+    let mut submit_ns: Vec<f64> = engine_runs.iter().map(|r| r.submit_ns).collect();
     let allocs: u64 = engine_runs.iter().map(|r| r.allocations).sum();
     let events: u64 = engine_runs.iter().map(|r| r.events).sum();
     let minmax = |v: &[f64]| {
@@ -330,7 +342,7 @@ fn main() {
 \"engine_events_per_sec\":{:.0},\"engine_events_per_sec_min\":{e_lo:.0},\"engine_events_per_sec_max\":{e_hi:.0},\
 \"baseline_events_per_sec\":{:.0},\"baseline_events_per_sec_min\":{b_lo:.0},\"baseline_events_per_sec_max\":{b_hi:.0},\
 \"ratio\":{:.2},\"engine_p50_ns\":{:.0},\"engine_p99_ns\":{:.0},\"baseline_p50_ns\":{:.0},\"baseline_p99_ns\":{:.0},\
-\"allocations_per_event\":{:.6}}}",
+\"engine_submit_ns\":{:.1},\"allocations_per_event\":{:.6}}}",
         args.replicas,
         args.seconds,
         median(&mut e_rate),
@@ -340,6 +352,7 @@ fn main() {
         median(&mut e_p99),
         median(&mut b_p50),
         median(&mut b_p99),
+        median(&mut submit_ns),
         allocs as f64 / events.max(1) as f64,
     );
 }

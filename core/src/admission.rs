@@ -15,9 +15,8 @@
 //! ## The shutdown gate
 //!
 //! A submit marks its producer busy, then checks `closed`; shutdown sets
-//! `closed`, then waits until no producer is busy. With a barrier on each
-//! side (the asymmetric Dekker pair of [`crate::doorbell`]: light on the
-//! submit, heavy on the close) either the submit sees
+//! `closed`, then waits until no producer is busy. With a SeqCst fence on
+//! each side (Dekker again, see [`crate::doorbell`]) either the submit sees
 //! `closed` and refuses, or shutdown waits for the submit to finish, so an
 //! accepted event is always in a ring before the workers' final drain.
 
@@ -26,7 +25,7 @@ use std::fmt;
 use crossbeam_utils::CachePadded;
 
 use crate::event::Event;
-use crate::sync::{AtomicBool, AtomicUsize, Ordering, Spin, heavy_barrier, light_barrier};
+use crate::sync::{AtomicBool, AtomicUsize, Ordering, Spin, fence};
 
 /// Why an event was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -200,9 +199,9 @@ impl Gate {
     #[inline]
     pub(crate) fn enter(&self, busy: &AtomicBool) -> bool {
         busy.store(true, Ordering::Relaxed);
-        // Pairs with the heavy barrier in `close`: either we see `closed`,
-        // or the closer sees us busy and waits for `leave`.
-        light_barrier();
+        // Pairs with the fence in `close`: either we see `closed`, or the
+        // closer sees us busy and waits for `leave`.
+        fence(Ordering::SeqCst);
         if self.closed.load(Ordering::Relaxed) {
             busy.store(false, Ordering::Relaxed);
             return false;
@@ -221,9 +220,8 @@ impl Gate {
     /// Closer: refuse every submit that has not yet entered.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
-        // Pairs with the light barrier in `enter` (and the fence in
-        // `SharedBusy::enter`).
-        heavy_barrier();
+        // Pairs with the fences in `enter` and `SharedBusy::enter`.
+        fence(Ordering::SeqCst);
     }
 
     /// Closer: wait until a submitter that entered before `close` leaves.
@@ -246,9 +244,8 @@ pub(crate) struct SharedBusy {
 impl SharedBusy {
     pub(crate) fn enter(&self, gate: &Gate) -> bool {
         self.count.fetch_add(1, Ordering::Relaxed);
-        // Pairs with the heavy barrier in `Gate::close`. The injector's
-        // path allocates anyway, so it keeps a plain fence.
-        crate::sync::fence(Ordering::SeqCst);
+        // Pairs with the fence in `Gate::close`, as `Gate::enter` does.
+        fence(Ordering::SeqCst);
         if gate.closed.load(Ordering::Relaxed) {
             self.leave();
             return false;

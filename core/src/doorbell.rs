@@ -7,25 +7,29 @@
 //! ```text
 //! worker                               producer
 //! state |= SLEEPING                    publish the event (ring tail, Release)
-//! heavy barrier            <pairs>     light barrier
+//! fence(SeqCst)            <pairs>     fence(SeqCst)
 //! re-check its rings                   if state & SLEEPING: clear it, wake
 //! nothing there? sleep
 //! ```
 //!
-//! In the single total order of the two barriers, either the worker's comes
-//! first, and then the producer's load sees `SLEEPING` and wakes it; or the
-//! producer's comes first, and then the worker's re-check sees the event.
-//! The barriers are asymmetric (see [`crate::sync::light_barrier`]): the
-//! producer's is a compiler fence, the parking worker pays a process-wide
-//! `membarrier(2)`; under loom both are SeqCst fences. So a wake-up is never lost, and a producer only pays for a wake
+//! In the single total order of SeqCst fences, either the worker's comes
+//! first, and then the producer's load sees `SLEEPING` and wakes it; or
+//! the producer's comes first, and then the worker's re-check sees the
+//! event. So a wake-up is never lost, and a producer only pays for a wake
 //! (one unpark syscall) when the worker actually announced that it parks.
-//! The `loom` tests below check this under every interleaving.
+//! The `loom` tests below check this under every interleaving (up to three
+//! preemptions), and the thread tests run under Miri.
+//!
+//! (An asymmetric pair, a compiler fence on the producer and
+//! `membarrier(2)` on the parking worker, was measured and dropped: it
+//! saved about 1.5 ns of a 22 ns submit and cost an IPI per park; see
+//! PERF.md, "Producer barriers".)
 //!
 //! The same word carries a `CONTROL` bit: a control message (snapshot,
 //! shutdown, new producer) is waiting on the worker's flume channel, so the
 //! worker need not poll that channel on every pass.
 
-use crate::sync::{AtomicU32, Ordering, heavy_barrier, light_barrier};
+use crate::sync::{AtomicU32, Ordering, fence};
 
 const SLEEPING: u32 = 1;
 const CONTROL: u32 = 2;
@@ -44,10 +48,9 @@ impl Doorbell {
     /// some.
     pub(crate) fn announce_sleep(&self) {
         self.state.fetch_or(SLEEPING, Ordering::Relaxed);
-        // Pairs with the light barrier in `needs_wake`: orders the SLEEPING
-        // store before the worker's re-check of its rings. The heavy side
-        // is here because parking is rare and submitting is not.
-        heavy_barrier();
+        // Pairs with the fence in `needs_wake`: orders the SLEEPING store
+        // before the worker's re-check of its rings.
+        fence(Ordering::SeqCst);
     }
 
     /// Worker: it is awake again (found work, or was woken).
@@ -62,9 +65,9 @@ impl Doorbell {
     /// producer pays for the wake.
     #[inline]
     pub(crate) fn needs_wake(&self) -> bool {
-        // Pairs with the heavy barrier in `announce_sleep`: orders the
-        // producer's ring publication before this load of the worker's state.
-        light_barrier();
+        // Pairs with the fence in `announce_sleep`: orders the producer's
+        // ring publication before this load of the worker's state.
+        fence(Ordering::SeqCst);
         self.state.load(Ordering::Relaxed) & SLEEPING != 0
             && self.state.fetch_and(!SLEEPING, Ordering::Relaxed) & SLEEPING != 0
     }
@@ -189,9 +192,8 @@ mod loom_tests {
     }
 }
 
-/// The same protocol on real threads: run by `cargo test` with the real
-/// barriers, and by Miri (with fences) for its data-race and weak-memory
-/// checks. Loop counts shrink under Miri, as rtrb's tests do.
+/// The same protocol on real threads: run by `cargo test`, and by Miri for
+/// its data-race and weak-memory checks. Loop counts shrink under Miri, as rtrb's tests do.
 #[cfg(all(test, not(loom)))]
 mod thread_tests {
     use std::sync::Arc;

@@ -3,9 +3,10 @@
 //! writes no memory that another producer writes.
 //!
 //! Per submit, in steady state: one SeqCst fence to enter the shutdown
-//! gate, a credit from the producer's local lease, a raw clock read, one
-//! ring push, one SeqCst fence and one load of the worker's doorbell, and
-//! two relaxed stores to the producer's own counters. No allocation, no
+//! gate, a credit from the producer's local lease, a raw clock read, a
+//! slot from the producer's pool, one ring push (a pointer), one SeqCst
+//! fence and one load of the worker's doorbell, and relaxed stores to the
+//! producer's own counters. No allocation, no
 //! lock, no syscall unless the worker announced it parks.
 
 use std::marker::PhantomData;
