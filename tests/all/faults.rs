@@ -7,7 +7,7 @@ use toolplane_core::{
     handler_fn,
 };
 
-use crate::support::{builder, drain_until};
+use crate::support::{builder, drain_until, sleeper};
 
 #[test]
 fn a_panicking_handler_is_caught_and_the_worker_lives_on() {
@@ -102,12 +102,7 @@ fn a_handler_that_cannot_start_fails_the_build_naming_the_worker() {
 
 #[test]
 fn completions_of_a_dropped_producer_are_counted_undelivered() {
-    let engine = builder(1)
-        .build(async_handler_fn(|_e| async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            Outcome::Ok(Default::default())
-        }))
-        .unwrap();
+    let engine = builder(1).build(sleeper(20)).unwrap();
     let tool = engine.tool("t");
     let mut p = engine.producer();
     for _ in 0..10 {

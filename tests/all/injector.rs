@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use toolplane_core::{CallError, Event, Outcome, Rejected, async_handler_fn, handler_fn};
 
-use crate::support::{builder, eventually};
+use crate::support::{builder, eventually, sleeper};
 
 #[test]
 fn async_callers_under_a_multi_thread_runtime_get_their_answers() {
@@ -100,13 +100,7 @@ fn injector_and_producer_events_of_one_key_never_overlap() {
 
 #[test]
 fn a_full_injector_queue_hands_the_event_back() {
-    let engine = builder(1)
-        .ring_capacity(4)
-        .build(async_handler_fn(|_e| async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            Outcome::Ok(Default::default())
-        }))
-        .unwrap();
+    let engine = builder(1).ring_capacity(4).build(sleeper(100)).unwrap();
     let tool = engine.tool("t");
     let injector = engine.injector();
     // One key: the first call runs, the rest wait behind it; the queue

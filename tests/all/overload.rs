@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use toolplane_core::{Event, Outcome, Priority, RejectReason, handler_fn};
 
-use crate::support::{builder, drain_until, eventually, submit_all};
+use crate::support::{builder, drain_until, eventually, sleeper, submit_all};
 
 /// Busy-waits `us` microseconds: a CPU-bound handler of known cost.
 fn spin(us: u64) {
@@ -121,13 +121,7 @@ fn overload_is_bounded_counted_and_recovered_from() {
 
 #[test]
 fn the_inflight_budget_refuses_with_its_own_reason() {
-    let engine = builder(1)
-        .max_inflight(8)
-        .build(toolplane_core::async_handler_fn(|_e| async {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Outcome::Ok(Default::default())
-        }))
-        .unwrap();
+    let engine = builder(1).max_inflight(8).build(sleeper(50)).unwrap();
     let tool = engine.tool("slow");
     let mut p = engine.producer();
     let results: Vec<_> = (0..12)

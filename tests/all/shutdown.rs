@@ -3,18 +3,13 @@
 
 use std::time::Duration;
 
-use toolplane_core::{Event, Outcome, OutcomeKind, Rejected, async_handler_fn, handler_fn};
+use toolplane_core::{Event, Outcome, OutcomeKind, Rejected, handler_fn};
 
-use crate::support::{builder, drain_until, submit_all};
+use crate::support::{builder, drain_until, sleeper, submit_all};
 
 #[test]
 fn a_graceful_shutdown_finishes_everything_accepted() {
-    let engine = builder(2)
-        .build(async_handler_fn(|_e| async {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            Outcome::Ok(Default::default())
-        }))
-        .unwrap();
+    let engine = builder(2).build(sleeper(5)).unwrap();
     let tool = engine.tool("t");
     let mut p = engine.producer();
     for i in 0..300u64 {
@@ -44,12 +39,7 @@ fn a_graceful_shutdown_finishes_everything_accepted() {
 
 #[test]
 fn a_short_grace_cancels_the_rest_in_order() {
-    let engine = builder(1)
-        .build(async_handler_fn(|_e| async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            Outcome::Ok(Default::default())
-        }))
-        .unwrap();
+    let engine = builder(1).build(sleeper(20)).unwrap();
     let tool = engine.tool("t");
     let mut p = engine.producer();
     for i in 0..50u64 {

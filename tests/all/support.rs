@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use toolplane_core::{Completion, Engine, EngineBuilder, Event, Producer};
+use toolplane_core::{
+    Completion, Engine, EngineBuilder, Event, Handler, Outcome, Producer, async_handler_fn,
+};
 
 /// A builder for tests: unpinned workers (tests share a small machine) and
 /// a short idle spin.
@@ -81,4 +83,13 @@ pub fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// A handler whose every call waits `ms` milliseconds on a timer (parked,
+/// not blocking its worker), then succeeds with an empty output.
+pub fn sleeper(ms: u64) -> impl Handler {
+    async_handler_fn(move |_e| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Outcome::Ok(Default::default())
+    })
 }
