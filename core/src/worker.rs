@@ -326,6 +326,9 @@ impl<H: WorkerHandler> Worker<H> {
             owed,
         } = src;
         let chunk = events.read_chunk(k).expect("k <= available slots");
+        // Every event of the chunk was published before this read: a start
+        // time taken now is never earlier than its submission.
+        *now = core.clock.raw();
         let out = completions
             .write_chunk_uninit(k)
             .expect("k <= free completion slots");
@@ -362,6 +365,8 @@ impl<H: WorkerHandler> Worker<H> {
             else {
                 break;
             };
+            // The queue fills while we take from it: stamp after each pop.
+            *now = self.core.clock.raw();
             taken += 1;
             if let Started::Done(completion, origin) =
                 self.core.dispatch(event, Origin::Reply(reply), now)

@@ -11,3 +11,4 @@ mod overload;
 mod shutdown;
 mod spans;
 mod support;
+mod timestamps;

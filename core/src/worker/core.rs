@@ -97,7 +97,9 @@ impl<H: WorkerHandler> Core<H> {
     #[inline]
     pub(crate) fn start(&mut self, event: Event, origin: Origin, now: &mut u64) -> Started {
         let meta = Meta::of(&event);
-        let started = *now;
+        // Never before its submission, even if the two cores' clocks are a
+        // few ticks apart.
+        let started = (*now).max(meta.submitted);
         let handler = &mut self.handler;
         let mut cx = CallContext {
             worker: self.index,
