@@ -76,14 +76,18 @@ fn args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if !matches!(flag.as_str(), "--seconds" | "--replicas" | "--only") {
+            usage(&format!("unknown argument {flag:?}"));
+        }
         let value = it
             .next()
             .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        let bad = format!("bad value {value:?} for {flag}");
         match flag.as_str() {
-            "--seconds" => a.seconds = value.parse().unwrap_or_else(|_| usage("--seconds")),
-            "--replicas" => a.replicas = value.parse().unwrap_or_else(|_| usage("--replicas")),
-            "--only" if value == "engine" || value == "baseline" => a.only = Some(value),
-            _ => usage(&format!("unknown flag {flag}")),
+            "--seconds" => a.seconds = value.parse().unwrap_or_else(|_| usage(&bad)),
+            "--replicas" => a.replicas = value.parse().unwrap_or_else(|_| usage(&bad)),
+            _ if value == "engine" || value == "baseline" => a.only = Some(value),
+            _ => usage(&bad),
         }
     }
     if a.seconds <= 0.0 || a.replicas == 0 {

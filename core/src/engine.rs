@@ -524,6 +524,13 @@ impl Engine {
     /// whatever is left (each such event completes as `Cancelled`), joins
     /// the workers and the span exporter, and returns the final accounting,
     /// for which `accepted == outcomes.total()` holds.
+    ///
+    /// Pending calls are cancelled by dropping their futures at the
+    /// deadline; a synchronous handler call already running cannot be
+    /// interrupted and finishes first (the WASI pool bounds its calls with
+    /// epoch deadlines). Producers may outlive the engine: their submits are
+    /// refused with `ShuttingDown`, and completions already in their rings
+    /// can still be drained.
     pub fn shutdown(mut self, grace: Duration) -> Report {
         self.stop(grace)
     }
