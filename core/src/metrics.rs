@@ -4,9 +4,10 @@
 //! Each worker keeps its counts in plain integers during a pass and
 //! publishes them with one relaxed store per counter per pass into its own
 //! cache-padded block, so no two threads write the same cache line.
-//! Histograms (hdrhistogram, nanoseconds, 3 significant digits) stay local
-//! to the worker; a snapshot request over the control channel makes the
-//! worker send a copy, and the engine merges the copies.
+//! Histograms (hdrhistogram, 3 significant digits) stay local to the
+//! worker and hold raw clock ticks, so the hot path never scales a value; a
+//! snapshot request over the control channel makes the worker send a copy,
+//! and the engine merges the copies and converts them to nanoseconds.
 //!
 //! ## Metrics
 //!

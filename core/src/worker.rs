@@ -5,10 +5,11 @@
 //! One pass of the loop:
 //! 1. handle control messages, if the doorbell's `CONTROL` bit says any;
 //! 2. poll the pending calls that were woken;
-//! 3. take up to `batch_size` events from each producer's ring (one rtrb
-//!    read chunk) and from the injector queue; synchronous outcomes of a
-//!    ring's batch go straight into one rtrb write chunk of that
-//!    producer's completion ring: one release store per batch each way;
+//! 3. take up to `batch_size` event slots from each producer's ring (one
+//!    rtrb read chunk) and events from the injector queue; a synchronous
+//!    outcome is written into the slot that brought its event, and the
+//!    batch's slots go back in one rtrb write chunk of that producer's
+//!    completion ring: one release store per batch each way;
 //! 4. publish counters, give the pass's credits back, reset the arena.
 //!
 //! Before it takes events from a producer's ring, the worker makes sure
@@ -17,10 +18,13 @@
 //! needs to wait or spill: a producer that stops draining sees its
 //! submissions refused as `Full` instead.
 //!
-//! When a pass finds nothing, the worker spins for `idle_spin` (yielding
-//! its core between checks), then parks on its doorbell (see
-//! [`crate::doorbell`]). While calls are pending it lets the runtime turn
-//! its timer and I/O driver at least every 50 µs.
+//! When a pass finds nothing it can take, the worker spins for
+//! `idle_spin` (yielding its core between checks), then parks on its
+//! doorbell (see [`crate::doorbell`]). Events it may not take yet (caps
+//! full, completion ring full) do not count as work, so a full worker
+//! parks and lets its runtime fire the timers that free the room. While
+//! calls are pending and the worker is busy, it turns the runtime's timer
+//! and I/O driver at least every 50 µs.
 
 mod calls;
 mod core;
