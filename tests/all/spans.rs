@@ -92,3 +92,37 @@ fn a_span_callback_sees_the_sampled_spans() {
     assert_eq!(report.spans_exported + report.spans_dropped, 100);
     assert!(seen.iter().all(|s| s.tool == "noop" && s.outcome == "ok"));
 }
+
+#[test]
+fn a_stalled_exporter_drops_and_counts_spans_and_never_stalls_a_worker() {
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let engine = builder(1)
+        .sample_every(1)
+        .span_export(SpanExport::Callback(Arc::new(move |_span: &Span| {
+            // The exporter blocks on its first span until the test lets go.
+            let _ = release_rx.lock().unwrap().recv();
+        })))
+        .build(handler_fn(|_e| Outcome::Ok(Default::default())))
+        .unwrap();
+    let tool = engine.tool("noop");
+    let mut p = engine.producer();
+    let mut done = Vec::new();
+    // Far more spans than the export ring holds (4096), with the exporter
+    // stuck: every event still completes.
+    submit_all(
+        &mut p,
+        (0..20_000u64).map(|i| Event::new(tool, b"".as_slice()).with_tag(i)),
+        &mut done,
+    );
+    drain_until(&mut p, &mut done, 20_000, Duration::from_secs(20));
+    crate::support::eventually(Duration::from_secs(5), "every span sampled", || {
+        let m = engine.counters();
+        m.spans_exported + m.spans_dropped == 20_000
+    });
+    let m = engine.counters();
+    assert!(m.spans_dropped > 0, "{m:?}");
+    assert!(m.spans_exported <= 4096 + 1, "{m:?}");
+    drop(release_tx);
+    assert!(engine.shutdown(Duration::from_secs(1)).is_balanced());
+}
