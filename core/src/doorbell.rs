@@ -94,6 +94,29 @@ impl Doorbell {
     }
 }
 
+/// The worker side of the protocol as the tests drive it: consume until
+/// `total` events were published, parking with `park` whenever none is
+/// left. Written once over the `sync` shim's atomics, so the loom model
+/// and the thread tests run the same code.
+#[cfg(test)]
+fn consume(bell: &Doorbell, published: &crate::sync::AtomicUsize, total: usize, park: impl Fn()) {
+    let mut seen = 0;
+    while seen < total {
+        let now = published.load(Ordering::Acquire);
+        if now > seen {
+            seen = now;
+            continue;
+        }
+        bell.announce_sleep();
+        if published.load(Ordering::Acquire) > seen {
+            bell.cancel_sleep();
+            continue;
+        }
+        park();
+        bell.cancel_sleep();
+    }
+}
+
 #[cfg(all(test, loom))]
 mod loom_tests {
     use loom::sync::Arc;
@@ -112,23 +135,7 @@ mod loom_tests {
             let total = events * producers;
             let worker = {
                 let (bell, published) = (bell.clone(), published.clone());
-                thread::spawn(move || {
-                    let mut seen = 0;
-                    while seen < total {
-                        let now = published.load(Ordering::Acquire);
-                        if now > seen {
-                            seen = now;
-                            continue;
-                        }
-                        bell.announce_sleep();
-                        if published.load(Ordering::Acquire) > seen {
-                            bell.cancel_sleep();
-                            continue;
-                        }
-                        thread::park();
-                        bell.cancel_sleep();
-                    }
-                })
+                thread::spawn(move || super::consume(&bell, &published, total, thread::park))
             };
             let worker_thread = worker.thread().clone();
             let handles: Vec<_> = (0..producers)
@@ -209,26 +216,7 @@ mod thread_tests {
         let published = Arc::new(AtomicUsize::new(0));
         let worker = {
             let (bell, published) = (bell.clone(), published.clone());
-            thread::spawn(move || {
-                let mut seen = 0;
-                let mut parks = 0;
-                while seen < events {
-                    let now = published.load(Ordering::Acquire);
-                    if now > seen {
-                        seen = now;
-                        continue;
-                    }
-                    bell.announce_sleep();
-                    if published.load(Ordering::Acquire) > seen {
-                        bell.cancel_sleep();
-                        continue;
-                    }
-                    thread::park();
-                    bell.cancel_sleep();
-                    parks += 1;
-                }
-                parks
-            })
+            thread::spawn(move || super::consume(&bell, &published, events, thread::park))
         };
         let t = worker.thread().clone();
         for _ in 0..events {
@@ -238,7 +226,7 @@ mod thread_tests {
             }
         }
         // Without the handshake the worker would park forever here.
-        let _parks = worker.join().unwrap();
+        worker.join().unwrap();
     }
 
     #[test]
