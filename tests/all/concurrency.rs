@@ -10,7 +10,7 @@ use toolplane_core::{
     Call, CallContext, Event, Handler, Outcome, StartError, WorkerContext, WorkerHandler,
 };
 
-use crate::support::{builder, drain_until, submit_all};
+use crate::support::{builder, drain_until, run_all};
 
 /// Completes each call 10 ms later on a timer, and records how many calls
 /// its worker had in flight at most.
@@ -59,14 +59,9 @@ fn a_timer_handler_keeps_over_100_calls_in_flight_per_worker() {
     let engine = builder(2).build(Sleeper { max: max.clone() }).unwrap();
     let tool = engine.tool("sleep");
     let mut p = engine.producer();
-    let mut done = Vec::new();
     // Unkeyed events alternate between the two workers.
-    submit_all(
-        &mut p,
-        (0..600u64).map(|i| Event::new(tool, b"".as_slice()).with_tag(i)),
-        &mut done,
-    );
-    drain_until(&mut p, &mut done, 600, Duration::from_secs(30));
+    let events = (0..600u64).map(|i| Event::new(tool, b"".as_slice()).with_tag(i));
+    let done = run_all(&mut p, events, Duration::from_secs(30));
     assert!(
         done.iter()
             .all(|c| c.outcome == Outcome::Ok(Default::default()))
@@ -91,13 +86,11 @@ fn no_stall_when_the_concurrency_cap_is_full() {
         .unwrap();
     let tool = engine.tool("sleep");
     let mut p = engine.producer();
-    let mut done = Vec::new();
-    submit_all(
+    run_all(
         &mut p,
         (0..100u64).map(|_| Event::new(tool, b"".as_slice())),
-        &mut done,
+        Duration::from_secs(30),
     );
-    drain_until(&mut p, &mut done, 100, Duration::from_secs(30));
     assert_eq!(
         max.lock().unwrap()[0],
         16,

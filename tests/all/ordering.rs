@@ -10,7 +10,7 @@ use toolplane_core::{
     Call, CallContext, Event, Handler, Outcome, StartError, WorkerContext, WorkerHandler,
 };
 
-use crate::support::{builder, drain_until, pair, submit_all, unpair};
+use crate::support::{builder, pair, run_all, unpair};
 
 /// What the handler saw, in the order it saw it.
 #[derive(Default)]
@@ -83,17 +83,10 @@ fn per_key_order_holds_across_producers_workers_and_keys() {
             let engine = &engine;
             s.spawn(move || {
                 let mut p = engine.producer();
-                let mut done = Vec::new();
                 let events = (0..PER_PRODUCER).map(|seq| {
                     Event::new(tool, pair(producer, seq)).with_key((seq * 13 + producer) % KEYS)
                 });
-                submit_all(&mut p, events, &mut done);
-                drain_until(
-                    &mut p,
-                    &mut done,
-                    PER_PRODUCER as usize,
-                    Duration::from_secs(30),
-                );
+                let done = run_all(&mut p, events, Duration::from_secs(30));
                 // Outcomes: per key, in this producer's submission order.
                 let mut last: HashMap<u64, u64> = HashMap::new();
                 for c in &done {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use toolplane_core::{Event, Outcome, OutcomeKind, Rejected, handler_fn};
 
-use crate::support::{builder, drain_until, sleeper, submit_all};
+use crate::support::{builder, run_all, sleeper};
 
 #[test]
 fn a_graceful_shutdown_finishes_everything_accepted() {
@@ -80,13 +80,8 @@ fn metrics_merge_counts_and_histograms() {
         .unwrap();
     let tool = engine.tool("t");
     let mut p = engine.producer();
-    let mut done = Vec::new();
-    submit_all(
-        &mut p,
-        (0..400u64).map(|i| Event::new(tool, b"ab".as_slice()).with_key(i)),
-        &mut done,
-    );
-    drain_until(&mut p, &mut done, 400, Duration::from_secs(10));
+    let events = (0..400u64).map(|i| Event::new(tool, b"ab".as_slice()).with_key(i));
+    run_all(&mut p, events, Duration::from_secs(10));
     crate::support::eventually(Duration::from_secs(5), "all 400 counted", || {
         engine.counters().outcomes.get(OutcomeKind::Ok) == 400
     });

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use toolplane_core::{Event, Outcome, Span, SpanExport, handler_fn};
 
-use crate::support::{builder, drain_until, submit_all};
+use crate::support::{builder, run_all};
 
 #[test]
 fn spans_are_written_as_json_lines_one_in_sample_every() {
@@ -25,13 +25,11 @@ fn spans_are_written_as_json_lines_one_in_sample_every() {
         .unwrap();
     let tool = engine.tool("echo");
     let mut p = engine.producer();
-    let mut done = Vec::new();
     let events = (0..2000u64).map(|i| {
         let body: &[u8] = if i % 2 == 0 { b"x" } else { b"" };
         Event::new(tool, body).with_key(i).with_tag(i)
     });
-    submit_all(&mut p, events, &mut done);
-    drain_until(&mut p, &mut done, 2000, Duration::from_secs(10));
+    let done = run_all(&mut p, events, Duration::from_secs(10));
     let report = engine.shutdown(Duration::from_secs(1));
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
@@ -79,13 +77,11 @@ fn a_span_callback_sees_the_sampled_spans() {
         .unwrap();
     let tool = engine.tool("noop");
     let mut p = engine.producer();
-    let mut done = Vec::new();
-    submit_all(
+    run_all(
         &mut p,
         (0..100u64).map(|i| Event::new(tool, b"".as_slice()).with_tag(i)),
-        &mut done,
+        Duration::from_secs(10),
     );
-    drain_until(&mut p, &mut done, 100, Duration::from_secs(10));
     let report = engine.shutdown(Duration::from_secs(1));
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len() as u64, report.spans_exported);
@@ -107,15 +103,10 @@ fn a_stalled_exporter_drops_and_counts_spans_and_never_stalls_a_worker() {
         .unwrap();
     let tool = engine.tool("noop");
     let mut p = engine.producer();
-    let mut done = Vec::new();
     // Far more spans than the export ring holds (4096), with the exporter
     // stuck: every event still completes.
-    submit_all(
-        &mut p,
-        (0..20_000u64).map(|i| Event::new(tool, b"".as_slice()).with_tag(i)),
-        &mut done,
-    );
-    drain_until(&mut p, &mut done, 20_000, Duration::from_secs(20));
+    let events = (0..20_000u64).map(|i| Event::new(tool, b"".as_slice()).with_tag(i));
+    run_all(&mut p, events, Duration::from_secs(20));
     crate::support::eventually(Duration::from_secs(5), "every span sampled", || {
         let m = engine.counters();
         m.spans_exported + m.spans_dropped == 20_000

@@ -41,6 +41,21 @@ pub fn submit_all(
     }
 }
 
+/// Submits every event (waiting while the engine is full) and drains until
+/// each one has completed, failing after `timeout`; returns the
+/// completions in the order they arrived.
+pub fn run_all(
+    p: &mut Producer,
+    events: impl IntoIterator<Item = Event>,
+    timeout: Duration,
+) -> Vec<Completion> {
+    let mut sent = 0;
+    let mut done = Vec::new();
+    submit_all(p, events.into_iter().inspect(|_| sent += 1), &mut done);
+    drain_until(p, &mut done, sent, timeout);
+    done
+}
+
 /// Drains until `out` holds `n` completions, failing after `timeout`.
 pub fn drain_until(p: &mut Producer, out: &mut Vec<Completion>, n: usize, timeout: Duration) {
     let deadline = Instant::now() + timeout;
