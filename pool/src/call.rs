@@ -1,0 +1,478 @@
+//! Running one call in a sandbox: store set-up (WASI context, limits,
+//! deadline), the two guest entry points, and mapping how a call ended to
+//! an [`Outcome`].
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use toolplane_core::{Outcome, Payload};
+use wasmtime::{
+    Instance, Memory, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc,
+    UpdateDeadline,
+};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use crate::manifest::{Access, fmt_size};
+use crate::pipe::CappedPipe;
+use crate::runtime::Runtime;
+use crate::tool::{Entry, LoadedTool};
+
+/// Bytes of stderr a call may write before writes fail.
+const STDERR_CAPACITY: usize = 64 << 10;
+
+/// What a store carries: the WASI context, the limits, the deadline.
+pub(crate) struct Host {
+    pub(crate) wasi: WasiP1Ctx,
+    limiter: Limiter,
+    /// The epoch count at which the current call times out.
+    deadline: u64,
+    timed_out: bool,
+}
+
+/// `StoreLimits` plus a record of the growth it refused, so a trap that
+/// follows a refused growth is reported as the memory limit it is.
+struct Limiter {
+    limits: StoreLimits,
+    refused: Option<usize>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let ok = self.limits.memory_growing(current, desired, maximum)?;
+        if !ok {
+            self.refused = Some(desired);
+        }
+        Ok(ok)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// The per-call ends of a store's stdio.
+struct Stdio {
+    stdout: CappedPipe,
+    stderr: CappedPipe,
+}
+
+fn new_store(
+    rt: &Runtime,
+    tool: &LoadedTool,
+    stdin: Option<Vec<u8>>,
+) -> Result<(Store<Host>, Stdio), Outcome> {
+    let limits = &tool.manifest.limits;
+    let mut b = WasiCtxBuilder::new();
+    let stdout = CappedPipe::new(limits.max_output as usize);
+    let stderr = CappedPipe::new(STDERR_CAPACITY);
+    b.stdout(stdout.clone()).stderr(stderr.clone());
+    if let Some(input) = stdin {
+        b.stdin(MemoryInputPipe::new(input));
+    }
+    for (host, grant) in &tool.dirs {
+        let perms = match grant.access {
+            Access::ReadOnly => FsPerms::ReadOnly,
+            Access::ReadWrite => FsPerms::ReadWrite,
+        };
+        if let Err(e) = b.preopened_dir(host, &grant.guest, perms) {
+            return Err(Outcome::Error(
+                format!(
+                    "tool {}: cannot open its directory {} (for {}): {e:#}",
+                    tool.manifest.name,
+                    host.display(),
+                    grant.guest
+                )
+                .into(),
+            ));
+        }
+    }
+    let host = Host {
+        wasi: b.build_p1(),
+        limiter: Limiter {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory as usize)
+                .instances(1)
+                .build(),
+            refused: None,
+        },
+        deadline: u64::MAX,
+        timed_out: false,
+    };
+    let mut store = Store::new(&rt.inner.engine, host);
+    store.limiter(|h| &mut h.limiter);
+    let epoch = Arc::clone(&rt.inner.epoch);
+    store.epoch_deadline_callback(move |mut cx| {
+        let host = cx.data_mut();
+        if epoch.load(Ordering::Relaxed) >= host.deadline {
+            host.timed_out = true;
+            return Err(wasmtime::Error::msg("deadline exceeded"));
+        }
+        // Yield to the calls beside this one, then run another tick.
+        Ok(UpdateDeadline::Yield(1))
+    });
+    Ok((store, Stdio { stdout, stderr }))
+}
+
+/// Arms the deadline and fuel of the next call on `store`.
+fn arm(rt: &Runtime, tool: &LoadedTool, store: &mut Store<Host>) -> Result<(), Outcome> {
+    let ticks = rt.deadline_ticks(tool.manifest.limits.timeout);
+    let now = rt.inner.epoch.load(Ordering::Relaxed);
+    let host = store.data_mut();
+    host.deadline = now.saturating_add(ticks);
+    host.timed_out = false;
+    host.limiter.refused = None;
+    store.set_epoch_deadline(1);
+    if rt.inner.config.fuel {
+        let fuel = tool.manifest.limits.fuel.unwrap_or(u64::MAX);
+        store
+            .set_fuel(fuel)
+            .map_err(|e| Outcome::Error(format!("cannot set fuel: {e:#}").into()))?;
+    }
+    Ok(())
+}
+
+/// A pool slot, held for as long as an instance lives.
+pub(crate) type Slot = tokio::sync::OwnedSemaphorePermit;
+
+pub(crate) async fn slot(rt: &Runtime) -> Slot {
+    match Arc::clone(&rt.inner.slots).try_acquire_owned() {
+        Ok(p) => p,
+        Err(_) => Arc::clone(&rt.inner.slots)
+            .acquire_owned()
+            .await
+            .expect("the runtime never closes its slot semaphore"),
+    }
+}
+
+/// One call on a fresh instance.
+pub(crate) async fn fresh(rt: Runtime, tool: Arc<LoadedTool>, input: Payload) -> Outcome {
+    let _slot = slot(&rt).await;
+    let stdin = match tool.entry {
+        Entry::Command => Some(input.to_vec()),
+        Entry::Fast(_) => None,
+    };
+    let (mut store, stdio) = match new_store(&rt, &tool, stdin) {
+        Ok(s) => s,
+        Err(o) => return o,
+    };
+    if let Err(o) = arm(&rt, &tool, &mut store) {
+        return o;
+    }
+    let instance = match tool.pre.instantiate_async(&mut store).await {
+        Ok(i) => i,
+        Err(e) => return failure(&tool, &store, &stdio, &e, "instantiate"),
+    };
+    match tool.entry {
+        Entry::Command => command(&tool, &instance, &mut store, &stdio).await,
+        Entry::Fast(_) => match Live::bind(&tool, &instance, &mut store) {
+            Ok(f) => f.call(&tool, &mut store, &stdio, &input).await.0,
+            Err(o) => o,
+        },
+    }
+}
+
+async fn command(
+    tool: &LoadedTool,
+    instance: &Instance,
+    store: &mut Store<Host>,
+    stdio: &Stdio,
+) -> Outcome {
+    let start: TypedFunc<(), ()> = match instance.get_typed_func(&mut *store, "_start") {
+        Ok(f) => f,
+        Err(e) => return failure(tool, store, stdio, &e, "find _start"),
+    };
+    let code = match start.call_async(&mut *store, ()).await {
+        Ok(()) => 0,
+        Err(e) => match e.downcast_ref::<I32Exit>() {
+            Some(exit) => exit.0,
+            None => return failure(tool, store, stdio, &e, "run"),
+        },
+    };
+    if stdio.stdout.overflowed() {
+        return over_output(tool);
+    }
+    if code == 0 {
+        Outcome::Ok(stdio.stdout.with(Payload::from_slice))
+    } else {
+        let err = excerpt(&stdio.stderr, tool.stderr_excerpt);
+        Outcome::Error(if err.is_empty() {
+            format!("tool {} exited with code {code}", tool.manifest.name).into()
+        } else {
+            err.into()
+        })
+    }
+}
+
+/// A live instance's fast entry.
+pub(crate) struct Live {
+    alloc: TypedFunc<u32, u32>,
+    call: TypedFunc<(u32, u32), u64>,
+    memory: Memory,
+}
+
+impl Live {
+    fn bind(
+        tool: &LoadedTool,
+        instance: &Instance,
+        store: &mut Store<Host>,
+    ) -> Result<Live, Outcome> {
+        let Entry::Fast(exports) = &tool.entry else {
+            return Err(Outcome::error("the fast entry was asked of a command tool"));
+        };
+        let missing = |what: &str| {
+            Outcome::Error(
+                format!(
+                    "tool {}: cannot bind its fast entry ({what})",
+                    tool.manifest.name
+                )
+                .into(),
+            )
+        };
+        let alloc = instance
+            .get_module_export(&mut *store, &exports.alloc)
+            .and_then(|e| e.into_func())
+            .ok_or_else(|| missing("toolplane_alloc"))?
+            .typed::<u32, u32>(&*store)
+            .map_err(|_| missing("toolplane_alloc: (i32) -> i32"))?;
+        let call = instance
+            .get_module_export(&mut *store, &exports.call)
+            .and_then(|e| e.into_func())
+            .ok_or_else(|| missing("toolplane_call"))?
+            .typed::<(u32, u32), u64>(&*store)
+            .map_err(|_| missing("toolplane_call: (i32, i32) -> i64"))?;
+        let memory = instance
+            .get_module_export(&mut *store, &exports.memory)
+            .and_then(|e| e.into_memory())
+            .ok_or_else(|| missing("memory"))?;
+        Ok(Live {
+            alloc,
+            call,
+            memory,
+        })
+    }
+
+    /// Runs one call; the flag says whether the instance is still sound
+    /// (the call returned, with a result or a tool error).
+    async fn call(
+        &self,
+        tool: &LoadedTool,
+        store: &mut Store<Host>,
+        stdio: &Stdio,
+        input: &[u8],
+    ) -> (Outcome, bool) {
+        let Ok(len) = u32::try_from(input.len()) else {
+            return (Outcome::error("input larger than 4 GiB"), true);
+        };
+        let ptr = match self.alloc.call_async(&mut *store, len).await {
+            Ok(p) => p,
+            Err(e) => return (failure(tool, store, stdio, &e, "toolplane_alloc"), false),
+        };
+        if self.memory.write(&mut *store, ptr as usize, input).is_err() {
+            return (
+                Outcome::Error(
+                    format!(
+                        "tool {}: toolplane_alloc({len}) returned {ptr}, outside its memory",
+                        tool.manifest.name
+                    )
+                    .into(),
+                ),
+                false,
+            );
+        }
+        let r = match self.call.call_async(&mut *store, (ptr, len)).await {
+            Ok(r) => r,
+            Err(e) => return (failure(tool, store, stdio, &e, "toolplane_call"), false),
+        };
+        let out_ptr = (r & 0xffff_ffff) as usize;
+        let out_len = ((r >> 32) & 0x7fff_ffff) as usize;
+        let is_error = r >> 63 == 1;
+        if !is_error && out_len as u64 > tool.manifest.limits.max_output {
+            return (over_output(tool), true);
+        }
+        let data = self.memory.data(&*store);
+        let Some(bytes) = out_ptr
+            .checked_add(out_len)
+            .and_then(|end| data.get(out_ptr..end))
+        else {
+            return (
+                Outcome::Error(
+                    format!(
+                        "tool {}: toolplane_call returned {out_len} bytes at {out_ptr}, outside its memory",
+                        tool.manifest.name
+                    )
+                    .into(),
+                ),
+                false,
+            );
+        };
+        if is_error {
+            let cap = tool.stderr_excerpt.max(256);
+            let msg = String::from_utf8_lossy(&bytes[..bytes.len().min(cap)]).into_owned();
+            (Outcome::Error(msg.into()), true)
+        } else {
+            (Outcome::Ok(Payload::from_slice(bytes)), true)
+        }
+    }
+}
+
+/// A reuse-mode instance kept alive across calls on one worker.
+pub(crate) struct LiveInstance {
+    pub(crate) tool: Arc<LoadedTool>,
+    store: Store<Host>,
+    stdio: Stdio,
+    live: Live,
+    pub(crate) calls: u64,
+    _slot: Slot,
+}
+
+impl LiveInstance {
+    /// Instantiates `tool` for reuse.
+    pub(crate) async fn new(rt: &Runtime, tool: Arc<LoadedTool>) -> Result<LiveInstance, Outcome> {
+        let slot = slot(rt).await;
+        let (mut store, stdio) = new_store(rt, &tool, None)?;
+        arm(rt, &tool, &mut store)?;
+        let instance = match tool.pre.instantiate_async(&mut store).await {
+            Ok(i) => i,
+            Err(e) => return Err(failure(&tool, &store, &stdio, &e, "instantiate")),
+        };
+        let live = Live::bind(&tool, &instance, &mut store)?;
+        Ok(LiveInstance {
+            tool,
+            store,
+            stdio,
+            live,
+            calls: 0,
+            _slot: slot,
+        })
+    }
+
+    /// Runs one call; `false` when the instance must not serve another.
+    pub(crate) async fn call(&mut self, rt: &Runtime, input: &[u8]) -> (Outcome, bool) {
+        if let Err(o) = arm(rt, &self.tool, &mut self.store) {
+            return (o, false);
+        }
+        self.calls += 1;
+        let (outcome, sound) = self
+            .live
+            .call(&self.tool, &mut self.store, &self.stdio, input)
+            .await;
+        let limit = self
+            .tool
+            .manifest
+            .limits
+            .recycle_after
+            .unwrap_or(rt.inner.config.recycle_after);
+        (outcome, sound && self.calls < limit)
+    }
+}
+
+fn over_output(tool: &LoadedTool) -> Outcome {
+    Outcome::Error(
+        format!(
+            "tool {}: output exceeds its cap, limits.max_output = {}",
+            tool.manifest.name,
+            fmt_size(tool.manifest.limits.max_output)
+        )
+        .into(),
+    )
+}
+
+fn excerpt(pipe: &CappedPipe, cap: usize) -> String {
+    pipe.with(|bytes| {
+        let cut = &bytes[..bytes.len().min(cap)];
+        let mut s = String::from_utf8_lossy(cut).trim().to_owned();
+        if bytes.len() > cap {
+            s.push_str(" …");
+        }
+        s
+    })
+}
+
+/// Maps a call that did not return to its outcome.
+fn failure(
+    tool: &LoadedTool,
+    store: &Store<Host>,
+    stdio: &Stdio,
+    e: &wasmtime::Error,
+    during: &str,
+) -> Outcome {
+    let host = store.data();
+    let name = &tool.manifest.name;
+    if host.timed_out {
+        return Outcome::Timeout;
+    }
+    if let Some(asked) = host.limiter.refused {
+        return Outcome::Error(
+            format!(
+                "tool {name}: memory limit exceeded: it asked for {} of linear memory, limits.memory = {}",
+                fmt_size(asked as u64),
+                fmt_size(tool.manifest.limits.memory)
+            )
+            .into(),
+        );
+    }
+    if stdio.stdout.overflowed() {
+        return over_output(tool);
+    }
+    let stderr = excerpt(&stdio.stderr, tool.stderr_excerpt);
+    if stdio.stderr.overflowed() {
+        return Outcome::Error(
+            format!(
+                "tool {name}: stderr exceeds its cap of {}",
+                fmt_size(STDERR_CAPACITY as u64)
+            )
+            .into(),
+        );
+    }
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        if *trap == Trap::OutOfFuel {
+            return Outcome::Error(
+                format!(
+                    "tool {name}: fuel exhausted, limits.fuel = {}",
+                    tool.manifest.limits.fuel.unwrap_or(u64::MAX)
+                )
+                .into(),
+            );
+        }
+        let mut msg = format!("{trap}");
+        if tool.backtraces {
+            msg = format!("{e:?}");
+        }
+        if !stderr.is_empty() {
+            msg.push_str(": ");
+            msg.push_str(&stderr);
+        }
+        return Outcome::Trap(Cow::Owned(msg));
+    }
+    let mut msg = format!("tool {name}: {during} failed: {e:#}");
+    if !stderr.is_empty() {
+        msg.push_str(": ");
+        msg.push_str(&stderr);
+    }
+    Outcome::Error(msg.into())
+}

@@ -1,0 +1,37 @@
+//! toolplane's WASI tool runtime.
+//!
+//! - [`Runtime`]: one wasmtime `Engine` with the pooling allocator, copy-on-write
+//!   memory images, epoch deadlines driven by a ticker thread, a WASI preview1
+//!   linker, a semaphore in front of the pool's slots and the on-disk
+//!   [`ModuleCache`].
+//! - [`Registry`]: the built-in tools and a directory of tools (`<tool>.toml`
+//!   beside `<tool>.wasm`), discovered in parallel, loaded in the background,
+//!   reloaded on change.
+//! - [`ToolHandler`]: the engine handler that runs events as tool calls, each
+//!   an async wasmtime call on the worker's reactor, in a fresh instance or a
+//!   reused live one ([`Mode`]).
+//!
+//! The guest ABI (a WASI command, plus a fast in-memory entry) is described
+//! in `tools/README.md`.
+
+#![deny(unsafe_code)]
+
+pub mod builtin;
+pub mod cache;
+mod call;
+mod handler;
+pub mod manifest;
+mod pipe;
+pub mod registry;
+mod runtime;
+mod tool;
+
+pub use cache::{CacheStats, ModuleCache};
+pub use handler::{ToolHandler, ToolWorker};
+pub use manifest::{Access, DirGrant, EntryKind, Limits, Manifest, ManifestError, Mode};
+pub use registry::{
+    LoadState, Origin, Problem, Registry, RegistryBuilder, RegistryError, RegistryEvent, Snapshot,
+    ToolEntry,
+};
+pub use runtime::{PoolConfig, Runtime, RuntimeError, default_cache_dir};
+pub use tool::LoadedTool;

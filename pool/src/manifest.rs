@@ -1,0 +1,493 @@
+//! Tool manifests: `<tool>.toml` beside `<tool>.wasm`.
+//!
+//! A manifest names the tool, describes it, gives the JSON Schema of its
+//! input, its permissions (nothing by default: no directories, no
+//! environment, no network) and its limits. Unknown keys are errors, so a
+//! misspelt limit is never silently ignored.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The placeholder a grant's `host` may use for the registry's data
+/// directory.
+pub const DATA_PLACEHOLDER: &str = "{data}";
+
+/// Longest tool name accepted.
+pub const MAX_NAME: usize = 64;
+
+/// A tool's manifest, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// The tool's name: `[A-Za-z0-9_.-]`, at most [`MAX_NAME`] bytes; the
+    /// manifest's file stem.
+    pub name: String,
+    /// What the tool does, for people and agents.
+    pub description: String,
+    /// Fresh instance per call, or a reused live instance.
+    pub mode: Mode,
+    /// Which entry point calls use.
+    pub entry: EntryKind,
+    /// The module file, relative to the manifest (`<name>.wasm` by default).
+    pub module: PathBuf,
+    /// Limits of one call.
+    pub limits: Limits,
+    /// Directories the tool may see.
+    pub dirs: Vec<DirGrant>,
+    /// The JSON Schema of the tool's input.
+    pub input_schema: serde_json::Value,
+}
+
+/// How instances are used across calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A new instance per call: no state survives a call (the default).
+    #[default]
+    Fresh,
+    /// A live instance per worker, reused across calls and recycled after
+    /// `limits.recycle_after` calls, after any trap, and on reload. For
+    /// stateless tools only.
+    Reuse,
+}
+
+/// The guest entry point calls go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// The fast entry when the module exports it, else the command.
+    #[default]
+    Auto,
+    /// `toolplane_alloc` + `toolplane_call`, in memory.
+    Fast,
+    /// `_start`: JSON on stdin, output on stdout, exit code.
+    Command,
+}
+
+/// Limits of one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory, in bytes.
+    pub memory: u64,
+    /// Wall-clock deadline of a call.
+    pub timeout: Duration,
+    /// Output bytes at most (stdout for the command entry).
+    pub max_output: u64,
+    /// Fuel per call, when the runtime meters fuel.
+    pub fuel: Option<u64>,
+    /// Reuse mode: calls a live instance serves before it is recycled.
+    pub recycle_after: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            memory: 64 << 20,
+            timeout: Duration::from_secs(10),
+            max_output: 1 << 20,
+            fuel: None,
+            recycle_after: None,
+        }
+    }
+}
+
+/// One preopened directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    /// The host directory: absolute, relative to the manifest, or
+    /// [`DATA_PLACEHOLDER`] (optionally followed by `/sub/dir`).
+    pub host: String,
+    /// Where the guest sees it.
+    pub guest: String,
+    /// Read-only or read-write.
+    pub access: Access,
+}
+
+/// What a grant allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// Read files and list directories.
+    ReadOnly,
+    /// Also create, write and remove.
+    ReadWrite,
+}
+
+/// A manifest that cannot be used, with its file and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct ManifestError {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default)]
+    entry: EntryKind,
+    module: Option<PathBuf>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    permissions: RawPermissions,
+    input_schema: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory: Option<Size>,
+    timeout: Option<String>,
+    max_output: Option<Size>,
+    fuel: Option<u64>,
+    recycle_after: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPermissions {
+    #[serde(default)]
+    dirs: Vec<RawGrant>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    host: String,
+    guest: String,
+    access: Access,
+}
+
+/// A byte size: an integer, or a string such as `"16 MiB"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    fn bytes(&self, key: &str) -> Result<u64, String> {
+        match self {
+            Size::Bytes(n) => Ok(*n),
+            Size::Text(s) => parse_size(s).ok_or_else(|| {
+                format!(
+                    "{key} = {s:?} is not a size: write bytes as an integer, or a number with B, KiB, MiB, GiB, kB, MB or GB"
+                )
+            }),
+        }
+    }
+}
+
+/// Parses `"16 MiB"`, `"512KiB"`, `"1 GB"`, `"4096"`.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Formats a byte count for messages: `16 MiB`, `1000 B`.
+pub(crate) fn fmt_size(bytes: u64) -> impl fmt::Display {
+    struct S(u64);
+    impl fmt::Display for S {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            let n = self.0;
+            for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+                if n >= 1 << shift && n.is_multiple_of(1 << shift) {
+                    return write!(f, "{} {unit}", n >> shift);
+                }
+            }
+            write!(f, "{n} B")
+        }
+    }
+    S(bytes)
+}
+
+/// Whether `name` is a valid tool name.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && !name.starts_with('.')
+}
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`. Its name must be the
+    /// file stem (`echo.toml` names `echo`).
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read, is not valid TOML, has an unknown key, a
+    /// bad value, or an input schema that is not a valid JSON Schema.
+    pub fn from_file(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+            path: path.to_owned(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let manifest = Manifest::from_toml_str(&text, path)?;
+        let stem = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .and_then(|f| f.strip_suffix(".toml"));
+        if stem != Some(manifest.name.as_str()) {
+            return Err(ManifestError {
+                path: path.to_owned(),
+                message: format!(
+                    "name = {:?} does not match the file name: a tool named {0:?} is described by `{0}.toml`",
+                    manifest.name
+                ),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Parses a manifest; `origin` names it in errors.
+    ///
+    /// # Errors
+    ///
+    /// As [`Manifest::from_file`], except the file-name check.
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Manifest, ManifestError> {
+        let err = |message: String| ManifestError {
+            path: origin.to_owned(),
+            message,
+        };
+        let raw: RawManifest = toml::from_str(text).map_err(|e| {
+            // toml's message names the key and the line; keep it on one line.
+            err(e.to_string().trim().replace('\n', " "))
+        })?;
+        if !valid_name(&raw.name) {
+            return Err(err(format!(
+                "name = {:?} is not a valid tool name: use 1..={MAX_NAME} of A-Z a-z 0-9 _ . -, not starting with a dot",
+                raw.name
+            )));
+        }
+        let defaults = Limits::default();
+        let limits = Limits {
+            memory: match &raw.limits.memory {
+                Some(s) => s.bytes("limits.memory").map_err(err)?,
+                None => defaults.memory,
+            },
+            timeout: match &raw.limits.timeout {
+                Some(s) => humantime::parse_duration(s).map_err(|e| {
+                    err(format!(
+                        "limits.timeout = {s:?} is not a duration ({e}): write e.g. \"500ms\", \"5s\""
+                    ))
+                })?,
+                None => defaults.timeout,
+            },
+            max_output: match &raw.limits.max_output {
+                Some(s) => s.bytes("limits.max_output").map_err(err)?,
+                None => defaults.max_output,
+            },
+            fuel: raw.limits.fuel,
+            recycle_after: raw.limits.recycle_after,
+        };
+        if limits.memory < 64 << 10 {
+            return Err(err(format!(
+                "limits.memory = {} is below one wasm page (64 KiB)",
+                fmt_size(limits.memory)
+            )));
+        }
+        if limits.timeout.is_zero() {
+            return Err(err("limits.timeout must be above zero".into()));
+        }
+        if limits.max_output == 0 || limits.max_output >= 1 << 31 {
+            return Err(err(format!(
+                "limits.max_output = {} is out of range: 1 B ..= 2 GiB - 1",
+                fmt_size(limits.max_output)
+            )));
+        }
+        if limits.recycle_after == Some(0) {
+            return Err(err("limits.recycle_after must be at least 1".into()));
+        }
+        let mut dirs = Vec::with_capacity(raw.permissions.dirs.len());
+        for (i, g) in raw.permissions.dirs.into_iter().enumerate() {
+            if !g.guest.starts_with('/') || g.guest.split('/').any(|c| c == "..") {
+                return Err(err(format!(
+                    "permissions.dirs[{i}].guest = {:?} must be an absolute guest path without `..`",
+                    g.guest
+                )));
+            }
+            if g.host.is_empty() {
+                return Err(err(format!("permissions.dirs[{i}].host is empty")));
+            }
+            dirs.push(DirGrant {
+                host: g.host,
+                guest: g.guest,
+                access: g.access,
+            });
+        }
+        let input_schema = raw
+            .input_schema
+            .unwrap_or_else(|| serde_json::json!({ "type": "object" }));
+        if let Err(e) = jsonschema::validator_for(&input_schema) {
+            return Err(err(format!("input_schema is not a valid JSON Schema: {e}")));
+        }
+        let module = raw
+            .module
+            .unwrap_or_else(|| PathBuf::from(format!("{}.wasm", raw.name)));
+        Ok(Manifest {
+            name: raw.name,
+            description: raw.description,
+            mode: raw.mode,
+            entry: raw.entry,
+            module,
+            limits,
+            dirs,
+            input_schema,
+        })
+    }
+
+    /// Resolves each grant's host directory: `{data}` becomes `data_dir`,
+    /// a relative path is taken from `base` (the manifest's directory).
+    ///
+    /// # Errors
+    ///
+    /// A grant uses `{data}` and no data directory is configured.
+    pub fn resolve_dirs(
+        &self,
+        base: Option<&Path>,
+        data_dir: Option<&Path>,
+    ) -> Result<Vec<(PathBuf, DirGrant)>, String> {
+        let mut out = Vec::with_capacity(self.dirs.len());
+        for (i, g) in self.dirs.iter().enumerate() {
+            let host = if let Some(rest) = g.host.strip_prefix(DATA_PLACEHOLDER) {
+                let Some(data) = data_dir else {
+                    return Err(format!(
+                        "permissions.dirs[{i}].host = {:?} needs a data directory, and none is configured",
+                        g.host
+                    ));
+                };
+                let rest = rest.trim_start_matches('/');
+                if rest.is_empty() {
+                    data.to_owned()
+                } else {
+                    data.join(rest)
+                }
+            } else {
+                let p = PathBuf::from(&g.host);
+                match base {
+                    Some(b) if p.is_relative() => b.join(p),
+                    _ => p,
+                }
+            };
+            out.push((host, g.clone()));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::from_toml_str(text, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16 MiB"), Some(16 << 20));
+        assert_eq!(parse_size("512KiB"), Some(512 << 10));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("1 GB"), Some(1_000_000_000));
+        assert_eq!(parse_size("1 MiBs"), None);
+        assert_eq!(parse_size("MiB"), None);
+        assert_eq!(fmt_size(16 << 20).to_string(), "16 MiB");
+        assert_eq!(fmt_size(1000).to_string(), "1000 B");
+    }
+
+    #[test]
+    fn defaults_and_full() {
+        let m = parse("name = \"t\"").unwrap();
+        assert_eq!(m.mode, Mode::Fresh);
+        assert_eq!(m.limits, Limits::default());
+        assert_eq!(m.module, PathBuf::from("t.wasm"));
+        assert!(m.dirs.is_empty());
+        let m = parse(
+            r#"
+            name = "t"
+            mode = "reuse"
+            entry = "command"
+            [limits]
+            memory = "16 MiB"
+            timeout = "250ms"
+            max_output = 100
+            recycle_after = 5
+            [[permissions.dirs]]
+            host = "{data}/sub"
+            guest = "/data"
+            access = "read-only"
+            [input_schema]
+            type = "object"
+            required = ["x"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(m.mode, Mode::Reuse);
+        assert_eq!(m.entry, EntryKind::Command);
+        assert_eq!(m.limits.memory, 16 << 20);
+        assert_eq!(m.limits.timeout, Duration::from_millis(250));
+        assert_eq!(m.limits.max_output, 100);
+        let dirs = m.resolve_dirs(None, Some(Path::new("/srv"))).unwrap();
+        assert_eq!(dirs[0].0, PathBuf::from("/srv/sub"));
+        assert!(
+            m.resolve_dirs(None, None)
+                .unwrap_err()
+                .contains("data directory")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("name = \"t\"\nenv = [\"HOME\"]", "env"),
+            ("name = \"t\"\n[permissions]\nnetwork = true", "network"),
+            ("name = \"t\"\n[limits]\nmemory = \"lots\"", "limits.memory"),
+            (
+                "name = \"t\"\n[limits]\ntimeout = \"soon\"",
+                "limits.timeout",
+            ),
+            (
+                "name = \"t\"\n[limits]\nmax_output = 0",
+                "limits.max_output",
+            ),
+            ("name = \"t\"\nmode = \"sometimes\"", "mode"),
+            ("name = \"../x\"", "name"),
+            (
+                "name = \"t\"\n[[permissions.dirs]]\nhost = \"/x\"\nguest = \"rel\"\naccess = \"read-only\"",
+                "permissions.dirs[0].guest",
+            ),
+            ("name = \"t\"\n[input_schema]\ntype = 5", "input_schema"),
+        ];
+        for (text, key) in cases {
+            let e = parse(text).expect_err(text).to_string();
+            assert!(e.starts_with("t.toml: "), "{e}");
+            assert!(e.contains(key), "{text:?} -> {e}");
+        }
+    }
+}

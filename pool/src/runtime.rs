@@ -1,0 +1,276 @@
+//! The shared wasmtime runtime: one `Engine` with the pooling allocator,
+//! copy-on-write memory images and epoch interruption driven by a ticker
+//! thread; one WASI linker; a semaphore in front of the pool's slots; the
+//! module cache.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, WasmBacktraceDetails};
+
+use crate::cache::{CacheError, ModuleCache};
+use crate::call::Host;
+
+/// Settings of the WASI runtime. [`PoolConfig::for_engine`] sizes it from
+/// the engine's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// Instances that can be live at once (pool slots); see
+    /// [`PoolConfig::for_engine`] to size it from an engine.
+    pub instances: u32,
+    /// The largest linear memory any tool may ask for (`limits.memory`
+    /// above it is refused when the tool loads).
+    pub max_memory: u64,
+    /// Period of the epoch ticker: deadlines are checked, and CPU-bound
+    /// calls yield to the calls beside them, at this period.
+    pub epoch_tick: Duration,
+    /// Where compiled modules are cached; `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// The directory `{data}` grants in manifests refer to.
+    pub data_dir: Option<PathBuf>,
+    /// Live reuse-mode instances a worker keeps at most.
+    pub reuse_per_worker: usize,
+    /// Reuse mode: calls a live instance serves before it is recycled,
+    /// unless the manifest says otherwise.
+    pub recycle_after: u64,
+    /// Capture wasm backtraces in trap messages (slower traps).
+    pub backtraces: bool,
+    /// Meter fuel; tools with `limits.fuel` then run out of it.
+    pub fuel: bool,
+    /// Bytes of a tool's stderr kept for error messages.
+    pub stderr_excerpt: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> PoolConfig {
+        PoolConfig {
+            instances: 256,
+            max_memory: 256 << 20,
+            epoch_tick: Duration::from_micros(250),
+            cache_dir: default_cache_dir(),
+            data_dir: None,
+            reuse_per_worker: 16,
+            recycle_after: 10_000,
+            backtraces: false,
+            fuel: false,
+            stderr_excerpt: 1024,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// Sizes the pool for an engine: one slot per call the engine can run
+    /// at once (its workers × `max_concurrent_per_worker`, capped by
+    /// `max_inflight`), plus each worker's live reuse instances and a few
+    /// for calls made outside the engine.
+    pub fn for_engine(engine: &toolplane_core::Config) -> PoolConfig {
+        let mut c = PoolConfig::default();
+        c.size_for(engine);
+        c
+    }
+
+    /// See [`PoolConfig::for_engine`].
+    pub fn size_for(&mut self, engine: &toolplane_core::Config) {
+        let workers = engine.resolved_workers();
+        let running = (workers * engine.max_concurrent_per_worker).min(engine.max_inflight);
+        let total = running + workers * self.reuse_per_worker + 16;
+        self.instances = u32::try_from(total).unwrap_or(u32::MAX);
+    }
+}
+
+/// `$TOOLPLANE_CACHE_DIR`, else `$XDG_CACHE_HOME/toolplane/modules`, else
+/// `~/.cache/toolplane/modules`, else the temp dir.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("TOOLPLANE_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    Some(base.join("toolplane").join("modules"))
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// wasmtime refused the configuration.
+    #[error("cannot configure wasmtime: {0:#}")]
+    Engine(wasmtime::Error),
+    /// The module cache directory is unusable.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// A setting is out of range.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The shared WASI runtime. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pub(crate) inner: Arc<RuntimeInner>,
+}
+
+pub(crate) struct RuntimeInner {
+    pub(crate) engine: wasmtime::Engine,
+    pub(crate) linker: wasmtime::Linker<Host>,
+    pub(crate) config: PoolConfig,
+    pub(crate) cache: ModuleCache,
+    /// Pool slots not in use.
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    /// Epochs elapsed, as the ticker counts them.
+    pub(crate) epoch: Arc<AtomicU64>,
+    ticker: Option<Ticker>,
+}
+
+impl std::fmt::Debug for RuntimeInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .field("free_slots", &self.slots.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        if let Some(t) = &mut self.ticker {
+            t.stop.store(true, Ordering::Relaxed);
+            if let Some(h) = t.thread.take() {
+                h.thread().unpark();
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Runtime {
+    /// Starts the runtime: configures wasmtime, opens the module cache,
+    /// starts the epoch ticker.
+    ///
+    /// # Errors
+    ///
+    /// A setting out of range, wasmtime refusing the pool's size, or a
+    /// cache directory that cannot be created.
+    pub fn new(config: PoolConfig) -> Result<Runtime, RuntimeError> {
+        if config.instances == 0 {
+            return Err(RuntimeError::Config("instances must be at least 1".into()));
+        }
+        if config.epoch_tick < Duration::from_micros(10)
+            || config.epoch_tick > Duration::from_secs(1)
+        {
+            return Err(RuntimeError::Config(format!(
+                "epoch_tick = {:?} is out of range: 10µs..=1s",
+                config.epoch_tick
+            )));
+        }
+        let max_memory = usize::try_from(config.max_memory)
+            .ok()
+            .filter(|m| *m >= 64 << 10 && *m <= 4 << 30)
+            .ok_or_else(|| {
+                RuntimeError::Config(format!(
+                    "max_memory = {} is out of range: 64 KiB..=4 GiB",
+                    config.max_memory
+                ))
+            })?;
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(config.instances)
+            .total_memories(config.instances)
+            .total_tables(config.instances)
+            .total_stacks(config.instances)
+            .max_memory_size(max_memory);
+        let mut wc = wasmtime::Config::new();
+        wc.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_init_cow(true)
+            .epoch_interruption(true)
+            .wasm_backtrace_max_frames(if config.backtraces {
+                std::num::NonZeroUsize::new(20)
+            } else {
+                None
+            })
+            .wasm_backtrace_details(WasmBacktraceDetails::Disable)
+            .consume_fuel(config.fuel);
+        let engine = wasmtime::Engine::new(&wc).map_err(RuntimeError::Engine)?;
+        let mut linker = wasmtime::Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi)
+            .map_err(RuntimeError::Engine)?;
+        let cache = ModuleCache::new(config.cache_dir.clone(), &engine)?;
+        let epoch = Arc::new(AtomicU64::new(0));
+        let ticker = start_ticker(&engine, &epoch, config.epoch_tick).map_err(|e| {
+            RuntimeError::Config(format!("cannot start the epoch ticker thread: {e}"))
+        })?;
+        let slots = Arc::new(tokio::sync::Semaphore::new(config.instances as usize));
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                config,
+                cache,
+                slots,
+                epoch,
+                ticker: Some(ticker),
+            }),
+        })
+    }
+
+    /// The runtime's settings.
+    pub fn config(&self) -> &PoolConfig {
+        &self.inner.config
+    }
+
+    /// The module cache.
+    pub fn cache(&self) -> &ModuleCache {
+        &self.inner.cache
+    }
+
+    /// The wasmtime engine (for embedders that compile their own modules).
+    pub fn engine(&self) -> &wasmtime::Engine {
+        &self.inner.engine
+    }
+
+    /// Pool slots free now.
+    pub fn free_slots(&self) -> usize {
+        self.inner.slots.available_permits()
+    }
+
+    /// Epoch ticks a call with this timeout may run.
+    pub(crate) fn deadline_ticks(&self, timeout: Duration) -> u64 {
+        let tick = self.inner.config.epoch_tick.as_nanos().max(1);
+        u64::try_from(timeout.as_nanos().div_ceil(tick))
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+}
+
+fn start_ticker(
+    engine: &wasmtime::Engine,
+    epoch: &Arc<AtomicU64>,
+    tick: Duration,
+) -> std::io::Result<Ticker> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let engine = engine.clone();
+    let epoch = Arc::clone(epoch);
+    let flag = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
+        .name("toolplane-epoch".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::park_timeout(tick);
+                epoch.fetch_add(1, Ordering::Relaxed);
+                engine.increment_epoch();
+            }
+        })?;
+    Ok(Ticker {
+        stop,
+        thread: Some(thread),
+    })
+}

@@ -1,0 +1,233 @@
+//! A loaded tool: its manifest, its compiled module pre-linked against
+//! WASI (`InstancePre`, built once), its entry point and its input check.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use wasmtime::{ExternType, InstancePre, ModuleExport, ValType};
+
+use crate::cache::{Source, WasmDigest};
+use crate::call::Host;
+use crate::manifest::{DirGrant, EntryKind, Manifest, Mode, fmt_size};
+use crate::runtime::Runtime;
+
+/// A tool ready to call.
+pub struct LoadedTool {
+    /// Its manifest.
+    pub manifest: Arc<Manifest>,
+    /// The SHA-256 of its module.
+    pub digest: WasmDigest,
+    /// Where its compiled module came from.
+    pub source: Source,
+    pub(crate) pre: InstancePre<Host>,
+    pub(crate) entry: Entry,
+    pub(crate) dirs: Vec<(PathBuf, DirGrant)>,
+    pub(crate) check: InputCheck,
+    pub(crate) stderr_excerpt: usize,
+    pub(crate) backtraces: bool,
+}
+
+impl std::fmt::Debug for LoadedTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedTool")
+            .field("name", &self.manifest.name)
+            .field("entry", &self.entry_name())
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The entry point calls use.
+pub(crate) enum Entry {
+    Command,
+    Fast(FastExports),
+}
+
+pub(crate) struct FastExports {
+    pub(crate) alloc: ModuleExport,
+    pub(crate) call: ModuleExport,
+    pub(crate) memory: ModuleExport,
+}
+
+/// How a call's input is checked before any instance is created.
+pub(crate) enum InputCheck {
+    /// Any JSON object (the schema says only `type: object`).
+    Object,
+    /// A full JSON Schema.
+    Schema(Box<jsonschema::Validator>),
+}
+
+impl LoadedTool {
+    /// Compiles (or loads from the cache) and links `wasm` for `manifest`.
+    /// `base` is the manifest's directory (for relative grants).
+    ///
+    /// # Errors
+    ///
+    /// A message saying what is wrong: a limit above the runtime's, a
+    /// missing directory, an invalid module, an import WASI does not
+    /// provide, or a mode the module cannot serve.
+    pub fn load(
+        rt: &Runtime,
+        manifest: Arc<Manifest>,
+        base: Option<&Path>,
+        wasm: &[u8],
+    ) -> Result<LoadedTool, String> {
+        let cfg = rt.config();
+        if manifest.limits.memory > cfg.max_memory {
+            return Err(format!(
+                "limits.memory = {} is above the runtime's max_memory = {}",
+                fmt_size(manifest.limits.memory),
+                fmt_size(cfg.max_memory)
+            ));
+        }
+        if manifest.limits.fuel.is_some() && !cfg.fuel {
+            return Err(
+                "limits.fuel is set but the runtime does not meter fuel (enable `fuel`)".into(),
+            );
+        }
+        let dirs = manifest.resolve_dirs(base, cfg.data_dir.as_deref())?;
+        for (host, g) in &dirs {
+            if !host.is_dir() {
+                return Err(format!(
+                    "permission for {}: host directory {} does not exist",
+                    g.guest,
+                    host.display()
+                ));
+            }
+        }
+        let (module, source, digest) = rt.cache().load(rt.engine(), wasm)?;
+        let fast = fast_exports(&module);
+        let entry = match (manifest.entry, fast) {
+            (EntryKind::Command, _) => Entry::Command,
+            (EntryKind::Fast, Err(why)) => {
+                return Err(format!("entry = \"fast\" but the module {why}"));
+            }
+            (EntryKind::Fast | EntryKind::Auto, Ok(f)) => Entry::Fast(f),
+            (EntryKind::Auto, Err(_)) => Entry::Command,
+        };
+        if matches!(entry, Entry::Command) {
+            if manifest.mode == Mode::Reuse {
+                return Err("mode = \"reuse\" needs the fast entry (toolplane_alloc, toolplane_call), and this tool uses the command entry".into());
+            }
+            match module.get_export("_start") {
+                Some(ExternType::Func(_)) => {}
+                _ => return Err("the module exports neither the fast entry nor `_start`".into()),
+            }
+        }
+        let pre = rt
+            .inner
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| format!("cannot link against WASI preview1: {e:#}"))?;
+        let check = input_check(&manifest.input_schema)?;
+        Ok(LoadedTool {
+            manifest,
+            digest,
+            source,
+            pre,
+            entry,
+            dirs,
+            check,
+            stderr_excerpt: cfg.stderr_excerpt,
+            backtraces: cfg.backtraces,
+        })
+    }
+
+    /// `"fast"` or `"command"`.
+    pub fn entry_name(&self) -> &'static str {
+        match self.entry {
+            Entry::Command => "command",
+            Entry::Fast(_) => "fast",
+        }
+    }
+
+    /// Checks a call's input against the tool's schema.
+    ///
+    /// # Errors
+    ///
+    /// The input is not JSON, or does not match the schema; the message
+    /// names the tool and the offending field.
+    pub fn check_input(&self, input: &[u8]) -> Result<(), String> {
+        let name = &self.manifest.name;
+        match &self.check {
+            InputCheck::Object => {
+                let first = input.iter().find(|b| !b.is_ascii_whitespace());
+                if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(input) {
+                    return Err(format!("tool {name}: input is not valid JSON: {e}"));
+                }
+                if first != Some(&b'{') {
+                    return Err(format!("tool {name}: input must be a JSON object"));
+                }
+                Ok(())
+            }
+            InputCheck::Schema(v) => {
+                let value: serde_json::Value = serde_json::from_slice(input)
+                    .map_err(|e| format!("tool {name}: input is not valid JSON: {e}"))?;
+                let mut errors = v.iter_errors(&value).peekable();
+                if errors.peek().is_none() {
+                    return Ok(());
+                }
+                let mut msg = format!("tool {name}: input does not match its schema:");
+                for (i, e) in errors.take(3).enumerate() {
+                    let at = e.instance_path().to_string();
+                    let at = if at.is_empty() {
+                        "(top level)".to_string()
+                    } else {
+                        at
+                    };
+                    msg.push_str(if i == 0 { " " } else { "; " });
+                    msg.push_str(&format!("at {at}: {e}"));
+                }
+                Err(msg)
+            }
+        }
+    }
+}
+
+fn input_check(schema: &serde_json::Value) -> Result<InputCheck, String> {
+    if *schema == serde_json::json!({ "type": "object" }) {
+        return Ok(InputCheck::Object);
+    }
+    jsonschema::validator_for(schema)
+        .map(|v| InputCheck::Schema(Box::new(v)))
+        .map_err(|e| format!("input_schema is not a valid JSON Schema: {e}"))
+}
+
+fn fast_exports(module: &wasmtime::Module) -> Result<FastExports, String> {
+    let func =
+        |name: &str, params: &[ValType], results: &[ValType]| -> Result<ModuleExport, String> {
+            match module.get_export(name) {
+                Some(ExternType::Func(f)) => {
+                    let p: Vec<_> = f.params().collect();
+                    let r: Vec<_> = f.results().collect();
+                    let same = |a: &[ValType], b: &[ValType]| {
+                        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| ValType::eq(x, y))
+                    };
+                    if !same(&p, params) || !same(&r, results) {
+                        return Err(format!("exports `{name}` with the wrong type"));
+                    }
+                }
+                _ => return Err(format!("does not export `{name}`")),
+            }
+            module
+                .get_export_index(name)
+                .ok_or_else(|| format!("does not export `{name}`"))
+        };
+    let alloc = func("toolplane_alloc", &[ValType::I32], &[ValType::I32])?;
+    let call = func(
+        "toolplane_call",
+        &[ValType::I32, ValType::I32],
+        &[ValType::I64],
+    )?;
+    let memory = match module.get_export("memory") {
+        Some(ExternType::Memory(_)) => module
+            .get_export_index("memory")
+            .ok_or("does not export `memory`")?,
+        _ => return Err("does not export `memory`".into()),
+    };
+    Ok(FastExports {
+        alloc,
+        call,
+        memory,
+    })
+}
