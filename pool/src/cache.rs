@@ -199,9 +199,10 @@ impl ModuleCache {
                 Arc::clone(s)
             } else {
                 if memo.order.len() >= MEMO_CAPACITY
-                    && let Some(old) = memo.order.pop_front() {
-                        memo.slots.remove(&old);
-                    }
+                    && let Some(old) = memo.order.pop_front()
+                {
+                    memo.slots.remove(&old);
+                }
                 let s: Slot = Arc::new(OnceLock::new());
                 memo.slots.insert(digest, Arc::clone(&s));
                 memo.order.push_back(digest);
@@ -255,9 +256,10 @@ impl ModuleCache {
         };
         self.compiled.fetch_add(1, Ordering::Relaxed);
         if let Some(p) = &path
-            && write_entry(&module, p).is_err() {
-                self.write_errors.fetch_add(1, Ordering::Relaxed);
-            }
+            && write_entry(&module, p).is_err()
+        {
+            self.write_errors.fetch_add(1, Ordering::Relaxed);
+        }
         (Ok(module), Source::Compiled)
     }
 

@@ -775,10 +775,10 @@ impl Inner {
                     .dir
                     .as_ref()
                     .is_some_and(|d| d.join(format!("{stem}.toml")).exists())
-                    && !names.iter().any(|n| n == stem)
-                {
-                    names.push(stem.to_string());
-                }
+                && !names.iter().any(|n| n == stem)
+            {
+                names.push(stem.to_string());
+            }
             return names;
         }
         Vec::new()

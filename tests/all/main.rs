@@ -2,13 +2,17 @@
 //! per area (as wasmtime's `tests/all`).
 
 mod accounting;
+mod builtin_tools;
 mod concurrency;
 mod config;
 mod faults;
 mod injector;
 mod ordering;
 mod overload;
+mod registry;
 mod shutdown;
 mod spans;
 mod support;
 mod timestamps;
+mod wasi;
+mod wasi_faults;
