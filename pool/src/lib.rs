@@ -30,8 +30,8 @@ pub use cache::{CacheStats, ModuleCache};
 pub use handler::{ToolHandler, ToolWorker};
 pub use manifest::{Access, DirGrant, EntryKind, Limits, Manifest, ManifestError, Mode};
 pub use registry::{
-    LoadState, Origin, Problem, Registry, RegistryBuilder, RegistryError, RegistryEvent, Snapshot,
-    ToolEntry,
+    LiveTool, LoadState, Origin, Problem, Registry, RegistryBuilder, RegistryError, RegistryEvent,
+    Snapshot, ToolEntry,
 };
 pub use runtime::{PoolConfig, Runtime, RuntimeError, default_cache_dir};
 pub use tool::LoadedTool;

@@ -519,6 +519,72 @@ impl Registry {
     }
 }
 
+/// A live instance of one tool, for embedders that call the same tool many
+/// times from one task: each call reuses the instance (as reuse mode does on
+/// a worker), and the instance is recycled after `recycle_after` calls,
+/// after a trap, or when the registry has a new version of the tool.
+pub struct LiveTool {
+    registry: Registry,
+    name: String,
+    live: Option<crate::call::LiveInstance>,
+}
+
+impl std::fmt::Debug for LiveTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveTool")
+            .field("name", &self.name)
+            .field("live", &self.live.is_some())
+            .finish()
+    }
+}
+
+impl LiveTool {
+    /// Calls the tool with `input`.
+    pub async fn call(&mut self, input: &[u8]) -> Outcome {
+        let Some(entry) = self.registry.snapshot().by_name(&self.name).cloned() else {
+            self.live = None;
+            return Outcome::Error(format!("unknown tool {:?}", self.name).into());
+        };
+        let tool = match entry.wait().await {
+            Ok(t) => Arc::clone(t),
+            Err(e) => return failed_tool(&self.name, e),
+        };
+        if let Err(e) = tool.check_input(input) {
+            return Outcome::Error(e.into());
+        }
+        if tool.entry_name() != "fast" {
+            return Outcome::Error(
+                format!("tool {}: a live instance needs the fast entry", self.name).into(),
+            );
+        }
+        let rt = self.registry.inner.runtime.clone();
+        let mut live = match self.live.take() {
+            Some(l) if Arc::ptr_eq(&l.tool, &tool) => l,
+            _ => match crate::call::LiveInstance::new(&rt, tool).await {
+                Ok(l) => l,
+                Err(o) => return o,
+            },
+        };
+        let (outcome, keep) = live.call(&rt, input).await;
+        if keep {
+            self.live = Some(live);
+        }
+        outcome
+    }
+}
+
+impl Registry {
+    /// A live instance of the tool `name` (see [`LiveTool`]); the instance
+    /// is created on the first call.
+    pub fn live(&self, name: &str) -> LiveTool {
+        LiveTool {
+            registry: self.clone(),
+            name: name.to_string(),
+            live: None,
+        }
+    }
+}
+
 pub(crate) fn failed_tool(name: &str, reason: &str) -> Outcome {
     Outcome::Error(format!("tool {name} failed to load: {reason}").into())
 }

@@ -42,6 +42,16 @@ pub struct PoolConfig {
     pub fuel: bool,
     /// Bytes of a tool's stderr kept for error messages.
     pub stderr_excerpt: usize,
+    /// Bytes of each freed linear memory (and of each async stack and
+    /// table) reset in place and kept resident instead of being returned to
+    /// the kernel, so the next instance in the slot takes no page faults.
+    pub keep_resident: usize,
+    /// Freed slots returned to the kernel in one batch (one TLB flush for
+    /// the batch instead of one per instance).
+    pub decommit_batch: usize,
+    /// Reset only the pages a call dirtied, found with Linux's
+    /// `PAGEMAP_SCAN` (6.7+); ignored where unsupported.
+    pub pagemap_scan: bool,
 }
 
 impl Default for PoolConfig {
@@ -57,6 +67,11 @@ impl Default for PoolConfig {
             backtraces: false,
             fuel: false,
             stderr_excerpt: 1024,
+            // Measured with the per-call example: a fresh echo call went
+            // from 23 µs to 8 µs with these three (see PERF.md).
+            keep_resident: 1 << 20,
+            decommit_batch: 32,
+            pagemap_scan: true,
         }
     }
 }
@@ -187,7 +202,16 @@ impl Runtime {
             .total_memories(config.instances)
             .total_tables(config.instances)
             .total_stacks(config.instances)
-            .max_memory_size(max_memory);
+            .max_memory_size(max_memory)
+            .linear_memory_keep_resident(config.keep_resident)
+            .table_keep_resident(config.keep_resident)
+            .async_stack_keep_resident(config.keep_resident)
+            .decommit_batch_size(config.decommit_batch.max(1))
+            .pagemap_scan(if config.pagemap_scan {
+                wasmtime::Enabled::Auto
+            } else {
+                wasmtime::Enabled::No
+            });
         let mut wc = wasmtime::Config::new();
         wc.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .memory_init_cow(true)
