@@ -197,16 +197,27 @@ impl Runtime {
                     config.max_memory
                 ))
             })?;
+        // Freed slots wait in a decommit batch (wasmtime keeps one queue per
+        // thread shard) before they can be used again: the pool holds that
+        // many more than the semaphore admits.
+        let batch = config.decommit_batch.max(1);
+        let shards = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let total = u32::try_from(batch.saturating_mul(shards))
+            .ok()
+            .and_then(|b| config.instances.checked_add(b))
+            .ok_or_else(|| {
+                RuntimeError::Config(format!("decommit_batch = {batch} is too large"))
+            })?;
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_core_instances(config.instances)
-            .total_memories(config.instances)
-            .total_tables(config.instances)
-            .total_stacks(config.instances)
+        pool.total_core_instances(total)
+            .total_memories(total)
+            .total_tables(total)
+            .total_stacks(total)
             .max_memory_size(max_memory)
             .linear_memory_keep_resident(config.keep_resident)
             .table_keep_resident(config.keep_resident)
             .async_stack_keep_resident(config.keep_resident)
-            .decommit_batch_size(config.decommit_batch.max(1))
+            .decommit_batch_size(batch)
             .pagemap_scan(if config.pagemap_scan {
                 wasmtime::Enabled::Auto
             } else {
