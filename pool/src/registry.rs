@@ -298,30 +298,28 @@ impl RegistryBuilder {
         }
         let registry = Registry { inner };
         if self.builtins {
+            let mut items = Vec::new();
             for b in builtin::BUILTINS {
                 match Manifest::from_toml_str(b.manifest, Path::new(b.manifest_path)) {
-                    Ok(m) => {
-                        registry
-                            .inner
-                            .stage(m, Origin::Builtin, Wasm::Static(b.module), false)
-                    }
+                    Ok(m) => items.push((m, Origin::Builtin, Wasm::Static(b.module))),
                     Err(e) => registry.inner.problem(&e.path, e.message.clone(), None),
                 }
             }
+            registry.inner.stage_many(items);
         }
         if let Some(dir) = &self.dir {
             let manifests = read_dir_manifests(dir)?;
+            let mut items = Vec::new();
             for r in parallel_parse(&manifests) {
                 match r {
                     Ok((path, m)) => {
                         let wasm = path.parent().unwrap_or(dir).join(&m.module);
-                        registry
-                            .inner
-                            .stage(m, Origin::File(path), Wasm::File(wasm), false);
+                        items.push((m, Origin::File(path), Wasm::File(wasm)));
                     }
                     Err(e) => registry.inner.problem(&e.path, e.message.clone(), None),
                 }
             }
+            registry.inner.stage_many(items);
             if self.watch {
                 registry.inner.start_watch(dir)?;
             }
@@ -672,6 +670,60 @@ impl Inner {
         };
         if self.jobs.send(job).is_err() {
             self.done_one();
+        }
+    }
+
+    /// [`Inner::stage`] for many new tools at once (discovery): one
+    /// published listing for all of them, not one per tool.
+    fn stage_many(&self, items: Vec<(Manifest, Origin, Wasm)>) {
+        let snap = self.snapshot();
+        let mut jobs = Vec::with_capacity(items.len());
+        for (manifest, origin, wasm) in items {
+            if matches!(
+                snap.by_name(&manifest.name).map(|e| e.state()),
+                Some(LoadState::Ready)
+            ) {
+                self.stage(manifest, origin, wasm, false);
+                continue;
+            }
+            if let Origin::File(p) = &origin {
+                self.clear_problem(p);
+            }
+            let name = manifest.name.clone();
+            let entry = Arc::new(ToolEntry {
+                id: self.table.intern(&name),
+                manifest: Arc::new(manifest),
+                origin,
+                state: OnceLock::new(),
+                ready: tokio::sync::Notify::new(),
+            });
+            let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+            self.latest
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name, seq);
+            jobs.push(Job {
+                entry,
+                wasm,
+                seq,
+                replace: false,
+            });
+        }
+        self.publish(|s| {
+            for j in &jobs {
+                s.insert(Arc::clone(&j.entry));
+            }
+        });
+        for j in &jobs {
+            self.emit(RegistryEvent::Listed {
+                name: j.entry.manifest.name.clone(),
+            });
+        }
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) += jobs.len();
+        for job in jobs {
+            if self.jobs.send(job).is_err() {
+                self.done_one();
+            }
         }
     }
 
