@@ -314,9 +314,11 @@ fn one_call(tools: &Path, cache: &Path) -> Result<(), Box<dyn std::error::Error>
     use std::io::{Read, Write};
     let mut input = Vec::new();
     std::io::stdin().read_to_end(&mut input)?;
-    let mut cfg = PoolConfig::default();
-    cfg.cache_dir = Some(cache.to_owned());
-    cfg.instances = 4;
+    let cfg = PoolConfig {
+        cache_dir: Some(cache.to_owned()),
+        instances: 4,
+        ..PoolConfig::default()
+    };
     let registry = Registry::builder(Runtime::new(cfg)?)
         .dir(tools)
         .builtins(false)

@@ -29,9 +29,11 @@ fn start(
     n: usize,
 ) -> Result<Sample, Box<dyn std::error::Error>> {
     let t0 = Instant::now();
-    let mut cfg = PoolConfig::default();
-    cfg.cache_dir = Some(cache.to_owned());
-    cfg.data_dir = Some(data.to_owned());
+    let cfg = PoolConfig {
+        cache_dir: Some(cache.to_owned()),
+        data_dir: Some(data.to_owned()),
+        ..PoolConfig::default()
+    };
     let runtime = Runtime::new(cfg)?;
     let runtime_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();

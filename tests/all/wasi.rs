@@ -19,10 +19,11 @@ pub struct Rig {
 
 /// A pool configuration over `data` and `cache`.
 pub fn pool_config(data: &Path, cache: &Path) -> PoolConfig {
-    let mut c = PoolConfig::default();
-    c.data_dir = Some(data.to_owned());
-    c.cache_dir = Some(cache.to_owned());
-    c
+    PoolConfig {
+        data_dir: Some(data.to_owned()),
+        cache_dir: Some(cache.to_owned()),
+        ..PoolConfig::default()
+    }
 }
 
 /// A rig whose tools directory `setup` fills before the registry starts;
