@@ -15,7 +15,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-use crate::manifest::{Access, fmt_size};
+use crate::manifest::{Access, Mode, fmt_size};
 use crate::pipe::CappedPipe;
 use crate::runtime::Runtime;
 use crate::tool::{Entry, LoadedTool};
@@ -166,6 +166,18 @@ pub(crate) async fn slot(rt: &Runtime) -> Slot {
             .acquire_owned()
             .await
             .expect("the runtime never closes its slot semaphore"),
+    }
+}
+
+/// One call outside a worker: a fresh instance, or for a reuse-mode tool
+/// a live instance used once (there is no worker to keep it for).
+pub(crate) async fn once(rt: Runtime, tool: Arc<LoadedTool>, input: &[u8]) -> Outcome {
+    match tool.manifest.mode {
+        Mode::Fresh => fresh(rt, tool, input.into()).await,
+        Mode::Reuse => match LiveInstance::new(&rt, tool).await {
+            Ok(mut live) => live.call(&rt, input).await.0,
+            Err(o) => o,
+        },
     }
 }
 

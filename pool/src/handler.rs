@@ -146,14 +146,10 @@ impl WorkerHandler for ToolWorker {
                 let rt = self.runtime.clone();
                 let live = Rc::clone(&self.live);
                 Call::pending(async move {
-                    let tool = match entry.wait().await {
-                        Ok(t) => Arc::clone(t),
-                        Err(reason) => return failed_tool(&entry.manifest.name, reason),
-                    };
-                    if let Err(e) = tool.check_input(&input) {
-                        return Outcome::Error(e.into());
+                    match entry.ready_for(&input).await {
+                        Ok(tool) => run(rt, live, id, tool, input).await,
+                        Err(o) => o,
                     }
-                    run(rt, live, id, tool, input).await
                 })
             }
         }

@@ -169,11 +169,35 @@ struct RawGrant {
 }
 
 /// A byte size: an integer, or a string such as `"16 MiB"`.
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum Size {
     Bytes(u64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a size: bytes as a non-negative integer, or a string such as \"16 MiB\"",
+                )
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size::Bytes(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size::Bytes)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
+                Ok(Size::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Size {
@@ -476,6 +500,8 @@ mod tests {
                 "name = \"t\"\n[limits]\nmax_output = 0",
                 "limits.max_output",
             ),
+            ("name = \"t\"\n[limits]\nmemory = true", "expected a size"),
+            ("name = \"t\"\n[limits]\nmax_output = -1", "expected a size"),
             ("name = \"t\"\nmode = \"sometimes\"", "mode"),
             ("name = \"../x\"", "name"),
             (

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use toolplane_core::{Outcome, ToolId, ToolTable};
 
 use crate::builtin;
-use crate::manifest::{Manifest, ManifestError, Mode};
+use crate::manifest::{Manifest, ManifestError};
 use crate::runtime::Runtime;
 use crate::tool::LoadedTool;
 
@@ -163,6 +163,19 @@ impl ToolEntry {
             }
             notified.await;
         }
+    }
+
+    /// Waits until loading is over, then checks `input` against the tool's
+    /// schema: the tool to call, or the outcome that ends the call before
+    /// any instance exists.
+    pub(crate) async fn ready_for(&self, input: &[u8]) -> Result<Arc<LoadedTool>, Outcome> {
+        let tool = match self.wait().await {
+            Ok(t) => Arc::clone(t),
+            Err(reason) => return Err(failed_tool(&self.manifest.name, reason)),
+        };
+        tool.check_input(input)
+            .map_err(|e| Outcome::Error(e.into()))?;
+        Ok(tool)
     }
 
     fn finish(&self, result: Result<Arc<LoadedTool>, String>) {
@@ -499,20 +512,9 @@ impl Registry {
         let Some(entry) = self.snapshot().by_name(name).cloned() else {
             return Outcome::Error(format!("unknown tool {name:?}").into());
         };
-        let tool = match entry.wait().await {
-            Ok(t) => Arc::clone(t),
-            Err(e) => return failed_tool(name, e),
-        };
-        if let Err(e) = tool.check_input(input) {
-            return Outcome::Error(e.into());
-        }
-        let rt = self.inner.runtime.clone();
-        match tool.manifest.mode {
-            Mode::Fresh => crate::call::fresh(rt, tool, input.into()).await,
-            Mode::Reuse => match crate::call::LiveInstance::new(&rt, tool).await {
-                Ok(mut live) => live.call(&rt, input).await.0,
-                Err(o) => o,
-            },
+        match entry.ready_for(input).await {
+            Ok(tool) => crate::call::once(self.inner.runtime.clone(), tool, input).await,
+            Err(o) => o,
         }
     }
 }
@@ -543,14 +545,11 @@ impl LiveTool {
             self.live = None;
             return Outcome::Error(format!("unknown tool {:?}", self.name).into());
         };
-        let tool = match entry.wait().await {
-            Ok(t) => Arc::clone(t),
-            Err(e) => return failed_tool(&self.name, e),
+        let tool = match entry.ready_for(input).await {
+            Ok(t) => t,
+            Err(o) => return o,
         };
-        if let Err(e) = tool.check_input(input) {
-            return Outcome::Error(e.into());
-        }
-        if tool.entry_name() != "fast" {
+        if !tool.has_fast_entry() {
             return Outcome::Error(
                 format!("tool {}: a live instance needs the fast entry", self.name).into(),
             );
@@ -630,24 +629,30 @@ impl Inner {
     }
 
     /// Lists (or stages the replacement of) a tool and queues its load.
-    fn stage(&self, manifest: Manifest, origin: Origin, wasm: Wasm, from_watch: bool) {
-        let name = manifest.name.clone();
+    /// A new (loading) entry for `manifest`, made the newest load of its
+    /// name; returns it with its load's sequence number.
+    fn new_entry(&self, manifest: Manifest, origin: Origin) -> (Arc<ToolEntry>, u64) {
         if let Origin::File(p) = &origin {
             self.clear_problem(p);
         }
-        let id = self.table.intern(&name);
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(manifest.name.clone(), seq);
         let entry = Arc::new(ToolEntry {
-            id,
+            id: self.table.intern(&manifest.name),
             manifest: Arc::new(manifest),
             origin,
             state: OnceLock::new(),
             ready: tokio::sync::Notify::new(),
         });
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        self.latest
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.clone(), seq);
+        (entry, seq)
+    }
+
+    fn stage(&self, manifest: Manifest, origin: Origin, wasm: Wasm, from_watch: bool) {
+        let name = manifest.name.clone();
+        let (entry, seq) = self.new_entry(manifest, origin);
         // A tool already callable keeps serving until its new version is
         // loaded; anything else is listed (loading) at once.
         let serving = matches!(
@@ -686,22 +691,7 @@ impl Inner {
                 self.stage(manifest, origin, wasm, false);
                 continue;
             }
-            if let Origin::File(p) = &origin {
-                self.clear_problem(p);
-            }
-            let name = manifest.name.clone();
-            let entry = Arc::new(ToolEntry {
-                id: self.table.intern(&name),
-                manifest: Arc::new(manifest),
-                origin,
-                state: OnceLock::new(),
-                ready: tokio::sync::Notify::new(),
-            });
-            let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-            self.latest
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(name, seq);
+            let (entry, seq) = self.new_entry(manifest, origin);
             jobs.push(Job {
                 entry,
                 wasm,

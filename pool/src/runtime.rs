@@ -68,9 +68,11 @@ impl Default for PoolConfig {
             fuel: false,
             stderr_excerpt: 1024,
             // Measured with the per-call example: a fresh echo call went
-            // from 23 µs to 8 µs with these three (see PERF.md).
+            // from 23 µs to 8 µs with resident slots reset by PAGEMAP_SCAN;
+            // batching decommits showed no gain beyond the noise on top of
+            // that (see PERF.md), so it stays at wasmtime's default.
             keep_resident: 1 << 20,
-            decommit_batch: 32,
+            decommit_batch: 1,
             pagemap_scan: true,
         }
     }
@@ -201,7 +203,8 @@ impl Runtime {
         // thread shard) before they can be used again: the pool holds that
         // many more than the semaphore admits.
         let batch = config.decommit_batch.max(1);
-        let shards = std::thread::available_parallelism().map_or(4, |n| n.get());
+        // wasmtime 48 shards its queues by `available_parallelism`, at most 16.
+        let shards = std::thread::available_parallelism().map_or(16, |n| n.get().min(16));
         let total = u32::try_from(batch.saturating_mul(shards))
             .ok()
             .and_then(|b| config.instances.checked_add(b))

@@ -133,6 +133,11 @@ impl LoadedTool {
         })
     }
 
+    /// Whether calls go through the fast entry.
+    pub fn has_fast_entry(&self) -> bool {
+        matches!(self.entry, Entry::Fast(_))
+    }
+
     /// `"fast"` or `"command"`.
     pub fn entry_name(&self) -> &'static str {
         match self.entry {

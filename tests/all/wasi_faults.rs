@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use toolplane_core::{Completion, Outcome};
+use toolplane_core::Outcome;
 
 use crate::support::run_all;
 use crate::wasi::{
@@ -71,8 +71,19 @@ fn fault_rig() -> Rig {
     )
 }
 
-fn expect(c: &Completion, tool: &str) {
-    let o = &c.outcome;
+/// Every fault tool of [`fault_rig`].
+const FAULTS: [&str; 7] = [
+    "f.trap",
+    "f.loop",
+    "f.membomb",
+    "f.huge",
+    "f.flood",
+    "f.exit",
+    "f.exit.quiet",
+];
+
+/// Asserts the outcome `tool` must end in.
+fn expect(o: &Outcome, tool: &str) {
     match tool {
         "echo" => assert!(
             matches!(o, Outcome::Ok(p) if p.as_slice() == b"{\"n\":1}"),
@@ -107,27 +118,8 @@ fn expect(c: &Completion, tool: &str) {
 #[test]
 fn each_fault_ends_in_its_outcome_directly() {
     let rig = fault_rig();
-    for tool in [
-        "f.trap",
-        "f.loop",
-        "f.membomb",
-        "f.huge",
-        "f.flood",
-        "f.exit",
-        "f.exit.quiet",
-    ] {
-        let o = crate::wasi::call(&rig, tool, "{}");
-        expect(
-            &Completion {
-                tag: 0,
-                tool: Default::default(),
-                key: None,
-                worker: 0,
-                outcome: o,
-                times: Default::default(),
-            },
-            tool,
-        );
+    for tool in FAULTS {
+        expect(&crate::wasi::call(&rig, tool, "{}"), tool);
     }
 }
 
@@ -136,15 +128,6 @@ fn faults_beside_echo_calls_on_two_workers_keep_the_books_balanced() {
     let rig = fault_rig();
     let e = engine(&rig, 2, 64);
     let mut p = e.producer();
-    let faults = [
-        "f.trap",
-        "f.loop",
-        "f.membomb",
-        "f.huge",
-        "f.flood",
-        "f.exit",
-        "f.exit.quiet",
-    ];
     let mut names = Vec::new();
     let mut events = Vec::new();
     // Loops first, on both workers, then every other fault and a stream of
@@ -158,7 +141,7 @@ fn faults_beside_echo_calls_on_two_workers_keep_the_books_balanced() {
         );
     }
     for round in 0..4 {
-        for f in faults.iter().filter(|f| **f != "f.loop") {
+        for f in FAULTS.iter().filter(|f| **f != "f.loop") {
             names.push(f);
             events.push(event(&rig, f, "{}").with_tag(names.len() as u64 - 1));
         }
@@ -174,7 +157,7 @@ fn faults_beside_echo_calls_on_two_workers_keep_the_books_balanced() {
     let done = run_all(&mut p, events, Duration::from_secs(60));
     assert_eq!(done.len(), names.len());
     for c in &done {
-        expect(c, names[c.tag as usize]);
+        expect(&c.outcome, names[c.tag as usize]);
     }
     // Every echo finished while the endless loops were still running on
     // both workers: the loops yield at each epoch tick.
