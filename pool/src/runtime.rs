@@ -52,6 +52,13 @@ pub struct PoolConfig {
     /// Reset only the pages a call dirtied, found with Linux's
     /// `PAGEMAP_SCAN` (6.7+); ignored where unsupported.
     pub pagemap_scan: bool,
+    /// Run a tool's file operations on the worker's thread instead of
+    /// handing each one to tokio's blocking pool. A hop to the pool and
+    /// back costs two thread wake-ups per operation (an `fs.write` makes
+    /// several); inline, a page-cache read or write takes microseconds,
+    /// but a slow disk (network storage) then stalls the worker's other
+    /// calls for as long as the operation takes.
+    pub fs_inline: bool,
 }
 
 impl Default for PoolConfig {
@@ -74,6 +81,9 @@ impl Default for PoolConfig {
             keep_resident: 1 << 20,
             decommit_batch: 1,
             pagemap_scan: true,
+            // Measured with loadgen's smoke profile (PERF.md): the blocking
+            // pool hop dominated fs.read and fs.write latency.
+            fs_inline: true,
         }
     }
 }

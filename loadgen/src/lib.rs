@@ -1,0 +1,139 @@
+//! loadgen: drives toolplane with a workload profile, open loop, and
+//! reports honest latency.
+//!
+//! Every event has an intended send time from the profile's schedule; a
+//! slow engine never slows the schedule down. Latency is measured from the
+//! intended send time to the completion (corrected for coordinated
+//! omission, as wrk2 does) and also from the actual send time
+//! (uncorrected), so the two can be compared; the generator records its own
+//! lag behind the schedule. Completion time is the worker's timestamp when
+//! the outcome was written, on the engine's clock (the schedule's clock).
+//!
+//! ```no_run
+//! use toolplane_loadgen::{run, Profile, RunOptions, Target};
+//!
+//! let profile = Profile::from_file("profiles/smoke.toml")?;
+//! let target = Target::embedded(&profile)?;
+//! let out = run(&profile, target, &RunOptions::default())?;
+//! println!("{}", out.report.text());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod driver;
+pub mod memory;
+pub mod plot;
+pub mod profile;
+pub mod report;
+pub mod reporter;
+pub mod schedule;
+pub mod stats;
+pub mod target;
+pub mod units;
+pub mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use profile::{Profile, ProfileError};
+pub use report::Report;
+pub use reporter::{Point, Progress};
+pub use target::{Target, TargetError};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Progress display.
+    pub progress: Progress,
+    /// Write an HdrHistogram interval log here.
+    pub hlog: Option<PathBuf>,
+    /// Profile the run in-process and write a flamegraph SVG here.
+    pub flamegraph: Option<PathBuf>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { progress: Progress::Quiet, hlog: None, flamegraph: None }
+    }
+}
+
+/// A run that could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The profile does not fit the target.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// The target would not start.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The sampling profiler failed.
+    #[error("flamegraph {path}: {message}")]
+    Flamegraph {
+        /// The SVG asked for.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct RunOutput {
+    /// The report.
+    pub report: Report,
+    /// Per-interval points (for the plot).
+    pub points: Vec<Point>,
+    /// Memory samples.
+    pub memory: Vec<memory::Sample>,
+}
+
+/// Runs `profile` against `target` and shuts the target down.
+///
+/// # Errors
+///
+/// The profile names a tool the target does not serve, or the profiler
+/// fails.
+pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOutput, RunError> {
+    profile.check_tools(&target.tools)?;
+    let workload = workload::Workload::new(profile, |name| target.engine.tool(name));
+    let (tx, rx) = flume::unbounded();
+    let (free_tx, free_rx) = flume::unbounded();
+    let reporter = reporter::spawn(
+        reporter::Settings { progress: opts.progress, total: profile.total(), warmup: profile.warmup, hlog: opts.hlog.clone(), label: format!("{} ", profile.name) },
+        rx,
+        free_tx,
+    );
+    let profiler = match &opts.flamegraph {
+        Some(path) => Some(
+            pprof::ProfilerGuardBuilder::default()
+                .frequency(499)
+                .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+                .build()
+                .map_err(|e| RunError::Flamegraph { path: path.clone(), message: e.to_string() })?,
+        ),
+        None => None,
+    };
+    let driven = driver::drive(&target.engine, profile, workload, &driver::Channels { tx, free: free_rx });
+    let flame = match (&opts.flamegraph, profiler) {
+        (Some(path), Some(guard)) => Some(write_flamegraph(path, &guard)),
+        _ => None,
+    };
+    let reported = reporter.join().unwrap_or_default();
+    let workers = target.engine.workers();
+    let label = target.label.clone();
+    let engine = target.shutdown(Duration::from_secs(5));
+    if let Some(Err(e)) = flame {
+        return Err(e);
+    }
+    let report = Report::new(&report::Parts { profile, target: label, workers, driven: &driven, reported: &reported, engine: &engine });
+    Ok(RunOutput { report, points: reported.points, memory: reported.memory })
+}
+
+fn write_flamegraph(path: &std::path::Path, guard: &pprof::ProfilerGuard<'_>) -> Result<(), RunError> {
+    let err = |message: String| RunError::Flamegraph { path: path.to_owned(), message };
+    let report = guard.report().build().map_err(|e| err(e.to_string()))?;
+    let file = std::fs::File::create(path).map_err(|e| err(e.to_string()))?;
+    report.flamegraph(file).map_err(|e| err(e.to_string()))
+}

@@ -1,0 +1,236 @@
+//! `loadgen`: run, check and list workload profiles. See `loadgen --help`.
+//!
+//! Exit codes: 0 when the SLO holds, 1 when it does not, 2 for usage,
+//! profile or start-up errors.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use toolplane_loadgen::{Profile, Progress, RunOptions, Target, plot, profile, units};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Drives toolplane with a workload profile (open loop, coordinated-omission
+/// corrected latency) and judges the run against the profile's SLO.
+#[derive(Parser, Debug)]
+#[command(name = "loadgen", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs a profile against the embedded engine (WASI pool, built-in tools).
+    Run {
+        /// A profile file, or the name of one in profiles/ (`smoke`).
+        profile: String,
+        /// Overrides the rate of a one-phase profile (`10k/s`).
+        #[arg(long)]
+        rate: Option<String>,
+        /// Overrides the measured duration of a one-phase profile (`30m`).
+        #[arg(long)]
+        duration: Option<String>,
+        /// Overrides the warm-up (`30s`; `0s` for none).
+        #[arg(long)]
+        warmup: Option<String>,
+        /// Writes the report as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Writes an HdrHistogram interval log (corrected, and tagged uncorrected).
+        #[arg(long, value_name = "FILE")]
+        hlog: Option<PathBuf>,
+        /// Writes an SVG plot of latency, rate and memory over time.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+        /// Samples the run in-process and writes a flamegraph SVG.
+        #[arg(long, value_name = "FILE.svg")]
+        flamegraph: Option<PathBuf>,
+        /// No progress output.
+        #[arg(long)]
+        quiet: bool,
+        /// Progress as one line per second even on a terminal.
+        #[arg(long, conflicts_with = "quiet")]
+        lines: bool,
+    },
+    /// Validates profiles (every one in profiles/ when none is named).
+    Check {
+        /// Profile files or names.
+        profiles: Vec<String>,
+    },
+    /// Lists the built-in tools and the profiles.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { profile, rate, duration, warmup, json, hlog, plot, flamegraph, quiet, lines } => {
+            let progress = if quiet {
+                Progress::Quiet
+            } else if lines {
+                Progress::Lines
+            } else {
+                Progress::Auto
+            };
+            run(&profile, rate, duration, warmup, RunOptions { progress, hlog, flamegraph }, json, plot)
+        }
+        Command::Check { profiles } => check(&profiles),
+        Command::List => list(),
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("loadgen: {message}");
+    ExitCode::from(2)
+}
+
+/// The profiles directory: `./profiles`, else the one beside this crate.
+fn profiles_dir() -> PathBuf {
+    let here = PathBuf::from("profiles");
+    if here.is_dir() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles")
+}
+
+fn resolve(name: &str) -> PathBuf {
+    let p = PathBuf::from(name);
+    if p.exists() || name.contains('/') || name.ends_with(".toml") {
+        return p;
+    }
+    profiles_dir().join(format!("{name}.toml"))
+}
+
+fn run(name: &str, rate: Option<String>, duration: Option<String>, warmup: Option<String>, opts: RunOptions, json: Option<PathBuf>, plot_path: Option<PathBuf>) -> ExitCode {
+    let mut profile = match Profile::from_file(resolve(name)) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    if let Some(r) = rate {
+        let Some(r) = units::parse_rate(&r).filter(|r| *r <= profile::MAX_RATE) else {
+            return fail(format!("--rate {r:?}: expected {}, at most {}", units::RATE_FORMS, units::fmt_rate(profile::MAX_RATE)));
+        };
+        if let Err(e) = profile.set_rate(r) {
+            return fail(e);
+        }
+    }
+    if let Some(d) = duration {
+        let Some(d) = units::parse_duration(&d).filter(|d| !d.is_zero()) else {
+            return fail(format!("--duration {d:?}: expected {}", units::DURATION_FORMS));
+        };
+        if let Err(e) = profile.set_duration(d) {
+            return fail(e);
+        }
+    }
+    if let Some(w) = warmup {
+        let Some(w) = units::parse_duration(&w) else {
+            return fail(format!("--warmup {w:?}: expected {}", units::DURATION_FORMS));
+        };
+        profile.warmup = w;
+    }
+    if let Err(e) = profile.check_tools(&profile::builtin_names()).or_else(|e| if profile.pool.tools_dir.is_some() { Ok(()) } else { Err(e) }) {
+        return fail(e);
+    }
+    if opts.progress != Progress::Quiet {
+        eprintln!(
+            "loadgen: {} — {} for {} after {} warm-up; starting the embedded engine and tools",
+            profile.name,
+            profile.phases.iter().map(|p| p.label.as_str()).collect::<Vec<_>>().join(", "),
+            humantime::format_duration(profile.measured()),
+            humantime::format_duration(profile.warmup),
+        );
+    }
+    let target = match Target::embedded(&profile) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    let out = match toolplane_loadgen::run(&profile, target, &opts) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    let report = &out.report;
+    print!("{}", report.text());
+    if let Some(path) = &json {
+        let text = serde_json::to_string_pretty(report).expect("the report serializes");
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            return fail(format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    if let Some(path) = &plot_path {
+        let title = format!("loadgen {} — {} ({})", profile.name, report.target, units::fmt_rate(report.target_rate));
+        if let Err(e) = plot::write_svg(path, &title, &out.points, &out.memory, profile.warmup.as_secs_f64()) {
+            return fail(e);
+        }
+    }
+    if report.slo.pass { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+fn profile_files(names: &[String]) -> Result<Vec<PathBuf>, String> {
+    if !names.is_empty() {
+        return Ok(names.iter().map(|n| resolve(n)).collect());
+    }
+    let dir = profiles_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("cannot read the profiles directory {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(format!("no profiles (*.toml) in {}", dir.display()));
+    }
+    Ok(files)
+}
+
+fn check(names: &[String]) -> ExitCode {
+    let files = match profile_files(names) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    let mut bad = 0;
+    for f in &files {
+        let result = Profile::from_file(f).and_then(|p| {
+            if p.pool.tools_dir.is_none() {
+                p.check_tools(&profile::builtin_names())?;
+            }
+            Ok(p)
+        });
+        match result {
+            Ok(p) => println!("ok    {}: {} events over {} after {} warm-up", f.display(), p.scheduled_events().round(), humantime::format_duration(p.measured()), humantime::format_duration(p.warmup)),
+            Err(e) => {
+                bad += 1;
+                println!("error {e}");
+            }
+        }
+    }
+    if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) }
+}
+
+fn list() -> ExitCode {
+    println!("built-in tools:");
+    for b in toolplane_pool::builtin::BUILTINS {
+        let m = toolplane_pool::Manifest::from_toml_str(b.manifest, Path::new(b.manifest_path));
+        let (mode, desc) = match &m {
+            Ok(m) => (format!("{:?}", m.mode).to_lowercase(), m.description.clone()),
+            Err(e) => ("?".into(), e.to_string()),
+        };
+        println!("  {:<12} {:<6} {desc}", b.name, mode);
+    }
+    let dir = profiles_dir();
+    println!("profiles ({}):", dir.display());
+    match profile_files(&[]) {
+        Ok(files) => {
+            for f in files {
+                match Profile::from_file(&f) {
+                    Ok(p) => println!("  {:<10} {:>8} total  {}", p.name, humantime::format_duration(p.total()).to_string(), p.description),
+                    Err(e) => println!("  {}: {e}", f.display()),
+                }
+            }
+        }
+        Err(e) => println!("  {e}"),
+    }
+    ExitCode::SUCCESS
+}

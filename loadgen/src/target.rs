@@ -1,0 +1,176 @@
+//! What loadgen drives. The embedded default starts the engine in this
+//! process with the WASI pool and the built-in tools (mode overrides
+//! applied to a temporary copy), and a temporary data directory seeded
+//! with the files the profile reads. Tests and embedders can hand in an
+//! engine of their own.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toolplane_core::Engine;
+use toolplane_pool::{PoolConfig, Registry, Runtime, ToolHandler};
+
+use crate::profile::Profile;
+use crate::workload;
+
+/// A target that could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// A file or directory could not be prepared.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pool or registry would not start.
+    #[error("{0}")]
+    Start(String),
+    /// A tool failed to load.
+    #[error("tool {path}: {reason}")]
+    Tool {
+        /// The manifest.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// An engine to drive, with what keeps its tools alive.
+pub struct Target {
+    /// The engine.
+    pub engine: Engine,
+    /// The tools it serves.
+    pub tools: Vec<String>,
+    /// For reports: `embedded (2 workers, built-in tools)`.
+    pub label: String,
+    /// The data directory of the fs tools, if any.
+    pub data_dir: Option<PathBuf>,
+    _keep: Vec<Box<dyn Send>>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target").field("label", &self.label).field("tools", &self.tools).finish_non_exhaustive()
+    }
+}
+
+impl Target {
+    /// An engine built by the caller serving `tools`.
+    pub fn engine(engine: Engine, tools: Vec<String>, label: impl Into<String>) -> Target {
+        Target { engine, tools, label: label.into(), data_dir: None, _keep: Vec::new() }
+    }
+
+    /// The embedded default for `profile`.
+    ///
+    /// # Errors
+    ///
+    /// The temporary directories cannot be prepared, the pool cannot
+    /// start, or a tool does not load.
+    pub fn embedded(profile: &Profile) -> Result<Target, TargetError> {
+        let io = |what: &'static str, path: &Path| {
+            let path = path.to_owned();
+            move |source| TargetError::Io { what, path, source }
+        };
+        let parent = data_parent();
+        let data = tempfile::Builder::new().prefix("loadgen-data-").tempdir_in(&parent).map_err(io("creating a data directory in", &parent))?;
+        for f in workload::data_files(profile) {
+            let p = data.path().join(&f.path);
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+            }
+            std::fs::write(&p, workload::data_file_contents(f.size)).map_err(io("writing", &p))?;
+        }
+        std::fs::create_dir_all(data.path().join("loadgen")).map_err(io("creating", &data.path().join("loadgen")))?;
+
+        let mut keep: Vec<Box<dyn Send>> = Vec::new();
+        let (dir, builtins) = match &profile.pool.tools_dir {
+            Some(_) if !profile.pool.modes.is_empty() => {
+                return Err(TargetError::Start(format!(
+                    "{}: pool.modes overrides the built-ins' modes in a temporary copy; with pool.tools_dir set, set `mode` in the tools' manifests instead",
+                    profile.path.display()
+                )));
+            }
+            Some(dir) => (dir.clone(), true),
+            None => {
+                let tools = tempfile::Builder::new().prefix("loadgen-tools-").tempdir().map_err(io("creating a tools directory in", &std::env::temp_dir()))?;
+                toolplane_pool::builtin::install(tools.path()).map_err(io("installing the built-in tools in", tools.path()))?;
+                for (name, mode) in &profile.pool.modes {
+                    let path = tools.path().join(format!("{name}.toml"));
+                    let text = std::fs::read_to_string(&path).map_err(io("reading", &path))?;
+                    let mut table: toml::Table = toml::from_str(&text).map_err(|e| TargetError::Start(format!("{}: {e}", path.display())))?;
+                    let mode = match mode {
+                        toolplane_pool::Mode::Fresh => "fresh",
+                        toolplane_pool::Mode::Reuse => "reuse",
+                    };
+                    table.insert("mode".into(), toml::Value::String(mode.into()));
+                    std::fs::write(&path, table.to_string()).map_err(io("writing", &path))?;
+                }
+                let dir = tools.path().to_owned();
+                keep.push(Box::new(tools));
+                (dir, false)
+            }
+        };
+        let mut pool = PoolConfig { data_dir: Some(data.path().to_owned()), ..PoolConfig::for_engine(&profile.engine) };
+        if let Some(n) = profile.pool.instances {
+            pool.instances = n;
+        }
+        let runtime = Runtime::new(pool).map_err(|e| TargetError::Start(format!("the WASI pool: {e}")))?;
+        let registry = Registry::builder(runtime)
+            .dir(&dir)
+            .builtins(builtins)
+            .watch(false)
+            .build()
+            .map_err(|e| TargetError::Start(format!("the tool registry: {e}")))?;
+        if !registry.wait_loaded(Duration::from_secs(300)) {
+            return Err(TargetError::Start("the tools did not load within 300 s".into()));
+        }
+        if let Some(p) = registry.problems().into_iter().next() {
+            return Err(TargetError::Tool { path: p.path, reason: p.reason });
+        }
+        let tools: Vec<String> = registry.snapshot().iter().map(|e| e.manifest.name.clone()).collect();
+        let engine = Engine::builder()
+            .config(profile.engine.clone())
+            .tools(registry.tool_table())
+            .build(ToolHandler::new(registry.clone()))
+            .map_err(|e| TargetError::Start(format!("the engine: {e}")))?;
+        let label = format!(
+            "embedded: {} workers, {} tools{}, data in {}",
+            engine.workers(),
+            if builtins { "built-in and" } else { "built-in" },
+            if builtins { format!(" {}", dir.display()) } else { String::new() },
+            parent.display(),
+        );
+        let data_dir = Some(data.path().to_owned());
+        keep.push(Box::new(registry));
+        keep.push(Box::new(data));
+        Ok(Target { engine, tools, label, data_dir, _keep: keep })
+    }
+
+    /// Shuts the engine down and returns its accounting.
+    pub fn shutdown(self, grace: Duration) -> toolplane_core::Report {
+        let Target { engine, _keep, .. } = self;
+        let r = engine.shutdown(grace);
+        drop(_keep);
+        r
+    }
+}
+
+/// Where the temporary data directory goes: `$TMPDIR` when set, else
+/// `/dev/shm` (memory) where it exists, else the system temp directory.
+/// On a disk, `fs.write` load measures the disk's journal and writeback
+/// (PERF.md: p99 6 ms on disk against 0.3 ms in memory on this machine),
+/// not the engine; set `TMPDIR` to measure a disk on purpose.
+pub fn data_parent() -> PathBuf {
+    if std::env::var_os("TMPDIR").is_none() {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() && tempfile::Builder::new().prefix("loadgen-probe-").tempdir_in(shm).is_ok() {
+            return shm.to_owned();
+        }
+    }
+    std::env::temp_dir()
+}
