@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use toolplane_core::{Completion, Engine, OutcomeKind, Outcome, Producer};
+use toolplane_core::{Completion, Engine, Outcome, OutcomeKind, Producer};
 
 use crate::profile::Profile;
 use crate::schedule::{Schedule, Segment};
@@ -86,9 +86,17 @@ pub fn judge(profile: &Profile, seg: &Segment, s: &SegStats) -> Verdict {
         if s.corrected.is_empty() {
             break;
         }
-        let v = if *q >= 100.0 { s.corrected.max() } else { s.corrected.value_at_quantile(q / 100.0) };
+        let v = if *q >= 100.0 {
+            s.corrected.max()
+        } else {
+            s.corrected.value_at_quantile(q / 100.0)
+        };
         if v > limit.as_nanos() as u64 {
-            reasons.push(format!("{key} {} > {}", crate::units::Nanos(v as f64), humantime::format_duration(*limit)));
+            reasons.push(format!(
+                "{key} {} > {}",
+                crate::units::Nanos(v as f64),
+                humantime::format_duration(*limit)
+            ));
         }
     }
     let secs = (seg.end_ns - seg.start_ns) as f64 / 1e9;
@@ -96,7 +104,11 @@ pub fn judge(profile: &Profile, seg: &Segment, s: &SegStats) -> Verdict {
     let achieved = s.finished_within as f64 / secs;
     let min_rate = slo.min_rate_pct.unwrap_or(99.0);
     if target > 0.0 && achieved < target * min_rate / 100.0 {
-        reasons.push(format!("achieved {} < {min_rate}% of {}", crate::units::fmt_rate(achieved), crate::units::fmt_rate(target)));
+        reasons.push(format!(
+            "achieved {} < {min_rate}% of {}",
+            crate::units::fmt_rate(achieved),
+            crate::units::fmt_rate(target)
+        ));
     }
     let t = &s.tally;
     let shed_pct = 100.0 * t.rejected_total() as f64 / t.scheduled.max(1) as f64;
@@ -110,7 +122,10 @@ pub fn judge(profile: &Profile, seg: &Segment, s: &SegStats) -> Verdict {
     if s.outstanding() * 1000 > t.accepted.max(1) {
         reasons.push(format!("{} events still in flight", s.outstanding()));
     }
-    Verdict { pass: reasons.is_empty(), reasons }
+    Verdict {
+        pass: reasons.is_empty(),
+        reasons,
+    }
 }
 
 /// What the generator hands back.
@@ -169,7 +184,9 @@ impl State {
     }
 
     fn segment_of(&self, t: u64) -> usize {
-        self.timeline.partition_point(|s| s.start_ns <= t).saturating_sub(1)
+        self.timeline
+            .partition_point(|s| s.start_ns <= t)
+            .saturating_sub(1)
     }
 
     #[inline]
@@ -196,7 +213,11 @@ impl State {
         }
         if self.timeline[seg].measured {
             self.totals.completed(corrected, uncorrected, kind);
-            let t = self.tool_index.get(c.tool.0 as usize).copied().unwrap_or(usize::MAX);
+            let t = self
+                .tool_index
+                .get(c.tool.0 as usize)
+                .copied()
+                .unwrap_or(usize::MAX);
             if let Some(tool) = self.tools.get_mut(t) {
                 tool.corrected.saturating_record(corrected.max(1));
                 tool.tally.outcomes[kind as usize] += 1;
@@ -225,7 +246,9 @@ impl State {
 
 fn describe(o: &Outcome) -> String {
     match o {
-        Outcome::Error(m) | Outcome::Trap(m) | Outcome::Panicked(m) => format!("{}: {m}", o.kind().as_str()),
+        Outcome::Error(m) | Outcome::Trap(m) | Outcome::Panicked(m) => {
+            format!("{}: {m}", o.kind().as_str())
+        }
         other => other.kind().as_str().to_owned(),
     }
 }
@@ -246,7 +269,10 @@ pub fn drive(engine: &Engine, profile: &Profile, mut workload: Workload, ch: &Ch
         }
     }
     let window = (
-        timeline.iter().find(|s| s.phase.is_some()).map_or(0, |s| s.start_ns),
+        timeline
+            .iter()
+            .find(|s| s.phase.is_some())
+            .map_or(0, |s| s.start_ns),
         schedule.end_ns(),
     );
     let mut p = engine.producer();

@@ -55,7 +55,11 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { progress: Progress::Quiet, hlog: None, flamegraph: None }
+        RunOptions {
+            progress: Progress::Quiet,
+            hlog: None,
+            flamegraph: None,
+        }
     }
 }
 
@@ -101,7 +105,13 @@ pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOu
     let (tx, rx) = flume::unbounded();
     let (free_tx, free_rx) = flume::unbounded();
     let reporter = reporter::spawn(
-        reporter::Settings { progress: opts.progress, total: profile.total(), warmup: profile.warmup, hlog: opts.hlog.clone(), label: format!("{} ", profile.name) },
+        reporter::Settings {
+            progress: opts.progress,
+            total: profile.total(),
+            warmup: profile.warmup,
+            hlog: opts.hlog.clone(),
+            label: format!("{} ", profile.name),
+        },
         rx,
         free_tx,
     );
@@ -111,11 +121,33 @@ pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOu
                 .frequency(499)
                 .blocklist(&["libc", "libgcc", "pthread", "vdso"])
                 .build()
-                .map_err(|e| RunError::Flamegraph { path: path.clone(), message: e.to_string() })?,
+                .map_err(|e| RunError::Flamegraph {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?,
         ),
         None => None,
     };
-    let driven = driver::drive(&target.engine, profile, workload, &driver::Channels { tx, free: free_rx });
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let engine = &target.engine;
+    let driven = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("loadgen-generator".into())
+            .spawn_scoped(s, || {
+                // Workers take cores from the first; the generator takes the
+                // last one when no worker does (see target::default_workers).
+                if engine.config().pin_workers
+                    && cores.len() > engine.workers()
+                    && let Some(last) = cores.last()
+                {
+                    core_affinity::set_for_current(*last);
+                }
+                driver::drive(engine, profile, workload, &driver::Channels { tx, free: free_rx })
+            })
+            .expect("spawning the generator thread")
+            .join()
+            .expect("the generator does not panic")
+    });
     let flame = match (&opts.flamegraph, profiler) {
         (Some(path), Some(guard)) => Some(write_flamegraph(path, &guard)),
         _ => None,
@@ -127,12 +159,29 @@ pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOu
     if let Some(Err(e)) = flame {
         return Err(e);
     }
-    let report = Report::new(&report::Parts { profile, target: label, workers, driven: &driven, reported: &reported, engine: &engine });
-    Ok(RunOutput { report, points: reported.points, memory: reported.memory })
+    let report = Report::new(&report::Parts {
+        profile,
+        target: label,
+        workers,
+        driven: &driven,
+        reported: &reported,
+        engine: &engine,
+    });
+    Ok(RunOutput {
+        report,
+        points: reported.points,
+        memory: reported.memory,
+    })
 }
 
-fn write_flamegraph(path: &std::path::Path, guard: &pprof::ProfilerGuard<'_>) -> Result<(), RunError> {
-    let err = |message: String| RunError::Flamegraph { path: path.to_owned(), message };
+fn write_flamegraph(
+    path: &std::path::Path,
+    guard: &pprof::ProfilerGuard<'_>,
+) -> Result<(), RunError> {
+    let err = |message: String| RunError::Flamegraph {
+        path: path.to_owned(),
+        message,
+    };
     let report = guard.report().build().map_err(|e| err(e.to_string()))?;
     let file = std::fs::File::create(path).map_err(|e| err(e.to_string()))?;
     report.flamegraph(file).map_err(|e| err(e.to_string()))

@@ -67,7 +67,18 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { profile, rate, duration, warmup, json, hlog, plot, flamegraph, quiet, lines } => {
+        Command::Run {
+            profile,
+            rate,
+            duration,
+            warmup,
+            json,
+            hlog,
+            plot,
+            flamegraph,
+            quiet,
+            lines,
+        } => {
             let progress = if quiet {
                 Progress::Quiet
             } else if lines {
@@ -75,7 +86,19 @@ fn main() -> ExitCode {
             } else {
                 Progress::Auto
             };
-            run(&profile, rate, duration, warmup, RunOptions { progress, hlog, flamegraph }, json, plot)
+            run(
+                &profile,
+                rate,
+                duration,
+                warmup,
+                RunOptions {
+                    progress,
+                    hlog,
+                    flamegraph,
+                },
+                json,
+                plot,
+            )
         }
         Command::Check { profiles } => check(&profiles),
         Command::List => list(),
@@ -104,14 +127,26 @@ fn resolve(name: &str) -> PathBuf {
     profiles_dir().join(format!("{name}.toml"))
 }
 
-fn run(name: &str, rate: Option<String>, duration: Option<String>, warmup: Option<String>, opts: RunOptions, json: Option<PathBuf>, plot_path: Option<PathBuf>) -> ExitCode {
+fn run(
+    name: &str,
+    rate: Option<String>,
+    duration: Option<String>,
+    warmup: Option<String>,
+    opts: RunOptions,
+    json: Option<PathBuf>,
+    plot_path: Option<PathBuf>,
+) -> ExitCode {
     let mut profile = match Profile::from_file(resolve(name)) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
     if let Some(r) = rate {
         let Some(r) = units::parse_rate(&r).filter(|r| *r <= profile::MAX_RATE) else {
-            return fail(format!("--rate {r:?}: expected {}, at most {}", units::RATE_FORMS, units::fmt_rate(profile::MAX_RATE)));
+            return fail(format!(
+                "--rate {r:?}: expected {}, at most {}",
+                units::RATE_FORMS,
+                units::fmt_rate(profile::MAX_RATE)
+            ));
         };
         if let Err(e) = profile.set_rate(r) {
             return fail(e);
@@ -119,7 +154,10 @@ fn run(name: &str, rate: Option<String>, duration: Option<String>, warmup: Optio
     }
     if let Some(d) = duration {
         let Some(d) = units::parse_duration(&d).filter(|d| !d.is_zero()) else {
-            return fail(format!("--duration {d:?}: expected {}", units::DURATION_FORMS));
+            return fail(format!(
+                "--duration {d:?}: expected {}",
+                units::DURATION_FORMS
+            ));
         };
         if let Err(e) = profile.set_duration(d) {
             return fail(e);
@@ -127,18 +165,32 @@ fn run(name: &str, rate: Option<String>, duration: Option<String>, warmup: Optio
     }
     if let Some(w) = warmup {
         let Some(w) = units::parse_duration(&w) else {
-            return fail(format!("--warmup {w:?}: expected {}", units::DURATION_FORMS));
+            return fail(format!(
+                "--warmup {w:?}: expected {}",
+                units::DURATION_FORMS
+            ));
         };
         profile.warmup = w;
     }
-    if let Err(e) = profile.check_tools(&profile::builtin_names()).or_else(|e| if profile.pool.tools_dir.is_some() { Ok(()) } else { Err(e) }) {
+    if let Err(e) = profile.check_tools(&profile::builtin_names()).or_else(|e| {
+        if profile.pool.tools_dir.is_some() {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    }) {
         return fail(e);
     }
     if opts.progress != Progress::Quiet {
         eprintln!(
             "loadgen: {} — {} for {} after {} warm-up; starting the embedded engine and tools",
             profile.name,
-            profile.phases.iter().map(|p| p.label.as_str()).collect::<Vec<_>>().join(", "),
+            profile
+                .phases
+                .iter()
+                .map(|p| p.label.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             humantime::format_duration(profile.measured()),
             humantime::format_duration(profile.warmup),
         );
@@ -160,12 +212,27 @@ fn run(name: &str, rate: Option<String>, duration: Option<String>, warmup: Optio
         }
     }
     if let Some(path) = &plot_path {
-        let title = format!("loadgen {} — {} ({})", profile.name, report.target, units::fmt_rate(report.target_rate));
-        if let Err(e) = plot::write_svg(path, &title, &out.points, &out.memory, profile.warmup.as_secs_f64()) {
+        let title = format!(
+            "loadgen {} — {} ({})",
+            profile.name,
+            report.target,
+            units::fmt_rate(report.target_rate)
+        );
+        if let Err(e) = plot::write_svg(
+            path,
+            &title,
+            &out.points,
+            &out.memory,
+            profile.warmup.as_secs_f64(),
+        ) {
             return fail(e);
         }
     }
-    if report.slo.pass { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if report.slo.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn profile_files(names: &[String]) -> Result<Vec<PathBuf>, String> {
@@ -199,14 +266,24 @@ fn check(names: &[String]) -> ExitCode {
             Ok(p)
         });
         match result {
-            Ok(p) => println!("ok    {}: {} events over {} after {} warm-up", f.display(), p.scheduled_events().round(), humantime::format_duration(p.measured()), humantime::format_duration(p.warmup)),
+            Ok(p) => println!(
+                "ok    {}: {} events over {} after {} warm-up",
+                f.display(),
+                p.scheduled_events().round(),
+                humantime::format_duration(p.measured()),
+                humantime::format_duration(p.warmup)
+            ),
             Err(e) => {
                 bad += 1;
                 println!("error {e}");
             }
         }
     }
-    if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) }
+    if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
 }
 
 fn list() -> ExitCode {
@@ -214,7 +291,10 @@ fn list() -> ExitCode {
     for b in toolplane_pool::builtin::BUILTINS {
         let m = toolplane_pool::Manifest::from_toml_str(b.manifest, Path::new(b.manifest_path));
         let (mode, desc) = match &m {
-            Ok(m) => (format!("{:?}", m.mode).to_lowercase(), m.description.clone()),
+            Ok(m) => (
+                format!("{:?}", m.mode).to_lowercase(),
+                m.description.clone(),
+            ),
             Err(e) => ("?".into(), e.to_string()),
         };
         println!("  {:<12} {:<6} {desc}", b.name, mode);
@@ -225,7 +305,12 @@ fn list() -> ExitCode {
         Ok(files) => {
             for f in files {
                 match Profile::from_file(&f) {
-                    Ok(p) => println!("  {:<10} {:>8} total  {}", p.name, humantime::format_duration(p.total()).to_string(), p.description),
+                    Ok(p) => println!(
+                        "  {:<10} {:>8} total  {}",
+                        p.name,
+                        humantime::format_duration(p.total()).to_string(),
+                        p.description
+                    ),
                     Err(e) => println!("  {}: {e}", f.display()),
                 }
             }

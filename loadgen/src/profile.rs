@@ -349,7 +349,12 @@ struct RawSlo {
 struct Check<'a>(&'a Path);
 
 impl Check<'_> {
-    fn invalid(&self, key: impl Into<String>, value: impl std::fmt::Display, accepted: impl Into<String>) -> ProfileError {
+    fn invalid(
+        &self,
+        key: impl Into<String>,
+        value: impl std::fmt::Display,
+        accepted: impl Into<String>,
+    ) -> ProfileError {
         ProfileError::Invalid {
             path: self.0.to_owned(),
             key: key.into(),
@@ -361,12 +366,22 @@ impl Check<'_> {
     fn rate(&self, key: &str, text: &str) -> Result<f64, ProfileError> {
         match units::parse_rate(text) {
             Some(r) if r <= MAX_RATE => Ok(r),
-            Some(_) => Err(self.invalid(key, format!("{text:?}"), format!("a rate of at most {}", units::fmt_rate(MAX_RATE)))),
+            Some(_) => Err(self.invalid(
+                key,
+                format!("{text:?}"),
+                format!("a rate of at most {}", units::fmt_rate(MAX_RATE)),
+            )),
             None => Err(self.invalid(key, format!("{text:?}"), RATE_FORMS)),
         }
     }
 
-    fn duration(&self, key: &str, text: &str, min: Duration, max: Duration) -> Result<Duration, ProfileError> {
+    fn duration(
+        &self,
+        key: &str,
+        text: &str,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Duration, ProfileError> {
         match units::parse_duration(text) {
             Some(d) if d >= min && d <= max => Ok(d),
             Some(_) => Err(self.invalid(
@@ -425,9 +440,13 @@ impl Profile {
         })?;
         let c = Check(path);
         let name = match raw.name {
-            Some(n) if n.trim().is_empty() => return Err(c.invalid("name", "\"\"", "a non-empty name")),
+            Some(n) if n.trim().is_empty() => {
+                return Err(c.invalid("name", "\"\"", "a non-empty name"));
+            }
             Some(n) => n,
-            None => path.file_stem().map_or_else(|| "profile".into(), |s| s.to_string_lossy().into_owned()),
+            None => path
+                .file_stem()
+                .map_or_else(|| "profile".into(), |s| s.to_string_lossy().into_owned()),
         };
         let warmup = match &raw.warmup {
             Some(w) => c.duration("warmup", w, Duration::ZERO, HOUR)?,
@@ -436,12 +455,20 @@ impl Profile {
         let duration = |shape: &str| -> Result<Duration, ProfileError> {
             match &raw.duration {
                 Some(d) => c.duration("duration", d, MS, DAY),
-                None => Err(c.invalid("duration", "(missing)", format!("a duration for rate shape {shape:?} ({DURATION_FORMS})"))),
+                None => Err(c.invalid(
+                    "duration",
+                    "(missing)",
+                    format!("a duration for rate shape {shape:?} ({DURATION_FORMS})"),
+                )),
             }
         };
         let no_duration = |shape: &str| -> Result<(), ProfileError> {
             match &raw.duration {
-                Some(d) => Err(c.invalid("duration", format!("{d:?}"), format!("no `duration` with rate shape {shape:?}: its phases set the length"))),
+                Some(d) => Err(c.invalid(
+                    "duration",
+                    format!("{d:?}"),
+                    format!("no `duration` with rate shape {shape:?}: its phases set the length"),
+                )),
                 None => Ok(()),
             }
         };
@@ -449,11 +476,25 @@ impl Profile {
         let phases = match &raw.rate {
             RawRate::Constant { rate } => {
                 let r = c.rate("rate.rate", rate)?;
-                vec![Phase { label: units::fmt_rate(r), duration: duration("constant")?, from: r, to: r, burst: None, expect: Expect::Sustain }]
+                vec![Phase {
+                    label: units::fmt_rate(r),
+                    duration: duration("constant")?,
+                    from: r,
+                    to: r,
+                    burst: None,
+                    expect: Expect::Sustain,
+                }]
             }
             RawRate::Ramp { from, to } => {
                 let (a, b) = (c.rate("rate.from", from)?, c.rate("rate.to", to)?);
-                vec![Phase { label: format!("{} → {}", units::fmt_rate(a), units::fmt_rate(b)), duration: duration("ramp")?, from: a, to: b, burst: None, expect: Expect::Sustain }]
+                vec![Phase {
+                    label: format!("{} → {}", units::fmt_rate(a), units::fmt_rate(b)),
+                    duration: duration("ramp")?,
+                    from: a,
+                    to: b,
+                    burst: None,
+                    expect: Expect::Sustain,
+                }]
             }
             RawRate::Bursts { rate, size, every } => {
                 let r = c.rate("rate.rate", rate)?;
@@ -461,18 +502,44 @@ impl Profile {
                 if *size == 0 || *size > 1_000_000 {
                     return Err(c.invalid("rate.size", size, "from 1 to 1000000 events per burst"));
                 }
-                vec![Phase { label: format!("{} + {size} every {}", units::fmt_rate(r), humantime::format_duration(every)), duration: duration("bursts")?, from: r, to: r, burst: Some(Burst { size: *size, every }), expect: Expect::Sustain }]
+                vec![Phase {
+                    label: format!(
+                        "{} + {size} every {}",
+                        units::fmt_rate(r),
+                        humantime::format_duration(every)
+                    ),
+                    duration: duration("bursts")?,
+                    from: r,
+                    to: r,
+                    burst: Some(Burst { size: *size, every }),
+                    expect: Expect::Sustain,
+                }]
             }
-            RawRate::Steps { start, step, max, step_duration, find_max: fm } => {
+            RawRate::Steps {
+                start,
+                step,
+                max,
+                step_duration,
+                find_max: fm,
+            } => {
                 no_duration("steps")?;
                 find_max = *fm;
                 let start = c.rate("rate.start", start)?;
                 let step = c.rate("rate.step", step)?;
                 let max = c.rate("rate.max", max)?;
                 if max < start {
-                    return Err(c.invalid("rate.max", units::fmt_rate(max), format!("at least rate.start ({})", units::fmt_rate(start))));
+                    return Err(c.invalid(
+                        "rate.max",
+                        units::fmt_rate(max),
+                        format!("at least rate.start ({})", units::fmt_rate(start)),
+                    ));
                 }
-                let d = c.duration("rate.step_duration", step_duration, Duration::from_millis(100), HOUR)?;
+                let d = c.duration(
+                    "rate.step_duration",
+                    step_duration,
+                    Duration::from_millis(100),
+                    HOUR,
+                )?;
                 let n = ((max - start) / step).floor() as usize + 1;
                 if n > MAX_PHASES {
                     return Err(c.invalid("rate.step", units::fmt_rate(step), format!("a step giving at most {MAX_PHASES} steps from rate.start to rate.max (this gives {n})")));
@@ -480,14 +547,25 @@ impl Profile {
                 (0..n)
                     .map(|i| {
                         let r = start + step * i as f64;
-                        Phase { label: units::fmt_rate(r), duration: d, from: r, to: r, burst: None, expect: Expect::Sustain }
+                        Phase {
+                            label: units::fmt_rate(r),
+                            duration: d,
+                            from: r,
+                            to: r,
+                            burst: None,
+                            expect: Expect::Sustain,
+                        }
                     })
                     .collect()
             }
             RawRate::Phases { phases } => {
                 no_duration("phases")?;
                 if phases.is_empty() || phases.len() > MAX_PHASES {
-                    return Err(c.invalid("rate.phases", format!("{} phases", phases.len()), format!("from 1 to {MAX_PHASES} phases")));
+                    return Err(c.invalid(
+                        "rate.phases",
+                        format!("{} phases", phases.len()),
+                        format!("from 1 to {MAX_PHASES} phases"),
+                    ));
                 }
                 let mut out = Vec::with_capacity(phases.len());
                 for (i, p) in phases.iter().enumerate() {
@@ -496,22 +574,52 @@ impl Profile {
                     let d = c.duration(&key("duration"), &p.duration, MS, DAY)?;
                     let burst = match (p.burst_size, &p.burst_every) {
                         (None, None) => None,
-                        (Some(size), Some(every)) if size > 0 => Some(Burst { size, every: c.duration(&key("burst_every"), every, MS, HOUR)? }),
-                        (Some(size), _) if size == 0 => return Err(c.invalid(key("burst_size"), 0, "a burst of at least 1 event")),
-                        _ => return Err(c.invalid(key("burst_size"), "(one of burst_size, burst_every)", "both burst_size and burst_every, or neither")),
+                        (Some(size), Some(every)) if size > 0 => Some(Burst {
+                            size,
+                            every: c.duration(&key("burst_every"), every, MS, HOUR)?,
+                        }),
+                        (Some(0), _) => {
+                            return Err(c.invalid(
+                                key("burst_size"),
+                                0,
+                                "a burst of at least 1 event",
+                            ));
+                        }
+                        _ => {
+                            return Err(c.invalid(
+                                key("burst_size"),
+                                "(one of burst_size, burst_every)",
+                                "both burst_size and burst_every, or neither",
+                            ));
+                        }
                     };
                     let label = p.label.clone().unwrap_or_else(|| units::fmt_rate(r));
-                    out.push(Phase { label, duration: d, from: r, to: r, burst, expect: p.expect });
+                    out.push(Phase {
+                        label,
+                        duration: d,
+                        from: r,
+                        to: r,
+                        burst,
+                        expect: p.expect,
+                    });
                 }
                 out
             }
         };
         if !phases.iter().any(|p| p.expect == Expect::Sustain) {
-            return Err(c.invalid("rate.phases", "(every phase expects overload)", "at least one phase with expect = \"sustain\""));
+            return Err(c.invalid(
+                "rate.phases",
+                "(every phase expects overload)",
+                "at least one phase with expect = \"sustain\"",
+            ));
         }
 
         if raw.tools.is_empty() {
-            return Err(c.invalid("tools", "[]", "at least one [[tools]] entry with a name and a weight"));
+            return Err(c.invalid(
+                "tools",
+                "[]",
+                "at least one [[tools]] entry with a name and a weight",
+            ));
         }
         let mut tools = Vec::with_capacity(raw.tools.len());
         for (i, t) in raw.tools.iter().enumerate() {
@@ -519,19 +627,44 @@ impl Profile {
                 return Err(c.invalid(format!("tools[{i}].name"), "\"\"", "a tool name"));
             }
             if tools.iter().any(|x: &ToolMix| x.name == t.name) {
-                return Err(c.invalid(format!("tools[{i}].name"), format!("{:?}", t.name), "each tool listed once"));
+                return Err(c.invalid(
+                    format!("tools[{i}].name"),
+                    format!("{:?}", t.name),
+                    "each tool listed once",
+                ));
             }
             let input = match serde_json::to_value(&t.input) {
                 Ok(serde_json::Value::Object(m)) => m,
-                _ => return Err(c.invalid(format!("tools[{i}].input"), "(table)", "a table of JSON-compatible values")),
+                _ => {
+                    return Err(c.invalid(
+                        format!("tools[{i}].input"),
+                        "(table)",
+                        "a table of JSON-compatible values",
+                    ));
+                }
             };
-            let payload_field = t.payload_field.clone().or_else(|| default_payload_field(&t.name).map(str::to_owned));
-            tools.push(ToolMix { name: t.name.clone(), weight: t.weight, input, payload_field });
+            let payload_field = t
+                .payload_field
+                .clone()
+                .or_else(|| default_payload_field(&t.name).map(str::to_owned));
+            tools.push(ToolMix {
+                name: t.name.clone(),
+                weight: t.weight,
+                input,
+                payload_field,
+            });
         }
         let total: u64 = tools.iter().map(|t| u64::from(t.weight)).sum();
         if total != 100 {
-            let list: Vec<String> = tools.iter().map(|t| format!("{} {}", t.name, t.weight)).collect();
-            return Err(c.invalid("tools[*].weight", format!("{} (adding up to {total})", list.join(" + ")), "weights that add up to 100"));
+            let list: Vec<String> = tools
+                .iter()
+                .map(|t| format!("{} {}", t.name, t.weight))
+                .collect();
+            return Err(c.invalid(
+                "tools[*].weight",
+                format!("{} (adding up to {total})", list.join(" + ")),
+                "weights that add up to 100",
+            ));
         }
 
         if raw.payload.sizes.is_empty() {
@@ -541,52 +674,97 @@ impl Profile {
         for (i, s) in raw.payload.sizes.iter().enumerate() {
             let key = format!("payload.sizes[{i}].size");
             let bytes = match &s.size {
-                toml::Value::String(t) => units::parse_size(t).ok_or_else(|| c.invalid(&key, format!("{t:?}"), SIZE_FORMS))?,
-                toml::Value::Integer(n) => u64::try_from(*n).map_err(|_| c.invalid(&key, n, SIZE_FORMS))?,
+                toml::Value::String(t) => units::parse_size(t)
+                    .ok_or_else(|| c.invalid(&key, format!("{t:?}"), SIZE_FORMS))?,
+                toml::Value::Integer(n) => {
+                    u64::try_from(*n).map_err(|_| c.invalid(&key, n, SIZE_FORMS))?
+                }
                 other => return Err(c.invalid(&key, other, SIZE_FORMS)),
             };
             if bytes > MAX_PAYLOAD {
-                return Err(c.invalid(&key, units::Bytes(bytes), format!("at most {}", units::Bytes(MAX_PAYLOAD))));
+                return Err(c.invalid(
+                    &key,
+                    units::Bytes(bytes),
+                    format!("at most {}", units::Bytes(MAX_PAYLOAD)),
+                ));
             }
             sizes.push((bytes, s.weight));
         }
         let total: u64 = sizes.iter().map(|s| u64::from(s.1)).sum();
         if total != 100 {
-            return Err(c.invalid("payload.sizes[*].weight", format!("weights adding up to {total}"), "weights that add up to 100"));
+            return Err(c.invalid(
+                "payload.sizes[*].weight",
+                format!("weights adding up to {total}"),
+                "weights that add up to 100",
+            ));
         }
-        let low_priority_pct = c.pct("priority.low_pct", Some(raw.priority.low_pct))?.unwrap_or(0.0);
+        let low_priority_pct = c
+            .pct("priority.low_pct", Some(raw.priority.low_pct))?
+            .unwrap_or(0.0);
         if let Some(n) = raw.concurrency
             && !(1..=1 << 20).contains(&n)
         {
-            return Err(c.invalid("concurrency", n, "from 1 to 1048576 events in flight (omit it for an open loop)"));
+            return Err(c.invalid(
+                "concurrency",
+                n,
+                "from 1 to 1048576 events in flight (omit it for an open loop)",
+            ));
         }
 
         let engine = raw.engine.unwrap_or_default();
         if let Err(e) = engine.validate() {
             return Err(match e {
-                toolplane_core::ConfigError::Invalid { key, value, accepted, .. } => c.invalid(format!("engine.{key}"), value, accepted),
+                toolplane_core::ConfigError::Invalid {
+                    key,
+                    value,
+                    accepted,
+                    ..
+                } => c.invalid(format!("engine.{key}"), value, accepted),
                 other => c.invalid("engine", "(table)", other.to_string()),
             });
         }
-        let mut pool = PoolSettings { instances: raw.pool.instances, modes: raw.pool.modes, tools_dir: None };
+        let mut pool = PoolSettings {
+            instances: raw.pool.instances,
+            modes: raw.pool.modes,
+            tools_dir: None,
+        };
         if pool.instances == Some(0) {
-            return Err(c.invalid("pool.instances", 0, "at least 1 instance slot (omit it to size the pool for the engine)"));
+            return Err(c.invalid(
+                "pool.instances",
+                0,
+                "at least 1 instance slot (omit it to size the pool for the engine)",
+            ));
         }
         if let Some(dir) = raw.pool.tools_dir {
-            let dir = if dir.is_relative() { path.parent().unwrap_or(Path::new(".")).join(dir) } else { dir };
+            let dir = if dir.is_relative() {
+                path.parent().unwrap_or(Path::new(".")).join(dir)
+            } else {
+                dir
+            };
             pool.tools_dir = Some(dir);
         }
         for name in pool.modes.keys() {
             if toolplane_pool::builtin::get(name).is_none() {
-                return Err(c.invalid(format!("pool.modes.{name:?}"), "(mode override)", format!("a built-in tool ({})", builtin_names().join(", "))));
+                return Err(c.invalid(
+                    format!("pool.modes.{name:?}"),
+                    "(mode override)",
+                    format!("a built-in tool ({})", builtin_names().join(", ")),
+                ));
             }
         }
 
         let s = &raw.slo;
         let mut latency = Vec::new();
-        for ((key, q), v) in PERCENTILES.iter().zip([&s.p50, &s.p90, &s.p95, &s.p99, &s.p999, &s.p9999, &s.max]) {
+        for ((key, q), v) in PERCENTILES
+            .iter()
+            .zip([&s.p50, &s.p90, &s.p95, &s.p99, &s.p999, &s.p9999, &s.max])
+        {
             if let Some(text) = v {
-                latency.push((*key, *q, c.duration(&format!("slo.{key}"), text, Duration::from_nanos(1), HOUR)?));
+                latency.push((
+                    *key,
+                    *q,
+                    c.duration(&format!("slo.{key}"), text, Duration::from_nanos(1), HOUR)?,
+                ));
             }
         }
         let slo = Slo {
@@ -594,7 +772,13 @@ impl Profile {
             max_error_pct: c.pct("slo.max_error_pct", s.max_error_pct)?,
             max_shed_pct: c.pct("slo.max_shed_pct", s.max_shed_pct)?,
             max_memory_growth_pct: match s.max_memory_growth_pct {
-                Some(p) if p.is_nan() || p < 0.0 => return Err(c.invalid("slo.max_memory_growth_pct", p, "a percentage of at least 0")),
+                Some(p) if p.is_nan() || p < 0.0 => {
+                    return Err(c.invalid(
+                        "slo.max_memory_growth_pct",
+                        p,
+                        "a percentage of at least 0",
+                    ));
+                }
                 other => other,
             },
             min_rate_pct: c.pct("slo.min_rate_pct", s.min_rate_pct)?,
@@ -604,10 +788,18 @@ impl Profile {
             },
         };
         if find_max && !slo.latency.iter().any(|l| l.0 == "p99") {
-            return Err(c.invalid("slo.p99", "(missing)", "a p99 threshold: `find_max` steps the rate up until p99 breaks it"));
+            return Err(c.invalid(
+                "slo.p99",
+                "(missing)",
+                "a p99 threshold: `find_max` steps the rate up until p99 breaks it",
+            ));
         }
         if slo.min_sustainable_rate.is_some() && !find_max {
-            return Err(c.invalid("slo.min_sustainable_rate", "(set)", "`rate.find_max = true` with shape \"steps\""));
+            return Err(c.invalid(
+                "slo.min_sustainable_rate",
+                "(set)",
+                "`rate.find_max = true` with shape \"steps\"",
+            ));
         }
         let drain_timeout = match &raw.drain_timeout {
             Some(d) => c.duration("drain_timeout", d, MS, HOUR)?,
@@ -642,7 +834,11 @@ impl Profile {
         for (i, t) in self.tools.iter().enumerate() {
             if !available.iter().any(|a| a.as_ref() == t.name) {
                 let list: Vec<&str> = available.iter().map(AsRef::as_ref).collect();
-                return Err(Check(&self.path).invalid(format!("tools[{i}].name"), format!("{:?}", t.name), format!("a tool the target serves: {}", list.join(", "))));
+                return Err(Check(&self.path).invalid(
+                    format!("tools[{i}].name"),
+                    format!("{:?}", t.name),
+                    format!("a tool the target serves: {}", list.join(", ")),
+                ));
             }
         }
         Ok(())
@@ -679,7 +875,11 @@ impl Profile {
                 p.duration = d;
                 Ok(())
             }
-            _ => Err(Check(&self.path).invalid("duration", "(--duration)", "a profile with one phase for --duration; this one has several")),
+            _ => Err(Check(&self.path).invalid(
+                "duration",
+                "(--duration)",
+                "a profile with one phase for --duration; this one has several",
+            )),
         }
     }
 
@@ -711,5 +911,8 @@ fn default_payload_field(tool: &str) -> Option<&'static str> {
 
 /// The built-in tools' names.
 pub fn builtin_names() -> Vec<&'static str> {
-    toolplane_pool::builtin::BUILTINS.iter().map(|b| b.name).collect()
+    toolplane_pool::builtin::BUILTINS
+        .iter()
+        .map(|b| b.name)
+        .collect()
 }

@@ -212,10 +212,22 @@ fn pct(part: u64, whole: u64) -> f64 {
 impl Report {
     /// Assembles the report and judges the SLO.
     pub fn new(parts: &Parts<'_>) -> Report {
-        let Parts { profile, driven: d, reported, engine, .. } = parts;
+        let Parts {
+            profile,
+            driven: d,
+            reported,
+            engine,
+            ..
+        } = parts;
         let t = &d.totals.tally;
         let secs = (d.window_ns.1.saturating_sub(d.window_ns.0)) as f64 / 1e9;
-        let scheduled_in_window: u64 = d.timeline.iter().zip(&d.segments).filter(|(s, _)| s.phase.is_some() && s.end_ns <= d.window_ns.1).map(|(_, st)| st.tally.scheduled).sum();
+        let scheduled_in_window: u64 = d
+            .timeline
+            .iter()
+            .zip(&d.segments)
+            .filter(|(s, _)| s.phase.is_some() && s.end_ns <= d.window_ns.1)
+            .map(|(_, st)| st.tally.scheduled)
+            .sum();
         let phases: Vec<PhaseReport> = d
             .timeline
             .iter()
@@ -240,12 +252,20 @@ impl Report {
                     rejected: st.tally.rejected_by_name(),
                     errors: st.tally.failed(),
                     latency_us: Percentiles::of(&st.corrected),
-                    verdict: d.verdicts.iter().find(|(j, _)| *j == i).map(|(_, v)| v.clone()),
+                    verdict: d
+                        .verdicts
+                        .iter()
+                        .find(|(j, _)| *j == i)
+                        .map(|(_, v)| v.clone()),
                 }
             })
             .collect();
         let max_sustainable_rate = profile.find_max.then(|| {
-            d.verdicts.iter().filter(|(_, v)| v.pass).map(|(i, _)| d.timeline[*i].from).fold(0.0, f64::max)
+            d.verdicts
+                .iter()
+                .filter(|(_, v)| v.pass)
+                .map(|(i, _)| d.timeline[*i].from)
+                .fold(0.0, f64::max)
         });
         let memory = memory_report(profile, reported);
         let tools = profile
@@ -280,7 +300,10 @@ impl Report {
             unfinished: d.unfinished,
             outcomes: t.outcomes_by_name(),
             rejected: t.rejected_by_name(),
-            latency_us: Latency { corrected: Percentiles::of(&d.totals.corrected), uncorrected: Percentiles::of(&d.totals.uncorrected) },
+            latency_us: Latency {
+                corrected: Percentiles::of(&d.totals.corrected),
+                uncorrected: Percentiles::of(&d.totals.uncorrected),
+            },
             schedule_lag_us: Percentiles::of(&d.totals.lag),
             tools,
             phases,
@@ -289,18 +312,28 @@ impl Report {
                 scheduled: d.all.tally.scheduled,
                 outcomes: d.all.tally.outcomes_by_name(),
                 rejected: d.all.tally.rejected_by_name(),
-                latency_us: Latency { corrected: Percentiles::of(&d.all.corrected), uncorrected: Percentiles::of(&d.all.uncorrected) },
+                latency_us: Latency {
+                    corrected: Percentiles::of(&d.all.corrected),
+                    uncorrected: Percentiles::of(&d.all.uncorrected),
+                },
             },
             memory,
             engine: EngineReport {
                 workers: parts.workers,
                 accepted: engine.accepted,
-                outcomes: Tally { outcomes: engine.outcomes.0, ..Tally::default() }.outcomes_by_name(),
+                outcomes: Tally {
+                    outcomes: engine.outcomes.0,
+                    ..Tally::default()
+                }
+                .outcomes_by_name(),
                 books_balanced: engine.is_balanced(),
                 shutdown_ms: engine.shutdown_took.as_secs_f64() * 1e3,
             },
             warnings: Vec::new(),
-            slo: Slo { pass: true, checks: Vec::new() },
+            slo: Slo {
+                pass: true,
+                checks: Vec::new(),
+            },
         };
         report.warnings = warnings(profile, &report, reported);
         report.slo = judge(profile, &report, d, t);
@@ -311,23 +344,77 @@ impl Report {
     pub fn text(&self) -> String {
         let mut o = String::new();
         let us = |v: f64| Nanos(v * 1e3);
-        let _ = writeln!(o, "loadgen: profile {} (seed {}) against {}", self.profile, self.seed, self.target);
-        let _ = writeln!(o, "  rate      target {}  achieved {}  over {:.1} s after {:.1} s warm-up", fmt_rate(self.target_rate), fmt_rate(self.achieved_rate), self.duration_s, self.warmup_s);
+        let _ = writeln!(
+            o,
+            "loadgen: profile {} (seed {}) against {}",
+            self.profile, self.seed, self.target
+        );
+        let _ = writeln!(
+            o,
+            "  rate      target {}  achieved {}  over {:.1} s after {:.1} s warm-up",
+            fmt_rate(self.target_rate),
+            fmt_rate(self.achieved_rate),
+            self.duration_s,
+            self.warmup_s
+        );
         if let Some(r) = self.max_sustainable_rate {
-            let _ = writeln!(o, "  maximum sustainable rate: {}", if r > 0.0 { fmt_rate(r) } else { "none (the first step broke the SLO)".into() });
+            let _ = writeln!(
+                o,
+                "  maximum sustainable rate: {}",
+                if r > 0.0 {
+                    fmt_rate(r)
+                } else {
+                    "none (the first step broke the SLO)".into()
+                }
+            );
         }
-        let _ = writeln!(o, "  events    scheduled {}  accepted {}  completed {}  unfinished {}", self.scheduled, self.accepted, self.completed, self.unfinished);
+        let _ = writeln!(
+            o,
+            "  events    scheduled {}  accepted {}  completed {}  unfinished {}",
+            self.scheduled, self.accepted, self.completed, self.unfinished
+        );
         let _ = writeln!(o, "  outcomes  {}", join(&self.outcomes));
         let _ = writeln!(o, "  rejected  {}", join(&self.rejected));
-        let _ = writeln!(o, "  latency          p50       p90       p95       p99     p99.9    p99.99       max");
-        for (name, p) in [("corrected", &self.latency_us.corrected), ("uncorrected", &self.latency_us.uncorrected), ("schedule lag", &self.schedule_lag_us)] {
-            let _ = writeln!(o, "  {name:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", us(p.p50).to_string(), us(p.p90).to_string(), us(p.p95).to_string(), us(p.p99).to_string(), us(p.p999).to_string(), us(p.p9999).to_string(), us(p.max).to_string());
+        let _ = writeln!(
+            o,
+            "  latency          p50       p90       p95       p99     p99.9    p99.99       max"
+        );
+        for (name, p) in [
+            ("corrected", &self.latency_us.corrected),
+            ("uncorrected", &self.latency_us.uncorrected),
+            ("schedule lag", &self.schedule_lag_us),
+        ] {
+            let _ = writeln!(
+                o,
+                "  {name:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                us(p.p50).to_string(),
+                us(p.p90).to_string(),
+                us(p.p95).to_string(),
+                us(p.p99).to_string(),
+                us(p.p999).to_string(),
+                us(p.p9999).to_string(),
+                us(p.max).to_string()
+            );
         }
         let _ = writeln!(o, "  per tool (corrected)");
         for (name, t) in &self.tools {
             let p = &t.latency_us;
-            let failed: u64 = t.outcomes.iter().filter(|(k, _)| **k != "ok").map(|(_, v)| v).sum();
-            let _ = writeln!(o, "    {name:<14} n {:>9}  p50 {:>9}  p99 {:>9}  p99.9 {:>9}  max {:>9}  errors {failed}  rejected {}", p.count, us(p.p50).to_string(), us(p.p99).to_string(), us(p.p999).to_string(), us(p.max).to_string(), t.rejected);
+            let failed: u64 = t
+                .outcomes
+                .iter()
+                .filter(|(k, _)| **k != "ok")
+                .map(|(_, v)| v)
+                .sum();
+            let _ = writeln!(
+                o,
+                "    {name:<14} n {:>9}  p50 {:>9}  p99 {:>9}  p99.9 {:>9}  max {:>9}  errors {failed}  rejected {}",
+                p.count,
+                us(p.p50).to_string(),
+                us(p.p99).to_string(),
+                us(p.p999).to_string(),
+                us(p.max).to_string(),
+                t.rejected
+            );
             if let Some(e) = &t.first_error {
                 let _ = writeln!(o, "      first error: {e}");
             }
@@ -335,45 +422,95 @@ impl Report {
         if self.phases.len() > 1 {
             let _ = writeln!(o, "  phases");
             for p in &self.phases {
-                let verdict = p.verdict.as_ref().map_or(String::new(), |v| if v.pass { "  holds".into() } else { format!("  breaks: {}", v.reasons.join("; ")) });
+                let verdict = p.verdict.as_ref().map_or(String::new(), |v| {
+                    if v.pass {
+                        "  holds".into()
+                    } else {
+                        format!("  breaks: {}", v.reasons.join("; "))
+                    }
+                });
                 let _ = writeln!(
                     o,
                     "    {:>6.1}-{:<6.1}s {:<9} {:<24} achieved {:>9}  p50 {:>9}  p99 {:>9}  rejected {}  errors {}{verdict}",
-                    p.start_s, p.end_s, p.expect, p.label, fmt_rate(p.achieved_rate), us(p.latency_us.p50).to_string(), us(p.latency_us.p99).to_string(), p.rejected.values().sum::<u64>(), p.errors,
+                    p.start_s,
+                    p.end_s,
+                    p.expect,
+                    p.label,
+                    fmt_rate(p.achieved_rate),
+                    us(p.latency_us.p50).to_string(),
+                    us(p.latency_us.p99).to_string(),
+                    p.rejected.values().sum::<u64>(),
+                    p.errors,
                 );
             }
         }
         let m = &self.memory;
-        let _ = writeln!(o, "  memory    start {}  after warm-up {}  peak {}  end {}  growth {:+.2}% ({} samples)", Bytes(m.start_bytes), Bytes(m.warmup_bytes), Bytes(m.peak_bytes), Bytes(m.end_bytes), m.growth_pct, m.samples);
+        let _ = writeln!(
+            o,
+            "  memory    start {}  after warm-up {}  peak {}  end {}  growth {:+.2}% ({} samples)",
+            Bytes(m.start_bytes),
+            Bytes(m.warmup_bytes),
+            Bytes(m.peak_bytes),
+            Bytes(m.end_bytes),
+            m.growth_pct,
+            m.samples
+        );
         let e = &self.engine;
-        let _ = writeln!(o, "  engine    {} workers, accepted {}, books {}", e.workers, e.accepted, if e.books_balanced { "balanced" } else { "NOT BALANCED" });
+        let _ = writeln!(
+            o,
+            "  engine    {} workers, accepted {}, books {}",
+            e.workers,
+            e.accepted,
+            if e.books_balanced {
+                "balanced"
+            } else {
+                "NOT BALANCED"
+            }
+        );
         for w in &self.warnings {
             let _ = writeln!(o, "  WARNING: {w}");
         }
         let _ = writeln!(o, "  SLO {}", if self.slo.pass { "PASS" } else { "FAIL" });
         for c in &self.slo.checks {
-            let _ = writeln!(o, "    [{}] {:<28} {:>14}  limit {}", if c.pass { "ok" } else { "FAIL" }, c.name, c.actual, c.limit);
+            let _ = writeln!(
+                o,
+                "    [{}] {:<28} {:>14}  limit {}",
+                if c.pass { "ok" } else { "FAIL" },
+                c.name,
+                c.actual,
+                c.limit
+            );
         }
         o
     }
 }
 
 fn join(m: &BTreeMap<&'static str, u64>) -> String {
-    m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join("  ")
+    m.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join("  ")
 }
 
 fn memory_report(profile: &Profile, r: &Reported) -> MemoryReport {
     let s = &r.memory;
     let first = s.first().map_or(0, |x| x.rss_bytes);
     let warm = profile.warmup.as_secs_f64();
-    let warmup_bytes = s.iter().find(|x| x.t_s >= warm).map_or(first, |x| x.rss_bytes);
+    let warmup_bytes = s
+        .iter()
+        .find(|x| x.t_s >= warm)
+        .map_or(first, |x| x.rss_bytes);
     let end = s.last().map_or(0, |x| x.rss_bytes);
     MemoryReport {
         start_bytes: first,
         warmup_bytes,
         peak_bytes: s.iter().map(|x| x.rss_bytes).max().unwrap_or(0),
         end_bytes: end,
-        growth_pct: if warmup_bytes == 0 { 0.0 } else { 100.0 * (end as f64 - warmup_bytes as f64) / warmup_bytes as f64 },
+        growth_pct: if warmup_bytes == 0 {
+            0.0
+        } else {
+            100.0 * (end as f64 - warmup_bytes as f64) / warmup_bytes as f64
+        },
         samples: s.len(),
         source: r.memory_source,
     }
@@ -400,13 +537,20 @@ fn warnings(profile: &Profile, r: &Report, reported: &Reported) -> Vec<String> {
         }
     }
     if r.memory.samples < 3 {
-        w.push(format!("only {} memory samples: the run is too short for the growth figure to mean much", r.memory.samples));
+        w.push(format!(
+            "only {} memory samples: the run is too short for the growth figure to mean much",
+            r.memory.samples
+        ));
     }
     if let Some(e) = &reported.hlog_error {
         w.push(e.clone());
     }
     if r.unfinished > 0 {
-        w.push(format!("{} accepted events did not complete within the drain timeout of {}", r.unfinished, humantime::format_duration(profile.drain_timeout)));
+        w.push(format!(
+            "{} accepted events did not complete within the drain timeout of {}",
+            r.unfinished,
+            humantime::format_duration(profile.drain_timeout)
+        ));
     }
     w
 }
@@ -414,44 +558,107 @@ fn warnings(profile: &Profile, r: &Report, reported: &Reported) -> Vec<String> {
 fn judge(profile: &Profile, r: &Report, d: &Driven, t: &Tally) -> Slo {
     let slo = &profile.slo;
     let mut checks = Vec::new();
-    let mut check = |name: String, limit: String, actual: String, pass: bool| checks.push(Check { name, limit, actual, pass });
+    let mut check = |name: String, limit: String, actual: String, pass: bool| {
+        checks.push(Check {
+            name,
+            limit,
+            actual,
+            pass,
+        })
+    };
     let us = |v: f64| Nanos(v * 1e3).to_string();
     if profile.find_max {
         let best = r.max_sustainable_rate.unwrap_or(0.0);
         match slo.min_sustainable_rate {
-            Some(min) => check("max sustainable rate".into(), format!(">= {}", fmt_rate(min)), fmt_rate(best), best >= min),
-            None => check("max sustainable rate".into(), "a step holds".into(), fmt_rate(best), best > 0.0),
+            Some(min) => check(
+                "max sustainable rate".into(),
+                format!(">= {}", fmt_rate(min)),
+                fmt_rate(best),
+                best >= min,
+            ),
+            None => check(
+                "max sustainable rate".into(),
+                "a step holds".into(),
+                fmt_rate(best),
+                best > 0.0,
+            ),
         }
     } else {
         for (key, _, limit) in &slo.latency {
             let v = r.latency_us.corrected.get(key).unwrap_or(f64::INFINITY);
-            check(format!("corrected {key}"), format!("<= {}", humantime::format_duration(*limit)), us(v), v * 1e3 <= limit.as_nanos() as f64);
+            check(
+                format!("corrected {key}"),
+                format!("<= {}", humantime::format_duration(*limit)),
+                us(v),
+                v * 1e3 <= limit.as_nanos() as f64,
+            );
         }
         if let Some(max) = slo.max_error_pct {
             let bad = t.failed() + d.unfinished;
             let p = pct(bad, t.completed() + d.unfinished);
-            check("errors".into(), format!("<= {max}%"), format!("{bad} ({p:.3}%)"), p <= max);
+            check(
+                "errors".into(),
+                format!("<= {max}%"),
+                format!("{bad} ({p:.3}%)"),
+                p <= max,
+            );
         }
         if let Some(max) = slo.max_shed_pct {
             let p = pct(t.rejected_total(), t.scheduled);
-            check("rejected".into(), format!("<= {max}%"), format!("{} ({p:.3}%)", t.rejected_total()), p <= max);
+            check(
+                "rejected".into(),
+                format!("<= {max}%"),
+                format!("{} ({p:.3}%)", t.rejected_total()),
+                p <= max,
+            );
         }
         if let Some(min) = slo.min_rate_pct {
             for p in r.phases.iter().filter(|p| p.expect == "sustain") {
                 let got = pct_f(p.achieved_rate, p.target_rate);
-                check(format!("rate of {}", p.label), format!(">= {min}% of target"), format!("{} ({got:.2}%)", fmt_rate(p.achieved_rate)), got >= min);
+                check(
+                    format!("rate of {}", p.label),
+                    format!(">= {min}% of target"),
+                    format!("{} ({got:.2}%)", fmt_rate(p.achieved_rate)),
+                    got >= min,
+                );
             }
         }
     }
     if let Some(max) = slo.max_memory_growth_pct {
         let g = r.memory.growth_pct;
-        check("memory growth after warm-up".into(), format!("<= {max}%"), format!("{g:+.2}%"), g <= max);
+        check(
+            "memory growth after warm-up".into(),
+            format!("<= {max}%"),
+            format!("{g:+.2}%"),
+            g <= max,
+        );
     }
-    check("every accepted event answered".into(), "0 unfinished".into(), d.unfinished.to_string(), d.unfinished == 0);
-    check("engine books balanced".into(), "accepted == outcomes".into(), format!("{} == {}", r.engine.accepted, r.engine.outcomes.values().sum::<u64>()), r.engine.books_balanced);
-    Slo { pass: checks.iter().all(|c| c.pass), checks }
+    check(
+        "every accepted event answered".into(),
+        "0 unfinished".into(),
+        d.unfinished.to_string(),
+        d.unfinished == 0,
+    );
+    check(
+        "engine books balanced".into(),
+        "accepted == outcomes".into(),
+        format!(
+            "{} == {}",
+            r.engine.accepted,
+            r.engine.outcomes.values().sum::<u64>()
+        ),
+        r.engine.books_balanced,
+    );
+    Slo {
+        pass: checks.iter().all(|c| c.pass),
+        checks,
+    }
 }
 
 fn pct_f(part: f64, whole: f64) -> f64 {
-    if whole <= 0.0 { 100.0 } else { 100.0 * part / whole }
+    if whole <= 0.0 {
+        100.0
+    } else {
+        100.0 * part / whole
+    }
 }

@@ -79,7 +79,11 @@ pub struct Settings {
 }
 
 /// Starts the reporter; it ends when the generator drops its sender.
-pub fn spawn(settings: Settings, rx: flume::Receiver<Box<Interval>>, free: flume::Sender<Box<Interval>>) -> std::thread::JoinHandle<Reported> {
+pub fn spawn(
+    settings: Settings,
+    rx: flume::Receiver<Box<Interval>>,
+    free: flume::Sender<Box<Interval>>,
+) -> std::thread::JoinHandle<Reported> {
     std::thread::Builder::new()
         .name("loadgen-reporter".into())
         .spawn(move || report(settings, rx, free))
@@ -88,12 +92,19 @@ pub fn spawn(settings: Settings, rx: flume::Receiver<Box<Interval>>, free: flume
 
 type Log = (std::io::BufWriter<std::fs::File>, V2DeflateSerializer);
 
-fn report(settings: Settings, rx: flume::Receiver<Box<Interval>>, free: flume::Sender<Box<Interval>>) -> Reported {
+fn report(
+    settings: Settings,
+    rx: flume::Receiver<Box<Interval>>,
+    free: flume::Sender<Box<Interval>>,
+) -> Reported {
     let start = Instant::now();
     let mut out = Reported::default();
     let sample = |out: &mut Reported| {
         if let Some((bytes, src)) = memory::resident() {
-            out.memory.push(Sample { t_s: start.elapsed().as_secs_f64(), rss_bytes: bytes });
+            out.memory.push(Sample {
+                t_s: start.elapsed().as_secs_f64(),
+                rss_bytes: bytes,
+            });
             out.memory_source = Some(src);
         }
     };
@@ -132,14 +143,25 @@ fn report(settings: Settings, rx: flume::Receiver<Box<Interval>>, free: flume::S
                     let d = Duration::from_nanos(interval.end_ns.saturating_sub(interval.start_ns));
                     let r = w
                         .write_histogram(&interval.rec.corrected, st, d, None)
-                        .and_then(|()| w.write_histogram(&interval.rec.uncorrected, st, d, Tag::new("uncorrected")));
+                        .and_then(|()| {
+                            w.write_histogram(
+                                &interval.rec.uncorrected,
+                                st,
+                                d,
+                                Tag::new("uncorrected"),
+                            )
+                        });
                     if let Err(e) = r {
                         out.hlog_error = Some(format!("writing the interval log: {e}"));
                         writer = None;
                     }
                 }
                 let rss = out.memory.last().map_or(0, |s| s.rss_bytes);
-                let phase = if Duration::from_nanos(interval.start_ns) < settings.warmup { "warm-up " } else { "" };
+                let phase = if Duration::from_nanos(interval.start_ns) < settings.warmup {
+                    "warm-up "
+                } else {
+                    ""
+                };
                 match &mode {
                     Mode::Bar(b) => {
                         b.set_position(interval.end_ns / 1_000_000);
@@ -147,7 +169,14 @@ fn report(settings: Settings, rx: flume::Receiver<Box<Interval>>, free: flume::S
                     }
                     Mode::Lines => {
                         let mut e = std::io::stderr().lock();
-                        let _ = writeln!(e, "[{:>7.1}s/{:.0}s] {}{phase}{}", point.t_s, settings.total.as_secs_f64(), settings.label, line(&point, rss));
+                        let _ = writeln!(
+                            e,
+                            "[{:>7.1}s/{:.0}s] {}{phase}{}",
+                            point.t_s,
+                            settings.total.as_secs_f64(),
+                            settings.label,
+                            line(&point, rss)
+                        );
                     }
                     Mode::Quiet => {}
                 }
@@ -182,13 +211,19 @@ enum Mode {
 }
 
 fn bar(settings: &Settings) -> ProgressBar {
-    let b = ProgressBar::with_draw_target(Some(settings.total.as_millis() as u64), ProgressDrawTarget::stderr());
+    let b = ProgressBar::with_draw_target(
+        Some(settings.total.as_millis() as u64),
+        ProgressDrawTarget::stderr(),
+    );
     b.set_style(
         ProgressStyle::with_template("{prefix} {elapsed:>4}/{len_s} [{bar:24.cyan/blue}] {msg}")
             .expect("static template")
-            .with_key("len_s", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{}s", s.len().unwrap_or(0) / 1000);
-            })
+            .with_key(
+                "len_s",
+                |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{}s", s.len().unwrap_or(0) / 1000);
+                },
+            )
             .progress_chars("=> "),
     );
     b.set_prefix(settings.label.clone());
@@ -204,7 +239,11 @@ fn point_of(i: &Interval) -> Point {
         done_rate: t.completed() as f64 / secs,
         corrected_us: Percentiles::of(&i.rec.corrected),
         uncorrected_us: Percentiles::of(&i.rec.uncorrected),
-        lag_p99_us: if i.rec.lag.is_empty() { 0.0 } else { i.rec.lag.value_at_quantile(0.99) as f64 / 1e3 },
+        lag_p99_us: if i.rec.lag.is_empty() {
+            0.0
+        } else {
+            i.rec.lag.value_at_quantile(0.99) as f64 / 1e3
+        },
         rejected: t.rejected_total(),
         errors: t.failed(),
         in_flight: i.in_flight,

@@ -46,7 +46,8 @@ impl Segment {
         };
         let ns = secs * 1e9;
         let ns = ns.round();
-        (ns.is_finite() && ns >= 0.0 && ns < (self.end_ns - self.start_ns) as f64).then_some(ns as u64)
+        (ns.is_finite() && ns >= 0.0 && ns < (self.end_ns - self.start_ns) as f64)
+            .then_some(ns as u64)
     }
 }
 
@@ -74,7 +75,15 @@ impl Schedule {
         if !profile.warmup.is_zero() {
             let first = &profile.phases[0];
             let end = t + profile.warmup.as_nanos() as u64;
-            segments.push(Segment { start_ns: t, end_ns: end, from: first.from, to: first.from, burst: None, phase: None, measured: false });
+            segments.push(Segment {
+                start_ns: t,
+                end_ns: end,
+                from: first.from,
+                to: first.from,
+                burst: None,
+                phase: None,
+                measured: false,
+            });
             t = end;
         }
         for (i, p) in profile.phases.iter().enumerate() {
@@ -90,7 +99,15 @@ impl Schedule {
             });
             t = end;
         }
-        let mut s = Schedule { segments, cur: 0, n: 0, next_base: None, k: 1, next_burst: None, burst_left: 0 };
+        let mut s = Schedule {
+            segments,
+            cur: 0,
+            n: 0,
+            next_base: None,
+            k: 1,
+            next_burst: None,
+            burst_left: 0,
+        };
         s.enter(0);
         s
     }
@@ -119,7 +136,9 @@ impl Schedule {
 
     /// The segment an intended time falls in.
     pub fn segment_of(&self, t_ns: u64) -> usize {
-        self.segments.partition_point(|s| s.start_ns <= t_ns).saturating_sub(1)
+        self.segments
+            .partition_point(|s| s.start_ns <= t_ns)
+            .saturating_sub(1)
     }
 
     /// End of the schedule, ns.
@@ -134,9 +153,13 @@ impl Schedule {
             self.enter(self.segments.len());
         }
     }
+}
+
+impl Iterator for Schedule {
+    type Item = (u64, usize);
 
     /// The next intended send time (ns from the start) and its segment.
-    pub fn next(&mut self) -> Option<(u64, usize)> {
+    fn next(&mut self) -> Option<(u64, usize)> {
         loop {
             if self.cur >= self.segments.len() {
                 return None;
@@ -267,7 +290,8 @@ mod tests {
 
     #[test]
     fn ramp_integrates_the_rate() {
-        let p = profile("duration = \"10s\"\n[rate]\nshape = \"ramp\"\nfrom = \"1k/s\"\nto = \"3k/s\"");
+        let p =
+            profile("duration = \"10s\"\n[rate]\nshape = \"ramp\"\nfrom = \"1k/s\"\nto = \"3k/s\"");
         let t = times(&p);
         // 1000 warm-up events, then (1k + 3k) / 2 × 10 s.
         assert!((t.len() as i64 - 21_000).abs() <= 1, "{}", t.len());
@@ -277,18 +301,26 @@ mod tests {
 
     #[test]
     fn bursts_come_on_top_of_the_rate() {
-        let p = profile("duration = \"3s\"\n[rate]\nshape = \"bursts\"\nrate = \"100/s\"\nsize = 50\nevery = \"1s\"");
+        let p = profile(
+            "duration = \"3s\"\n[rate]\nshape = \"bursts\"\nrate = \"100/s\"\nsize = 50\nevery = \"1s\"",
+        );
         let t = times(&p);
         // warm-up 100 + base 300 + bursts at 1 s and 2 s into the phase.
         assert_eq!(t.len(), 100 + 300 + 100);
         let at = |ns: u64| t.iter().filter(|x| x.0 == ns).count();
-        assert_eq!(at(2_000_000_000), 51, "a burst plus the base event at the same instant");
+        assert_eq!(
+            at(2_000_000_000),
+            51,
+            "a burst plus the base event at the same instant"
+        );
         assert!(t.windows(2).all(|w| w[0].0 <= w[1].0), "in order");
     }
 
     #[test]
     fn steps_and_stopping() {
-        let p = profile("[rate]\nshape = \"steps\"\nstart = \"1k/s\"\nstep = \"1k/s\"\nmax = \"3k/s\"\nstep_duration = \"1s\"");
+        let p = profile(
+            "[rate]\nshape = \"steps\"\nstart = \"1k/s\"\nstep = \"1k/s\"\nmax = \"3k/s\"\nstep_duration = \"1s\"",
+        );
         let mut s = Schedule::new(&p);
         assert_eq!(s.segments().len(), 4);
         let mut n = 0;

@@ -110,12 +110,18 @@ impl Tally {
 
     /// Outcomes by name.
     pub fn outcomes_by_name(&self) -> std::collections::BTreeMap<&'static str, u64> {
-        OutcomeKind::ALL.iter().map(|k| (k.as_str(), self.outcomes[*k as usize])).collect()
+        OutcomeKind::ALL
+            .iter()
+            .map(|k| (k.as_str(), self.outcomes[*k as usize]))
+            .collect()
     }
 
     /// Rejections by name.
     pub fn rejected_by_name(&self) -> std::collections::BTreeMap<&'static str, u64> {
-        RejectReason::ALL.iter().map(|r| (r.as_str(), self.rejected[*r as usize])).collect()
+        RejectReason::ALL
+            .iter()
+            .map(|r| (r.as_str(), self.rejected[*r as usize]))
+            .collect()
     }
 }
 
@@ -134,7 +140,12 @@ pub struct Recorder {
 
 impl Default for Recorder {
     fn default() -> Self {
-        Recorder { corrected: histogram(), uncorrected: histogram(), lag: histogram(), tally: Tally::default() }
+        Recorder {
+            corrected: histogram(),
+            uncorrected: histogram(),
+            lag: histogram(),
+            tally: Tally::default(),
+        }
     }
 }
 
@@ -195,7 +206,11 @@ pub struct ToolStats {
 
 impl Default for ToolStats {
     fn default() -> Self {
-        ToolStats { corrected: histogram(), tally: Tally::default(), first_error: None }
+        ToolStats {
+            corrected: histogram(),
+            tally: Tally::default(),
+            first_error: None,
+        }
     }
 }
 
@@ -212,7 +227,11 @@ pub struct SegStats {
 
 impl Default for SegStats {
     fn default() -> Self {
-        SegStats { corrected: coarse_histogram(), tally: Tally::default(), finished_within: 0 }
+        SegStats {
+            corrected: coarse_histogram(),
+            tally: Tally::default(),
+            finished_within: 0,
+        }
     }
 }
 

@@ -51,10 +51,21 @@ pub struct DataFile {
 
 /// The files the profile's `fs.read` events read.
 pub fn data_files(profile: &Profile) -> Vec<DataFile> {
-    if !profile.tools.iter().any(|t| t.payload_field.as_deref() == Some("length")) {
+    if !profile
+        .tools
+        .iter()
+        .any(|t| t.payload_field.as_deref() == Some("length"))
+    {
         return Vec::new();
     }
-    profile.sizes.iter().map(|&(size, _)| DataFile { path: read_path(size), size }).collect()
+    profile
+        .sizes
+        .iter()
+        .map(|&(size, _)| DataFile {
+            path: read_path(size),
+            size,
+        })
+        .collect()
 }
 
 fn read_path(size: u64) -> String {
@@ -63,7 +74,9 @@ fn read_path(size: u64) -> String {
 
 /// Text of `len` bytes drawn from `rng` (letters, so JSON needs no escapes).
 fn text(rng: &mut Rng, len: u64) -> String {
-    (0..len).map(|_| char::from(b'a' + rng.below(26) as u8)).collect()
+    (0..len)
+        .map(|_| char::from(b'a' + rng.below(26) as u8))
+        .collect()
 }
 
 /// Fills a data file's bytes (deterministic for a size).
@@ -89,12 +102,17 @@ impl Workload {
                             None => {}
                             Some("length") => {
                                 input.insert("length".into(), size.into());
-                                input.entry("path").or_insert_with(|| read_path(size).into());
+                                input
+                                    .entry("path")
+                                    .or_insert_with(|| read_path(size).into());
                             }
                             Some("content") => {
                                 input.insert("content".into(), text(&mut rng, size).into());
                                 if !input.contains_key("path") {
-                                    input.insert("path".into(), format!("loadgen/w-{KEY_MARK}.txt").into());
+                                    input.insert(
+                                        "path".into(),
+                                        format!("loadgen/w-{KEY_MARK}.txt").into(),
+                                    );
                                     keyed = true;
                                 }
                             }
@@ -104,12 +122,17 @@ impl Workload {
                         }
                         let json = serde_json::Value::Object(input).to_string();
                         match json.split_once(KEY_MARK) {
-                            Some((a, b)) if keyed => Body::Keyed(a.as_bytes().to_vec(), b.as_bytes().to_vec()),
+                            Some((a, b)) if keyed => {
+                                Body::Keyed(a.as_bytes().to_vec(), b.as_bytes().to_vec())
+                            }
                             _ => Body::Fixed(json.into_bytes()),
                         }
                     })
                     .collect();
-                Tool { id: id_of(&t.name), bodies }
+                Tool {
+                    id: id_of(&t.name),
+                    bodies,
+                }
             })
             .collect();
         Workload {
@@ -190,7 +213,9 @@ low_pct = 50
         )
         .unwrap();
         let ids = ["echo", "fs.write", "fs.read"];
-        let mut w = Workload::new(&p, |n| ToolId(ids.iter().position(|x| *x == n).unwrap() as u32));
+        let mut w = Workload::new(&p, |n| {
+            ToolId(ids.iter().position(|x| *x == n).unwrap() as u32)
+        });
         let (mut low, mut tools) = (0, [0; 3]);
         for i in 0..4000 {
             let (e, t) = w.next_event(i);

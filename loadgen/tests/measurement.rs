@@ -18,7 +18,11 @@ fn profile(body: &str) -> Profile {
     Profile::from_toml_str(body, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn native(workers: usize, tool: &str, f: impl Fn(Event) -> Outcome + Clone + Send + Sync + 'static) -> Target {
+fn native(
+    workers: usize,
+    tool: &str,
+    f: impl Fn(Event) -> Outcome + Clone + Send + Sync + 'static,
+) -> Target {
     let engine = Engine::builder()
         .workers(workers)
         .pin_workers(false)
@@ -66,9 +70,17 @@ weight = 100
     let r = &out.report;
     assert_eq!(r.outcomes["ok"], 1200, "{}", r.text());
     let p50 = r.latency_us.corrected.p50;
-    assert!((900.0..=1100.0).contains(&p50), "corrected p50 {p50} µs is not within 10% of 1 ms\n{}", r.text());
+    assert!(
+        (900.0..=1100.0).contains(&p50),
+        "corrected p50 {p50} µs is not within 10% of 1 ms\n{}",
+        r.text()
+    );
     let u50 = r.latency_us.uncorrected.p50;
-    assert!((900.0..=1100.0).contains(&u50), "uncorrected p50 {u50} µs\n{}", r.text());
+    assert!(
+        (900.0..=1100.0).contains(&u50),
+        "uncorrected p50 {u50} µs\n{}",
+        r.text()
+    );
     assert!(r.slo.pass, "no thresholds but the books: {}", r.text());
 }
 
@@ -115,10 +127,27 @@ fn a_planted_stall_is_charged_to_every_event_behind_it() {
     let r = &out.report;
     assert_eq!(r.outcomes["ok"], 6000, "{}", r.text());
     let (c, u) = (&r.latency_us.corrected, &r.latency_us.uncorrected);
-    assert!(c.max >= 150_000.0, "the stall is missing from corrected max\n{}", r.text());
-    assert!(c.p99 >= 50_000.0, "corrected p99 {} µs hides the stall\n{}", c.p99, r.text());
-    assert!(u.p99 >= 50_000.0, "in open loop the uncorrected p99 sees the queue too\n{}", r.text());
-    assert!(r.schedule_lag_us.p99 < 20_000.0, "open-loop sends kept to the schedule\n{}", r.text());
+    assert!(
+        c.max >= 150_000.0,
+        "the stall is missing from corrected max\n{}",
+        r.text()
+    );
+    assert!(
+        c.p99 >= 50_000.0,
+        "corrected p99 {} µs hides the stall\n{}",
+        c.p99,
+        r.text()
+    );
+    assert!(
+        u.p99 >= 50_000.0,
+        "in open loop the uncorrected p99 sees the queue too\n{}",
+        r.text()
+    );
+    assert!(
+        r.schedule_lag_us.p99 < 20_000.0,
+        "open-loop sends kept to the schedule\n{}",
+        r.text()
+    );
 }
 
 #[test]
@@ -132,12 +161,34 @@ fn with_a_concurrency_limit_the_stall_shows_only_when_corrected() {
     let r = &out.report;
     assert_eq!(r.outcomes["ok"], 6000, "{}", r.text());
     let (c, u) = (&r.latency_us.corrected, &r.latency_us.uncorrected);
-    assert!(c.p99 >= 50_000.0, "corrected p99 {} µs hides the stall\n{}", c.p99, r.text());
+    assert!(
+        c.p99 >= 50_000.0,
+        "corrected p99 {} µs hides the stall\n{}",
+        c.p99,
+        r.text()
+    );
     assert!(c.max >= 150_000.0, "corrected max\n{}", r.text());
-    assert!(u.p99 <= 20_000.0, "uncorrected p99 {} µs should not see the stall\n{}", u.p99, r.text());
-    assert!(u.max >= 150_000.0, "the events in flight during the stall waited for it\n{}", r.text());
-    assert!(r.schedule_lag_us.max >= 150_000.0, "sends fell behind during the stall\n{}", r.text());
-    assert!(r.warnings.iter().any(|w| w.contains("concurrency limit")), "{:?}", r.warnings);
+    assert!(
+        u.p99 <= 20_000.0,
+        "uncorrected p99 {} µs should not see the stall\n{}",
+        u.p99,
+        r.text()
+    );
+    assert!(
+        u.max >= 150_000.0,
+        "the events in flight during the stall waited for it\n{}",
+        r.text()
+    );
+    assert!(
+        r.schedule_lag_us.max >= 150_000.0,
+        "sends fell behind during the stall\n{}",
+        r.text()
+    );
+    assert!(
+        r.warnings.iter().any(|w| w.contains("concurrency limit")),
+        "{:?}",
+        r.warnings
+    );
 }
 
 #[test]
@@ -162,12 +213,25 @@ max_shed_pct = 0
     );
     let dir = tempfile::tempdir().unwrap();
     let hlog = dir.path().join("run.hlog");
-    let out = run_quiet(&p, native(2, "noop", |_| Outcome::Ok(Payload::new())), RunOptions { hlog: Some(hlog.clone()), ..RunOptions::default() });
+    let out = run_quiet(
+        &p,
+        native(2, "noop", |_| Outcome::Ok(Payload::new())),
+        RunOptions {
+            hlog: Some(hlog.clone()),
+            ..RunOptions::default()
+        },
+    );
     let r = &out.report;
     assert_eq!(r.scheduled, 20_000, "{}", r.text());
     assert_eq!(r.completed, 20_000);
     let ratio = r.achieved_rate / r.target_rate;
-    assert!((0.99..=1.01).contains(&ratio), "achieved {} vs target {}\n{}", r.achieved_rate, r.target_rate, r.text());
+    assert!(
+        (0.99..=1.01).contains(&ratio),
+        "achieved {} vs target {}\n{}",
+        r.achieved_rate,
+        r.target_rate,
+        r.text()
+    );
     assert!(r.slo.pass, "{}", r.text());
     assert!(r.engine.books_balanced);
 
@@ -181,7 +245,8 @@ max_shed_pct = 0
     for entry in IntervalLogIterator::new(&bytes) {
         if let LogEntry::Interval(h) = entry.expect("a well-formed log") {
             let raw = base64_decode(h.encoded_histogram());
-            let hist: hdrhistogram::Histogram<u64> = de.deserialize(&mut raw.as_slice()).expect("a V2 histogram");
+            let hist: hdrhistogram::Histogram<u64> =
+                de.deserialize(&mut raw.as_slice()).expect("a V2 histogram");
             match h.tag().map(|t| t.as_str()) {
                 None => {
                     corrected += hist.len();
@@ -193,17 +258,31 @@ max_shed_pct = 0
         }
     }
     assert!(intervals >= 4, "one interval per second: {intervals}");
-    assert_eq!(corrected, 22_500, "warm-up included: every completion is in the log");
+    assert_eq!(
+        corrected, 22_500,
+        "warm-up included: every completion is in the log"
+    );
     assert_eq!(uncorrected, 22_500);
 
     // The JSON report has the documented keys.
     let v = serde_json::to_value(r).unwrap();
-    for key in ["target_rate", "achieved_rate", "outcomes", "rejected", "schedule_lag_us", "memory", "slo"] {
+    for key in [
+        "target_rate",
+        "achieved_rate",
+        "outcomes",
+        "rejected",
+        "schedule_lag_us",
+        "memory",
+        "slo",
+    ] {
         assert!(v.get(key).is_some(), "missing {key}");
     }
     for kind in ["corrected", "uncorrected"] {
         for p in ["p50", "p90", "p95", "p99", "p999", "p9999", "max"] {
-            assert!(v["latency_us"][kind][p].is_number(), "latency_us.{kind}.{p}");
+            assert!(
+                v["latency_us"][kind][p].is_number(),
+                "latency_us.{kind}.{p}"
+            );
         }
     }
     assert!(v["memory"]["growth_pct"].is_number());
@@ -268,10 +347,17 @@ max_shed_pct = 0
     let r = &out.report;
     let rejected: u64 = r.rejected.values().sum();
     assert!(rejected > 2000, "{}", r.text());
-    assert!(r.rejected["shed"] > 0 && r.rejected["full"] + r.rejected["inflight_limit"] > 0, "{:?}", r.rejected);
+    assert!(
+        r.rejected["shed"] > 0 && r.rejected["full"] + r.rejected["inflight_limit"] > 0,
+        "{:?}",
+        r.rejected
+    );
     assert_eq!(r.scheduled, 5000);
     assert_eq!(r.accepted + rejected, r.scheduled);
-    assert_eq!(r.latency_us.corrected.count, r.completed, "only completions are latency samples");
+    assert_eq!(
+        r.latency_us.corrected.count, r.completed,
+        "only completions are latency samples"
+    );
     assert_eq!(r.completed, r.accepted);
     assert!(!r.slo.pass, "max_shed_pct = 0 must fail");
     let check = r.slo.checks.iter().find(|c| c.name == "rejected").unwrap();
@@ -318,14 +404,24 @@ max_error_pct = 0
 "#,
     );
     let target = Target::embedded(&p).unwrap_or_else(|e| panic!("{e}"));
-    let data = target.data_dir.clone().expect("the embedded target has a data dir");
+    let data = target
+        .data_dir
+        .clone()
+        .expect("the embedded target has a data dir");
     let out = run_quiet(&p, target, RunOptions::default());
     let r = &out.report;
     assert_eq!(r.outcomes["ok"], 2000, "{}", r.text());
     for t in ["echo", "hash.sha256", "fs.read", "fs.write", "sleep"] {
         assert!(r.tools[t].outcomes["ok"] > 50, "{t}: {}", r.text());
     }
-    assert!(r.tools["sleep"].latency_us.p50 >= 2000.0, "sleep 2 ms: {}", r.text());
+    assert!(
+        r.tools["sleep"].latency_us.p50 >= 2000.0,
+        "sleep 2 ms: {}",
+        r.text()
+    );
     assert!(r.slo.pass && r.engine.books_balanced, "{}", r.text());
-    assert!(!data.exists(), "the temporary data directory is removed after the run");
+    assert!(
+        !data.exists(),
+        "the temporary data directory is removed after the run"
+    );
 }

@@ -18,13 +18,17 @@ fn the_checked_in_profiles_are_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let p = Profile::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
-            p.check_tools(&builtin_names()).unwrap_or_else(|e| panic!("{e}"));
+            p.check_tools(&builtin_names())
+                .unwrap_or_else(|e| panic!("{e}"));
             names.push(p.name);
         }
     }
     names.sort();
     for required in ["burst", "overload", "ramp", "smoke", "soak-10k"] {
-        assert!(names.iter().any(|n| n == required), "profiles/{required}.toml is missing: {names:?}");
+        assert!(
+            names.iter().any(|n| n == required),
+            "profiles/{required}.toml is missing: {names:?}"
+        );
     }
 }
 
@@ -79,7 +83,9 @@ fn a_bad_unit_is_named_with_the_accepted_forms() {
     assert_names(&m, &["rate.rate", "10k per second", "10k/s"]);
     let m = error(&GOOD.replace("\"10s\"", "\"10 parsecs\""));
     assert_names(&m, &["duration", "10 parsecs", "30s"]);
-    let m = error(&format!("{GOOD}\n[payload]\nsizes = [{{ size = \"1 KB/s\", weight = 100 }}]\n"));
+    let m = error(&format!(
+        "{GOOD}\n[payload]\nsizes = [{{ size = \"1 KB/s\", weight = 100 }}]\n"
+    ));
     assert_names(&m, &["payload.sizes[0].size", "KiB"]);
     let m = error(&format!("{GOOD}\n[slo]\np99 = \"fast\"\n"));
     assert_names(&m, &["slo.p99", "fast"]);
@@ -89,7 +95,9 @@ fn a_bad_unit_is_named_with_the_accepted_forms() {
 fn weights_must_add_up_to_100() {
     let m = error(&GOOD.replace("weight = 40", "weight = 30"));
     assert_names(&m, &["tools[*].weight", "90", "add up to 100"]);
-    let m = error(&format!("{GOOD}\n[payload]\nsizes = [{{ size = \"1 KiB\", weight = 50 }}]\n"));
+    let m = error(&format!(
+        "{GOOD}\n[payload]\nsizes = [{{ size = \"1 KiB\", weight = 50 }}]\n"
+    ));
     assert_names(&m, &["payload.sizes[*].weight", "50", "add up to 100"]);
 }
 
@@ -101,27 +109,61 @@ fn an_unknown_tool_is_named_with_the_tools_there_are() {
 
 #[test]
 fn other_mistakes_are_named_too() {
-    assert_names(&error(&GOOD.replace("\"constant\"", "\"sine\"")), &["sine", "constant", "steps"]);
-    assert_names(&error(&format!("{GOOD}\n[engine]\nworkers = 0\n")), &["engine.workers"]);
-    assert_names(&error(&format!("{GOOD}\n[slo]\nmax_error_pct = 150\n")), &["slo.max_error_pct", "0 to 100"]);
-    assert_names(&error(&format!("{GOOD}\n[pool.modes]\n\"hash.md5\" = \"reuse\"\n")), &["pool.modes", "hash.md5", "built-in"]);
-    assert_names(&error(&format!("{GOOD}\n[slo]\nmin_sustainable_rate = \"1k/s\"\n")), &["min_sustainable_rate", "find_max"]);
+    assert_names(
+        &error(&GOOD.replace("\"constant\"", "\"sine\"")),
+        &["sine", "constant", "steps"],
+    );
+    assert_names(
+        &error(&format!("{GOOD}\n[engine]\nworkers = 0\n")),
+        &["engine.workers"],
+    );
+    assert_names(
+        &error(&format!("{GOOD}\n[slo]\nmax_error_pct = 150\n")),
+        &["slo.max_error_pct", "0 to 100"],
+    );
+    assert_names(
+        &error(&format!("{GOOD}\n[pool.modes]\n\"hash.md5\" = \"reuse\"\n")),
+        &["pool.modes", "hash.md5", "built-in"],
+    );
+    assert_names(
+        &error(&format!("{GOOD}\n[slo]\nmin_sustainable_rate = \"1k/s\"\n")),
+        &["min_sustainable_rate", "find_max"],
+    );
 }
 
 #[test]
 fn the_binary_checks_profiles_and_exits_2_on_a_bad_one() {
     let bin = env!("CARGO_BIN_EXE_loadgen");
-    let ok = Command::new(bin).arg("check").current_dir(profiles_dir().join("..")).output().unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    let ok = Command::new(bin)
+        .arg("check")
+        .current_dir(profiles_dir().join(".."))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, GOOD.replace("weight = 40", "weight = 41")).unwrap();
     let out = Command::new(bin).arg("check").arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("bad.toml") && text.contains("tools[*].weight"), "{text}");
-    let out = Command::new(bin).args(["run", "--rate", "fast"]).arg(&bad).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "usage and profile errors exit 2");
+    assert!(
+        text.contains("bad.toml") && text.contains("tools[*].weight"),
+        "{text}"
+    );
+    let out = Command::new(bin)
+        .args(["run", "--rate", "fast"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "usage and profile errors exit 2"
+    );
     let out = Command::new(bin).arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }

@@ -90,7 +90,8 @@ fn new_store(
     let mut b = WasiCtxBuilder::new();
     let stdout = CappedPipe::new(limits.max_output as usize);
     let stderr = CappedPipe::new(STDERR_CAPACITY);
-    b.stdout(stdout.clone()).stderr(stderr.clone())
+    b.stdout(stdout.clone())
+        .stderr(stderr.clone())
         .allow_blocking_current_thread(rt.config().fs_inline);
     if let Some(input) = stdin {
         b.stdin(MemoryInputPipe::new(input));
