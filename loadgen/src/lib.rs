@@ -142,7 +142,12 @@ pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOu
                 {
                     core_affinity::set_for_current(*last);
                 }
-                driver::drive(engine, profile, workload, &driver::Channels { tx, free: free_rx })
+                driver::drive(
+                    engine,
+                    profile,
+                    workload,
+                    &driver::Channels { tx, free: free_rx },
+                )
             })
             .expect("spawning the generator thread")
             .join()

@@ -128,6 +128,8 @@ pub struct PoolSettings {
     pub modes: BTreeMap<String, Mode>,
     /// A tools directory served beside the built-ins.
     pub tools_dir: Option<PathBuf>,
+    /// File operations on the worker's thread (default: the pool's).
+    pub fs_inline: Option<bool>,
 }
 
 /// Service-level objectives. Latency thresholds apply to corrected latency
@@ -326,6 +328,7 @@ struct RawPool {
     #[serde(default)]
     modes: BTreeMap<String, Mode>,
     tools_dir: Option<PathBuf>,
+    fs_inline: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -727,6 +730,7 @@ impl Profile {
             instances: raw.pool.instances,
             modes: raw.pool.modes,
             tools_dir: None,
+            fs_inline: raw.pool.fs_inline,
         };
         if pool.instances == Some(0) {
             return Err(c.invalid(

@@ -140,6 +140,9 @@ impl Target {
         if let Some(n) = profile.pool.instances {
             pool.instances = n;
         }
+        if let Some(inline) = profile.pool.fs_inline {
+            pool.fs_inline = inline;
+        }
         let runtime =
             Runtime::new(pool).map_err(|e| TargetError::Start(format!("the WASI pool: {e}")))?;
         let registry = Registry::builder(runtime)

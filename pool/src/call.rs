@@ -92,7 +92,10 @@ fn new_store(
     let stderr = CappedPipe::new(STDERR_CAPACITY);
     b.stdout(stdout.clone())
         .stderr(stderr.clone())
-        .allow_blocking_current_thread(rt.config().fs_inline);
+        // Only tools with a directory need it; wasmtime-wasi then also runs
+        // clock waits (`poll_oneoff`) blocking, so a tool without
+        // directories keeps its sleeps parked (the worker runs other calls).
+        .allow_blocking_current_thread(rt.config().fs_inline && !tool.dirs.is_empty());
     if let Some(input) = stdin {
         b.stdin(MemoryInputPipe::new(input));
     }

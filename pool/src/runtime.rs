@@ -57,8 +57,17 @@ pub struct PoolConfig {
     /// back costs two thread wake-ups per operation (an `fs.write` makes
     /// several); inline, a page-cache read or write takes microseconds,
     /// but a slow disk (network storage) then stalls the worker's other
-    /// calls for as long as the operation takes.
+    /// calls for as long as the operation takes. It applies to tools with
+    /// directory grants only: wasmtime-wasi then runs the tool's clock
+    /// waits blocking too, so such a tool's sleeps hold its worker.
     pub fs_inline: bool,
+    /// Slots that held an instance and are free, kept for their module
+    /// (warm: the next instance of that module maps nothing new) before
+    /// the pool takes them for other modules rather than touch a slot
+    /// never used. Each warm slot keeps `keep_resident` bytes resident, so
+    /// this bounds memory: wasmtime's default of 100 let a 30-minute soak
+    /// creep up by 100 × 1 MiB as rare concurrency peaks warmed new slots.
+    pub max_unused_warm_slots: u32,
 }
 
 impl Default for PoolConfig {
@@ -84,6 +93,7 @@ impl Default for PoolConfig {
             // Measured with loadgen's smoke profile (PERF.md): the blocking
             // pool hop dominated fs.read and fs.write latency.
             fs_inline: true,
+            max_unused_warm_slots: 16,
         }
     }
 }
@@ -231,6 +241,7 @@ impl Runtime {
             .table_keep_resident(config.keep_resident)
             .async_stack_keep_resident(config.keep_resident)
             .decommit_batch_size(batch)
+            .max_unused_warm_slots(config.max_unused_warm_slots)
             .pagemap_scan(if config.pagemap_scan {
                 wasmtime::Enabled::Auto
             } else {

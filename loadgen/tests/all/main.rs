@@ -1,0 +1,4 @@
+//! loadgen's tests, one binary (each test binary links wasmtime).
+
+mod measurement;
+mod profiles;
