@@ -1,0 +1,412 @@
+//! The served engine: one call path for REST, MCP and the CLI, per-tool
+//! accounting, cached readiness and the shutdown sequence.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use toolplane_core::{
+    Engine, Event, Injector, Metrics, Outcome, OutcomeKind, Payload, Priority, RejectReason, Report,
+};
+use toolplane_pool::{LoadState, Registry, ToolEntry};
+
+use crate::config::Settings;
+
+/// How often readiness is recomputed at most.
+pub const READY_EVERY: Duration = Duration::from_millis(100);
+
+/// Why a call did not produce the tool's output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// No tool has this name.
+    #[error("unknown tool {0:?}")]
+    UnknownTool(String),
+    /// The tool is listed but could not be loaded.
+    #[error("tool {tool} is unavailable: {reason}")]
+    Unavailable {
+        /// The tool.
+        tool: String,
+        /// Why it did not load.
+        reason: String,
+    },
+    /// The input is not JSON or does not match the tool's schema; the
+    /// message names the field.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// Admission refused the call.
+    #[error("the engine refused the call: {}", reason_text(*.0))]
+    Rejected(RejectReason),
+    /// The server is draining for shutdown.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The tool reported an error or trapped.
+    #[error("{0}")]
+    Tool(String),
+    /// The call ran past its deadline.
+    #[error("tool {0} timed out")]
+    Timeout(String),
+    /// The engine stopped before the call finished.
+    #[error("the call was cancelled at shutdown")]
+    Cancelled,
+    /// A fault of this server (a handler panicked, a reply was lost).
+    #[error("internal fault: {0}")]
+    Internal(String),
+}
+
+fn reason_text(r: RejectReason) -> &'static str {
+    match r {
+        RejectReason::Full => "the worker's queue is full",
+        RejectReason::Shed => "low-priority calls are shed above the queue watermark",
+        RejectReason::InflightLimit => "the in-flight limit is reached",
+        RejectReason::ShuttingDown => "the engine is shutting down",
+    }
+}
+
+impl CallError {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CallError::UnknownTool(_) => "unknown_tool",
+            CallError::Unavailable { .. } => "unavailable",
+            CallError::InvalidInput(_) => "invalid_input",
+            CallError::Rejected(r) => r.as_str(),
+            CallError::ShuttingDown => "shutting_down",
+            CallError::Tool(_) => "error",
+            CallError::Timeout(_) => "timeout",
+            CallError::Cancelled => "cancelled",
+            CallError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// One call.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// The tool.
+    pub tool: &'a str,
+    /// Its JSON input.
+    pub input: &'a [u8],
+    /// The ordering key: calls with the same key run in order.
+    pub key: Option<u64>,
+    /// Low-priority calls are shed first under load.
+    pub priority: Priority,
+}
+
+impl<'a> Call<'a> {
+    /// A normal-priority, unkeyed call.
+    pub fn new(tool: &'a str, input: &'a [u8]) -> Call<'a> {
+        Call {
+            tool,
+            input,
+            key: None,
+            priority: Priority::Normal,
+        }
+    }
+}
+
+/// Counters of the calls made through this server, by tool and result.
+#[derive(Debug, Default)]
+pub struct ToolCounters {
+    /// By [`CallError::label`], plus `ok`.
+    results: Mutex<HashMap<(Arc<str>, &'static str), u64>>,
+}
+
+impl ToolCounters {
+    fn add(&self, tool: &Arc<str>, result: &'static str) {
+        let mut m = self.results.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((Arc::clone(tool), result)).or_default() += 1;
+    }
+
+    /// Every (tool, result, count), sorted.
+    pub fn snapshot(&self) -> Vec<(Arc<str>, &'static str, u64)> {
+        let m = self.results.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = m
+            .iter()
+            .map(|((t, r), n)| (Arc::clone(t), *r, *n))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// The last readiness verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Serving.
+    Ready,
+    /// Not serving, and why.
+    NotReady(String),
+}
+
+/// The served engine.
+pub struct App {
+    engine: RwLock<Option<Engine>>,
+    injector: Injector,
+    registry: Registry,
+    settings: Settings,
+    draining: AtomicBool,
+    in_flight: AtomicU64,
+    drained: tokio::sync::Notify,
+    ready: Mutex<(Instant, Readiness)>,
+    counters: ToolCounters,
+    unknown: Arc<str>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
+            .field("draining", &self.draining.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Serves `engine`, whose handler runs `registry`'s tools.
+    pub fn new(engine: Engine, registry: Registry, settings: Settings) -> App {
+        let injector = engine.injector();
+        App {
+            engine: RwLock::new(Some(engine)),
+            injector,
+            registry,
+            settings,
+            draining: AtomicBool::new(false),
+            in_flight: AtomicU64::new(0),
+            drained: tokio::sync::Notify::new(),
+            ready: Mutex::new((
+                Instant::now() - 2 * READY_EVERY,
+                Readiness::NotReady("starting".into()),
+            )),
+            counters: ToolCounters::default(),
+            unknown: Arc::from("(unknown)"),
+            started: Instant::now(),
+        }
+    }
+
+    /// The tool registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The settings served.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Per-tool call counters.
+    pub fn counters(&self) -> &ToolCounters {
+        &self.counters
+    }
+
+    /// Calls made through this server that have not finished.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Since start.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// The engine's merged metrics (`None` after shutdown).
+    pub fn metrics(&self) -> Option<Metrics> {
+        let g = self.engine.read().unwrap_or_else(|p| p.into_inner());
+        g.as_ref().map(Engine::metrics)
+    }
+
+    /// Runs one call through the engine.
+    ///
+    /// # Errors
+    ///
+    /// See [`CallError`]: every way a call can fail, each with a message
+    /// naming the tool, the field or the limit.
+    pub async fn call(&self, call: Call<'_>) -> Result<Payload, CallError> {
+        let snapshot = self.registry.snapshot();
+        let Some(entry) = snapshot.by_name(call.tool).cloned() else {
+            self.counters.add(&self.unknown, "unknown_tool");
+            return Err(CallError::UnknownTool(call.tool.to_string()));
+        };
+        let name: Arc<str> = Arc::from(entry.manifest.name.as_str());
+        let result = self.call_entry(&entry, call).await;
+        self.counters.add(
+            &name,
+            match &result {
+                Ok(_) => "ok",
+                Err(e) => e.label(),
+            },
+        );
+        result
+    }
+
+    async fn call_entry(&self, entry: &ToolEntry, call: Call<'_>) -> Result<Payload, CallError> {
+        if self.is_draining() {
+            return Err(CallError::ShuttingDown);
+        }
+        let tool = match entry.wait().await {
+            Ok(t) => Arc::clone(t),
+            Err(reason) => {
+                return Err(CallError::Unavailable {
+                    tool: entry.manifest.name.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        };
+        tool.check_input(call.input)
+            .map_err(CallError::InvalidInput)?;
+        let mut event = Event::new(entry.id, call.input).with_priority(call.priority);
+        if let Some(k) = call.key {
+            event = event.with_key(k);
+        }
+        let _guard = InFlight::enter(self);
+        // Checked again after entering, so that a call admitted here is
+        // always counted by the drain that begins after the flag is set.
+        if self.is_draining() {
+            return Err(CallError::ShuttingDown);
+        }
+        let completion = match self.injector.call(event).await {
+            Ok(c) => c,
+            Err(toolplane_core::CallError::Rejected(r)) => {
+                return Err(match r.reason() {
+                    RejectReason::ShuttingDown => CallError::ShuttingDown,
+                    reason => CallError::Rejected(reason),
+                });
+            }
+            Err(toolplane_core::CallError::Lost(l)) => {
+                return Err(CallError::Internal(l.to_string()));
+            }
+        };
+        let name = &entry.manifest.name;
+        match completion.outcome {
+            Outcome::Ok(out) => Ok(out),
+            Outcome::Error(m) => Err(CallError::Tool(m.into_owned())),
+            Outcome::Trap(m) => Err(CallError::Tool(format!("tool {name} trapped: {m}"))),
+            Outcome::Timeout => Err(CallError::Timeout(name.clone())),
+            Outcome::Cancelled => Err(CallError::Cancelled),
+            Outcome::Panicked(m) => Err(CallError::Internal(format!(
+                "the handler of tool {name} panicked: {m}"
+            ))),
+        }
+    }
+
+    /// Readiness, recomputed at most every [`READY_EVERY`]: workers alive,
+    /// tools loaded, queues below the watermark; never ready once draining.
+    pub fn readiness(&self) -> Readiness {
+        if self.is_draining() {
+            return Readiness::NotReady("shutting down".into());
+        }
+        let mut cached = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.0.elapsed() >= READY_EVERY {
+            *cached = (Instant::now(), self.compute_readiness());
+        }
+        cached.1.clone()
+    }
+
+    fn compute_readiness(&self) -> Readiness {
+        let g = self.engine.read().unwrap_or_else(|p| p.into_inner());
+        let Some(engine) = g.as_ref() else {
+            return Readiness::NotReady("the engine has stopped".into());
+        };
+        let m = engine.counters();
+        let dead = m.workers.iter().filter(|w| !w.alive).count();
+        if dead > 0 {
+            return Readiness::NotReady(format!(
+                "{dead} of {} workers have stopped",
+                m.workers.len()
+            ));
+        }
+        let snapshot = self.registry.snapshot();
+        let loading: Vec<_> = snapshot
+            .iter()
+            .filter(|e| e.state() == LoadState::Loading)
+            .map(|e| e.manifest.name.clone())
+            .collect();
+        if !loading.is_empty() {
+            return Readiness::NotReady(format!("tools still loading: {}", loading.join(", ")));
+        }
+        let config = engine.config();
+        // A worker's queue holds its rings and its injector queue; the
+        // server feeds the injector, whose capacity is `ring_capacity`.
+        let limit = (config.ring_capacity as f64 * config.queue_watermark) as u64;
+        if let Some((i, w)) = m
+            .workers
+            .iter()
+            .enumerate()
+            .find(|(_, w)| w.queue_depth > limit)
+        {
+            return Readiness::NotReady(format!(
+                "worker {i}'s queue holds {} events, above the watermark of {limit}",
+                w.queue_depth
+            ));
+        }
+        Readiness::Ready
+    }
+
+    /// Shuts down: readiness goes 503 and admission stops at once; calls in
+    /// flight get until `drain` to finish, the rest are cancelled (and
+    /// answered as such). Returns the engine's final accounting.
+    pub async fn shutdown(&self, drain: Duration) -> Option<Report> {
+        self.draining.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + drain;
+        loop {
+            let notified = self.drained.notified();
+            if self.in_flight() == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        let engine = self
+            .engine
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        // Whatever is still running is cancelled: its callers get
+        // `Cancelled` answers from the engine.
+        tokio::task::spawn_blocking(move || engine.shutdown(Duration::ZERO))
+            .await
+            .ok()
+    }
+
+    /// Number of tools in each load state.
+    pub fn tool_states(&self) -> [(&'static str, usize); 3] {
+        let mut n = [("loading", 0), ("ready", 0), ("failed", 0)];
+        for e in self.registry.snapshot().iter() {
+            match e.state() {
+                LoadState::Loading => n[0].1 += 1,
+                LoadState::Ready => n[1].1 += 1,
+                LoadState::Failed(_) => n[2].1 += 1,
+            }
+        }
+        n
+    }
+
+    /// The kinds of outcome, for callers that map them.
+    pub fn outcome_kinds() -> [OutcomeKind; 6] {
+        OutcomeKind::ALL
+    }
+}
+
+struct InFlight<'a>(&'a App);
+
+impl<'a> InFlight<'a> {
+    fn enter(app: &'a App) -> InFlight<'a> {
+        app.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(app)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! `toolplane`: serve the engine and its tools over MCP and HTTP, list the
+//! tools, call one, or check a configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use toolplane_server::config::{self, Settings};
+use toolplane_server::serve::{self, Failure, Listen};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "toolplane",
+    version,
+    about = "A data plane for tool calls: sandboxed WASI tools over MCP and HTTP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Sources {
+    /// Tools directory (`<tool>.toml` beside `<tool>.wasm`), served with the built-in tools.
+    #[arg(long, value_name = "DIR")]
+    tools: Option<PathBuf>,
+    /// Data directory of the fs tools (default: under the user's data dir).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Configuration file (toolplane.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve MCP (streamable HTTP at /mcp, and/or stdio), REST calls, /healthz, /readyz and /metrics.
+    Serve {
+        #[command(flatten)]
+        sources: Sources,
+        /// Listen for HTTP here (default 127.0.0.1:7070; HTTP is on unless only --stdio is given).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
+        /// Serve MCP on stdin/stdout.
+        #[arg(long)]
+        stdio: bool,
+        /// Require `Authorization: Bearer TOKEN` on everything but /healthz.
+        #[arg(long, env = "TOOLPLANE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// The tools: name, description, permissions, limits, load state.
+    Tools {
+        #[command(subcommand)]
+        command: ToolsCommand,
+    },
+    /// Call one tool with a JSON input; the output on stdout, exit 1 on error.
+    Call {
+        /// The tool.
+        tool: String,
+        /// Its input, a JSON object.
+        input: String,
+        #[command(flatten)]
+        sources: Sources,
+    },
+    /// Check the configuration, every manifest and every module.
+    Check {
+        #[command(flatten)]
+        sources: Sources,
+    },
+}
+
+#[derive(Subcommand)]
+enum ToolsCommand {
+    /// List the tools.
+    List {
+        #[command(flatten)]
+        sources: Sources,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn settings(sources: &Sources) -> Result<Settings, Failure> {
+    let mut s = match &sources.config {
+        Some(path) => Settings::from_file(path).map_err(|e| Failure::Setup(e.to_string()))?,
+        None => Settings::default(),
+    };
+    s.engine = s
+        .engine
+        .with_env()
+        .map_err(|e| Failure::Setup(e.to_string()))?;
+    if let Some(t) = &sources.tools {
+        s.tools = Some(t.clone());
+    }
+    if let Some(d) = &sources.data {
+        s.data = Some(d.clone());
+    }
+    if let Some(dir) = &s.tools
+        && !dir.is_dir()
+    {
+        return Err(Failure::Setup(format!(
+            "--tools {}: not a directory",
+            dir.display()
+        )));
+    }
+    Ok(s)
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    match cli.command {
+        Command::Serve {
+            sources,
+            http,
+            stdio,
+            token,
+        } => {
+            let mut s = settings(&sources)?;
+            if let Some(t) = token.filter(|t| !t.is_empty()) {
+                s.server.token = Some(t);
+            }
+            if let Some(a) = &http {
+                s.server.http =
+                    config::parse_addr(a).map_err(|m| Failure::Setup(format!("--http: {m}")))?;
+            }
+            let listen = Listen {
+                http: (http.is_some() || !stdio).then_some(s.server.http),
+                stdio,
+            };
+            drop(stdout);
+            serve::serve(s, listen)
+        }
+        Command::Tools {
+            command: ToolsCommand::List { sources, json },
+        } => serve::tools_list(&settings(&sources)?, json, &mut stdout),
+        Command::Call {
+            tool,
+            input,
+            sources,
+        } => serve::call(&settings(&sources)?, &tool, &input, &mut stdout),
+        Command::Check { sources } => serve::check(&settings(&sources)?, &mut stdout),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("toolplane: {e}");
+            ExitCode::from(e.code())
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! MCP: `tools/list` from the registry (each tool's manifest schema as its
+//! `inputSchema`), `tools/call` through the engine, and
+//! `notifications/tools/list_changed` when the registry's list changes,
+//! to legacy sessions (stdio, 2025 HTTP sessions) and to
+//! `subscriptions/listen` streams (2026-07-28).
+
+use std::sync::{Arc, Mutex};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, SubscriptionFilter,
+    Tool,
+};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
+use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
+use tokio::sync::watch;
+
+use crate::app::{App, Call, CallError};
+
+/// The MCP service: cheap to clone, one clone per session.
+#[derive(Clone)]
+pub struct Mcp {
+    app: Arc<App>,
+    peers: Arc<Mutex<Vec<Peer<RoleServer>>>>,
+    changes: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for Mcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mcp").finish_non_exhaustive()
+    }
+}
+
+impl Mcp {
+    /// Serves `app`'s tools; spawns the task that announces list changes
+    /// (on the current tokio runtime).
+    pub fn new(app: Arc<App>) -> Mcp {
+        let (tx, rx) = watch::channel(app.registry().version());
+        let mcp = Mcp {
+            peers: Arc::default(),
+            changes: rx,
+            app,
+        };
+        let events = mcp.app.registry().subscribe();
+        let peers = Arc::clone(&mcp.peers);
+        tokio::spawn(async move {
+            while let Ok(event) = events.recv_async().await {
+                if !event.changes_list() {
+                    continue;
+                }
+                // Coalesce a burst (a directory of files replaced at once).
+                while let Ok(more) = events.try_recv() {
+                    let _ = more;
+                }
+                tx.send_modify(|v| *v += 1);
+                let live: Vec<Peer<RoleServer>> = {
+                    let mut p = peers.lock().unwrap_or_else(|e| e.into_inner());
+                    p.retain(|peer| !peer.is_transport_closed());
+                    p.clone()
+                };
+                for peer in live {
+                    let _ = peer.notify_tool_list_changed().await;
+                }
+            }
+        });
+        mcp
+    }
+
+    fn tools(&self) -> Vec<Tool> {
+        self.app
+            .registry()
+            .snapshot()
+            .iter()
+            .map(|e| {
+                let schema = match &e.manifest.input_schema {
+                    serde_json::Value::Object(o) => o.clone(),
+                    _ => serde_json::Map::from_iter([("type".to_string(), "object".into())]),
+                };
+                Tool::new(
+                    e.manifest.name.clone(),
+                    e.manifest.description.clone(),
+                    Arc::new(schema),
+                )
+            })
+            .collect()
+    }
+}
+
+impl ServerHandler for Mcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new("toolplane", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Tools run in sandboxed WASI instances; each tool's inputSchema is enforced before it runs.",
+        )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.tools()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let input = serde_json::to_vec(&request.arguments.unwrap_or_default())
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        match self.app.call(Call::new(&request.name, &input)).await {
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out).into_owned();
+                let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+                if let Ok(v @ serde_json::Value::Object(_)) = serde_json::from_slice(&out) {
+                    result.structured_content = Some(v);
+                }
+                Ok(result.into())
+            }
+            Err(CallError::UnknownTool(name)) => Err(ErrorData::invalid_params(
+                format!("unknown tool {name:?}"),
+                None,
+            )),
+            Err(e) => Ok(CallToolResult::error(vec![ContentBlock::text(e.to_string())]).into()),
+        }
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let mut p = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        p.retain(|peer| !peer.is_transport_closed());
+        p.push(context.peer);
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(requested.supported_by(&self.get_info().capabilities))
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let mut changes = self.changes.clone();
+        changes.mark_unchanged();
+        loop {
+            tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                r = changes.changed() => {
+                    if r.is_err() {
+                        return Ok(());
+                    }
+                    if context.sink().notify_tool_list_changed().await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}

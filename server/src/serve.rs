@@ -1,0 +1,412 @@
+//! Starting the engine with its tools, and the commands that use it.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::ServiceExt;
+use tokio_util::sync::CancellationToken;
+use toolplane_core::Engine;
+use toolplane_pool::{LoadState, PoolConfig, Registry, Runtime, ToolHandler};
+
+use crate::app::App;
+use crate::config::Settings;
+use crate::mcp::Mcp;
+
+/// How long start-up waits for the tools to load before it reports them.
+const LOAD_WAIT: Duration = Duration::from_secs(300);
+
+/// A failure that ends a command, with the exit code it deserves.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Bad usage, configuration or start-up (exit 2).
+    #[error("{0}")]
+    Setup(String),
+    /// The command ran and the answer is "no" (exit 1).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Failure {
+    /// The process exit code.
+    pub fn code(&self) -> u8 {
+        match self {
+            Failure::Setup(_) => 2,
+            Failure::Failed(_) => 1,
+        }
+    }
+}
+
+fn setup(e: impl std::fmt::Display) -> Failure {
+    Failure::Setup(e.to_string())
+}
+
+/// `$TOOLPLANE_DATA_DIR`, else `$XDG_DATA_HOME/toolplane/data`, else
+/// `~/.local/share/toolplane/data`, else a folder in the temp dir.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("TOOLPLANE_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("toolplane")
+        .join("data")
+}
+
+/// The registry of `settings` (built-ins plus the tools directory), loaded.
+///
+/// # Errors
+///
+/// The data directory cannot be created, or the pool or registry cannot
+/// start.
+pub fn registry(settings: &Settings, watch: bool) -> Result<(Registry, PathBuf), Failure> {
+    let data = settings.data.clone().unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data).map_err(|e| {
+        setup(format!(
+            "creating the data directory {}: {e}",
+            data.display()
+        ))
+    })?;
+    let mut pool = PoolConfig {
+        data_dir: Some(data.clone()),
+        ..PoolConfig::for_engine(&settings.engine)
+    };
+    if let Some(n) = settings.pool_instances {
+        pool.instances = n;
+    }
+    let runtime = Runtime::new(pool).map_err(|e| setup(format!("the WASI pool: {e}")))?;
+    let mut b = Registry::builder(runtime).watch(watch);
+    if let Some(dir) = &settings.tools {
+        b = b.dir(dir);
+    }
+    let registry = b
+        .build()
+        .map_err(|e| setup(format!("the tool registry: {e}")))?;
+    if !registry.wait_loaded(LOAD_WAIT) {
+        return Err(setup(format!(
+            "the tools did not load within {} s",
+            LOAD_WAIT.as_secs()
+        )));
+    }
+    Ok((registry, data))
+}
+
+/// How `serve` was asked to listen.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Serve HTTP (REST, health, metrics, MCP at /mcp).
+    pub http: Option<SocketAddr>,
+    /// Serve MCP on stdin/stdout.
+    pub stdio: bool,
+}
+
+/// Runs the server until SIGINT/SIGTERM (or, when MCP on stdio is all it
+/// serves, until stdin closes), then drains and reports.
+///
+/// # Errors
+///
+/// Start-up failures (exit 2).
+pub fn serve(settings: Settings, listen: Listen) -> Result<(), Failure> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("toolplane-http")
+        .build()
+        .map_err(|e| setup(format!("the HTTP runtime: {e}")))?;
+    rt.block_on(serve_async(settings, listen))
+}
+
+async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> {
+    let (registry, data) = registry(&settings, true)?;
+    for p in registry.problems() {
+        eprintln!("toolplane: warning: {p}");
+    }
+    let engine = Engine::builder()
+        .config(settings.engine.clone())
+        .tools(registry.tool_table())
+        .build(ToolHandler::new(registry.clone()))
+        .map_err(|e| setup(format!("the engine: {e}")))?;
+    let workers = engine.workers();
+    let tools = registry.snapshot().len();
+    let source = match &settings.tools {
+        Some(d) => format!("built-in tools and {}", d.display()),
+        None => "built-in tools".to_string(),
+    };
+    let drain = settings.server.drain;
+    let app = Arc::new(App::new(engine, registry, settings));
+    let mcp = Mcp::new(Arc::clone(&app));
+    eprintln!(
+        "toolplane {}: {tools} tools ({source}), {workers} workers, data in {}",
+        env!("CARGO_PKG_VERSION"),
+        data.display()
+    );
+
+    let mcp_stop = CancellationToken::new();
+    let http_stop = CancellationToken::new();
+    let mut http_task = None;
+    if let Some(addr) = listen.http {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| setup(format!("listening on {addr}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| setup(format!("listening on {addr}: {e}")))?;
+        if !local.ip().is_loopback() && app.settings().server.token.is_none() {
+            eprintln!(
+                "toolplane: warning: listening on {local}, beyond loopback, with no token: anyone who can reach it can call every tool (set --token or TOOLPLANE_TOKEN)"
+            );
+        }
+        let router = crate::http::router(Arc::clone(&app), mcp.clone(), mcp_stop.clone());
+        let stop = http_stop.clone();
+        http_task = Some(tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }));
+        eprintln!("toolplane: listening on http://{local} (MCP at http://{local}/mcp)");
+    }
+    let mut stdio = if listen.stdio {
+        let service = mcp
+            .clone()
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|e| setup(format!("MCP on stdio: {e}")))?;
+        eprintln!("toolplane: serving MCP on stdio");
+        let ct = service.cancellation_token();
+        // The service ends when stdin closes (or when cancelled).
+        Some((ct, tokio::spawn(service.waiting()), false))
+    } else {
+        None
+    };
+
+    let stdio_only = listen.http.is_none();
+    let cause = {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| setup(format!("installing the SIGTERM handler: {e}")))?;
+        let stdio_closed = async {
+            match &mut stdio {
+                Some((_, done, finished)) if stdio_only => {
+                    let _ = done.await;
+                    *finished = true;
+                }
+                _ => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+            () = stdio_closed => "stdin closed",
+        }
+    };
+    eprintln!(
+        "toolplane: {cause}: not ready, admission stopped, draining {} calls for up to {}",
+        app.in_flight(),
+        humantime::format_duration(drain)
+    );
+    let report = app.shutdown(drain).await;
+    mcp_stop.cancel();
+    if let Some((ct, done, finished)) = stdio {
+        ct.cancel();
+        if !finished {
+            let _ = done.await;
+        }
+    }
+    http_stop.cancel();
+    if let Some(t) = http_task {
+        // Open keep-alive and streaming connections get a moment to finish
+        // their last response.
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    match report {
+        Some(r) => eprintln!(
+            "toolplane: stopped: accepted {}, ok {}, error {}, timeout {}, trap {}, panicked {}, cancelled {}; rejected {}; books {}",
+            r.accepted,
+            r.outcomes.get(toolplane_core::OutcomeKind::Ok),
+            r.outcomes.get(toolplane_core::OutcomeKind::Error),
+            r.outcomes.get(toolplane_core::OutcomeKind::Timeout),
+            r.outcomes.get(toolplane_core::OutcomeKind::Trap),
+            r.outcomes.get(toolplane_core::OutcomeKind::Panicked),
+            r.outcomes.get(toolplane_core::OutcomeKind::Cancelled),
+            r.rejected.total(),
+            if r.is_balanced() {
+                "balanced"
+            } else {
+                "NOT balanced"
+            },
+        ),
+        None => eprintln!("toolplane: stopped"),
+    }
+    Ok(())
+}
+
+/// `toolplane tools list`.
+///
+/// # Errors
+///
+/// Start-up failures.
+pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
+    let (registry, _) = registry(settings, false)?;
+    let snapshot = registry.snapshot();
+    let mut rows = Vec::new();
+    for e in snapshot.iter() {
+        let m = &e.manifest;
+        let state = match e.state() {
+            LoadState::Loading => "loading".to_string(),
+            LoadState::Ready => "ready".to_string(),
+            LoadState::Failed(why) => format!("failed: {why}"),
+        };
+        let dirs: Vec<String> = m
+            .dirs
+            .iter()
+            .map(|d| {
+                let access = match d.access {
+                    toolplane_pool::Access::ReadOnly => "read-only",
+                    toolplane_pool::Access::ReadWrite => "read-write",
+                };
+                format!("{} as {} ({access})", d.host, d.guest)
+            })
+            .collect();
+        rows.push(serde_json::json!({
+            "name": m.name,
+            "description": m.description,
+            "mode": format!("{:?}", m.mode).to_lowercase(),
+            "state": state,
+            "permissions": { "dirs": dirs },
+            "limits": {
+                "memory_bytes": m.limits.memory,
+                "timeout_ms": m.limits.timeout.as_millis() as u64,
+                "max_output_bytes": m.limits.max_output,
+            },
+        }));
+    }
+    let w = |e: std::io::Error| Failure::Failed(format!("writing the list: {e}"));
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &rows)
+            .map_err(|e| Failure::Failed(e.to_string()))?;
+        writeln!(out).map_err(w)?;
+        return Ok(());
+    }
+    for (e, r) in snapshot.iter().zip(&rows) {
+        let m = &e.manifest;
+        writeln!(out, "{}  [{}]", m.name, r["state"].as_str().unwrap_or("")).map_err(w)?;
+        writeln!(out, "    {}", m.description).map_err(w)?;
+        let perms = r["permissions"]["dirs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "    mode {}; limits: memory {} MiB, timeout {}, output {} KiB; permissions: {}",
+            r["mode"].as_str().unwrap_or(""),
+            m.limits.memory >> 20,
+            humantime::format_duration(m.limits.timeout),
+            m.limits.max_output >> 10,
+            if perms.is_empty() { "none" } else { &perms },
+        )
+        .map_err(w)?;
+    }
+    Ok(())
+}
+
+/// `toolplane call TOOL JSON`: the output on stdout.
+///
+/// # Errors
+///
+/// [`Failure::Failed`] when the call fails (the message says why).
+pub fn call(
+    settings: &Settings,
+    tool: &str,
+    input: &str,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let (registry, _) = registry(settings, false)?;
+    if registry.snapshot().by_name(tool).is_none() {
+        let names: Vec<String> = registry
+            .snapshot()
+            .iter()
+            .map(|e| e.manifest.name.clone())
+            .collect();
+        return Err(Failure::Failed(format!(
+            "unknown tool {tool:?}; the tools are: {}",
+            names.join(", ")
+        )));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(setup)?;
+    match rt.block_on(registry.call(tool, input.as_bytes())) {
+        toolplane_core::Outcome::Ok(o) => {
+            out.write_all(&o)
+                .and_then(|()| {
+                    if o.ends_with(b"\n") {
+                        Ok(())
+                    } else {
+                        writeln!(out)
+                    }
+                })
+                .map_err(|e| Failure::Failed(format!("writing the output: {e}")))?;
+            Ok(())
+        }
+        toolplane_core::Outcome::Error(m) => Err(Failure::Failed(m.into_owned())),
+        toolplane_core::Outcome::Trap(m) => {
+            Err(Failure::Failed(format!("tool {tool} trapped: {m}")))
+        }
+        toolplane_core::Outcome::Timeout => Err(Failure::Failed(format!("tool {tool} timed out"))),
+        other => Err(Failure::Failed(format!("tool {tool}: {other:?}"))),
+    }
+}
+
+/// `toolplane check`: every problem of the configuration, the manifests
+/// and the modules, each with its path.
+///
+/// # Errors
+///
+/// [`Failure::Failed`] listing the problems.
+pub fn check(settings: &Settings, out: &mut dyn Write) -> Result<(), Failure> {
+    let (registry, _) = registry(settings, false)?;
+    let mut problems: Vec<String> = registry
+        .problems()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for e in registry.snapshot().iter() {
+        if let LoadState::Failed(why) = e.state() {
+            let at = match &e.origin {
+                toolplane_pool::Origin::File(p) => p.display().to_string(),
+                toolplane_pool::Origin::Builtin => format!("built-in {}", e.manifest.name),
+            };
+            let line = format!("{at}: {why}");
+            if !problems.contains(&line) {
+                problems.push(line);
+            }
+        }
+    }
+    if problems.is_empty() {
+        let _ = writeln!(
+            out,
+            "ok: {} tools{}",
+            registry.snapshot().len(),
+            settings
+                .tools
+                .as_deref()
+                .map(|d: &Path| format!(" (built-in and {})", d.display()))
+                .unwrap_or_else(|| " (built-in)".into())
+        );
+        return Ok(());
+    }
+    Err(Failure::Failed(format!(
+        "{} problems:\n  {}",
+        problems.len(),
+        problems.join("\n  ")
+    )))
+}

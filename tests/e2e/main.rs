@@ -1,0 +1,8 @@
+//! End-to-end tests of the `toolplane` binary: each starts the real binary
+//! on an ephemeral port (or on stdio) and talks to it as clients do: REST
+//! with reqwest, MCP with rmcp's client over streamable HTTP and over a
+//! child process's stdio.
+
+mod mcp;
+mod rest;
+mod support;

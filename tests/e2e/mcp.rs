@@ -1,0 +1,158 @@
+//! MCP sessions against the real binary with rmcp's client: streamable
+//! HTTP and stdio (the binary as a child process).
+
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientRequest, JsonObject, PingRequest, ServerResult,
+};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::json;
+
+use crate::support::{Dirs, Server, binary, cache_dir};
+
+/// A client that reports `notifications/tools/list_changed`.
+#[derive(Clone)]
+struct Watcher(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl ClientHandler for Watcher {
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let _ = self.0.send(());
+    }
+}
+
+fn args(v: serde_json::Value) -> JsonObject {
+    v.as_object().unwrap().clone()
+}
+
+fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("")
+}
+
+/// initialize (done by `serve`), list, call, an error result, an unknown
+/// tool: the same session script for every transport.
+async fn session_script<S: rmcp::service::Service<RoleClient>>(
+    client: &RunningService<RoleClient, S>,
+) {
+    let info = client.peer_info().expect("the server introduced itself");
+    assert_eq!(info.server_info.as_ref().unwrap().name, "toolplane");
+    assert!(info.capabilities.tools.is_some());
+
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    for n in ["echo", "fs.read", "fs.write", "hash.sha256", "sleep"] {
+        assert!(names.contains(&n), "{n} not listed in {names:?}");
+    }
+    let sleep = tools.iter().find(|t| t.name == "sleep").unwrap();
+    assert_eq!(sleep.input_schema["required"], json!(["ms"]));
+    assert!(!sleep.description.as_deref().unwrap_or("").is_empty());
+
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("hash.sha256").with_arguments(args(json!({"data":"abc"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false), "{r:?}");
+    let structured = r
+        .structured_content
+        .clone()
+        .expect("JSON output is structured content");
+    assert_eq!(
+        structured["sha256"],
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert!(text(&r).contains("ba7816bf"));
+
+    // A schema violation is a tool error result naming the field.
+    let r = client
+        .call_tool(CallToolRequestParams::new("sleep").with_arguments(args(json!({"ms":"x"}))))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    assert!(text(&r).contains("/ms"), "{}", text(&r));
+
+    // A tool's own failure is a tool error result too.
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("fs.read").with_arguments(args(json!({"path":"../x"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+
+    // An unknown tool is a protocol error.
+    let e = client
+        .call_tool(CallToolRequestParams::new("no.such.tool"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no.such.tool"), "{e}");
+
+    let pong = client
+        .send_request(ClientRequest::PingRequest(PingRequest::default()))
+        .await
+        .unwrap();
+    assert!(matches!(pong, ServerResult::EmptyResult(_)), "{pong:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_over_streamable_http() {
+    let dirs = Dirs::new();
+    let s = Server::start(&dirs, &[], &[], None);
+    let transport = StreamableHttpClientTransport::from_uri(s.url("/mcp"));
+    let client = ().serve(transport).await.expect("MCP initialize over HTTP");
+    session_script(&client).await;
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_over_stdio_and_list_changed_when_a_tool_is_added() {
+    let dirs = Dirs::new();
+    let mut cmd = tokio::process::Command::new(binary());
+    cmd.arg("serve")
+        .arg("--stdio")
+        .arg("--tools")
+        .arg(dirs.tools.path())
+        .arg("--data")
+        .arg(dirs.data.path())
+        .env("TOOLPLANE_CACHE_DIR", cache_dir());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let transport = TokioChildProcess::new(cmd).unwrap();
+    let client = Watcher(tx)
+        .serve(transport)
+        .await
+        .expect("MCP initialize over stdio");
+    session_script(&client).await;
+
+    // A new tool in the directory: announced, then listed.
+    let dir = dirs.tools.path();
+    std::fs::copy(dir.join("echo.wasm"), dir.join("echo2.wasm")).unwrap();
+    let manifest = std::fs::read_to_string(dir.join("echo.toml"))
+        .unwrap()
+        .replace("name = \"echo\"", "name = \"echo2\"");
+    std::fs::write(dir.join("echo2.toml"), manifest).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("notifications/tools/list_changed within 20 s")
+        .unwrap();
+    let names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.into_owned())
+        .collect();
+    assert!(names.contains(&"echo2".to_string()), "{names:?}");
+    let r = client
+        .call_tool(CallToolRequestParams::new("echo2").with_arguments(args(json!({"k":1}))))
+        .await
+        .unwrap();
+    assert_eq!(r.structured_content, Some(json!({"k":1})), "{r:?}");
+    client.cancel().await.unwrap();
+}

@@ -1,0 +1,330 @@
+//! REST calls, every error status, health, readiness, metrics, auth and
+//! the shutdown sequence, against the real binary.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Dirs, Server, client};
+
+async fn post(c: &reqwest::Client, s: &Server, tool: &str, body: &str) -> (u16, Value) {
+    let r = c
+        .post(s.url(&format!("/v1/tools/{tool}/call")))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_builtin_answers_over_rest() {
+    let dirs = Dirs::new();
+    let s = Server::start(&dirs, &[], &[], None);
+    let c = client();
+    let (st, v) = post(&c, &s, "echo", r#"{"x":[1,2,3]}"#).await;
+    assert_eq!((st, v), (200, json!({"x":[1,2,3]})));
+    let (st, v) = post(&c, &s, "hash.sha256", r#"{"data":"abc"}"#).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["sha256"],
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    let (st, v) = post(
+        &c,
+        &s,
+        "fs.write",
+        r#"{"path":"e2e/a.txt","content":"hello","create_dirs":true}"#,
+    )
+    .await;
+    assert_eq!((st, &v["bytes_written"]), (200, &json!(5)), "{v}");
+    assert_eq!(
+        std::fs::read_to_string(dirs.data.path().join("e2e/a.txt")).unwrap(),
+        "hello"
+    );
+    let (st, v) = post(&c, &s, "fs.read", r#"{"path":"e2e/a.txt"}"#).await;
+    assert_eq!((st, &v["content"]), (200, &json!("hello")), "{v}");
+    let (st, v) = post(&c, &s, "sleep", r#"{"ms":5}"#).await;
+    assert_eq!((st, &v["slept_ms"]), (200, &json!(5)), "{v}");
+
+    // Keyed and low-priority calls are accepted; a bad key header is a 400.
+    let r = c
+        .post(s.url("/v1/tools/echo/call"))
+        .header("x-toolplane-key", "42")
+        .header("x-toolplane-priority", "low")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .post(s.url("/v1/tools/echo/call"))
+        .header("x-toolplane-key", "forty-two")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("x-toolplane-key"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_has_its_status() {
+    let dirs = Dirs::new();
+    // A sleep that times out after 100 ms.
+    dirs.set("sleep", Some("limits"), "timeout", "100ms".into());
+    let s = Server::start(
+        &dirs,
+        &[],
+        &[("TOOLPLANE_MAX_INFLIGHT", "1")],
+        Some("[server]\nmax_body = \"2 KiB\"\n"),
+    );
+    let c = client();
+
+    let (st, v) = post(&c, &s, "no.such.tool", "{}").await;
+    assert_eq!(st, 404, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no.such.tool"),
+        "{v}"
+    );
+
+    let (st, v) = post(&c, &s, "echo", "{not json").await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{v}"
+    );
+
+    let (st, v) = post(&c, &s, "sleep", r#"{"ms":"long"}"#).await;
+    assert_eq!(st, 400, "{v}");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("/ms"), "the field is named: {m}");
+
+    let big = format!(r#"{{"data":"{}"}}"#, "x".repeat(4096));
+    let (st, _) = post(&c, &s, "echo", &big).await;
+    assert_eq!(st, 413);
+
+    let (st, v) = post(&c, &s, "sleep", r#"{"ms":5000}"#).await;
+    assert_eq!(st, 504, "{v}");
+
+    let (st, v) = post(&c, &s, "fs.read", r#"{"path":"../etc/passwd"}"#).await;
+    assert_eq!(st, 422, "a tool error: {v}");
+
+    // One call in flight at most: while a sleep holds the budget, the next
+    // call is refused with 429 and Retry-After.
+    let c2 = c.clone();
+    let url = s.url("/v1/tools/sleep/call");
+    let slow = tokio::spawn(async move {
+        c2.post(url)
+            .body(r#"{"ms":80}"#)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    let mut saw_429 = false;
+    for _ in 0..200 {
+        let r = c
+            .post(s.url("/v1/tools/echo/call"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            assert_eq!(r.headers()["retry-after"], "1");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["error"]["kind"], "inflight_limit", "{v}");
+            saw_429 = true;
+            break;
+        }
+        assert_eq!(r.status(), 200);
+    }
+    assert!(saw_429, "no 429 while the only in-flight slot was taken");
+    assert_eq!(slow.await.unwrap(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics() {
+    let dirs = Dirs::new();
+    let s = Server::start(&dirs, &[], &[], None);
+    let c = client();
+    let r = c.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    for _ in 0..3 {
+        assert_eq!(post(&c, &s, "echo", "{}").await.0, 200);
+    }
+    assert_eq!(post(&c, &s, "echo", "[1]").await.0, 400);
+
+    let r = c.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.unwrap();
+    let metrics = parse_metrics(&text);
+    let get = |name: &str| {
+        metrics
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+            .1
+    };
+    assert_eq!(
+        get(r#"toolplane_calls_total{tool="echo",result="ok"}"#),
+        3.0
+    );
+    assert_eq!(
+        get(r#"toolplane_calls_total{tool="echo",result="invalid_input"}"#),
+        1.0
+    );
+    assert_eq!(get(r#"toolplane_events_total{outcome="ok"}"#), 3.0);
+    assert_eq!(get(r#"toolplane_rejected_total{reason="full"}"#), 0.0);
+    assert_eq!(get("toolplane_ready"), 1.0);
+    assert_eq!(get(r#"toolplane_tools{state="ready"}"#), 5.0);
+    assert_eq!(
+        get(r#"toolplane_latency_seconds_count{stage="end_to_end"}"#),
+        3.0
+    );
+    assert!(get(r#"toolplane_queue_depth{worker="0"}"#) >= 0.0);
+    assert!(get("process_resident_memory_bytes") > 1e6);
+    // Buckets are cumulative and end at the count.
+    let buckets: Vec<f64> = metrics
+        .iter()
+        .filter(|(n, _)| n.starts_with(r#"toolplane_latency_seconds_bucket{stage="service""#))
+        .map(|(_, v)| *v)
+        .collect();
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert_eq!(*buckets.last().unwrap(), 3.0);
+}
+
+/// `name{labels} value` pairs, checking every line is HELP, TYPE or a sample.
+fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+            continue;
+        }
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        out.push((name.to_string(), v));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_everything_but_healthz() {
+    let dirs = Dirs::new();
+    let s = Server::start(&dirs, &["--token", "s3cret"], &[], None);
+    let c = client();
+    assert_eq!(c.get(s.url("/healthz")).send().await.unwrap().status(), 200);
+    for path in ["/readyz", "/metrics"] {
+        let r = c.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        let r = c
+            .get(s.url(path))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        let r = c
+            .get(s.url(path))
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    let r = c
+        .post(s.url("/v1/tools/echo/call"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(s.url("/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "/mcp is guarded too");
+    let r = c
+        .post(s.url("/v1/tools/echo/call"))
+        .bearer_auth("s3cret")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_calls_then_exits_zero() {
+    let dirs = Dirs::new();
+    let mut s = Server::start(&dirs, &[], &[], Some("[server]\ndrain = \"10s\"\n"));
+    let c = client();
+    assert_eq!(c.get(s.url("/readyz")).send().await.unwrap().status(), 200);
+    let c2 = c.clone();
+    let url = s.url("/v1/tools/sleep/call");
+    let slow = tokio::spawn(async move {
+        let r = c2.post(url).body(r#"{"ms":1500}"#).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    // Let the call start, then ask the server to stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.terminate();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = c.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503, "not ready while draining");
+    assert!(r.text().await.unwrap().contains("shutting down"));
+    let (st, _) = post(&c, &s, "echo", "{}").await;
+    assert_eq!(st, 503, "admission is stopped while draining");
+    let (st, body) = slow.await.unwrap();
+    assert_eq!(st, 200, "the in-flight call finished: {body}");
+    assert_eq!(s.wait(Duration::from_secs(30)), 0);
+    let log = s.stderr();
+    assert!(log.contains("SIGTERM"), "{log}");
+    assert!(log.contains("books balanced"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_the_drain_deadline_are_cancelled_and_answered() {
+    let dirs = Dirs::new();
+    let mut s = Server::start(&dirs, &[], &[], Some("[server]\ndrain = \"200ms\"\n"));
+    let c = client();
+    let url = s.url("/v1/tools/sleep/call");
+    let slow = tokio::spawn(async move {
+        let r = c.post(url).body(r#"{"ms":20000}"#).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.terminate();
+    let (st, body) = slow.await.unwrap();
+    assert_eq!(st, 503, "{body}");
+    assert!(body.contains("cancelled"), "{body}");
+    assert_eq!(s.wait(Duration::from_secs(30)), 0);
+    assert!(s.stderr().contains("cancelled 1"), "{}", s.stderr());
+}

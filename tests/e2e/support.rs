@@ -1,0 +1,169 @@
+//! Starting and stopping the real binary.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The binary cargo built for these tests.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_toolplane")
+}
+
+/// A tools directory holding copies of the built-in tools (so a test can
+/// change a manifest), and a data directory.
+pub struct Dirs {
+    pub tools: tempfile::TempDir,
+    pub data: tempfile::TempDir,
+}
+
+impl Dirs {
+    pub fn new() -> Dirs {
+        let tools = tempfile::tempdir().unwrap();
+        toolplane_pool::builtin::install(tools.path()).unwrap();
+        Dirs {
+            tools,
+            data: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Rewrites one key of a tool's manifest (`[limits] timeout`, ...).
+    pub fn set(&self, tool: &str, table: Option<&str>, key: &str, value: toml::Value) {
+        let path = self.tools.path().join(format!("{tool}.toml"));
+        let mut m: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let t = match table {
+            Some(name) => m.get_mut(name).unwrap().as_table_mut().unwrap(),
+            None => &mut m,
+        };
+        t.insert(key.into(), value);
+        std::fs::write(&path, m.to_string()).unwrap();
+    }
+}
+
+/// A running `toolplane serve`.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+    _config: Option<tempfile::NamedTempFile>,
+}
+
+impl Server {
+    /// `toolplane serve --http 127.0.0.1:0` with `dirs`, extra arguments,
+    /// environment and an optional config file text.
+    pub fn start(dirs: &Dirs, args: &[&str], env: &[(&str, &str)], config: Option<&str>) -> Server {
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .arg("--http")
+            .arg("127.0.0.1:0")
+            .arg("--tools")
+            .arg(dirs.tools.path())
+            .arg("--data")
+            .arg(dirs.data.path())
+            .args(args)
+            .env_remove("TOOLPLANE_TOKEN")
+            .env("TOOLPLANE_CACHE_DIR", cache_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let file = config.map(|text| {
+            let f = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(f.path(), text).unwrap();
+            cmd.arg("--config").arg(f.path());
+            f
+        });
+        let mut child = cmd.spawn().expect("the toolplane binary starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let log = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap().to_string();
+                    let _ = tx.send(addr);
+                }
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(a) => a.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "toolplane serve did not start listening; stderr:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+        };
+        Server {
+            child,
+            addr,
+            stderr,
+            _config: file,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; its exit code.
+    pub fn wait(&mut self, timeout: Duration) -> i32 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "toolplane did not exit within {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One module cache for every test (compiles once).
+pub fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("toolplane-e2e-cache")
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
