@@ -13,9 +13,12 @@
 
 use std::time::Duration;
 
-use toolplane_core::{Completion, Engine, Outcome, OutcomeKind, Producer};
+use toolplane_core::{
+    Completion, Event, Outcome, OutcomeKind, Producer, RejectReason, ToolId, ToolTable,
+};
 
 use crate::profile::Profile;
+use crate::remote::{self, Answer};
 use crate::schedule::{Schedule, Segment};
 use crate::stats::{Interval, Recorder, SegStats, ToolStats};
 use crate::workload::Workload;
@@ -29,6 +32,41 @@ pub const SPIN_NS: u64 = 20_000;
 /// How long the generator sleeps between checks while the concurrency
 /// limit holds its sends back.
 pub const LIMIT_POLL_NS: u64 = 20_000;
+
+/// What the generator sends to: the engine in this process (a
+/// [`Producer`]) or a running server ([`remote::Client`]).
+pub trait Sut {
+    /// Sends one event now.
+    ///
+    /// # Errors
+    ///
+    /// The limit that refused it at once.
+    fn submit(&mut self, event: Event) -> Result<(), RejectReason>;
+    /// Hands every answer received so far to `f`; how many.
+    fn drain(&mut self, f: &mut dyn FnMut(Answer)) -> usize;
+}
+
+impl Sut for Producer {
+    #[inline]
+    fn submit(&mut self, event: Event) -> Result<(), RejectReason> {
+        Producer::submit(self, event).map_err(|r| r.reason())
+    }
+
+    #[inline]
+    fn drain(&mut self, f: &mut dyn FnMut(Answer)) -> usize {
+        Producer::drain(self, |c| f(Answer::Done(c)))
+    }
+}
+
+impl Sut for remote::Client {
+    fn submit(&mut self, event: Event) -> Result<(), RejectReason> {
+        remote::Client::submit(self, event)
+    }
+
+    fn drain(&mut self, f: &mut dyn FnMut(Answer)) -> usize {
+        remote::Client::drain(self, f)
+    }
+}
 
 /// Sleeps that wake close to their deadline: tracks how late the kernel
 /// wakes this thread (a moving average) and sleeps that much less.
@@ -228,8 +266,36 @@ impl State {
         }
     }
 
-    fn drain(&mut self, p: &mut Producer) -> usize {
-        p.drain(|c| self.complete(c))
+    /// A refusal that came back after the send (a server's 429): the
+    /// event counts as rejected, not accepted, and is no latency sample.
+    fn refused(&mut self, tag: u64, tool: ToolId, reason: RejectReason) {
+        fn reclassify(t: &mut crate::stats::Tally, r: RejectReason) {
+            t.accepted = t.accepted.saturating_sub(1);
+            t.rejected[r as usize] += 1;
+        }
+        self.in_flight -= 1;
+        self.interval.rec.tally.rejected[reason as usize] += 1;
+        reclassify(&mut self.all.tally, reason);
+        let seg = self.segment_of(tag);
+        reclassify(&mut self.segments[seg].tally, reason);
+        if self.timeline[seg].measured {
+            reclassify(&mut self.totals.tally, reason);
+            let t = self
+                .tool_index
+                .get(tool.0 as usize)
+                .copied()
+                .unwrap_or(usize::MAX);
+            if let Some(tool) = self.tools.get_mut(t) {
+                reclassify(&mut tool.tally, reason);
+            }
+        }
+    }
+
+    fn drain(&mut self, p: &mut dyn Sut) -> usize {
+        p.drain(&mut |a| match a {
+            Answer::Done(c) => self.complete(c),
+            Answer::Refused { tag, tool, reason } => self.refused(tag, tool, reason),
+        })
     }
 
     fn flush(&mut self, now: u64, ch: &Channels) {
@@ -253,11 +319,18 @@ fn describe(o: &Outcome) -> String {
     }
 }
 
-/// Runs the profile's schedule against `engine`.
-pub fn drive(engine: &Engine, profile: &Profile, mut workload: Workload, ch: &Channels) -> Driven {
+/// Runs the profile's schedule against `p`, whose timestamps are taken
+/// on `clock` and whose tool ids are `table`'s.
+pub fn drive(
+    p: &mut dyn Sut,
+    clock: &quanta::Clock,
+    table: &ToolTable,
+    profile: &Profile,
+    mut workload: Workload,
+    ch: &Channels,
+) -> Driven {
     let mut schedule = Schedule::new(profile);
     let timeline = schedule.segments().to_vec();
-    let table = engine.tools();
     let mut tool_index = vec![usize::MAX; table.len() + 1];
     for (i, t) in profile.tools.iter().enumerate() {
         if let Some(id) = table.get(&t.name) {
@@ -275,9 +348,7 @@ pub fn drive(engine: &Engine, profile: &Profile, mut workload: Workload, ch: &Ch
             .map_or(0, |s| s.start_ns),
         schedule.end_ns(),
     );
-    let mut p = engine.producer();
-    p.preallocate();
-    let clock = engine.clock().clone();
+    let clock = clock.clone();
     let mut st = State {
         start: clock.raw(),
         clock,
@@ -332,7 +403,7 @@ pub fn drive(engine: &Engine, profile: &Profile, mut workload: Workload, ch: &Ch
             if now >= t && st.in_flight < limit {
                 break;
             }
-            if st.drain(&mut p) > 0 {
+            if st.drain(p) > 0 {
                 continue;
             }
             if now < t {
@@ -344,7 +415,7 @@ pub fn drive(engine: &Engine, profile: &Profile, mut workload: Workload, ch: &Ch
         }
         let (event, tool) = workload.next_event(t);
         let sent = st.now();
-        let refused = p.submit(event).err().map(|r| r.reason());
+        let refused = p.submit(event).err();
         let lag = sent.saturating_sub(t);
         st.interval.rec.sent(lag, refused);
         st.all.sent(lag, refused);
@@ -366,13 +437,13 @@ pub fn drive(engine: &Engine, profile: &Profile, mut workload: Workload, ch: &Ch
                 Some(r) => t.rejected[r as usize] += 1,
             }
         }
-        st.drain(&mut p);
+        st.drain(p);
     }
 
     // The schedule is over: wait for what is in flight.
     let deadline = st.now() + profile.drain_timeout.as_nanos() as u64;
     while st.in_flight > 0 && st.now() < deadline {
-        if st.drain(&mut p) == 0 {
+        if st.drain(p) == 0 {
             std::thread::sleep(Duration::from_micros(50));
         }
         let now = st.now();

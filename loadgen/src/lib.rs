@@ -26,6 +26,7 @@ pub mod driver;
 pub mod memory;
 pub mod plot;
 pub mod profile;
+pub mod remote;
 pub mod report;
 pub mod reporter;
 pub mod schedule;
@@ -101,7 +102,15 @@ pub struct RunOutput {
 /// fails.
 pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOutput, RunError> {
     profile.check_tools(&target.tools)?;
-    let workload = workload::Workload::new(profile, |name| target.engine.tool(name));
+    let workload = match &target.sut {
+        target::Sut::Engine(e) => workload::Workload::new(profile, |name| e.tool(name)),
+        target::Sut::Remote(r) => workload::Workload::new(profile, |name| r.tool(name)),
+    };
+    let remote = match &target.sut {
+        target::Sut::Remote(r) => Some(std::sync::Arc::clone(r)),
+        target::Sut::Engine(_) => None,
+    };
+    let before = remote.as_ref().and_then(|r| r.scrape());
     let (tx, rx) = flume::unbounded();
     let (free_tx, free_rx) = flume::unbounded();
     let reporter = reporter::spawn(
@@ -111,6 +120,7 @@ pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOu
             warmup: profile.warmup,
             hlog: opts.hlog.clone(),
             label: format!("{} ", profile.name),
+            remote: remote.clone(),
         },
         rx,
         free_tx,
@@ -129,25 +139,39 @@ pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOu
         None => None,
     };
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let engine = &target.engine;
+    let sut = &target.sut;
     let driven = std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("loadgen-generator".into())
             .spawn_scoped(s, || {
-                // Workers take cores from the first; the generator takes the
-                // last one when no worker does (see target::default_workers).
-                if engine.config().pin_workers
-                    && cores.len() > engine.workers()
-                    && let Some(last) = cores.last()
-                {
-                    core_affinity::set_for_current(*last);
+                let ch = driver::Channels { tx, free: free_rx };
+                match sut {
+                    target::Sut::Engine(engine) => {
+                        // Workers take cores from the first; the generator
+                        // takes the last one when no worker does (see
+                        // target::default_workers).
+                        if engine.config().pin_workers
+                            && cores.len() > engine.workers()
+                            && let Some(last) = cores.last()
+                        {
+                            core_affinity::set_for_current(*last);
+                        }
+                        let mut p = engine.producer();
+                        p.preallocate();
+                        driver::drive(
+                            &mut p,
+                            engine.clock(),
+                            engine.tools(),
+                            profile,
+                            workload,
+                            &ch,
+                        )
+                    }
+                    target::Sut::Remote(r) => {
+                        let mut client = r.client(profile.connections);
+                        driver::drive(&mut client, r.clock(), r.table(), profile, workload, &ch)
+                    }
                 }
-                driver::drive(
-                    engine,
-                    profile,
-                    workload,
-                    &driver::Channels { tx, free: free_rx },
-                )
             })
             .expect("spawning the generator thread")
             .join()
@@ -158,9 +182,12 @@ pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOu
         _ => None,
     };
     let reported = reporter.join().unwrap_or_default();
-    let workers = target.engine.workers();
+    let workers = match &target.sut {
+        target::Sut::Engine(e) => e.workers(),
+        target::Sut::Remote(_) => 0,
+    };
     let label = target.label.clone();
-    let engine = target.shutdown(Duration::from_secs(5));
+    let engine = target.shutdown(Duration::from_secs(5), before);
     if let Some(Err(e)) = flame {
         return Err(e);
     }

@@ -21,40 +21,60 @@ struct Cli {
     command: Command,
 }
 
+/// `loadgen run`.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// A profile file, or the name of one in profiles/ (`smoke`).
+    profile: String,
+    /// Overrides the rate of a one-phase profile (`10k/s`).
+    #[arg(long)]
+    rate: Option<String>,
+    /// Overrides the measured duration of a one-phase profile (`30m`).
+    #[arg(long)]
+    duration: Option<String>,
+    /// Overrides the warm-up (`30s`; `0s` for none).
+    #[arg(long)]
+    warmup: Option<String>,
+    /// Writes the report as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Writes an HdrHistogram interval log (corrected, and tagged uncorrected).
+    #[arg(long, value_name = "FILE")]
+    hlog: Option<PathBuf>,
+    /// Writes an SVG plot of latency, rate and memory over time.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Samples the run in-process and writes a flamegraph SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    flamegraph: Option<PathBuf>,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
+    /// Progress as one line per second even on a terminal.
+    #[arg(long, conflicts_with = "quiet")]
+    lines: bool,
+    /// Drives a running `toolplane serve` (http://HOST:PORT) over its REST
+    /// call path instead of the embedded engine, with the profile's
+    /// `connections` keep-alive connections.
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
+    /// Bearer token for the target.
+    #[arg(
+        long,
+        env = "TOOLPLANE_TOKEN",
+        hide_env_values = true,
+        requires = "target"
+    )]
+    token: Option<String>,
+}
+
+// `Run` is much larger than the other variants; the value is parsed once.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Runs a profile against the embedded engine (WASI pool, built-in tools).
-    Run {
-        /// A profile file, or the name of one in profiles/ (`smoke`).
-        profile: String,
-        /// Overrides the rate of a one-phase profile (`10k/s`).
-        #[arg(long)]
-        rate: Option<String>,
-        /// Overrides the measured duration of a one-phase profile (`30m`).
-        #[arg(long)]
-        duration: Option<String>,
-        /// Overrides the warm-up (`30s`; `0s` for none).
-        #[arg(long)]
-        warmup: Option<String>,
-        /// Writes the report as JSON.
-        #[arg(long, value_name = "FILE")]
-        json: Option<PathBuf>,
-        /// Writes an HdrHistogram interval log (corrected, and tagged uncorrected).
-        #[arg(long, value_name = "FILE")]
-        hlog: Option<PathBuf>,
-        /// Writes an SVG plot of latency, rate and memory over time.
-        #[arg(long, value_name = "FILE.svg")]
-        plot: Option<PathBuf>,
-        /// Samples the run in-process and writes a flamegraph SVG.
-        #[arg(long, value_name = "FILE.svg")]
-        flamegraph: Option<PathBuf>,
-        /// No progress output.
-        #[arg(long)]
-        quiet: bool,
-        /// Progress as one line per second even on a terminal.
-        #[arg(long, conflicts_with = "quiet")]
-        lines: bool,
-    },
+    /// Runs a profile against the embedded engine (WASI pool, built-in
+    /// tools), or a running server with --target.
+    Run(RunArgs),
     /// Validates profiles (every one in profiles/ when none is named).
     Check {
         /// Profile files or names.
@@ -67,7 +87,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run {
+        Command::Run(RunArgs {
             profile,
             rate,
             duration,
@@ -78,7 +98,9 @@ fn main() -> ExitCode {
             flamegraph,
             quiet,
             lines,
-        } => {
+            target,
+            token,
+        }) => {
             let progress = if quiet {
                 Progress::Quiet
             } else if lines {
@@ -88,9 +110,11 @@ fn main() -> ExitCode {
             };
             run(
                 &profile,
-                rate,
-                duration,
-                warmup,
+                Overrides {
+                    rate,
+                    duration,
+                    warmup,
+                },
                 RunOptions {
                     progress,
                     hlog,
@@ -98,6 +122,7 @@ fn main() -> ExitCode {
                 },
                 json,
                 plot,
+                target.as_deref().map(|t| (t, token.as_deref())),
             )
         }
         Command::Check { profiles } => check(&profiles),
@@ -127,14 +152,24 @@ fn resolve(name: &str) -> PathBuf {
     profiles_dir().join(format!("{name}.toml"))
 }
 
-fn run(
-    name: &str,
+/// Command-line changes to a profile.
+struct Overrides {
     rate: Option<String>,
     duration: Option<String>,
     warmup: Option<String>,
+}
+
+fn run(
+    name: &str,
+    Overrides {
+        rate,
+        duration,
+        warmup,
+    }: Overrides,
     opts: RunOptions,
     json: Option<PathBuf>,
     plot_path: Option<PathBuf>,
+    remote: Option<(&str, Option<&str>)>,
 ) -> ExitCode {
     let mut profile = match Profile::from_file(resolve(name)) {
         Ok(p) => p,
@@ -173,7 +208,7 @@ fn run(
         profile.warmup = w;
     }
     if let Err(e) = profile.check_tools(&profile::builtin_names()).or_else(|e| {
-        if profile.pool.tools_dir.is_some() {
+        if profile.pool.tools_dir.is_some() || remote.is_some() {
             Ok(())
         } else {
             Err(e)
@@ -183,7 +218,7 @@ fn run(
     }
     if opts.progress != Progress::Quiet {
         eprintln!(
-            "loadgen: {} — {} for {} after {} warm-up; starting the embedded engine and tools",
+            "loadgen: {} — {} for {} after {} warm-up; {}",
             profile.name,
             profile
                 .phases
@@ -193,9 +228,17 @@ fn run(
                 .join(", "),
             humantime::format_duration(profile.measured()),
             humantime::format_duration(profile.warmup),
+            match remote {
+                Some((url, _)) => format!("driving {url} over {} connections", profile.connections),
+                None => "starting the embedded engine and tools".into(),
+            },
         );
     }
-    let target = match Target::embedded(&profile) {
+    let target = match remote {
+        Some((url, token)) => Target::remote(url, token),
+        None => Target::embedded(&profile),
+    };
+    let target = match target {
         Ok(t) => t,
         Err(e) => return fail(e),
     };

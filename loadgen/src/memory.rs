@@ -11,6 +11,8 @@ pub enum Source {
     SmapsRollup,
     /// Resident pages of `/proc/self/statm` × 4 KiB.
     Statm,
+    /// A server's `process_resident_memory_bytes` (its `/metrics`).
+    ServerMetrics,
 }
 
 /// One sample.

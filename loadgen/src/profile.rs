@@ -18,6 +18,8 @@ pub const MAX_PHASES: usize = 200;
 pub const MAX_RATE: f64 = 10e6;
 /// The largest payload a profile may ask for.
 pub const MAX_PAYLOAD: u64 = 64 << 20;
+/// Connections to a server target when the profile does not say.
+pub const DEFAULT_CONNECTIONS: usize = 64;
 
 /// A profile that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +186,9 @@ pub struct Profile {
     /// At most this many events in flight (a connection-bound client);
     /// `None`: open loop.
     pub concurrency: Option<usize>,
+    /// Keep-alive connections to a server target (`--target`); each has
+    /// one request outstanding.
+    pub connections: usize,
     /// The tool mix (weights add up to 100).
     pub tools: Vec<ToolMix>,
     /// Payload sizes with weights (adding up to 100).
@@ -212,6 +217,7 @@ struct RawProfile {
     duration: Option<String>,
     warmup: Option<String>,
     concurrency: Option<usize>,
+    connections: Option<usize>,
     drain_timeout: Option<String>,
     rate: RawRate,
     tools: Vec<RawTool>,
@@ -714,6 +720,15 @@ impl Profile {
             ));
         }
 
+        let connections = raw.connections.unwrap_or(DEFAULT_CONNECTIONS);
+        if !(1..=65_536).contains(&connections) {
+            return Err(c.invalid(
+                "connections",
+                connections,
+                "from 1 to 65536 connections to a server target",
+            ));
+        }
+
         let engine = raw.engine.unwrap_or_default();
         if let Err(e) = engine.validate() {
             return Err(match e {
@@ -818,6 +833,7 @@ impl Profile {
             phases,
             find_max,
             concurrency: raw.concurrency,
+            connections,
             tools,
             sizes,
             key_cardinality: raw.keys.cardinality,

@@ -94,7 +94,8 @@ pub struct MemoryReport {
 /// The engine's own accounting after shutdown.
 #[derive(Debug, Clone, Serialize)]
 pub struct EngineReport {
-    /// Worker threads.
+    /// Worker threads (0: a server target, whose figures are its
+    /// `/metrics` deltas over the run).
     pub workers: usize,
     /// Events it accepted.
     pub accepted: u64,
@@ -463,10 +464,14 @@ impl Report {
             m.samples
         );
         let e = &self.engine;
+        let whose = if e.workers == 0 {
+            "  server    its engine over the run (/metrics)".to_string()
+        } else {
+            format!("  engine    {} workers", e.workers)
+        };
         let _ = writeln!(
             o,
-            "  engine    {} workers, accepted {}, books {}",
-            e.workers,
+            "{whose}, accepted {}, books {}",
             e.accepted,
             if e.books_balanced {
                 "balanced"

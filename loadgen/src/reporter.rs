@@ -76,6 +76,9 @@ pub struct Settings {
     pub hlog: Option<PathBuf>,
     /// Name shown in progress.
     pub label: String,
+    /// Sample this server's memory (its `/metrics`) instead of this
+    /// process's.
+    pub remote: Option<std::sync::Arc<crate::remote::Remote>>,
 }
 
 /// Starts the reporter; it ends when the generator drops its sender.
@@ -100,7 +103,14 @@ fn report(
     let start = Instant::now();
     let mut out = Reported::default();
     let sample = |out: &mut Reported| {
-        if let Some((bytes, src)) = memory::resident() {
+        let reading = match &settings.remote {
+            Some(r) => r
+                .scrape()
+                .and_then(|s| s.rss_bytes)
+                .map(|b| (b, memory::Source::ServerMetrics)),
+            None => memory::resident(),
+        };
+        if let Some((bytes, src)) = reading {
             out.memory.push(Sample {
                 t_s: start.elapsed().as_secs_f64(),
                 rss_bytes: bytes,

@@ -7,10 +7,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use toolplane_core::Engine;
 use toolplane_pool::{PoolConfig, Registry, Runtime, ToolHandler};
 
 use crate::profile::Profile;
+use crate::remote::{Remote, Scrape};
 use crate::workload;
 
 /// A target that could not be started.
@@ -40,10 +43,27 @@ pub enum TargetError {
     },
 }
 
-/// An engine to drive, with what keeps its tools alive.
+/// What loadgen drives.
+pub enum Sut {
+    /// An engine in this process.
+    Engine(Engine),
+    /// A running `toolplane serve`, over its REST call path.
+    Remote(Arc<Remote>),
+}
+
+impl std::fmt::Debug for Sut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sut::Engine(e) => write!(f, "Engine({} workers)", e.workers()),
+            Sut::Remote(r) => r.fmt(f),
+        }
+    }
+}
+
+/// An engine or a server to drive, with what keeps its tools alive.
 pub struct Target {
-    /// The engine.
-    pub engine: Engine,
+    /// The engine or server.
+    pub sut: Sut,
     /// The tools it serves.
     pub tools: Vec<String>,
     /// For reports: `embedded (2 workers, built-in tools)`.
@@ -66,7 +86,7 @@ impl Target {
     /// An engine built by the caller serving `tools`.
     pub fn engine(engine: Engine, tools: Vec<String>, label: impl Into<String>) -> Target {
         Target {
-            engine,
+            sut: Sut::Engine(engine),
             tools,
             label: label.into(),
             data_dir: None,
@@ -191,7 +211,7 @@ impl Target {
         keep.push(Box::new(registry));
         keep.push(Box::new(data));
         Ok(Target {
-            engine,
+            sut: Sut::Engine(engine),
             tools,
             label,
             data_dir,
@@ -199,10 +219,47 @@ impl Target {
         })
     }
 
-    /// Shuts the engine down and returns its accounting.
-    pub fn shutdown(self, grace: Duration) -> toolplane_core::Report {
-        let Target { engine, _keep, .. } = self;
-        let r = engine.shutdown(grace);
+    /// A running server at `url` (`http://HOST:PORT`).
+    ///
+    /// # Errors
+    ///
+    /// The URL is malformed, or the server does not answer `GET /v1/tools`.
+    pub fn remote(url: &str, token: Option<&str>) -> Result<Target, TargetError> {
+        let remote = Remote::connect(url, token)?;
+        Ok(Target {
+            tools: remote.tools.clone(),
+            label: format!("toolplane serve at http://{} (REST)", remote.authority()),
+            sut: Sut::Remote(Arc::new(remote)),
+            data_dir: None,
+            _keep: Vec::new(),
+        })
+    }
+
+    /// The engine's accounting: after shutdown for an engine in this
+    /// process; for a server, what its engine accepted and answered since
+    /// `before` (its `/metrics`), the server left running.
+    pub fn shutdown(self, grace: Duration, before: Option<Scrape>) -> toolplane_core::Report {
+        let Target { sut, _keep, .. } = self;
+        let r = match sut {
+            Sut::Engine(engine) => engine.shutdown(grace),
+            Sut::Remote(remote) => {
+                let after = remote.scrape().unwrap_or_default();
+                let before = before.unwrap_or_default();
+                let mut outcomes = toolplane_core::OutcomeCounts::default();
+                for (i, o) in outcomes.0.iter_mut().enumerate() {
+                    *o = after.outcomes[i].saturating_sub(before.outcomes[i]);
+                }
+                toolplane_core::Report {
+                    accepted: after.accepted.saturating_sub(before.accepted),
+                    outcomes,
+                    rejected: toolplane_core::RejectCounts::default(),
+                    undelivered: 0,
+                    spans_exported: 0,
+                    spans_dropped: 0,
+                    shutdown_took: Duration::ZERO,
+                }
+            }
+        };
         drop(_keep);
         r
     }

@@ -48,6 +48,7 @@ pub fn router(app: Arc<App>, mcp: Mcp, shutdown: CancellationToken) -> Router {
         StreamableHttpService::new(move || Ok(mcp.clone()), Default::default(), mcp_config);
 
     let guarded = Router::new()
+        .route("/v1/tools", get(tools))
         .route("/v1/tools/{name}/call", post(call))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -74,6 +75,29 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// Every tool: name, description, input schema and load state.
+async fn tools(State(app): State<Arc<App>>) -> Response {
+    let list: Vec<serde_json::Value> = app
+        .registry()
+        .snapshot()
+        .iter()
+        .map(|e| {
+            let state = match e.state() {
+                toolplane_pool::LoadState::Loading => "loading".to_string(),
+                toolplane_pool::LoadState::Ready => "ready".to_string(),
+                toolplane_pool::LoadState::Failed(why) => format!("failed: {why}"),
+            };
+            serde_json::json!({
+                "name": e.manifest.name,
+                "description": e.manifest.description,
+                "input_schema": e.manifest.input_schema,
+                "state": state,
+            })
+        })
+        .collect();
+    axum::Json(list).into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

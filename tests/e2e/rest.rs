@@ -26,6 +26,22 @@ async fn every_builtin_answers_over_rest() {
     let dirs = Dirs::new();
     let s = Server::start(&dirs, &[], &[], None);
     let c = client();
+    let list: Vec<Value> = c
+        .get(s.url("/v1/tools"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = list.iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["echo", "fs.read", "fs.write", "hash.sha256", "sleep"]
+    );
+    assert!(list.iter().all(|t| t["state"] == "ready"), "{list:?}");
+    assert_eq!(list[4]["input_schema"]["required"], json!(["ms"]));
+
     let (st, v) = post(&c, &s, "echo", r#"{"x":[1,2,3]}"#).await;
     assert_eq!((st, v), (200, json!({"x":[1,2,3]})));
     let (st, v) = post(&c, &s, "hash.sha256", r#"{"data":"abc"}"#).await;
@@ -77,12 +93,7 @@ async fn every_error_has_its_status() {
     let dirs = Dirs::new();
     // A sleep that times out after 100 ms.
     dirs.set("sleep", Some("limits"), "timeout", "100ms".into());
-    let s = Server::start(
-        &dirs,
-        &[],
-        &[("TOOLPLANE_MAX_INFLIGHT", "1")],
-        Some("[server]\nmax_body = \"2 KiB\"\n"),
-    );
+    let s = Server::start(&dirs, &[], &[], Some("[server]\nmax_body = \"2 KiB\"\n"));
     let c = client();
 
     let (st, v) = post(&c, &s, "no.such.tool", "{}").await;
@@ -119,37 +130,55 @@ async fn every_error_has_its_status() {
 
     let (st, v) = post(&c, &s, "fs.read", r#"{"path":"../etc/passwd"}"#).await;
     assert_eq!(st, 422, "a tool error: {v}");
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_engine_answers_429_with_retry_after() {
+    let dirs = Dirs::new();
+    let s = Server::start(&dirs, &[], &[("TOOLPLANE_MAX_INFLIGHT", "1")], None);
+    let c = client();
     // One call in flight at most: while a sleep holds the budget, the next
     // call is refused with 429 and Retry-After.
     let c2 = c.clone();
     let url = s.url("/v1/tools/sleep/call");
     let slow = tokio::spawn(async move {
         c2.post(url)
-            .body(r#"{"ms":80}"#)
+            .body(r#"{"ms":1500}"#)
             .send()
             .await
             .unwrap()
             .status()
     });
-    let mut saw_429 = false;
-    for _ in 0..200 {
-        let r = c
-            .post(s.url("/v1/tools/echo/call"))
-            .body("{}")
+    // Wait until the engine holds the sleep, then call.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = c
+            .get(s.url("/metrics"))
             .send()
             .await
+            .unwrap()
+            .text()
+            .await
             .unwrap();
-        if r.status() == 429 {
-            assert_eq!(r.headers()["retry-after"], "1");
-            let v: Value = r.json().await.unwrap();
-            assert_eq!(v["error"]["kind"], "inflight_limit", "{v}");
-            saw_429 = true;
+        if text.lines().any(|l| l == "toolplane_events_in_flight 1") {
             break;
         }
-        assert_eq!(r.status(), 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sleep never started:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(saw_429, "no 429 while the only in-flight slot was taken");
+    let r = c
+        .post(s.url("/v1/tools/echo/call"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["kind"], "inflight_limit", "{v}");
     assert_eq!(slow.await.unwrap(), 200);
 }
 
