@@ -320,22 +320,29 @@ impl Connection {
             req = req.header(AUTHORIZATION, a.clone());
         }
         let body = Bytes::copy_from_slice(&event.take_payload());
-        let req = req
-            .body(Full::new(body))
-            .map_err(|e| format!("building the request: {e}"))?;
-        let resp = s
-            .send_request(req)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("reading the response: {e}"))?
-            .to_bytes();
-        Ok((status, body))
+        exchange(s, req.body(Full::new(body))).await
     }
+}
+
+/// Sends one request and reads the whole answer: its status and body.
+async fn exchange(
+    sender: &mut Sender,
+    req: Result<Request<Full<Bytes>>, hyper::http::Error>,
+) -> Result<(u16, Bytes), String> {
+    let req = req.map_err(|e| format!("building the request: {e}"))?;
+    let what = format!("{} {}", req.method(), req.uri());
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("{what}: reading the answer: {e}"))?
+        .to_bytes();
+    Ok((status, body))
 }
 
 /// The engine limit a 429 names (`{"error":{"kind":"shed"}}`).
@@ -385,21 +392,7 @@ async fn get(
     if let Some(a) = auth {
         req = req.header(AUTHORIZATION, a.clone());
     }
-    let req = req
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("GET {path}: {e}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("GET {path}: {e}"))?
-        .to_bytes();
-    Ok((status, body))
+    exchange(&mut sender, req.body(Full::new(Bytes::new()))).await
 }
 
 /// The counters loadgen reads from the server's Prometheus text.

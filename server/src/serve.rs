@@ -374,13 +374,15 @@ pub fn call(
 /// [`Failure::Failed`] listing the problems.
 pub fn check(settings: &Settings, out: &mut dyn Write) -> Result<(), Failure> {
     let (registry, _) = registry(settings, false)?;
-    let mut problems: Vec<String> = registry
-        .problems()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let found = registry.problems();
+    let mut problems: Vec<String> = found.iter().map(ToString::to_string).collect();
     for e in registry.snapshot().iter() {
         if let LoadState::Failed(why) = e.state() {
+            // A module that failed to load is already a problem (at the
+            // module's path); list it once.
+            if found.iter().any(|p| p.reason == why) {
+                continue;
+            }
             let at = match &e.origin {
                 toolplane_pool::Origin::File(p) => p.display().to_string(),
                 toolplane_pool::Origin::Builtin => format!("built-in {}", e.manifest.name),

@@ -3,6 +3,7 @@
 //! with reqwest, MCP with rmcp's client over streamable HTTP and over a
 //! child process's stdio.
 
+mod cli;
 mod loadgen;
 mod mcp;
 mod rest;

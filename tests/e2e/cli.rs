@@ -1,0 +1,116 @@
+//! `toolplane tools list`, `toolplane call` and `toolplane check`.
+
+use std::process::{Command, Output};
+
+use crate::support::{Dirs, binary, cache_dir};
+
+fn toolplane(args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .env("TOOLPLANE_CACHE_DIR", cache_dir())
+        .output()
+        .expect("the toolplane binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn tools_list_shows_every_tool_with_its_limits_and_permissions() {
+    let dirs = Dirs::new();
+    let tools = dirs.tools.path().to_str().unwrap();
+    let data = dirs.data.path().to_str().unwrap();
+    let out = toolplane(&["tools", "list", "--tools", tools, "--data", data, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = list.iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["echo", "fs.read", "fs.write", "hash.sha256", "sleep"]
+    );
+    let read = &list[1];
+    assert_eq!(read["state"], "ready");
+    let dirs_granted = read["permissions"]["dirs"].as_array().unwrap();
+    assert!(
+        dirs_granted
+            .iter()
+            .any(|d| d.as_str().unwrap().contains("read-only")),
+        "{read}"
+    );
+    assert!(read["limits"]["timeout_ms"].as_u64().unwrap() > 0);
+
+    let out = toolplane(&["tools", "list", "--tools", tools, "--data", data]);
+    assert!(out.status.success());
+    let t = text(&out.stdout);
+    assert!(
+        t.contains("sleep  [ready]") && t.contains("permissions: none"),
+        "{t}"
+    );
+}
+
+#[test]
+fn call_prints_the_output_or_fails_with_the_reason() {
+    let dirs = Dirs::new();
+    let data = dirs.data.path().to_str().unwrap();
+    let out = toolplane(&["call", "hash.sha256", r#"{"data":"abc"}"#, "--data", data]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["sha256"],
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+
+    let out = toolplane(&["call", "sleep", r#"{"ms":"x"}"#, "--data", data]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/ms"), "{}", text(&out.stderr));
+
+    let out = toolplane(&["call", "nope", "{}", "--data", data]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("unknown tool \"nope\"") && e.contains("echo"),
+        "{e}"
+    );
+}
+
+#[test]
+fn check_lists_every_problem_with_its_path() {
+    let dirs = Dirs::new();
+    let tools = dirs.tools.path().to_str().unwrap();
+    let data = dirs.data.path().to_str().unwrap();
+    let out = toolplane(&["check", "--tools", tools, "--data", data]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("ok: 5 tools"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A manifest with an unknown key, and a module that is not wasm.
+    std::fs::write(
+        dirs.tools.path().join("bad.toml"),
+        "name = \"bad\"\ncolour = 1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dirs.tools.path().join("junk.toml"),
+        "name = \"junk\"\ndescription = \"x\"\n",
+    )
+    .unwrap();
+    std::fs::write(dirs.tools.path().join("junk.wasm"), b"not wasm").unwrap();
+    let out = toolplane(&["check", "--tools", tools, "--data", data]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = text(&out.stderr);
+    assert!(e.contains("2 problems"), "{e}");
+    assert!(e.contains("bad.toml") && e.contains("colour"), "{e}");
+    assert!(e.contains("junk"), "{e}");
+
+    // A bad configuration file is a usage error naming the file and key.
+    let config = dirs.data.path().join("toolplane.toml");
+    std::fs::write(&config, "[server]\nport = 1\n").unwrap();
+    let out = toolplane(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = text(&out.stderr);
+    assert!(e.contains("toolplane.toml") && e.contains("port"), "{e}");
+}
