@@ -232,18 +232,6 @@ struct Connection {
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 impl Connection {
-    async fn connect(&self) -> Result<Sender, String> {
-        let stream = tokio::net::TcpStream::connect(&self.authority)
-            .await
-            .map_err(|e| format!("connecting to {}: {e}", self.authority))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("HTTP handshake with {}: {e}", self.authority))?;
-        tokio::spawn(conn);
-        Ok(sender)
-    }
-
     async fn run(self, jobs: flume::Receiver<Event>, answers: flume::Sender<Answer>) {
         let mut sender: Option<Sender> = None;
         while let Ok(mut event) = jobs.recv_async().await {
@@ -253,40 +241,32 @@ impl Connection {
             let submitted = self.clock.raw();
             let result = self.send(&mut sender, &mut event).await;
             let finished = self.clock.raw();
-            let answer = match result {
-                Ok((429, body)) => Answer::Refused {
-                    tag,
-                    tool,
-                    reason: reject_reason(&body),
-                },
-                Ok((status, body)) => Answer::Done(Completion {
-                    tag,
-                    tool,
-                    key,
-                    worker: self.index,
-                    outcome: outcome(status, &body),
-                    times: Timestamps {
-                        submitted,
-                        started: submitted,
-                        finished,
-                    },
-                }),
+            let outcome = match result {
+                Ok((429, body)) => {
+                    let reason = reject_reason(&body);
+                    if answers.send(Answer::Refused { tag, tool, reason }).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Ok((status, body)) => outcome(status, &body),
                 Err(e) => {
                     sender = None;
-                    Answer::Done(Completion {
-                        tag,
-                        tool,
-                        key,
-                        worker: self.index,
-                        outcome: Outcome::Error(e.into()),
-                        times: Timestamps {
-                            submitted,
-                            started: submitted,
-                            finished,
-                        },
-                    })
+                    Outcome::Error(e.into())
                 }
             };
+            let answer = Answer::Done(Completion {
+                tag,
+                tool,
+                key,
+                worker: self.index,
+                outcome,
+                times: Timestamps {
+                    submitted,
+                    started: submitted,
+                    finished,
+                },
+            });
             if answers.send(answer).is_err() {
                 return;
             }
@@ -299,7 +279,7 @@ impl Connection {
         event: &mut Event,
     ) -> Result<(u16, Bytes), String> {
         if sender.as_ref().is_none_or(|s| s.is_closed()) {
-            *sender = Some(self.connect().await?);
+            *sender = Some(open(&self.authority).await?);
         }
         let s = sender.as_mut().expect("connected above");
         s.ready().await.map_err(|e| format!("connection: {e}"))?;
@@ -319,7 +299,8 @@ impl Connection {
         if let Some(a) = &self.auth {
             req = req.header(AUTHORIZATION, a.clone());
         }
-        let body = Bytes::copy_from_slice(&event.take_payload());
+        // A spilled payload hands its buffer over; an inline one is copied.
+        let body = Bytes::from(event.take_payload().into_vec());
         exchange(s, req.body(Full::new(body))).await
     }
 }
@@ -330,27 +311,42 @@ async fn exchange(
     req: Result<Request<Full<Bytes>>, hyper::http::Error>,
 ) -> Result<(u16, Bytes), String> {
     let req = req.map_err(|e| format!("building the request: {e}"))?;
-    let what = format!("{} {}", req.method(), req.uri());
     let resp = sender
         .send_request(req)
         .await
-        .map_err(|e| format!("{what}: {e}"))?;
+        .map_err(|e| format!("request: {e}"))?;
     let status = resp.status().as_u16();
     let body = resp
         .into_body()
         .collect()
         .await
-        .map_err(|e| format!("{what}: reading the answer: {e}"))?
+        .map_err(|e| format!("reading the answer: {e}"))?
         .to_bytes();
     Ok((status, body))
 }
 
-/// The engine limit a 429 names (`{"error":{"kind":"shed"}}`).
+/// A keep-alive HTTP/1.1 connection to `authority`.
+async fn open(authority: &str) -> Result<Sender, String> {
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("connecting to {authority}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake with {authority}: {e}"))?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// The `kind` of the server's error body (`{"error":{"kind":"shed"}}`).
+fn error_kind(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v["error"]["kind"].as_str().map(str::to_owned)
+}
+
+/// The engine limit a 429 names.
 fn reject_reason(body: &[u8]) -> RejectReason {
-    let kind = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v["error"]["kind"].as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let kind = error_kind(body).unwrap_or_default();
     RejectReason::ALL
         .into_iter()
         .find(|r| r.as_str() == kind)
@@ -370,7 +366,7 @@ fn outcome(status: u16, body: &[u8]) -> Outcome {
     match status {
         200 => Outcome::Ok(toolplane_core::Payload::new()),
         504 => Outcome::Timeout,
-        503 if body.windows(9).any(|w| w == b"cancelled") => Outcome::Cancelled,
+        503 if error_kind(body).as_deref() == Some("cancelled") => Outcome::Cancelled,
         _ => Outcome::Error(message()),
     }
 }
@@ -381,18 +377,14 @@ async fn get(
     auth: Option<&HeaderValue>,
     path: &str,
 ) -> Result<(u16, Bytes), String> {
-    let stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .map_err(|e| format!("connecting to {authority}: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake with {authority}: {e}"))?;
-    tokio::spawn(conn);
+    let mut sender = open(authority).await?;
     let mut req = Request::get(path).header(HOST, authority);
     if let Some(a) = auth {
         req = req.header(AUTHORIZATION, a.clone());
     }
-    exchange(&mut sender, req.body(Full::new(Bytes::new()))).await
+    exchange(&mut sender, req.body(Full::new(Bytes::new())))
+        .await
+        .map_err(|e| format!("GET {path}: {e}"))
 }
 
 /// The counters loadgen reads from the server's Prometheus text.
@@ -459,5 +451,9 @@ mod tests {
             RejectReason::InflightLimit
         );
         assert_eq!(reject_reason(b"?"), RejectReason::Full);
+        // A 503 while the server drains is an error, not a cancellation,
+        // even when its message says "cancelled".
+        let draining = br#"{"error":{"kind":"shutting_down","message":"not cancelled"}}"#;
+        assert_eq!(outcome(503, draining).kind(), OutcomeKind::Error);
     }
 }

@@ -65,8 +65,8 @@ pub struct PoolConfig {
     /// (warm: the next instance of that module maps nothing new) before
     /// the pool takes them for other modules rather than touch a slot
     /// never used. Each warm slot keeps `keep_resident` bytes resident, so
-    /// this bounds memory: wasmtime's default of 100 let a 30-minute soak
-    /// creep up by 100 × 1 MiB as rare concurrency peaks warmed new slots.
+    /// this bounds that part of memory by peak concurrency + this many
+    /// slots (wasmtime's default is 100, up to 100 MiB more resident).
     pub max_unused_warm_slots: u32,
 }
 
@@ -121,15 +121,39 @@ impl PoolConfig {
 /// `$TOOLPLANE_CACHE_DIR`, else `$XDG_CACHE_HOME/toolplane/modules`, else
 /// `~/.cache/toolplane/modules`, else the temp dir.
 pub fn default_cache_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("TOOLPLANE_CACHE_DIR") {
-        return Some(PathBuf::from(d));
+    Some(user_dir(
+        "TOOLPLANE_CACHE_DIR",
+        "XDG_CACHE_HOME",
+        ".cache",
+        "modules",
+    ))
+}
+
+/// The fs tools' data directory when none is given: `$TOOLPLANE_DATA_DIR`,
+/// else `$XDG_DATA_HOME/toolplane/data`, else
+/// `~/.local/share/toolplane/data`, else the temp dir.
+pub fn default_data_dir() -> PathBuf {
+    user_dir(
+        "TOOLPLANE_DATA_DIR",
+        "XDG_DATA_HOME",
+        ".local/share",
+        "data",
+    )
+}
+
+/// `$over`, else `$xdg/toolplane/leaf` (when absolute), else
+/// `$HOME/home_sub/toolplane/leaf`, else the temp dir's.
+fn user_dir(over: &str, xdg: &str, home_sub: &str, leaf: &str) -> PathBuf {
+    if let Some(d) = std::env::var_os(over) {
+        return PathBuf::from(d);
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
+    std::env::var_os(xdg)
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    Some(base.join("toolplane").join("modules"))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(home_sub)))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("toolplane")
+        .join(leaf)
 }
 
 /// Why the runtime could not start.

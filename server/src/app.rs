@@ -1,13 +1,13 @@
 //! The served engine: one call path for REST, MCP and the CLI, per-tool
 //! accounting, cached readiness and the shutdown sequence.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use toolplane_core::{
-    Engine, Event, Injector, Metrics, Outcome, OutcomeKind, Payload, Priority, RejectReason, Report,
+    Engine, Event, Injector, Metrics, Outcome, Payload, Priority, RejectReason, Report, ToolId,
+    ToolTable,
 };
 use toolplane_pool::{LoadState, Registry, ToolEntry};
 
@@ -66,19 +66,43 @@ fn reason_text(r: RejectReason) -> &'static str {
 impl CallError {
     /// A short label for metrics.
     pub fn label(&self) -> &'static str {
+        RESULTS[self.index()]
+    }
+
+    /// Its place in [`RESULTS`].
+    fn index(&self) -> usize {
         match self {
-            CallError::UnknownTool(_) => "unknown_tool",
-            CallError::Unavailable { .. } => "unavailable",
-            CallError::InvalidInput(_) => "invalid_input",
-            CallError::Rejected(r) => r.as_str(),
-            CallError::ShuttingDown => "shutting_down",
-            CallError::Tool(_) => "error",
-            CallError::Timeout(_) => "timeout",
-            CallError::Cancelled => "cancelled",
-            CallError::Internal(_) => "internal",
+            CallError::UnknownTool(_) => 1,
+            CallError::Unavailable { .. } => 2,
+            CallError::InvalidInput(_) => 3,
+            CallError::Rejected(RejectReason::Full) => 4,
+            CallError::Rejected(RejectReason::Shed) => 5,
+            CallError::Rejected(RejectReason::InflightLimit) => 6,
+            CallError::Rejected(RejectReason::ShuttingDown) | CallError::ShuttingDown => 7,
+            CallError::Tool(_) => 8,
+            CallError::Timeout(_) => 9,
+            CallError::Cancelled => 10,
+            CallError::Internal(_) => 11,
         }
     }
 }
+
+/// Every result a call through the server can have, as counted: `ok`,
+/// then each [`CallError::label`].
+pub const RESULTS: [&str; 12] = [
+    "ok",
+    "unknown_tool",
+    "unavailable",
+    "invalid_input",
+    "full",
+    "shed",
+    "inflight_limit",
+    "shutting_down",
+    "error",
+    "timeout",
+    "cancelled",
+    "internal",
+];
 
 /// One call.
 #[derive(Debug, Clone, Copy)]
@@ -105,28 +129,69 @@ impl<'a> Call<'a> {
     }
 }
 
-/// Counters of the calls made through this server, by tool and result.
+/// Counters of the calls made through this server, by tool and result:
+/// one row of atomics per tool id, so a call adds to a counter under a
+/// shared read lock and allocates nothing (a new tool id takes the write
+/// lock once).
 #[derive(Debug, Default)]
 pub struct ToolCounters {
-    /// By [`CallError::label`], plus `ok`.
-    results: Mutex<HashMap<(Arc<str>, &'static str), u64>>,
+    by_tool: RwLock<Vec<[AtomicU64; RESULTS.len()]>>,
+    unknown: AtomicU64,
 }
 
 impl ToolCounters {
-    fn add(&self, tool: &Arc<str>, result: &'static str) {
-        let mut m = self.results.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry((Arc::clone(tool), result)).or_default() += 1;
+    fn add(&self, tool: ToolId, result: usize) {
+        let i = tool.0 as usize;
+        if let Some(row) = self
+            .by_tool
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(i)
+        {
+            row[result].fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut rows = self.by_tool.write().unwrap_or_else(|p| p.into_inner());
+        while rows.len() <= i {
+            rows.push(Default::default());
+        }
+        rows[i][result].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Every (tool, result, count), sorted.
-    pub fn snapshot(&self) -> Vec<(Arc<str>, &'static str, u64)> {
-        let m = self.results.lock().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<_> = m
+    /// Every (tool, result, count) that is not zero, sorted; calls to a
+    /// tool that does not exist are counted under `(unknown)`.
+    pub fn snapshot(&self, names: &ToolTable) -> Vec<(Arc<str>, &'static str, u64)> {
+        let mut v = Vec::new();
+        for (id, row) in self
+            .by_tool
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|((t, r), n)| (Arc::clone(t), *r, *n))
-            .collect();
+            .enumerate()
+        {
+            let name = names.name(ToolId(id as u32));
+            for (n, label) in row.iter().zip(RESULTS) {
+                let n = n.load(Ordering::Relaxed);
+                if let (Some(name), true) = (&name, n > 0) {
+                    v.push((Arc::clone(name), label, n));
+                }
+            }
+        }
+        let unknown = self.unknown.load(Ordering::Relaxed);
+        if unknown > 0 {
+            v.push((Arc::from("(unknown)"), RESULTS[1], unknown));
+        }
         v.sort();
         v
+    }
+}
+
+/// A tool's load state in words: `loading`, `ready`, `failed: WHY`.
+pub fn state_text(state: &LoadState) -> String {
+    match state {
+        LoadState::Loading => "loading".into(),
+        LoadState::Ready => "ready".into(),
+        LoadState::Failed(why) => format!("failed: {why}"),
     }
 }
 
@@ -150,7 +215,6 @@ pub struct App {
     drained: tokio::sync::Notify,
     ready: Mutex<(Instant, Readiness)>,
     counters: ToolCounters,
-    unknown: Arc<str>,
     started: Instant,
 }
 
@@ -180,7 +244,6 @@ impl App {
                 Readiness::NotReady("starting".into()),
             )),
             counters: ToolCounters::default(),
-            unknown: Arc::from("(unknown)"),
             started: Instant::now(),
         }
     }
@@ -230,17 +293,13 @@ impl App {
     pub async fn call(&self, call: Call<'_>) -> Result<Payload, CallError> {
         let snapshot = self.registry.snapshot();
         let Some(entry) = snapshot.by_name(call.tool).cloned() else {
-            self.counters.add(&self.unknown, "unknown_tool");
+            self.counters.unknown.fetch_add(1, Ordering::Relaxed);
             return Err(CallError::UnknownTool(call.tool.to_string()));
         };
-        let name: Arc<str> = Arc::from(entry.manifest.name.as_str());
         let result = self.call_entry(&entry, call).await;
         self.counters.add(
-            &name,
-            match &result {
-                Ok(_) => "ok",
-                Err(e) => e.label(),
-            },
+            entry.id,
+            result.as_ref().map_or_else(CallError::index, |_| 0),
         );
         result
     }
@@ -387,11 +446,6 @@ impl App {
         }
         n
     }
-
-    /// The kinds of outcome, for callers that map them.
-    pub fn outcome_kinds() -> [OutcomeKind; 6] {
-        OutcomeKind::ALL
-    }
 }
 
 struct InFlight<'a>(&'a App);
@@ -408,5 +462,71 @@ impl Drop for InFlight<'_> {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.drained.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_counts_under_its_own_label() {
+        let cases = [
+            (CallError::UnknownTool("x".into()), "unknown_tool"),
+            (
+                CallError::Unavailable {
+                    tool: "t".into(),
+                    reason: "r".into(),
+                },
+                "unavailable",
+            ),
+            (CallError::InvalidInput("i".into()), "invalid_input"),
+            (CallError::Rejected(RejectReason::Full), "full"),
+            (CallError::Rejected(RejectReason::Shed), "shed"),
+            (
+                CallError::Rejected(RejectReason::InflightLimit),
+                "inflight_limit",
+            ),
+            (
+                CallError::Rejected(RejectReason::ShuttingDown),
+                "shutting_down",
+            ),
+            (CallError::ShuttingDown, "shutting_down"),
+            (CallError::Tool("e".into()), "error"),
+            (CallError::Timeout("t".into()), "timeout"),
+            (CallError::Cancelled, "cancelled"),
+            (CallError::Internal("i".into()), "internal"),
+        ];
+        for (e, label) in cases {
+            assert_eq!(e.label(), label, "{e:?}");
+        }
+        for r in RejectReason::ALL {
+            assert_eq!(CallError::Rejected(r).label(), r.as_str());
+        }
+    }
+
+    #[test]
+    fn counters_name_their_tools_and_skip_zeroes() {
+        let names = ToolTable::default();
+        let echo = names.intern("echo");
+        let sleep = names.intern("sleep");
+        let c = ToolCounters::default();
+        c.add(sleep, 0);
+        c.add(sleep, 0);
+        c.add(echo, CallError::Cancelled.index());
+        c.unknown.fetch_add(1, Ordering::Relaxed);
+        let got: Vec<(String, &str, u64)> = c
+            .snapshot(&names)
+            .into_iter()
+            .map(|(t, r, n)| (t.to_string(), r, n))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("(unknown)".to_string(), "unknown_tool", 1),
+                ("echo".to_string(), "cancelled", 1),
+                ("sleep".to_string(), "ok", 2),
+            ]
+        );
     }
 }

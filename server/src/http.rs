@@ -84,16 +84,11 @@ async fn tools(State(app): State<Arc<App>>) -> Response {
         .snapshot()
         .iter()
         .map(|e| {
-            let state = match e.state() {
-                toolplane_pool::LoadState::Loading => "loading".to_string(),
-                toolplane_pool::LoadState::Ready => "ready".to_string(),
-                toolplane_pool::LoadState::Failed(why) => format!("failed: {why}"),
-            };
             serde_json::json!({
                 "name": e.manifest.name,
                 "description": e.manifest.description,
                 "input_schema": e.manifest.input_schema,
-                "state": state,
+                "state": crate::app::state_text(&e.state()),
             })
         })
         .collect();

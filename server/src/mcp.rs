@@ -49,9 +49,7 @@ impl Mcp {
                     continue;
                 }
                 // Coalesce a burst (a directory of files replaced at once).
-                while let Ok(more) = events.try_recv() {
-                    let _ = more;
-                }
+                while events.try_recv().is_ok() {}
                 tx.send_modify(|v| *v += 1);
                 let live: Vec<Peer<RoleServer>> = {
                     let mut p = peers.lock().unwrap_or_else(|e| e.into_inner());

@@ -46,7 +46,7 @@ pub fn render(app: &App) -> String {
         "counter",
         "Calls made through this server (REST, MCP), by tool and result.",
     );
-    for (tool, result, n) in app.counters().snapshot() {
+    for (tool, result, n) in app.counters().snapshot(&app.registry().tool_table()) {
         let _ = writeln!(
             o,
             "toolplane_calls_total{{tool=\"{}\",result=\"{result}\"}} {n}",

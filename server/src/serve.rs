@@ -43,21 +43,6 @@ fn setup(e: impl std::fmt::Display) -> Failure {
     Failure::Setup(e.to_string())
 }
 
-/// `$TOOLPLANE_DATA_DIR`, else `$XDG_DATA_HOME/toolplane/data`, else
-/// `~/.local/share/toolplane/data`, else a folder in the temp dir.
-pub fn default_data_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("TOOLPLANE_DATA_DIR") {
-        return PathBuf::from(d);
-    }
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("toolplane")
-        .join("data")
-}
-
 /// The registry of `settings` (built-ins plus the tools directory), loaded.
 ///
 /// # Errors
@@ -65,7 +50,10 @@ pub fn default_data_dir() -> PathBuf {
 /// The data directory cannot be created, or the pool or registry cannot
 /// start.
 pub fn registry(settings: &Settings, watch: bool) -> Result<(Registry, PathBuf), Failure> {
-    let data = settings.data.clone().unwrap_or_else(default_data_dir);
+    let data = settings
+        .data
+        .clone()
+        .unwrap_or_else(toolplane_pool::default_data_dir);
     std::fs::create_dir_all(&data).map_err(|e| {
         setup(format!(
             "creating the data directory {}: {e}",
@@ -250,15 +238,12 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
 /// Start-up failures.
 pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
     let (registry, _) = registry(settings, false)?;
-    let snapshot = registry.snapshot();
+    let w = |e: std::io::Error| Failure::Failed(format!("writing the list: {e}"));
     let mut rows = Vec::new();
-    for e in snapshot.iter() {
+    for e in registry.snapshot().iter() {
         let m = &e.manifest;
-        let state = match e.state() {
-            LoadState::Loading => "loading".to_string(),
-            LoadState::Ready => "ready".to_string(),
-            LoadState::Failed(why) => format!("failed: {why}"),
-        };
+        let state = crate::app::state_text(&e.state());
+        let mode = format!("{:?}", m.mode).to_lowercase();
         let dirs: Vec<String> = m
             .dirs
             .iter()
@@ -270,10 +255,23 @@ pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resul
                 format!("{} as {} ({access})", d.host, d.guest)
             })
             .collect();
+        if !json {
+            writeln!(out, "{}  [{state}]\n    {}", m.name, m.description).map_err(w)?;
+            writeln!(
+                out,
+                "    mode {mode}; limits: memory {} MiB, timeout {}, output {} KiB; permissions: {}",
+                m.limits.memory >> 20,
+                humantime::format_duration(m.limits.timeout),
+                m.limits.max_output >> 10,
+                if dirs.is_empty() { "none".to_string() } else { dirs.join(", ") },
+            )
+            .map_err(w)?;
+            continue;
+        }
         rows.push(serde_json::json!({
             "name": m.name,
             "description": m.description,
-            "mode": format!("{:?}", m.mode).to_lowercase(),
+            "mode": mode,
             "state": state,
             "permissions": { "dirs": dirs },
             "limits": {
@@ -283,36 +281,10 @@ pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resul
             },
         }));
     }
-    let w = |e: std::io::Error| Failure::Failed(format!("writing the list: {e}"));
     if json {
         serde_json::to_writer_pretty(&mut *out, &rows)
             .map_err(|e| Failure::Failed(e.to_string()))?;
         writeln!(out).map_err(w)?;
-        return Ok(());
-    }
-    for (e, r) in snapshot.iter().zip(&rows) {
-        let m = &e.manifest;
-        writeln!(out, "{}  [{}]", m.name, r["state"].as_str().unwrap_or("")).map_err(w)?;
-        writeln!(out, "    {}", m.description).map_err(w)?;
-        let perms = r["permissions"]["dirs"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|d| d.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
-        writeln!(
-            out,
-            "    mode {}; limits: memory {} MiB, timeout {}, output {} KiB; permissions: {}",
-            r["mode"].as_str().unwrap_or(""),
-            m.limits.memory >> 20,
-            humantime::format_duration(m.limits.timeout),
-            m.limits.max_output >> 10,
-            if perms.is_empty() { "none" } else { &perms },
-        )
-        .map_err(w)?;
     }
     Ok(())
 }

@@ -129,6 +129,10 @@ fn other_mistakes_are_named_too() {
         &error(&format!("{GOOD}\n[slo]\nmin_sustainable_rate = \"1k/s\"\n")),
         &["min_sustainable_rate", "find_max"],
     );
+    assert_names(
+        &error(&format!("connections = 0\n{GOOD}")),
+        &["connections", "1 to 65536"],
+    );
 }
 
 #[test]
