@@ -2,6 +2,7 @@
 //! answers metrics, and shuts down with a full accounting.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -73,7 +74,44 @@ pub(crate) enum Control {
 /// An event submitted through the injector, with its reply channel.
 pub(crate) struct Injected {
     pub(crate) event: Event,
-    pub(crate) reply: flume::Sender<Completion>,
+    pub(crate) reply: Reply,
+}
+
+/// Where an injected event's completion goes, and how its caller says it
+/// no longer wants it.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) tx: flume::Sender<Completion>,
+    pub(crate) cancel: Arc<CancelFlag>,
+}
+
+/// Set when a [`Ticket`](crate::Ticket) is dropped unanswered: the worker
+/// does not start the event, and a pending call ends `Cancelled` when it
+/// is next polled; the waker makes that poll happen even while the call
+/// waits on something else (a timer, a host call).
+#[derive(Debug, Default)]
+pub(crate) struct CancelFlag {
+    cancelled: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl CancelFlag {
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    #[inline]
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Wakes `waker` when the flag is set; returns whether it already is.
+    #[inline]
+    pub(crate) fn register(&self, waker: &std::task::Waker) -> bool {
+        self.waker.register(waker);
+        self.is_cancelled()
+    }
 }
 
 /// What producers, injectors and the engine share about one worker.

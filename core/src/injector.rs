@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::admission::{RejectReason, Rejected};
-use crate::engine::{Injected, Shared};
+use crate::engine::{CancelFlag, Injected, Reply, Shared};
 use crate::event::{Event, Priority, worker_for_key};
 use crate::outcome::Completion;
 
@@ -64,9 +64,27 @@ pub enum CallError {
 }
 
 /// The pending answer to one injected event.
+///
+/// Dropping a ticket before its answer arrives cancels the call: the
+/// worker does not start the event if it has not yet, and a call already
+/// running ends as [`Outcome::Cancelled`](crate::Outcome::Cancelled) at
+/// its next check (a WASI tool's next epoch tick, an async handler's next
+/// poll; it is woken for it). Either way the engine counts exactly one
+/// outcome for it, `cancelled`, which nobody receives. A server drops the
+/// ticket when its client goes away or cancels the request.
 #[derive(Debug)]
 pub struct Ticket {
     reply: flume::Receiver<Completion>,
+    cancel: Arc<CancelFlag>,
+    answered: bool,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.cancel.cancel();
+        }
+    }
 }
 
 impl Ticket {
@@ -75,8 +93,10 @@ impl Ticket {
     /// # Errors
     ///
     /// [`Lost`] if the engine dropped the call without an answer.
-    pub fn wait(self) -> Result<Completion, Lost> {
-        self.reply.recv().map_err(|_| Lost)
+    pub fn wait(mut self) -> Result<Completion, Lost> {
+        let r = self.reply.recv().map_err(|_| Lost);
+        self.answered = true;
+        r
     }
 
     /// Blocks at most `timeout`; `Ok(None)` if it has not arrived yet (the
@@ -85,12 +105,14 @@ impl Ticket {
     /// # Errors
     ///
     /// [`Lost`] as for [`Ticket::wait`].
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<Completion>, Lost> {
-        match self.reply.recv_timeout(timeout) {
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<Completion>, Lost> {
+        let r = match self.reply.recv_timeout(timeout) {
             Ok(c) => Ok(Some(c)),
-            Err(flume::RecvTimeoutError::Timeout) => Ok(None),
+            Err(flume::RecvTimeoutError::Timeout) => return Ok(None),
             Err(flume::RecvTimeoutError::Disconnected) => Err(Lost),
-        }
+        };
+        self.answered = true;
+        r
     }
 
     /// Awaits the completion, under any executor.
@@ -98,9 +120,14 @@ impl Ticket {
     /// # Errors
     ///
     /// [`Lost`] as for [`Ticket::wait`].
-    pub async fn recv(self) -> Result<Completion, Lost> {
-        self.reply.recv_async().await.map_err(|_| Lost)
+    pub async fn recv(mut self) -> Result<Completion, Lost> {
+        let r = self.reply.recv_async().await.map_err(|_| Lost);
+        self.answered = true;
+        r
     }
+
+    /// Cancels the call (the same as dropping the ticket): see [`Ticket`].
+    pub fn cancel(self) {}
 }
 
 impl Injector {
@@ -153,13 +180,22 @@ impl Injector {
             return Err((RejectReason::Shed, event));
         }
         event.submitted = shared.clock.raw();
-        let (reply, rx) = flume::bounded(1);
+        let (tx, rx) = flume::bounded(1);
+        let cancel = Arc::new(CancelFlag::default());
+        let reply = Reply {
+            tx,
+            cancel: Arc::clone(&cancel),
+        };
         if let Err(back) = worker.injector.push(Injected { event, reply }) {
             shared.budget.give(1);
             return Err((RejectReason::Full, back.event));
         }
         shared.injector_counters.add_accepted_shared();
         worker.ring();
-        Ok(Ticket { reply: rx })
+        Ok(Ticket {
+            reply: rx,
+            cancel,
+            answered: false,
+        })
     }
 }

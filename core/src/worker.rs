@@ -43,7 +43,7 @@ use slab::Slab;
 
 use self::core::{Core, InFlight, Started};
 use self::keys::KeyQueues;
-use crate::engine::{Control, Injected, Shared};
+use crate::engine::{Control, Injected, Reply, Shared};
 use crate::event::Event;
 use crate::handler::{Handler, WorkerContext, WorkerHandler};
 use crate::metrics::{Latencies, LocalCounters};
@@ -62,7 +62,7 @@ pub(crate) enum Origin {
     /// Back through the completion ring of this source, in this slot.
     Source(usize, SlotBox),
     /// To an injector caller's ticket.
-    Reply(flume::Sender<Completion>),
+    Reply(Reply),
 }
 
 /// One producer's pair of rings, worker side.
@@ -406,7 +406,7 @@ impl<H: WorkerHandler> Worker<H> {
                 }
             }
             Origin::Reply(reply) => {
-                if reply.send(completion).is_err() {
+                if reply.tx.send(completion).is_err() {
                     self.core.local.undelivered += 1;
                 }
             }

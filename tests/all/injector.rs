@@ -164,3 +164,125 @@ fn a_sink_receives_every_completion_and_producers_never_drain() {
     assert!(report.is_balanced());
     assert_eq!(report.undelivered, 0);
 }
+
+/// Counts the calls its handler starts, and holds each until `release`
+/// is notified (or 30 s pass).
+fn held(
+    started: Arc<AtomicU64>,
+    release: Arc<tokio::sync::Notify>,
+    dropped: Arc<AtomicU64>,
+) -> impl toolplane_core::Handler {
+    async_handler_fn(move |_e| {
+        started.fetch_add(1, Ordering::SeqCst);
+        let (release, dropped) = (release.clone(), dropped.clone());
+        async move {
+            // Counts the future's drop, whether it finished or not.
+            struct OnDrop(Arc<AtomicU64>);
+            impl Drop for OnDrop {
+                fn drop(&mut self) {
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            let _guard = OnDrop(dropped);
+            tokio::select! {
+                () = release.notified() => Outcome::Ok(Default::default()),
+                () = tokio::time::sleep(Duration::from_secs(30)) => Outcome::Error("never released".into()),
+            }
+        }
+    })
+}
+
+#[test]
+fn a_dropped_ticket_cancels_a_call_that_has_not_started() {
+    let (started, release, dropped) = Default::default();
+    let engine = builder(1)
+        .max_concurrent_per_worker(1)
+        .build(held(
+            Arc::clone(&started),
+            Arc::clone(&release),
+            Arc::clone(&dropped),
+        ))
+        .unwrap();
+    let tool = engine.tool("t");
+    let injector = engine.injector();
+    let first = injector.submit(Event::new(tool, b"".as_slice())).unwrap();
+    eventually(Duration::from_secs(5), "the first call started", || {
+        started.load(Ordering::SeqCst) == 1
+    });
+    // The worker's only call slot is taken: the second waits in its queue.
+    let second = injector.submit(Event::new(tool, b"".as_slice())).unwrap();
+    second.cancel();
+    release.notify_one();
+    let c = first.wait().unwrap();
+    assert_eq!(c.outcome, Outcome::Ok(Default::default()));
+    eventually(Duration::from_secs(5), "the second event's outcome", || {
+        engine.metrics().outcomes.total() == 2
+    });
+    let m = engine.metrics();
+    assert_eq!(m.outcomes.get(toolplane_core::OutcomeKind::Cancelled), 1);
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        1,
+        "the cancelled event never reached the handler"
+    );
+    let report = engine.shutdown(Duration::from_secs(1));
+    assert_eq!(report.accepted, 2);
+    assert!(report.is_balanced());
+}
+
+#[test]
+fn a_dropped_ticket_ends_a_running_call_at_once() {
+    let (started, release, dropped) = Default::default();
+    let engine = builder(1)
+        .build(held(
+            Arc::clone(&started),
+            Arc::clone(&release),
+            Arc::clone(&dropped),
+        ))
+        .unwrap();
+    let tool = engine.tool("t");
+    let injector = engine.injector();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // A caller that gives up after 50 ms drops its ticket.
+        let r = tokio::time::timeout(
+            Duration::from_millis(50),
+            injector.call(Event::new(tool, b"".as_slice())),
+        )
+        .await;
+        assert!(r.is_err(), "the held call cannot have answered");
+    });
+    assert_eq!(started.load(Ordering::SeqCst), 1);
+    // The call waits on a timer and a notification, neither of which
+    // fires: only the cancellation's wake-up ends it, well before 30 s.
+    eventually(
+        Duration::from_secs(5),
+        "the running call was dropped",
+        || dropped.load(Ordering::SeqCst) == 1,
+    );
+    eventually(Duration::from_secs(5), "its outcome was counted", || {
+        engine
+            .metrics()
+            .outcomes
+            .get(toolplane_core::OutcomeKind::Cancelled)
+            == 1
+    });
+    // An answered ticket cancels nothing.
+    let t = injector.submit(Event::new(tool, b"".as_slice())).unwrap();
+    eventually(Duration::from_secs(5), "the next call started", || {
+        started.load(Ordering::SeqCst) == 2
+    });
+    release.notify_one();
+    assert_eq!(t.wait().unwrap().outcome, Outcome::Ok(Default::default()));
+    let report = engine.shutdown(Duration::from_secs(1));
+    assert_eq!(report.accepted, 2);
+    assert_eq!(report.outcomes.get(toolplane_core::OutcomeKind::Ok), 1);
+    assert_eq!(
+        report.outcomes.get(toolplane_core::OutcomeKind::Cancelled),
+        1
+    );
+    assert!(report.is_balanced());
+}

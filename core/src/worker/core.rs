@@ -100,6 +100,17 @@ impl<H: WorkerHandler> Core<H> {
         // Never before its submission, even if the two cores' clocks are a
         // few ticks apart.
         let started = (*now).max(meta.submitted);
+        let cancel = match &origin {
+            Origin::Reply(r) if r.cancel.is_cancelled() => {
+                // Its caller gave up before it started: it never runs.
+                return Started::Done(
+                    self.complete(meta, started, started, Outcome::Cancelled),
+                    origin,
+                );
+            }
+            Origin::Reply(r) => Some(Arc::clone(&r.cancel)),
+            Origin::Source(..) => None,
+        };
         let handler = &mut self.handler;
         let mut cx = CallContext {
             worker: self.index,
@@ -121,7 +132,7 @@ impl<H: WorkerHandler> Core<H> {
                     started,
                 });
                 self.calls
-                    .push(CallFuture::new(slot, call, self.call_timeout));
+                    .push(CallFuture::new(slot, call, self.call_timeout, cancel));
                 return Started::Pending;
             }
         };
