@@ -88,8 +88,10 @@ impl CallError {
 }
 
 /// Every result a call through the server can have, as counted: `ok`,
-/// then each [`CallError::label`].
-pub const RESULTS: [&str; 12] = [
+/// then each [`CallError::label`], then `abandoned` (the caller went away
+/// or cancelled the request before the answer; the engine does not start
+/// the event or stops it at its next check, and counts it `cancelled`).
+pub const RESULTS: [&str; 13] = [
     "ok",
     "unknown_tool",
     "unavailable",
@@ -102,7 +104,11 @@ pub const RESULTS: [&str; 12] = [
     "timeout",
     "cancelled",
     "internal",
+    "abandoned",
 ];
+
+/// [`RESULTS`]' `abandoned`.
+const ABANDONED: usize = 12;
 
 /// One call.
 #[derive(Debug, Clone, Copy)]
@@ -183,6 +189,19 @@ impl ToolCounters {
         }
         v.sort();
         v
+    }
+}
+
+/// Adds one call to [`ToolCounters`] when dropped.
+struct Count<'a> {
+    counters: &'a ToolCounters,
+    tool: ToolId,
+    result: usize,
+}
+
+impl Drop for Count<'_> {
+    fn drop(&mut self) {
+        self.counters.add(self.tool, self.result);
     }
 }
 
@@ -296,11 +315,16 @@ impl App {
             self.counters.unknown.fetch_add(1, Ordering::Relaxed);
             return Err(CallError::UnknownTool(call.tool.to_string()));
         };
+        // Counts the call even when its future is dropped unfinished (an
+        // HTTP client that disconnects, an MCP request cancelled), which
+        // drops the engine's ticket and so cancels the event too.
+        let mut count = Count {
+            counters: &self.counters,
+            tool: entry.id,
+            result: ABANDONED,
+        };
         let result = self.call_entry(&entry, call).await;
-        self.counters.add(
-            entry.id,
-            result.as_ref().map_or_else(CallError::index, |_| 0),
-        );
+        count.result = result.as_ref().map_or_else(CallError::index, |_| 0);
         result
     }
 

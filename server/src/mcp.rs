@@ -109,11 +109,21 @@ impl ServerHandler for Mcp {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let input = serde_json::to_vec(&request.arguments.unwrap_or_default())
             .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
-        match self.app.call(Call::new(&request.name, &input)).await {
+        // `notifications/cancelled` cancels `context.ct`; dropping the call
+        // then cancels the event in the engine (not started: it never runs;
+        // running: it stops at its next epoch tick). The client ignores
+        // whatever is answered to a request it cancelled.
+        let result = tokio::select! {
+            r = self.app.call(Call::new(&request.name, &input)) => r,
+            () = context.ct.cancelled() => {
+                return Err(ErrorData::internal_error("the request was cancelled", None));
+            }
+        };
+        match result {
             Ok(out) => {
                 let text = String::from_utf8_lossy(&out).into_owned();
                 let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);

@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
+use tokio::io::AsyncBufReadExt;
+
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientRequest, JsonObject, PingRequest, ServerResult,
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, JsonObject, PingRequest,
+    ServerResult,
 };
-use rmcp::service::{NotificationContext, RunningService};
+use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::json;
@@ -161,5 +164,97 @@ async fn mcp_over_stdio_and_list_changed_when_a_tool_is_added() {
         .await
         .unwrap();
     assert_eq!(r.structured_content, Some(json!({"k":1})), "{r:?}");
+    client.cancel().await.unwrap();
+}
+
+/// `notifications/cancelled` for a running `sleep` call: the engine stops
+/// it at once (an outcome `cancelled`, the server's call `abandoned`),
+/// long before the sleep would end, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_cancellation_stops_a_running_call() {
+    let dirs = Dirs::new();
+    let mut cmd = tokio::process::Command::new(binary());
+    // stdio for MCP, HTTP beside it for /metrics.
+    cmd.arg("serve")
+        .arg("--stdio")
+        .arg("--http")
+        .arg("127.0.0.1:0")
+        .arg("--tools")
+        .arg(dirs.tools.path())
+        .arg("--data")
+        .arg(dirs.data.path())
+        .env_remove("TOOLPLANE_TOKEN")
+        .env("TOOLPLANE_CACHE_DIR", cache_dir());
+    let (transport, stderr) = TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(stderr.unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_string();
+            }
+        }
+        panic!("toolplane exited before listening");
+    })
+    .await
+    .expect("toolplane serve listens within 120 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let client = ().serve(transport).await.expect("MCP initialize over stdio");
+    let http = crate::support::client();
+    let metric = async |name: &str| -> f64 {
+        let text = http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        crate::rest::parse_metrics(&text)
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map_or(0.0, |(_, v)| v)
+    };
+
+    let call = ClientRequest::CallToolRequest(CallToolRequest::new(
+        CallToolRequestParams::new("sleep").with_arguments(args(json!({"ms": 60000}))),
+    ));
+    let handle = client
+        .peer()
+        .send_cancellable_request(call, PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while metric("toolplane_events_in_flight").await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sleep call never got in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancelled_at = tokio::time::Instant::now();
+    handle.cancel(Some("test".into())).await.unwrap();
+    while metric(r#"toolplane_events_total{outcome="cancelled"}"#).await < 1.0 {
+        assert!(
+            cancelled_at.elapsed() < Duration::from_secs(20),
+            "the cancelled call still runs 20 s later (the sleep was 60 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric("toolplane_events_in_flight").await, 0.0);
+    assert_eq!(
+        metric(r#"toolplane_calls_total{tool="sleep",result="abandoned"}"#).await,
+        1.0
+    );
+    assert_eq!(metric(r#"toolplane_events_total{outcome="ok"}"#).await, 0.0);
+
+    // The session goes on.
+    let r = client
+        .call_tool(CallToolRequestParams::new("echo").with_arguments(args(json!({"k":2}))))
+        .await
+        .unwrap();
+    assert_eq!(r.structured_content, Some(json!({"k":2})), "{r:?}");
     client.cancel().await.unwrap();
 }

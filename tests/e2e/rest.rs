@@ -242,7 +242,7 @@ async fn health_readiness_and_metrics() {
 }
 
 /// `name{labels} value` pairs, checking every line is HELP, TYPE or a sample.
-fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+pub(crate) fn parse_metrics(text: &str) -> Vec<(String, f64)> {
     let mut out = Vec::new();
     for line in text.lines() {
         if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
