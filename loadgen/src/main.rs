@@ -9,8 +9,16 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use toolplane_loadgen::{Profile, Progress, RunOptions, Target, plot, profile, units};
 
+#[cfg(not(feature = "heap-count"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `--features heap-count`: the same allocator, its live bytes counted
+/// and reported beside the resident size.
+#[cfg(feature = "heap-count")]
+#[global_allocator]
+static GLOBAL: toolplane_loadgen::memory::Counting<mimalloc::MiMalloc> =
+    toolplane_loadgen::memory::Counting(mimalloc::MiMalloc);
 
 /// Drives toolplane with a workload profile (open loop, coordinated-omission
 /// corrected latency) and judges the run against the profile's SLO.
@@ -85,6 +93,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    toolplane_pool::alloc::purge_promptly();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(RunArgs {

@@ -89,6 +89,26 @@ pub struct MemoryReport {
     pub samples: usize,
     /// Where they were read.
     pub source: Option<memory::Source>,
+    /// Live heap bytes (`heap-count` builds only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heap: Option<HeapReport>,
+}
+
+/// Live heap bytes over the run, counted by the `heap-count` build's
+/// allocator: growth here is memory the program holds; resident growth
+/// without it is the allocator keeping freed pages.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeapReport {
+    /// At the end of the warm-up.
+    pub warmup_bytes: u64,
+    /// Highest sample.
+    pub peak_bytes: u64,
+    /// Last sample.
+    pub end_bytes: u64,
+    /// (end − end of warm-up) / end of warm-up, in percent.
+    pub growth_pct: f64,
+    /// As [`MemoryReport::trend_pct`], of the live bytes.
+    pub trend_pct: f64,
 }
 
 /// The engine's own accounting after shutdown.
@@ -463,6 +483,17 @@ impl Report {
             m.trend_pct,
             m.samples
         );
+        if let Some(h) = &m.heap {
+            let _ = writeln!(
+                o,
+                "  heap      live after warm-up {}  peak {}  end {}  growth {:+.2}% (trend {:+.2}%)",
+                Bytes(h.warmup_bytes),
+                Bytes(h.peak_bytes),
+                Bytes(h.end_bytes),
+                h.growth_pct,
+                h.trend_pct,
+            );
+        }
         let e = &self.engine;
         let whose = if e.workers == 0 {
             "  server    its engine over the run (/metrics)".to_string()
@@ -521,6 +552,26 @@ fn memory_report(profile: &Profile, r: &Reported, end_s: f64) -> MemoryReport {
         .find(|x| x.t_s >= warm)
         .map_or(first, |x| x.rss_bytes);
     let end = s.last().map_or(0, |x| x.rss_bytes);
+    let after: Vec<(f64, u64)> = s
+        .iter()
+        .filter(|x| x.t_s >= warm)
+        .map(|x| (x.t_s, x.rss_bytes))
+        .collect();
+    let heap: Vec<(f64, u64)> = s
+        .iter()
+        .filter(|x| x.t_s >= warm)
+        .filter_map(|x| Some((x.t_s, x.heap_bytes?)))
+        .collect();
+    let heap = match (heap.first(), heap.last()) {
+        (Some(&(_, w)), Some(&(_, e))) => Some(HeapReport {
+            warmup_bytes: w,
+            peak_bytes: heap.iter().map(|x| x.1).max().unwrap_or(0),
+            end_bytes: e,
+            growth_pct: 100.0 * (e as f64 - w as f64) / w as f64,
+            trend_pct: trend_pct(&heap),
+        }),
+        _ => None,
+    };
     MemoryReport {
         start_bytes: first,
         warmup_bytes,
@@ -531,32 +582,36 @@ fn memory_report(profile: &Profile, r: &Reported, end_s: f64) -> MemoryReport {
         } else {
             100.0 * (end as f64 - warmup_bytes as f64) / warmup_bytes as f64
         },
-        trend_pct: trend_pct(s.iter().filter(|x| x.t_s >= warm)),
+        trend_pct: trend_pct(&after),
         samples: s.len(),
         source: r.memory_source,
+        heap,
     }
 }
 
-/// See [`MemoryReport::trend_pct`].
-fn trend_pct<'a>(samples: impl Iterator<Item = &'a memory::Sample> + Clone) -> f64 {
-    let n = samples.clone().count() as f64;
+/// See [`MemoryReport::trend_pct`]; `samples` are (seconds, bytes).
+fn trend_pct(samples: &[(f64, u64)]) -> f64 {
+    let n = samples.len() as f64;
     if n < 3.0 {
         return 0.0;
     }
     let (st, sy) = samples
-        .clone()
-        .fold((0.0, 0.0), |(a, b), x| (a + x.t_s, b + x.rss_bytes as f64));
+        .iter()
+        .fold((0.0, 0.0), |(a, b), &(t, y)| (a + t, b + y as f64));
     let (mt, my) = (st / n, sy / n);
-    let (cov, var) = samples.clone().fold((0.0, 0.0), |(c, v), x| {
-        let dt = x.t_s - mt;
-        (c + dt * (x.rss_bytes as f64 - my), v + dt * dt)
+    let (cov, var) = samples.iter().fold((0.0, 0.0), |(c, v), &(t, y)| {
+        let dt = t - mt;
+        (c + dt * (y as f64 - my), v + dt * dt)
     });
     if var == 0.0 {
         return 0.0;
     }
     let slope = cov / var;
-    let t0 = samples.clone().map(|x| x.t_s).fold(f64::INFINITY, f64::min);
-    let t1 = samples.map(|x| x.t_s).fold(f64::NEG_INFINITY, f64::max);
+    let t0 = samples.iter().map(|x| x.0).fold(f64::INFINITY, f64::min);
+    let t1 = samples
+        .iter()
+        .map(|x| x.0)
+        .fold(f64::NEG_INFINITY, f64::max);
     let start = my + slope * (t0 - mt);
     if start <= 0.0 {
         0.0

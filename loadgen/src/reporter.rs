@@ -101,7 +101,14 @@ fn report(
     free: flume::Sender<Box<Interval>>,
 ) -> Reported {
     let start = Instant::now();
-    let mut out = Reported::default();
+    // Room for the whole run, so that the report's own vectors do not
+    // grow (and show as memory growth) while it runs.
+    let seconds = settings.total.as_secs() as usize + 16;
+    let mut out = Reported {
+        points: Vec::with_capacity(seconds),
+        memory: Vec::with_capacity(seconds),
+        ..Reported::default()
+    };
     let sample = |out: &mut Reported| {
         let reading = match &settings.remote {
             Some(r) => r
@@ -110,10 +117,12 @@ fn report(
                 .map(|b| (b, memory::Source::ServerMetrics)),
             None => memory::resident(),
         };
+        let heap = settings.remote.is_none().then(memory::heap_live).flatten();
         if let Some((bytes, src)) = reading {
             out.memory.push(Sample {
                 t_s: start.elapsed().as_secs_f64(),
                 rss_bytes: bytes,
+                heap_bytes: heap,
             });
             out.memory_source = Some(src);
         }
