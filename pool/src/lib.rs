@@ -16,6 +16,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod alloc;
 pub mod builtin;
 pub mod cache;
 mod call;
