@@ -1,13 +1,13 @@
 //! Tuning of the global allocator the toolplane binaries use (mimalloc).
 
-use std::ffi::c_int;
+use std::ffi::{c_int, c_long};
 
 /// `mi_option_purge_delay` in mimalloc v3's option enum (`mimalloc.h`);
 /// the crate exports no constant for it.
 const PURGE_DELAY: c_int = 15;
 
 /// Its default in mimalloc v3 (`options.c`), used to check the index.
-const PURGE_DELAY_DEFAULT: i64 = 1000;
+const PURGE_DELAY_DEFAULT: c_long = 1000;
 
 /// Makes mimalloc return freed pages to the OS at once instead of after
 /// its default delay of 1 s. Each call through the pool allocates and
@@ -28,7 +28,7 @@ pub fn purge_promptly() -> bool {
     // of mimalloc's option table; any index is accepted (out-of-range ones
     // are ignored), and the value is only used at the next purge.
     unsafe {
-        if i64::from(libmimalloc_sys::mi_option_get(PURGE_DELAY)) != PURGE_DELAY_DEFAULT {
+        if libmimalloc_sys::mi_option_get(PURGE_DELAY) != PURGE_DELAY_DEFAULT {
             return false;
         }
         libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);

@@ -100,17 +100,15 @@ impl<H: WorkerHandler> Core<H> {
         // Never before its submission, even if the two cores' clocks are a
         // few ticks apart.
         let started = (*now).max(meta.submitted);
-        let cancel = match &origin {
-            Origin::Reply(r) if r.cancel.is_cancelled() => {
-                // Its caller gave up before it started: it never runs.
-                return Started::Done(
-                    self.complete(meta, started, started, Outcome::Cancelled),
-                    origin,
-                );
-            }
-            Origin::Reply(r) => Some(Arc::clone(&r.cancel)),
-            Origin::Source(..) => None,
-        };
+        if let Origin::Reply(r) = &origin
+            && r.cancel.is_cancelled()
+        {
+            // Its caller gave up before it started: it never runs.
+            return Started::Done(
+                self.complete(meta, started, started, Outcome::Cancelled),
+                origin,
+            );
+        }
         let handler = &mut self.handler;
         let mut cx = CallContext {
             worker: self.index,
@@ -126,6 +124,10 @@ impl<H: WorkerHandler> Core<H> {
                 if let Some(key) = meta.key {
                     self.keys.mark_busy(key);
                 }
+                let cancel = match &origin {
+                    Origin::Reply(r) => Some(Arc::clone(&r.cancel)),
+                    Origin::Source(..) => None,
+                };
                 let slot = self.inflight.insert(InFlight {
                     meta,
                     origin,
