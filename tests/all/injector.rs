@@ -165,43 +165,50 @@ fn a_sink_receives_every_completion_and_producers_never_drain() {
     assert_eq!(report.undelivered, 0);
 }
 
-/// Counts the calls its handler starts, and holds each until `release`
-/// is notified (or 30 s pass).
-fn held(
+/// A handler that counts the calls it starts and the call futures it
+/// drops, and holds each call until `release` is notified (or 30 s pass).
+#[derive(Default)]
+struct Held {
     started: Arc<AtomicU64>,
     release: Arc<tokio::sync::Notify>,
     dropped: Arc<AtomicU64>,
-) -> impl toolplane_core::Handler {
-    async_handler_fn(move |_e| {
-        started.fetch_add(1, Ordering::SeqCst);
-        let (release, dropped) = (release.clone(), dropped.clone());
-        async move {
-            // Counts the future's drop, whether it finished or not.
-            struct OnDrop(Arc<AtomicU64>);
-            impl Drop for OnDrop {
-                fn drop(&mut self) {
-                    self.0.fetch_add(1, Ordering::SeqCst);
+}
+
+impl Held {
+    fn handler(&self) -> impl toolplane_core::Handler {
+        let (started, release, dropped) = (
+            Arc::clone(&self.started),
+            Arc::clone(&self.release),
+            Arc::clone(&self.dropped),
+        );
+        async_handler_fn(move |_e| {
+            started.fetch_add(1, Ordering::SeqCst);
+            let (release, dropped) = (release.clone(), dropped.clone());
+            async move {
+                // Counts the future's drop, whether it finished or not.
+                struct OnDrop(Arc<AtomicU64>);
+                impl Drop for OnDrop {
+                    fn drop(&mut self) {
+                        self.0.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                let _guard = OnDrop(dropped);
+                tokio::select! {
+                    () = release.notified() => Outcome::Ok(Default::default()),
+                    () = tokio::time::sleep(Duration::from_secs(30)) => Outcome::Error("never released".into()),
                 }
             }
-            let _guard = OnDrop(dropped);
-            tokio::select! {
-                () = release.notified() => Outcome::Ok(Default::default()),
-                () = tokio::time::sleep(Duration::from_secs(30)) => Outcome::Error("never released".into()),
-            }
-        }
-    })
+        })
+    }
 }
 
 #[test]
 fn a_dropped_ticket_cancels_a_call_that_has_not_started() {
-    let (started, release, dropped) = Default::default();
+    let held = Held::default();
+    let (started, release) = (&held.started, &held.release);
     let engine = builder(1)
         .max_concurrent_per_worker(1)
-        .build(held(
-            Arc::clone(&started),
-            Arc::clone(&release),
-            Arc::clone(&dropped),
-        ))
+        .build(held.handler())
         .unwrap();
     let tool = engine.tool("t");
     let injector = engine.injector();
@@ -232,14 +239,9 @@ fn a_dropped_ticket_cancels_a_call_that_has_not_started() {
 
 #[test]
 fn a_dropped_ticket_ends_a_running_call_at_once() {
-    let (started, release, dropped) = Default::default();
-    let engine = builder(1)
-        .build(held(
-            Arc::clone(&started),
-            Arc::clone(&release),
-            Arc::clone(&dropped),
-        ))
-        .unwrap();
+    let held = Held::default();
+    let (started, release, dropped) = (&held.started, &held.release, &held.dropped);
+    let engine = builder(1).build(held.handler()).unwrap();
     let tool = engine.tool("t");
     let injector = engine.injector();
     let rt = tokio::runtime::Builder::new_current_thread()

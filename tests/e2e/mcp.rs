@@ -14,7 +14,7 @@ use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::json;
 
-use crate::support::{Dirs, Server, binary, cache_dir};
+use crate::support::{Dirs, Server, serve_command};
 
 /// A client that reports `notifications/tools/list_changed`.
 #[derive(Clone)]
@@ -117,14 +117,8 @@ async fn mcp_over_streamable_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcp_over_stdio_and_list_changed_when_a_tool_is_added() {
     let dirs = Dirs::new();
-    let mut cmd = tokio::process::Command::new(binary());
-    cmd.arg("serve")
-        .arg("--stdio")
-        .arg("--tools")
-        .arg(dirs.tools.path())
-        .arg("--data")
-        .arg(dirs.data.path())
-        .env("TOOLPLANE_CACHE_DIR", cache_dir());
+    let mut cmd = tokio::process::Command::from(serve_command(&dirs));
+    cmd.arg("--stdio");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let transport = TokioChildProcess::new(cmd).unwrap();
     let client = Watcher(tx)
@@ -173,18 +167,9 @@ async fn mcp_over_stdio_and_list_changed_when_a_tool_is_added() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcp_cancellation_stops_a_running_call() {
     let dirs = Dirs::new();
-    let mut cmd = tokio::process::Command::new(binary());
+    let mut cmd = tokio::process::Command::from(serve_command(&dirs));
     // stdio for MCP, HTTP beside it for /metrics.
-    cmd.arg("serve")
-        .arg("--stdio")
-        .arg("--http")
-        .arg("127.0.0.1:0")
-        .arg("--tools")
-        .arg(dirs.tools.path())
-        .arg("--data")
-        .arg(dirs.data.path())
-        .env_remove("TOOLPLANE_TOKEN")
-        .env("TOOLPLANE_CACHE_DIR", cache_dir());
+    cmd.arg("--stdio").arg("--http").arg("127.0.0.1:0");
     let (transport, stderr) = TokioChildProcess::builder(cmd)
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -203,20 +188,8 @@ async fn mcp_cancellation_stops_a_running_call() {
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let client = ().serve(transport).await.expect("MCP initialize over stdio");
     let http = crate::support::client();
-    let metric = async |name: &str| -> f64 {
-        let text = http
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        crate::rest::parse_metrics(&text)
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map_or(0.0, |(_, v)| v)
-    };
+    let url = format!("http://{addr}/metrics");
+    let metric = async |name: &str| crate::support::metric(&http, &url, name).await;
 
     let call = ClientRequest::CallToolRequest(CallToolRequest::new(
         CallToolRequestParams::new("sleep").with_arguments(args(json!({"ms": 60000}))),

@@ -151,21 +151,11 @@ async fn a_full_engine_answers_429_with_retry_after() {
     });
     // Wait until the engine holds the sleep, then call.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = c
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if text.lines().any(|l| l == "toolplane_events_in_flight 1") {
-            break;
-        }
+    while crate::support::metric(&c, &s.url("/metrics"), "toolplane_events_in_flight").await != 1.0
+    {
         assert!(
             std::time::Instant::now() < deadline,
-            "the sleep never started:\n{text}"
+            "the sleep never started"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -42,6 +42,29 @@ impl Dirs {
     }
 }
 
+/// `toolplane serve --tools DIR --data DIR` with the shared module cache
+/// and no token from the environment; callers add the transports.
+pub fn serve_command(dirs: &Dirs) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.arg("serve")
+        .arg("--tools")
+        .arg(dirs.tools.path())
+        .arg("--data")
+        .arg(dirs.data.path())
+        .env_remove("TOOLPLANE_TOKEN")
+        .env("TOOLPLANE_CACHE_DIR", cache_dir());
+    cmd
+}
+
+/// One sample of `url`'s Prometheus text (`/metrics`), 0 when absent.
+pub async fn metric(c: &reqwest::Client, url: &str, name: &str) -> f64 {
+    let text = c.get(url).send().await.unwrap().text().await.unwrap();
+    crate::rest::parse_metrics(&text)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map_or(0.0, |(_, v)| v)
+}
+
 /// A running `toolplane serve`.
 pub struct Server {
     child: Child,
@@ -54,17 +77,10 @@ impl Server {
     /// `toolplane serve --http 127.0.0.1:0` with `dirs`, extra arguments,
     /// environment and an optional config file text.
     pub fn start(dirs: &Dirs, args: &[&str], env: &[(&str, &str)], config: Option<&str>) -> Server {
-        let mut cmd = Command::new(binary());
-        cmd.arg("serve")
-            .arg("--http")
+        let mut cmd = serve_command(dirs);
+        cmd.arg("--http")
             .arg("127.0.0.1:0")
-            .arg("--tools")
-            .arg(dirs.tools.path())
-            .arg("--data")
-            .arg(dirs.data.path())
             .args(args)
-            .env_remove("TOOLPLANE_TOKEN")
-            .env("TOOLPLANE_CACHE_DIR", cache_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
