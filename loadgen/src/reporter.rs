@@ -3,6 +3,7 @@
 //! HdrHistogram interval log, keeps the series for the plot, and samples
 //! resident memory every second.
 
+use std::fmt::Write as _;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -175,7 +176,10 @@ fn report(
                         writer = None;
                     }
                 }
-                let rss = out.memory.last().map_or(0, |s| s.rss_bytes);
+                let (rss, heap) = out
+                    .memory
+                    .last()
+                    .map_or((0, None), |s| (s.rss_bytes, s.heap_bytes));
                 let phase = if Duration::from_nanos(interval.start_ns) < settings.warmup {
                     "warm-up "
                 } else {
@@ -184,7 +188,7 @@ fn report(
                 match &mode {
                     Mode::Bar(b) => {
                         b.set_position(interval.end_ns / 1_000_000);
-                        b.set_message(format!("{phase}{}", line(&point, rss)));
+                        b.set_message(format!("{phase}{}", line(&point, rss, heap)));
                     }
                     Mode::Lines => {
                         let mut e = std::io::stderr().lock();
@@ -194,7 +198,7 @@ fn report(
                             point.t_s,
                             settings.total.as_secs_f64(),
                             settings.label,
-                            line(&point, rss)
+                            line(&point, rss, heap)
                         );
                     }
                     Mode::Quiet => {}
@@ -269,9 +273,9 @@ fn point_of(i: &Interval) -> Point {
     }
 }
 
-fn line(p: &Point, rss: u64) -> String {
+fn line(p: &Point, rss: u64, heap: Option<u64>) -> String {
     let us = |v: f64| Nanos(v * 1e3);
-    format!(
+    let mut s = format!(
         "sent {} done {} p50 {} p99 {} max {} lag.p99 {} rejected {} errors {} in-flight {} rss {}",
         fmt_rate(p.sent_rate.max(0.0)),
         fmt_rate(p.done_rate.max(0.0)),
@@ -283,5 +287,9 @@ fn line(p: &Point, rss: u64) -> String {
         p.errors,
         p.in_flight,
         Bytes(rss),
-    )
+    );
+    if let Some(h) = heap {
+        let _ = write!(s, " heap {}", Bytes(h));
+    }
+    s
 }
