@@ -94,6 +94,7 @@ enum Command {
 
 fn main() -> ExitCode {
     toolplane_pool::alloc::purge_promptly();
+    toolplane_pool::alloc::no_huge_pages();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(RunArgs {

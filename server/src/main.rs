@@ -148,6 +148,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
 
 fn main() -> ExitCode {
     toolplane_pool::alloc::purge_promptly();
+    toolplane_pool::alloc::no_huge_pages();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
