@@ -17,7 +17,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::manifest::{Access, Mode, fmt_size};
 use crate::pipe::CappedPipe;
-use crate::runtime::Runtime;
+use crate::runtime::{Active, Runtime};
 use crate::tool::{Entry, LoadedTool};
 
 /// Bytes of stderr a call may write before writes fail.
@@ -130,10 +130,10 @@ fn new_store(
     };
     let mut store = Store::new(&rt.inner.engine, host);
     store.limiter(|h| &mut h.limiter);
-    let epoch = Arc::clone(&rt.inner.epoch);
+    let epochs = Arc::clone(&rt.inner.epochs);
     store.epoch_deadline_callback(move |mut cx| {
         let host = cx.data_mut();
-        if epoch.load(Ordering::Relaxed) >= host.deadline {
+        if epochs.count.load(Ordering::Relaxed) >= host.deadline {
             host.timed_out = true;
             return Err(wasmtime::Error::msg("deadline exceeded"));
         }
@@ -143,10 +143,16 @@ fn new_store(
     Ok((store, Stdio { stdout, stderr }))
 }
 
-/// Arms the deadline and fuel of the next call on `store`.
-fn arm(rt: &Runtime, tool: &LoadedTool, store: &mut Store<Host>) -> Result<(), Outcome> {
+/// Arms the deadline and fuel of the next call on `store`; the call counts
+/// as running (the epoch ticker keeps ticking) while the guard lives.
+fn arm<'r>(
+    rt: &'r Runtime,
+    tool: &LoadedTool,
+    store: &mut Store<Host>,
+) -> Result<Active<'r>, Outcome> {
+    let active = rt.inner.active();
     let ticks = rt.deadline_ticks(tool.manifest.limits.timeout);
-    let now = rt.inner.epoch.load(Ordering::Relaxed);
+    let now = rt.inner.epochs.count.load(Ordering::Relaxed);
     let host = store.data_mut();
     host.deadline = now.saturating_add(ticks);
     host.timed_out = false;
@@ -158,7 +164,7 @@ fn arm(rt: &Runtime, tool: &LoadedTool, store: &mut Store<Host>) -> Result<(), O
             .set_fuel(fuel)
             .map_err(|e| Outcome::Error(format!("cannot set fuel: {e:#}").into()))?;
     }
-    Ok(())
+    Ok(active)
 }
 
 /// A pool slot, held for as long as an instance lives.
@@ -197,9 +203,10 @@ pub(crate) async fn fresh(rt: Runtime, tool: Arc<LoadedTool>, input: Payload) ->
         Ok(s) => s,
         Err(o) => return o,
     };
-    if let Err(o) = arm(&rt, &tool, &mut store) {
-        return o;
-    }
+    let _active = match arm(&rt, &tool, &mut store) {
+        Ok(a) => a,
+        Err(o) => return o,
+    };
     let instance = match tool.pre.instantiate_async(&mut store).await {
         Ok(i) => i,
         Err(e) => return failure(&tool, &store, &stdio, &e, "instantiate"),
@@ -372,12 +379,13 @@ impl LiveInstance {
     pub(crate) async fn new(rt: &Runtime, tool: Arc<LoadedTool>) -> Result<LiveInstance, Outcome> {
         let slot = slot(rt).await;
         let (mut store, stdio) = new_store(rt, &tool, None)?;
-        arm(rt, &tool, &mut store)?;
+        let active = arm(rt, &tool, &mut store)?;
         let instance = match tool.pre.instantiate_async(&mut store).await {
             Ok(i) => i,
             Err(e) => return Err(failure(&tool, &store, &stdio, &e, "instantiate")),
         };
         let live = Live::bind(&tool, &instance, &mut store)?;
+        drop(active);
         Ok(LiveInstance {
             tool,
             store,
@@ -390,9 +398,10 @@ impl LiveInstance {
 
     /// Runs one call; `false` when the instance must not serve another.
     pub(crate) async fn call(&mut self, rt: &Runtime, input: &[u8]) -> (Outcome, bool) {
-        if let Err(o) = arm(rt, &self.tool, &mut self.store) {
-            return (o, false);
-        }
+        let _active = match arm(rt, &self.tool, &mut self.store) {
+            Ok(a) => a,
+            Err(o) => return (o, false),
+        };
         self.calls += 1;
         let (outcome, sound) = self
             .live

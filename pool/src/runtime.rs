@@ -1,11 +1,11 @@
 //! The shared wasmtime runtime: one `Engine` with the pooling allocator,
 //! copy-on-write memory images and epoch interruption driven by a ticker
-//! thread; one WASI linker; a semaphore in front of the pool's slots; the
+//! thread (which sleeps while no call runs); one WASI linker; a semaphore in front of the pool's slots; the
 //! module cache.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -183,9 +183,52 @@ pub(crate) struct RuntimeInner {
     pub(crate) cache: ModuleCache,
     /// Pool slots not in use.
     pub(crate) slots: Arc<tokio::sync::Semaphore>,
-    /// Epochs elapsed, as the ticker counts them.
-    pub(crate) epoch: Arc<AtomicU64>,
+    /// Epochs elapsed and calls running, shared with the ticker.
+    pub(crate) epochs: Arc<Epochs>,
     ticker: Option<Ticker>,
+}
+
+/// The epoch count and what the ticker needs to know to sleep while no
+/// call runs.
+#[derive(Debug, Default)]
+pub(crate) struct Epochs {
+    /// Epochs elapsed, as the ticker counts them (deadlines are in these).
+    pub(crate) count: AtomicU64,
+    /// Calls running wasm (instantiation included).
+    active: AtomicUsize,
+    /// The ticker is parked, or about to park, until a call starts.
+    asleep: AtomicBool,
+}
+
+/// Ticks the ticker goes on for once no call runs, before it sleeps: a
+/// steady stream of calls does not wake it for each one.
+const LINGER: Duration = Duration::from_millis(100);
+
+/// Held while a call runs wasm: the ticker does not sleep meanwhile.
+pub(crate) struct Active<'r>(&'r RuntimeInner);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.epochs.active.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl RuntimeInner {
+    /// Marks a call running until the guard drops, waking the ticker if it
+    /// sleeps.
+    pub(crate) fn active(&self) -> Active<'_> {
+        let e = &self.epochs;
+        // SeqCst on both sides (here and in the ticker: it stores `asleep`
+        // then loads `active`) so that either the ticker sees this call and
+        // does not park, or this call sees it asleep and wakes it.
+        e.active.fetch_add(1, Ordering::SeqCst);
+        if e.asleep.load(Ordering::SeqCst)
+            && let Some(h) = self.ticker.as_ref().and_then(|t| t.thread.as_ref())
+        {
+            h.thread().unpark();
+        }
+        Active(self)
+    }
 }
 
 impl std::fmt::Debug for RuntimeInner {
@@ -287,8 +330,8 @@ impl Runtime {
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi)
             .map_err(RuntimeError::Engine)?;
         let cache = ModuleCache::new(config.cache_dir.clone(), &engine)?;
-        let epoch = Arc::new(AtomicU64::new(0));
-        let ticker = start_ticker(&engine, &epoch, config.epoch_tick).map_err(|e| {
+        let epochs = Arc::new(Epochs::default());
+        let ticker = start_ticker(&engine, &epochs, config.epoch_tick).map_err(|e| {
             RuntimeError::Config(format!("cannot start the epoch ticker thread: {e}"))
         })?;
         let slots = Arc::new(tokio::sync::Semaphore::new(config.instances as usize));
@@ -299,7 +342,7 @@ impl Runtime {
                 config,
                 cache,
                 slots,
-                epoch,
+                epochs,
                 ticker: Some(ticker),
             }),
         })
@@ -325,6 +368,12 @@ impl Runtime {
         self.inner.slots.available_permits()
     }
 
+    /// Epoch ticks so far. The ticker sleeps while no call runs, so this
+    /// stands still on an idle runtime.
+    pub fn epochs(&self) -> u64 {
+        self.inner.epochs.count.load(Ordering::Relaxed)
+    }
+
     /// Epoch ticks a call with this timeout may run.
     pub(crate) fn deadline_ticks(&self, timeout: Duration) -> u64 {
         let tick = self.inner.config.epoch_tick.as_nanos().max(1);
@@ -336,20 +385,40 @@ impl Runtime {
 
 fn start_ticker(
     engine: &wasmtime::Engine,
-    epoch: &Arc<AtomicU64>,
+    epochs: &Arc<Epochs>,
     tick: Duration,
 ) -> std::io::Result<Ticker> {
     let stop = Arc::new(AtomicBool::new(false));
     let engine = engine.clone();
-    let epoch = Arc::clone(epoch);
+    let epochs = Arc::clone(epochs);
     let flag = Arc::clone(&stop);
+    let linger = (LINGER.as_nanos() / tick.as_nanos().max(1)).max(1);
     let thread = std::thread::Builder::new()
         .name("toolplane-epoch".into())
         .spawn(move || {
+            let mut idle = 0;
             while !flag.load(Ordering::Relaxed) {
                 std::thread::park_timeout(tick);
-                epoch.fetch_add(1, Ordering::Relaxed);
+                epochs.count.fetch_add(1, Ordering::Relaxed);
                 engine.increment_epoch();
+                if epochs.active.load(Ordering::Acquire) > 0 {
+                    idle = 0;
+                    continue;
+                }
+                idle += 1;
+                if idle < linger {
+                    continue;
+                }
+                // No call has run for `LINGER`: sleep until one starts
+                // (`RuntimeInner::active`) or the runtime drops. Its
+                // deadline counts from the epoch at its start, so the
+                // epochs skipped while asleep change no deadline.
+                epochs.asleep.store(true, Ordering::SeqCst);
+                if epochs.active.load(Ordering::SeqCst) == 0 && !flag.load(Ordering::Relaxed) {
+                    std::thread::park();
+                }
+                epochs.asleep.store(false, Ordering::SeqCst);
+                idle = 0;
             }
         })?;
     Ok(Ticker {

@@ -124,6 +124,33 @@ fn each_fault_ends_in_its_outcome_directly() {
 }
 
 #[test]
+fn an_idle_runtime_stops_ticking_and_a_call_wakes_it() {
+    let rig = fault_rig();
+    let rt = rig.registry.runtime();
+    expect(&crate::wasi::call(&rig, "echo", "{\"n\":1}"), "echo");
+    // Past the ticker's linger (100 ms of ticks) with no call running.
+    std::thread::sleep(Duration::from_millis(400));
+    let idle = rt.epochs();
+    std::thread::sleep(Duration::from_millis(300));
+    let still = rt.epochs();
+    assert!(
+        still - idle <= 1,
+        "an idle runtime ticked {} times in 300 ms",
+        still - idle
+    );
+    // A call wakes the ticker: the endless loop still ends in its 1.5 s
+    // timeout, after as many ticks as that takes.
+    assert_eq!(crate::wasi::call(&rig, "f.loop", "{}"), Outcome::Timeout);
+    let ticks = rt.epochs() - still;
+    let expected = Duration::from_millis(1500).as_nanos() / rt.config().epoch_tick.as_nanos();
+    assert!(
+        u128::from(ticks) >= expected,
+        "{ticks} ticks during a 1.5 s timeout at one per {:?}",
+        rt.config().epoch_tick
+    );
+}
+
+#[test]
 fn faults_beside_echo_calls_on_two_workers_keep_the_books_balanced() {
     let rig = fault_rig();
     let e = engine(&rig, 2, 64);
