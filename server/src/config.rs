@@ -10,6 +10,7 @@
 //! token = "..."              # or TOOLPLANE_TOKEN; required on all but /healthz
 //! max_body = "1 MiB"
 //! drain = "10s"              # how long in-flight calls may take at shutdown
+//! threads = 2                # HTTP threads (default: one per available core)
 //! allowed_hosts = ["localhost", "127.0.0.1", "::1"]
 //! allowed_origins = []
 //!
@@ -82,7 +83,13 @@ pub struct ServerSettings {
     /// `Origin` values accepted on `/mcp` (empty: requests with an
     /// `Origin` header are refused unless it is listed).
     pub allowed_origins: Vec<String>,
+    /// HTTP threads, each with its own single-threaded runtime (`None`:
+    /// one per available core).
+    pub threads: Option<usize>,
 }
+
+/// Most HTTP threads accepted by `server.threads`.
+pub const MAX_HTTP_THREADS: usize = 256;
 
 /// The default address: loopback only.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:7070";
@@ -96,6 +103,7 @@ impl Default for ServerSettings {
             drain: Duration::from_secs(10),
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             allowed_origins: Vec::new(),
+            threads: None,
         }
     }
 }
@@ -121,6 +129,7 @@ struct ServerFile {
     drain: Option<String>,
     allowed_hosts: Option<Vec<String>>,
     allowed_origins: Option<Vec<String>>,
+    threads: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -190,6 +199,14 @@ impl Settings {
         if let Some(o) = srv.allowed_origins {
             s.server.allowed_origins = o;
         }
+        if let Some(n) = srv.threads {
+            if !(1..=MAX_HTTP_THREADS).contains(&n) {
+                return Err(invalid(format!(
+                    "server.threads = {n}: accepted 1..={MAX_HTTP_THREADS}"
+                )));
+            }
+            s.server.threads = Some(n);
+        }
         Ok(s)
     }
 }
@@ -253,6 +270,7 @@ mod tests {
             token = "t0k"
             max_body = "64 KiB"
             drain = "3s"
+            threads = 3
             allowed_hosts = ["example.com"]
             allowed_origins = ["https://app.example.com:443"]
             [engine]
@@ -268,6 +286,7 @@ mod tests {
         assert_eq!(s.server.token.as_deref(), Some("t0k"));
         assert_eq!(s.server.max_body, 64 << 10);
         assert_eq!(s.server.drain, Duration::from_secs(3));
+        assert_eq!(s.server.threads, Some(3));
         assert_eq!(s.server.allowed_hosts, ["example.com"]);
         assert_eq!(s.engine.max_inflight, 99);
         assert_eq!(s.pool_instances, Some(40));
@@ -280,6 +299,7 @@ mod tests {
             ("[server]\nhttp = \"localhost\"", "server.http"),
             ("[server]\nmax_body = \"2 GiB\"", "server.max_body"),
             ("[server]\ndrain = \"soon\"", "server.drain"),
+            ("[server]\nthreads = 0", "server.threads"),
             ("[engine]\nbatch_size = 0", "batch_size"),
             ("[pool]\ninstances = 0", "pool.instances"),
             ("colour = \"blue\"", "colour"),

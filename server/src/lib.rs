@@ -15,6 +15,7 @@
 pub mod app;
 pub mod config;
 pub mod http;
+mod listen;
 pub mod mcp;
 pub mod prom;
 pub mod serve;

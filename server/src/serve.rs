@@ -13,6 +13,7 @@ use toolplane_pool::{LoadState, PoolConfig, Registry, Runtime, ToolHandler};
 
 use crate::app::App;
 use crate::config::Settings;
+use crate::listen::HttpThreads;
 use crate::mcp::Mcp;
 
 /// How long start-up waits for the tools to load before it reports them.
@@ -100,11 +101,13 @@ pub struct Listen {
 ///
 /// Start-up failures (exit 2).
 pub fn serve(settings: Settings, listen: Listen) -> Result<(), Failure> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // The control runtime: start-up, signals, the acceptor, MCP on stdio
+    // and shutdown. HTTP connections are served on their own threads
+    // (`crate::listen`).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("toolplane-http")
         .build()
-        .map_err(|e| setup(format!("the HTTP runtime: {e}")))?;
+        .map_err(|e| setup(format!("the control runtime: {e}")))?;
     rt.block_on(serve_async(settings, listen))
 }
 
@@ -149,13 +152,16 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
             );
         }
         let router = crate::http::router(Arc::clone(&app), mcp.clone(), mcp_stop.clone());
-        let stop = http_stop.clone();
-        http_task = Some(tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        }));
-        eprintln!("toolplane: listening on http://{local} (MCP at http://{local}/mcp)");
+        let threads = app.settings().server.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        http_task = Some(
+            HttpThreads::start(listener, router, threads, &http_stop)
+                .map_err(|e| setup(format!("starting {threads} HTTP threads: {e}")))?,
+        );
+        eprintln!(
+            "toolplane: listening on http://{local} (MCP at http://{local}/mcp), {threads} HTTP threads"
+        );
     }
     let mut stdio = if listen.stdio {
         let service = mcp
@@ -207,7 +213,7 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
     if let Some(t) = http_task {
         // Open keep-alive and streaming connections get a moment to finish
         // their last response.
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), t.finished()).await;
     }
     match report {
         Some(r) => eprintln!(
