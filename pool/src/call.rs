@@ -379,13 +379,12 @@ impl LiveInstance {
     pub(crate) async fn new(rt: &Runtime, tool: Arc<LoadedTool>) -> Result<LiveInstance, Outcome> {
         let slot = slot(rt).await;
         let (mut store, stdio) = new_store(rt, &tool, None)?;
-        let active = arm(rt, &tool, &mut store)?;
+        let _active = arm(rt, &tool, &mut store)?;
         let instance = match tool.pre.instantiate_async(&mut store).await {
             Ok(i) => i,
             Err(e) => return Err(failure(&tool, &store, &stdio, &e, "instantiate")),
         };
         let live = Live::bind(&tool, &instance, &mut store)?;
-        drop(active);
         Ok(LiveInstance {
             tool,
             store,

@@ -1,7 +1,7 @@
 //! The shared wasmtime runtime: one `Engine` with the pooling allocator,
 //! copy-on-write memory images and epoch interruption driven by a ticker
-//! thread (which sleeps while no call runs); one WASI linker; a semaphore in front of the pool's slots; the
-//! module cache.
+//! thread (which sleeps while no call runs); one WASI linker; a semaphore
+//! in front of the pool's slots; the module cache.
 
 use std::path::PathBuf;
 use std::sync::Arc;
