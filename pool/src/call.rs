@@ -157,7 +157,14 @@ fn arm<'r>(
     host.deadline = now.saturating_add(ticks);
     host.timed_out = false;
     host.limiter.refused = None;
-    store.set_epoch_deadline(1);
+    // The first yield comes after one whole tick of running, not at the
+    // next tick boundary: a call of tens of microseconds would otherwise
+    // cross a boundary and yield (holding its slot while the worker starts
+    // the next call) once in every few ticks' worth of calls, and such
+    // yields are what raise the number of instances alive at once, each a
+    // pool slot kept resident. A long call still lets the others run
+    // within two ticks.
+    store.set_epoch_deadline(2);
     if rt.inner.config.fuel {
         let fuel = tool.manifest.limits.fuel.unwrap_or(u64::MAX);
         store

@@ -34,5 +34,7 @@ pub use registry::{
     LiveTool, LoadState, Origin, Problem, Registry, RegistryBuilder, RegistryError, RegistryEvent,
     Snapshot, ToolEntry,
 };
-pub use runtime::{PoolConfig, Runtime, RuntimeError, default_cache_dir, default_data_dir};
+pub use runtime::{
+    PoolConfig, Runtime, RuntimeError, SlotUse, default_cache_dir, default_data_dir,
+};
 pub use tool::LoadedTool;

@@ -213,6 +213,24 @@ impl Drop for Active<'_> {
     }
 }
 
+/// See [`Runtime::slot_use`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlotUse {
+    /// Slots holding an instance.
+    pub in_use: usize,
+    /// Free slots that held an instance and keep its pages.
+    pub warm: usize,
+    /// Bytes resident in the warm slots' linear memories.
+    pub warm_bytes: usize,
+}
+
+impl SlotUse {
+    /// Slots touched and kept: in use plus warm.
+    pub fn touched(&self) -> usize {
+        self.in_use + self.warm
+    }
+}
+
 impl RuntimeInner {
     /// Marks a call running until the guard drops, waking the ticker if it
     /// sleeps.
@@ -366,6 +384,22 @@ impl Runtime {
     /// Pool slots free now.
     pub fn free_slots(&self) -> usize {
         self.inner.slots.available_permits()
+    }
+
+    /// Linear-memory slots of the pool that hold an instance now, and
+    /// slots that held one and are free but still warm (their pages
+    /// resident up to `keep_resident`). Their sum is how many slots the
+    /// pool has touched and keeps; each costs the pages its instances
+    /// used, so it is the pool's part of resident memory.
+    pub fn slot_use(&self) -> SlotUse {
+        self.inner
+            .engine
+            .pooling_allocator_metrics()
+            .map_or(SlotUse::default(), |m| SlotUse {
+                in_use: m.memories(),
+                warm: m.unused_warm_memories() as usize,
+                warm_bytes: m.unused_memory_bytes_resident(),
+            })
     }
 
     /// Epoch ticks so far. The ticker sleeps while no call runs, so this

@@ -151,6 +151,28 @@ fn an_idle_runtime_stops_ticking_and_a_call_wakes_it() {
 }
 
 #[test]
+fn a_finished_call_leaves_its_slot_warm_and_none_in_use() {
+    let rig = fault_rig();
+    let rt = rig.registry.runtime();
+    let before = rt.slot_use();
+    assert_eq!(before.in_use, 0, "slots in use before any call: {before:?}");
+    expect(&crate::wasi::call(&rig, "echo", "{\"n\":1}"), "echo");
+    let after = rt.slot_use();
+    assert_eq!(
+        after.in_use, 0,
+        "slots in use after the call ended: {after:?}"
+    );
+    assert!(
+        after.warm >= 1 && after.touched() >= before.touched().max(1),
+        "the call's slot is not kept warm: before {before:?}, after {after:?}"
+    );
+    assert!(
+        after.warm_bytes > 0,
+        "a warm slot keeps no pages resident: {after:?}"
+    );
+}
+
+#[test]
 fn faults_beside_echo_calls_on_two_workers_keep_the_books_balanced() {
     let rig = fault_rig();
     let e = engine(&rig, 2, 64);
