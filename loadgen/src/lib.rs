@@ -121,6 +121,7 @@ pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOu
             hlog: opts.hlog.clone(),
             label: format!("{} ", profile.name),
             remote: remote.clone(),
+            runtime: target.runtime.clone(),
         },
         rx,
         free_tx,

@@ -31,6 +31,9 @@ pub struct Sample {
     /// Live heap bytes (`heap-count` builds only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heap_bytes: Option<u64>,
+    /// WASI pool slots touched and kept (embedded targets only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_slots: Option<usize>,
 }
 
 /// Bytes allocated and not yet freed through [`Counting`].

@@ -132,6 +132,9 @@ pub struct PoolSettings {
     pub tools_dir: Option<PathBuf>,
     /// File operations on the worker's thread (default: the pool's).
     pub fs_inline: Option<bool>,
+    /// Free slots kept warm for their tool before a never-used slot is
+    /// touched (default: the pool's `max_unused_warm_slots`).
+    pub warm_slots: Option<u32>,
 }
 
 /// Service-level objectives. Latency thresholds apply to corrected latency
@@ -335,6 +338,7 @@ struct RawPool {
     modes: BTreeMap<String, Mode>,
     tools_dir: Option<PathBuf>,
     fs_inline: Option<bool>,
+    warm_slots: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -746,6 +750,7 @@ impl Profile {
             modes: raw.pool.modes,
             tools_dir: None,
             fs_inline: raw.pool.fs_inline,
+            warm_slots: raw.pool.warm_slots,
         };
         if pool.instances == Some(0) {
             return Err(c.invalid(

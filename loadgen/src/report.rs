@@ -92,6 +92,24 @@ pub struct MemoryReport {
     /// Live heap bytes (`heap-count` builds only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heap: Option<HeapReport>,
+    /// WASI pool slots touched and kept (embedded targets only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_slots: Option<SlotsReport>,
+}
+
+/// WASI pool slots touched and kept (in use or warm) over the run: each
+/// keeps the pages its instances used resident, so a slot touched for the
+/// first time after the warm-up shows as resident growth.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotsReport {
+    /// At the start of the run.
+    pub start: usize,
+    /// At the end of the warm-up.
+    pub warmup: usize,
+    /// Highest sample.
+    pub peak: usize,
+    /// Last sample.
+    pub end: usize,
 }
 
 /// Live heap bytes over the run, counted by the `heap-count` build's
@@ -494,6 +512,13 @@ impl Report {
                 h.trend_pct,
             );
         }
+        if let Some(p) = &m.pool_slots {
+            let _ = writeln!(
+                o,
+                "  slots     WASI pool slots kept: start {}  after warm-up {}  peak {}  end {}",
+                p.start, p.warmup, p.peak, p.end,
+            );
+        }
         let e = &self.engine;
         let whose = if e.workers == 0 {
             "  server    its engine over the run (/metrics)".to_string()
@@ -572,6 +597,16 @@ fn memory_report(profile: &Profile, r: &Reported, end_s: f64) -> MemoryReport {
         }),
         _ => None,
     };
+    let slots: Vec<(f64, usize)> = s
+        .iter()
+        .filter_map(|x| Some((x.t_s, x.pool_slots?)))
+        .collect();
+    let pool_slots = slots.first().map(|&(_, start)| SlotsReport {
+        start,
+        warmup: slots.iter().find(|x| x.0 >= warm).map_or(start, |x| x.1),
+        peak: slots.iter().map(|x| x.1).max().unwrap_or(start),
+        end: slots.last().map_or(start, |x| x.1),
+    });
     MemoryReport {
         start_bytes: first,
         warmup_bytes,
@@ -586,6 +621,7 @@ fn memory_report(profile: &Profile, r: &Reported, end_s: f64) -> MemoryReport {
         samples: s.len(),
         source: r.memory_source,
         heap,
+        pool_slots,
     }
 }
 

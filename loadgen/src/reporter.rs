@@ -80,6 +80,9 @@ pub struct Settings {
     /// Sample this server's memory (its `/metrics`) instead of this
     /// process's.
     pub remote: Option<std::sync::Arc<crate::remote::Remote>>,
+    /// An embedded target's WASI pool, whose touched slots are sampled
+    /// with memory.
+    pub runtime: Option<toolplane_pool::Runtime>,
 }
 
 /// Starts the reporter; it ends when the generator drops its sender.
@@ -119,11 +122,13 @@ fn report(
             None => memory::resident(),
         };
         let heap = settings.remote.is_none().then(memory::heap_live).flatten();
+        let slots = settings.runtime.as_ref().map(|r| r.slot_use().touched());
         if let Some((bytes, src)) = reading {
             out.memory.push(Sample {
                 t_s: start.elapsed().as_secs_f64(),
                 rss_bytes: bytes,
                 heap_bytes: heap,
+                pool_slots: slots,
             });
             out.memory_source = Some(src);
         }
@@ -176,10 +181,7 @@ fn report(
                         writer = None;
                     }
                 }
-                let (rss, heap) = out
-                    .memory
-                    .last()
-                    .map_or((0, None), |s| (s.rss_bytes, s.heap_bytes));
+                let mem = out.memory.last().copied();
                 let phase = if Duration::from_nanos(interval.start_ns) < settings.warmup {
                     "warm-up "
                 } else {
@@ -188,7 +190,7 @@ fn report(
                 match &mode {
                     Mode::Bar(b) => {
                         b.set_position(interval.end_ns / 1_000_000);
-                        b.set_message(format!("{phase}{}", line(&point, rss, heap)));
+                        b.set_message(format!("{phase}{}", line(&point, mem)));
                     }
                     Mode::Lines => {
                         let mut e = std::io::stderr().lock();
@@ -198,7 +200,7 @@ fn report(
                             point.t_s,
                             settings.total.as_secs_f64(),
                             settings.label,
-                            line(&point, rss, heap)
+                            line(&point, mem)
                         );
                     }
                     Mode::Quiet => {}
@@ -273,7 +275,7 @@ fn point_of(i: &Interval) -> Point {
     }
 }
 
-fn line(p: &Point, rss: u64, heap: Option<u64>) -> String {
+fn line(p: &Point, mem: Option<Sample>) -> String {
     let us = |v: f64| Nanos(v * 1e3);
     let mut s = format!(
         "sent {} done {} p50 {} p99 {} max {} lag.p99 {} rejected {} errors {} in-flight {} rss {}",
@@ -286,10 +288,13 @@ fn line(p: &Point, rss: u64, heap: Option<u64>) -> String {
         p.rejected,
         p.errors,
         p.in_flight,
-        Bytes(rss),
+        Bytes(mem.map_or(0, |m| m.rss_bytes)),
     );
-    if let Some(h) = heap {
+    if let Some(h) = mem.and_then(|m| m.heap_bytes) {
         let _ = write!(s, " heap {}", Bytes(h));
+    }
+    if let Some(n) = mem.and_then(|m| m.pool_slots) {
+        let _ = write!(s, " slots {n}");
     }
     s
 }

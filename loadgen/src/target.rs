@@ -70,6 +70,9 @@ pub struct Target {
     pub label: String,
     /// The data directory of the fs tools, if any.
     pub data_dir: Option<PathBuf>,
+    /// The WASI pool of an embedded target, whose slot use is sampled
+    /// beside resident memory.
+    pub runtime: Option<Runtime>,
     _keep: Vec<Box<dyn Send>>,
 }
 
@@ -90,6 +93,7 @@ impl Target {
             tools,
             label: label.into(),
             data_dir: None,
+            runtime: None,
             _keep: Vec::new(),
         }
     }
@@ -163,9 +167,12 @@ impl Target {
         if let Some(inline) = profile.pool.fs_inline {
             pool.fs_inline = inline;
         }
+        if let Some(n) = profile.pool.warm_slots {
+            pool.max_unused_warm_slots = n;
+        }
         let runtime =
             Runtime::new(pool).map_err(|e| TargetError::Start(format!("the WASI pool: {e}")))?;
-        let registry = Registry::builder(runtime)
+        let registry = Registry::builder(runtime.clone())
             .dir(&dir)
             .builtins(builtins)
             .watch(false)
@@ -215,6 +222,7 @@ impl Target {
             tools,
             label,
             data_dir,
+            runtime: Some(runtime),
             _keep: keep,
         })
     }
@@ -231,6 +239,7 @@ impl Target {
             label: format!("toolplane serve at http://{} (REST)", remote.authority()),
             sut: Sut::Remote(Arc::new(remote)),
             data_dir: None,
+            runtime: None,
             _keep: Vec::new(),
         })
     }

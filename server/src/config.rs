@@ -19,6 +19,7 @@
 //!
 //! [pool]
 //! instances = 512
+//! warm_slots = 0            # free slots kept warm for their tool (default: the pool's)
 //! ```
 //!
 //! Paths are relative to the file. Command-line flags win over the file;
@@ -65,6 +66,8 @@ pub struct Settings {
     pub engine: toolplane_core::Config,
     /// The WASI pool: slot count override.
     pub pool_instances: Option<u32>,
+    /// The WASI pool: `max_unused_warm_slots` override.
+    pub pool_warm_slots: Option<u32>,
 }
 
 /// The `[server]` table.
@@ -136,6 +139,7 @@ struct ServerFile {
 #[serde(deny_unknown_fields)]
 struct PoolFile {
     instances: Option<u32>,
+    warm_slots: Option<u32>,
 }
 
 impl Settings {
@@ -176,6 +180,7 @@ impl Settings {
                 .map_err(|e| invalid(format!("[engine] {e}")))?;
         }
         s.pool_instances = file.pool.instances;
+        s.pool_warm_slots = file.pool.warm_slots;
         if s.pool_instances == Some(0) {
             return Err(invalid(
                 "pool.instances = 0: accepted 1..=4294967295".into(),
@@ -277,6 +282,7 @@ mod tests {
             max_inflight = 99
             [pool]
             instances = 40
+            warm_slots = 2
             "#,
         )
         .unwrap();
@@ -290,6 +296,7 @@ mod tests {
         assert_eq!(s.server.allowed_hosts, ["example.com"]);
         assert_eq!(s.engine.max_inflight, 99);
         assert_eq!(s.pool_instances, Some(40));
+        assert_eq!(s.pool_warm_slots, Some(2));
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub fn registry(settings: &Settings, watch: bool) -> Result<(Registry, PathBuf),
     if let Some(n) = settings.pool_instances {
         pool.instances = n;
     }
+    if let Some(n) = settings.pool_warm_slots {
+        pool.max_unused_warm_slots = n;
+    }
     let runtime = Runtime::new(pool).map_err(|e| setup(format!("the WASI pool: {e}")))?;
     let mut b = Registry::builder(runtime).watch(watch);
     if let Some(dir) = &settings.tools {
