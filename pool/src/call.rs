@@ -158,12 +158,11 @@ fn arm<'r>(
     host.timed_out = false;
     host.limiter.refused = None;
     // The first yield comes after one whole tick of running, not at the
-    // next tick boundary: a call of tens of microseconds would otherwise
-    // cross a boundary and yield (holding its slot while the worker starts
-    // the next call) once in every few ticks' worth of calls, and such
-    // yields are what raise the number of instances alive at once, each a
-    // pool slot kept resident. A long call still lets the others run
-    // within two ticks.
+    // next tick boundary: a 30 µs call would otherwise cross a 250 µs
+    // boundary and yield (holding its slot while the worker starts the
+    // next call) about one time in eight, and such yields are what raise
+    // the number of instances alive at once, each a pool slot kept
+    // resident. A long call still lets the others run within two ticks.
     store.set_epoch_deadline(2);
     if rt.inner.config.fuel {
         let fuel = tool.manifest.limits.fuel.unwrap_or(u64::MAX);
