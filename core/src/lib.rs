@@ -48,6 +48,8 @@
 #![warn(missing_docs)]
 
 mod admission;
+#[doc(hidden)]
+pub mod bench_hook;
 pub mod config;
 mod doorbell;
 mod engine;

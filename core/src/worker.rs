@@ -41,8 +41,9 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use slab::Slab;
 
-use self::core::{Core, InFlight, Started};
-use self::keys::KeyQueues;
+pub(crate) use self::core::Core;
+use self::core::{InFlight, Started};
+pub(crate) use self::keys::KeyQueues;
 use crate::engine::{Control, Injected, Reply, Shared};
 use crate::event::Event;
 use crate::handler::{Handler, WorkerContext, WorkerHandler};
@@ -199,6 +200,64 @@ pub(crate) fn run<H: Handler>(launch: Launch<H>) {
         .store(false, Ordering::Release);
 }
 
+/// One batch from a producer's ring through `core`: up to `batch` events
+/// are dispatched, and the slots of those that finished go back in one
+/// write chunk of the completion ring. Returns (taken, left).
+#[inline]
+pub(crate) fn take_batch<H: WorkerHandler>(
+    core: &mut Core<H>,
+    src: &mut Source,
+    sid: usize,
+    batch: usize,
+    now: &mut u64,
+) -> (usize, usize) {
+    let available = src.events.slots();
+    if available == 0 {
+        return (0, 0);
+    }
+    let room = src.completions.slots().saturating_sub(src.owed);
+    let k = available.min(batch).min(room).min(core.room());
+    if k == 0 {
+        return (0, available);
+    }
+    let Source {
+        events,
+        completions,
+        owed,
+    } = src;
+    let chunk = events.read_chunk(k).expect("k <= available slots");
+    // Every event of the chunk was published before this read: a start
+    // time taken now is never earlier than its submission.
+    *now = core.clock.raw();
+    let out = completions
+        .write_chunk_uninit(k)
+        .expect("k <= free completion slots");
+    let index = core.index;
+    let produced = out.fill_from_iter(chunk.into_iter().filter_map(|mut slot| {
+        let Slot::Event(event) = slot.take() else {
+            unreachable!("producers only send slots holding an event")
+        };
+        match core.dispatch(event, Origin::Source(sid, slot), now) {
+            Started::Done(completion, Origin::Source(_, mut slot)) => {
+                match &core.sink {
+                    Some(sink) => sink.complete(index, completion),
+                    None => slot.put(Slot::Done(completion)),
+                }
+                Some(slot)
+            }
+            Started::Done(_, Origin::Reply(_)) => unreachable!("origin is a source"),
+            Started::Pending => {
+                *owed += 1;
+                None
+            }
+        }
+    }));
+    if completions.is_abandoned() && core.sink.is_none() {
+        core.local.undelivered += produced as u64;
+    }
+    (k, available - k)
+}
+
 struct Worker<H> {
     index: usize,
     shared: Arc<Shared>,
@@ -313,53 +372,7 @@ impl<H: WorkerHandler> Worker<H> {
 
     /// Takes one batch from a producer's ring. Returns (taken, left).
     fn drain_source(&mut self, sid: usize, now: &mut u64) -> (usize, usize) {
-        let src = &mut self.sources[sid];
-        let available = src.events.slots();
-        if available == 0 {
-            return (0, 0);
-        }
-        let core = &mut self.core;
-        let room = src.completions.slots().saturating_sub(src.owed);
-        let k = available.min(self.batch).min(room).min(core.room());
-        if k == 0 {
-            return (0, available);
-        }
-        let Source {
-            events,
-            completions,
-            owed,
-        } = src;
-        let chunk = events.read_chunk(k).expect("k <= available slots");
-        // Every event of the chunk was published before this read: a start
-        // time taken now is never earlier than its submission.
-        *now = core.clock.raw();
-        let out = completions
-            .write_chunk_uninit(k)
-            .expect("k <= free completion slots");
-        let index = self.index;
-        let produced = out.fill_from_iter(chunk.into_iter().filter_map(|mut slot| {
-            let Slot::Event(event) = slot.take() else {
-                unreachable!("producers only send slots holding an event")
-            };
-            match core.dispatch(event, Origin::Source(sid, slot), now) {
-                Started::Done(completion, Origin::Source(_, mut slot)) => {
-                    match &core.sink {
-                        Some(sink) => sink.complete(index, completion),
-                        None => slot.put(Slot::Done(completion)),
-                    }
-                    Some(slot)
-                }
-                Started::Done(_, Origin::Reply(_)) => unreachable!("origin is a source"),
-                Started::Pending => {
-                    *owed += 1;
-                    None
-                }
-            }
-        }));
-        if completions.is_abandoned() && self.core.sink.is_none() {
-            self.core.local.undelivered += produced as u64;
-        }
-        (k, available - k)
+        take_batch(&mut self.core, &mut self.sources[sid], sid, self.batch, now)
     }
 
     fn drain_injector(&mut self, now: &mut u64) -> usize {
