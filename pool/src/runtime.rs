@@ -83,7 +83,7 @@ impl Default for PoolConfig {
             backtraces: false,
             fuel: false,
             stderr_excerpt: 1024,
-            // Measured with the per-call example: a fresh echo call went
+            // Measured per call (`compare wasi`, then an example): a fresh echo call went
             // from 23 µs to 8 µs with resident slots reset by PAGEMAP_SCAN;
             // batching decommits showed no gain beyond the noise on top of
             // that (see PERF.md), so it stays at wasmtime's default.

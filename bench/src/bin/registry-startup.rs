@@ -9,9 +9,10 @@
 //! `--tools N` (default 1000), `--replicas N` (default 3). Prints a table
 //! and one JSON line with medians.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use toolplane_pool::{LoadState, PoolConfig, Registry, Runtime, builtin};
+use toolplane_bench::registry;
+use toolplane_pool::{PoolConfig, Runtime, builtin};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -29,40 +30,21 @@ fn start(
     n: usize,
 ) -> Result<Sample, Box<dyn std::error::Error>> {
     let t0 = Instant::now();
-    let cfg = PoolConfig {
+    let runtime = Runtime::new(PoolConfig {
         cache_dir: Some(cache.to_owned()),
         data_dir: Some(data.to_owned()),
         ..PoolConfig::default()
-    };
-    let runtime = Runtime::new(cfg)?;
+    })?;
     let runtime_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
-    let registry = Registry::builder(runtime)
-        .dir(tools)
-        .builtins(false)
-        .watch(false)
-        .build()?;
-    let listed_ms = t1.elapsed().as_secs_f64() * 1e3;
-    let listed = registry.snapshot().len();
-    if listed != n {
-        return Err(format!(
-            "listed {listed} tools, expected {n}: {:?}",
-            registry.problems()
-        )
-        .into());
-    }
-    if !registry.wait_loaded(Duration::from_secs(300)) {
-        return Err("tools did not load within 300 s".into());
-    }
-    let callable_ms = t1.elapsed().as_secs_f64() * 1e3;
-    let snap = registry.snapshot();
-    if let Some(e) = snap.iter().find(|e| e.state() != LoadState::Ready) {
-        return Err(format!("tool {} is {:?}", e.manifest.name, e.state()).into());
-    }
+    let mut listed_ms = 0.0;
+    registry::start_with(runtime, tools, n, false, || {
+        listed_ms = t1.elapsed().as_secs_f64() * 1e3;
+    })?;
     Ok(Sample {
         runtime_ms,
         listed_ms,
-        callable_ms,
+        callable_ms: t1.elapsed().as_secs_f64() * 1e3,
     })
 }
 
@@ -99,17 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&tools)?;
     std::fs::create_dir_all(&data)?;
     let kinds = builtin::BUILTINS;
-    for i in 0..n {
-        let b = &kinds[i % kinds.len()];
-        let name = format!("{}-{i:05}", b.name);
-        std::fs::write(tools.join(format!("{name}.wasm")), b.module)?;
-        let manifest = b.manifest.replacen(
-            &format!("name = \"{}\"", b.name),
-            &format!("name = \"{name}\""),
-            1,
-        );
-        std::fs::write(tools.join(format!("{name}.toml")), manifest)?;
-    }
+    registry::populate(&tools, n)?;
     let mut cold = Vec::new();
     let mut warm = Vec::new();
     for r in 0..replicas {

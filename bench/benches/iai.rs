@@ -1,0 +1,102 @@
+//! Instruction counts (iai-callgrind, under valgrind) of the hot-path
+//! pieces whose work is deterministic:
+//! - one batch of 64 no-op events through a worker (the worker's own
+//!   per-batch function on this thread), with span sampling off and on
+//!   every event (the difference is 64 span records);
+//! - one fresh-instance `echo` call with a 64-byte input (pooled instance,
+//!   fast entry), after a first call warmed the slot.
+//!
+//! Run with `bench/iai.sh` (it installs the matching runner), which also
+//! compares the counts with `bench/iai-baseline.json`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use iai_callgrind::{library_benchmark, library_benchmark_group, main};
+use toolplane_bench::pools::noop;
+use toolplane_core::bench_hook::WorkerBatch;
+use toolplane_core::{Event, Outcome};
+use toolplane_pool::{PoolConfig, Registry, Runtime, builtin};
+
+type Batch = WorkerBatch<fn(Event) -> Outcome>;
+
+/// A worker with one batch of 64 events waiting, after one batch went
+/// through (so the first-use costs are paid).
+fn worker(sample_every: u64) -> Batch {
+    let mut w = WorkerBatch::new(noop as fn(Event) -> Outcome, 64, sample_every);
+    w.submit(64, 0);
+    assert_eq!(w.pass(), 64);
+    w.reap();
+    assert_eq!(w.submit(64, 0), 64);
+    w
+}
+
+#[library_benchmark]
+#[bench::spans_off(setup = worker, args = (0))]
+#[bench::span_every_event(setup = worker, args = (1))]
+fn worker_batch_of_64(mut w: Batch) -> Batch {
+    assert_eq!(black_box(w.pass()), 64);
+    // Returned, so its drop is not counted.
+    w
+}
+
+/// What a fresh echo call needs, kept alive past the measured call.
+struct EchoFixture {
+    registry: Registry,
+    rt: tokio::runtime::Runtime,
+    input: Vec<u8>,
+    _dir: tempfile::TempDir,
+}
+
+fn echo() -> EchoFixture {
+    let dir = tempfile::TempDir::new().expect("a temporary directory");
+    let tools = dir.path().join("tools");
+    std::fs::create_dir_all(&tools).expect("tools directory");
+    let b = builtin::get("echo").expect("echo is built in");
+    std::fs::write(tools.join("echo.wasm"), b.module).expect("module");
+    std::fs::write(tools.join("echo.toml"), b.manifest).expect("manifest");
+    let runtime = Runtime::new(PoolConfig {
+        instances: 2,
+        cache_dir: Some(dir.path().join("cache")),
+        // No epoch tick lands inside the measured call: a yield would
+        // add a few hundred instructions at a random point.
+        epoch_tick: Duration::from_secs(1),
+        ..PoolConfig::default()
+    })
+    .expect("runtime");
+    let registry = Registry::builder(runtime)
+        .dir(&tools)
+        .builtins(false)
+        .watch(false)
+        .loaders(1)
+        .build()
+        .expect("registry");
+    assert!(registry.wait_loaded(Duration::from_secs(600)), "echo loads");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let input = toolplane_bench::wasi::input(64);
+    let first = rt.block_on(registry.call("echo", &input));
+    assert!(
+        matches!(&first, Outcome::Ok(p) if p.as_slice() == input.as_slice()),
+        "{first:?}"
+    );
+    EchoFixture {
+        registry,
+        rt,
+        input,
+        _dir: dir,
+    }
+}
+
+#[library_benchmark]
+#[bench::input_64_bytes(setup = echo)]
+fn fresh_echo_call(f: EchoFixture) -> (EchoFixture, Outcome) {
+    let out = f.rt.block_on(f.registry.call("echo", &f.input));
+    (f, black_box(out))
+}
+
+library_benchmark_group!(name = worker; benchmarks = worker_batch_of_64);
+library_benchmark_group!(name = wasi; benchmarks = fresh_echo_call);
+main!(library_benchmark_groups = worker, wasi);

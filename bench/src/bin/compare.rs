@@ -1,0 +1,380 @@
+//! Side-by-side comparisons: each scenario runs toolplane and its
+//! baselines in the same process, interleaved (A B C A B C …, one replica
+//! of each side per round), and prints Markdown tables with the medians,
+//! the spread and the per-replica ratio.
+//!
+//! ```text
+//! compare engine [--seconds 2] [--replicas 5]
+//!     the engine vs a crossbeam-channel and a flume worker pool
+//!     (no-op handler, one producer, same threads and completion path)
+//! compare wasi [--rounds 5] [--calls 2000] [--sizes 64,1024,65536]
+//!              [--tools echo,hash.sha256] [--modes process,naive,...]
+//!     the WASI call modes against each other and a process per call
+//! compare mcp --server NAME=COMMAND --server NAME=COMMAND [--tool echo]
+//!             [--calls 2000] [--rounds 5] [--inflight 1,16] [--size 64]
+//!     MCP servers on stdio, the same `tools/call` load on each (the last
+//!     server is the baseline); `bench/peers/run.sh` builds hyper-mcp with
+//!     an Extism echo plugin and runs this against `toolplane serve`
+//! compare all
+//!     engine and wasi, with their defaults
+//! ```
+
+use std::time::Instant;
+
+use toolplane_bench::pools::{self, Side};
+use toolplane_bench::stats::{self, Better};
+use toolplane_bench::wasi::{self, Fixture, Mode, Tool};
+use toolplane_pool::PoolConfig;
+
+#[global_allocator]
+static GLOBAL: toolplane_bench::CountingMimalloc = toolplane_bench::CountingMimalloc;
+
+const USAGE: &str = "usage: compare engine [--seconds S] [--replicas N]
+       compare wasi [--rounds N] [--calls N] [--sizes B,B,..] [--tools echo,hash.sha256] [--modes process,naive,fresh-command,fresh-fast,reuse]
+       compare mcp --server NAME=COMMAND --server NAME=COMMAND [--tool echo] [--calls N] [--rounds N] [--inflight K,K,..] [--size B]
+       compare all";
+
+fn usage(why: &str) -> ! {
+    eprintln!("compare: {why}\n{USAGE}");
+    std::process::exit(2)
+}
+
+/// Parsed flags: `--name value` pairs, each allowed at most once.
+struct Flags(Vec<(String, String)>);
+
+impl Flags {
+    fn parse(args: &[String], allowed: &[&str]) -> Flags {
+        let mut out = Vec::new();
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let name = flag.strip_prefix("--").unwrap_or("");
+            if !allowed.contains(&name) {
+                usage(&format!(
+                    "unknown argument {flag:?}; accepted here: --{}",
+                    allowed.join(", --")
+                ));
+            }
+            let Some(value) = it.next() else {
+                usage(&format!("{flag} needs a value"))
+            };
+            out.push((name.to_string(), value.clone()));
+        }
+        Flags(out)
+    }
+
+    fn get<T: std::str::FromStr>(&self, name: &str, default: T) -> T {
+        match self.0.iter().find(|(n, _)| n == name) {
+            None => default,
+            Some((_, v)) => v
+                .parse()
+                .unwrap_or_else(|_| usage(&format!("bad value {v:?} for --{name}"))),
+        }
+    }
+
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn list(&self, name: &str) -> Option<Vec<String>> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.split(',').map(|s| s.trim().to_string()).collect())
+    }
+}
+
+fn main() {
+    wasi::child_main();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(scenario) = args.first() else {
+        usage("which scenario?")
+    };
+    let rest = &args[1..];
+    println!("machine: {}", toolplane_bench::machine());
+    println!("command: compare {}", args.join(" "));
+    println!();
+    let result = match scenario.as_str() {
+        "engine" => {
+            let f = Flags::parse(rest, &["seconds", "replicas"]);
+            engine(f.get("seconds", 2.0), f.get("replicas", 5));
+            Ok(())
+        }
+        "wasi" => wasi_modes(&Flags::parse(
+            rest,
+            &["rounds", "calls", "sizes", "tools", "modes"],
+        )),
+        "mcp" => mcp(&Flags::parse(
+            rest,
+            &["server", "tool", "calls", "rounds", "inflight", "size"],
+        )),
+        "all" => {
+            if !rest.is_empty() {
+                usage("`all` takes no flags");
+            }
+            engine(2.0, 5);
+            wasi_modes(&Flags(Vec::new()))
+        }
+        other => usage(&format!("unknown scenario {other:?}")),
+    };
+    if let Err(e) = result {
+        eprintln!("compare: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn engine(seconds: f64, replicas: usize) {
+    if seconds <= 0.0 || replicas == 0 {
+        usage("--seconds and --replicas must be positive");
+    }
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let workers = cores.len().saturating_sub(1).max(1);
+    let mut runs: Vec<Vec<pools::Run>> = vec![Vec::new(); Side::ALL.len()];
+    for r in 0..replicas {
+        for (i, side) in Side::ALL.iter().enumerate() {
+            let run = side.run(workers, seconds, &cores);
+            eprintln!(
+                "round {}: {}: {:.2} M events/s, p50 {} ns, p99 {} ns",
+                r + 1,
+                side.name(),
+                run.events_per_sec / 1e6,
+                run.p50_ns,
+                run.p99_ns
+            );
+            runs[i].push(run);
+        }
+    }
+    let sides = |f: fn(&pools::Run) -> f64| -> Vec<stats::Side> {
+        Side::ALL
+            .iter()
+            .zip(&runs)
+            .map(|(s, r)| stats::Side {
+                name: s.name().into(),
+                replicas: r.iter().map(f).collect(),
+            })
+            .collect()
+    };
+    let base = Side::Crossbeam.name();
+    println!(
+        "## engine vs worker pools: no-op handler, 1 producer, {workers} worker(s), {replicas} replicas of {seconds} s, interleaved\n"
+    );
+    println!("throughput:\n");
+    println!(
+        "{}",
+        stats::table(
+            "events/s",
+            Better::Higher,
+            base,
+            &sides(|r| r.events_per_sec)
+        )
+    );
+    println!("submission to finish, median:\n");
+    println!(
+        "{}",
+        stats::table("ns", Better::Lower, base, &sides(|r| r.p50_ns as f64))
+    );
+    println!("submission to finish, 99th percentile:\n");
+    println!(
+        "{}",
+        stats::table("ns", Better::Lower, base, &sides(|r| r.p99_ns as f64))
+    );
+    let engine = &runs[0];
+    let allocs: u64 = engine.iter().map(|r| r.allocations).sum();
+    let events: u64 = engine.iter().map(|r| r.events).sum();
+    println!(
+        "engine allocations per event over the measured windows: {:.6} ({allocs} in {events} events)\n",
+        allocs as f64 / events.max(1) as f64
+    );
+}
+
+fn wasi_modes(f: &Flags) -> Result<(), Box<dyn std::error::Error>> {
+    let rounds: usize = f.get("rounds", 5);
+    let calls: usize = f.get("calls", 2000);
+    if rounds == 0 || calls == 0 {
+        usage("--rounds and --calls must be positive");
+    }
+    let sizes: Vec<usize> = f
+        .list("sizes")
+        .unwrap_or_else(|| vec!["64".into(), "1024".into(), "65536".into()])
+        .iter()
+        .map(|s| {
+            s.parse()
+                .ok()
+                .filter(|n| *n >= 11)
+                .unwrap_or_else(|| usage(&format!("bad size {s:?}: bytes, at least 11")))
+        })
+        .collect();
+    let tools: Vec<Tool> = match f.list("tools") {
+        None => Tool::ALL.to_vec(),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                Tool::ALL
+                    .into_iter()
+                    .find(|t| t.builtin() == n)
+                    .unwrap_or_else(|| usage(&format!("unknown tool {n:?}: echo, hash.sha256")))
+            })
+            .collect(),
+    };
+    let modes: Vec<Mode> = match f.list("modes") {
+        None => Mode::ALL.to_vec(),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                Mode::ALL
+                    .into_iter()
+                    .find(|m| m.key() == n)
+                    .unwrap_or_else(|| usage(&format!("unknown mode {n:?}")))
+            })
+            .collect(),
+    };
+    let spawn_calls = (calls / 50).max(5);
+    let fixture = Fixture::new(PoolConfig::default())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    println!(
+        "## WASI call modes: {rounds} rounds, modes interleaved in each; {calls} calls per mode and round ({spawn_calls} for a process per call)\n"
+    );
+    for tool in &tools {
+        for &size in &sizes {
+            let input = wasi::input(size);
+            let mut callers: Vec<_> = modes.iter().map(|m| fixture.caller(*tool, *m)).collect();
+            // Every path answers, and is warm, before anything is timed.
+            rt.block_on(async {
+                for (m, c) in modes.iter().zip(callers.iter_mut()) {
+                    wasi::check(*tool, &input, &c.call(&input).await)
+                        .map_err(|e| format!("{}: {e}", m.name()))?;
+                }
+                Ok::<(), String>(())
+            })?;
+            let mut samples = vec![Vec::new(); modes.len()];
+            for _ in 0..rounds {
+                for ((m, c), s) in modes.iter().zip(callers.iter_mut()).zip(&mut samples) {
+                    let n = if *m == Mode::Process {
+                        spawn_calls
+                    } else {
+                        calls
+                    };
+                    let per_call = rt.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..n {
+                            std::hint::black_box(c.call(&input).await);
+                        }
+                        start.elapsed() / n as u32
+                    });
+                    s.push(per_call.as_secs_f64() * 1e6);
+                }
+            }
+            let sides: Vec<stats::Side> = modes
+                .iter()
+                .zip(samples)
+                .map(|(m, s)| stats::Side {
+                    name: m.name().into(),
+                    replicas: s,
+                })
+                .collect();
+            let base = if modes.contains(&Mode::Process) {
+                Mode::Process.name()
+            } else {
+                modes[0].name()
+            };
+            println!("### {} with a {size}-byte input\n", tool.builtin());
+            println!("{}", stats::table("µs/call", Better::Lower, base, &sides));
+        }
+    }
+    Ok(())
+}
+
+fn mcp(f: &Flags) -> Result<(), Box<dyn std::error::Error>> {
+    use toolplane_bench::mcp::Server;
+    let specs = f.all("server");
+    if specs.len() < 2 {
+        usage("mcp wants two or more --server NAME=COMMAND (the last is the baseline)");
+    }
+    let tool: String = f.get("tool", "echo".to_string());
+    let calls: u64 = f.get("calls", 2000);
+    let rounds: usize = f.get("rounds", 5);
+    let size: usize = f.get("size", 64);
+    let inflight: Vec<u64> = f
+        .list("inflight")
+        .unwrap_or_else(|| vec!["1".into(), "16".into()])
+        .iter()
+        .map(|s| {
+            s.parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .unwrap_or_else(|| usage(&format!("bad --inflight {s:?}")))
+        })
+        .collect();
+    if calls == 0 || rounds == 0 || size < 11 {
+        usage("--calls and --rounds must be positive, --size at least 11");
+    }
+    // {"data":"aaa…"} of `size` bytes, as the tool's arguments.
+    let input = wasi::input(size);
+    let arguments: serde_json::Value = serde_json::from_slice(&input)?;
+    let mut servers = Vec::new();
+    for spec in &specs {
+        let (name, command) = spec
+            .split_once('=')
+            .unwrap_or_else(|| usage(&format!("--server {spec:?}: NAME=COMMAND")));
+        let mut s = Server::start(command, &tool)?;
+        // Warm: the first calls load modules and fill caches.
+        s.round(&arguments, 200, 4)?;
+        servers.push((name.to_string(), s));
+    }
+    println!(
+        "## MCP `tools/call` on stdio: {size}-byte arguments, {calls} calls per round, {rounds} rounds, servers interleaved\n"
+    );
+    let baseline = servers.last().expect("two or more").0.clone();
+    for &k in &inflight {
+        let mut rate = vec![Vec::new(); servers.len()];
+        let mut p50 = vec![Vec::new(); servers.len()];
+        let mut p99 = vec![Vec::new(); servers.len()];
+        for _ in 0..rounds {
+            for (i, (name, s)) in servers.iter_mut().enumerate() {
+                let r = s.round(&arguments, calls, k)?;
+                if r.errors > 0 {
+                    return Err(format!("{name}: {} of {calls} calls failed", r.errors).into());
+                }
+                eprintln!(
+                    "{name} ({}), {k} in flight: {:.0} calls/s, p50 {} µs, p99 {} µs",
+                    s.tool, r.calls_per_sec, r.p50_us, r.p99_us
+                );
+                rate[i].push(r.calls_per_sec);
+                p50[i].push(r.p50_us);
+                p99[i].push(r.p99_us);
+            }
+        }
+        let sides = |v: &[Vec<f64>]| -> Vec<stats::Side> {
+            servers
+                .iter()
+                .zip(v)
+                .map(|((n, _), r)| stats::Side {
+                    name: n.clone(),
+                    replicas: r.clone(),
+                })
+                .collect()
+        };
+        println!("### {k} call(s) in flight\n");
+        println!("throughput:\n");
+        println!(
+            "{}",
+            stats::table("calls/s", Better::Higher, &baseline, &sides(&rate))
+        );
+        println!("write to response, median:\n");
+        println!(
+            "{}",
+            stats::table("µs", Better::Lower, &baseline, &sides(&p50))
+        );
+        println!("write to response, 99th percentile:\n");
+        println!(
+            "{}",
+            stats::table("µs", Better::Lower, &baseline, &sides(&p99))
+        );
+    }
+    Ok(())
+}
