@@ -15,16 +15,20 @@
 //!     MCP servers on stdio, the same `tools/call` load on each (the last
 //!     server is the baseline); `bench/peers/run.sh` builds hyper-mcp with
 //!     an Extism echo plugin and runs this against `toolplane serve`
+//! compare registry [--tools 1000] [--replicas 3]
+//!     registry start-up with that many tools: listed and all callable,
+//!     with a cold module cache and a warm one
 //! compare all
-//!     engine and wasi, with their defaults
+//!     engine, wasi and registry, with their defaults
 //! ```
 
 use std::time::Instant;
 
 use toolplane_bench::pools::{self, Side};
+use toolplane_bench::registry;
 use toolplane_bench::stats::{self, Better};
 use toolplane_bench::wasi::{self, Fixture, Mode, Tool};
-use toolplane_pool::PoolConfig;
+use toolplane_pool::{PoolConfig, Runtime, builtin};
 
 #[global_allocator]
 static GLOBAL: toolplane_bench::CountingMimalloc = toolplane_bench::CountingMimalloc;
@@ -32,6 +36,7 @@ static GLOBAL: toolplane_bench::CountingMimalloc = toolplane_bench::CountingMima
 const USAGE: &str = "usage: compare engine [--seconds S] [--replicas N]
        compare wasi [--rounds N] [--calls N] [--sizes B,B,..] [--tools echo,hash.sha256] [--modes process,naive,fresh-command,fresh-fast,reuse]
        compare mcp --server NAME=COMMAND --server NAME=COMMAND [--tool echo] [--calls N] [--rounds N] [--inflight K,K,..] [--size B]
+       compare registry [--tools N] [--replicas N]
        compare all";
 
 fn usage(why: &str) -> ! {
@@ -111,12 +116,13 @@ fn main() {
             rest,
             &["server", "tool", "calls", "rounds", "inflight", "size"],
         )),
+        "registry" => registry_startup(&Flags::parse(rest, &["tools", "replicas"])),
         "all" => {
             if !rest.is_empty() {
                 usage("`all` takes no flags");
             }
             engine(2.0, 5);
-            wasi_modes(&Flags(Vec::new()))
+            wasi_modes(&Flags(Vec::new())).and_then(|()| registry_startup(&Flags(Vec::new())))
         }
         other => usage(&format!("unknown scenario {other:?}")),
     };
@@ -377,4 +383,115 @@ fn mcp(f: &Flags) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+/// Registry start-up with `--tools` tools (copies of the built-ins under
+/// distinct names), a cold cache (an empty directory) then a warm one (the
+/// same directory, a new runtime) in each replica:
+/// - listed: `Registry::build` returned, every manifest listed;
+/// - all callable: every module loaded (compiled, or mapped from the
+///   cache) and linked.
+///
+/// Prints a table and one JSON line with the medians.
+fn registry_startup(f: &Flags) -> Result<(), Box<dyn std::error::Error>> {
+    let n: usize = f.get("tools", 1000);
+    let replicas: usize = f.get("replicas", 3);
+    if n == 0 || replicas == 0 {
+        usage("--tools and --replicas must be positive");
+    }
+    let work = tempfile::TempDir::new()?;
+    let tools = work.path().join("tools");
+    let data = work.path().join("data");
+    std::fs::create_dir_all(&tools)?;
+    std::fs::create_dir_all(&data)?;
+    let kinds = builtin::BUILTINS;
+    registry::populate(&tools, n)?;
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    for r in 0..replicas {
+        let cache = work.path().join(format!("cache-{r}"));
+        cold.push(registry_start(&tools, &data, &cache, n)?);
+        warm.push(registry_start(&tools, &data, &cache, n)?);
+    }
+    let m = |v: &[Sample], f: fn(&Sample) -> f64| median_f64(v.iter().map(f).collect());
+    let spread = |v: &[Sample], f: fn(&Sample) -> f64| {
+        let xs: Vec<f64> = v.iter().map(f).collect();
+        (
+            xs.iter().copied().fold(f64::INFINITY, f64::min),
+            xs.iter().copied().fold(0.0, f64::max),
+        )
+    };
+    println!(
+        "{n} tools ({} distinct modules), {replicas} replicas, cold cache then warm cache each",
+        kinds.len()
+    );
+    println!();
+    println!("| figure | cold median ms (min–max) | warm median ms (min–max) |");
+    println!("|---|---|---|");
+    for (label, f) in [
+        (
+            "runtime start",
+            (|s: &Sample| s.runtime_ms) as fn(&Sample) -> f64,
+        ),
+        ("listed", |s: &Sample| s.listed_ms),
+        ("all callable", |s: &Sample| s.callable_ms),
+    ] {
+        let (cl, ch) = spread(&cold, f);
+        let (wl, wh) = spread(&warm, f);
+        println!(
+            "| {label} | {:.1} ({cl:.1}–{ch:.1}) | {:.1} ({wl:.1}–{wh:.1}) |",
+            m(&cold, f),
+            m(&warm, f)
+        );
+    }
+    let round = |x: f64| (x * 10.0).round() / 10.0;
+    println!(
+        "{}",
+        serde_json::json!({
+            "tools": n,
+            "replicas": replicas,
+            "listed_ms": round(m(&warm, |s| s.listed_ms)),
+            "listed_cold_ms": round(m(&cold, |s| s.listed_ms)),
+            "callable_warm_ms": round(m(&warm, |s| s.callable_ms)),
+            "callable_cold_ms": round(m(&cold, |s| s.callable_ms)),
+            "runtime_ms": round(m(&warm, |s| s.runtime_ms)),
+        })
+    );
+    Ok(())
+}
+
+struct Sample {
+    runtime_ms: f64,
+    listed_ms: f64,
+    callable_ms: f64,
+}
+
+fn registry_start(
+    tools: &std::path::Path,
+    data: &std::path::Path,
+    cache: &std::path::Path,
+    n: usize,
+) -> Result<Sample, Box<dyn std::error::Error>> {
+    let t0 = Instant::now();
+    let runtime = Runtime::new(PoolConfig {
+        cache_dir: Some(cache.to_owned()),
+        data_dir: Some(data.to_owned()),
+        ..PoolConfig::default()
+    })?;
+    let runtime_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let t1 = Instant::now();
+    let mut listed_ms = 0.0;
+    registry::start_with(runtime, tools, n, false, || {
+        listed_ms = t1.elapsed().as_secs_f64() * 1e3;
+    })?;
+    Ok(Sample {
+        runtime_ms,
+        listed_ms,
+        callable_ms: t1.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }

@@ -5,26 +5,23 @@
 //! - hot reload: a new version of a tool's module written over the old
 //!   file → the registry reports it replaced → a call answers.
 //!
-//! `cargo bench -p toolplane-bench --bench registry`
+//! `cargo bench --workspace --profile release --bench criterion -- '^registry/'`
 
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::Criterion;
 use toolplane_bench::registry::{populate, start, versioned};
 use toolplane_core::Outcome;
 use toolplane_pool::{RegistryEvent, builtin};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const TOOLS: usize = 1000;
 
-fn startup(c: &mut Criterion) {
+pub fn startup(c: &mut Criterion) {
     let work = tempfile::TempDir::new().expect("a temporary directory");
     let (tools, data) = (work.path().join("tools"), work.path().join("data"));
     populate(&tools, TOOLS).expect("write the tools");
     std::fs::create_dir_all(&data).expect("data directory");
-    let mut g = c.benchmark_group(format!("registry start-up, {TOOLS} tools"));
+    let mut g = c.benchmark_group(format!("registry/start-up, {TOOLS} tools"));
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(10));
     let mut fresh = 0u64;
@@ -60,7 +57,7 @@ fn startup(c: &mut Criterion) {
     g.finish();
 }
 
-fn hot_reload(c: &mut Criterion) {
+pub fn hot_reload(c: &mut Criterion) {
     let work = tempfile::TempDir::new().expect("a temporary directory");
     let (tools, data, cache) = (
         work.path().join("tools"),
@@ -79,7 +76,7 @@ fn hot_reload(c: &mut Criterion) {
         .build()
         .expect("a tokio runtime");
     let mut version = 0u64;
-    let mut g = c.benchmark_group("registry hot reload");
+    let mut g = c.benchmark_group("registry/hot reload");
     g.sample_size(10);
     g.bench_function("module written → new version callable", |b| {
         b.iter_custom(|iters| {
@@ -109,6 +106,3 @@ fn hot_reload(c: &mut Criterion) {
     });
     g.finish();
 }
-
-criterion_group!(benches, startup, hot_reload);
-criterion_main!(benches);

@@ -3,19 +3,16 @@
 //! by a barrier; events unordered or ordered per key (64 keys); span
 //! sampling off or on every event (to a callback that drops it).
 //!
-//! `cargo bench -p toolplane-bench --bench engine`
+//! `cargo bench --workspace --profile release --bench criterion -- '^engine/'`
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use toolplane_bench::crew::Crew;
 use toolplane_bench::pools::noop;
 use toolplane_core::{Engine, Event, Payload, Producer, SpanExport, ToolId, handler_fn};
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Submits `share` events (bursts while the rings take them) and drains
 /// until every one of them is complete.
@@ -38,7 +35,7 @@ fn submit_all(p: &mut Producer, tool: ToolId, keys: u64, share: u64) {
     }
 }
 
-fn engine(c: &mut Criterion) {
+pub fn engine(c: &mut Criterion) {
     let workers = core_affinity::get_core_ids()
         .map_or(1, |c| c.len())
         .saturating_sub(1)
@@ -83,6 +80,3 @@ fn engine(c: &mut Criterion) {
     }
     g.finish();
 }
-
-criterion_group!(benches, engine);
-criterion_main!(benches);

@@ -4,12 +4,12 @@
 //! `ArrayQueue`, crossbeam-channel and flume, all bounded at 1024 (the
 //! engine's ring capacity).
 //!
-//! `cargo bench -p toolplane-bench --bench rings`
+//! `cargo bench --workspace --profile release --bench criterion -- '^rings/'`
 
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput};
 use toolplane_bench::crew::Crew;
 
 const CAPACITY: usize = 1024;
@@ -69,7 +69,7 @@ fn handoff<P, C>(
     g.finish();
 }
 
-fn rings(c: &mut Criterion) {
+pub fn rings(c: &mut Criterion) {
     handoff(
         c,
         "rtrb push-pop",
@@ -144,6 +144,3 @@ fn rings(c: &mut Criterion) {
         },
     );
 }
-
-criterion_group!(benches, rings);
-criterion_main!(benches);

@@ -8,21 +8,18 @@
 //! - a metrics snapshot of a running engine (a request to every worker
 //!   and their histograms merged), with 1 and 2 workers.
 //!
-//! `cargo bench -p toolplane-bench --bench spans`
+//! `cargo bench --workspace --profile release --bench criterion -- '^spans/'`
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use toolplane_bench::pools::noop;
 use toolplane_core::bench_hook::WorkerBatch;
 use toolplane_core::{Engine, Latencies, handler_fn};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn batch(c: &mut Criterion) {
-    let mut g = c.benchmark_group("worker batch of 64");
+pub fn batch(c: &mut Criterion) {
+    let mut g = c.benchmark_group("spans/worker batch of 64");
     g.throughput(Throughput::Elements(64));
     for (name, every) in [
         ("spans off", 0u64),
@@ -47,8 +44,8 @@ fn batch(c: &mut Criterion) {
     g.finish();
 }
 
-fn histograms(c: &mut Criterion) {
-    let mut g = c.benchmark_group("histograms");
+pub fn histograms(c: &mut Criterion) {
+    let mut g = c.benchmark_group("spans/histograms");
     let mut l = Latencies::default();
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     g.throughput(Throughput::Elements(1));
@@ -81,8 +78,8 @@ fn histograms(c: &mut Criterion) {
     g.finish();
 }
 
-fn snapshot(c: &mut Criterion) {
-    let mut g = c.benchmark_group("metrics snapshot");
+pub fn snapshot(c: &mut Criterion) {
+    let mut g = c.benchmark_group("spans/metrics snapshot");
     for workers in [1usize, 2] {
         let engine = Engine::builder()
             .workers(workers)
@@ -96,6 +93,3 @@ fn snapshot(c: &mut Criterion) {
     }
     g.finish();
 }
-
-criterion_group!(benches, batch, histograms, snapshot);
-criterion_main!(benches);

@@ -3,9 +3,9 @@
 //! pool's fresh instance with the command and the fast entry, reuse) on
 //! `echo` and `hash.sha256`, with 64 B, 1 KiB and 64 KiB inputs.
 //!
-//! `cargo bench -p toolplane-bench --bench wasi [-- FILTER]`, e.g.
-//! `-- 'echo/reuse'`. A process per call takes milliseconds: its group
-//! runs 10 samples.
+//! `cargo bench --workspace --profile release --bench criterion -- '^wasi/'`,
+//! or one tool and mode, e.g. `-- '^wasi/echo/reuse'`. A process per call
+//! takes milliseconds: its group runs 10 samples.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -14,10 +14,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use toolplane_bench::wasi::{self, Fixture, Mode, Tool};
 use toolplane_pool::PoolConfig;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn calls(c: &mut Criterion) {
+pub fn calls(c: &mut Criterion) {
     let fixture = Fixture::new(PoolConfig::default()).expect("the WASI fixture starts");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -25,7 +22,7 @@ fn calls(c: &mut Criterion) {
         .expect("a tokio runtime");
     for tool in Tool::ALL {
         for mode in Mode::ALL {
-            let mut g = c.benchmark_group(format!("{}/{}", tool.builtin(), mode.key()));
+            let mut g = c.benchmark_group(format!("wasi/{}/{}", tool.builtin(), mode.key()));
             if mode == Mode::Process {
                 g.sample_size(10);
                 g.measurement_time(Duration::from_secs(3));
@@ -53,12 +50,4 @@ fn calls(c: &mut Criterion) {
             g.finish();
         }
     }
-}
-
-fn main() {
-    // A process-per-call child runs its call and exits here.
-    wasi::child_main();
-    let mut c = Criterion::default().configure_from_args();
-    calls(&mut c);
-    c.final_summary();
 }
