@@ -11,18 +11,13 @@
 
 use std::sync::Arc;
 
-use bumpalo::Bump;
-use futures_util::stream::FuturesUnordered;
-use slab::Slab;
-
 use crate::config::Config;
 use crate::event::{Event, Payload, ToolId};
 use crate::handler::{FnWorker, Handler, WorkerContext, handler_fn};
-use crate::metrics::{Latencies, LocalCounters};
 use crate::outcome::{Outcome, Slot, SlotBox};
 use crate::span::{EXPORT_RING, SpanRecord};
 use crate::tools::ToolTable;
-use crate::worker::{Core, KeyQueues, Source, take_batch};
+use crate::worker::{Core, Source, take_batch};
 
 /// One worker's batch path with one producer ring, on this thread.
 pub struct WorkerBatch<F> {
@@ -72,24 +67,15 @@ where
         let (span_tx, span_rx) = rtrb::RingBuffer::new(EXPORT_RING);
         let sampling = sample_every > 0;
         WorkerBatch {
-            core: Core {
-                handler: state,
-                index: 0,
-                clock: quanta::Clock::new(),
-                arena: Bump::new(),
-                calls: FuturesUnordered::new(),
-                inflight: Slab::with_capacity(config.max_concurrent_per_worker),
-                max_concurrent: config.max_concurrent_per_worker,
-                keys: KeyQueues::new(config.max_concurrent_per_worker, config.ring_capacity),
-                local: LocalCounters::default(),
-                latencies: Latencies::default(),
-                spans: sampling.then_some(span_tx),
-                sample_countdown: sample_every.max(1),
+            core: Core::new(
+                state,
+                0,
+                quanta::Clock::new(),
+                &config,
                 sample_every,
-                completed: 0,
-                call_timeout: config.call_timeout,
-                sink: None,
-            },
+                Some(span_tx),
+                None,
+            ),
             source: Source::new(events_rx, completions_tx),
             events,
             completions,

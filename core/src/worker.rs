@@ -36,18 +36,15 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bumpalo::Bump;
 use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use slab::Slab;
 
 pub(crate) use self::core::Core;
 use self::core::{InFlight, Started};
-pub(crate) use self::keys::KeyQueues;
 use crate::engine::{Control, Injected, Reply, Shared};
 use crate::event::Event;
 use crate::handler::{Handler, WorkerContext, WorkerHandler};
-use crate::metrics::{Latencies, LocalCounters};
+use crate::metrics::Latencies;
 use crate::outcome::{Completion, Outcome, Sink, Slot, SlotBox};
 use crate::span::SpanRecord;
 
@@ -169,24 +166,15 @@ pub(crate) fn run<H: Handler>(launch: Launch<H>) {
         idle_spin_ns: config.idle_spin.as_nanos() as u64,
         stopping: None,
         deadline_timer: None,
-        core: Core {
-            handler: state,
+        core: Core::new(
+            state,
             index,
-            clock: shared.clock.clone(),
-            arena: Bump::new(),
-            calls: FuturesUnordered::new(),
-            inflight: Slab::with_capacity(config.max_concurrent_per_worker),
-            max_concurrent: config.max_concurrent_per_worker,
-            keys: KeyQueues::new(config.max_concurrent_per_worker, config.ring_capacity),
-            local: LocalCounters::default(),
-            latencies: Latencies::default(),
-            spans: if sample_every > 0 { spans } else { None },
-            sample_countdown: sample_every.max(1),
+            shared.clock.clone(),
+            config,
             sample_every,
-            completed: 0,
-            call_timeout: config.call_timeout,
+            spans,
             sink,
-        },
+        ),
         shared,
     };
     let alive = &worker.shared.workers[index].counters.alive;

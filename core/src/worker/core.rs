@@ -13,6 +13,7 @@ use slab::Slab;
 use super::Origin;
 use super::calls::{CallFuture, panic_message};
 use super::keys::KeyQueues;
+use crate::config::Config;
 use crate::event::{Event, ToolId};
 use crate::handler::{Call, CallContext, WorkerHandler};
 use crate::metrics::{Latencies, LocalCounters};
@@ -70,6 +71,39 @@ pub(crate) struct Core<H> {
     pub(crate) completed: usize,
     pub(crate) call_timeout: Option<Duration>,
     pub(crate) sink: Option<Arc<dyn Sink>>,
+}
+
+impl<H> Core<H> {
+    /// Worker `index`'s core, its tables sized by `config`; a span is
+    /// sampled every `sample_every` events (0: none) into `spans`.
+    pub(crate) fn new(
+        handler: H,
+        index: usize,
+        clock: quanta::Clock,
+        config: &Config,
+        sample_every: u64,
+        spans: Option<rtrb::Producer<SpanRecord>>,
+        sink: Option<Arc<dyn Sink>>,
+    ) -> Core<H> {
+        Core {
+            handler,
+            index,
+            clock,
+            arena: Bump::new(),
+            calls: FuturesUnordered::new(),
+            inflight: Slab::with_capacity(config.max_concurrent_per_worker),
+            max_concurrent: config.max_concurrent_per_worker,
+            keys: KeyQueues::new(config.max_concurrent_per_worker, config.ring_capacity),
+            local: LocalCounters::default(),
+            latencies: Latencies::default(),
+            spans: if sample_every > 0 { spans } else { None },
+            sample_countdown: sample_every.max(1),
+            sample_every,
+            completed: 0,
+            call_timeout: config.call_timeout,
+            sink,
+        }
+    }
 }
 
 impl<H: WorkerHandler> Core<H> {
