@@ -29,7 +29,9 @@ mod tool;
 
 pub use cache::{CacheStats, ModuleCache};
 pub use handler::{ToolHandler, ToolWorker};
-pub use manifest::{Access, DirGrant, EntryKind, Limits, Manifest, ManifestError, Mode};
+pub use manifest::{
+    Access, Annotations, DirGrant, EntryKind, Limits, Manifest, ManifestError, Mode,
+};
 pub use registry::{
     LiveTool, LoadState, Origin, Problem, Registry, RegistryBuilder, RegistryError, RegistryEvent,
     Snapshot, ToolEntry,

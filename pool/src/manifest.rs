@@ -38,6 +38,30 @@ pub struct Manifest {
     pub dirs: Vec<DirGrant>,
     /// The JSON Schema of the tool's input.
     pub input_schema: serde_json::Value,
+    /// A human-readable name (served as MCP's `title`).
+    pub title: Option<String>,
+    /// The JSON Schema of the tool's output, an object schema (served as
+    /// MCP's `outputSchema`); a call whose output does not match it fails.
+    pub output_schema: Option<serde_json::Value>,
+    /// What a client may assume of the tool (MCP's tool annotations).
+    pub annotations: Annotations,
+}
+
+/// Hints for clients about a tool's behaviour (MCP's tool annotations):
+/// `[annotations]` in a manifest. Unset hints are not served, and a client
+/// then assumes the specification's defaults (not read-only, destructive,
+/// not idempotent, open world).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Annotations {
+    /// The tool does not change its environment.
+    pub read_only: Option<bool>,
+    /// It may destroy or overwrite (meaningful when not read-only).
+    pub destructive: Option<bool>,
+    /// Calling it again with the same input has no further effect.
+    pub idempotent: Option<bool>,
+    /// It reaches beyond a closed world (the network, other systems).
+    pub open_world: Option<bool>,
 }
 
 /// How instances are used across calls.
@@ -141,6 +165,10 @@ struct RawManifest {
     #[serde(default)]
     permissions: RawPermissions,
     input_schema: Option<serde_json::Value>,
+    title: Option<String>,
+    output_schema: Option<serde_json::Value>,
+    #[serde(default)]
+    annotations: Annotations,
 }
 
 #[derive(Deserialize, Default)]
@@ -371,6 +399,23 @@ impl Manifest {
         if let Err(e) = jsonschema::validator_for(&input_schema) {
             return Err(err(format!("input_schema is not a valid JSON Schema: {e}")));
         }
+        if let Some(schema) = &raw.output_schema {
+            // MCP: an output schema describes structured content, a JSON
+            // object.
+            if schema.get("type").and_then(|t| t.as_str()) != Some("object") {
+                return Err(err(
+                    "output_schema must be an object schema (type = \"object\"): MCP serves structured output as a JSON object".into(),
+                ));
+            }
+            if let Err(e) = jsonschema::validator_for(schema) {
+                return Err(err(format!(
+                    "output_schema is not a valid JSON Schema: {e}"
+                )));
+            }
+        }
+        if raw.title.as_deref().is_some_and(str::is_empty) {
+            return Err(err("title is empty: leave it out or give one".into()));
+        }
         let module = raw
             .module
             .unwrap_or_else(|| PathBuf::from(format!("{}.wasm", raw.name)));
@@ -383,6 +428,9 @@ impl Manifest {
             limits,
             dirs,
             input_schema,
+            title: raw.title,
+            output_schema: raw.output_schema,
+            annotations: raw.annotations,
         })
     }
 
@@ -487,6 +535,42 @@ mod tests {
     }
 
     #[test]
+    fn title_output_schema_and_annotations_are_read() {
+        let m = parse("name = \"t\"").unwrap();
+        assert_eq!(
+            (m.title, m.output_schema, m.annotations),
+            (None, None, Annotations::default())
+        );
+        let m = parse(
+            r#"
+            name = "t"
+            title = "A tool"
+            [annotations]
+            read_only = false
+            destructive = true
+            [output_schema]
+            type = "object"
+            required = ["n"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(m.title.as_deref(), Some("A tool"));
+        assert_eq!(
+            m.output_schema.unwrap()["required"],
+            serde_json::json!(["n"])
+        );
+        assert_eq!(
+            m.annotations,
+            Annotations {
+                read_only: Some(false),
+                destructive: Some(true),
+                idempotent: None,
+                open_world: None,
+            }
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             ("name = \"t\"\nenv = [\"HOME\"]", "env"),
@@ -509,6 +593,23 @@ mod tests {
                 "permissions.dirs[0].guest",
             ),
             ("name = \"t\"\n[input_schema]\ntype = 5", "input_schema"),
+            (
+                "name = \"t\"\n[output_schema]\ntype = \"string\"",
+                "output_schema",
+            ),
+            (
+                "name = \"t\"\n[output_schema]\ntype = \"object\"\nrequired = 5",
+                "output_schema",
+            ),
+            (
+                "name = \"t\"\n[annotations]\nreadOnlyHint = true",
+                "readOnlyHint",
+            ),
+            (
+                "name = \"t\"\n[annotations]\nread_only = \"yes\"",
+                "read_only",
+            ),
+            ("name = \"t\"\ntitle = \"\"", "title"),
         ];
         for (text, key) in cases {
             let e = parse(text).expect_err(text).to_string();

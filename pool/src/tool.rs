@@ -23,6 +23,8 @@ pub struct LoadedTool {
     pub(crate) entry: Entry,
     pub(crate) dirs: Vec<(PathBuf, DirGrant)>,
     pub(crate) check: InputCheck,
+    /// The output schema's validator, when the manifest declares one.
+    pub(crate) output: Option<Box<jsonschema::Validator>>,
     pub(crate) stderr_excerpt: usize,
     pub(crate) backtraces: bool,
 }
@@ -120,7 +122,15 @@ impl LoadedTool {
             .instantiate_pre(&module)
             .map_err(|e| format!("cannot link against WASI preview1: {e:#}"))?;
         let check = input_check(&manifest.input_schema)?;
+        let output = match &manifest.output_schema {
+            Some(schema) => Some(Box::new(
+                jsonschema::validator_for(schema)
+                    .map_err(|e| format!("output_schema is not a valid JSON Schema: {e}"))?,
+            )),
+            None => None,
+        };
         Ok(LoadedTool {
+            output,
             manifest,
             digest,
             source,
@@ -168,25 +178,59 @@ impl LoadedTool {
             InputCheck::Schema(v) => {
                 let value: serde_json::Value = serde_json::from_slice(input)
                     .map_err(|e| format!("tool {name}: input is not valid JSON: {e}"))?;
-                let mut errors = v.iter_errors(&value).peekable();
-                if errors.peek().is_none() {
-                    return Ok(());
-                }
-                let mut msg = format!("tool {name}: input does not match its schema:");
-                for (i, e) in errors.take(3).enumerate() {
-                    let at = e.instance_path().to_string();
-                    let at = if at.is_empty() {
-                        "(top level)".to_string()
-                    } else {
-                        at
-                    };
-                    msg.push_str(if i == 0 { " " } else { "; " });
-                    msg.push_str(&format!("at {at}: {e}"));
-                }
-                Err(msg)
+                schema_errors(
+                    v,
+                    &value,
+                    format!("tool {name}: input does not match its schema:"),
+                )
             }
         }
     }
+
+    /// Checks a call's output against the tool's `output_schema`, when it
+    /// declares one.
+    ///
+    /// # Errors
+    ///
+    /// The output is not JSON or does not match; the message names the
+    /// tool and the field.
+    pub fn check_output(&self, output: &[u8]) -> Result<(), String> {
+        let Some(v) = &self.output else {
+            return Ok(());
+        };
+        let name = &self.manifest.name;
+        let value: serde_json::Value = serde_json::from_slice(output).map_err(|e| {
+            format!("tool {name}: output is not JSON, and the tool declares an output_schema: {e}")
+        })?;
+        schema_errors(
+            v,
+            &value,
+            format!("tool {name}: output does not match its output_schema:"),
+        )
+    }
+}
+
+/// The first three errors of `value` against `v`, each with its path.
+fn schema_errors(
+    v: &jsonschema::Validator,
+    value: &serde_json::Value,
+    mut msg: String,
+) -> Result<(), String> {
+    let mut errors = v.iter_errors(value).peekable();
+    if errors.peek().is_none() {
+        return Ok(());
+    }
+    for (i, e) in errors.take(3).enumerate() {
+        let at = e.instance_path().to_string();
+        let at = if at.is_empty() {
+            "(top level)".to_string()
+        } else {
+            at
+        };
+        msg.push_str(if i == 0 { " " } else { "; " });
+        msg.push_str(&format!("at {at}: {e}"));
+    }
+    Err(msg)
 }
 
 fn input_check(schema: &serde_json::Value) -> Result<InputCheck, String> {
