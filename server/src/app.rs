@@ -205,6 +205,23 @@ impl Drop for Count<'_> {
     }
 }
 
+/// A manifest's annotations as JSON (`{"read_only": true, ...}`, unset
+/// hints left out).
+pub fn annotations_json(a: &toolplane_pool::Annotations) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in [
+        ("read_only", a.read_only),
+        ("destructive", a.destructive),
+        ("idempotent", a.idempotent),
+        ("open_world", a.open_world),
+    ] {
+        if let Some(v) = v {
+            m.insert(k.into(), v.into());
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
 /// A tool's load state in words: `loading`, `ready`, `failed: WHY`.
 pub fn state_text(state: &LoadState) -> String {
     match state {
@@ -235,6 +252,8 @@ pub struct App {
     ready: Mutex<(Instant, Readiness)>,
     counters: ToolCounters,
     started: Instant,
+    connections: Arc<crate::listen::Connections>,
+    sessions: Arc<crate::mcp::front::Sessions>,
 }
 
 impl std::fmt::Debug for App {
@@ -254,7 +273,6 @@ impl App {
             engine: RwLock::new(Some(engine)),
             injector,
             registry,
-            settings,
             draining: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
             drained: tokio::sync::Notify::new(),
@@ -264,6 +282,12 @@ impl App {
             )),
             counters: ToolCounters::default(),
             started: Instant::now(),
+            connections: Arc::default(),
+            sessions: crate::mcp::front::Sessions::new(
+                settings.server.max_sessions,
+                settings.server.session_idle,
+            ),
+            settings,
         }
     }
 
@@ -275,6 +299,16 @@ impl App {
     /// The settings served.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The HTTP connection counts.
+    pub fn connections(&self) -> &Arc<crate::listen::Connections> {
+        &self.connections
+    }
+
+    /// The MCP sessions of streamable HTTP.
+    pub fn sessions(&self) -> &Arc<crate::mcp::front::Sessions> {
+        &self.sessions
     }
 
     /// Per-tool call counters.
@@ -367,7 +401,10 @@ impl App {
         };
         let name = &entry.manifest.name;
         match completion.outcome {
-            Outcome::Ok(out) => Ok(out),
+            Outcome::Ok(out) => {
+                tool.check_output(&out).map_err(CallError::Tool)?;
+                Ok(out)
+            }
             Outcome::Error(m) => Err(CallError::Tool(m.into_owned())),
             Outcome::Trap(m) => Err(CallError::Tool(format!("tool {name} trapped: {m}"))),
             Outcome::Timeout => Err(CallError::Timeout(name.clone())),

@@ -7,12 +7,19 @@
 //!
 //! [server]
 //! http = "127.0.0.1:7070"
-//! token = "..."              # or TOOLPLANE_TOKEN; required on all but /healthz
+//! token_sha256 = "..."       # SHA-256 (hex) of the bearer token required on all but
+//!                            # /healthz (`toolplane token hash`); or --token / TOOLPLANE_TOKEN
 //! max_body = "1 MiB"
 //! drain = "10s"              # how long in-flight calls may take at shutdown
 //! threads = 2                # HTTP threads (default: one per available core)
 //! allowed_hosts = ["localhost", "127.0.0.1", "::1"]
-//! allowed_origins = []
+//! allowed_origins = []       # besides the server's own loopback origins
+//! max_connections = 4096     # open HTTP connections served in full
+//! reserve_connections = 64   # above that: /healthz, /readyz and /metrics only
+//! header_timeout = "10s"     # to receive a request's headers (idle keep-alive included)
+//! body_timeout = "30s"       # to receive a request's whole body
+//! max_sessions = 1024        # MCP sessions open at once
+//! session_idle = "10m"       # an MCP session unused this long is closed
 //!
 //! [engine]
 //! max_inflight = 2048
@@ -75,17 +82,35 @@ pub struct Settings {
 pub struct ServerSettings {
     /// Where HTTP listens.
     pub http: SocketAddr,
-    /// The bearer token, if any.
-    pub token: Option<String>,
+    /// The SHA-256 of the bearer token, if one is required.
+    pub token: Option<TokenDigest>,
     /// Largest request body accepted.
     pub max_body: usize,
     /// How long in-flight calls may take to finish at shutdown.
     pub drain: Duration,
-    /// `Host` values accepted on `/mcp` (DNS rebinding protection).
+    /// `Host` values accepted on every route but `/healthz` (DNS
+    /// rebinding protection); an entry without a port matches any port.
     pub allowed_hosts: Vec<String>,
-    /// `Origin` values accepted on `/mcp` (empty: requests with an
-    /// `Origin` header are refused unless it is listed).
+    /// `Origin` values accepted besides the server's own loopback origins
+    /// (`http://127.0.0.1:PORT`, `http://localhost:PORT`, `http://[::1]:PORT`);
+    /// `scheme://host:*` matches any port.
     pub allowed_origins: Vec<String>,
+    /// Open connections served in full.
+    pub max_connections: usize,
+    /// Connections above `max_connections` that may still ask for
+    /// `/healthz`, `/readyz` and `/metrics`; beyond these a new connection
+    /// is closed at once.
+    pub reserve_connections: usize,
+    /// Time to receive a request's headers, counted from the moment the
+    /// connection waits for the next request (so it also ends idle
+    /// keep-alive connections).
+    pub header_timeout: Duration,
+    /// Time to receive a request's whole body.
+    pub body_timeout: Duration,
+    /// MCP sessions open at once (streamable HTTP with sessions).
+    pub max_sessions: usize,
+    /// An MCP session with no request for this long is closed.
+    pub session_idle: Duration,
     /// HTTP threads, each with its own single-threaded runtime (`None`:
     /// one per available core).
     pub threads: Option<usize>,
@@ -93,6 +118,71 @@ pub struct ServerSettings {
 
 /// Most HTTP threads accepted by `server.threads`.
 pub const MAX_HTTP_THREADS: usize = 256;
+
+/// Most connections accepted by `server.max_connections`.
+pub const MAX_CONNECTIONS: usize = 1 << 20;
+
+/// The SHA-256 digest of a bearer token: what the server keeps and
+/// compares, so that neither a config file nor the process holds the token
+/// itself, and a comparison takes the same time whatever the token's length.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenDigest(pub [u8; 32]);
+
+impl TokenDigest {
+    /// The digest of `token`.
+    pub fn of(token: &str) -> TokenDigest {
+        use sha2::Digest;
+        TokenDigest(sha2::Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Parses 64 hex digits.
+    ///
+    /// # Errors
+    ///
+    /// A message naming what is accepted.
+    pub fn from_hex(text: &str) -> Result<TokenDigest, String> {
+        let text = text.trim();
+        let bytes = text.as_bytes();
+        if bytes.len() != 64 {
+            return Err(format!(
+                "{} characters: accepted 64 hex digits (the SHA-256 of the token; `toolplane token hash` prints it)",
+                bytes.len()
+            ));
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in bytes.chunks(2).enumerate() {
+            let hex = std::str::from_utf8(pair)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok());
+            out[i] = hex.ok_or_else(|| {
+                "not hex: accepted 64 hex digits (the SHA-256 of the token; `toolplane token hash` prints it)"
+                    .to_string()
+            })?;
+        }
+        Ok(TokenDigest(out))
+    }
+
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `given` is the token: its digest compared without an early
+    /// exit, so the time taken says nothing of where they differ.
+    pub fn matches(&self, given: &str) -> bool {
+        let d = TokenDigest::of(given);
+        d.0.iter()
+            .zip(&self.0)
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+    }
+}
+
+impl std::fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenDigest(..)")
+    }
+}
 
 /// The default address: loopback only.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:7070";
@@ -107,6 +197,12 @@ impl Default for ServerSettings {
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             allowed_origins: Vec::new(),
             threads: None,
+            max_connections: 4096,
+            reserve_connections: 64,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_sessions: 1024,
+            session_idle: Duration::from_secs(600),
         }
     }
 }
@@ -128,11 +224,18 @@ struct File {
 struct ServerFile {
     http: Option<String>,
     token: Option<String>,
+    token_sha256: Option<String>,
     max_body: Option<String>,
     drain: Option<String>,
     allowed_hosts: Option<Vec<String>>,
     allowed_origins: Option<Vec<String>>,
     threads: Option<usize>,
+    max_connections: Option<usize>,
+    reserve_connections: Option<usize>,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    max_sessions: Option<usize>,
+    session_idle: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -190,7 +293,20 @@ impl Settings {
         if let Some(a) = srv.http {
             s.server.http = parse_addr(&a).map_err(|m| invalid(format!("server.http: {m}")))?;
         }
-        s.server.token = srv.token.filter(|t| !t.is_empty());
+        if srv.token.is_some() {
+            return Err(invalid(
+                "server.token: a token in plain text is refused in a file; put its SHA-256 in \
+                 server.token_sha256 (`toolplane token hash` prints the line), or pass the token \
+                 with --token or TOOLPLANE_TOKEN"
+                    .into(),
+            ));
+        }
+        if let Some(h) = srv.token_sha256 {
+            s.server.token = Some(
+                TokenDigest::from_hex(&h)
+                    .map_err(|m| invalid(format!("server.token_sha256: {m}")))?,
+            );
+        }
         if let Some(b) = srv.max_body {
             s.server.max_body =
                 parse_body_limit(&b).map_err(|m| invalid(format!("server.max_body: {m}")))?;
@@ -211,6 +327,57 @@ impl Settings {
                 )));
             }
             s.server.threads = Some(n);
+        }
+        if let Some(n) = srv.max_connections {
+            if !(1..=MAX_CONNECTIONS).contains(&n) {
+                return Err(invalid(format!(
+                    "server.max_connections = {n}: accepted 1..={MAX_CONNECTIONS}"
+                )));
+            }
+            s.server.max_connections = n;
+        }
+        if let Some(n) = srv.reserve_connections {
+            if n > 4096 {
+                return Err(invalid(format!(
+                    "server.reserve_connections = {n}: accepted 0..=4096"
+                )));
+            }
+            s.server.reserve_connections = n;
+        }
+        let timeout = |key: &str, text: &str, min: Duration, max: Duration| {
+            parse_duration_in(text, min, max).map_err(|m| invalid(format!("server.{key}: {m}")))
+        };
+        if let Some(t) = srv.header_timeout {
+            s.server.header_timeout = timeout(
+                "header_timeout",
+                &t,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+            )?;
+        }
+        if let Some(t) = srv.body_timeout {
+            s.server.body_timeout = timeout(
+                "body_timeout",
+                &t,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+            )?;
+        }
+        if let Some(n) = srv.max_sessions {
+            if !(1..=1_000_000).contains(&n) {
+                return Err(invalid(format!(
+                    "server.max_sessions = {n}: accepted 1..=1000000"
+                )));
+            }
+            s.server.max_sessions = n;
+        }
+        if let Some(t) = srv.session_idle {
+            s.server.session_idle = timeout(
+                "session_idle",
+                &t,
+                Duration::from_secs(1),
+                Duration::from_secs(7 * 24 * 3600),
+            )?;
         }
         Ok(s)
     }
@@ -240,6 +407,24 @@ pub fn parse_body_limit(text: &str) -> Result<usize, String> {
         ));
     }
     usize::try_from(n).map_err(|_| format!("{text:?} does not fit this machine"))
+}
+
+/// Parses a duration (`10s`, `5m`) within `min ..= max`.
+///
+/// # Errors
+///
+/// A message naming the value and the accepted range.
+pub fn parse_duration_in(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration ({e}): accepted e.g. \"10s\""))?;
+    if d < min || d > max {
+        return Err(format!(
+            "{text:?} is out of range: accepted {} ..= {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
 }
 
 /// Parses the drain deadline (`10s`), 0 ..= 1 h.
@@ -272,12 +457,18 @@ mod tests {
             data = "/var/lib/tp"
             [server]
             http = "0.0.0.0:8080"
-            token = "t0k"
+            token_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
             max_body = "64 KiB"
             drain = "3s"
             threads = 3
             allowed_hosts = ["example.com"]
             allowed_origins = ["https://app.example.com:443"]
+            max_connections = 100
+            reserve_connections = 4
+            header_timeout = "2s"
+            body_timeout = "3s"
+            max_sessions = 7
+            session_idle = "1m"
             [engine]
             max_inflight = 99
             [pool]
@@ -289,7 +480,15 @@ mod tests {
         assert_eq!(s.tools.unwrap(), Path::new("/etc/toolplane/tools"));
         assert_eq!(s.data.unwrap(), Path::new("/var/lib/tp"));
         assert_eq!(s.server.http, "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(s.server.token.as_deref(), Some("t0k"));
+        // SHA-256 of "test".
+        assert!(s.server.token.unwrap().matches("test"));
+        assert!(!s.server.token.unwrap().matches("test2"));
+        assert_eq!(s.server.max_connections, 100);
+        assert_eq!(s.server.reserve_connections, 4);
+        assert_eq!(s.server.header_timeout, Duration::from_secs(2));
+        assert_eq!(s.server.body_timeout, Duration::from_secs(3));
+        assert_eq!(s.server.max_sessions, 7);
+        assert_eq!(s.server.session_idle, Duration::from_secs(60));
         assert_eq!(s.server.max_body, 64 << 10);
         assert_eq!(s.server.drain, Duration::from_secs(3));
         assert_eq!(s.server.threads, Some(3));
@@ -307,6 +506,19 @@ mod tests {
             ("[server]\nmax_body = \"2 GiB\"", "server.max_body"),
             ("[server]\ndrain = \"soon\"", "server.drain"),
             ("[server]\nthreads = 0", "server.threads"),
+            ("[server]\ntoken = \"plain\"", "server.token"),
+            ("[server]\ntoken_sha256 = \"abc\"", "server.token_sha256"),
+            ("[server]\nmax_connections = 0", "server.max_connections"),
+            (
+                "[server]\nheader_timeout = \"1ms\"",
+                "server.header_timeout",
+            ),
+            (
+                "[server]\nbody_timeout = \"forever\"",
+                "server.body_timeout",
+            ),
+            ("[server]\nmax_sessions = 0", "server.max_sessions"),
+            ("[server]\nsession_idle = \"0s\"", "server.session_idle"),
             ("[engine]\nbatch_size = 0", "batch_size"),
             ("[pool]\ninstances = 0", "pool.instances"),
             ("colour = \"blue\"", "colour"),

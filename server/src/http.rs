@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -16,49 +17,72 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio_util::sync::CancellationToken;
 use toolplane_core::Priority;
 
+pub use self::edge::{HttpError, Policy};
 use crate::app::{App, Call, CallError, Readiness};
 use crate::mcp::Mcp;
+
+pub mod edge;
 
 /// Header naming the ordering key of a REST call (an unsigned integer).
 pub const KEY_HEADER: &str = "x-toolplane-key";
 /// Header naming the priority of a REST call (`low` or `normal`).
 pub const PRIORITY_HEADER: &str = "x-toolplane-priority";
 
-/// Seconds a client should wait after a 429.
-const RETRY_AFTER: &str = "1";
-
-/// The router for `app`; `shutdown` ends MCP's streams.
-pub fn router(app: Arc<App>, mcp: Mcp, shutdown: CancellationToken) -> Router {
+/// The router for `app` behind `policy`; `shutdown` ends MCP's streams.
+pub fn router(app: Arc<App>, mcp: Mcp, policy: Policy, shutdown: CancellationToken) -> Router {
     let s = &app.settings().server;
-    let mut mcp_config = StreamableHttpServerConfig::default()
+    // Host, Origin and the token are the edge's (one policy for every
+    // route), so rmcp's own checks are off.
+    let mcp_config = StreamableHttpServerConfig::default()
         .with_cancellation_token(shutdown)
         .with_max_request_body_bytes(s.max_body)
-        .with_allowed_hosts(s.allowed_hosts.iter().cloned())
+        .disable_allowed_hosts()
+        .disable_allowed_origins()
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
         // Plain JSON answers for stateless (2026-07-28) calls; a call that
         // emits notifications falls back to an event stream.
         .with_json_response(true);
-    mcp_config = if s.allowed_origins.is_empty() {
-        // No browser origin is trusted unless listed.
-        mcp_config.enforce_origin_validation()
-    } else {
-        mcp_config.with_allowed_origins(s.allowed_origins.iter().cloned())
-    };
-    let mcp_service: StreamableHttpService<Mcp, LocalSessionManager> =
-        StreamableHttpService::new(move || Ok(mcp.clone()), Default::default(), mcp_config);
+    let mcp_service: StreamableHttpService<Mcp, LocalSessionManager> = StreamableHttpService::new(
+        move || Ok(mcp.clone()),
+        app.sessions().manager(),
+        mcp_config,
+    );
+    let mcp_service = tower::ServiceBuilder::new()
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(app.sessions()),
+            crate::mcp::front::front,
+        ))
+        .service(mcp_service);
 
-    let guarded = Router::new()
+    let edge = edge::Edge {
+        policy: Arc::new(policy),
+        app: Arc::clone(&app),
+    };
+    Router::new()
+        .route("/healthz", get(healthz))
         .route("/v1/tools", get(tools))
         .route("/v1/tools/{name}/call", post(call))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .nest_service("/mcp", mcp_service)
-        .layer(DefaultBodyLimit::max(s.max_body))
-        .layer(middleware::from_fn_with_state(Arc::clone(&app), auth));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(guarded)
+        .route_service("/mcp", mcp_service)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // The edge reads bodies within server.max_body.
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(edge, edge::edge))
         .with_state(app)
+}
+
+async fn not_found() -> HttpError {
+    HttpError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> HttpError {
+    HttpError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }
 
 /// Liveness: constant, never touches the engine.
@@ -87,7 +111,10 @@ async fn tools(State(app): State<Arc<App>>) -> Response {
             serde_json::json!({
                 "name": e.manifest.name,
                 "description": e.manifest.description,
+                "title": e.manifest.title,
                 "input_schema": e.manifest.input_schema,
+                "output_schema": e.manifest.output_schema,
+                "annotations": crate::app::annotations_json(&e.manifest.annotations),
                 "state": crate::app::state_text(&e.state()),
             })
         })
@@ -104,10 +131,28 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 
 async fn call(
     State(app): State<Arc<App>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, HttpError> {
+    let Path(name) = name.map_err(|e| HttpError::new(e.status(), "bad_path", e.body_text()))?;
+    // A cross-site form or `text/plain` POST needs no CORS preflight; a
+    // JSON one does.
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json {
+        return Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "a call's body is JSON: send Content-Type: application/json",
+        ));
+    }
     let key = match headers
         .get(KEY_HEADER)
         .map(|v| v.to_str().map(str::parse::<u64>))
@@ -115,11 +160,11 @@ async fn call(
         None => None,
         Some(Ok(Ok(k))) => Some(k),
         Some(_) => {
-            return error(
+            return Err(HttpError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_header",
                 format!("header {KEY_HEADER}: accepted an unsigned 64-bit integer"),
-            );
+            ));
         }
     };
     let priority = match headers.get(PRIORITY_HEADER).map(HeaderValue::to_str) {
@@ -127,11 +172,11 @@ async fn call(
         Some(Ok(p)) if p.eq_ignore_ascii_case("normal") => Priority::Normal,
         Some(Ok(p)) if p.eq_ignore_ascii_case("low") => Priority::Low,
         Some(_) => {
-            return error(
+            return Err(HttpError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_header",
                 format!("header {PRIORITY_HEADER}: accepted low, normal"),
-            );
+            ));
         }
     };
     let call = Call {
@@ -148,18 +193,9 @@ async fn call(
             } else {
                 "text/plain; charset=utf-8"
             };
-            ([(header::CONTENT_TYPE, ct)], out.into_vec()).into_response()
+            Ok(([(header::CONTENT_TYPE, ct)], out.into_vec()).into_response())
         }
-        Err(e) => {
-            let status = status_of(&e);
-            let mut r = error(status, e.label(), e.to_string());
-            if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
-            {
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
-            }
-            r
-        }
+        Err(e) => Err(HttpError::new(status_of(&e), e.label(), e.to_string())),
     }
 }
 
@@ -176,39 +212,6 @@ pub fn status_of(e: &CallError) -> StatusCode {
         CallError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         CallError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
-}
-
-fn error(status: StatusCode, kind: &str, message: String) -> Response {
-    let body = serde_json::json!({ "error": { "kind": kind, "message": message } });
-    (status, axum::Json(body)).into_response()
-}
-
-/// Requires `Authorization: Bearer TOKEN` when a token is set.
-async fn auth(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    let Some(token) = app.settings().server.token.as_deref() else {
-        return next.run(request).await;
-    };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-        return next.run(request).await;
-    }
-    let mut r = error(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "this server requires Authorization: Bearer <token>".into(),
-    );
-    r.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    r
-}
-
-/// Compares without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -233,13 +236,5 @@ mod tests {
         for (e, status) in cases {
             assert_eq!(status_of(&e).as_u16(), status, "{e:?}");
         }
-    }
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
     }
 }

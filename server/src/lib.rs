@@ -22,4 +22,5 @@ pub mod serve;
 
 pub use app::{App, Call, CallError, Readiness};
 pub use config::{ConfigError, ServerSettings, Settings};
+pub use listen::Connections;
 pub use mcp::Mcp;

@@ -70,6 +70,18 @@ enum Command {
         #[command(flatten)]
         sources: Sources,
     },
+    /// Bearer tokens: `toolplane token hash` reads a token on stdin and
+    /// prints the `token_sha256` line for toolplane.toml.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Read a token on stdin (one line), print `token_sha256 = "..."`.
+    Hash,
 }
 
 #[derive(Subcommand)]
@@ -121,7 +133,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let mut s = settings(&sources)?;
             if let Some(t) = token.filter(|t| !t.is_empty()) {
-                s.server.token = Some(t);
+                s.server.token = Some(config::TokenDigest::of(&t));
             }
             if let Some(a) = &http {
                 s.server.http =
@@ -143,6 +155,26 @@ fn run(cli: Cli) -> Result<(), Failure> {
             sources,
         } => serve::call(&settings(&sources)?, &tool, &input, &mut stdout),
         Command::Check { sources } => serve::check(&settings(&sources)?, &mut stdout),
+        Command::Token {
+            command: TokenCommand::Hash,
+        } => {
+            use std::io::{BufRead, Write};
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| Failure::Failed(format!("reading the token on stdin: {e}")))?;
+            let token = line.trim_end_matches(['\r', '\n']);
+            if token.is_empty() {
+                return Err(Failure::Setup("no token on stdin".into()));
+            }
+            writeln!(
+                stdout,
+                "token_sha256 = \"{}\"",
+                config::TokenDigest::of(token).to_hex()
+            )
+            .map_err(|e| Failure::Failed(format!("writing: {e}")))
+        }
     }
 }
 

@@ -9,13 +9,17 @@ use std::sync::{Arc, Mutex};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, SubscriptionFilter,
-    Tool,
+    Tool, ToolAnnotations,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use tokio::sync::watch;
 
 use crate::app::{App, Call, CallError};
+
+pub mod front;
+pub mod jsonrpc;
+pub mod stdio;
 
 /// The MCP service: cheap to clone, one clone per session.
 #[derive(Clone)]
@@ -74,11 +78,22 @@ impl Mcp {
                     serde_json::Value::Object(o) => o.clone(),
                     _ => serde_json::Map::from_iter([("type".to_string(), "object".into())]),
                 };
-                Tool::new(
-                    e.manifest.name.clone(),
-                    e.manifest.description.clone(),
-                    Arc::new(schema),
-                )
+                let m = &e.manifest;
+                let mut tool = Tool::new(m.name.clone(), m.description.clone(), Arc::new(schema));
+                tool.title = m.title.clone();
+                if let Some(serde_json::Value::Object(o)) = &m.output_schema {
+                    tool.output_schema = Some(Arc::new(o.clone()));
+                }
+                let a = m.annotations;
+                if a != toolplane_pool::Annotations::default() {
+                    let mut hints = ToolAnnotations::new();
+                    hints.read_only_hint = a.read_only;
+                    hints.destructive_hint = a.destructive;
+                    hints.idempotent_hint = a.idempotent;
+                    hints.open_world_hint = a.open_world;
+                    tool.annotations = Some(hints);
+                }
+                tool
             })
             .collect()
     }

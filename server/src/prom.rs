@@ -61,6 +61,61 @@ pub fn render(app: &App) -> String {
     );
     let _ = writeln!(o, "toolplane_calls_in_flight {}", app.in_flight());
 
+    let c = app.connections();
+    head(
+        o,
+        "toolplane_http_connections",
+        "gauge",
+        "HTTP connections open.",
+    );
+    let _ = writeln!(o, "toolplane_http_connections {}", c.open());
+    head(
+        o,
+        "toolplane_http_connections_max",
+        "gauge",
+        "HTTP connections served in full (server.max_connections).",
+    );
+    let _ = writeln!(o, "toolplane_http_connections_max {}", c.max());
+    head(
+        o,
+        "toolplane_http_connections_reserve_total",
+        "counter",
+        "Connections accepted above the cap: health, readiness and metrics only.",
+    );
+    let _ = writeln!(
+        o,
+        "toolplane_http_connections_reserve_total {}",
+        c.reserve_total()
+    );
+    head(
+        o,
+        "toolplane_http_connections_refused_total",
+        "counter",
+        "Connections closed at once, beyond the cap and its reserve.",
+    );
+    let _ = writeln!(
+        o,
+        "toolplane_http_connections_refused_total {}",
+        c.refused_total()
+    );
+    let m = app.sessions();
+    head(o, "toolplane_mcp_sessions", "gauge", "MCP sessions open.");
+    let _ = writeln!(o, "toolplane_mcp_sessions {}", m.open());
+    head(
+        o,
+        "toolplane_mcp_sessions_refused_total",
+        "counter",
+        "MCP initializes refused at server.max_sessions.",
+    );
+    let _ = writeln!(o, "toolplane_mcp_sessions_refused_total {}", m.refused());
+    head(
+        o,
+        "toolplane_mcp_sessions_expired_total",
+        "counter",
+        "MCP sessions closed after server.session_idle unused.",
+    );
+    let _ = writeln!(o, "toolplane_mcp_sessions_expired_total {}", m.expired());
+
     head(
         o,
         "toolplane_tools",

@@ -13,8 +13,12 @@ use toolplane_pool::{LoadState, PoolConfig, Registry, Runtime, ToolHandler};
 
 use crate::app::App;
 use crate::config::Settings;
-use crate::listen::HttpThreads;
+use crate::listen::{HttpThreads, Limits};
 use crate::mcp::Mcp;
+
+/// After the drain, how long HTTP goes on answering (503, `Connection:
+/// close`) while connections are open, before they are closed.
+const LINGER: Duration = Duration::from_millis(250);
 
 /// How long start-up waits for the tools to load before it reports them.
 const LOAD_WAIT: Duration = Duration::from_secs(300);
@@ -88,6 +92,41 @@ pub fn registry(settings: &Settings, watch: bool) -> Result<(Registry, PathBuf),
     Ok((registry, data))
 }
 
+/// Files the process may keep open beyond its HTTP connections (tool
+/// modules, the data directory, the module cache, pipes, the listener).
+const SPARE_FILES: u64 = 512;
+
+/// Raises the soft open-file limit so that `connections` fit beside
+/// [`SPARE_FILES`], up to the hard limit.
+///
+/// # Errors
+///
+/// The hard limit is too low for them: the message names both limits.
+fn open_files_for(connections: usize) -> Result<(), Failure> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let need = connections as u64 + SPARE_FILES;
+    let lim = getrlimit(Resource::Nofile);
+    let soft = lim.current.unwrap_or(u64::MAX);
+    if soft >= need {
+        return Ok(());
+    }
+    let hard = lim.maximum.unwrap_or(u64::MAX);
+    if hard < need {
+        return Err(setup(format!(
+            "server.max_connections + server.reserve_connections = {connections} need {need} open files, \
+             and the hard limit (ulimit -Hn) is {hard}: lower them or raise the limit"
+        )));
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(need),
+            maximum: lim.maximum,
+        },
+    )
+    .map_err(|e| setup(format!("raising the open-file limit to {need}: {e}")))
+}
+
 /// How `serve` was asked to listen.
 #[derive(Debug, Clone)]
 pub struct Listen {
@@ -154,13 +193,29 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
                 "toolplane: warning: listening on {local}, beyond loopback, with no token: anyone who can reach it can call every tool (set --token or TOOLPLANE_TOKEN)"
             );
         }
-        let router = crate::http::router(Arc::clone(&app), mcp.clone(), mcp_stop.clone());
-        let threads = app.settings().server.threads.unwrap_or_else(|| {
+        let s = &app.settings().server;
+        let limits = Limits {
+            max_connections: s.max_connections,
+            reserve_connections: s.reserve_connections,
+            header_timeout: s.header_timeout,
+        };
+        open_files_for(limits.max_connections + limits.reserve_connections)?;
+        let policy = crate::http::Policy::new(s, local);
+        let router = crate::http::router(Arc::clone(&app), mcp.clone(), policy, mcp_stop.clone());
+        app.sessions().spawn_sweeper(mcp_stop.clone());
+        let threads = s.threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
         http_task = Some(
-            HttpThreads::start(listener, router, threads, &http_stop)
-                .map_err(|e| setup(format!("starting {threads} HTTP threads: {e}")))?,
+            HttpThreads::start(
+                listener,
+                router,
+                threads,
+                limits,
+                Arc::clone(app.connections()),
+                &http_stop,
+            )
+            .map_err(|e| setup(format!("starting {threads} HTTP threads: {e}")))?,
         );
         eprintln!(
             "toolplane: listening on http://{local} (MCP at http://{local}/mcp), {threads} HTTP threads"
@@ -169,7 +224,7 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
     let mut stdio = if listen.stdio {
         let service = mcp
             .clone()
-            .serve(rmcp::transport::stdio())
+            .serve(crate::mcp::stdio::stdio())
             .await
             .map_err(|e| setup(format!("MCP on stdio: {e}")))?;
         eprintln!("toolplane: serving MCP on stdio");
@@ -204,6 +259,9 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
         app.in_flight(),
         humantime::format_duration(drain)
     );
+    // Through the drain HTTP goes on answering: calls with 503, every
+    // answer with `Connection: close` (the edge), so clients move off
+    // their keep-alive connections before those close.
     let report = app.shutdown(drain).await;
     mcp_stop.cancel();
     if let Some((ct, done, finished)) = stdio {
@@ -212,10 +270,19 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
             let _ = done.await;
         }
     }
-    http_stop.cancel();
-    if let Some(t) = http_task {
-        // Open keep-alive and streaming connections get a moment to finish
-        // their last response.
+    if let Some(mut t) = http_task {
+        // Clients busy on keep-alive connections get a moment to be told
+        // `Connection: close` with an answer, rather than have an idle
+        // connection closed under a request they are sending.
+        let linger = tokio::time::Instant::now() + LINGER.min(drain);
+        while tokio::time::Instant::now() < linger && app.connections().open() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Connections already queued on the listener are answered, then
+        // idle connections close and busy ones after their answer; open
+        // streams get a moment to end.
+        t.stop_accepting().await;
+        http_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), t.finished()).await;
     }
     match report {
@@ -279,7 +346,10 @@ pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resul
         }
         rows.push(serde_json::json!({
             "name": m.name,
+            "title": m.title,
             "description": m.description,
+            "annotations": crate::app::annotations_json(&m.annotations),
+            "output_schema": m.output_schema,
             "mode": mode,
             "state": state,
             "permissions": { "dirs": dirs },

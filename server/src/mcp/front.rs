@@ -1,0 +1,236 @@
+//! The layer in front of rmcp's streamable HTTP service at `/mcp`:
+//! - every POSTed message is checked by [`super::jsonrpc::check`] and a
+//!   malformed one is answered with its JSON-RPC error (HTTP 400 when the
+//!   id could not be read, 200 with the error response when it could);
+//! - MCP sessions are bounded (`server.max_sessions`: an `initialize`
+//!   beyond it gets 503 and a JSON-RPC error naming the key) and expire
+//!   after `server.session_idle` with no request;
+//! - `DELETE` of a session answers 204 (rmcp answers 202, which the SDKs
+//!   log as a failed termination).
+//!
+//! ## Metrics
+//! - `toolplane_mcp_sessions` — MCP sessions open (gauge).
+//! - `toolplane_mcp_sessions_refused_total` — `initialize`s refused at the cap.
+//! - `toolplane_mcp_sessions_expired_total` — sessions closed for idleness.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest, JsonRpcMessage};
+use rmcp::transport::streamable_http_server::session::SessionManager;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+
+use super::jsonrpc;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// The open MCP sessions: rmcp's in-memory manager plus when each was last
+/// used.
+#[derive(Debug)]
+pub struct Sessions {
+    manager: Arc<LocalSessionManager>,
+    last_used: Mutex<HashMap<Arc<str>, Instant>>,
+    max: usize,
+    idle: Duration,
+    open: AtomicUsize,
+    refused: AtomicU64,
+    expired: AtomicU64,
+}
+
+impl Sessions {
+    /// At most `max` sessions, each closed by the sweep after `idle`
+    /// unused. rmcp's own idle timer (on messages into the session) is set
+    /// to twice that, a backstop should the sweeper stop.
+    pub fn new(max: usize, idle: Duration) -> Arc<Sessions> {
+        let mut manager = LocalSessionManager::default();
+        manager.session_config.keep_alive = Some(idle.saturating_mul(2));
+        Arc::new(Sessions {
+            manager: Arc::new(manager),
+            last_used: Mutex::default(),
+            max,
+            idle,
+            open: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+        })
+    }
+
+    /// rmcp's manager, for the service.
+    pub fn manager(&self) -> Arc<LocalSessionManager> {
+        Arc::clone(&self.manager)
+    }
+
+    /// Sessions open at the last sweep or change.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// `initialize`s refused at the cap.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Sessions closed for idleness.
+    pub fn expired(&self) -> u64 {
+        self.expired.load(Ordering::Relaxed)
+    }
+
+    fn touch(&self, id: &str) {
+        let mut m = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(id) {
+            Some(t) => *t = Instant::now(),
+            None => {
+                m.insert(Arc::from(id), Instant::now());
+            }
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        self.last_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    async fn count(&self) -> usize {
+        let n = self.manager.sessions.read().await.len();
+        self.open.store(n, Ordering::Relaxed);
+        n
+    }
+
+    /// Closes every session unused for `idle`; forgets the ones rmcp no
+    /// longer has.
+    pub async fn sweep(&self) {
+        let ids: Vec<Arc<str>> = self.manager.sessions.read().await.keys().cloned().collect();
+        let stale: Vec<Arc<str>> = {
+            let mut m = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
+            m.retain(|id, _| ids.contains(id));
+            let now = Instant::now();
+            ids.iter()
+                .filter(|id| {
+                    let last = *m.entry(Arc::clone(id)).or_insert(now);
+                    now.duration_since(last) >= self.idle
+                })
+                .cloned()
+                .collect()
+        };
+        for id in stale {
+            let _ = self.manager.close_session(&id).await;
+            self.forget(&id);
+            self.expired.fetch_add(1, Ordering::Relaxed);
+        }
+        self.count().await;
+    }
+
+    /// Sweeps every quarter of `idle` (at most every 30 s) until `stop`.
+    pub fn spawn_sweeper(self: &Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let sessions = Arc::clone(self);
+        let every = (sessions.idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(every) => sessions.sweep().await,
+                }
+            }
+        });
+    }
+}
+
+fn json_rpc_answer(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// The middleware: see the module docs.
+pub async fn front(
+    State(sessions): State<Arc<Sessions>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let session = request
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(id) = &session {
+        sessions.touch(id);
+    }
+    match *request.method() {
+        Method::POST => {}
+        Method::DELETE => {
+            let r = next.run(request).await;
+            if r.status() == StatusCode::ACCEPTED {
+                if let Some(id) = &session {
+                    sessions.forget(id);
+                    sessions.count().await;
+                }
+                return StatusCode::NO_CONTENT.into_response();
+            }
+            return r;
+        }
+        _ => return next.run(request).await,
+    }
+    // The edge has read the body whole already.
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let message: ClientJsonRpcMessage = match jsonrpc::check(&bytes) {
+        Ok(m) => m,
+        Err(r) => {
+            let status = if r.id.is_some() {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return json_rpc_answer(status, r.to_json());
+        }
+    };
+    let initialize = matches!(&message, JsonRpcMessage::Request(r)
+        if matches!(r.request, ClientRequest::InitializeRequest(_)));
+    if initialize && session.is_none() && sessions.count().await >= sessions.max {
+        sessions.refused.fetch_add(1, Ordering::Relaxed);
+        let id = match &message {
+            JsonRpcMessage::Request(r) => serde_json::to_value(&r.id).ok(),
+            _ => None,
+        };
+        let r = jsonrpc::Rejection {
+            id,
+            code: -32000,
+            message: format!(
+                "too many MCP sessions open ({}, server.max_sessions); close one (DELETE /mcp) or retry later",
+                sessions.max
+            ),
+            notification: false,
+        };
+        let mut resp = json_rpc_answer(StatusCode::SERVICE_UNAVAILABLE, r.to_json());
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return resp;
+    }
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    if initialize
+        && let Some(id) = response
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+    {
+        sessions.touch(id);
+        sessions.open.fetch_add(1, Ordering::Relaxed);
+    }
+    response
+}

@@ -1,0 +1,160 @@
+//! MCP over stdin/stdout: newline-delimited JSON-RPC, every line checked by
+//! [`super::jsonrpc::check`] first. A line that fails gets its JSON-RPC
+//! error on stdout (a notification with bad params gets none, as JSON-RPC
+//! says), and reading goes on; rmcp's own stdio transport drops such a
+//! line without a word, and a client waits for an answer that never comes.
+
+use std::sync::Arc;
+
+use rmcp::RoleServer;
+use rmcp::model::ServerJsonRpcMessage;
+use rmcp::service::RxJsonRpcMessage;
+use rmcp::transport::Transport;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::Mutex;
+
+use super::jsonrpc;
+
+/// Longest line read (a message larger than this is refused and skipped).
+pub const MAX_LINE: usize = 64 << 20;
+
+/// The checked stdio transport (generic over the streams, for tests).
+pub struct Checked<R, W> {
+    reader: BufReader<R>,
+    writer: Arc<Mutex<W>>,
+    line: Vec<u8>,
+}
+
+impl<R, W> std::fmt::Debug for Checked<R, W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checked").finish_non_exhaustive()
+    }
+}
+
+/// On the process's stdin and stdout.
+pub fn stdio() -> Checked<tokio::io::Stdin, tokio::io::Stdout> {
+    Checked::new(tokio::io::stdin(), tokio::io::stdout())
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Checked<R, W> {
+    /// Reads messages from `reader`, writes them to `writer`.
+    pub fn new(reader: R, writer: W) -> Checked<R, W> {
+        Checked {
+            reader: BufReader::new(reader),
+            writer: Arc::new(Mutex::new(writer)),
+            line: Vec::new(),
+        }
+    }
+}
+
+async fn write_line<W: AsyncWrite + Unpin>(
+    w: &Mutex<W>,
+    mut bytes: Vec<u8>,
+) -> std::io::Result<()> {
+    bytes.push(b'\n');
+    let mut w = w.lock().await;
+    w.write_all(&bytes).await?;
+    w.flush().await
+}
+
+impl<R, W> Transport<RoleServer> for Checked<R, W>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: ServerJsonRpcMessage,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let writer = Arc::clone(&self.writer);
+        async move {
+            let bytes = serde_json::to_vec(&item).map_err(std::io::Error::other)?;
+            write_line(&writer, bytes).await
+        }
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        loop {
+            self.line.clear();
+            let n = (&mut self.reader)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut self.line)
+                .await
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            if self.line.len() > MAX_LINE && self.line.last() != Some(&b'\n') {
+                // Skip the rest of the oversized line, then refuse it.
+                loop {
+                    self.line.clear();
+                    let n = (&mut self.reader)
+                        .take(1 << 20)
+                        .read_until(b'\n', &mut self.line)
+                        .await
+                        .ok()?;
+                    if n == 0 || self.line.last() == Some(&b'\n') {
+                        break;
+                    }
+                }
+                let r = jsonrpc::Rejection {
+                    id: None,
+                    code: jsonrpc::INVALID_REQUEST,
+                    message: format!("Invalid request: a message is longer than {MAX_LINE} bytes"),
+                    notification: false,
+                };
+                write_line(&self.writer, r.to_json()).await.ok()?;
+                continue;
+            }
+            let text = self.line.trim_ascii();
+            if text.is_empty() {
+                continue;
+            }
+            match jsonrpc::check(text) {
+                Ok(message) => return Some(message),
+                Err(r) if r.notification => {}
+                Err(r) => write_line(&self.writer, r.to_json()).await.ok()?,
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        self.writer.lock().await.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_malformed_line_is_answered_and_reading_goes_on() {
+        let input = b"{\n[1]\n{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\",\"params\":{\"name\":3}}\n\n{\"jsonrpc\":\"2.0\",\"method\":\"tools/call\",\"params\":{\"name\":3}}\n{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"ping\"}\n";
+        let (client, server_out) = tokio::io::duplex(1 << 16);
+        let mut t = Checked::new(&input[..], server_out);
+        let got = Transport::<RoleServer>::receive(&mut t).await.unwrap();
+        assert!(
+            matches!(got, rmcp::model::JsonRpcMessage::Request(ref r) if r.id == rmcp::model::NumberOrString::Number(8)),
+            "{got:?}"
+        );
+        assert!(Transport::<RoleServer>::receive(&mut t).await.is_none());
+        drop(t);
+        let mut out = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut { client }, &mut out)
+            .await
+            .unwrap();
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        // Three errors: the parse error, the batch, the bad params of
+        // request 7; none for the notification.
+        assert_eq!(lines.len(), 3, "{out}");
+        assert_eq!(lines[0]["error"]["code"], jsonrpc::PARSE_ERROR);
+        assert_eq!(lines[1]["error"]["code"], jsonrpc::INVALID_REQUEST);
+        assert_eq!(lines[2]["error"]["code"], jsonrpc::INVALID_PARAMS);
+        assert_eq!(lines[2]["id"], 7);
+    }
+}
