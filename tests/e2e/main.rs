@@ -4,6 +4,7 @@
 //! child process's stdio.
 
 mod cli;
+mod edge;
 mod loadgen;
 mod mcp;
 mod rest;

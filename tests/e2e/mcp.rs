@@ -55,6 +55,32 @@ async fn session_script<S: rmcp::service::Service<RoleClient>>(
     let sleep = tools.iter().find(|t| t.name == "sleep").unwrap();
     assert_eq!(sleep.input_schema["required"], json!(["ms"]));
     assert!(!sleep.description.as_deref().unwrap_or("").is_empty());
+    // Title, output schema and annotations, from the manifests.
+    let read = tools.iter().find(|t| t.name == "fs.read").unwrap();
+    assert_eq!(read.title.as_deref(), Some("Read a file"));
+    let hints = read
+        .annotations
+        .as_ref()
+        .expect("fs.read declares its hints");
+    assert_eq!(
+        (hints.read_only_hint, hints.destructive_hint),
+        (Some(true), Some(false))
+    );
+    let write = tools.iter().find(|t| t.name == "fs.write").unwrap();
+    let hints = write
+        .annotations
+        .as_ref()
+        .expect("fs.write declares its hints");
+    assert_eq!(
+        (hints.read_only_hint, hints.destructive_hint),
+        (Some(false), Some(true))
+    );
+    let hash = tools.iter().find(|t| t.name == "hash.sha256").unwrap();
+    let out = hash
+        .output_schema
+        .as_ref()
+        .expect("hash.sha256 declares its output");
+    assert_eq!(out["required"], json!(["sha256", "bytes", "rounds"]));
 
     let r = client
         .call_tool(

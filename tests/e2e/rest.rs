@@ -72,6 +72,7 @@ async fn every_builtin_answers_over_rest() {
         .post(s.url("/v1/tools/echo/call"))
         .header("x-toolplane-key", "42")
         .header("x-toolplane-priority", "low")
+        .header("content-type", "application/json")
         .body("{}")
         .send()
         .await
@@ -80,6 +81,7 @@ async fn every_builtin_answers_over_rest() {
     let r = c
         .post(s.url("/v1/tools/echo/call"))
         .header("x-toolplane-key", "forty-two")
+        .header("content-type", "application/json")
         .body("{}")
         .send()
         .await
@@ -143,6 +145,7 @@ async fn a_full_engine_answers_429_with_retry_after() {
     let url = s.url("/v1/tools/sleep/call");
     let slow = tokio::spawn(async move {
         c2.post(url)
+            .header("content-type", "application/json")
             .body(r#"{"ms":1500}"#)
             .send()
             .await
@@ -161,6 +164,7 @@ async fn a_full_engine_answers_429_with_retry_after() {
     }
     let r = c
         .post(s.url("/v1/tools/echo/call"))
+        .header("content-type", "application/json")
         .body("{}")
         .send()
         .await
@@ -276,6 +280,7 @@ async fn a_token_guards_everything_but_healthz() {
     }
     let r = c
         .post(s.url("/v1/tools/echo/call"))
+        .header("content-type", "application/json")
         .body("{}")
         .send()
         .await
@@ -293,6 +298,7 @@ async fn a_token_guards_everything_but_healthz() {
     let r = c
         .post(s.url("/v1/tools/echo/call"))
         .bearer_auth("s3cret")
+        .header("content-type", "application/json")
         .body("{}")
         .send()
         .await
@@ -309,7 +315,13 @@ async fn sigterm_drains_in_flight_calls_then_exits_zero() {
     let c2 = c.clone();
     let url = s.url("/v1/tools/sleep/call");
     let slow = tokio::spawn(async move {
-        let r = c2.post(url).body(r#"{"ms":1500}"#).send().await.unwrap();
+        let r = c2
+            .post(url)
+            .header("content-type", "application/json")
+            .body(r#"{"ms":1500}"#)
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     });
     // Let the call start, then ask the server to stop.
@@ -336,7 +348,13 @@ async fn calls_past_the_drain_deadline_are_cancelled_and_answered() {
     let c = client();
     let url = s.url("/v1/tools/sleep/call");
     let slow = tokio::spawn(async move {
-        let r = c.post(url).body(r#"{"ms":20000}"#).send().await.unwrap();
+        let r = c
+            .post(url)
+            .header("content-type", "application/json")
+            .body(r#"{"ms":20000}"#)
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -346,4 +364,35 @@ async fn calls_past_the_drain_deadline_are_cancelled_and_answered() {
     assert!(body.contains("cancelled"), "{body}");
     assert_eq!(s.wait(Duration::from_secs(30)), 0);
     assert!(s.stderr().contains("cancelled 1"), "{}", s.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_that_does_not_match_its_output_schema_is_a_tool_error() {
+    let dirs = Dirs::new();
+    dirs.set(
+        "echo",
+        None,
+        "output_schema",
+        toml::Value::Table(toml::from_str("type = \"object\"\nrequired = [\"y\"]").unwrap()),
+    );
+    let s = Server::start(&dirs, &[], &[], None);
+    let c = client();
+    let (st, v) = post(&c, &s, "echo", r#"{"y":1}"#).await;
+    assert_eq!((st, v), (200, json!({"y":1})));
+    let (st, v) = post(&c, &s, "echo", r#"{"x":1}"#).await;
+    assert_eq!(st, 422, "{v}");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("output_schema") && m.contains("\"y\""), "{m}");
+    let list: Vec<Value> = c
+        .get(s.url("/v1/tools"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let echo = list.iter().find(|t| t["name"] == "echo").unwrap();
+    assert_eq!(echo["output_schema"]["required"], json!(["y"]));
+    assert_eq!(echo["annotations"]["read_only"], true);
+    assert_eq!(echo["title"], "Echo");
 }

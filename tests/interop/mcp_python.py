@@ -4,10 +4,14 @@ over stdio (the binary as a child process) and over streamable HTTP.
     python tests/interop/mcp_python.py target/release/toolplane
 
 Exits non-zero with the failing step named. `.ci/run` runs it in a venv
-with a pinned `mcp`.
+per supported major of `mcp` (pinned: the current one and the previous
+one), so the names that changed between them (`server_info` /
+`serverInfo`, `input_schema` / `inputSchema`, `is_error` / `isError`, the
+streamable HTTP client's name and what it yields) are read either way.
 """
 
 import asyncio
+import logging
 import os
 import re
 import subprocess
@@ -15,27 +19,51 @@ import sys
 import tempfile
 
 from mcp import ClientSession, StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
+try:  # mcp 2.x
+    from mcp.client.streamable_http import streamable_http_client as http_client
+except ImportError:  # mcp 1.x
+    from mcp.client.streamable_http import streamablehttp_client as http_client
 
 SHA_ABC = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
 
+def attr(obj, snake: str, camel: str):
+    """`obj.snake` (mcp 2.x) or `obj.camel` (mcp 1.x)."""
+    return getattr(obj, snake) if hasattr(obj, snake) else getattr(obj, camel)
+
+
+class Warnings(logging.Handler):
+    """Collects the SDK's warnings (e.g. "Session termination failed: 202")."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(record.getMessage())
+
+
+WARNINGS = Warnings()
+logging.getLogger().addHandler(WARNINGS)
+
+
 async def script(session: ClientSession, transport: str) -> None:
     init = await session.initialize()
-    assert init.server_info.name == "toolplane", init
+    assert attr(init, "server_info", "serverInfo").name == "toolplane", init
     tools = (await session.list_tools()).tools
     names = {t.name for t in tools}
     assert {"echo", "hash.sha256", "fs.read", "fs.write", "sleep"} <= names, names
     sleep = next(t for t in tools if t.name == "sleep")
-    assert sleep.input_schema["required"] == ["ms"], sleep.input_schema
+    schema = attr(sleep, "input_schema", "inputSchema")
+    assert schema["required"] == ["ms"], schema
 
     r = await session.call_tool("hash.sha256", {"data": "abc"})
-    assert not r.is_error, r
-    assert r.structured_content["sha256"] == SHA_ABC, r
+    assert not attr(r, "is_error", "isError"), r
+    assert attr(r, "structured_content", "structuredContent")["sha256"] == SHA_ABC, r
     assert SHA_ABC in r.content[0].text, r
 
     r = await session.call_tool("sleep", {"ms": "x"})
-    assert r.is_error, r
+    assert attr(r, "is_error", "isError"), r
     assert "/ms" in r.content[0].text, r
 
     await session.send_ping()
@@ -65,13 +93,15 @@ async def over_http(binary: str, data: str) -> None:
                 url = m.group(1) + "/mcp"
                 break
         assert url, "the server did not start listening"
-        async with streamable_http_client(url) as streams:
+        async with http_client(url) as streams:
             async with ClientSession(streams[0], streams[1]) as session:
                 await script(session, "streamable HTTP")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     assert proc.returncode == 0, f"exit {proc.returncode}"
+    failed = [w for w in WARNINGS.seen if "termination failed" in w]
+    assert not failed, failed
 
 
 def main() -> None:
