@@ -13,7 +13,7 @@
 //! - `toolplane_mcp_sessions_refused_total` — `initialize`s refused at the cap.
 //! - `toolplane_mcp_sessions_expired_total` — sessions closed for idleness.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,14 +82,21 @@ impl Sessions {
         self.expired.load(Ordering::Relaxed)
     }
 
+    /// A request of session `id`: only sessions this server made are
+    /// recorded, so made-up ids cannot grow the table.
     fn touch(&self, id: &str) {
         let mut m = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
-        match m.get_mut(id) {
-            Some(t) => *t = Instant::now(),
-            None => {
-                m.insert(Arc::from(id), Instant::now());
-            }
+        if let Some(t) = m.get_mut(id) {
+            *t = Instant::now();
         }
+    }
+
+    /// Session `id` was just made.
+    fn created(&self, id: &str) {
+        self.last_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(Arc::from(id), Instant::now());
     }
 
     fn forget(&self, id: &str) {
@@ -108,7 +115,7 @@ impl Sessions {
     /// Closes every session unused for `idle`; forgets the ones rmcp no
     /// longer has.
     pub async fn sweep(&self) {
-        let ids: Vec<Arc<str>> = self.manager.sessions.read().await.keys().cloned().collect();
+        let ids: HashSet<Arc<str>> = self.manager.sessions.read().await.keys().cloned().collect();
         let stale: Vec<Arc<str>> = {
             let mut m = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
             m.retain(|id, _| ids.contains(id));
@@ -229,8 +236,25 @@ pub async fn front(
             .get(SESSION_HEADER)
             .and_then(|v| v.to_str().ok())
     {
-        sessions.touch(id);
+        sessions.created(id);
         sessions.open.fetch_add(1, Ordering::Relaxed);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_session_ids_are_not_recorded() {
+        let s = Sessions::new(4, Duration::from_secs(60));
+        for i in 0..1000 {
+            s.touch(&format!("made-up-{i}"));
+        }
+        s.created("real");
+        s.touch("real");
+        let m = s.last_used.lock().unwrap();
+        assert_eq!(m.keys().map(|k| &**k).collect::<Vec<_>>(), ["real"]);
+    }
 }

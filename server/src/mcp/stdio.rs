@@ -19,10 +19,17 @@ use super::jsonrpc;
 pub const MAX_LINE: usize = 64 << 20;
 
 /// The checked stdio transport (generic over the streams, for tests).
+///
+/// `receive` is cancel-safe: rmcp polls it in a `select!` beside its own
+/// sends and drops it when another branch wins, so a line half read stays
+/// in `line` for the next call, and error replies are written by a task of
+/// their own rather than inside `receive`.
 pub struct Checked<R, W> {
     reader: BufReader<R>,
     writer: Arc<Mutex<W>>,
     line: Vec<u8>,
+    /// Discarding the rest of a line longer than [`MAX_LINE`].
+    skipping: bool,
 }
 
 impl<R, W> std::fmt::Debug for Checked<R, W> {
@@ -43,6 +50,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Checked<R, W> {
             reader: BufReader::new(reader),
             writer: Arc::new(Mutex::new(writer)),
             line: Vec::new(),
+            skipping: false,
         }
     }
 }
@@ -55,6 +63,21 @@ async fn write_line<W: AsyncWrite + Unpin>(
     let mut w = w.lock().await;
     w.write_all(&bytes).await?;
     w.flush().await
+}
+
+impl<R, W> Checked<R, W>
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    /// Answers a refused line from a task of its own, so that dropping
+    /// `receive` cannot lose the answer.
+    fn reply(&self, r: &jsonrpc::Rejection) {
+        let writer = Arc::clone(&self.writer);
+        let bytes = r.to_json();
+        tokio::spawn(async move {
+            let _ = write_line(&writer, bytes).await;
+        });
+    }
 }
 
 impl<R, W> Transport<RoleServer> for Checked<R, W>
@@ -77,45 +100,53 @@ where
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
         loop {
-            self.line.clear();
+            // Appends to what a dropped call had read of this line.
+            let room = (MAX_LINE + 1).saturating_sub(self.line.len()).max(1);
             let n = (&mut self.reader)
-                .take(MAX_LINE as u64 + 1)
+                .take(room as u64)
                 .read_until(b'\n', &mut self.line)
                 .await
                 .ok()?;
-            if n == 0 {
+            let ended = self.line.last() == Some(&b'\n');
+            if self.skipping {
+                self.line.clear();
+                if ended {
+                    self.skipping = false;
+                } else if n == 0 {
+                    return None;
+                }
+                continue;
+            }
+            if n == 0 && self.line.is_empty() {
                 return None;
             }
-            if self.line.len() > MAX_LINE && self.line.last() != Some(&b'\n') {
-                // Skip the rest of the oversized line, then refuse it.
-                loop {
-                    self.line.clear();
-                    let n = (&mut self.reader)
-                        .take(1 << 20)
-                        .read_until(b'\n', &mut self.line)
-                        .await
-                        .ok()?;
-                    if n == 0 || self.line.last() == Some(&b'\n') {
-                        break;
-                    }
+            if !ended && n != 0 {
+                if self.line.len() <= MAX_LINE {
+                    continue;
                 }
-                let r = jsonrpc::Rejection {
+                // Longer than MAX_LINE: refuse it and skip to its end.
+                self.line.clear();
+                self.skipping = true;
+                self.reply(&jsonrpc::Rejection {
                     id: None,
                     code: jsonrpc::INVALID_REQUEST,
                     message: format!("Invalid request: a message is longer than {MAX_LINE} bytes"),
                     notification: false,
-                };
-                write_line(&self.writer, r.to_json()).await.ok()?;
+                });
                 continue;
             }
-            let text = self.line.trim_ascii();
+            let line = std::mem::take(&mut self.line);
+            let text = line.trim_ascii();
             if text.is_empty() {
+                if n == 0 {
+                    return None;
+                }
                 continue;
             }
             match jsonrpc::check(text) {
                 Ok(message) => return Some(message),
                 Err(r) if r.notification => {}
-                Err(r) => write_line(&self.writer, r.to_json()).await.ok()?,
+                Err(r) => self.reply(&r),
             }
         }
     }
@@ -140,6 +171,8 @@ mod tests {
             "{got:?}"
         );
         assert!(Transport::<RoleServer>::receive(&mut t).await.is_none());
+        // The replies are written by tasks of their own.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         drop(t);
         let mut out = String::new();
         tokio::io::AsyncReadExt::read_to_string(&mut { client }, &mut out)
