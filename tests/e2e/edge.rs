@@ -279,27 +279,9 @@ fn headers_and_bodies_that_dribble_time_out() {
         Some("[server]\nheader_timeout = \"500ms\"\nbody_timeout = \"500ms\"\n"),
     );
     // A partial header: the connection is closed at the header timeout.
-    let mut c = TcpStream::connect(s.addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
-    let t = Instant::now();
-    let mut buf = Vec::new();
-    let _ = c.read_to_end(&mut buf);
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "held {:?}",
-        t.elapsed()
-    );
+    closed_within(s.addr, b"GET /healthz HTTP/1.1\r\nHo", "a partial header");
     // An idle keep-alive connection ends too.
-    let mut c = TcpStream::connect(s.addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let t = Instant::now();
-    let _ = c.read_to_end(&mut buf);
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "idle held {:?}",
-        t.elapsed()
-    );
+    closed_within(s.addr, b"", "an idle connection");
     // A body that stops short gets 408.
     let mut c = TcpStream::connect(s.addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -312,6 +294,21 @@ fn headers_and_bodies_that_dribble_time_out() {
     let mut out = String::new();
     let _ = BufReader::new(&c).read_line(&mut out);
     assert!(out.contains(" 408 "), "{out:?}");
+}
+
+/// Opens a connection, sends `prefix` and asserts that the server closes
+/// it within 5 s (the test's timeouts are 500 ms).
+fn closed_within(addr: SocketAddr, prefix: &[u8], what: &str) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(prefix).unwrap();
+    let t = Instant::now();
+    let _ = c.read_to_end(&mut Vec::new());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "{what} held {:?}",
+        t.elapsed()
+    );
 }
 
 async fn mcp_post(
