@@ -182,10 +182,19 @@ pub(crate) fn run<H: Handler>(launch: Launch<H>) {
     let _ = ready.send(Ok(()));
     runtime.block_on(worker.run());
     worker.finish_pass(0);
-    worker.shared.workers[index]
+    let shared = Arc::clone(&worker.shared);
+    // Every call is answered by now; what the handler left (futures, their
+    // timers and blocking tasks) goes with the worker.
+    drop(worker);
+    shared.workers[index]
         .counters
         .alive
         .store(false, Ordering::Release);
+    drop(_enter);
+    // Not `drop(runtime)`: it waits for every blocking task, and one may
+    // never end (a tool's `open` of a FIFO no one writes). Its call was
+    // answered at its deadline; the thread ends with the process.
+    runtime.shutdown_background();
 }
 
 /// One batch from a producer's ring through `core`: up to `batch` events
