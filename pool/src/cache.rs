@@ -2,11 +2,20 @@
 //! and the engine's compatibility hash, so a hit is an mmap'd
 //! `Module::deserialize_file` instead of a compile.
 //!
-//! Each entry is `<wasm-sha256>-<compat>.cwasm` plus a `.sha256` sidecar
-//! holding the digest of the `.cwasm` file. A hit checks the digest before
-//! wasmtime maps the file, so a truncated or corrupted entry is recompiled
-//! and replaced, never run. Entries are written to a temporary file and
-//! renamed into place, so readers never see half an entry.
+//! Each entry is `<wasm-sha256>-<compat>.cwasm` plus a `.mac` sidecar: an
+//! HMAC-SHA256, under a key only this installation has, of the entry's
+//! name and bytes. `.cwasm` files are native code, so a hit reads the
+//! entry once, checks its MAC and gives wasmtime those same bytes: an
+//! entry that is truncated, corrupted, or written by anyone without the
+//! key (another entry's code copied over it included: the name is in the
+//! MAC) is recompiled and replaced, never run. Entries are written to a
+//! temporary file and renamed into place, so readers never see half an
+//! entry.
+//!
+//! The directory is created owner-only (0700) and refused, with its mode
+//! or owner named, when another user owns it or others can write to it;
+//! the key (`mac.key`, 32 random bytes, 0600) likewise when others can
+//! read it.
 //!
 //! In memory, modules are shared by wasm digest: identical modules (the
 //! same tool under several names) compile or load once, even when they are
@@ -30,14 +39,33 @@ const MEMO_CAPACITY: usize = 1024;
 
 /// The cache directory cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("module cache {}: {source}", dir.display())]
-pub struct CacheError {
-    /// The directory.
-    pub dir: PathBuf,
-    /// Why.
-    #[source]
-    pub source: std::io::Error,
+pub enum CacheError {
+    /// It cannot be created or read, or its key cannot be made.
+    #[error("module cache {}: {source}", path.display())]
+    Io {
+        /// The directory or file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Someone else could change what it holds.
+    #[error(
+        "module cache {}: {why}; it holds native code this process runs, so it must be owned by this user and writable by no one else (chmod 700, or set TOOLPLANE_CACHE_DIR)",
+        path.display()
+    )]
+    Unsafe {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong (the owner, or the mode).
+        why: String,
+    },
 }
+
+/// Bytes of the per-installation MAC key.
+const KEY_LEN: usize = 32;
+
+type Mac = hmac::Hmac<Sha256>;
 
 /// How a module was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +99,12 @@ type Slot = Arc<OnceLock<Result<Module, String>>>;
 /// See the module documentation.
 pub struct ModuleCache {
     dir: Option<PathBuf>,
+    /// Bytes of wasm being compiled now, and the most allowed at once.
+    compiling: Mutex<u64>,
+    compiled_one: std::sync::Condvar,
+    compile_budget: u64,
+    /// The MAC key, when caching on disk.
+    key: [u8; KEY_LEN],
     compat: String,
     memo: Mutex<Memo>,
     memory_hits: AtomicU64,
@@ -124,22 +158,32 @@ pub fn digest(wasm: &[u8]) -> WasmDigest {
 
 impl ModuleCache {
     /// Opens (creating it) the cache in `dir`; `None` caches in memory only.
+    /// Compiles run at once while their modules add up to `compile_budget`
+    /// bytes at most (one runs whatever its size): compiling takes memory
+    /// in proportion to the module (PERF.md, "Reliability under hostile
+    /// tools and files"), so this bounds it, whatever the loader count.
     ///
     /// # Errors
     ///
-    /// `dir` cannot be created.
-    pub fn new(dir: Option<PathBuf>, engine: &Engine) -> Result<ModuleCache, CacheError> {
-        if let Some(d) = &dir {
-            std::fs::create_dir_all(d).map_err(|source| CacheError {
-                dir: d.clone(),
-                source,
-            })?;
-        }
+    /// `dir` cannot be created, or others could change what it holds.
+    pub fn new(
+        dir: Option<PathBuf>,
+        engine: &Engine,
+        compile_budget: u64,
+    ) -> Result<ModuleCache, CacheError> {
+        let key = match &dir {
+            Some(d) => open_private(d)?,
+            None => [0; KEY_LEN],
+        };
         let mut h = ShaHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut h);
         let compat = hex(&h.0.finalize()[..8]);
         Ok(ModuleCache {
             dir,
+            compiling: Mutex::new(0),
+            compiled_one: std::sync::Condvar::new(),
+            compile_budget,
+            key,
             compat,
             memo: Mutex::new(Memo::default()),
             memory_hits: AtomicU64::new(0),
@@ -250,39 +294,115 @@ impl ModuleCache {
                 Entry::Missing => {}
             }
         }
-        let module = match Module::new(engine, wasm) {
-            Ok(m) => m,
-            Err(e) => return (Err(format!("{e:#}")), Source::Compiled),
+        let module = {
+            let _budget = self.compile_budget(wasm.len() as u64);
+            match compile(engine, wasm) {
+                Ok(m) => m,
+                Err(e) => return (Err(e), Source::Compiled),
+            }
         };
         self.compiled.fetch_add(1, Ordering::Relaxed);
         if let Some(p) = &path
-            && write_entry(&module, p).is_err()
+            && self.write_entry(&module, p).is_err()
         {
             self.write_errors.fetch_add(1, Ordering::Relaxed);
         }
         (Ok(module), Source::Compiled)
     }
 
+    /// Waits until `bytes` more fit in the compile budget (or nothing else
+    /// compiles), and holds them until the guard drops.
+    fn compile_budget(&self, bytes: u64) -> CompileGuard<'_> {
+        let mut now = self.compiling.lock().unwrap_or_else(|p| p.into_inner());
+        while *now > 0 && now.saturating_add(bytes) > self.compile_budget {
+            now = self
+                .compiled_one
+                .wait(now)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        *now += bytes;
+        CompileGuard { cache: self, bytes }
+    }
+
+    /// The MAC of the entry at `path` holding `bytes`.
+    fn mac(&self, path: &Path, bytes: &[u8]) -> Mac {
+        use hmac::Mac as _;
+        let mut mac = Mac::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        let name = path
+            .file_name()
+            .map(|n| n.as_encoded_bytes())
+            .unwrap_or_default();
+        mac.update(&(name.len() as u64).to_le_bytes());
+        mac.update(name);
+        mac.update(bytes);
+        mac
+    }
+
     fn read_entry(&self, engine: &Engine, path: &Path) -> Entry {
-        let sidecar = sidecar(path);
-        let Ok(expected) = std::fs::read_to_string(&sidecar) else {
+        use hmac::Mac as _;
+        let Ok(expected) = std::fs::read_to_string(sidecar(path)) else {
             return if path.exists() {
                 Entry::Corrupt
             } else {
                 Entry::Missing
             };
         };
+        let Some(expected) = unhex(expected.trim()) else {
+            return Entry::Corrupt;
+        };
         let Ok(bytes) = std::fs::read(path) else {
             return Entry::Corrupt;
         };
-        if hex(&Sha256::digest(&bytes)) != expected.trim() {
+        if self.mac(path, &bytes).verify_slice(&expected).is_err() {
             return Entry::Corrupt;
         }
-        drop(bytes);
-        match deserialize_checked(engine, path) {
+        match deserialize_verified(engine, &bytes) {
             Ok(m) => Entry::Hit(m),
             Err(_) => Entry::Corrupt,
         }
+    }
+
+    fn write_entry(&self, module: &Module, path: &Path) -> std::io::Result<()> {
+        use hmac::Mac as _;
+        let bytes = module.serialize().map_err(std::io::Error::other)?;
+        let mac = hex(&self.mac(path, &bytes).finalize().into_bytes());
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let tmp = |ext: &str| {
+            dir.join(format!(
+                ".{}.{}.{ext}.tmp",
+                path.file_name().and_then(|f| f.to_str()).unwrap_or("entry"),
+                std::process::id()
+            ))
+        };
+        // The module first, then the sidecar: a reader finding a sidecar finds
+        // the module it describes (or a newer one, which then fails its MAC
+        // and is compiled again).
+        let t = tmp("cwasm");
+        let mut f = std::fs::File::create(&t)?;
+        f.write_all(&bytes)?;
+        drop(f);
+        std::fs::rename(&t, path)?;
+        let t = tmp("mac");
+        std::fs::write(&t, mac)?;
+        std::fs::rename(&t, sidecar(path))?;
+        Ok(())
+    }
+}
+
+struct CompileGuard<'c> {
+    cache: &'c ModuleCache,
+    bytes: u64,
+}
+
+impl Drop for CompileGuard<'_> {
+    fn drop(&mut self) {
+        let mut now = self
+            .cache
+            .compiling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *now -= self.bytes;
+        self.cache.compiled_one.notify_all();
     }
 }
 
@@ -293,45 +413,155 @@ enum Entry {
 }
 
 fn sidecar(path: &Path) -> PathBuf {
-    path.with_extension("sha256")
+    path.with_extension("mac")
 }
 
-/// Maps a cache entry whose digest was just checked against its sidecar.
-#[allow(unsafe_code)]
-fn deserialize_checked(engine: &Engine, path: &Path) -> wasmtime::Result<Module> {
-    // SAFETY: `deserialize_file` requires bytes produced by
-    // `Module::serialize` of a compatible engine and unchanged since. The
-    // file is in the cache directory only this cache writes to; it was
-    // written by `write_entry` from `Module::serialize`; its SHA-256 matched
-    // the sidecar written after it just before this call, so it is not
-    // truncated or corrupted; and its name carries the engine's
-    // compatibility hash (wasmtime also checks its own header). A file
-    // swapped by another writer between the digest check and this map is
-    // outside what the cache defends against: the directory is private to
-    // toolplane.
-    unsafe { Module::deserialize_file(engine, path) }
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
-fn write_entry(module: &Module, path: &Path) -> std::io::Result<()> {
-    let bytes = module.serialize().map_err(std::io::Error::other)?;
-    let digest = hex(&Sha256::digest(&bytes));
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = |ext: &str| {
-        dir.join(format!(
-            ".{}.{}.{ext}.tmp",
-            path.file_name().and_then(|f| f.to_str()).unwrap_or("entry"),
-            std::process::id()
-        ))
+/// Compiles `wasm` (binary, or text). The error is wasmtime's, cut to its
+/// first line: the text parser quotes the offending line of its input, and
+/// a module path can name any file (`/etc/passwd`), whose content must not
+/// reach an error message.
+fn compile(engine: &Engine, wasm: &[u8]) -> Result<Module, String> {
+    if !wasm.starts_with(b"\0asm") && std::str::from_utf8(wasm).is_err() {
+        return Err(
+            "not a WebAssembly module: neither the binary format (it does not start with \\0asm) nor the text format (it is not UTF-8)"
+                .into(),
+        );
+    }
+    Module::new(engine, wasm).map_err(|e| {
+        let full = format!("{e:#}");
+        let first = full.lines().next().unwrap_or("").trim_end();
+        if first.len() < full.trim_end().len() {
+            format!("{first} (the rest of the message, which quotes the file, is left out)")
+        } else {
+            first.to_string()
+        }
+    })
+}
+
+/// Creates `dir` owner-only, checks no one else can change it, and returns
+/// its MAC key (made on first use).
+fn open_private(dir: &Path) -> Result<[u8; KEY_LEN], CacheError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| CacheError::Io { path, source }
     };
-    // The module first, then the sidecar: a reader finding a sidecar finds
-    // the module it describes.
-    let t = tmp("cwasm");
-    let mut f = std::fs::File::create(&t)?;
-    f.write_all(&bytes)?;
-    drop(f);
-    std::fs::rename(&t, path)?;
-    let t = tmp("sha256");
-    std::fs::write(&t, digest)?;
-    std::fs::rename(&t, sidecar(path))?;
-    Ok(())
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(dir))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    #[allow(unsafe_code)]
+    let me = unsafe { libc::geteuid() };
+    let check = |path: &Path, meta: &std::fs::Metadata, others: u32, what: &str| {
+        if meta.uid() != me {
+            return Err(CacheError::Unsafe {
+                path: path.to_owned(),
+                why: format!(
+                    "it is owned by uid {}, not by this user (uid {me})",
+                    meta.uid()
+                ),
+            });
+        }
+        if meta.mode() & others != 0 {
+            return Err(CacheError::Unsafe {
+                path: path.to_owned(),
+                why: format!("its mode is {:04o}: {what}", meta.mode() & 0o7777),
+            });
+        }
+        Ok(())
+    };
+    let meta = std::fs::metadata(dir).map_err(io(dir))?;
+    check(dir, &meta, 0o022, "others can write to it")?;
+    let key_path = dir.join("mac.key");
+    if !key_path.exists() {
+        // Written whole under a temporary name, then linked into place: a
+        // process starting beside this one reads a whole key or makes its own.
+        let mut key = [0u8; KEY_LEN];
+        getrandom::fill(&mut key).map_err(|e| CacheError::Io {
+            path: key_path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let tmp = dir.join(format!(".mac.key.{}.tmp", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        f.write_all(&key).map_err(io(&tmp))?;
+        drop(f);
+        let linked = std::fs::hard_link(&tmp, &key_path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => return Ok(key),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(&key_path)(e)),
+        }
+    }
+    let meta = std::fs::symlink_metadata(&key_path).map_err(io(&key_path))?;
+    if !meta.is_file() {
+        return Err(CacheError::Unsafe {
+            path: key_path,
+            why: "it is not a regular file".into(),
+        });
+    }
+    check(&key_path, &meta, 0o077, "others can read or write it")?;
+    let bytes = std::fs::read(&key_path).map_err(io(&key_path))?;
+    bytes.try_into().map_err(|b: Vec<u8>| CacheError::Unsafe {
+        path: key_path,
+        why: format!("it holds {} bytes, not a {KEY_LEN}-byte key", b.len()),
+    })
+}
+
+/// Loads a cache entry's bytes whose MAC was just checked.
+#[allow(unsafe_code)]
+fn deserialize_verified(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Module> {
+    // SAFETY: `deserialize` requires bytes produced by `Module::serialize`
+    // of a compatible engine. These bytes are the ones whose MAC was just
+    // verified (read once: no file can be swapped in between), and only
+    // `write_entry` makes MACs, with a key no other user can read, over
+    // `Module::serialize`'s output and the entry's name, which carries the
+    // engine's compatibility hash (wasmtime also checks its own header).
+    unsafe { Module::deserialize(engine, bytes) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiles_wait_for_the_budget_and_one_runs_whatever_its_size() {
+        let cache = ModuleCache::new(None, &Engine::default(), 100).unwrap();
+        let big = cache.compile_budget(1000);
+        drop(big);
+        let a = cache.compile_budget(80);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _b = cache.compile_budget(50);
+                tx.send(()).unwrap();
+            });
+            assert!(
+                rx.recv_timeout(std::time::Duration::from_millis(200))
+                    .is_err(),
+                "80 + 50 bytes compiled at once with a budget of 100"
+            );
+            drop(a);
+            rx.recv_timeout(std::time::Duration::from_secs(5))
+                .expect("the second compile starts once the first ends");
+        });
+    }
 }

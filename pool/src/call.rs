@@ -3,8 +3,10 @@
 //! an [`Outcome`].
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 
 use toolplane_core::{Outcome, Payload};
 use wasmtime::{
@@ -17,6 +19,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::manifest::{Access, Mode, fmt_size};
 use crate::pipe::CappedPipe;
+use crate::quota::DataQuota;
 use crate::runtime::{Active, Runtime};
 use crate::tool::{Entry, LoadedTool};
 
@@ -30,6 +33,39 @@ pub(crate) struct Host {
     /// The epoch count at which the current call times out.
     deadline: u64,
     timed_out: bool,
+    /// Write quota: bytes this call may still reserve.
+    write_left: u64,
+    /// The call's `limits.max_write`, for messages.
+    max_write: u64,
+    /// The data directory's accounting, for tools that may write to it.
+    quota: Option<Arc<DataQuota>>,
+    /// Why the host refused a write reservation in this call, if it did.
+    refused_write: Option<String>,
+}
+
+/// `toolplane.reserve_write(bytes: i64) -> i32`: 0 when the call may write
+/// `bytes` more, 1 when that would pass its `limits.max_write`, 2 when it
+/// would pass the data directory's limit (the reason is kept for the
+/// call's error).
+pub(crate) fn reserve_write(mut caller: wasmtime::Caller<'_, Host>, bytes: i64) -> i32 {
+    let host = caller.data_mut();
+    let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+    if bytes > host.write_left {
+        host.refused_write = Some(format!(
+            "writing {} would exceed this call's write quota, limits.max_write = {}",
+            fmt_size(bytes),
+            fmt_size(host.max_write)
+        ));
+        return 1;
+    }
+    if let Some(q) = &host.quota
+        && let Err(why) = q.reserve(bytes)
+    {
+        host.refused_write = Some(why);
+        return 2;
+    }
+    host.write_left -= bytes;
+    0
 }
 
 /// `StoreLimits` plus a record of the growth it refused, so a trap that
@@ -127,6 +163,14 @@ fn new_store(
         },
         deadline: u64::MAX,
         timed_out: false,
+        write_left: 0,
+        max_write: limits.max_write,
+        quota: if tool.writes {
+            rt.inner.quota.clone()
+        } else {
+            None
+        },
+        refused_write: None,
     };
     let mut store = Store::new(&rt.inner.engine, host);
     store.limiter(|h| &mut h.limiter);
@@ -150,6 +194,13 @@ fn arm<'r>(
     tool: &LoadedTool,
     store: &mut Store<Host>,
 ) -> Result<Active<'r>, Outcome> {
+    if let Some(q) = &store.data().quota
+        && let Some(why) = q.full()
+    {
+        return Err(Outcome::Error(
+            format!("tool {}: {why}", tool.manifest.name).into(),
+        ));
+    }
     let active = rt.inner.active();
     let ticks = rt.deadline_ticks(tool.manifest.limits.timeout);
     let now = rt.inner.epochs.count.load(Ordering::Relaxed);
@@ -157,6 +208,8 @@ fn arm<'r>(
     host.deadline = now.saturating_add(ticks);
     host.timed_out = false;
     host.limiter.refused = None;
+    host.write_left = tool.manifest.limits.max_write;
+    host.refused_write = None;
     // The first yield comes after one whole tick of running, not at the
     // next tick boundary: a 30 µs call would otherwise cross a 250 µs
     // boundary and yield (holding its slot while the worker starts the
@@ -186,16 +239,47 @@ pub(crate) async fn slot(rt: &Runtime) -> Slot {
     }
 }
 
+/// Runs `call`, one call of `tool`, under the tool's deadline kept by the
+/// host: the epoch deadline interrupts guest code, this ends the call
+/// whatever the guest waits on (a clock, a file operation, a pool slot),
+/// dropping its instance and freeing its slot.
+pub(crate) async fn bounded(
+    rt: &Runtime,
+    tool: &LoadedTool,
+    call: impl Future<Output = Outcome>,
+) -> Outcome {
+    let deadline = tokio::time::Instant::now() + tool.manifest.limits.timeout;
+    let mut call = std::pin::pin!(call);
+    // Most calls end in their first poll: they need no timer (creating and
+    // dropping one costs more than some calls, see PERF.md).
+    let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+    let outcome = match first {
+        Poll::Ready(o) => o,
+        Poll::Pending => tokio::time::timeout_at(deadline, call)
+            .await
+            .unwrap_or(Outcome::Timeout),
+    };
+    if tool.writes
+        && let Some(q) = &rt.inner.quota
+    {
+        q.touched();
+    }
+    outcome
+}
+
 /// One call outside a worker: a fresh instance, or for a reuse-mode tool
 /// a live instance used once (there is no worker to keep it for).
 pub(crate) async fn once(rt: Runtime, tool: Arc<LoadedTool>, input: &[u8]) -> Outcome {
-    match tool.manifest.mode {
-        Mode::Fresh => fresh(rt, tool, input.into()).await,
-        Mode::Reuse => match LiveInstance::new(&rt, tool).await {
-            Ok(mut live) => live.call(&rt, input).await.0,
-            Err(o) => o,
-        },
-    }
+    let call = async {
+        match tool.manifest.mode {
+            Mode::Fresh => fresh(rt.clone(), Arc::clone(&tool), input.into()).await,
+            Mode::Reuse => match LiveInstance::new(&rt, Arc::clone(&tool)).await {
+                Ok(mut live) => live.call(&rt, input).await.0,
+                Err(o) => o,
+            },
+        }
+    };
+    bounded(&rt, &tool, call).await
 }
 
 /// One call on a fresh instance.
@@ -248,6 +332,8 @@ async fn command(
     }
     if code == 0 {
         Outcome::Ok(stdio.stdout.with(Payload::from_slice))
+    } else if let Some(why) = store.data_mut().refused_write.take() {
+        Outcome::Error(format!("tool {}: {why}", tool.manifest.name).into())
     } else {
         let err = excerpt(&stdio.stderr, tool.stderr_excerpt);
         Outcome::Error(if err.is_empty() {
@@ -341,6 +427,12 @@ impl Live {
         let out_ptr = (r & 0xffff_ffff) as usize;
         let out_len = ((r >> 32) & 0x7fff_ffff) as usize;
         let is_error = r >> 63 == 1;
+        if is_error && let Some(why) = store.data_mut().refused_write.take() {
+            return (
+                Outcome::Error(format!("tool {}: {why}", tool.manifest.name).into()),
+                true,
+            );
+        }
         if !is_error && out_len as u64 > tool.manifest.limits.max_output {
             return (over_output(tool), true);
         }
@@ -456,6 +548,9 @@ fn failure(
     let name = &tool.manifest.name;
     if host.timed_out {
         return Outcome::Timeout;
+    }
+    if let Some(why) = &host.refused_write {
+        return Outcome::Error(format!("tool {name}: {why}").into());
     }
     if let Some(asked) = host.limiter.refused {
         return Outcome::Error(

@@ -163,22 +163,25 @@ async fn run(
     tool: Arc<LoadedTool>,
     input: Payload,
 ) -> Outcome {
-    match tool.manifest.mode {
-        Mode::Fresh => call::fresh(rt, tool, input).await,
-        Mode::Reuse => {
-            let idle = live.borrow_mut().take(id, &tool);
-            let mut instance = match idle {
-                Some(i) => i,
-                None => match LiveInstance::new(&rt, tool).await {
-                    Ok(i) => i,
-                    Err(o) => return o,
-                },
-            };
-            let (outcome, keep) = instance.call(&rt, &input).await;
-            if keep {
-                live.borrow_mut().put(id, instance);
+    let call = async {
+        match tool.manifest.mode {
+            Mode::Fresh => call::fresh(rt.clone(), Arc::clone(&tool), input).await,
+            Mode::Reuse => {
+                let idle = live.borrow_mut().take(id, &tool);
+                let mut instance = match idle {
+                    Some(i) => i,
+                    None => match LiveInstance::new(&rt, Arc::clone(&tool)).await {
+                        Ok(i) => i,
+                        Err(o) => return o,
+                    },
+                };
+                let (outcome, keep) = instance.call(&rt, &input).await;
+                if keep {
+                    live.borrow_mut().put(id, instance);
+                }
+                outcome
             }
-            outcome
         }
-    }
+    };
+    call::bounded(&rt, &tool, call).await
 }

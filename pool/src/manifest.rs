@@ -103,6 +103,9 @@ pub struct Limits {
     pub fuel: Option<u64>,
     /// Reuse mode: calls a live instance serves before it is recycled.
     pub recycle_after: Option<u64>,
+    /// Bytes one call may write to its directories, as reserved through
+    /// the host's `toolplane.reserve_write` (the SDK's file helpers do).
+    pub max_write: u64,
 }
 
 impl Default for Limits {
@@ -113,6 +116,7 @@ impl Default for Limits {
             max_output: 1 << 20,
             fuel: None,
             recycle_after: None,
+            max_write: 16 << 20,
         }
     }
 }
@@ -177,6 +181,7 @@ struct RawLimits {
     memory: Option<Size>,
     timeout: Option<String>,
     max_output: Option<Size>,
+    max_write: Option<Size>,
     fuel: Option<u64>,
     recycle_after: Option<u64>,
 }
@@ -241,6 +246,16 @@ impl Size {
     }
 }
 
+/// The largest manifest read: manifests are a few KiB of TOML.
+pub const MAX_MANIFEST: u64 = 1 << 20;
+
+/// A [`crate::files::ReadError`]'s message without its leading path (the
+/// error it goes into names the path already).
+pub(crate) fn strip_path(msg: &str, path: &Path) -> String {
+    let prefix = format!("{}: ", path.display());
+    msg.strip_prefix(&prefix).unwrap_or(msg).to_string()
+}
+
 /// Parses `"16 MiB"`, `"512KiB"`, `"1 GB"`, `"4096"`.
 pub fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim();
@@ -296,10 +311,25 @@ impl Manifest {
     /// The file cannot be read, is not valid TOML, has an unknown key, a
     /// bad value, or an input schema that is not a valid JSON Schema.
     pub fn from_file(path: &Path) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+        Manifest::from_file_digest(path).map(|(m, _)| m)
+    }
+
+    /// [`Manifest::from_file`], with the SHA-256 of the file's text.
+    pub(crate) fn from_file_digest(path: &Path) -> Result<(Manifest, [u8; 32]), ManifestError> {
+        let limits = crate::files::ReadLimits {
+            max: MAX_MANIFEST,
+            key: "the manifest size limit",
+            timeout: Duration::from_secs(5),
+        };
+        let bytes = crate::files::read_checked(path, limits).map_err(|e| ManifestError {
             path: path.to_owned(),
-            message: format!("cannot read: {e}"),
+            message: strip_path(&e.to_string(), path),
         })?;
+        let text = String::from_utf8(bytes).map_err(|e| ManifestError {
+            path: path.to_owned(),
+            message: format!("is not UTF-8 (at byte {})", e.utf8_error().valid_up_to()),
+        })?;
+        let digest = crate::cache::digest(text.as_bytes());
         let manifest = Manifest::from_toml_str(&text, path)?;
         let stem = path
             .file_name()
@@ -314,7 +344,7 @@ impl Manifest {
                 ),
             });
         }
-        Ok(manifest)
+        Ok((manifest, digest))
     }
 
     /// Parses a manifest; `origin` names it in errors.
@@ -357,6 +387,10 @@ impl Manifest {
             },
             fuel: raw.limits.fuel,
             recycle_after: raw.limits.recycle_after,
+            max_write: match &raw.limits.max_write {
+                Some(s) => s.bytes("limits.max_write").map_err(err)?,
+                None => defaults.max_write,
+            },
         };
         if limits.memory < 64 << 10 {
             return Err(err(format!(

@@ -125,6 +125,8 @@ pub struct ToolEntry {
     pub manifest: Arc<Manifest>,
     /// Where it came from.
     pub origin: Origin,
+    /// The SHA-256 of its manifest file (none for a built-in).
+    manifest_digest: Option<[u8; 32]>,
     state: OnceLock<Result<Arc<LoadedTool>, String>>,
     ready: tokio::sync::Notify,
 }
@@ -314,7 +316,7 @@ impl RegistryBuilder {
             let mut items = Vec::new();
             for b in builtin::BUILTINS {
                 match Manifest::from_toml_str(b.manifest, Path::new(b.manifest_path)) {
-                    Ok(m) => items.push((m, Origin::Builtin, Wasm::Static(b.module))),
+                    Ok(m) => items.push((m, Origin::Builtin, Wasm::Static(b.module), None)),
                     Err(e) => registry.inner.problem(&e.path, e.message.clone(), None),
                 }
             }
@@ -325,9 +327,9 @@ impl RegistryBuilder {
             let mut items = Vec::new();
             for r in parallel_parse(&manifests) {
                 match r {
-                    Ok((path, m)) => {
+                    Ok((path, m, digest)) => {
                         let wasm = path.parent().unwrap_or(dir).join(&m.module);
-                        items.push((m, Origin::File(path), Wasm::File(wasm)));
+                        items.push((m, Origin::File(path), Wasm::File(wasm), Some(digest)));
                     }
                     Err(e) => registry.inner.problem(&e.path, e.message.clone(), None),
                 }
@@ -379,7 +381,8 @@ struct Inner {
     snapshot: RwLock<Arc<Snapshot>>,
     version: AtomicU64,
     subscribers: Mutex<Vec<flume::Sender<RegistryEvent>>>,
-    problems: Mutex<BTreeMap<PathBuf, String>>,
+    /// By file and tool: tools sharing a module each keep their own.
+    problems: Mutex<BTreeMap<(PathBuf, String), String>>,
     /// Loads not finished yet.
     pending: Mutex<usize>,
     settled: Condvar,
@@ -401,7 +404,10 @@ impl std::fmt::Debug for Inner {
 
 enum Wasm {
     Static(&'static [u8]),
+    /// To be read by the loader.
     File(PathBuf),
+    /// Read already (a reload compared its digest), from this file.
+    Read(Vec<u8>, PathBuf),
 }
 
 struct Job {
@@ -461,9 +467,13 @@ impl Registry {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         p.iter()
-            .map(|(path, reason)| Problem {
+            .map(|((path, name), reason)| Problem {
                 path: path.clone(),
-                reason: reason.clone(),
+                reason: if name.is_empty() {
+                    reason.clone()
+                } else {
+                    format!("tool {name}: {reason}")
+                },
             })
             .collect()
     }
@@ -613,7 +623,10 @@ impl Inner {
         self.problems
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(path.to_owned(), reason.clone());
+            .insert(
+                (path.to_owned(), name.clone().unwrap_or_default()),
+                reason.clone(),
+            );
         self.emit(RegistryEvent::Failed {
             name,
             path: path.to_owned(),
@@ -621,19 +634,25 @@ impl Inner {
         });
     }
 
-    fn clear_problem(&self, path: &Path) {
+    /// Forgets the problems of `path`: all of them, or only `name`'s.
+    fn clear_problem(&self, path: &Path, name: Option<&str>) {
         self.problems
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(path);
+            .retain(|(p, n), _| p != path || name.is_some_and(|name| n != name && !n.is_empty()));
     }
 
     /// Lists (or stages the replacement of) a tool and queues its load.
     /// A new (loading) entry for `manifest`, made the newest load of its
     /// name; returns it with its load's sequence number.
-    fn new_entry(&self, manifest: Manifest, origin: Origin) -> (Arc<ToolEntry>, u64) {
+    fn new_entry(
+        &self,
+        manifest: Manifest,
+        origin: Origin,
+        manifest_digest: Option<[u8; 32]>,
+    ) -> (Arc<ToolEntry>, u64) {
         if let Origin::File(p) = &origin {
-            self.clear_problem(p);
+            self.clear_problem(p, None);
         }
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         self.latest
@@ -644,15 +663,23 @@ impl Inner {
             id: self.table.intern(&manifest.name),
             manifest: Arc::new(manifest),
             origin,
+            manifest_digest,
             state: OnceLock::new(),
             ready: tokio::sync::Notify::new(),
         });
         (entry, seq)
     }
 
-    fn stage(&self, manifest: Manifest, origin: Origin, wasm: Wasm, from_watch: bool) {
+    fn stage(
+        &self,
+        manifest: Manifest,
+        origin: Origin,
+        wasm: Wasm,
+        digest: Option<[u8; 32]>,
+        from_watch: bool,
+    ) {
         let name = manifest.name.clone();
-        let (entry, seq) = self.new_entry(manifest, origin);
+        let (entry, seq) = self.new_entry(manifest, origin, digest);
         // A tool already callable keeps serving until its new version is
         // loaded; anything else is listed (loading) at once.
         let serving = matches!(
@@ -680,18 +707,18 @@ impl Inner {
 
     /// [`Inner::stage`] for many new tools at once (discovery): one
     /// published listing for all of them, not one per tool.
-    fn stage_many(&self, items: Vec<(Manifest, Origin, Wasm)>) {
+    fn stage_many(&self, items: Vec<(Manifest, Origin, Wasm, Option<[u8; 32]>)>) {
         let snap = self.snapshot();
         let mut jobs = Vec::with_capacity(items.len());
-        for (manifest, origin, wasm) in items {
+        for (manifest, origin, wasm, digest) in items {
             if matches!(
                 snap.by_name(&manifest.name).map(|e| e.state()),
                 Some(LoadState::Ready)
             ) {
-                self.stage(manifest, origin, wasm, false);
+                self.stage(manifest, origin, wasm, digest, false);
                 continue;
             }
-            let (entry, seq) = self.new_entry(manifest, origin);
+            let (entry, seq) = self.new_entry(manifest, origin, digest);
             jobs.push(Job {
                 entry,
                 wasm,
@@ -736,11 +763,10 @@ impl Inner {
         let (bytes, path) = match &wasm {
             Wasm::Static(b) => (Ok(std::borrow::Cow::Borrowed(*b)), None),
             Wasm::File(p) => (
-                std::fs::read(p)
-                    .map(std::borrow::Cow::Owned)
-                    .map_err(|e| format!("cannot read module: {e}")),
+                read_module(self.runtime.config(), p).map(std::borrow::Cow::Owned),
                 Some(p.clone()),
             ),
+            Wasm::Read(b, p) => (Ok(std::borrow::Cow::Borrowed(&b[..])), Some(p.clone())),
         };
         let base = match &entry.origin {
             Origin::File(p) => p.parent().map(Path::to_path_buf),
@@ -768,7 +794,7 @@ impl Inner {
             Ok(tool) => {
                 entry.finish(Ok(Arc::new(tool)));
                 if let Some(p) = &path {
-                    self.clear_problem(p);
+                    self.clear_problem(p, Some(&name));
                 }
                 if current {
                     if replace {
@@ -810,7 +836,7 @@ impl Inner {
         for name in names {
             let path = dir.join(format!("{name}.toml"));
             if !path.exists() {
-                self.clear_problem(&path);
+                self.clear_problem(&path, None);
                 let is_file_tool = matches!(
                     self.snapshot().by_name(&name).map(|e| &e.origin),
                     Some(Origin::File(_))
@@ -820,13 +846,30 @@ impl Inner {
                 }
                 continue;
             }
-            match Manifest::from_file(&path) {
-                Ok(m) => {
-                    let wasm = dir.join(&m.module);
-                    self.stage(m, Origin::File(path), Wasm::File(wasm), true);
+            let (m, digest) = match Manifest::from_file_digest(&path) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.problem(&e.path, e.message, Some(name));
+                    continue;
                 }
-                Err(e) => self.problem(&e.path, e.message, Some(name)),
-            }
+            };
+            let wasm_path = dir.join(&m.module);
+            let wasm = match read_module(self.runtime.config(), &wasm_path) {
+                // Read here to compare: the loader takes these bytes.
+                Ok(bytes) => {
+                    let unchanged = self.snapshot().by_name(&name).is_some_and(|e| {
+                        e.manifest_digest == Some(digest)
+                            && matches!(e.loaded(), Some(Ok(t)) if t.digest == crate::cache::digest(&bytes))
+                    });
+                    if unchanged {
+                        continue;
+                    }
+                    Wasm::Read(bytes, wasm_path)
+                }
+                // The loader reports it, the old version serving meanwhile.
+                Err(_) => Wasm::File(wasm_path),
+            };
+            self.stage(m, Origin::File(path), wasm, Some(digest), true);
         }
     }
 
@@ -834,7 +877,9 @@ impl Inner {
         use notify::Watcher as _;
         let (tx, rx) = flume::unbounded::<PathBuf>();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res {
+            if let Ok(ev) = res
+                && changes_content(&ev.kind)
+            {
                 for p in ev.paths {
                     let _ = tx.send(p);
                 }
@@ -893,6 +938,39 @@ impl Inner {
     }
 }
 
+/// Whether a file event can mean new content: creations, writes, renames,
+/// removals, a writer closing the file. Not opens, reads and closes after
+/// reading: the registry reads the files it watches, and reacting to its
+/// own reads made it reload forever.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    match kind {
+        EventKind::Create(_) | EventKind::Remove(_) => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Any | EventKind::Other => false,
+    }
+}
+
+/// Reads a module named by a manifest: a regular file within
+/// `max_module_size`, within `read_timeout`.
+fn read_module(cfg: &crate::runtime::PoolConfig, path: &Path) -> Result<Vec<u8>, String> {
+    let limits = crate::files::ReadLimits {
+        max: cfg.max_module_size,
+        key: "[pool] max_module_size",
+        timeout: cfg.read_timeout,
+    };
+    crate::files::read_checked(path, limits).map_err(|e| match e {
+        crate::files::ReadError::Io { source, .. } => format!("cannot read module: {source}"),
+        other => format!(
+            "module {}",
+            crate::manifest::strip_path(&other.to_string(), path)
+        ),
+    })
+}
+
 fn loader(weak: &Weak<Inner>, rx: &flume::Receiver<Job>) {
     while let Ok(job) = rx.recv() {
         let Some(inner) = weak.upgrade() else { return };
@@ -939,27 +1017,24 @@ fn read_dir_manifests(dir: &Path) -> Result<Vec<PathBuf>, RegistryError> {
 }
 
 /// Reads manifests on all cores.
-fn parallel_parse(paths: &[PathBuf]) -> Vec<Result<(PathBuf, Manifest), ManifestError>> {
+type Parsed = Result<(PathBuf, Manifest, [u8; 32]), ManifestError>;
+
+fn parse_one(p: &Path) -> Parsed {
+    Manifest::from_file_digest(p).map(|(m, d)| (p.to_path_buf(), m, d))
+}
+
+fn parallel_parse(paths: &[PathBuf]) -> Vec<Parsed> {
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(paths.len().max(1));
     if threads <= 1 || paths.len() < 16 {
-        return paths
-            .iter()
-            .map(|p| Manifest::from_file(p).map(|m| (p.clone(), m)))
-            .collect();
+        return paths.iter().map(|p| parse_one(p)).collect();
     }
     let chunk = paths.len().div_ceil(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = paths
             .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|p| Manifest::from_file(p).map(|m| (p.clone(), m)))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|part| s.spawn(move || part.iter().map(|p| parse_one(p)).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()

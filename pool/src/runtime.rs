@@ -13,6 +13,7 @@ use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, WasmBacktrac
 
 use crate::cache::{CacheError, ModuleCache};
 use crate::call::Host;
+use crate::quota::DataQuota;
 
 /// Settings of the WASI runtime. [`PoolConfig::for_engine`] sizes it from
 /// the engine's configuration.
@@ -53,13 +54,15 @@ pub struct PoolConfig {
     /// `PAGEMAP_SCAN` (6.7+); ignored where unsupported.
     pub pagemap_scan: bool,
     /// Run a tool's file operations on the worker's thread instead of
-    /// handing each one to tokio's blocking pool. A hop to the pool and
-    /// back costs two thread wake-ups per operation (an `fs.write` makes
-    /// several); inline, a page-cache read or write takes microseconds,
-    /// but a slow disk (network storage) then stalls the worker's other
-    /// calls for as long as the operation takes. It applies to tools with
-    /// directory grants only: wasmtime-wasi then runs the tool's clock
-    /// waits blocking too, so such a tool's sleeps hold its worker.
+    /// handing each one to tokio's blocking pool (off by default). A hop
+    /// to the pool and back costs two thread wake-ups per operation (an
+    /// `fs.write` makes several); inline, a page-cache read or write takes
+    /// microseconds. But inline, a blocking operation blocks the worker:
+    /// a FIFO someone made in the data directory (its `open` waits for a
+    /// writer), a hung network file system, and wasmtime-wasi then runs
+    /// the tool's clock waits blocking too. Nothing, the call's deadline
+    /// included, can interrupt the worker meanwhile. Turn it on only for a
+    /// data directory on a local disk that no one else can write.
     pub fs_inline: bool,
     /// Slots that held an instance and are free, kept for their module
     /// (warm: the next instance of that module maps nothing new) before
@@ -68,6 +71,17 @@ pub struct PoolConfig {
     /// this bounds that part of memory by peak concurrency + this many
     /// slots (wasmtime's default is 100, up to 100 MiB more resident).
     pub max_unused_warm_slots: u32,
+    /// The largest module a manifest may name: compiling takes time and
+    /// memory in proportion (30–40× the module's size for one dense in
+    /// code: 8 MiB took 53 s and 304 MiB here, PERF.md), so a tools
+    /// directory cannot make the server compile a gigabyte. Compiles also run at once only while their modules add
+    /// up to this many bytes, whatever the number of loader threads.
+    pub max_module_size: u64,
+    /// Reading a module (or a manifest) takes at most this long.
+    pub read_timeout: Duration,
+    /// The data directory's size limit: writes past it are refused (see
+    /// `quota.rs`). `u64::MAX` for none.
+    pub data_dir_limit: u64,
 }
 
 impl Default for PoolConfig {
@@ -90,10 +104,14 @@ impl Default for PoolConfig {
             keep_resident: 1 << 20,
             decommit_batch: 1,
             pagemap_scan: true,
-            // Measured with loadgen's smoke profile (PERF.md): the blocking
-            // pool hop dominated fs.read and fs.write latency.
-            fs_inline: true,
+            // Inline was faster (PERF.md, "Where the latency went") but lets a
+            // FIFO in the data directory stall a worker past any deadline
+            // (PERF.md, "Reliability under hostile tools and files").
+            fs_inline: false,
             max_unused_warm_slots: 16,
+            max_module_size: 32 << 20,
+            read_timeout: Duration::from_secs(30),
+            data_dir_limit: 1 << 30,
         }
     }
 }
@@ -142,7 +160,8 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 /// `$over`, else `$xdg/toolplane/leaf` (when absolute), else
-/// `$HOME/home_sub/toolplane/leaf`, else the temp dir's.
+/// `$HOME/home_sub/toolplane/leaf`, else `toolplane-<uid>/leaf` in the temp
+/// dir (one per user: the cache refuses a directory another user owns).
 fn user_dir(over: &str, xdg: &str, home_sub: &str, leaf: &str) -> PathBuf {
     if let Some(d) = std::env::var_os(over) {
         return PathBuf::from(d);
@@ -151,8 +170,13 @@ fn user_dir(over: &str, xdg: &str, home_sub: &str, leaf: &str) -> PathBuf {
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(home_sub)))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("toolplane")
+        .map(|base| base.join("toolplane"))
+        .unwrap_or_else(|| {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            #[allow(unsafe_code)]
+            let uid = unsafe { libc::geteuid() };
+            std::env::temp_dir().join(format!("toolplane-{uid}"))
+        })
         .join(leaf)
 }
 
@@ -168,6 +192,15 @@ pub enum RuntimeError {
     /// A setting is out of range.
     #[error("{0}")]
     Config(String),
+    /// A thread the runtime needs could not start.
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The shared WASI runtime. Cheap to clone.
@@ -185,6 +218,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) slots: Arc<tokio::sync::Semaphore>,
     /// Epochs elapsed and calls running, shared with the ticker.
     pub(crate) epochs: Arc<Epochs>,
+    /// The data directory's accounting, when there is one.
+    pub(crate) quota: Option<Arc<DataQuota>>,
     ticker: Option<Ticker>,
 }
 
@@ -347,11 +382,28 @@ impl Runtime {
         let mut linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi)
             .map_err(RuntimeError::Engine)?;
-        let cache = ModuleCache::new(config.cache_dir.clone(), &engine)?;
+        linker
+            .func_wrap("toolplane", "reserve_write", crate::call::reserve_write)
+            .map_err(RuntimeError::Engine)?;
+        let cache = ModuleCache::new(config.cache_dir.clone(), &engine, config.max_module_size)?;
         let epochs = Arc::new(Epochs::default());
-        let ticker = start_ticker(&engine, &epochs, config.epoch_tick).map_err(|e| {
-            RuntimeError::Config(format!("cannot start the epoch ticker thread: {e}"))
+        let ticker = start_ticker(&engine, &epochs, config.epoch_tick).map_err(|source| {
+            RuntimeError::Thread {
+                what: "epoch ticker",
+                source,
+            }
         })?;
+        let quota = match &config.data_dir {
+            Some(dir) if config.data_dir_limit < u64::MAX => Some(
+                DataQuota::start(dir, config.data_dir_limit).map_err(|source| {
+                    RuntimeError::Thread {
+                        what: "data directory quota",
+                        source,
+                    }
+                })?,
+            ),
+            _ => None,
+        };
         let slots = Arc::new(tokio::sync::Semaphore::new(config.instances as usize));
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
@@ -361,6 +413,7 @@ impl Runtime {
                 cache,
                 slots,
                 epochs,
+                quota,
                 ticker: Some(ticker),
             }),
         })

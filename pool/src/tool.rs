@@ -27,6 +27,9 @@ pub struct LoadedTool {
     pub(crate) output: Option<Box<jsonschema::Validator>>,
     pub(crate) stderr_excerpt: usize,
     pub(crate) backtraces: bool,
+    /// It has a read-write directory grant (its calls count against the
+    /// data directory's limit).
+    pub(crate) writes: bool,
 }
 
 impl std::fmt::Debug for LoadedTool {
@@ -97,6 +100,9 @@ impl LoadedTool {
                 ));
             }
         }
+        let writes = dirs
+            .iter()
+            .any(|(_, g)| g.access == crate::manifest::Access::ReadWrite);
         let (module, source, digest) = rt.cache().load(rt.engine(), wasm)?;
         let fast = fast_exports(&module);
         let entry = match (manifest.entry, fast) {
@@ -140,6 +146,7 @@ impl LoadedTool {
             check,
             stderr_excerpt: cfg.stderr_excerpt,
             backtraces: cfg.backtraces,
+            writes,
         })
     }
 
@@ -164,6 +171,23 @@ impl LoadedTool {
     /// names the tool and the offending field.
     pub fn check_input(&self, input: &[u8]) -> Result<(), String> {
         let name = &self.manifest.name;
+        // Before any parse: serde_json skips strings it is not asked to
+        // keep without checking their UTF-8, and nests as deep as the
+        // input does when it ignores a value.
+        if let Err(e) = std::str::from_utf8(input) {
+            return Err(format!(
+                "tool {name}: input is not valid UTF-8 (at byte {})",
+                e.valid_up_to()
+            ));
+        }
+        // An input of at most MAX_DEPTH bytes cannot open more levels.
+        if input.len() > MAX_DEPTH
+            && let Some(at) = too_deep(input, MAX_DEPTH)
+        {
+            return Err(format!(
+                "tool {name}: input nests deeper than {MAX_DEPTH} levels (at byte {at})"
+            ));
+        }
         match &self.check {
             InputCheck::Object => {
                 let first = input.iter().find(|b| !b.is_ascii_whitespace());
@@ -208,6 +232,42 @@ impl LoadedTool {
             format!("tool {name}: output does not match its output_schema:"),
         )
     }
+}
+
+/// How deep a call's input may nest arrays and objects (serde_json's own
+/// limit when it builds a value).
+pub const MAX_DEPTH: usize = 128;
+
+/// The offset at which `json` opens its `max + 1`-th level of nesting, if
+/// it does. Brackets inside strings do not count.
+fn too_deep(json: &[u8], max: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, &b) in json.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return Some(i);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The first three errors of `value` against `v`, each with its path.

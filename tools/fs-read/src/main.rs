@@ -29,6 +29,7 @@ struct Output {
 fn run(input: &[u8]) -> Result<Vec<u8>, ToolError> {
     let input: Input = json_input(input)?;
     let path = fs::resolve(&input.path)?;
+    fs::require_regular(&path, &input.path)?;
     let mut file = std::fs::File::open(&path).map_err(|e| fs::io_error("open", &input.path, &e))?;
     let size = file
         .metadata()

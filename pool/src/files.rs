@@ -1,0 +1,184 @@
+//! Reading the files a tools directory names (manifests and modules) as
+//! untrusted input: only a regular file, never more than a size limit, and
+//! never blocking forever.
+//!
+//! A path may name a FIFO (whose `open` blocks until a writer comes), a
+//! device (`/dev/zero` never ends), or a file far larger than any module.
+//! The file is opened with `O_NONBLOCK` (which makes `open` of a FIFO
+//! return at once and does nothing to a regular file), its type and size
+//! are checked on the open descriptor (no race with a swap of the path),
+//! and it is read in chunks with a deadline checked between them and at
+//! most `limit + 1` bytes taken (a file that grows while read is caught).
+//! Errors name the path and the reason, never the file's content.
+
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::manifest::fmt_size;
+
+/// Bytes read between two deadline checks.
+const CHUNK: usize = 1 << 20;
+
+/// Why a file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file cannot be opened or read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The path names something other than a regular file.
+    #[error("{}: is {kind}, not a regular file", path.display())]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is ("a FIFO", "a character device", ...).
+        kind: &'static str,
+    },
+    /// The file is larger than allowed.
+    #[error("{}: is {} or more, above the limit {key} = {}", path.display(), fmt_size(*size), fmt_size(*limit))]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size (at least).
+        size: u64,
+        /// The limit.
+        limit: u64,
+        /// The setting that sets the limit.
+        key: &'static str,
+    },
+    /// Reading took longer than allowed.
+    #[error("{}: took longer than {timeout:?} to read ({read} read by then)", path.display(), read = fmt_size(*read))]
+    Timeout {
+        /// The file.
+        path: PathBuf,
+        /// The deadline.
+        timeout: Duration,
+        /// Bytes read by then.
+        read: u64,
+    },
+}
+
+/// The bounds of one read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// Bytes at most.
+    pub max: u64,
+    /// The setting `max` comes from, for messages.
+    pub key: &'static str,
+    /// Wall-clock time at most.
+    pub timeout: Duration,
+}
+
+/// Reads the regular file at `path` within `limits`.
+///
+/// # Errors
+///
+/// See [`ReadError`].
+pub fn read_checked(path: &Path, limits: ReadLimits) -> Result<Vec<u8>, ReadError> {
+    let started = Instant::now();
+    let io = |source| ReadError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_char_device() {
+            "a character device"
+        } else if ft.is_block_device() {
+            "a block device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a file"
+        };
+        return Err(ReadError::NotRegular {
+            path: path.to_owned(),
+            kind,
+        });
+    }
+    let too_large = |size| ReadError::TooLarge {
+        path: path.to_owned(),
+        size,
+        limit: limits.max,
+        key: limits.key,
+    };
+    if meta.len() > limits.max {
+        return Err(too_large(meta.len()));
+    }
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    loop {
+        if started.elapsed() > limits.timeout {
+            return Err(ReadError::Timeout {
+                path: path.to_owned(),
+                timeout: limits.timeout,
+                read: out.len() as u64,
+            });
+        }
+        let want = (limits.max + 1 - out.len() as u64).min(CHUNK as u64);
+        let n = (&mut file).take(want).read_to_end(&mut out).map_err(io)?;
+        if out.len() as u64 > limits.max {
+            return Err(too_large(out.len() as u64));
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ReadLimits = ReadLimits {
+        max: 1024,
+        key: "test.max",
+        timeout: Duration::from_secs(5),
+    };
+
+    #[test]
+    fn reads_a_regular_file_up_to_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a");
+        std::fs::write(&p, vec![7u8; 1024]).unwrap();
+        assert_eq!(read_checked(&p, LIMITS).unwrap().len(), 1024);
+        std::fs::write(&p, vec![7u8; 1025]).unwrap();
+        let e = read_checked(&p, LIMITS).unwrap_err().to_string();
+        assert!(e.contains("test.max = 1 KiB"), "{e}");
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_regular_file_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a node.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+        assert_eq!(rc, 0);
+        let e = read_checked(&fifo, LIMITS).unwrap_err().to_string();
+        assert!(e.ends_with("is a FIFO, not a regular file"), "{e}");
+        let e = read_checked(Path::new("/dev/zero"), LIMITS)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a character device"), "{e}");
+        let e = read_checked(dir.path(), LIMITS).unwrap_err().to_string();
+        assert!(e.contains("a directory"), "{e}");
+    }
+}
