@@ -416,7 +416,7 @@ impl App {
     }
 
     /// Readiness, recomputed at most every [`READY_EVERY`]: workers alive,
-    /// tools loaded, queues below the watermark; never ready once draining.
+    /// queues below the watermark; never ready once draining.
     pub fn readiness(&self) -> Readiness {
         if self.is_draining() {
             return Readiness::NotReady("shutting down".into());
@@ -441,15 +441,8 @@ impl App {
                 m.workers.len()
             ));
         }
-        let snapshot = self.registry.snapshot();
-        let loading: Vec<_> = snapshot
-            .iter()
-            .filter(|e| e.state() == LoadState::Loading)
-            .map(|e| e.manifest.name.clone())
-            .collect();
-        if !loading.is_empty() {
-            return Readiness::NotReady(format!("tools still loading: {}", loading.join(", ")));
-        }
+        // Tools still loading do not count: the server serves the tools
+        // that are ready, and a call to a loading tool waits for it.
         let config = engine.config();
         // A worker's queue holds its rings and its injector queue; the
         // server feeds the injector, whose capacity is `ring_capacity`.

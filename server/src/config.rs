@@ -27,6 +27,9 @@
 //! [pool]
 //! instances = 512
 //! warm_slots = 0            # free slots kept warm for their tool (default: the pool's)
+//! max_module_size = "32 MiB" # the largest module a manifest may name
+//! data_dir_limit = "1 GiB"   # writes that would take the data directory past it are refused
+//! fs_inline = false          # file operations on the workers (see PoolConfig::fs_inline)
 //! ```
 //!
 //! Paths are relative to the file. Command-line flags win over the file;
@@ -75,6 +78,12 @@ pub struct Settings {
     pub pool_instances: Option<u32>,
     /// The WASI pool: `max_unused_warm_slots` override.
     pub pool_warm_slots: Option<u32>,
+    /// The WASI pool: `max_module_size` override.
+    pub pool_max_module_size: Option<u64>,
+    /// The WASI pool: `data_dir_limit` override.
+    pub pool_data_dir_limit: Option<u64>,
+    /// The WASI pool: `fs_inline` override.
+    pub pool_fs_inline: Option<bool>,
 }
 
 /// The `[server]` table.
@@ -243,6 +252,9 @@ struct ServerFile {
 struct PoolFile {
     instances: Option<u32>,
     warm_slots: Option<u32>,
+    max_module_size: Option<String>,
+    data_dir_limit: Option<String>,
+    fs_inline: Option<bool>,
 }
 
 impl Settings {
@@ -284,6 +296,20 @@ impl Settings {
         }
         s.pool_instances = file.pool.instances;
         s.pool_warm_slots = file.pool.warm_slots;
+        s.pool_fs_inline = file.pool.fs_inline;
+        let size = |key: &str, text: &Option<String>| -> Result<Option<u64>, ConfigError> {
+            text.as_deref()
+                .map(|t| {
+                    toolplane_pool::manifest::parse_size(t).filter(|n| *n > 0).ok_or_else(|| {
+                        invalid(format!(
+                            "pool.{key} = {t:?} is not a size above zero: accepted e.g. \"64 MiB\", \"1 GiB\""
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        s.pool_max_module_size = size("max_module_size", &file.pool.max_module_size)?;
+        s.pool_data_dir_limit = size("data_dir_limit", &file.pool.data_dir_limit)?;
         if s.pool_instances == Some(0) {
             return Err(invalid(
                 "pool.instances = 0: accepted 1..=4294967295".into(),

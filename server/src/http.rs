@@ -205,9 +205,10 @@ pub fn status_of(e: &CallError) -> StatusCode {
         CallError::UnknownTool(_) => StatusCode::NOT_FOUND,
         CallError::InvalidInput(_) => StatusCode::BAD_REQUEST,
         CallError::Rejected(_) => StatusCode::TOO_MANY_REQUESTS,
-        CallError::ShuttingDown | CallError::Cancelled | CallError::Unavailable { .. } => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        CallError::ShuttingDown | CallError::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
+        // Not 503: the tool stays broken until its files change, so a
+        // client must not be told to retry.
+        CallError::Unavailable { .. } => StatusCode::FAILED_DEPENDENCY,
         CallError::Tool(_) => StatusCode::UNPROCESSABLE_ENTITY,
         CallError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         CallError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -229,6 +230,13 @@ mod tests {
             (CallError::Rejected(RejectReason::InflightLimit), 429),
             (CallError::ShuttingDown, 503),
             (CallError::Cancelled, 503),
+            (
+                CallError::Unavailable {
+                    tool: "t".into(),
+                    reason: "r".into(),
+                },
+                424,
+            ),
             (CallError::Tool("bad".into()), 422),
             (CallError::Timeout("t".into()), 504),
             (CallError::Internal("lost".into()), 500),

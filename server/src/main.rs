@@ -1,6 +1,7 @@
 //! `toolplane`: serve the engine and its tools over MCP and HTTP, list the
 //! tools, call one, or check a configuration.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -94,6 +95,12 @@ enum ToolsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write the built-in tools (manifest and module each) into DIR, as a
+    /// tools directory to start from.
+    Install {
+        /// The directory (created if missing).
+        dir: std::path::PathBuf,
+    },
 }
 
 fn settings(sources: &Sources) -> Result<Settings, Failure> {
@@ -149,6 +156,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Tools {
             command: ToolsCommand::List { sources, json },
         } => serve::tools_list(&settings(&sources)?, json, &mut stdout),
+        Command::Tools {
+            command: ToolsCommand::Install { dir },
+        } => toolplane_pool::builtin::install(&dir)
+            .map(|written| {
+                for m in written {
+                    let _ = writeln!(stdout, "{}", m.display());
+                }
+            })
+            .map_err(|e| {
+                Failure::Failed(format!(
+                    "installing the built-in tools in {}: {e}",
+                    dir.display()
+                ))
+            }),
         Command::Call {
             tool,
             input,

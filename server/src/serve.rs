@@ -55,6 +55,18 @@ fn setup(e: impl std::fmt::Display) -> Failure {
 /// The data directory cannot be created, or the pool or registry cannot
 /// start.
 pub fn registry(settings: &Settings, watch: bool) -> Result<(Registry, PathBuf), Failure> {
+    let (registry, data) = start_registry(settings, watch)?;
+    if !registry.wait_loaded(LOAD_WAIT) {
+        return Err(setup(format!(
+            "the tools did not load within {} s",
+            LOAD_WAIT.as_secs()
+        )));
+    }
+    Ok((registry, data))
+}
+
+/// The registry, its tools listed and loading in the background.
+fn start_registry(settings: &Settings, watch: bool) -> Result<(Registry, PathBuf), Failure> {
     let data = settings
         .data
         .clone()
@@ -75,6 +87,15 @@ pub fn registry(settings: &Settings, watch: bool) -> Result<(Registry, PathBuf),
     if let Some(n) = settings.pool_warm_slots {
         pool.max_unused_warm_slots = n;
     }
+    if let Some(n) = settings.pool_max_module_size {
+        pool.max_module_size = n;
+    }
+    if let Some(n) = settings.pool_data_dir_limit {
+        pool.data_dir_limit = n;
+    }
+    if let Some(on) = settings.pool_fs_inline {
+        pool.fs_inline = on;
+    }
     let runtime = Runtime::new(pool).map_err(|e| setup(format!("the WASI pool: {e}")))?;
     let mut b = Registry::builder(runtime).watch(watch);
     if let Some(dir) = &settings.tools {
@@ -83,13 +104,54 @@ pub fn registry(settings: &Settings, watch: bool) -> Result<(Registry, PathBuf),
     let registry = b
         .build()
         .map_err(|e| setup(format!("the tool registry: {e}")))?;
-    if !registry.wait_loaded(LOAD_WAIT) {
-        return Err(setup(format!(
-            "the tools did not load within {} s",
-            LOAD_WAIT.as_secs()
-        )));
-    }
     Ok((registry, data))
+}
+
+/// Waits until the built-in tools are loaded (bounded: their modules are
+/// ours); the tools directory's keep loading while the server serves.
+fn wait_builtins(registry: &Registry) -> Result<(), Failure> {
+    let deadline = std::time::Instant::now() + LOAD_WAIT;
+    loop {
+        let loading = registry.snapshot().iter().any(|e| {
+            e.origin == toolplane_pool::Origin::Builtin && e.state() == LoadState::Loading
+        });
+        if !loading {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(setup(format!(
+                "the built-in tools did not load within {} s",
+                LOAD_WAIT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Logs every problem of the registry's files: those found so far, and
+/// each later one (a reload that failed, a tool whose module did not
+/// load) as it happens.
+fn log_problems(registry: &Registry) {
+    let events = registry.subscribe();
+    for p in registry.problems() {
+        eprintln!("toolplane: warning: {p}");
+    }
+    std::thread::Builder::new()
+        .name("toolplane-problems".into())
+        .spawn(move || {
+            while let Ok(ev) = events.recv() {
+                if let toolplane_pool::RegistryEvent::Failed { name, path, reason } = ev {
+                    match name {
+                        Some(n) => {
+                            eprintln!("toolplane: warning: {}: tool {n}: {reason}", path.display())
+                        }
+                        None => eprintln!("toolplane: warning: {}: {reason}", path.display()),
+                    }
+                }
+            }
+        })
+        .map(drop)
+        .unwrap_or_else(|e| eprintln!("toolplane: warning: cannot start the problem log: {e}"));
 }
 
 /// Files the process may keep open beyond its HTTP connections (tool
@@ -154,10 +216,9 @@ pub fn serve(settings: Settings, listen: Listen) -> Result<(), Failure> {
 }
 
 async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> {
-    let (registry, data) = registry(&settings, true)?;
-    for p in registry.problems() {
-        eprintln!("toolplane: warning: {p}");
-    }
+    let (registry, data) = start_registry(&settings, true)?;
+    log_problems(&registry);
+    wait_builtins(&registry)?;
     let engine = Engine::builder()
         .config(settings.engine.clone())
         .tools(registry.tool_table())
@@ -431,7 +492,7 @@ pub fn check(settings: &Settings, out: &mut dyn Write) -> Result<(), Failure> {
         if let LoadState::Failed(why) = e.state() {
             // A module that failed to load is already a problem (at the
             // module's path); list it once.
-            if found.iter().any(|p| p.reason == why) {
+            if found.iter().any(|p| p.reason.ends_with(&why)) {
                 continue;
             }
             let at = match &e.origin {
