@@ -245,7 +245,7 @@ fn run(
         );
     }
     let target = match remote {
-        Some((url, token)) => Target::remote(url, token),
+        Some((url, token)) => Target::remote(&profile, url, token),
         None => Target::embedded(&profile),
     };
     let target = match target {

@@ -130,7 +130,8 @@ pub struct PoolSettings {
     pub modes: BTreeMap<String, Mode>,
     /// A tools directory served beside the built-ins.
     pub tools_dir: Option<PathBuf>,
-    /// File operations on the worker's thread (default: the pool's).
+    /// File operations on the worker's thread (default: on, for the
+    /// embedded target's private data directory).
     pub fs_inline: Option<bool>,
     /// Free slots kept warm for their tool before a never-used slot is
     /// touched (default: the pool's `max_unused_warm_slots`).

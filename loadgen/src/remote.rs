@@ -305,6 +305,64 @@ impl Connection {
     }
 }
 
+impl Remote {
+    /// Writes `files` into the server's data directory with its own
+    /// `fs.write` tool, so that a profile's `fs.read` events find them (as
+    /// the embedded target writes them into its temporary data directory).
+    ///
+    /// # Errors
+    ///
+    /// The server has no `fs.write`, or a write is not answered 200.
+    pub fn seed(&self, files: &[crate::workload::DataFile]) -> Result<(), TargetError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let fail =
+            |why: String| TargetError::Start(format!("seeding the server's data directory: {why}"));
+        if !self.tools.iter().any(|t| t == "fs.write") {
+            return Err(fail(
+                "the profile reads files, and the server has no fs.write tool to write them with"
+                    .into(),
+            ));
+        }
+        self.rt.block_on(async {
+            let mut sender = open(&self.authority).await.map_err(fail)?;
+            for f in files {
+                let content = String::from_utf8(crate::workload::data_file_contents(f.size))
+                    .map_err(|e| fail(format!("{}: {e}", f.path)))?;
+                let body = serde_json::json!({
+                    "path": f.path,
+                    "content": content,
+                    "create_dirs": true,
+                })
+                .to_string();
+                let mut req = Request::post("/v1/tools/fs.write/call")
+                    .header(HOST, self.authority.as_str())
+                    .header(CONTENT_TYPE, "application/json");
+                if let Some(a) = &self.auth {
+                    req = req.header(AUTHORIZATION, a.clone());
+                }
+                sender
+                    .ready()
+                    .await
+                    .map_err(|e| fail(format!("connection: {e}")))?;
+                let (status, answer) =
+                    exchange(&mut sender, req.body(Full::new(Bytes::from(body))))
+                        .await
+                        .map_err(fail)?;
+                if status != 200 {
+                    return Err(fail(format!(
+                        "fs.write {} answered {status}: {}",
+                        f.path,
+                        String::from_utf8_lossy(&answer)
+                    )));
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Sends one request and reads the whole answer: its status and body.
 async fn exchange(
     sender: &mut Sender,

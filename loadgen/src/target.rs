@@ -164,9 +164,12 @@ impl Target {
         if let Some(n) = profile.pool.instances {
             pool.instances = n;
         }
-        if let Some(inline) = profile.pool.fs_inline {
-            pool.fs_inline = inline;
-        }
+        // The data directory is the private temporary directory made above
+        // (0700): no one else can put a FIFO in it or stall it, so file
+        // operations run on the workers, the faster way (PERF.md,
+        // "Reliability under hostile tools and files"), unless the profile
+        // says otherwise. The pool's own default is off.
+        pool.fs_inline = profile.pool.fs_inline.unwrap_or(true);
         if let Some(n) = profile.pool.warm_slots {
             pool.max_unused_warm_slots = n;
         }
@@ -227,13 +230,20 @@ impl Target {
         })
     }
 
-    /// A running server at `url` (`http://HOST:PORT`).
+    /// A running server at `url` (`http://HOST:PORT`), its data directory
+    /// seeded with the files `profile` reads.
     ///
     /// # Errors
     ///
-    /// The URL is malformed, or the server does not answer `GET /v1/tools`.
-    pub fn remote(url: &str, token: Option<&str>) -> Result<Target, TargetError> {
+    /// The URL is malformed, the server does not answer `GET /v1/tools`,
+    /// or the files cannot be written.
+    pub fn remote(
+        profile: &Profile,
+        url: &str,
+        token: Option<&str>,
+    ) -> Result<Target, TargetError> {
         let remote = Remote::connect(url, token)?;
+        remote.seed(&workload::data_files(profile))?;
         Ok(Target {
             tools: remote.tools.clone(),
             label: format!("toolplane serve at http://{} (REST)", remote.authority()),
