@@ -6,6 +6,7 @@ mod builtin_tools;
 mod concurrency;
 mod config;
 mod faults;
+mod hostile;
 mod injector;
 mod ordering;
 mod overload;

@@ -114,3 +114,19 @@ fn check_lists_every_problem_with_its_path() {
     let e = text(&out.stderr);
     assert!(e.contains("toolplane.toml") && e.contains("port"), "{e}");
 }
+
+#[test]
+fn tools_install_writes_the_builtins_as_a_tools_directory_that_serves() {
+    let dirs = Dirs::new();
+    let target = dirs.data.path().join("my-tools");
+    let out = toolplane(&["tools", "install", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    for name in ["echo", "fs.read", "fs.write", "hash.sha256", "sleep"] {
+        assert!(target.join(format!("{name}.toml")).is_file(), "{name}");
+        assert!(target.join(format!("{name}.wasm")).is_file(), "{name}");
+        assert!(listed.contains(&format!("{name}.toml")), "{listed}");
+    }
+    let out = toolplane(&["check", "--tools", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -34,7 +34,7 @@ weight = 30
 sizes = [{ size = "64 B", weight = 100 }]
 "#,
     );
-    let target = Target::remote(&s.url(""), None).unwrap();
+    let target = Target::remote(&p, &s.url(""), None).unwrap();
     assert!(target.tools.contains(&"echo".to_string()));
     let out = toolplane_loadgen::run(&p, target, &RunOptions::default()).unwrap();
     let r = &out.report;
@@ -79,7 +79,7 @@ weight = 100
 input = { ms = 50 }
 "#,
     );
-    let target = Target::remote(&s.url(""), None).unwrap();
+    let target = Target::remote(&p, &s.url(""), None).unwrap();
     let out = toolplane_loadgen::run(&p, target, &RunOptions::default()).unwrap();
     let r = &out.report;
     let refused = r.rejected["inflight_limit"];
@@ -94,4 +94,44 @@ input = { ms = 50 }
         r.text()
     );
     assert_eq!(r.engine.accepted, ok, "{}", r.text());
+}
+
+#[test]
+fn a_remote_target_gets_the_files_its_profile_reads() {
+    let dirs = Dirs::new();
+    let s = Server::start(&dirs, &[], &[], None);
+    // fs.read events read `loadgen/read-<size>.txt`; before the server's
+    // data directory was seeded, every one of them answered 422.
+    let p = profile(
+        r#"
+seed = 5
+warmup = "0s"
+duration = "1s"
+connections = 4
+[rate]
+shape = "constant"
+rate = "200/s"
+[[tools]]
+name = "fs.read"
+weight = 50
+[[tools]]
+name = "fs.write"
+weight = 50
+[payload]
+sizes = [{ size = "64 B", weight = 50 }, { size = "4 KiB", weight = 50 }]
+"#,
+    );
+    let target = Target::remote(&p, &s.url(""), None).unwrap();
+    let out = toolplane_loadgen::run(&p, target, &RunOptions::default()).unwrap();
+    let r = &out.report;
+    assert_eq!(r.outcomes["ok"], 200, "{}", r.text());
+    for size in [64, 4096] {
+        let f = dirs.data.path().join(format!("loadgen/read-{size}.txt"));
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().len(),
+            size,
+            "{}",
+            f.display()
+        );
+    }
 }

@@ -5,6 +5,7 @@
 
 mod cli;
 mod edge;
+mod hostile;
 mod loadgen;
 mod mcp;
 mod rest;
