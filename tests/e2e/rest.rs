@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::support::{Dirs, Server, client};
 
-async fn post(c: &reqwest::Client, s: &Server, tool: &str, body: &str) -> (u16, Value) {
+pub(crate) async fn post(c: &reqwest::Client, s: &Server, tool: &str, body: &str) -> (u16, Value) {
     let r = c
         .post(s.url(&format!("/v1/tools/{tool}/call")))
         .header("content-type", "application/json")
