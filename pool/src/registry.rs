@@ -565,17 +565,26 @@ impl LiveTool {
             );
         }
         let rt = self.registry.inner.runtime.clone();
-        let mut live = match self.live.take() {
-            Some(l) if Arc::ptr_eq(&l.tool, &tool) => l,
-            _ => match crate::call::LiveInstance::new(&rt, tool).await {
-                Ok(l) => l,
-                Err(o) => return o,
-            },
-        };
-        let (outcome, keep) = live.call(&rt, input).await;
-        if keep {
-            self.live = Some(live);
-        }
+        let idle = self.live.take();
+        let mut kept = None;
+        // Under the host's deadline like every call: an instance whose call
+        // ran out of time is dropped, not kept.
+        let outcome = crate::call::bounded(&rt, &tool, async {
+            let mut live = match idle {
+                Some(l) if Arc::ptr_eq(&l.tool, &tool) => l,
+                _ => match crate::call::LiveInstance::new(&rt, Arc::clone(&tool)).await {
+                    Ok(l) => l,
+                    Err(o) => return o,
+                },
+            };
+            let (outcome, keep) = live.call(&rt, input).await;
+            if keep {
+                kept = Some(live);
+            }
+            outcome
+        })
+        .await;
+        self.live = kept;
         outcome
     }
 }

@@ -134,6 +134,17 @@ fn a_deadline_fires_while_the_guest_sleeps_with_or_without_a_directory() {
             "{tool}: answered after {took:?}"
         );
     }
+    // A live instance (the embedders' LiveTool) too.
+    let mut live = rig.registry.live("s.plain");
+    let started = Instant::now();
+    let o = crate::wasi::block_on(live.call(br#"{"ms":5000}"#));
+    assert_eq!(o, Outcome::Timeout);
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(live);
     let free = rig.registry.runtime().free_slots();
     assert_eq!(
         free,
