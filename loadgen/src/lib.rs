@@ -23,7 +23,9 @@
 #![warn(missing_docs)]
 
 pub mod driver;
+pub mod machine;
 pub mod memory;
+pub mod placement;
 pub mod plot;
 pub mod profile;
 pub mod remote;
@@ -113,19 +115,27 @@ pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOu
     let before = remote.as_ref().and_then(|r| r.scrape());
     let (tx, rx) = flume::unbounded();
     let (free_tx, free_rx) = flume::unbounded();
-    let reporter = reporter::spawn(
-        reporter::Settings {
-            progress: opts.progress,
-            total: profile.total(),
-            warmup: profile.warmup,
-            hlog: opts.hlog.clone(),
-            label: format!("{} ", profile.name),
-            remote: remote.clone(),
-            runtime: target.runtime.clone(),
-        },
-        rx,
-        free_tx,
-    );
+    let placement = target.placement;
+    let spawn_reporter = || {
+        reporter::spawn(
+            reporter::Settings {
+                progress: opts.progress,
+                total: profile.total(),
+                warmup: profile.warmup,
+                hlog: opts.hlog.clone(),
+                label: format!("{} ", profile.name),
+                remote: remote.clone(),
+                runtime: target.runtime.clone(),
+            },
+            rx,
+            free_tx,
+        )
+    };
+    // Off the generator's core, as the engine's threads are.
+    let reporter = match &placement {
+        Some(p) => p.others(spawn_reporter),
+        None => spawn_reporter(),
+    };
     let profiler = match &opts.flamegraph {
         Some(path) => Some(
             pprof::ProfilerGuardBuilder::default()
@@ -141,36 +151,52 @@ pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOu
     };
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let sut = &target.sut;
-    let driven = std::thread::scope(|s| {
+    let (driven, entered) = std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("loadgen-generator".into())
             .spawn_scoped(s, || {
                 let ch = driver::Channels { tx, free: free_rx };
                 match sut {
                     target::Sut::Engine(engine) => {
-                        // Workers take cores from the first; the generator
-                        // takes the last one when no worker does (see
-                        // target::default_workers).
-                        if engine.config().pin_workers
-                            && cores.len() > engine.workers()
-                            && let Some(last) = cores.last()
-                        {
-                            core_affinity::set_for_current(*last);
-                        }
+                        // The embedded target left the generator a core
+                        // (crate::placement). An engine handed in: workers
+                        // take cores from the first, the generator the last
+                        // one when no worker does (target::default_workers).
+                        let entered = match &placement {
+                            Some(p) => Some(p.enter()),
+                            None => {
+                                if engine.config().pin_workers
+                                    && cores.len() > engine.workers()
+                                    && let Some(last) = cores.last()
+                                {
+                                    core_affinity::set_for_current(*last);
+                                }
+                                None
+                            }
+                        };
                         let mut p = engine.producer();
                         p.preallocate();
-                        driver::drive(
+                        let driven = driver::drive(
                             &mut p,
                             engine.clock(),
                             engine.tools(),
                             profile,
                             workload,
                             &ch,
-                        )
+                        );
+                        (driven, entered)
                     }
                     target::Sut::Remote(r) => {
                         let mut client = r.client(profile.connections);
-                        driver::drive(&mut client, r.clock(), r.table(), profile, workload, &ch)
+                        let driven = driver::drive(
+                            &mut client,
+                            r.clock(),
+                            r.table(),
+                            profile,
+                            workload,
+                            &ch,
+                        );
+                        (driven, None)
                     }
                 }
             })
@@ -187,7 +213,10 @@ pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOu
         target::Sut::Engine(e) => e.workers(),
         target::Sut::Remote(_) => 0,
     };
-    let label = target.label.clone();
+    let label = match &entered {
+        Some(e) => format!("{}; {e}", target.label),
+        None => target.label.clone(),
+    };
     let engine = target.shutdown(Duration::from_secs(5), before);
     if let Some(Err(e)) = flame {
         return Err(e);

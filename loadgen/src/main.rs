@@ -90,6 +90,18 @@ enum Command {
     },
     /// Lists the built-in tools and the profiles.
     List,
+    /// Measures what this machine imposes on the generator's core: how
+    /// late a sleep wakes there (at the generator's priority) and the
+    /// longest interruptions a thread spinning there sees. Run it idle,
+    /// and beside a load.
+    Machine {
+        /// How long each of the two probes runs (`10s`).
+        #[arg(long, default_value = "10s")]
+        seconds: String,
+        /// The sleep period (`100us`: the gap between sends at 10k/s).
+        #[arg(long, default_value = "100us")]
+        period: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -137,6 +149,19 @@ fn main() -> ExitCode {
         }
         Command::Check { profiles } => check(&profiles),
         Command::List => list(),
+        Command::Machine { seconds, period } => {
+            let parse = |flag: &str, v: &str| {
+                humantime::parse_duration(v).map_err(|e| format!("--{flag} {v:?}: {e}"))
+            };
+            match (parse("seconds", &seconds), parse("period", &period)) {
+                (Ok(each), Ok(period)) if !each.is_zero() && !period.is_zero() => {
+                    println!("{}", toolplane_loadgen::machine::probe(each, period));
+                    ExitCode::SUCCESS
+                }
+                (Err(e), _) | (_, Err(e)) => fail(e),
+                _ => fail("--seconds and --period must be above zero"),
+            }
+        }
     }
 }
 

@@ -549,7 +549,60 @@ impl Report {
                 c.limit
             );
         }
+        let _ = writeln!(o, "{}", self.headline());
         o
+    }
+
+    /// The verdict in one line, for someone seeing a run for the first
+    /// time: what held (or broke), and whose latency it was.
+    pub fn headline(&self) -> String {
+        let lag = &self.schedule_lag_us;
+        let p99 = self.latency_us.corrected.p99;
+        let whose = if lag.p99 > 100.0 && lag.p99 > 0.2 * p99 {
+            format!(
+                "the generator fell behind (lag p99 {}), so part of that latency is its own",
+                Nanos(lag.p99 * 1e3)
+            )
+        } else {
+            format!(
+                "the generator kept to its schedule (lag p99 {}), so that latency is the engine's",
+                Nanos(lag.p99 * 1e3)
+            )
+        };
+        let answered = if self.engine.books_balanced && self.unfinished == 0 {
+            format!(
+                "all {} accepted events answered, each exactly once",
+                self.accepted
+            )
+        } else {
+            format!(
+                "{} of {} accepted events answered{}",
+                self.completed,
+                self.accepted,
+                if self.engine.books_balanced {
+                    ""
+                } else {
+                    " and the engine's books do NOT balance"
+                }
+            )
+        };
+        let failed: Vec<String> = self
+            .slo
+            .checks
+            .iter()
+            .filter(|c| !c.pass)
+            .map(|c| format!("{} {} (limit {})", c.name, c.actual, c.limit))
+            .collect();
+        let verdict = if self.slo.pass {
+            format!("PASS, every SLO check held: {answered}")
+        } else {
+            format!("FAIL: {}; {answered}", failed.join(", "))
+        };
+        format!(
+            "{verdict}; corrected p99 {} at {}; {whose}.",
+            Nanos(p99 * 1e3),
+            fmt_rate(self.achieved_rate)
+        )
     }
 }
 

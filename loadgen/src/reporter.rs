@@ -93,7 +93,12 @@ pub fn spawn(
 ) -> std::thread::JoinHandle<Reported> {
     std::thread::Builder::new()
         .name("loadgen-reporter".into())
-        .spawn(move || report(settings, rx, free))
+        .spawn(move || {
+            // Nice 19 (this thread only): its once-a-second work waits for
+            // a worker to sleep rather than preempting it.
+            let _ = rustix::process::setpriority_process(None, 19);
+            report(settings, rx, free)
+        })
         .expect("spawning the reporter thread")
 }
 

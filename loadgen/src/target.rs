@@ -12,6 +12,7 @@ use std::sync::Arc;
 use toolplane_core::Engine;
 use toolplane_pool::{PoolConfig, Registry, Runtime, ToolHandler};
 
+use crate::placement::Placement;
 use crate::profile::Profile;
 use crate::remote::{Remote, Scrape};
 use crate::workload;
@@ -73,6 +74,8 @@ pub struct Target {
     /// The WASI pool of an embedded target, whose slot use is sampled
     /// beside resident memory.
     pub runtime: Option<Runtime>,
+    /// The generator's core of its own, for the embedded engine.
+    pub(crate) placement: Option<Placement>,
     _keep: Vec<Box<dyn Send>>,
 }
 
@@ -94,6 +97,7 @@ impl Target {
             label: label.into(),
             data_dir: None,
             runtime: None,
+            placement: None,
             _keep: Vec::new(),
         }
     }
@@ -105,6 +109,23 @@ impl Target {
     /// The temporary directories cannot be prepared, the pool cannot
     /// start, or a tool does not load.
     pub fn embedded(profile: &Profile) -> Result<Target, TargetError> {
+        let workers = profile.engine.workers.unwrap_or_else(default_workers);
+        let placement = if profile.engine.pin_workers {
+            Placement::plan(workers)
+        } else {
+            None
+        };
+        // Every thread the pool, the registry and the engine start keeps
+        // off the generator's core (see crate::placement).
+        let mut target = match &placement {
+            Some(p) => p.others(|| Target::start_embedded(profile, workers))?,
+            None => Target::start_embedded(profile, workers)?,
+        };
+        target.placement = placement;
+        Ok(target)
+    }
+
+    fn start_embedded(profile: &Profile, workers: usize) -> Result<Target, TargetError> {
         let io = |what: &'static str, path: &Path| {
             let path = path.to_owned();
             move |source| TargetError::Io { what, path, source }
@@ -198,9 +219,9 @@ impl Target {
             .map(|e| e.manifest.name.clone())
             .collect();
         let mut config = profile.engine.clone();
-        if config.workers.is_none() {
-            config.workers = Some(default_workers());
-        }
+        // Counted before the mask was narrowed (a count taken inside
+        // would leave the generator's core out twice).
+        config.workers = Some(workers);
         let engine = Engine::builder()
             .config(config)
             .tools(registry.tool_table())
@@ -226,6 +247,7 @@ impl Target {
             label,
             data_dir,
             runtime: Some(runtime),
+            placement: None,
             _keep: keep,
         })
     }
@@ -250,6 +272,7 @@ impl Target {
             sut: Sut::Remote(Arc::new(remote)),
             data_dir: None,
             runtime: None,
+            placement: None,
             _keep: Vec::new(),
         })
     }

@@ -122,10 +122,21 @@ fn a_planted_stall_is_charged_to_every_event_behind_it() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Open loop: sends keep to the schedule, so the events queued behind
     // the stall wait for it, by either measure.
-    let p = profile(&STALL_PROFILE.replace("CONCURRENCY", ""));
+    let p = profile(&format!(
+        "{}[slo]\np99 = \"10ms\"\n",
+        STALL_PROFILE.replace("CONCURRENCY", "")
+    ));
     let out = run_quiet(&p, native(1, "stall", staller()), RunOptions::default());
     let r = &out.report;
     assert_eq!(r.outcomes["ok"], 6000, "{}", r.text());
+    // The one-line verdict names the broken check and whose latency it is.
+    let h = r.headline();
+    assert!(
+        h.starts_with("FAIL: corrected p99 ")
+            && h.contains("(limit <= 10ms); all 6000 accepted events answered, each exactly once")
+            && h.contains("the generator kept to its schedule"),
+        "{h}"
+    );
     let (c, u) = (&r.latency_us.corrected, &r.latency_us.uncorrected);
     assert!(
         c.max >= 150_000.0,
@@ -421,7 +432,79 @@ max_error_pct = 0
     );
     assert!(r.slo.pass && r.engine.books_balanced, "{}", r.text());
     assert!(
+        r.headline()
+            .starts_with("PASS, every SLO check held: all 2000 accepted events answered, each exactly once; corrected p99 "),
+        "{}",
+        r.headline()
+    );
+    assert!(
         !data.exists(),
         "the temporary data directory is removed after the run"
+    );
+}
+
+#[test]
+fn the_generator_gets_a_core_that_no_other_thread_of_ours_uses() {
+    use toolplane_loadgen::placement::Placement;
+    let cores = core_affinity::get_core_ids().unwrap_or_default().len();
+    assert!(
+        Placement::plan(cores).is_none(),
+        "with a worker on every core there is none to give the generator"
+    );
+    if cores < 2 {
+        eprintln!("one core: no placement to test");
+        return;
+    }
+    let placement = Placement::plan(cores - 1).expect("one core left for the generator");
+    // A thread started inside `others` keeps the narrowed mask; the caller
+    // gets its own back.
+    let inside = placement.others(|| {
+        std::thread::spawn(|| core_affinity::get_core_ids().unwrap_or_default())
+            .join()
+            .unwrap()
+    });
+    assert_eq!(inside.len(), cores - 1, "{inside:?}");
+    assert_eq!(
+        core_affinity::get_core_ids().unwrap_or_default().len(),
+        cores
+    );
+    let (entered, mine) = std::thread::spawn(move || {
+        let e = placement.enter();
+        (e, core_affinity::get_core_ids().unwrap_or_default())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].id, entered.cpu);
+    assert!(
+        !inside.iter().any(|c| c.id == entered.cpu),
+        "the generator's core {} is not among the others' {inside:?}",
+        entered.cpu
+    );
+    assert!(
+        entered
+            .to_string()
+            .starts_with(&format!("generator alone on cpu {}", entered.cpu))
+    );
+}
+
+#[test]
+fn the_machine_probe_measures_sleeps_and_interruptions() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let period = Duration::from_micros(200);
+    let p = toolplane_loadgen::machine::probe(Duration::from_millis(300), period);
+    // Sleeps wake after their deadline, never before it; the spinning
+    // probe read the clock millions of times, so its median gap is tiny.
+    assert!(p.late.max >= p.late.p50, "{p}");
+    assert!(
+        p.gaps.p99 < 100_000,
+        "99% of clock reads within 100 µs: {p}"
+    );
+    assert!(p.gaps.max >= p.gaps.p99, "{p}");
+    let text = p.to_string();
+    assert!(
+        text.contains("sleeps of 200.0µs, woken late by")
+            && text.contains("interruptions of 100µs or more"),
+        "{text}"
     );
 }
