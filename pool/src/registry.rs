@@ -129,6 +129,19 @@ pub struct ToolEntry {
     manifest_digest: Option<[u8; 32]>,
     state: OnceLock<Result<Arc<LoadedTool>, String>>,
     ready: tokio::sync::Notify,
+    /// The load an on-demand registry has not started yet: the first
+    /// [`ToolEntry::wait`] starts it.
+    deferred: Mutex<Option<Deferred>>,
+}
+
+/// A load left for the first caller (see [`RegistryBuilder::on_demand`]).
+/// Weak both ways: an entry dropped from the listing before anyone called
+/// it is never loaded, and keeps nothing alive.
+struct Deferred {
+    entry: Weak<ToolEntry>,
+    registry: Weak<Inner>,
+    wasm: Wasm,
+    seq: u64,
 }
 
 impl std::fmt::Debug for ToolEntry {
@@ -142,7 +155,8 @@ impl std::fmt::Debug for ToolEntry {
 }
 
 impl ToolEntry {
-    /// The load state.
+    /// The load state (`Loading` too for a tool of an on-demand registry
+    /// that no one has called yet).
     pub fn state(&self) -> LoadState {
         match self.state.get() {
             None => LoadState::Loading,
@@ -156,8 +170,13 @@ impl ToolEntry {
         self.state.get()
     }
 
-    /// Waits until loading is over.
+    /// Waits until loading is over (starting it, for an on-demand
+    /// registry's tool not loaded yet).
     pub async fn wait(&self) -> &Result<Arc<LoadedTool>, String> {
+        if let Some(s) = self.state.get() {
+            return s;
+        }
+        self.start_deferred();
         loop {
             let notified = self.ready.notified();
             if let Some(s) = self.state.get() {
@@ -183,6 +202,24 @@ impl ToolEntry {
     fn finish(&self, result: Result<Arc<LoadedTool>, String>) {
         let _ = self.state.set(result);
         self.ready.notify_waiters();
+    }
+
+    /// Hands a deferred load to the loaders; once.
+    fn start_deferred(&self) {
+        let taken = self
+            .deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(d) = taken else { return };
+        if let (Some(entry), Some(inner)) = (d.entry.upgrade(), d.registry.upgrade()) {
+            inner.send(Job {
+                entry,
+                wasm: d.wasm,
+                seq: d.seq,
+                replace: false,
+            });
+        }
     }
 }
 
@@ -243,6 +280,7 @@ pub struct RegistryBuilder {
     watch: bool,
     table: Option<Arc<ToolTable>>,
     loaders: usize,
+    on_demand: bool,
 }
 
 impl RegistryBuilder {
@@ -272,6 +310,17 @@ impl RegistryBuilder {
         self
     }
 
+    /// Compiles (or maps from the cache) each tool's module when it is
+    /// first called rather than at start (default: no). Tools are listed
+    /// as usual, `Loading` until called; a module that does not compile
+    /// is found at its first call instead of at start. For one-shot
+    /// processes such as `toolplane call`, whose cold start then compiles
+    /// the one tool it calls.
+    pub fn on_demand(mut self, on: bool) -> Self {
+        self.on_demand = on;
+        self
+    }
+
     /// Threads that compile and load modules (default: the cores).
     pub fn loaders(mut self, n: usize) -> Self {
         self.loaders = n.max(1);
@@ -289,7 +338,9 @@ impl RegistryBuilder {
     /// events.
     pub fn build(self) -> Result<Registry, RegistryError> {
         let (jobs_tx, jobs_rx) = flume::unbounded::<Job>();
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
+            on_demand: self.on_demand,
             runtime: self.runtime,
             table: self.table.unwrap_or_default(),
             dir: self.dir.clone(),
@@ -375,6 +426,9 @@ pub struct Registry {
 }
 
 struct Inner {
+    /// Itself, for the loads it defers (see [`Deferred`]).
+    me: Weak<Inner>,
+    on_demand: bool,
     runtime: Runtime,
     table: Arc<ToolTable>,
     dir: Option<PathBuf>,
@@ -430,6 +484,7 @@ impl Registry {
             watch: true,
             table: None,
             loaders: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            on_demand: false,
         }
     }
 
@@ -490,7 +545,8 @@ impl Registry {
         rx
     }
 
-    /// Waits until no load is in progress; `false` on timeout.
+    /// Waits until no load is in progress; `false` on timeout. (In an
+    /// on-demand registry, a load no one has asked for is not in progress.)
     pub fn wait_loaded(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut pending = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -675,6 +731,7 @@ impl Inner {
             manifest_digest,
             state: OnceLock::new(),
             ready: tokio::sync::Notify::new(),
+            deferred: Mutex::new(None),
         });
         (entry, seq)
     }
@@ -702,13 +759,42 @@ impl Inner {
                 self.emit(RegistryEvent::Listed { name: name.clone() });
             }
         }
-        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         let job = Job {
             entry,
             wasm,
             seq,
             replace: serving,
         };
+        if serving {
+            // A new version of a tool in use: loaded now, as it replaces
+            // one that callers are using.
+            self.send(job);
+        } else {
+            self.dispatch(job);
+        }
+    }
+
+    /// Loads a new tool's module now, or at its first call in an
+    /// on-demand registry.
+    fn dispatch(&self, job: Job) {
+        if !self.on_demand {
+            self.send(job);
+            return;
+        }
+        let Job {
+            entry, wasm, seq, ..
+        } = job;
+        *entry.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(Deferred {
+            entry: Arc::downgrade(&entry),
+            registry: self.me.clone(),
+            wasm,
+            seq,
+        });
+    }
+
+    /// Hands a load to the loaders, counted until it finishes.
+    fn send(&self, job: Job) {
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         if self.jobs.send(job).is_err() {
             self.done_one();
         }
@@ -745,11 +831,8 @@ impl Inner {
                 name: j.entry.manifest.name.clone(),
             });
         }
-        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) += jobs.len();
         for job in jobs {
-            if self.jobs.send(job).is_err() {
-                self.done_one();
-            }
+            self.dispatch(job);
         }
     }
 
@@ -816,10 +899,12 @@ impl Inner {
                 }
             }
             Err(reason) => {
-                entry.finish(Err(reason.clone()));
+                // The problem first: whoever sees the entry failed (a
+                // caller waiting on it) finds the problem listed too.
                 if current {
-                    self.problem(&report_path, reason, Some(name));
+                    self.problem(&report_path, reason.clone(), Some(name));
                 }
+                entry.finish(Err(reason));
             }
         }
         self.done_one();

@@ -64,6 +64,12 @@ pub struct PoolConfig {
     /// included, can interrupt the worker meanwhile. Turn it on only for a
     /// data directory on a local disk that no one else can write.
     pub fs_inline: bool,
+    /// Cranelift optimizes the code it compiles (default: yes). Off,
+    /// modules compile about a quarter faster into slower code: for a
+    /// one-shot process such as `toolplane call`, whose single call never
+    /// pays an optimizing compile back. The module cache keeps the two
+    /// kinds apart (wasmtime's compatibility hash covers the setting).
+    pub optimize: bool,
     /// Slots that held an instance and are free, kept for their module
     /// (warm: the next instance of that module maps nothing new) before
     /// the pool takes them for other modules rather than touch a slot
@@ -108,6 +114,7 @@ impl Default for PoolConfig {
             // FIFO in the data directory stall a worker past any deadline
             // (PERF.md, "Reliability under hostile tools and files").
             fs_inline: false,
+            optimize: true,
             max_unused_warm_slots: 16,
             max_module_size: 32 << 20,
             read_timeout: Duration::from_secs(30),
@@ -377,7 +384,12 @@ impl Runtime {
                 None
             })
             .wasm_backtrace_details(WasmBacktraceDetails::Disable)
-            .consume_fuel(config.fuel);
+            .consume_fuel(config.fuel)
+            .cranelift_opt_level(if config.optimize {
+                wasmtime::OptLevel::Speed
+            } else {
+                wasmtime::OptLevel::None
+            });
         let engine = wasmtime::Engine::new(&wc).map_err(RuntimeError::Engine)?;
         let mut linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi)

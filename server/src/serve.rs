@@ -55,7 +55,7 @@ fn setup(e: impl std::fmt::Display) -> Failure {
 /// The data directory cannot be created, or the pool or registry cannot
 /// start.
 pub fn registry(settings: &Settings, watch: bool) -> Result<(Registry, PathBuf), Failure> {
-    let (registry, data) = start_registry(settings, watch)?;
+    let (registry, data) = start_registry(settings, watch, false)?;
     if !registry.wait_loaded(LOAD_WAIT) {
         return Err(setup(format!(
             "the tools did not load within {} s",
@@ -65,8 +65,13 @@ pub fn registry(settings: &Settings, watch: bool) -> Result<(Registry, PathBuf),
     Ok((registry, data))
 }
 
-/// The registry, its tools listed and loading in the background.
-fn start_registry(settings: &Settings, watch: bool) -> Result<(Registry, PathBuf), Failure> {
+/// The registry, its tools listed and loading in the background (or, when
+/// `on_demand`, each loaded at its first call).
+fn start_registry(
+    settings: &Settings,
+    watch: bool,
+    on_demand: bool,
+) -> Result<(Registry, PathBuf), Failure> {
     let data = settings
         .data
         .clone()
@@ -96,8 +101,11 @@ fn start_registry(settings: &Settings, watch: bool) -> Result<(Registry, PathBuf
     if let Some(on) = settings.pool_fs_inline {
         pool.fs_inline = on;
     }
+    // A one-shot process (`toolplane call`) runs one call: an optimizing
+    // compile would cost more than it saves (PERF.md, cold start).
+    pool.optimize = !on_demand;
     let runtime = Runtime::new(pool).map_err(|e| setup(format!("the WASI pool: {e}")))?;
-    let mut b = Registry::builder(runtime).watch(watch);
+    let mut b = Registry::builder(runtime).watch(watch).on_demand(on_demand);
     if let Some(dir) = &settings.tools {
         b = b.dir(dir);
     }
@@ -216,7 +224,7 @@ pub fn serve(settings: Settings, listen: Listen) -> Result<(), Failure> {
 }
 
 async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> {
-    let (registry, data) = start_registry(&settings, true)?;
+    let (registry, data) = start_registry(&settings, true, false)?;
     log_problems(&registry);
     wait_builtins(&registry)?;
     let engine = Engine::builder()
@@ -440,7 +448,9 @@ pub fn call(
     input: &str,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let (registry, _) = registry(settings, false)?;
+    // Only the tool called is compiled (or mapped from the cache): a first
+    // call on a new machine compiles one module, not every one listed.
+    let (registry, _) = start_registry(settings, false, true)?;
     if registry.snapshot().by_name(tool).is_none() {
         let names: Vec<String> = registry
             .snapshot()

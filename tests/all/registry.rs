@@ -99,6 +99,95 @@ fn discovery_reports_bad_files_and_serves_the_rest() {
 }
 
 #[test]
+fn an_on_demand_registry_loads_a_tool_at_its_first_call_only() {
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            write_tool(dir, "one", &constant("1"), "");
+            write_tool(dir, "two", &constant("2"), "");
+            write_tool(dir, "garbage", b"\0asm\x01\0\0\0 not really", "");
+        },
+        |b| b.builtins(false).watch(false).on_demand(true),
+    );
+    // Listed, nothing compiled: `rig_with`'s wait_loaded returned at once.
+    let state = |n: &str| rig.registry.snapshot().by_name(n).unwrap().state();
+    for n in ["one", "two", "garbage"] {
+        assert_eq!(state(n), LoadState::Loading, "{n}");
+    }
+    let compiled = || rig.registry.runtime().cache().stats().compiled;
+    assert_eq!(compiled(), 0);
+    assert!(rig.registry.problems().is_empty());
+
+    assert_eq!(ok_json(&call(&rig, "one", "{}")), serde_json::json!(1));
+    assert_eq!(compiled(), 1);
+    assert_eq!(state("one"), LoadState::Ready);
+    assert_eq!(state("two"), LoadState::Loading);
+    // A second call finds it loaded.
+    assert_eq!(ok_json(&call(&rig, "one", "{}")), serde_json::json!(1));
+    assert_eq!(compiled(), 1);
+
+    // A module that does not compile fails at its first call, with the
+    // reason, and is a problem from then on.
+    let e = error_text(&call(&rig, "garbage", "{}"));
+    assert!(e.contains("failed to parse"), "{e}");
+    assert!(matches!(state("garbage"), LoadState::Failed(_)));
+    assert!(
+        rig.registry
+            .problems()
+            .iter()
+            .any(|p| p.path.ends_with("garbage.wasm")),
+        "{:?}",
+        rig.registry.problems()
+    );
+    assert_eq!(state("two"), LoadState::Loading);
+}
+
+#[test]
+fn unoptimized_modules_run_alike_and_are_cached_apart() {
+    let cache = tempfile::TempDir::new().unwrap();
+    let open = |optimize: bool| {
+        let c = cache.path().to_owned();
+        rig_with(
+            move |cfg| {
+                cfg.cache_dir = Some(c);
+                cfg.optimize = optimize;
+            },
+            |dir| write_tool(dir, "e", builtin_module("echo"), ""),
+            |b| b.builtins(false).watch(false),
+        )
+    };
+    let entries = || {
+        std::fs::read_dir(cache.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .count()
+    };
+    let quick = open(false);
+    assert_eq!(ok_json(&call(&quick, "e", "{\"x\":1}"))["x"], 1);
+    assert_eq!(quick.registry.runtime().cache().stats().compiled, 1);
+    drop(quick);
+    assert_eq!(entries(), 1);
+    // The optimizing engine does not take the unoptimized entry: it
+    // compiles its own, beside it, and the next start of each is a hit.
+    let full = open(true);
+    let s = full.registry.runtime().cache().stats();
+    assert_eq!((s.compiled, s.disk_hits, s.corrupt), (1, 0, 0), "{s:?}");
+    drop(full);
+    assert_eq!(entries(), 2);
+    for optimize in [false, true] {
+        let again = open(optimize);
+        let s = again.registry.runtime().cache().stats();
+        assert_eq!(
+            (s.compiled, s.disk_hits),
+            (0, 1),
+            "optimize {optimize}: {s:?}"
+        );
+        assert_eq!(ok_json(&call(&again, "e", "{\"x\":2}"))["x"], 2);
+    }
+}
+
+#[test]
 fn the_disk_cache_serves_hits_and_replaces_corrupt_entries() {
     let cache = tempfile::TempDir::new().unwrap();
     let cache_path = cache.path().to_owned();

@@ -410,8 +410,13 @@ fn registry_startup(f: &Flags) -> Result<(), Box<dyn std::error::Error>> {
     let mut warm = Vec::new();
     for r in 0..replicas {
         let cache = work.path().join(format!("cache-{r}"));
-        cold.push(registry_start(&tools, &data, &cache, n)?);
-        warm.push(registry_start(&tools, &data, &cache, n)?);
+        let mut c = registry_start(&tools, &data, &cache, n)?;
+        let mut w = registry_start(&tools, &data, &cache, n)?;
+        let once = work.path().join(format!("cache-once-{r}"));
+        c.first_call_ms = first_call(&tools, &data, &once)?;
+        w.first_call_ms = first_call(&tools, &data, &once)?;
+        cold.push(c);
+        warm.push(w);
     }
     let m = |v: &[Sample], f: fn(&Sample) -> f64| median_f64(v.iter().map(f).collect());
     let spread = |v: &[Sample], f: fn(&Sample) -> f64| {
@@ -435,6 +440,10 @@ fn registry_startup(f: &Flags) -> Result<(), Box<dyn std::error::Error>> {
         ),
         ("listed", |s: &Sample| s.listed_ms),
         ("all callable", |s: &Sample| s.callable_ms),
+        (
+            "on demand: runtime, listing and one call answered",
+            |s: &Sample| s.first_call_ms,
+        ),
     ] {
         let (cl, ch) = spread(&cold, f);
         let (wl, wh) = spread(&warm, f);
@@ -455,6 +464,8 @@ fn registry_startup(f: &Flags) -> Result<(), Box<dyn std::error::Error>> {
             "callable_warm_ms": round(m(&warm, |s| s.callable_ms)),
             "callable_cold_ms": round(m(&cold, |s| s.callable_ms)),
             "runtime_ms": round(m(&warm, |s| s.runtime_ms)),
+            "first_call_cold_ms": round(m(&cold, |s| s.first_call_ms)),
+            "first_call_warm_ms": round(m(&warm, |s| s.first_call_ms)),
         })
     );
     Ok(())
@@ -464,6 +475,43 @@ struct Sample {
     runtime_ms: f64,
     listed_ms: f64,
     callable_ms: f64,
+    first_call_ms: f64,
+}
+
+/// What `toolplane call` does: a runtime, an on-demand registry over the
+/// tools, and one call of one tool (its module compiled, or mapped from
+/// `cache`, and nothing else); milliseconds until it answered.
+fn first_call(
+    tools: &std::path::Path,
+    data: &std::path::Path,
+    cache: &std::path::Path,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let t0 = Instant::now();
+    let runtime = Runtime::new(PoolConfig {
+        cache_dir: Some(cache.to_owned()),
+        data_dir: Some(data.to_owned()),
+        ..PoolConfig::default()
+    })?;
+    let registry = toolplane_pool::Registry::builder(runtime)
+        .dir(tools)
+        .builtins(false)
+        .watch(false)
+        .on_demand(true)
+        .build()?;
+    let name = registry
+        .snapshot()
+        .iter()
+        .map(|e| e.manifest.name.clone())
+        .find(|n| n.starts_with("echo-"))
+        .ok_or("no echo copy listed")?;
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(registry.call(&name, b"{}"));
+    if !matches!(outcome, toolplane_core::Outcome::Ok(_)) {
+        return Err(format!("{name}: {outcome:?}").into());
+    }
+    Ok(t0.elapsed().as_secs_f64() * 1e3)
 }
 
 fn registry_start(
@@ -488,6 +536,7 @@ fn registry_start(
         runtime_ms,
         listed_ms,
         callable_ms: t1.elapsed().as_secs_f64() * 1e3,
+        first_call_ms: 0.0,
     })
 }
 
