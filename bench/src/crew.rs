@@ -97,27 +97,3 @@ impl Drop for Crew {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    #[test]
-    fn every_iteration_runs_once_per_round() {
-        let total = Arc::new(AtomicU64::new(0));
-        let t = total.clone();
-        let crew = Crew::start(
-            3,
-            move |_| t.clone(),
-            |t: &mut Arc<AtomicU64>, share| {
-                t.fetch_add(share, Ordering::Relaxed);
-            },
-        );
-        crew.run(10);
-        crew.run(7);
-        crew.run_each(5);
-        drop(crew);
-        assert_eq!(total.load(Ordering::Relaxed), 32);
-    }
-}
