@@ -75,13 +75,18 @@ impl Placement {
     /// thread inherits its creator's), and the engine's workers pin
     /// themselves within it.
     pub fn others<T>(&self, f: impl FnOnce() -> T) -> T {
-        let before = sched_getaffinity(None).ok();
-        let _ = sched_setaffinity(None, &self.others);
-        let out = f();
-        if let Some(b) = before {
-            let _ = sched_setaffinity(None, &b);
+        /// Puts the mask back however `f` ends.
+        struct Restore(Option<CpuSet>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                if let Some(b) = &self.0 {
+                    let _ = sched_setaffinity(None, b);
+                }
+            }
         }
-        out
+        let _restore = Restore(sched_getaffinity(None).ok());
+        let _ = sched_setaffinity(None, &self.others);
+        f()
     }
 
     /// Moves the calling thread (the generator) to its core and asks for

@@ -569,10 +569,11 @@ impl Report {
                 Nanos(lag.p99 * 1e3)
             )
         };
+        // The engine's count: its books cover the warm-up too.
         let answered = if self.engine.books_balanced && self.unfinished == 0 {
             format!(
                 "all {} accepted events answered, each exactly once",
-                self.accepted
+                self.engine.accepted
             )
         } else {
             format!(

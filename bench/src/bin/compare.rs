@@ -478,6 +478,18 @@ struct Sample {
     first_call_ms: f64,
 }
 
+/// A runtime with the pool's defaults, its cache in `cache`.
+fn pool_runtime(
+    data: &std::path::Path,
+    cache: &std::path::Path,
+) -> Result<Runtime, toolplane_pool::RuntimeError> {
+    Runtime::new(PoolConfig {
+        cache_dir: Some(cache.to_owned()),
+        data_dir: Some(data.to_owned()),
+        ..PoolConfig::default()
+    })
+}
+
 /// What `toolplane call` does: a runtime, an on-demand registry over the
 /// tools, and one call of one tool (its module compiled, or mapped from
 /// `cache`, and nothing else); milliseconds until it answered.
@@ -487,11 +499,7 @@ fn first_call(
     cache: &std::path::Path,
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let t0 = Instant::now();
-    let runtime = Runtime::new(PoolConfig {
-        cache_dir: Some(cache.to_owned()),
-        data_dir: Some(data.to_owned()),
-        ..PoolConfig::default()
-    })?;
+    let runtime = pool_runtime(data, cache)?;
     let registry = toolplane_pool::Registry::builder(runtime)
         .dir(tools)
         .builtins(false)
@@ -521,11 +529,7 @@ fn registry_start(
     n: usize,
 ) -> Result<Sample, Box<dyn std::error::Error>> {
     let t0 = Instant::now();
-    let runtime = Runtime::new(PoolConfig {
-        cache_dir: Some(cache.to_owned()),
-        data_dir: Some(data.to_owned()),
-        ..PoolConfig::default()
-    })?;
+    let runtime = pool_runtime(data, cache)?;
     let runtime_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
     let mut listed_ms = 0.0;
