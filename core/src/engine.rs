@@ -311,8 +311,9 @@ impl EngineBuilder {
         };
         let exporting = !matches!(export, SpanExport::Off) && config.sample_every > 0;
         let cores = if config.pin_workers {
-            // Read once, before any thread is pinned (shared MEASURED.md:
-            // the list only holds cores in the caller's affinity mask).
+            // Read once, before any thread is pinned: the list holds only
+            // the cores in the calling thread's affinity mask, and a
+            // pinned thread's mask is its one core.
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
             Vec::new()
