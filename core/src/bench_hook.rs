@@ -17,11 +17,11 @@ use crate::handler::{FnWorker, Handler, WorkerContext, handler_fn};
 use crate::outcome::{Outcome, Slot, SlotBox};
 use crate::span::{EXPORT_RING, SpanRecord};
 use crate::tools::ToolTable;
-use crate::worker::{Core, Source, take_batch};
+use crate::worker::{Runner, Source, take_batch};
 
 /// One worker's batch path with one producer ring, on this thread.
 pub struct WorkerBatch<F> {
-    core: Core<FnWorker<F>>,
+    runner: Runner<FnWorker<F>>,
     source: Source,
     events: rtrb::Producer<SlotBox>,
     completions: rtrb::Consumer<SlotBox>,
@@ -67,7 +67,7 @@ where
         let (span_tx, span_rx) = rtrb::RingBuffer::new(EXPORT_RING);
         let sampling = sample_every > 0;
         WorkerBatch {
-            core: Core::new(
+            runner: Runner::new(
                 state,
                 0,
                 quanta::Clock::new(),
@@ -93,7 +93,7 @@ where
     /// index modulo `keys` when `keys > 0`) into the ring, in slots taken
     /// from the free list. Returns how many went in.
     pub fn submit(&mut self, n: usize, keys: u64) -> usize {
-        let stamp = self.core.clock.raw();
+        let stamp = self.runner.clock.raw();
         let mut sent = 0;
         while sent < n {
             let Some(mut slot) = self.free.pop() else {
@@ -118,13 +118,13 @@ where
     #[inline(never)]
     pub fn pass(&mut self) -> usize {
         let (taken, _) = take_batch(
-            &mut self.core,
+            &mut self.runner,
             &mut self.source,
             0,
             self.batch,
             &mut self.now,
         );
-        self.core.completed = 0;
+        self.runner.completed = 0;
         taken
     }
 
@@ -149,7 +149,7 @@ where
 
     /// Spans the worker handed to the export ring.
     pub fn spans_sampled(&self) -> u64 {
-        self.core.local.spans_exported
+        self.runner.local.spans_exported
     }
 }
 

@@ -97,12 +97,16 @@ pub(crate) struct CancelFlag {
 
 impl CancelFlag {
     pub(crate) fn cancel(&self) {
+        // Release, paired with the Acquire in `is_cancelled`. The flag
+        // publishes nothing else; the waker's own state (AtomicWaker)
+        // orders this store before the wake-up it triggers.
         self.cancelled.store(true, Ordering::Release);
         self.waker.wake();
     }
 
     #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
+        // Pairs with the Release in `cancel`.
         self.cancelled.load(Ordering::Acquire)
     }
 
@@ -407,6 +411,8 @@ impl EngineBuilder {
         if let Some(reason) = failure {
             let worker = (0..n)
                 .find(|&i| {
+                    // Pairs with the worker's Release stores of `alive`
+                    // (worker::run): seen false, its failure is reported.
                     !shared.workers[i]
                         .counters
                         .alive
@@ -542,6 +548,8 @@ impl Engine {
             workers.push(WorkerMetrics {
                 queue_depth: c.queue_depth,
                 calls_in_flight: c.calls_in_flight,
+                // Pairs with the worker's Release stores (worker::run): a
+                // worker seen dead has published its last counters.
                 alive: w.counters.alive.load(std::sync::atomic::Ordering::Acquire),
             });
         }

@@ -27,8 +27,8 @@
 //! and I/O driver at least every 50 µs.
 
 mod calls;
-mod core;
 mod keys;
+mod runner;
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -39,8 +39,8 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use slab::Slab;
 
-pub(crate) use self::core::Core;
-use self::core::{InFlight, Started};
+pub(crate) use self::runner::Runner;
+use self::runner::{InFlight, Started};
 use crate::engine::{Control, Injected, Reply, Shared};
 use crate::event::Event;
 use crate::handler::{Handler, WorkerContext, WorkerHandler};
@@ -167,7 +167,7 @@ pub(crate) fn run<H: Handler>(launch: Launch<H>) {
         idle_spin_ns: config.idle_spin.as_nanos() as u64,
         stopping: None,
         deadline_timer: None,
-        core: Core::new(
+        runner: Runner::new(
             state,
             index,
             shared.clock.clone(),
@@ -179,6 +179,8 @@ pub(crate) fn run<H: Handler>(launch: Launch<H>) {
         shared,
     };
     let alive = &worker.shared.workers[index].counters.alive;
+    // Release, paired with the engine's Acquire loads of `alive` (start-up
+    // failure, metrics): alive is published after the handler's state.
     alive.store(true, Ordering::Release);
     let _ = ready.send(Ok(()));
     runtime.block_on(worker.run());
@@ -187,6 +189,8 @@ pub(crate) fn run<H: Handler>(launch: Launch<H>) {
     // Every call is answered by now; what the handler left (futures, their
     // timers and blocking tasks) goes with the worker.
     drop(worker);
+    // Release, paired with the same Acquire loads: a reader that sees the
+    // worker gone sees its last counters.
     shared.workers[index]
         .counters
         .alive
@@ -198,12 +202,12 @@ pub(crate) fn run<H: Handler>(launch: Launch<H>) {
     runtime.shutdown_background();
 }
 
-/// One batch from a producer's ring through `core`: up to `batch` events
+/// One batch from a producer's ring through `runner`: up to `batch` events
 /// are dispatched, and the slots of those that finished go back in one
 /// write chunk of the completion ring. Returns (taken, left).
 #[inline]
 pub(crate) fn take_batch<H: WorkerHandler>(
-    core: &mut Core<H>,
+    runner: &mut Runner<H>,
     src: &mut Source,
     sid: usize,
     batch: usize,
@@ -214,7 +218,7 @@ pub(crate) fn take_batch<H: WorkerHandler>(
         return (0, 0);
     }
     let room = src.completions.slots().saturating_sub(src.owed);
-    let k = available.min(batch).min(room).min(core.room());
+    let k = available.min(batch).min(room).min(runner.room());
     if k == 0 {
         return (0, available);
     }
@@ -226,18 +230,18 @@ pub(crate) fn take_batch<H: WorkerHandler>(
     let chunk = events.read_chunk(k).expect("k <= available slots");
     // Every event of the chunk was published before this read: a start
     // time taken now is never earlier than its submission.
-    *now = core.clock.raw();
+    *now = runner.clock.raw();
     let out = completions
         .write_chunk_uninit(k)
         .expect("k <= free completion slots");
-    let index = core.index;
+    let index = runner.index;
     let produced = out.fill_from_iter(chunk.into_iter().filter_map(|mut slot| {
         let Slot::Event(event) = slot.take() else {
             unreachable!("producers only send slots holding an event")
         };
-        match core.dispatch(event, Origin::Source(sid, slot), now) {
+        match runner.dispatch(event, Origin::Source(sid, slot), now) {
             Started::Done(completion, Origin::Source(_, mut slot)) => {
-                match &core.sink {
+                match &runner.sink {
                     Some(sink) => sink.complete(index, completion),
                     None => slot.put(Slot::Done(completion)),
                 }
@@ -250,8 +254,8 @@ pub(crate) fn take_batch<H: WorkerHandler>(
             }
         }
     }));
-    if completions.is_abandoned() && core.sink.is_none() {
-        core.local.undelivered += produced as u64;
+    if completions.is_abandoned() && runner.sink.is_none() {
+        runner.local.undelivered += produced as u64;
     }
     (k, available - k)
 }
@@ -269,7 +273,7 @@ struct Worker<H> {
     idle_spin_ns: u64,
     stopping: Option<Instant>,
     deadline_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    core: Core<H>,
+    runner: Runner<H>,
 }
 
 impl<H: WorkerHandler> Worker<H> {
@@ -278,14 +282,14 @@ impl<H: WorkerHandler> Worker<H> {
         // keeps its capacity: use it once now, so that the first driver turn
         // under load does not allocate (core/tests/zero_alloc.rs).
         tokio::task::yield_now().await;
-        let clock = self.core.clock.clone();
+        let clock = self.runner.clock.clone();
         let mut last_turn = clock.raw();
         loop {
             match poll_fn(|cx| Poll::Ready(self.turn(cx))).await {
                 Step::Exit => return,
                 Step::Busy => {
                     let now = clock.raw();
-                    let every = if self.core.calls.is_empty() {
+                    let every = if self.runner.calls.is_empty() {
                         DRIVER_TURN_IDLE_NS
                     } else {
                         DRIVER_TURN_NS
@@ -308,7 +312,7 @@ impl<H: WorkerHandler> Worker<H> {
         if self.shared.workers[self.index].doorbell.take_control() {
             self.handle_control();
         }
-        let mut now = self.core.clock.raw();
+        let mut now = self.runner.clock.raw();
         let mut work = self.poll_calls(cx, &mut now);
         let mut depth = 0;
         let n = self.source_ids.len();
@@ -320,7 +324,7 @@ impl<H: WorkerHandler> Worker<H> {
             depth += left;
         }
         work += self.drain_injector(&mut now);
-        depth += self.shared.workers[self.index].injector.len() + self.core.keys.parked_len();
+        depth += self.shared.workers[self.index].injector.len() + self.runner.keys.parked_len();
         self.finish_pass(depth as u64);
         if let Some(deadline) = self.stopping {
             if self.is_drained() {
@@ -337,16 +341,16 @@ impl<H: WorkerHandler> Worker<H> {
     fn poll_calls(&mut self, cx: &mut Context<'_>, now: &mut u64) -> usize {
         let mut done = 0;
         while done < self.batch {
-            let Poll::Ready(Some((slot, outcome))) = self.core.calls.poll_next_unpin(cx) else {
+            let Poll::Ready(Some((slot, outcome))) = self.runner.calls.poll_next_unpin(cx) else {
                 break;
             };
-            *now = self.core.clock.raw();
+            *now = self.runner.clock.raw();
             let InFlight {
                 meta,
                 origin,
                 started,
-            } = self.core.inflight.remove(slot);
-            let completion = self.core.complete(meta, started, *now, outcome);
+            } = self.runner.inflight.remove(slot);
+            let completion = self.runner.complete(meta, started, *now, outcome);
             self.deliver(origin, completion);
             if let Some(key) = meta.key {
                 self.release_key(key, now);
@@ -359,32 +363,38 @@ impl<H: WorkerHandler> Worker<H> {
     /// Starts the events parked behind `key`, in order, until one of them
     /// is pending (the key stays busy) or none is left (the key is free).
     fn release_key(&mut self, key: u64, now: &mut u64) {
-        while let Some((event, origin)) = self.core.keys.pop(key) {
-            match self.core.start(event, origin, now) {
+        while let Some((event, origin)) = self.runner.keys.pop(key) {
+            match self.runner.start(event, origin, now) {
                 Started::Pending => return,
                 Started::Done(completion, origin) => self.deliver(origin, completion),
             }
         }
-        self.core.keys.release(key);
+        self.runner.keys.release(key);
     }
 
     /// Takes one batch from a producer's ring. Returns (taken, left).
     fn drain_source(&mut self, sid: usize, now: &mut u64) -> (usize, usize) {
-        take_batch(&mut self.core, &mut self.sources[sid], sid, self.batch, now)
+        take_batch(
+            &mut self.runner,
+            &mut self.sources[sid],
+            sid,
+            self.batch,
+            now,
+        )
     }
 
     fn drain_injector(&mut self, now: &mut u64) -> usize {
         let mut taken = 0;
-        while taken < self.batch && self.core.room() > 0 {
+        while taken < self.batch && self.runner.room() > 0 {
             let Some(Injected { event, reply }) = self.shared.workers[self.index].injector.pop()
             else {
                 break;
             };
             // The queue fills while we take from it: stamp after each pop.
-            *now = self.core.clock.raw();
+            *now = self.runner.clock.raw();
             taken += 1;
             if let Started::Done(completion, origin) =
-                self.core.dispatch(event, Origin::Reply(reply), now)
+                self.runner.dispatch(event, Origin::Reply(reply), now)
             {
                 self.deliver(origin, completion);
             }
@@ -398,7 +408,7 @@ impl<H: WorkerHandler> Worker<H> {
             Origin::Source(sid, mut slot) => {
                 let src = &mut self.sources[sid];
                 src.owed -= 1;
-                let delivered = match &self.core.sink {
+                let delivered = match &self.runner.sink {
                     Some(sink) => {
                         sink.complete(self.index, completion);
                         true
@@ -412,13 +422,13 @@ impl<H: WorkerHandler> Worker<H> {
                 // which reuses it. `owed` reserved room for it, so a full
                 // ring only happens for cancellations at shutdown.
                 let returned = src.completions.push(slot).is_ok();
-                if !delivered || (!returned && self.core.sink.is_none()) {
-                    self.core.local.undelivered += 1;
+                if !delivered || (!returned && self.runner.sink.is_none()) {
+                    self.runner.local.undelivered += 1;
                 }
             }
             Origin::Reply(reply) => {
                 if reply.tx.send(completion).is_err() {
-                    self.core.local.undelivered += 1;
+                    self.runner.local.undelivered += 1;
                 }
             }
         }
@@ -426,14 +436,16 @@ impl<H: WorkerHandler> Worker<H> {
 
     /// Publishes counters, returns credits, resets the scratch arena.
     fn finish_pass(&mut self, depth: u64) {
-        let core = &mut self.core;
-        self.shared.budget.give(std::mem::take(&mut core.completed));
-        core.local.queue_depth = depth;
-        core.local.calls_in_flight = core.inflight.len() as u64;
+        let runner = &mut self.runner;
+        self.shared
+            .budget
+            .give(std::mem::take(&mut runner.completed));
+        runner.local.queue_depth = depth;
+        runner.local.calls_in_flight = runner.inflight.len() as u64;
         self.shared.workers[self.index]
             .counters
-            .publish(&core.local);
-        core.arena.reset();
+            .publish(&runner.local);
+        runner.arena.reset();
     }
 
     fn handle_control(&mut self) {
@@ -444,7 +456,7 @@ impl<H: WorkerHandler> Worker<H> {
                     self.source_ids.push(sid);
                 }
                 Control::Snapshot(reply) => {
-                    let _ = reply.send((self.index, self.core.latencies.clone()));
+                    let _ = reply.send((self.index, self.runner.latencies.clone()));
                 }
                 Control::Shutdown { deadline } => {
                     self.stopping = Some(deadline);
@@ -466,7 +478,7 @@ impl<H: WorkerHandler> Worker<H> {
         if me.doorbell.has_control() {
             return true;
         }
-        if self.core.room() == 0 {
+        if self.runner.room() == 0 {
             return false;
         }
         !me.injector.is_empty()
@@ -480,8 +492,8 @@ impl<H: WorkerHandler> Worker<H> {
     /// pending call or the shutdown deadline wakes the worker.
     async fn idle(&mut self) {
         self.reap_sources();
-        if self.core.calls.is_empty() && self.stopping.is_none() && self.idle_spin_ns > 0 {
-            let clock = &self.core.clock;
+        if self.runner.calls.is_empty() && self.stopping.is_none() && self.idle_spin_ns > 0 {
+            let clock = &self.runner.clock;
             let start = clock.raw();
             let mut rounds = 0u32;
             loop {
@@ -540,8 +552,8 @@ impl<H: WorkerHandler> Worker<H> {
     }
 
     fn is_drained(&self) -> bool {
-        self.core.calls.is_empty()
-            && self.core.keys.parked_len() == 0
+        self.runner.calls.is_empty()
+            && self.runner.keys.parked_len() == 0
             && self.shared.workers[self.index].injector.is_empty()
             && self
                 .source_ids
@@ -552,19 +564,19 @@ impl<H: WorkerHandler> Worker<H> {
     /// Shutdown past its deadline: every event this worker holds ends as
     /// `Cancelled`, none is dropped.
     fn cancel_all(&mut self) {
-        let now = self.core.clock.raw();
-        self.core.calls.clear();
-        let inflight: Vec<InFlight> = self.core.inflight.drain().collect();
+        let now = self.runner.clock.raw();
+        self.runner.calls.clear();
+        let inflight: Vec<InFlight> = self.runner.inflight.drain().collect();
         for InFlight {
             meta,
             origin,
             started,
         } in inflight
         {
-            let c = self.core.complete(meta, started, now, Outcome::Cancelled);
+            let c = self.runner.complete(meta, started, now, Outcome::Cancelled);
             self.deliver(origin, c);
         }
-        let parked: Vec<_> = self.core.keys.drain_parked().collect();
+        let parked: Vec<_> = self.runner.keys.drain_parked().collect();
         for (event, origin) in parked {
             self.cancel(event, origin, now);
         }
@@ -584,8 +596,8 @@ impl<H: WorkerHandler> Worker<H> {
     }
 
     fn cancel(&mut self, event: Event, origin: Origin, now: u64) {
-        let meta = self::core::Meta::of(&event);
-        let c = self.core.complete(meta, now, now, Outcome::Cancelled);
+        let meta = self::runner::Meta::of(&event);
+        let c = self.runner.complete(meta, now, now, Outcome::Cancelled);
         self.deliver(origin, c);
     }
 }

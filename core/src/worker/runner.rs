@@ -53,7 +53,7 @@ pub(crate) enum Started {
     Pending,
 }
 
-pub(crate) struct Core<H> {
+pub(crate) struct Runner<H> {
     pub(crate) handler: H,
     pub(crate) index: usize,
     pub(crate) clock: quanta::Clock,
@@ -73,8 +73,8 @@ pub(crate) struct Core<H> {
     pub(crate) sink: Option<Arc<dyn Sink>>,
 }
 
-impl<H> Core<H> {
-    /// Worker `index`'s core, its tables sized by `config`; a span is
+impl<H> Runner<H> {
+    /// Worker `index`'s runner, its tables sized by `config`; a span is
     /// sampled every `sample_every` events (0: none) into `spans`.
     pub(crate) fn new(
         handler: H,
@@ -84,8 +84,8 @@ impl<H> Core<H> {
         sample_every: u64,
         spans: Option<rtrb::Producer<SpanRecord>>,
         sink: Option<Arc<dyn Sink>>,
-    ) -> Core<H> {
-        Core {
+    ) -> Runner<H> {
+        Runner {
             handler,
             index,
             clock,
@@ -106,7 +106,7 @@ impl<H> Core<H> {
     }
 }
 
-impl<H: WorkerHandler> Core<H> {
+impl<H: WorkerHandler> Runner<H> {
     /// Events the worker may still take this pass: each may become a
     /// pending call or a parked event, and both tables are bounded.
     #[inline]
