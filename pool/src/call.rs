@@ -9,107 +9,18 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 
 use toolplane_core::{Outcome, Payload};
-use wasmtime::{
-    Instance, Memory, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc,
-    UpdateDeadline,
-};
-use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime::{Instance, Memory, Store, StoreLimitsBuilder, Trap, TypedFunc, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
+use crate::host::{Host, Limiter};
 use crate::manifest::{Access, Mode, fmt_size};
 use crate::pipe::CappedPipe;
-use crate::quota::DataQuota;
 use crate::runtime::{Active, Runtime};
 use crate::tool::{Entry, LoadedTool};
 
 /// Bytes of stderr a call may write before writes fail.
 const STDERR_CAPACITY: usize = 64 << 10;
-
-/// What a store carries: the WASI context, the limits, the deadline.
-pub(crate) struct Host {
-    pub(crate) wasi: WasiP1Ctx,
-    limiter: Limiter,
-    /// The epoch count at which the current call times out.
-    deadline: u64,
-    timed_out: bool,
-    /// Write quota: bytes this call may still reserve.
-    write_left: u64,
-    /// The call's `limits.max_write`, for messages.
-    max_write: u64,
-    /// The data directory's accounting, for tools that may write to it.
-    quota: Option<Arc<DataQuota>>,
-    /// Why the host refused a write reservation in this call, if it did.
-    refused_write: Option<String>,
-}
-
-/// `toolplane.reserve_write(bytes: i64) -> i32`: 0 when the call may write
-/// `bytes` more, 1 when that would pass its `limits.max_write`, 2 when it
-/// would pass the data directory's limit (the reason is kept for the
-/// call's error).
-pub(crate) fn reserve_write(mut caller: wasmtime::Caller<'_, Host>, bytes: i64) -> i32 {
-    let host = caller.data_mut();
-    let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
-    if bytes > host.write_left {
-        host.refused_write = Some(format!(
-            "writing {} would exceed this call's write quota, limits.max_write = {}",
-            fmt_size(bytes),
-            fmt_size(host.max_write)
-        ));
-        return 1;
-    }
-    if let Some(q) = &host.quota
-        && let Err(why) = q.reserve(bytes)
-    {
-        host.refused_write = Some(why);
-        return 2;
-    }
-    host.write_left -= bytes;
-    0
-}
-
-/// `StoreLimits` plus a record of the growth it refused, so a trap that
-/// follows a refused growth is reported as the memory limit it is.
-struct Limiter {
-    limits: StoreLimits,
-    refused: Option<usize>,
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let ok = self.limits.memory_growing(current, desired, maximum)?;
-        if !ok {
-            self.refused = Some(desired);
-        }
-        Ok(ok)
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
-    }
-
-    fn instances(&self) -> usize {
-        self.limits.instances()
-    }
-
-    fn tables(&self) -> usize {
-        self.limits.tables()
-    }
-
-    fn memories(&self) -> usize {
-        self.limits.memories()
-    }
-}
 
 /// The per-call ends of a store's stdio.
 struct Stdio {

@@ -22,6 +22,7 @@ pub mod cache;
 mod call;
 pub mod files;
 mod handler;
+mod host;
 pub mod manifest;
 mod pipe;
 mod quota;

@@ -511,6 +511,9 @@ impl Registry {
 
     /// A number that changes whenever the listing does.
     pub fn version(&self) -> u64 {
+        // Pairs with the Release increment in `publish`: a caller that sees
+        // a new version and then takes the snapshot gets that listing or a
+        // later one.
         self.inner.version.load(Ordering::Acquire)
     }
 
@@ -671,6 +674,8 @@ impl Inner {
         let mut next = Snapshot::clone(&guard);
         f(&mut next);
         *guard = Arc::new(next);
+        // Release, paired with the Acquire in `Registry::version`: the
+        // new listing is stored (under the lock) before the number moves.
         self.version.fetch_add(1, Ordering::Release);
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, WasmBacktraceDetails};
 
 use crate::cache::{CacheError, ModuleCache};
-use crate::call::Host;
+use crate::host::Host;
 use crate::quota::DataQuota;
 
 /// Settings of the WASI runtime. [`PoolConfig::for_engine`] sizes it from
@@ -251,6 +251,9 @@ pub(crate) struct Active<'r>(&'r RuntimeInner);
 
 impl Drop for Active<'_> {
     fn drop(&mut self) {
+        // Release, paired with the ticker's Acquire load of `active` (its
+        // fast check; the SeqCst pair in `active()` and the ticker is the
+        // protocol that decides whether it may sleep).
         self.0.epochs.active.fetch_sub(1, Ordering::Release);
     }
 }
@@ -395,7 +398,7 @@ impl Runtime {
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi)
             .map_err(RuntimeError::Engine)?;
         linker
-            .func_wrap("toolplane", "reserve_write", crate::call::reserve_write)
+            .func_wrap("toolplane", "reserve_write", crate::host::reserve_write)
             .map_err(RuntimeError::Engine)?;
         let cache = ModuleCache::new(config.cache_dir.clone(), &engine, config.max_module_size)?;
         let epochs = Arc::new(Epochs::default());
@@ -500,6 +503,7 @@ fn start_ticker(
                 std::thread::park_timeout(tick);
                 epochs.count.fetch_add(1, Ordering::Relaxed);
                 engine.increment_epoch();
+                // Pairs with the Release decrement in `Active::drop`.
                 if epochs.active.load(Ordering::Acquire) > 0 {
                     idle = 0;
                     continue;
@@ -512,6 +516,9 @@ fn start_ticker(
                 // (`RuntimeInner::active`) or the runtime drops. Its
                 // deadline counts from the epoch at its start, so the
                 // epochs skipped while asleep change no deadline.
+                // SeqCst, the other side of `RuntimeInner::active`'s pair:
+                // either this load sees a starting call's increment, or
+                // that call sees `asleep` and unparks this thread.
                 epochs.asleep.store(true, Ordering::SeqCst);
                 if epochs.active.load(Ordering::SeqCst) == 0 && !flag.load(Ordering::Relaxed) {
                     std::thread::park();

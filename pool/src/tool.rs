@@ -7,7 +7,7 @@ use std::sync::Arc;
 use wasmtime::{ExternType, InstancePre, ModuleExport, ValType};
 
 use crate::cache::{Source, WasmDigest};
-use crate::call::Host;
+use crate::host::Host;
 use crate::manifest::{DirGrant, EntryKind, Manifest, Mode, fmt_size};
 use crate::runtime::Runtime;
 
