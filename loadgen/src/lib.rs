@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod driver;
+pub mod error;
 pub mod machine;
 pub mod memory;
 pub mod placement;

@@ -21,7 +21,7 @@ use toolplane_core::{
     Completion, Event, Outcome, OutcomeKind, RejectReason, Timestamps, ToolId, ToolTable,
 };
 
-use crate::target::TargetError;
+use crate::error::TargetError;
 
 /// Events queued for a free connection at most; past it a send is
 /// refused as `full` (the server is not answering).

@@ -12,37 +12,11 @@ use std::sync::Arc;
 use toolplane_core::Engine;
 use toolplane_pool::{PoolConfig, Registry, Runtime, ToolHandler};
 
+pub use crate::error::TargetError;
 use crate::placement::Placement;
 use crate::profile::Profile;
 use crate::remote::{Remote, Scrape};
 use crate::workload;
-
-/// A target that could not be started.
-#[derive(Debug, thiserror::Error)]
-pub enum TargetError {
-    /// A file or directory could not be prepared.
-    #[error("{what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The pool or registry would not start.
-    #[error("{0}")]
-    Start(String),
-    /// A tool failed to load.
-    #[error("tool {path}: {reason}")]
-    Tool {
-        /// The manifest.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-}
 
 /// What loadgen drives.
 pub enum Sut {
