@@ -318,6 +318,8 @@ impl App {
 
     /// Calls made through this server that have not finished.
     pub fn in_flight(&self) -> u64 {
+        // Pairs with the AcqRel updates in `InFlight`; a count for
+        // reports, it guards no other data.
         self.in_flight.load(Ordering::Acquire)
     }
 
@@ -328,6 +330,7 @@ impl App {
 
     /// Whether shutdown has begun.
     pub fn is_draining(&self) -> bool {
+        // Pairs with the Release store in `shutdown`.
         self.draining.load(Ordering::Acquire)
     }
 
@@ -465,6 +468,8 @@ impl App {
     /// flight get until `drain` to finish, the rest are cancelled (and
     /// answered as such). Returns the engine's final accounting.
     pub async fn shutdown(&self, drain: Duration) -> Option<Report> {
+        // Release, paired with the Acquire in `is_draining`: requests that
+        // see it refuse new calls (readiness 503) from here on.
         self.draining.store(true, Ordering::Release);
         let deadline = tokio::time::Instant::now() + drain;
         loop {
@@ -506,6 +511,9 @@ struct InFlight<'a>(&'a App);
 
 impl<'a> InFlight<'a> {
     fn enter(app: &'a App) -> InFlight<'a> {
+        // AcqRel with the decrement in `drop`: the last one out (the
+        // decrement that reads 1) sees every earlier call's increment and
+        // wakes the drain.
         app.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(app)
     }
@@ -513,6 +521,7 @@ impl<'a> InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
+        // Pairs with the AcqRel increment in `enter`.
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.drained.notify_waiters();
         }
