@@ -137,7 +137,7 @@ fn compare_refuses_an_unknown_scenario_with_its_usage() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("unknown scenario \"nonsense\"") && err.contains("usage:"),
+        err.contains("unrecognized subcommand 'nonsense'") && err.contains("Usage: compare"),
         "{err}"
     );
 }

@@ -33,98 +33,133 @@ use toolplane_pool::{PoolConfig, Runtime, builtin};
 #[global_allocator]
 static GLOBAL: toolplane_bench::CountingMimalloc = toolplane_bench::CountingMimalloc;
 
-const USAGE: &str = "usage: compare engine [--seconds S] [--replicas N]
-       compare wasi [--rounds N] [--calls N] [--sizes B,B,..] [--tools echo,hash.sha256] [--modes process,naive,fresh-command,fresh-fast,reuse]
-       compare mcp --server NAME=COMMAND --server NAME=COMMAND [--tool echo] [--calls N] [--rounds N] [--inflight K,K,..] [--size B]
-       compare registry [--tools N] [--replicas N]
-       compare all";
-
-fn usage(why: &str) -> ! {
-    eprintln!("compare: {why}\n{USAGE}");
-    std::process::exit(2)
+/// toolplane against its baselines, interleaved; Markdown tables on stdout.
+#[derive(clap::Parser, Debug)]
+#[command(name = "compare")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
 }
 
-/// Parsed flags: `--name value` pairs, each allowed at most once.
-struct Flags(Vec<(String, String)>);
+#[derive(clap::Subcommand, Debug)]
+enum Scenario {
+    /// The engine against a crossbeam-channel and a flume worker pool
+    /// (no-op handler, one producer, the same threads and completion path).
+    Engine(EngineArgs),
+    /// The WASI call modes against each other and a process per call.
+    Wasi(WasiArgs),
+    /// MCP servers on stdio, the same `tools/call` load on each (the last
+    /// server is the baseline).
+    Mcp(McpArgs),
+    /// Registry start-up with many tools: listed, all callable, and one
+    /// call on demand, with a cold module cache and a warm one.
+    Registry(RegistryArgs),
+    /// engine, wasi and registry, with their defaults.
+    All,
+}
 
-impl Flags {
-    fn parse(args: &[String], allowed: &[&str]) -> Flags {
-        let mut out = Vec::new();
-        let mut it = args.iter();
-        while let Some(flag) = it.next() {
-            let name = flag.strip_prefix("--").unwrap_or("");
-            if !allowed.contains(&name) {
-                usage(&format!(
-                    "unknown argument {flag:?}; accepted here: --{}",
-                    allowed.join(", --")
-                ));
-            }
-            let Some(value) = it.next() else {
-                usage(&format!("{flag} needs a value"))
-            };
-            out.push((name.to_string(), value.clone()));
-        }
-        Flags(out)
-    }
+#[derive(clap::Args, Debug)]
+struct EngineArgs {
+    /// Seconds per replica (after a 0.5 s warm-up).
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Replicas of each side.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    replicas: u64,
+}
 
-    fn get<T: std::str::FromStr>(&self, name: &str, default: T) -> T {
-        match self.0.iter().find(|(n, _)| n == name) {
-            None => default,
-            Some((_, v)) => v
-                .parse()
-                .unwrap_or_else(|_| usage(&format!("bad value {v:?} for --{name}"))),
-        }
-    }
+#[derive(clap::Args, Debug)]
+struct WasiArgs {
+    /// Rounds; each runs every mode in turn.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
+    /// Calls per mode and round (a fiftieth, at least 5, for a process per call).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    calls: u64,
+    /// Input sizes in bytes (JSON objects; at least 11).
+    #[arg(long, value_delimiter = ',', default_values_t = [64, 1024, 65536], value_parser = clap::value_parser!(u64).range(11..))]
+    sizes: Vec<u64>,
+    /// Tools.
+    #[arg(long, value_delimiter = ',', default_values_t = Tool::ALL.map(|t| t.builtin().to_string()), value_parser = Tool::ALL.map(|t| t.builtin()))]
+    tools: Vec<String>,
+    /// Modes.
+    #[arg(long, value_delimiter = ',', default_values_t = Mode::ALL.map(|m| m.key().to_string()), value_parser = Mode::ALL.map(|m| m.key()))]
+    modes: Vec<String>,
+}
 
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.0
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
+#[derive(clap::Args, Debug)]
+struct McpArgs {
+    /// A server as NAME=COMMAND; two or more (the last is the baseline).
+    #[arg(long = "server", required = true, num_args = 1)]
+    servers: Vec<String>,
+    /// The tool called on each.
+    #[arg(long, default_value = "echo")]
+    tool: String,
+    /// Calls per server, in-flight count and round.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    calls: u64,
+    /// Rounds.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
+    /// Calls in flight, one table each.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 16], value_parser = clap::value_parser!(u64).range(1..))]
+    inflight: Vec<u64>,
+    /// Input size in bytes (at least 11).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(11..))]
+    size: u64,
+}
 
-    fn list(&self, name: &str) -> Option<Vec<String>> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.split(',').map(|s| s.trim().to_string()).collect())
-    }
+#[derive(clap::Args, Debug)]
+struct RegistryArgs {
+    /// Tools on disk (copies of the built-ins under distinct names).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    tools: u64,
+    /// Replicas, each with a new cache directory.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    replicas: u64,
+}
+
+/// A usage error in clap's form (exit 2).
+fn usage(why: &str) -> ! {
+    use clap::CommandFactory;
+    Cli::command()
+        .error(clap::error::ErrorKind::ValueValidation, why)
+        .exit()
+}
+
+/// A scenario's arguments with every default, for `all`.
+fn defaults(scenario: &str) -> Scenario {
+    use clap::Parser;
+    Cli::try_parse_from(["compare", scenario])
+        .expect("every flag of a scenario has a default")
+        .scenario
 }
 
 fn main() {
+    use clap::Parser;
     wasi::child_main();
+    let cli = Cli::parse();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(scenario) = args.first() else {
-        usage("which scenario?")
-    };
-    let rest = &args[1..];
     println!("machine: {}", toolplane_bench::machine());
     println!("command: compare {}", args.join(" "));
     println!();
-    let result = match scenario.as_str() {
-        "engine" => {
-            let f = Flags::parse(rest, &["seconds", "replicas"]);
-            engine(f.get("seconds", 2.0), f.get("replicas", 5));
+    let result = match &cli.scenario {
+        Scenario::Engine(a) => {
+            engine(a.seconds, a.replicas as usize);
             Ok(())
         }
-        "wasi" => wasi_modes(&Flags::parse(
-            rest,
-            &["rounds", "calls", "sizes", "tools", "modes"],
-        )),
-        "mcp" => mcp(&Flags::parse(
-            rest,
-            &["server", "tool", "calls", "rounds", "inflight", "size"],
-        )),
-        "registry" => registry_startup(&Flags::parse(rest, &["tools", "replicas"])),
-        "all" => {
-            if !rest.is_empty() {
-                usage("`all` takes no flags");
-            }
+        Scenario::Wasi(a) => wasi_modes(a),
+        Scenario::Mcp(a) => mcp(a),
+        Scenario::Registry(a) => registry_startup(a),
+        Scenario::All => {
             engine(2.0, 5);
-            wasi_modes(&Flags(Vec::new())).and_then(|()| registry_startup(&Flags(Vec::new())))
+            let (Scenario::Wasi(w), Scenario::Registry(r)) =
+                (defaults("wasi"), defaults("registry"))
+            else {
+                unreachable!("defaults() parses the scenario it is given")
+            };
+            wasi_modes(&w).and_then(|()| registry_startup(&r))
         }
-        other => usage(&format!("unknown scenario {other:?}")),
     };
     if let Err(e) = result {
         eprintln!("compare: {e}");
@@ -133,8 +168,8 @@ fn main() {
 }
 
 fn engine(seconds: f64, replicas: usize) {
-    if seconds <= 0.0 || replicas == 0 {
-        usage("--seconds and --replicas must be positive");
+    if seconds.is_nan() || seconds <= 0.0 {
+        usage("--seconds must be positive");
     }
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let workers = cores.len().saturating_sub(1).max(1);
@@ -196,47 +231,18 @@ fn engine(seconds: f64, replicas: usize) {
     );
 }
 
-fn wasi_modes(f: &Flags) -> Result<(), Box<dyn std::error::Error>> {
-    let rounds: usize = f.get("rounds", 5);
-    let calls: usize = f.get("calls", 2000);
-    if rounds == 0 || calls == 0 {
-        usage("--rounds and --calls must be positive");
-    }
-    let sizes: Vec<usize> = f
-        .list("sizes")
-        .unwrap_or_else(|| vec!["64".into(), "1024".into(), "65536".into()])
-        .iter()
-        .map(|s| {
-            s.parse()
-                .ok()
-                .filter(|n| *n >= 11)
-                .unwrap_or_else(|| usage(&format!("bad size {s:?}: bytes, at least 11")))
-        })
+fn wasi_modes(a: &WasiArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let (rounds, calls) = (a.rounds as usize, a.calls as usize);
+    let sizes: Vec<usize> = a.sizes.iter().map(|&n| n as usize).collect();
+    // clap checked each name against these lists.
+    let tools: Vec<Tool> = Tool::ALL
+        .into_iter()
+        .filter(|t| a.tools.iter().any(|n| n == t.builtin()))
         .collect();
-    let tools: Vec<Tool> = match f.list("tools") {
-        None => Tool::ALL.to_vec(),
-        Some(names) => names
-            .iter()
-            .map(|n| {
-                Tool::ALL
-                    .into_iter()
-                    .find(|t| t.builtin() == n)
-                    .unwrap_or_else(|| usage(&format!("unknown tool {n:?}: echo, hash.sha256")))
-            })
-            .collect(),
-    };
-    let modes: Vec<Mode> = match f.list("modes") {
-        None => Mode::ALL.to_vec(),
-        Some(names) => names
-            .iter()
-            .map(|n| {
-                Mode::ALL
-                    .into_iter()
-                    .find(|m| m.key() == n)
-                    .unwrap_or_else(|| usage(&format!("unknown mode {n:?}")))
-            })
-            .collect(),
-    };
+    let modes: Vec<Mode> = Mode::ALL
+        .into_iter()
+        .filter(|m| a.modes.iter().any(|n| n == m.key()))
+        .collect();
     let spawn_calls = (calls / 50).max(5);
     let fixture = Fixture::new(PoolConfig::default())?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -295,35 +301,20 @@ fn wasi_modes(f: &Flags) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn mcp(f: &Flags) -> Result<(), Box<dyn std::error::Error>> {
+fn mcp(a: &McpArgs) -> Result<(), Box<dyn std::error::Error>> {
     use toolplane_bench::mcp::Server;
-    let specs = f.all("server");
+    let specs = &a.servers;
     if specs.len() < 2 {
         usage("mcp wants two or more --server NAME=COMMAND (the last is the baseline)");
     }
-    let tool: String = f.get("tool", "echo".to_string());
-    let calls: u64 = f.get("calls", 2000);
-    let rounds: usize = f.get("rounds", 5);
-    let size: usize = f.get("size", 64);
-    let inflight: Vec<u64> = f
-        .list("inflight")
-        .unwrap_or_else(|| vec!["1".into(), "16".into()])
-        .iter()
-        .map(|s| {
-            s.parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .unwrap_or_else(|| usage(&format!("bad --inflight {s:?}")))
-        })
-        .collect();
-    if calls == 0 || rounds == 0 || size < 11 {
-        usage("--calls and --rounds must be positive, --size at least 11");
-    }
+    let tool = a.tool.clone();
+    let (calls, rounds, size) = (a.calls, a.rounds as usize, a.size as usize);
+    let inflight = a.inflight.clone();
     // {"data":"aaa…"} of `size` bytes, as the tool's arguments.
     let input = wasi::input(size);
     let arguments: serde_json::Value = serde_json::from_slice(&input)?;
     let mut servers = Vec::new();
-    for spec in &specs {
+    for spec in specs {
         let (name, command) = spec
             .split_once('=')
             .unwrap_or_else(|| usage(&format!("--server {spec:?}: NAME=COMMAND")));
@@ -393,12 +384,8 @@ fn mcp(f: &Flags) -> Result<(), Box<dyn std::error::Error>> {
 ///   cache) and linked.
 ///
 /// Prints a table and one JSON line with the medians.
-fn registry_startup(f: &Flags) -> Result<(), Box<dyn std::error::Error>> {
-    let n: usize = f.get("tools", 1000);
-    let replicas: usize = f.get("replicas", 3);
-    if n == 0 || replicas == 0 {
-        usage("--tools and --replicas must be positive");
-    }
+fn registry_startup(a: &RegistryArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let (n, replicas) = (a.tools as usize, a.replicas as usize);
     let work = tempfile::TempDir::new()?;
     let tools = work.path().join("tools");
     let data = work.path().join("data");
