@@ -15,9 +15,10 @@ use crate::config::Config;
 use crate::event::{Event, Payload, ToolId};
 use crate::handler::{FnWorker, Handler, WorkerContext, handler_fn};
 use crate::outcome::{Outcome, Slot, SlotBox};
+use crate::shared::Source;
 use crate::span::{EXPORT_RING, SpanRecord};
 use crate::tools::ToolTable;
-use crate::worker::{Runner, Source, take_batch};
+use crate::worker::{Runner, take_batch};
 
 /// One worker's batch path with one producer ring, on this thread.
 pub struct WorkerBatch<F> {

@@ -13,9 +13,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::admission::{RejectReason, Rejected};
-use crate::engine::{CancelFlag, Injected, Reply, Shared};
 use crate::event::{Event, Priority, worker_for_key};
 use crate::outcome::Completion;
+use crate::shared::{CancelFlag, Injected, Reply, Shared};
 
 /// A cloneable, `Send + Sync` submission handle.
 ///

@@ -59,6 +59,7 @@ mod injector;
 mod metrics;
 mod outcome;
 mod producer;
+mod shared;
 mod span;
 mod sync;
 mod tools;

@@ -13,22 +13,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_utils::CachePadded;
-
 use crate::admission::{Gate, RejectReason, Rejected};
-use crate::engine::{Control, Shared};
 use crate::event::{Event, Priority, worker_for_key};
-use crate::metrics::AdmissionCounters;
 use crate::outcome::{Completion, Slot, SlotBox};
-use crate::sync::AtomicBool;
-use crate::worker::Source;
-
-/// What the engine sees of a producer.
-#[derive(Debug, Default)]
-pub(crate) struct ProducerShared {
-    pub(crate) busy: CachePadded<AtomicBool>,
-    pub(crate) counters: AdmissionCounters,
-}
+use crate::shared::{Control, ProducerShared, Shared, Source};
 
 struct Lane {
     events: rtrb::Producer<SlotBox>,

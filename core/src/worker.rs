@@ -41,11 +41,10 @@ use slab::Slab;
 
 pub(crate) use self::runner::Runner;
 use self::runner::{InFlight, Started};
-use crate::engine::{Control, Injected, Reply, Shared};
 use crate::event::Event;
 use crate::handler::{Handler, WorkerContext, WorkerHandler};
-use crate::metrics::Latencies;
 use crate::outcome::{Completion, Outcome, Sink, Slot, SlotBox};
+use crate::shared::{Control, Injected, Reply, Shared, Source};
 use crate::span::SpanRecord;
 
 /// How often, at least, a worker with pending calls turns the runtime's
@@ -61,27 +60,6 @@ pub(crate) enum Origin {
     Source(usize, SlotBox),
     /// To an injector caller's ticket.
     Reply(Reply),
-}
-
-/// One producer's pair of rings, worker side.
-pub(crate) struct Source {
-    pub(crate) events: rtrb::Consumer<SlotBox>,
-    pub(crate) completions: rtrb::Producer<SlotBox>,
-    /// Events taken from `events` whose completions are not yet published.
-    owed: usize,
-}
-
-impl Source {
-    pub(crate) fn new(
-        events: rtrb::Consumer<SlotBox>,
-        completions: rtrb::Producer<SlotBox>,
-    ) -> Source {
-        Source {
-            events,
-            completions,
-            owed: 0,
-        }
-    }
 }
 
 enum Step {
@@ -601,6 +579,3 @@ impl<H: WorkerHandler> Worker<H> {
         self.deliver(origin, c);
     }
 }
-
-/// A snapshot reply: the worker's index and a copy of its histograms.
-pub(crate) type SnapshotReply = (usize, Latencies);

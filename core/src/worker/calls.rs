@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::engine::CancelFlag;
 use crate::handler::PendingCall;
 use crate::outcome::Outcome;
+use crate::shared::CancelFlag;
 
 pub(crate) struct CallFuture {
     slot: usize,
