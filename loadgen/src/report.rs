@@ -553,12 +553,20 @@ impl Report {
         o
     }
 
+    /// Whether the generator's lag is a significant part of the latency:
+    /// its p99 over 100 µs and over a fifth of the corrected p99. One
+    /// rule for the warning and the one-line verdict.
+    pub fn generator_behind(&self) -> bool {
+        let lag = self.schedule_lag_us.p99;
+        lag > 100.0 && lag > 0.2 * self.latency_us.corrected.p99
+    }
+
     /// The verdict in one line, for someone seeing a run for the first
     /// time: what held (or broke), and whose latency it was.
     pub fn headline(&self) -> String {
         let lag = &self.schedule_lag_us;
         let p99 = self.latency_us.corrected.p99;
-        let whose = if lag.p99 > 100.0 && lag.p99 > 0.2 * p99 {
+        let whose = if self.generator_behind() {
             format!(
                 "the generator fell behind (lag p99 {}), so part of that latency is its own",
                 Nanos(lag.p99 * 1e3)
@@ -714,7 +722,7 @@ fn warnings(profile: &Profile, r: &Report, reported: &Reported) -> Vec<String> {
     let mut w = Vec::new();
     let lag = &r.schedule_lag_us;
     let p99 = r.latency_us.corrected.p99;
-    if lag.p99 > 100.0 && lag.p99 > 0.2 * p99 {
+    if r.generator_behind() {
         if let Some(c) = profile.concurrency {
             w.push(format!(
                 "sends fell behind the schedule (lag p99 {}, max {}) waiting for the concurrency limit of {c} events in flight; corrected latency charges that wait to the engine, as a connection-bound client would see it",

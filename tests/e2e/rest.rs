@@ -21,6 +21,17 @@ pub(crate) async fn post(c: &reqwest::Client, s: &Server, tool: &str, body: &str
     (status, v)
 }
 
+/// `GET /v1/tools`: the listing.
+async fn tools(c: &reqwest::Client, s: &Server) -> Vec<Value> {
+    c.get(s.url("/v1/tools"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_builtin_answers_over_rest() {
     let dirs = Dirs::new();
@@ -30,14 +41,7 @@ async fn every_builtin_answers_over_rest() {
     // behind the server and replace them: listed at once, ready soon.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let list = loop {
-        let list: Vec<Value> = c
-            .get(s.url("/v1/tools"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list = tools(&c, &s).await;
         if list.iter().all(|t| t["state"] == "ready") || std::time::Instant::now() > deadline {
             break list;
         }
@@ -392,14 +396,7 @@ async fn an_output_that_does_not_match_its_output_schema_is_a_tool_error() {
     assert_eq!(st, 422, "{v}");
     let m = v["error"]["message"].as_str().unwrap();
     assert!(m.contains("output_schema") && m.contains("\"y\""), "{m}");
-    let list: Vec<Value> = c
-        .get(s.url("/v1/tools"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = tools(&c, &s).await;
     let echo = list.iter().find(|t| t["name"] == "echo").unwrap();
     assert_eq!(echo["output_schema"]["required"], json!(["y"]));
     assert_eq!(echo["annotations"]["read_only"], true);
