@@ -31,6 +31,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Module};
 
+use crate::error::CompileError;
+
 /// A module's SHA-256.
 pub type WasmDigest = [u8; 32];
 
@@ -94,7 +96,7 @@ pub struct CacheStats {
     pub write_errors: u64,
 }
 
-type Slot = Arc<OnceLock<Result<Module, String>>>;
+type Slot = Arc<OnceLock<Result<Module, CompileError>>>;
 
 /// See the module documentation.
 pub struct ModuleCache {
@@ -230,12 +232,12 @@ impl ModuleCache {
     ///
     /// # Errors
     ///
-    /// The bytes are not a valid module (wasmtime's message).
+    /// The bytes are not a valid module.
     pub fn load(
         &self,
         engine: &Engine,
         wasm: &[u8],
-    ) -> Result<(Module, Source, WasmDigest), String> {
+    ) -> Result<(Module, Source, WasmDigest), CompileError> {
         let digest = digest(wasm);
         let slot = {
             let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
@@ -280,7 +282,7 @@ impl ModuleCache {
         engine: &Engine,
         wasm: &[u8],
         digest: &WasmDigest,
-    ) -> (Result<Module, String>, Source) {
+    ) -> (Result<Module, CompileError>, Source) {
         let path = self.entry_path(digest);
         if let Some(p) = &path {
             match self.read_entry(engine, p) {
@@ -426,26 +428,12 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Compiles `wasm` (binary, or text). The error is wasmtime's, cut to its
-/// first line: the text parser quotes the offending line of its input, and
-/// a module path can name any file (`/etc/passwd`), whose content must not
-/// reach an error message.
-fn compile(engine: &Engine, wasm: &[u8]) -> Result<Module, String> {
+/// Compiles `wasm` (binary, or text).
+fn compile(engine: &Engine, wasm: &[u8]) -> Result<Module, CompileError> {
     if !wasm.starts_with(b"\0asm") && std::str::from_utf8(wasm).is_err() {
-        return Err(
-            "not a WebAssembly module: neither the binary format (it does not start with \\0asm) nor the text format (it is not UTF-8)"
-                .into(),
-        );
+        return Err(CompileError::NotWasm);
     }
-    Module::new(engine, wasm).map_err(|e| {
-        let full = format!("{e:#}");
-        let first = full.lines().next().unwrap_or("").trim_end();
-        if first.len() < full.trim_end().len() {
-            format!("{first} (the rest of the message, which quotes the file, is left out)")
-        } else {
-            first.to_string()
-        }
-    })
+    Module::new(engine, wasm).map_err(|e| CompileError::invalid(&e))
 }
 
 /// Creates `dir` owner-only, checks no one else can change it, and returns

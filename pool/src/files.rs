@@ -21,20 +21,18 @@ use crate::manifest::fmt_size;
 /// Bytes read between two deadline checks.
 const CHUNK: usize = 1 << 20;
 
-/// Why a file could not be read.
-#[derive(Debug, thiserror::Error)]
+/// Why a file could not be read. Displayed as `<path>: <reason>`; an error
+/// that names the path already shows [`ReadError::reason`] alone.
+#[derive(Debug)]
 pub enum ReadError {
     /// The file cannot be opened or read.
-    #[error("{}: cannot read: {source}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// Why.
-        #[source]
         source: std::io::Error,
     },
     /// The path names something other than a regular file.
-    #[error("{}: is {kind}, not a regular file", path.display())]
     NotRegular {
         /// The file.
         path: PathBuf,
@@ -42,7 +40,6 @@ pub enum ReadError {
         kind: &'static str,
     },
     /// The file is larger than allowed.
-    #[error("{}: is {} or more, above the limit {key} = {}", path.display(), fmt_size(*size), fmt_size(*limit))]
     TooLarge {
         /// The file.
         path: PathBuf,
@@ -54,7 +51,6 @@ pub enum ReadError {
         key: &'static str,
     },
     /// Reading took longer than allowed.
-    #[error("{}: took longer than {timeout:?} to read ({read} read by then)", path.display(), read = fmt_size(*read))]
     Timeout {
         /// The file.
         path: PathBuf,
@@ -63,6 +59,64 @@ pub enum ReadError {
         /// Bytes read by then.
         read: u64,
     },
+}
+
+impl ReadError {
+    /// The file.
+    pub fn path(&self) -> &Path {
+        match self {
+            ReadError::Io { path, .. }
+            | ReadError::NotRegular { path, .. }
+            | ReadError::TooLarge { path, .. }
+            | ReadError::Timeout { path, .. } => path,
+        }
+    }
+
+    /// What went wrong, without the path.
+    pub fn reason(&self) -> Reason<'_> {
+        Reason(self)
+    }
+}
+
+/// [`ReadError::reason`].
+#[derive(Debug)]
+pub struct Reason<'e>(&'e ReadError);
+
+impl std::fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            ReadError::Io { source, .. } => write!(f, "cannot read: {source}"),
+            ReadError::NotRegular { kind, .. } => write!(f, "is {kind}, not a regular file"),
+            ReadError::TooLarge {
+                size, limit, key, ..
+            } => write!(
+                f,
+                "is {} or more, above the limit {key} = {}",
+                fmt_size(*size),
+                fmt_size(*limit)
+            ),
+            ReadError::Timeout { timeout, read, .. } => write!(
+                f,
+                "took longer than {timeout:?} to read ({} read by then)",
+                fmt_size(*read)
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path().display(), self.reason())
+    }
+}
+
+impl std::error::Error for ReadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReadError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 /// The bounds of one read.

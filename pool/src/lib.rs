@@ -20,6 +20,7 @@ pub mod alloc;
 pub mod builtin;
 pub mod cache;
 mod call;
+pub mod error;
 pub mod files;
 mod handler;
 mod host;
@@ -31,13 +32,14 @@ mod runtime;
 mod tool;
 
 pub use cache::{CacheStats, ModuleCache};
+pub use error::{CompileError, ExportError, LoadError};
 pub use handler::{ToolHandler, ToolWorker};
 pub use manifest::{
     Access, Annotations, DirGrant, EntryKind, Limits, Manifest, ManifestError, Mode,
 };
 pub use registry::{
-    LiveTool, LoadState, Origin, Problem, Registry, RegistryBuilder, RegistryError, RegistryEvent,
-    Snapshot, ToolEntry,
+    LiveTool, LoadState, Loaded, Origin, Problem, Registry, RegistryBuilder, RegistryError,
+    RegistryEvent, Snapshot, ToolEntry,
 };
 pub use runtime::{
     PoolConfig, Runtime, RuntimeError, SlotUse, default_cache_dir, default_data_dir,

@@ -249,13 +249,6 @@ impl Size {
 /// The largest manifest read: manifests are a few KiB of TOML.
 pub const MAX_MANIFEST: u64 = 1 << 20;
 
-/// A [`crate::files::ReadError`]'s message without its leading path (the
-/// error it goes into names the path already).
-pub(crate) fn strip_path(msg: &str, path: &Path) -> String {
-    let prefix = format!("{}: ", path.display());
-    msg.strip_prefix(&prefix).unwrap_or(msg).to_string()
-}
-
 /// Parses `"16 MiB"`, `"512KiB"`, `"1 GB"`, `"4096"`.
 pub fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim();
@@ -323,7 +316,7 @@ impl Manifest {
         };
         let bytes = crate::files::read_checked(path, limits).map_err(|e| ManifestError {
             path: path.to_owned(),
-            message: strip_path(&e.to_string(), path),
+            message: e.reason().to_string(),
         })?;
         let text = String::from_utf8(bytes).map_err(|e| ManifestError {
             path: path.to_owned(),
@@ -478,15 +471,15 @@ impl Manifest {
         &self,
         base: Option<&Path>,
         data_dir: Option<&Path>,
-    ) -> Result<Vec<(PathBuf, DirGrant)>, String> {
+    ) -> Result<Vec<(PathBuf, DirGrant)>, crate::LoadError> {
         let mut out = Vec::with_capacity(self.dirs.len());
         for (i, g) in self.dirs.iter().enumerate() {
             let host = if let Some(rest) = g.host.strip_prefix(DATA_PLACEHOLDER) {
                 let Some(data) = data_dir else {
-                    return Err(format!(
-                        "permissions.dirs[{i}].host = {:?} needs a data directory, and none is configured",
-                        g.host
-                    ));
+                    return Err(crate::LoadError::NoDataDir {
+                        index: i,
+                        host: g.host.clone(),
+                    });
                 };
                 let rest = rest.trim_start_matches('/');
                 if rest.is_empty() {
@@ -564,6 +557,7 @@ mod tests {
         assert!(
             m.resolve_dirs(None, None)
                 .unwrap_err()
+                .to_string()
                 .contains("data directory")
         );
     }

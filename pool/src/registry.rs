@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use toolplane_core::{Outcome, ToolId, ToolTable};
 
 use crate::builtin;
+use crate::error::LoadError;
 use crate::manifest::{Manifest, ManifestError};
 use crate::runtime::Runtime;
 use crate::tool::LoadedTool;
@@ -107,15 +108,32 @@ impl std::fmt::Display for Problem {
 }
 
 /// A tool's load state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum LoadState {
     /// Being compiled or loaded.
     Loading,
     /// Callable.
     Ready,
     /// Could not be loaded.
-    Failed(String),
+    Failed(Arc<LoadError>),
 }
+
+/// Two failures are equal when they say the same.
+impl PartialEq for LoadState {
+    fn eq(&self, other: &LoadState) -> bool {
+        match (self, other) {
+            (LoadState::Loading, LoadState::Loading) | (LoadState::Ready, LoadState::Ready) => true,
+            (LoadState::Failed(a), LoadState::Failed(b)) => {
+                Arc::ptr_eq(a, b) || a.to_string() == b.to_string()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// How a tool's load ended: the tool to call, or why there is none
+/// (shared by every caller that waited on it).
+pub type Loaded = Result<Arc<LoadedTool>, Arc<LoadError>>;
 
 /// One listed tool.
 pub struct ToolEntry {
@@ -127,7 +145,7 @@ pub struct ToolEntry {
     pub origin: Origin,
     /// The SHA-256 of its manifest file (none for a built-in).
     manifest_digest: Option<[u8; 32]>,
-    state: OnceLock<Result<Arc<LoadedTool>, String>>,
+    state: OnceLock<Loaded>,
     ready: tokio::sync::Notify,
     /// The load an on-demand registry has not started yet: the first
     /// [`ToolEntry::wait`] starts it.
@@ -161,18 +179,18 @@ impl ToolEntry {
         match self.state.get() {
             None => LoadState::Loading,
             Some(Ok(_)) => LoadState::Ready,
-            Some(Err(e)) => LoadState::Failed(e.clone()),
+            Some(Err(e)) => LoadState::Failed(Arc::clone(e)),
         }
     }
 
     /// The loaded tool, when loading is over.
-    pub fn loaded(&self) -> Option<&Result<Arc<LoadedTool>, String>> {
+    pub fn loaded(&self) -> Option<&Loaded> {
         self.state.get()
     }
 
     /// Waits until loading is over (starting it, for an on-demand
     /// registry's tool not loaded yet).
-    pub async fn wait(&self) -> &Result<Arc<LoadedTool>, String> {
+    pub async fn wait(&self) -> &Loaded {
         if let Some(s) = self.state.get() {
             return s;
         }
@@ -199,7 +217,7 @@ impl ToolEntry {
         Ok(tool)
     }
 
-    fn finish(&self, result: Result<Arc<LoadedTool>, String>) {
+    fn finish(&self, result: Loaded) {
         let _ = self.state.set(result);
         self.ready.notify_waiters();
     }
@@ -360,7 +378,10 @@ impl RegistryBuilder {
             std::thread::Builder::new()
                 .name(format!("toolplane-loader-{i}"))
                 .spawn(move || loader(&weak, &rx))
-                .map_err(|e| RegistryError::Thread(e.to_string()))?;
+                .map_err(|source| RegistryError::Thread {
+                    what: "loader",
+                    source,
+                })?;
         }
         let registry = Registry { inner };
         if self.builtins {
@@ -407,16 +428,23 @@ pub enum RegistryError {
         source: std::io::Error,
     },
     /// The tools directory cannot be watched.
-    #[error("cannot watch tools directory {}: {reason}", dir.display())]
+    #[error("cannot watch tools directory {}: {source}", dir.display())]
     Watch {
         /// The directory.
         dir: PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        source: notify::Error,
     },
     /// A thread could not be started.
-    #[error("cannot start a registry thread: {0}")]
-    Thread(String),
+    #[error("cannot start the registry's {what} thread: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// See the module documentation. Cheap to clone.
@@ -660,7 +688,7 @@ impl Registry {
     }
 }
 
-pub(crate) fn failed_tool(name: &str, reason: &str) -> Outcome {
+pub(crate) fn failed_tool(name: &str, reason: &LoadError) -> Outcome {
     Outcome::Error(format!("tool {name} failed to load: {reason}").into())
 }
 
@@ -907,9 +935,9 @@ impl Inner {
                 // The problem first: whoever sees the entry failed (a
                 // caller waiting on it) finds the problem listed too.
                 if current {
-                    self.problem(&report_path, reason.clone(), Some(name));
+                    self.problem(&report_path, reason.to_string(), Some(name));
                 }
-                entry.finish(Err(reason));
+                entry.finish(Err(Arc::new(reason)));
             }
         }
         self.done_one();
@@ -984,22 +1012,25 @@ impl Inner {
                 }
             }
         })
-        .map_err(|e| RegistryError::Watch {
+        .map_err(|source| RegistryError::Watch {
             dir: dir.to_owned(),
-            reason: e.to_string(),
+            source,
         })?;
         watcher
             .watch(dir, notify::RecursiveMode::NonRecursive)
-            .map_err(|e| RegistryError::Watch {
+            .map_err(|source| RegistryError::Watch {
                 dir: dir.to_owned(),
-                reason: e.to_string(),
+                source,
             })?;
         *self.watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(watcher);
         let weak = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("toolplane-reload".into())
             .spawn(move || watch_loop(&weak, &rx))
-            .map_err(|e| RegistryError::Thread(e.to_string()))?;
+            .map_err(|source| RegistryError::Thread {
+                what: "reload",
+                source,
+            })?;
         Ok(())
     }
 
@@ -1055,19 +1086,13 @@ fn changes_content(kind: &notify::EventKind) -> bool {
 
 /// Reads a module named by a manifest: a regular file within
 /// `max_module_size`, within `read_timeout`.
-fn read_module(cfg: &crate::runtime::PoolConfig, path: &Path) -> Result<Vec<u8>, String> {
+fn read_module(cfg: &crate::runtime::PoolConfig, path: &Path) -> Result<Vec<u8>, LoadError> {
     let limits = crate::files::ReadLimits {
         max: cfg.max_module_size,
         key: "[pool] max_module_size",
         timeout: cfg.read_timeout,
     };
-    crate::files::read_checked(path, limits).map_err(|e| match e {
-        crate::files::ReadError::Io { source, .. } => format!("cannot read module: {source}"),
-        other => format!(
-            "module {}",
-            crate::manifest::strip_path(&other.to_string(), path)
-        ),
-    })
+    crate::files::read_checked(path, limits).map_err(LoadError::module)
 }
 
 fn loader(weak: &Weak<Inner>, rx: &flume::Receiver<Job>) {

@@ -197,8 +197,15 @@ pub enum RuntimeError {
     #[error(transparent)]
     Cache(#[from] CacheError),
     /// A setting is out of range.
-    #[error("{0}")]
-    Config(String),
+    #[error("{key} = {value} is out of range: {accepted}")]
+    OutOfRange {
+        /// The setting.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// What it may be.
+        accepted: &'static str,
+    },
     /// A thread the runtime needs could not start.
     #[error("cannot start the {what} thread: {source}")]
     Thread {
@@ -330,24 +337,28 @@ impl Runtime {
     /// cache directory that cannot be created.
     pub fn new(config: PoolConfig) -> Result<Runtime, RuntimeError> {
         if config.instances == 0 {
-            return Err(RuntimeError::Config("instances must be at least 1".into()));
+            return Err(RuntimeError::OutOfRange {
+                key: "instances",
+                value: "0".into(),
+                accepted: "at least 1",
+            });
         }
         if config.epoch_tick < Duration::from_micros(10)
             || config.epoch_tick > Duration::from_secs(1)
         {
-            return Err(RuntimeError::Config(format!(
-                "epoch_tick = {:?} is out of range: 10µs..=1s",
-                config.epoch_tick
-            )));
+            return Err(RuntimeError::OutOfRange {
+                key: "epoch_tick",
+                value: format!("{:?}", config.epoch_tick),
+                accepted: "10µs..=1s",
+            });
         }
         let max_memory = usize::try_from(config.max_memory)
             .ok()
             .filter(|m| *m >= 64 << 10 && *m <= 4 << 30)
-            .ok_or_else(|| {
-                RuntimeError::Config(format!(
-                    "max_memory = {} is out of range: 64 KiB..=4 GiB",
-                    config.max_memory
-                ))
+            .ok_or_else(|| RuntimeError::OutOfRange {
+                key: "max_memory",
+                value: config.max_memory.to_string(),
+                accepted: "64 KiB..=4 GiB",
             })?;
         // Freed slots wait in a decommit batch (wasmtime keeps one queue per
         // thread shard) before they can be used again: the pool holds that
@@ -358,8 +369,10 @@ impl Runtime {
         let total = u32::try_from(batch.saturating_mul(shards))
             .ok()
             .and_then(|b| config.instances.checked_add(b))
-            .ok_or_else(|| {
-                RuntimeError::Config(format!("decommit_batch = {batch} is too large"))
+            .ok_or_else(|| RuntimeError::OutOfRange {
+                key: "decommit_batch",
+                value: batch.to_string(),
+                accepted: "small enough that instances + decommit_batch × shards fits in u32",
             })?;
         let mut pool = PoolingAllocationConfig::new();
         pool.total_core_instances(total)

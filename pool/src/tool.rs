@@ -7,8 +7,9 @@ use std::sync::Arc;
 use wasmtime::{ExternType, InstancePre, ModuleExport, ValType};
 
 use crate::cache::{Source, WasmDigest};
+use crate::error::{ExportError, LoadError};
 use crate::host::Host;
-use crate::manifest::{DirGrant, EntryKind, Manifest, Mode, fmt_size};
+use crate::manifest::{DirGrant, EntryKind, Manifest, Mode};
 use crate::runtime::Runtime;
 
 /// A tool ready to call.
@@ -68,36 +69,32 @@ impl LoadedTool {
     ///
     /// # Errors
     ///
-    /// A message saying what is wrong: a limit above the runtime's, a
-    /// missing directory, an invalid module, an import WASI does not
-    /// provide, or a mode the module cannot serve.
+    /// A limit above the runtime's, a missing directory, an invalid
+    /// module, an import WASI does not provide, or a mode the module
+    /// cannot serve.
     pub fn load(
         rt: &Runtime,
         manifest: Arc<Manifest>,
         base: Option<&Path>,
         wasm: &[u8],
-    ) -> Result<LoadedTool, String> {
+    ) -> Result<LoadedTool, LoadError> {
         let cfg = rt.config();
         if manifest.limits.memory > cfg.max_memory {
-            return Err(format!(
-                "limits.memory = {} is above the runtime's max_memory = {}",
-                fmt_size(manifest.limits.memory),
-                fmt_size(cfg.max_memory)
-            ));
+            return Err(LoadError::MemoryAboveRuntime {
+                asked: manifest.limits.memory,
+                max: cfg.max_memory,
+            });
         }
         if manifest.limits.fuel.is_some() && !cfg.fuel {
-            return Err(
-                "limits.fuel is set but the runtime does not meter fuel (enable `fuel`)".into(),
-            );
+            return Err(LoadError::FuelNotMetered);
         }
         let dirs = manifest.resolve_dirs(base, cfg.data_dir.as_deref())?;
         for (host, g) in &dirs {
             if !host.is_dir() {
-                return Err(format!(
-                    "permission for {}: host directory {} does not exist",
-                    g.guest,
-                    host.display()
-                ));
+                return Err(LoadError::MissingDir {
+                    guest: g.guest.clone(),
+                    host: host.clone(),
+                });
             }
         }
         let writes = dirs
@@ -107,32 +104,32 @@ impl LoadedTool {
         let fast = fast_exports(&module);
         let entry = match (manifest.entry, fast) {
             (EntryKind::Command, _) => Entry::Command,
-            (EntryKind::Fast, Err(why)) => {
-                return Err(format!("entry = \"fast\" but the module {why}"));
-            }
+            (EntryKind::Fast, Err(why)) => return Err(LoadError::NoFastEntry(why)),
             (EntryKind::Fast | EntryKind::Auto, Ok(f)) => Entry::Fast(f),
             (EntryKind::Auto, Err(_)) => Entry::Command,
         };
         if matches!(entry, Entry::Command) {
             if manifest.mode == Mode::Reuse {
-                return Err("mode = \"reuse\" needs the fast entry (toolplane_alloc, toolplane_call), and this tool uses the command entry".into());
+                return Err(LoadError::ReuseNeedsFast);
             }
             match module.get_export("_start") {
                 Some(ExternType::Func(_)) => {}
-                _ => return Err("the module exports neither the fast entry nor `_start`".into()),
+                _ => return Err(LoadError::NoEntry),
             }
         }
         let pre = rt
             .inner
             .linker
             .instantiate_pre(&module)
-            .map_err(|e| format!("cannot link against WASI preview1: {e:#}"))?;
+            .map_err(LoadError::Link)?;
         let check = input_check(&manifest.input_schema)?;
         let output = match &manifest.output_schema {
-            Some(schema) => Some(Box::new(
-                jsonschema::validator_for(schema)
-                    .map_err(|e| format!("output_schema is not a valid JSON Schema: {e}"))?,
-            )),
+            Some(schema) => Some(Box::new(jsonschema::validator_for(schema).map_err(
+                |e| LoadError::Schema {
+                    key: "output_schema",
+                    source: Box::new(e),
+                },
+            )?)),
             None => None,
         };
         Ok(LoadedTool {
@@ -293,35 +290,40 @@ fn schema_errors(
     Err(msg)
 }
 
-fn input_check(schema: &serde_json::Value) -> Result<InputCheck, String> {
+fn input_check(schema: &serde_json::Value) -> Result<InputCheck, LoadError> {
     if *schema == serde_json::json!({ "type": "object" }) {
         return Ok(InputCheck::Object);
     }
     jsonschema::validator_for(schema)
         .map(|v| InputCheck::Schema(Box::new(v)))
-        .map_err(|e| format!("input_schema is not a valid JSON Schema: {e}"))
+        .map_err(|e| LoadError::Schema {
+            key: "input_schema",
+            source: Box::new(e),
+        })
 }
 
-fn fast_exports(module: &wasmtime::Module) -> Result<FastExports, String> {
-    let func =
-        |name: &str, params: &[ValType], results: &[ValType]| -> Result<ModuleExport, String> {
-            match module.get_export(name) {
-                Some(ExternType::Func(f)) => {
-                    let p: Vec<_> = f.params().collect();
-                    let r: Vec<_> = f.results().collect();
-                    let same = |a: &[ValType], b: &[ValType]| {
-                        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| ValType::eq(x, y))
-                    };
-                    if !same(&p, params) || !same(&r, results) {
-                        return Err(format!("exports `{name}` with the wrong type"));
-                    }
+fn fast_exports(module: &wasmtime::Module) -> Result<FastExports, ExportError> {
+    let func = |name: &'static str,
+                params: &[ValType],
+                results: &[ValType]|
+     -> Result<ModuleExport, ExportError> {
+        match module.get_export(name) {
+            Some(ExternType::Func(f)) => {
+                let p: Vec<_> = f.params().collect();
+                let r: Vec<_> = f.results().collect();
+                let same = |a: &[ValType], b: &[ValType]| {
+                    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| ValType::eq(x, y))
+                };
+                if !same(&p, params) || !same(&r, results) {
+                    return Err(ExportError::WrongType(name));
                 }
-                _ => return Err(format!("does not export `{name}`")),
             }
-            module
-                .get_export_index(name)
-                .ok_or_else(|| format!("does not export `{name}`"))
-        };
+            _ => return Err(ExportError::Missing(name)),
+        }
+        module
+            .get_export_index(name)
+            .ok_or(ExportError::Missing(name))
+    };
     let alloc = func("toolplane_alloc", &[ValType::I32], &[ValType::I32])?;
     let call = func(
         "toolplane_call",
@@ -331,8 +333,8 @@ fn fast_exports(module: &wasmtime::Module) -> Result<FastExports, String> {
     let memory = match module.get_export("memory") {
         Some(ExternType::Memory(_)) => module
             .get_export_index("memory")
-            .ok_or("does not export `memory`")?,
-        _ => return Err("does not export `memory`".into()),
+            .ok_or(ExportError::Missing("memory"))?,
+        _ => return Err(ExportError::Missing("memory")),
     };
     Ok(FastExports {
         alloc,

@@ -374,7 +374,7 @@ impl App {
             Err(reason) => {
                 return Err(CallError::Unavailable {
                     tool: entry.manifest.name.clone(),
-                    reason: reason.clone(),
+                    reason: reason.to_string(),
                 });
             }
         };

@@ -502,7 +502,7 @@ pub fn check(settings: &Settings, out: &mut dyn Write) -> Result<(), Failure> {
         if let LoadState::Failed(why) = e.state() {
             // A module that failed to load is already a problem (at the
             // module's path); list it once.
-            if found.iter().any(|p| p.reason.ends_with(&why)) {
+            if found.iter().any(|p| p.reason.ends_with(&why.to_string())) {
                 continue;
             }
             let at = match &e.origin {

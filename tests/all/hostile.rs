@@ -224,7 +224,7 @@ fn a_module_must_be_a_regular_file_under_the_limit_and_errors_never_show_its_con
     assert!(started.elapsed() < Duration::from_secs(20));
     let snap = rig.registry.snapshot();
     let reason = |name: &str| match snap.by_name(name).unwrap().state() {
-        LoadState::Failed(why) => why,
+        LoadState::Failed(why) => why.to_string(),
         other => panic!("{name}: {other:?}"),
     };
     assert!(
