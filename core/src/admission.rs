@@ -60,6 +60,18 @@ impl RejectReason {
     }
 }
 
+/// What the limit was, in words (every surface's message uses these).
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RejectReason::Full => "the worker's ring is full",
+            RejectReason::Shed => "low-priority events are shed above the queue watermark",
+            RejectReason::InflightLimit => "the in-flight budget (max_inflight) is spent",
+            RejectReason::ShuttingDown => "the engine is shutting down",
+        })
+    }
+}
+
 /// A refused event, handed back with the limit it hit.
 ///
 /// # Examples
@@ -128,12 +140,7 @@ impl fmt::Debug for Rejected {
 
 impl fmt::Display for Rejected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Rejected::Full(_) => "rejected: the worker's ring is full",
-            Rejected::Shed(_) => "rejected: low-priority event shed above the queue watermark",
-            Rejected::InflightLimit(_) => "rejected: the in-flight budget (max_inflight) is spent",
-            Rejected::ShuttingDown(_) => "rejected: the engine is shutting down",
-        })
+        write!(f, "rejected: {}", self.reason())
     }
 }
 

@@ -6,109 +6,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use toolplane_core::{
-    Engine, Event, Injector, Metrics, Outcome, Payload, Priority, RejectReason, Report, ToolId,
-    ToolTable,
+    Engine, Event, Injector, Metrics, Payload, Priority, Report, ToolId, ToolTable,
 };
 use toolplane_pool::{LoadState, Registry, ToolEntry};
 
 use crate::config::Settings;
+pub use crate::error::{CallError, CallResult};
 
 /// How often readiness is recomputed at most.
 pub const READY_EVERY: Duration = Duration::from_millis(100);
-
-/// Why a call did not produce the tool's output.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CallError {
-    /// No tool has this name.
-    #[error("unknown tool {0:?}")]
-    UnknownTool(String),
-    /// The tool is listed but could not be loaded.
-    #[error("tool {tool} is unavailable: {reason}")]
-    Unavailable {
-        /// The tool.
-        tool: String,
-        /// Why it did not load.
-        reason: String,
-    },
-    /// The input is not JSON or does not match the tool's schema; the
-    /// message names the field.
-    #[error("{0}")]
-    InvalidInput(String),
-    /// Admission refused the call.
-    #[error("the engine refused the call: {}", reason_text(*.0))]
-    Rejected(RejectReason),
-    /// The server is draining for shutdown.
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    /// The tool reported an error or trapped.
-    #[error("{0}")]
-    Tool(String),
-    /// The call ran past its deadline.
-    #[error("tool {0} timed out")]
-    Timeout(String),
-    /// The engine stopped before the call finished.
-    #[error("the call was cancelled at shutdown")]
-    Cancelled,
-    /// A fault of this server (a handler panicked, a reply was lost).
-    #[error("internal fault: {0}")]
-    Internal(String),
-}
-
-fn reason_text(r: RejectReason) -> &'static str {
-    match r {
-        RejectReason::Full => "the worker's queue is full",
-        RejectReason::Shed => "low-priority calls are shed above the queue watermark",
-        RejectReason::InflightLimit => "the in-flight limit is reached",
-        RejectReason::ShuttingDown => "the engine is shutting down",
-    }
-}
-
-impl CallError {
-    /// A short label for metrics.
-    pub fn label(&self) -> &'static str {
-        RESULTS[self.index()]
-    }
-
-    /// Its place in [`RESULTS`].
-    fn index(&self) -> usize {
-        match self {
-            CallError::UnknownTool(_) => 1,
-            CallError::Unavailable { .. } => 2,
-            CallError::InvalidInput(_) => 3,
-            CallError::Rejected(RejectReason::Full) => 4,
-            CallError::Rejected(RejectReason::Shed) => 5,
-            CallError::Rejected(RejectReason::InflightLimit) => 6,
-            CallError::Rejected(RejectReason::ShuttingDown) | CallError::ShuttingDown => 7,
-            CallError::Tool(_) => 8,
-            CallError::Timeout(_) => 9,
-            CallError::Cancelled => 10,
-            CallError::Internal(_) => 11,
-        }
-    }
-}
-
-/// Every result a call through the server can have, as counted: `ok`,
-/// then each [`CallError::label`], then `abandoned` (the caller went away
-/// or cancelled the request before the answer; the engine does not start
-/// the event or stops it at its next check, and counts it `cancelled`).
-pub const RESULTS: [&str; 13] = [
-    "ok",
-    "unknown_tool",
-    "unavailable",
-    "invalid_input",
-    "full",
-    "shed",
-    "inflight_limit",
-    "shutting_down",
-    "error",
-    "timeout",
-    "cancelled",
-    "internal",
-    "abandoned",
-];
-
-/// [`RESULTS`]' `abandoned`.
-const ABANDONED: usize = 12;
 
 /// One call.
 #[derive(Debug, Clone, Copy)]
@@ -141,13 +47,13 @@ impl<'a> Call<'a> {
 /// lock once).
 #[derive(Debug, Default)]
 pub struct ToolCounters {
-    by_tool: RwLock<Vec<[AtomicU64; RESULTS.len()]>>,
+    by_tool: RwLock<Vec<[AtomicU64; CallResult::ALL.len()]>>,
     unknown: AtomicU64,
 }
 
 impl ToolCounters {
-    fn add(&self, tool: ToolId, result: usize) {
-        let i = tool.0 as usize;
+    fn add(&self, tool: ToolId, result: CallResult) {
+        let (i, result) = (tool.0 as usize, result as usize);
         if let Some(row) = self
             .by_tool
             .read()
@@ -176,16 +82,20 @@ impl ToolCounters {
             .enumerate()
         {
             let name = names.name(ToolId(id as u32));
-            for (n, label) in row.iter().zip(RESULTS) {
+            for (n, r) in row.iter().zip(CallResult::ALL) {
                 let n = n.load(Ordering::Relaxed);
                 if let (Some(name), true) = (&name, n > 0) {
-                    v.push((Arc::clone(name), label, n));
+                    v.push((Arc::clone(name), r.as_str(), n));
                 }
             }
         }
         let unknown = self.unknown.load(Ordering::Relaxed);
         if unknown > 0 {
-            v.push((Arc::from("(unknown)"), RESULTS[1], unknown));
+            v.push((
+                Arc::from("(unknown)"),
+                CallResult::UnknownTool.as_str(),
+                unknown,
+            ));
         }
         v.sort();
         v
@@ -196,7 +106,7 @@ impl ToolCounters {
 struct Count<'a> {
     counters: &'a ToolCounters,
     tool: ToolId,
-    result: usize,
+    result: CallResult,
 }
 
 impl Drop for Count<'_> {
@@ -358,10 +268,12 @@ impl App {
         let mut count = Count {
             counters: &self.counters,
             tool: entry.id,
-            result: ABANDONED,
+            result: CallResult::Abandoned,
         };
         let result = self.call_entry(&entry, call).await;
-        count.result = result.as_ref().map_or_else(CallError::index, |_| 0);
+        count.result = result
+            .as_ref()
+            .map_or_else(CallError::result, |_| CallResult::Ok);
         result
     }
 
@@ -374,7 +286,7 @@ impl App {
             Err(reason) => {
                 return Err(CallError::Unavailable {
                     tool: entry.manifest.name.clone(),
-                    reason: reason.to_string(),
+                    reason: Arc::clone(reason),
                 });
             }
         };
@@ -393,29 +305,13 @@ impl App {
         let completion = match self.injector.call(event).await {
             Ok(c) => c,
             Err(toolplane_core::CallError::Rejected(r)) => {
-                return Err(match r.reason() {
-                    RejectReason::ShuttingDown => CallError::ShuttingDown,
-                    reason => CallError::Rejected(reason),
-                });
+                return Err(CallError::rejected(r.reason()));
             }
-            Err(toolplane_core::CallError::Lost(l)) => {
-                return Err(CallError::Internal(l.to_string()));
-            }
+            Err(toolplane_core::CallError::Lost(l)) => return Err(l.into()),
         };
-        let name = &entry.manifest.name;
-        match completion.outcome {
-            Outcome::Ok(out) => {
-                tool.check_output(&out).map_err(CallError::Tool)?;
-                Ok(out)
-            }
-            Outcome::Error(m) => Err(CallError::Tool(m.into_owned())),
-            Outcome::Trap(m) => Err(CallError::Tool(format!("tool {name} trapped: {m}"))),
-            Outcome::Timeout => Err(CallError::Timeout(name.clone())),
-            Outcome::Cancelled => Err(CallError::Cancelled),
-            Outcome::Panicked(m) => Err(CallError::Internal(format!(
-                "the handler of tool {name} panicked: {m}"
-            ))),
-        }
+        let out = CallError::from_outcome(&entry.manifest.name, completion.outcome)?;
+        tool.check_output(&out).map_err(CallError::Tool)?;
+        Ok(out)
     }
 
     /// Readiness, recomputed at most every [`READY_EVERY`]: workers alive,
@@ -533,50 +429,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_error_counts_under_its_own_label() {
-        let cases = [
-            (CallError::UnknownTool("x".into()), "unknown_tool"),
-            (
-                CallError::Unavailable {
-                    tool: "t".into(),
-                    reason: "r".into(),
-                },
-                "unavailable",
-            ),
-            (CallError::InvalidInput("i".into()), "invalid_input"),
-            (CallError::Rejected(RejectReason::Full), "full"),
-            (CallError::Rejected(RejectReason::Shed), "shed"),
-            (
-                CallError::Rejected(RejectReason::InflightLimit),
-                "inflight_limit",
-            ),
-            (
-                CallError::Rejected(RejectReason::ShuttingDown),
-                "shutting_down",
-            ),
-            (CallError::ShuttingDown, "shutting_down"),
-            (CallError::Tool("e".into()), "error"),
-            (CallError::Timeout("t".into()), "timeout"),
-            (CallError::Cancelled, "cancelled"),
-            (CallError::Internal("i".into()), "internal"),
-        ];
-        for (e, label) in cases {
-            assert_eq!(e.label(), label, "{e:?}");
-        }
-        for r in RejectReason::ALL {
-            assert_eq!(CallError::Rejected(r).label(), r.as_str());
-        }
-    }
-
-    #[test]
     fn counters_name_their_tools_and_skip_zeroes() {
         let names = ToolTable::default();
         let echo = names.intern("echo");
         let sleep = names.intern("sleep");
         let c = ToolCounters::default();
-        c.add(sleep, 0);
-        c.add(sleep, 0);
-        c.add(echo, CallError::Cancelled.index());
+        c.add(sleep, CallResult::Ok);
+        c.add(sleep, CallResult::Ok);
+        c.add(echo, CallError::Cancelled.result());
         c.unknown.fetch_add(1, Ordering::Relaxed);
         let got: Vec<(String, &str, u64)> = c
             .snapshot(&names)

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use toolplane_core::Priority;
 
 pub use self::edge::{HttpError, Policy};
-use crate::app::{App, Call, CallError, Readiness};
+use crate::app::{App, Call, Readiness};
 use crate::mcp::Mcp;
 
 pub mod edge;
@@ -195,54 +195,6 @@ async fn call(
             };
             Ok(([(header::CONTENT_TYPE, ct)], out.into_vec()).into_response())
         }
-        Err(e) => Err(HttpError::new(status_of(&e), e.label(), e.to_string())),
-    }
-}
-
-/// The HTTP status of a failed call.
-pub fn status_of(e: &CallError) -> StatusCode {
-    match e {
-        CallError::UnknownTool(_) => StatusCode::NOT_FOUND,
-        CallError::InvalidInput(_) => StatusCode::BAD_REQUEST,
-        CallError::Rejected(_) => StatusCode::TOO_MANY_REQUESTS,
-        CallError::ShuttingDown | CallError::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
-        // Not 503: the tool stays broken until its files change, so a
-        // client must not be told to retry.
-        CallError::Unavailable { .. } => StatusCode::FAILED_DEPENDENCY,
-        CallError::Tool(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        CallError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        CallError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_call_error_has_the_status_the_api_promises() {
-        use toolplane_core::RejectReason;
-        let cases = [
-            (CallError::UnknownTool("x".into()), 404),
-            (CallError::InvalidInput("at /n".into()), 400),
-            (CallError::Rejected(RejectReason::Full), 429),
-            (CallError::Rejected(RejectReason::Shed), 429),
-            (CallError::Rejected(RejectReason::InflightLimit), 429),
-            (CallError::ShuttingDown, 503),
-            (CallError::Cancelled, 503),
-            (
-                CallError::Unavailable {
-                    tool: "t".into(),
-                    reason: "r".into(),
-                },
-                424,
-            ),
-            (CallError::Tool("bad".into()), 422),
-            (CallError::Timeout("t".into()), 504),
-            (CallError::Internal("lost".into()), 500),
-        ];
-        for (e, status) in cases {
-            assert_eq!(status_of(&e).as_u16(), status, "{e:?}");
-        }
+        Err(e) => Err(e.into()),
     }
 }

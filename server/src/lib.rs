@@ -14,13 +14,15 @@
 
 pub mod app;
 pub mod config;
+mod error;
 pub mod http;
 mod listen;
 pub mod mcp;
 pub mod prom;
 pub mod serve;
 
-pub use app::{App, Call, CallError, Readiness};
+pub use app::{App, Call, Readiness};
 pub use config::{ConfigError, ServerSettings, Settings};
+pub use error::{CallError, CallResult};
 pub use listen::Connections;
 pub use mcp::Mcp;

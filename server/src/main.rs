@@ -105,13 +105,10 @@ enum ToolsCommand {
 
 fn settings(sources: &Sources) -> Result<Settings, Failure> {
     let mut s = match &sources.config {
-        Some(path) => Settings::from_file(path).map_err(|e| Failure::Setup(e.to_string()))?,
+        Some(path) => Settings::from_file(path)?,
         None => Settings::default(),
     };
-    s.engine = s
-        .engine
-        .with_env()
-        .map_err(|e| Failure::Setup(e.to_string()))?;
+    s.engine = s.engine.with_env()?;
     if let Some(t) = &sources.tools {
         s.tools = Some(t.clone());
     }
@@ -121,7 +118,7 @@ fn settings(sources: &Sources) -> Result<Settings, Failure> {
     if let Some(dir) = &s.tools
         && !dir.is_dir()
     {
-        return Err(Failure::Setup(format!(
+        return Err(Failure::Usage(format!(
             "--tools {}: not a directory",
             dir.display()
         )));
@@ -144,7 +141,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             if let Some(a) = &http {
                 s.server.http =
-                    config::parse_addr(a).map_err(|m| Failure::Setup(format!("--http: {m}")))?;
+                    config::parse_addr(a).map_err(|m| Failure::Usage(format!("--http: {m}")))?;
             }
             let listen = Listen {
                 http: (http.is_some() || !stdio).then_some(s.server.http),
@@ -164,12 +161,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     let _ = writeln!(stdout, "{}", m.display());
                 }
             })
-            .map_err(|e| {
-                Failure::Failed(format!(
-                    "installing the built-in tools in {}: {e}",
-                    dir.display()
-                ))
-            }),
+            .map_err(Failure::io(format!(
+                "installing the built-in tools in {}",
+                dir.display()
+            ))),
         Command::Call {
             tool,
             input,
@@ -184,17 +179,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             std::io::stdin()
                 .lock()
                 .read_line(&mut line)
-                .map_err(|e| Failure::Failed(format!("reading the token on stdin: {e}")))?;
+                .map_err(Failure::io("reading the token on stdin"))?;
             let token = line.trim_end_matches(['\r', '\n']);
             if token.is_empty() {
-                return Err(Failure::Setup("no token on stdin".into()));
+                return Err(Failure::Usage("no token on stdin".into()));
             }
             writeln!(
                 stdout,
                 "token_sha256 = \"{}\"",
                 config::TokenDigest::of(token).to_hex()
             )
-            .map_err(|e| Failure::Failed(format!("writing: {e}")))
+            .map_err(Failure::io("writing"))
         }
     }
 }

@@ -13,6 +13,7 @@ use toolplane_pool::{LoadState, PoolConfig, Registry, Runtime, ToolHandler};
 
 use crate::app::App;
 use crate::config::Settings;
+use crate::error::CallError;
 use crate::listen::{HttpThreads, Limits};
 use crate::mcp::Mcp;
 
@@ -23,29 +24,95 @@ const LINGER: Duration = Duration::from_millis(250);
 /// How long start-up waits for the tools to load before it reports them.
 const LOAD_WAIT: Duration = Duration::from_secs(300);
 
-/// A failure that ends a command, with the exit code it deserves.
+/// Any error, as a [`Failure`]'s source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A failure that ends a command, with the exit code it deserves: 2 when
+/// the command could not start (usage, configuration, start-up), 1 when it
+/// ran and the answer is "no".
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
-    /// Bad usage, configuration or start-up (exit 2).
+    /// The configuration file is wrong.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The engine's settings (file or environment) are wrong.
+    #[error(transparent)]
+    EngineConfig(#[from] toolplane_core::ConfigError),
+    /// A flag, argument or limit is wrong; the message names it.
     #[error("{0}")]
-    Setup(String),
-    /// The command ran and the answer is "no" (exit 1).
-    #[error("{0}")]
-    Failed(String),
+    Usage(String),
+    /// Something the command needs could not start.
+    #[error("{what}: {source}")]
+    Start {
+        /// What could not start.
+        what: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+    /// Tools did not finish loading in time.
+    #[error("{what} did not load within {} s", .within.as_secs())]
+    NotLoaded {
+        /// Which tools.
+        what: &'static str,
+        /// The wait.
+        within: Duration,
+    },
+    /// No tool has this name.
+    #[error("unknown tool {tool:?}; the tools are: {}", .known.join(", "))]
+    UnknownTool {
+        /// The name asked for.
+        tool: String,
+        /// The tools there are.
+        known: Vec<String>,
+    },
+    /// The call failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// `check` found problems, each naming its file.
+    #[error("{} problems:\n  {}", .0.len(), .0.join("\n  "))]
+    Problems(Vec<String>),
+    /// Reading input or writing output failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being read or written.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Failure {
     /// The process exit code.
     pub fn code(&self) -> u8 {
         match self {
-            Failure::Setup(_) => 2,
-            Failure::Failed(_) => 1,
+            Failure::Config(_)
+            | Failure::EngineConfig(_)
+            | Failure::Usage(_)
+            | Failure::Start { .. }
+            | Failure::NotLoaded { .. } => 2,
+            Failure::UnknownTool { .. }
+            | Failure::Call(_)
+            | Failure::Problems(_)
+            | Failure::Io { .. } => 1,
         }
     }
-}
 
-fn setup(e: impl std::fmt::Display) -> Failure {
-    Failure::Setup(e.to_string())
+    /// [`Failure::Start`] of `what`, for `map_err`.
+    pub fn start<E: Into<BoxError>>(what: impl Into<String>) -> impl FnOnce(E) -> Failure {
+        let what = what.into();
+        move |e| Failure::Start {
+            what,
+            source: e.into(),
+        }
+    }
+
+    /// [`Failure::Io`] while doing `what`, for `map_err`.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Failure {
+        let what = what.into();
+        move |source| Failure::Io { what, source }
+    }
 }
 
 /// The registry of `settings` (built-ins plus the tools directory), loaded.
@@ -57,10 +124,10 @@ fn setup(e: impl std::fmt::Display) -> Failure {
 pub fn registry(settings: &Settings, watch: bool) -> Result<(Registry, PathBuf), Failure> {
     let (registry, data) = start_registry(settings, watch, false)?;
     if !registry.wait_loaded(LOAD_WAIT) {
-        return Err(setup(format!(
-            "the tools did not load within {} s",
-            LOAD_WAIT.as_secs()
-        )));
+        return Err(Failure::NotLoaded {
+            what: "the tools",
+            within: LOAD_WAIT,
+        });
     }
     Ok((registry, data))
 }
@@ -76,12 +143,10 @@ fn start_registry(
         .data
         .clone()
         .unwrap_or_else(toolplane_pool::default_data_dir);
-    std::fs::create_dir_all(&data).map_err(|e| {
-        setup(format!(
-            "creating the data directory {}: {e}",
-            data.display()
-        ))
-    })?;
+    std::fs::create_dir_all(&data).map_err(Failure::start(format!(
+        "creating the data directory {}",
+        data.display()
+    )))?;
     let mut pool = PoolConfig {
         data_dir: Some(data.clone()),
         ..PoolConfig::for_engine(&settings.engine)
@@ -104,14 +169,12 @@ fn start_registry(
     // A one-shot process (`toolplane call`) runs one call: an optimizing
     // compile would cost more than it saves (PERF.md, cold start).
     pool.optimize = !on_demand;
-    let runtime = Runtime::new(pool).map_err(|e| setup(format!("the WASI pool: {e}")))?;
+    let runtime = Runtime::new(pool).map_err(Failure::start("the WASI pool"))?;
     let mut b = Registry::builder(runtime).watch(watch).on_demand(on_demand);
     if let Some(dir) = &settings.tools {
         b = b.dir(dir);
     }
-    let registry = b
-        .build()
-        .map_err(|e| setup(format!("the tool registry: {e}")))?;
+    let registry = b.build().map_err(Failure::start("the tool registry"))?;
     Ok((registry, data))
 }
 
@@ -127,10 +190,10 @@ fn wait_builtins(registry: &Registry) -> Result<(), Failure> {
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
-            return Err(setup(format!(
-                "the built-in tools did not load within {} s",
-                LOAD_WAIT.as_secs()
-            )));
+            return Err(Failure::NotLoaded {
+                what: "the built-in tools",
+                within: LOAD_WAIT,
+            });
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -182,7 +245,7 @@ fn open_files_for(connections: usize) -> Result<(), Failure> {
     }
     let hard = lim.maximum.unwrap_or(u64::MAX);
     if hard < need {
-        return Err(setup(format!(
+        return Err(Failure::Usage(format!(
             "server.max_connections + server.reserve_connections = {connections} need {need} open files, \
              and the hard limit (ulimit -Hn) is {hard}: lower them or raise the limit"
         )));
@@ -194,7 +257,9 @@ fn open_files_for(connections: usize) -> Result<(), Failure> {
             maximum: lim.maximum,
         },
     )
-    .map_err(|e| setup(format!("raising the open-file limit to {need}: {e}")))
+    .map_err(Failure::start(format!(
+        "raising the open-file limit to {need}"
+    )))
 }
 
 /// How `serve` was asked to listen.
@@ -219,7 +284,7 @@ pub fn serve(settings: Settings, listen: Listen) -> Result<(), Failure> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| setup(format!("the control runtime: {e}")))?;
+        .map_err(Failure::start("the control runtime"))?;
     rt.block_on(serve_async(settings, listen))
 }
 
@@ -231,7 +296,7 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
         .config(settings.engine.clone())
         .tools(registry.tool_table())
         .build(ToolHandler::new(registry.clone()))
-        .map_err(|e| setup(format!("the engine: {e}")))?;
+        .map_err(Failure::start("the engine"))?;
     let workers = engine.workers();
     let tools = registry.snapshot().len();
     let source = match &settings.tools {
@@ -253,10 +318,10 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
     if let Some(addr) = listen.http {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| setup(format!("listening on {addr}: {e}")))?;
+            .map_err(Failure::start(format!("listening on {addr}")))?;
         let local = listener
             .local_addr()
-            .map_err(|e| setup(format!("listening on {addr}: {e}")))?;
+            .map_err(Failure::start(format!("listening on {addr}")))?;
         if !local.ip().is_loopback() && app.settings().server.token.is_none() {
             eprintln!(
                 "toolplane: warning: listening on {local}, beyond loopback, with no token: anyone who can reach it can call every tool (set --token or TOOLPLANE_TOKEN)"
@@ -284,7 +349,7 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
                 Arc::clone(app.connections()),
                 &http_stop,
             )
-            .map_err(|e| setup(format!("starting {threads} HTTP threads: {e}")))?,
+            .map_err(Failure::start(format!("starting {threads} HTTP threads")))?,
         );
         eprintln!(
             "toolplane: listening on http://{local} (MCP at http://{local}/mcp), {threads} HTTP threads"
@@ -295,7 +360,7 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
             .clone()
             .serve(crate::mcp::stdio::stdio())
             .await
-            .map_err(|e| setup(format!("MCP on stdio: {e}")))?;
+            .map_err(Failure::start("MCP on stdio"))?;
         eprintln!("toolplane: serving MCP on stdio");
         let ct = service.cancellation_token();
         // The service ends when stdin closes (or when cancelled).
@@ -307,7 +372,7 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
     let stdio_only = listen.http.is_none();
     let cause = {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| setup(format!("installing the SIGTERM handler: {e}")))?;
+            .map_err(Failure::start("installing the SIGTERM handler"))?;
         let stdio_closed = async {
             match &mut stdio {
                 Some((_, done, finished)) if stdio_only => {
@@ -383,7 +448,7 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
 /// Start-up failures.
 pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
     let (registry, _) = registry(settings, false)?;
-    let w = |e: std::io::Error| Failure::Failed(format!("writing the list: {e}"));
+    let w = |e: std::io::Error| Failure::io("writing the list")(e);
     let mut rows = Vec::new();
     for e in registry.snapshot().iter() {
         let m = &e.manifest;
@@ -430,8 +495,7 @@ pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resul
         }));
     }
     if json {
-        serde_json::to_writer_pretty(&mut *out, &rows)
-            .map_err(|e| Failure::Failed(e.to_string()))?;
+        serde_json::to_writer_pretty(&mut *out, &rows).map_err(|e| w(e.into()))?;
         writeln!(out).map_err(w)?;
     }
     Ok(())
@@ -441,7 +505,7 @@ pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resul
 ///
 /// # Errors
 ///
-/// [`Failure::Failed`] when the call fails (the message says why).
+/// [`Failure::UnknownTool`], or [`Failure::Call`] when the call fails.
 pub fn call(
     settings: &Settings,
     tool: &str,
@@ -457,35 +521,25 @@ pub fn call(
             .iter()
             .map(|e| e.manifest.name.clone())
             .collect();
-        return Err(Failure::Failed(format!(
-            "unknown tool {tool:?}; the tools are: {}",
-            names.join(", ")
-        )));
+        return Err(Failure::UnknownTool {
+            tool: tool.to_string(),
+            known: names,
+        });
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(setup)?;
-    match rt.block_on(registry.call(tool, input.as_bytes())) {
-        toolplane_core::Outcome::Ok(o) => {
-            out.write_all(&o)
-                .and_then(|()| {
-                    if o.ends_with(b"\n") {
-                        Ok(())
-                    } else {
-                        writeln!(out)
-                    }
-                })
-                .map_err(|e| Failure::Failed(format!("writing the output: {e}")))?;
-            Ok(())
-        }
-        toolplane_core::Outcome::Error(m) => Err(Failure::Failed(m.into_owned())),
-        toolplane_core::Outcome::Trap(m) => {
-            Err(Failure::Failed(format!("tool {tool} trapped: {m}")))
-        }
-        toolplane_core::Outcome::Timeout => Err(Failure::Failed(format!("tool {tool} timed out"))),
-        other => Err(Failure::Failed(format!("tool {tool}: {other:?}"))),
-    }
+        .map_err(Failure::start("the call's runtime"))?;
+    let output = CallError::from_outcome(tool, rt.block_on(registry.call(tool, input.as_bytes())))?;
+    out.write_all(&output)
+        .and_then(|()| {
+            if output.ends_with(b"\n") {
+                Ok(())
+            } else {
+                writeln!(out)
+            }
+        })
+        .map_err(Failure::io("writing the output"))
 }
 
 /// `toolplane check`: every problem of the configuration, the manifests
@@ -493,7 +547,7 @@ pub fn call(
 ///
 /// # Errors
 ///
-/// [`Failure::Failed`] listing the problems.
+/// [`Failure::Problems`], each naming its file.
 pub fn check(settings: &Settings, out: &mut dyn Write) -> Result<(), Failure> {
     let (registry, _) = registry(settings, false)?;
     let found = registry.problems();
@@ -528,9 +582,5 @@ pub fn check(settings: &Settings, out: &mut dyn Write) -> Result<(), Failure> {
         );
         return Ok(());
     }
-    Err(Failure::Failed(format!(
-        "{} problems:\n  {}",
-        problems.len(),
-        problems.join("\n  ")
-    )))
+    Err(Failure::Problems(problems))
 }

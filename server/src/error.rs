@@ -1,0 +1,300 @@
+//! Why a call did not produce the tool's output, in one place: the error
+//! type every surface returns ([`CallError`]), how an engine outcome or
+//! rejection becomes one, the result label each is counted under
+//! ([`CallResult`]), and the HTTP answer each gives. MCP's answers are
+//! built from the same type in `mcp.rs`.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use toolplane_core::{Outcome, Payload, RejectReason};
+use toolplane_pool::LoadError;
+
+use crate::http::HttpError;
+
+/// Why a call did not produce the tool's output.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// No tool has this name.
+    #[error("unknown tool {0:?}")]
+    UnknownTool(String),
+    /// The tool is listed but could not be loaded.
+    #[error("tool {tool} is unavailable: {reason}")]
+    Unavailable {
+        /// The tool.
+        tool: String,
+        /// Why it did not load.
+        #[source]
+        reason: Arc<LoadError>,
+    },
+    /// The input is not JSON or does not match the tool's schema; the
+    /// message names the field.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// Admission refused the call.
+    #[error("the engine refused the call: {0}")]
+    Rejected(RejectReason),
+    /// The server (or its engine) is draining for shutdown.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The tool reported an error, or its output does not match its
+    /// `output_schema`.
+    #[error("{0}")]
+    Tool(String),
+    /// The tool trapped.
+    #[error("tool {tool} trapped: {message}")]
+    Trapped {
+        /// The tool.
+        tool: String,
+        /// The trap.
+        message: String,
+    },
+    /// The call ran past its deadline.
+    #[error("tool {0} timed out")]
+    Timeout(String),
+    /// The engine stopped before the call finished.
+    #[error("the call was cancelled at shutdown")]
+    Cancelled,
+    /// The tool's handler panicked (a fault of this server).
+    #[error("internal fault: the handler of tool {tool} panicked: {message}")]
+    Panicked {
+        /// The tool.
+        tool: String,
+        /// The panic's message.
+        message: String,
+    },
+    /// The engine dropped the call without an answer (a fault of this
+    /// server).
+    #[error("internal fault: {0}")]
+    Lost(#[from] toolplane_core::Lost),
+}
+
+impl CallError {
+    /// The engine's answer to a call of `tool`: its output, or why not.
+    ///
+    /// # Errors
+    ///
+    /// Every outcome but `Ok`.
+    pub fn from_outcome(tool: &str, outcome: Outcome) -> Result<Payload, CallError> {
+        match outcome {
+            Outcome::Ok(out) => Ok(out),
+            Outcome::Error(m) => Err(CallError::Tool(m.into_owned())),
+            Outcome::Trap(m) => Err(CallError::Trapped {
+                tool: tool.to_string(),
+                message: m.into_owned(),
+            }),
+            Outcome::Timeout => Err(CallError::Timeout(tool.to_string())),
+            Outcome::Cancelled => Err(CallError::Cancelled),
+            Outcome::Panicked(m) => Err(CallError::Panicked {
+                tool: tool.to_string(),
+                message: m.into_owned(),
+            }),
+        }
+    }
+
+    /// A call admission refused.
+    pub fn rejected(reason: RejectReason) -> CallError {
+        match reason {
+            RejectReason::ShuttingDown => CallError::ShuttingDown,
+            r => CallError::Rejected(r),
+        }
+    }
+
+    /// What the call is counted as.
+    pub fn result(&self) -> CallResult {
+        match self {
+            CallError::UnknownTool(_) => CallResult::UnknownTool,
+            CallError::Unavailable { .. } => CallResult::Unavailable,
+            CallError::InvalidInput(_) => CallResult::InvalidInput,
+            CallError::Rejected(RejectReason::Full) => CallResult::Full,
+            CallError::Rejected(RejectReason::Shed) => CallResult::Shed,
+            CallError::Rejected(RejectReason::InflightLimit) => CallResult::InflightLimit,
+            CallError::Rejected(RejectReason::ShuttingDown) | CallError::ShuttingDown => {
+                CallResult::ShuttingDown
+            }
+            CallError::Tool(_) | CallError::Trapped { .. } => CallResult::Error,
+            CallError::Timeout(_) => CallResult::Timeout,
+            CallError::Cancelled => CallResult::Cancelled,
+            CallError::Panicked { .. } | CallError::Lost(_) => CallResult::Internal,
+        }
+    }
+
+    /// A short label for metrics and for the `kind` of an HTTP error.
+    pub fn label(&self) -> &'static str {
+        self.result().as_str()
+    }
+
+    /// The HTTP status of a failed call.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            CallError::UnknownTool(_) => StatusCode::NOT_FOUND,
+            CallError::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            CallError::Rejected(_) => StatusCode::TOO_MANY_REQUESTS,
+            CallError::ShuttingDown | CallError::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
+            // Not 503: the tool stays broken until its files change, so a
+            // client must not be told to retry.
+            CallError::Unavailable { .. } => StatusCode::FAILED_DEPENDENCY,
+            CallError::Tool(_) | CallError::Trapped { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            CallError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            CallError::Panicked { .. } | CallError::Lost(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<CallError> for HttpError {
+    fn from(e: CallError) -> HttpError {
+        HttpError::new(e.status(), e.label(), e.to_string())
+    }
+}
+
+impl IntoResponse for CallError {
+    fn into_response(self) -> Response {
+        HttpError::from(self).into_response()
+    }
+}
+
+/// Every result a call through the server can have, as counted per tool:
+/// `ok`, one per kind of [`CallError`], and `abandoned` (the caller went
+/// away or cancelled the request before the answer; the engine does not
+/// start the event or stops it at its next check, and counts it
+/// `cancelled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CallResult {
+    /// The tool's output.
+    Ok,
+    /// [`CallError::UnknownTool`].
+    UnknownTool,
+    /// [`CallError::Unavailable`].
+    Unavailable,
+    /// [`CallError::InvalidInput`].
+    InvalidInput,
+    /// Refused: the worker's ring is full.
+    Full,
+    /// Refused: shed.
+    Shed,
+    /// Refused: the in-flight budget is spent.
+    InflightLimit,
+    /// Refused: shutting down.
+    ShuttingDown,
+    /// The tool failed or trapped.
+    Error,
+    /// [`CallError::Timeout`].
+    Timeout,
+    /// [`CallError::Cancelled`].
+    Cancelled,
+    /// A fault of this server.
+    Internal,
+    /// The caller went away first.
+    Abandoned,
+}
+
+impl CallResult {
+    /// Every result, in the order counters keep them.
+    pub const ALL: [CallResult; 13] = [
+        CallResult::Ok,
+        CallResult::UnknownTool,
+        CallResult::Unavailable,
+        CallResult::InvalidInput,
+        CallResult::Full,
+        CallResult::Shed,
+        CallResult::InflightLimit,
+        CallResult::ShuttingDown,
+        CallResult::Error,
+        CallResult::Timeout,
+        CallResult::Cancelled,
+        CallResult::Internal,
+        CallResult::Abandoned,
+    ];
+
+    /// Its metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallResult::Ok => "ok",
+            CallResult::UnknownTool => "unknown_tool",
+            CallResult::Unavailable => "unavailable",
+            CallResult::InvalidInput => "invalid_input",
+            CallResult::Full => RejectReason::Full.as_str(),
+            CallResult::Shed => RejectReason::Shed.as_str(),
+            CallResult::InflightLimit => RejectReason::InflightLimit.as_str(),
+            CallResult::ShuttingDown => RejectReason::ShuttingDown.as_str(),
+            CallResult::Error => "error",
+            CallResult::Timeout => "timeout",
+            CallResult::Cancelled => "cancelled",
+            CallResult::Internal => "internal",
+            CallResult::Abandoned => "abandoned",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unavailable() -> CallError {
+        CallError::Unavailable {
+            tool: "t".into(),
+            reason: Arc::new(LoadError::NoEntry),
+        }
+    }
+
+    #[test]
+    fn every_call_error_has_the_status_the_api_promises() {
+        let cases = [
+            (CallError::UnknownTool("x".into()), 404),
+            (CallError::InvalidInput("at /n".into()), 400),
+            (CallError::Rejected(RejectReason::Full), 429),
+            (CallError::Rejected(RejectReason::Shed), 429),
+            (CallError::Rejected(RejectReason::InflightLimit), 429),
+            (CallError::ShuttingDown, 503),
+            (CallError::Cancelled, 503),
+            (unavailable(), 424),
+            (CallError::Tool("bad".into()), 422),
+            (CallError::Timeout("t".into()), 504),
+            (CallError::Lost(toolplane_core::Lost), 500),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn every_error_counts_under_its_own_label() {
+        let cases = [
+            (CallError::UnknownTool("x".into()), "unknown_tool"),
+            (unavailable(), "unavailable"),
+            (CallError::InvalidInput("i".into()), "invalid_input"),
+            (CallError::Rejected(RejectReason::Full), "full"),
+            (CallError::Rejected(RejectReason::Shed), "shed"),
+            (
+                CallError::Rejected(RejectReason::InflightLimit),
+                "inflight_limit",
+            ),
+            (
+                CallError::Rejected(RejectReason::ShuttingDown),
+                "shutting_down",
+            ),
+            (CallError::ShuttingDown, "shutting_down"),
+            (CallError::Tool("e".into()), "error"),
+            (CallError::Timeout("t".into()), "timeout"),
+            (CallError::Cancelled, "cancelled"),
+            (CallError::Lost(toolplane_core::Lost), "internal"),
+        ];
+        for (e, label) in cases {
+            assert_eq!(e.label(), label, "{e:?}");
+        }
+        for r in RejectReason::ALL {
+            assert_eq!(CallError::Rejected(r).label(), r.as_str());
+        }
+        // Every result has its own label, and ALL is in discriminant order
+        // (counters index it by `as usize`).
+        for (i, r) in CallResult::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            assert!(
+                !CallResult::ALL[..i]
+                    .iter()
+                    .any(|o| o.as_str() == r.as_str())
+            );
+        }
+    }
+}
