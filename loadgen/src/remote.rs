@@ -83,7 +83,10 @@ impl Remote {
     /// The URL is not `http://HOST:PORT`, or the server cannot be reached
     /// or does not list its tools.
     pub fn connect(url: &str, token: Option<&str>) -> Result<Remote, TargetError> {
-        let bad = |why: &str| TargetError::Start(format!("--target {url}: {why}"));
+        let bad = |why: &str| TargetError::Remote {
+            url: url.to_string(),
+            source: why.into(),
+        };
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| bad("accepted http://HOST:PORT (https is not supported)"))?;
@@ -317,8 +320,7 @@ impl Remote {
         if files.is_empty() {
             return Ok(());
         }
-        let fail =
-            |why: String| TargetError::Start(format!("seeding the server's data directory: {why}"));
+        let fail = |why: String| TargetError::Seed(why.into());
         if !self.tools.iter().any(|t| t == "fs.write") {
             return Err(fail(
                 "the profile reads files, and the server has no fs.write tool to write them with"

@@ -122,10 +122,10 @@ impl Target {
         let mut keep: Vec<Box<dyn Send>> = Vec::new();
         let (dir, builtins) = match &profile.pool.tools_dir {
             Some(_) if !profile.pool.modes.is_empty() => {
-                return Err(TargetError::Start(format!(
-                    "{}: pool.modes overrides the built-ins' modes in a temporary copy; with pool.tools_dir set, set `mode` in the tools' manifests instead",
-                    profile.path.display()
-                )));
+                return Err(TargetError::Profile {
+                    path: profile.path.clone(),
+                    why: "pool.modes overrides the built-ins' modes in a temporary copy; with pool.tools_dir set, set `mode` in the tools' manifests instead",
+                });
             }
             Some(dir) => (dir.clone(), true),
             None => {
@@ -138,8 +138,11 @@ impl Target {
                 for (name, mode) in &profile.pool.modes {
                     let path = tools.path().join(format!("{name}.toml"));
                     let text = std::fs::read_to_string(&path).map_err(io("reading", &path))?;
-                    let mut table: toml::Table = toml::from_str(&text)
-                        .map_err(|e| TargetError::Start(format!("{}: {e}", path.display())))?;
+                    let mut table: toml::Table =
+                        toml::from_str(&text).map_err(|source| TargetError::Manifest {
+                            path: path.clone(),
+                            source,
+                        })?;
                     let mode = match mode {
                         toolplane_pool::Mode::Fresh => "fresh",
                         toolplane_pool::Mode::Reuse => "reuse",
@@ -168,18 +171,15 @@ impl Target {
         if let Some(n) = profile.pool.warm_slots {
             pool.max_unused_warm_slots = n;
         }
-        let runtime =
-            Runtime::new(pool).map_err(|e| TargetError::Start(format!("the WASI pool: {e}")))?;
+        let runtime = Runtime::new(pool).map_err(start("the WASI pool"))?;
         let registry = Registry::builder(runtime.clone())
             .dir(&dir)
             .builtins(builtins)
             .watch(false)
             .build()
-            .map_err(|e| TargetError::Start(format!("the tool registry: {e}")))?;
-        if !registry.wait_loaded(Duration::from_secs(300)) {
-            return Err(TargetError::Start(
-                "the tools did not load within 300 s".into(),
-            ));
+            .map_err(start("the tool registry"))?;
+        if !registry.wait_loaded(LOAD_WAIT) {
+            return Err(TargetError::NotLoaded { within: LOAD_WAIT });
         }
         if let Some(p) = registry.problems().into_iter().next() {
             return Err(TargetError::Tool {
@@ -200,7 +200,7 @@ impl Target {
             .config(config)
             .tools(registry.tool_table())
             .build(ToolHandler::new(registry.clone()))
-            .map_err(|e| TargetError::Start(format!("the engine: {e}")))?;
+            .map_err(start("the engine"))?;
         let label = format!(
             "embedded: {} workers, {} tools{}, data in {}",
             engine.workers(),
@@ -310,4 +310,15 @@ pub fn data_parent() -> PathBuf {
 /// the other core).
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
+/// How long the embedded target waits for its tools to load.
+const LOAD_WAIT: Duration = Duration::from_secs(300);
+
+/// [`TargetError::Start`] of `what`, for `map_err`.
+fn start<E: Into<crate::error::BoxError>>(what: &'static str) -> impl FnOnce(E) -> TargetError {
+    move |e| TargetError::Start {
+        what,
+        source: e.into(),
+    }
 }
