@@ -27,6 +27,15 @@ static GLOBAL: toolplane_loadgen::memory::Counting<mimalloc::MiMalloc> =
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How logs on stderr are written (filter them with TOOLPLANE_LOG, e.g. `warn`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "TOOLPLANE_LOG_FORMAT"
+    )]
+    log_format: toolplane_startup::log::Format,
 }
 
 /// `loadgen run`.
@@ -105,9 +114,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    toolplane_pool::alloc::purge_promptly();
-    toolplane_pool::alloc::no_huge_pages();
     let cli = Cli::parse();
+    toolplane_startup::init("loadgen", cli.log_format);
     match cli.command {
         Command::Run(RunArgs {
             profile,
@@ -166,7 +174,7 @@ fn main() -> ExitCode {
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("loadgen: {message}");
+    tracing::error!("{message}");
     ExitCode::from(2)
 }
 
@@ -252,8 +260,8 @@ fn run(
         return fail(e);
     }
     if opts.progress != Progress::Quiet {
-        eprintln!(
-            "loadgen: {} — {} for {} after {} warm-up; {}",
+        tracing::info!(
+            "{} — {} for {} after {} warm-up; {}",
             profile.name,
             profile
                 .phases
@@ -370,7 +378,8 @@ fn list() -> ExitCode {
         let m = toolplane_pool::Manifest::from_toml_str(b.manifest, Path::new(b.manifest_path));
         let (mode, desc) = match &m {
             Ok(m) => (
-                format!("{:?}", m.mode).to_lowercase(),
+                m.wasi()
+                    .map_or_else(|| "?".into(), |w| format!("{:?}", w.mode).to_lowercase()),
                 m.description.clone(),
             ),
             Err(e) => ("?".into(), e.to_string()),

@@ -33,7 +33,7 @@ fn new_store(
     tool: &LoadedTool,
     stdin: Option<Vec<u8>>,
 ) -> Result<(Store<Host>, Stdio), Outcome> {
-    let limits = &tool.manifest.limits;
+    let limits = &tool.spec.limits;
     let mut b = WasiCtxBuilder::new();
     let stdout = CappedPipe::new(limits.max_output as usize);
     let stderr = CappedPipe::new(STDERR_CAPACITY);
@@ -113,13 +113,13 @@ fn arm<'r>(
         ));
     }
     let active = rt.inner.active();
-    let ticks = rt.deadline_ticks(tool.manifest.limits.timeout);
+    let ticks = rt.deadline_ticks(tool.spec.limits.timeout);
     let now = rt.inner.epochs.count.load(Ordering::Relaxed);
     let host = store.data_mut();
     host.deadline = now.saturating_add(ticks);
     host.timed_out = false;
     host.limiter.refused = None;
-    host.write_left = tool.manifest.limits.max_write;
+    host.write_left = tool.spec.limits.max_write;
     host.refused_write = None;
     // The first yield comes after one whole tick of running, not at the
     // next tick boundary: a 30 µs call would otherwise cross a 250 µs
@@ -129,7 +129,7 @@ fn arm<'r>(
     // resident. A long call still lets the others run within two ticks.
     store.set_epoch_deadline(2);
     if rt.inner.config.fuel {
-        let fuel = tool.manifest.limits.fuel.unwrap_or(u64::MAX);
+        let fuel = tool.spec.limits.fuel.unwrap_or(u64::MAX);
         store
             .set_fuel(fuel)
             .map_err(|e| Outcome::Error(format!("cannot set fuel: {e:#}").into()))?;
@@ -159,7 +159,7 @@ pub(crate) async fn bounded(
     tool: &LoadedTool,
     call: impl Future<Output = Outcome>,
 ) -> Outcome {
-    let deadline = tokio::time::Instant::now() + tool.manifest.limits.timeout;
+    let deadline = tokio::time::Instant::now() + tool.spec.limits.timeout;
     let mut call = std::pin::pin!(call);
     // Most calls end in their first poll: they need no timer (creating and
     // dropping one costs more than some calls, see PERF.md).
@@ -182,7 +182,7 @@ pub(crate) async fn bounded(
 /// a live instance used once (there is no worker to keep it for).
 pub(crate) async fn once(rt: Runtime, tool: Arc<LoadedTool>, input: &[u8]) -> Outcome {
     let call = async {
-        match tool.manifest.mode {
+        match tool.spec.mode {
             Mode::Fresh => fresh(rt.clone(), Arc::clone(&tool), input.into()).await,
             Mode::Reuse => match LiveInstance::new(&rt, Arc::clone(&tool)).await {
                 Ok(mut live) => live.call(&rt, input).await.0,
@@ -344,7 +344,7 @@ impl Live {
                 true,
             );
         }
-        if !is_error && out_len as u64 > tool.manifest.limits.max_output {
+        if !is_error && out_len as u64 > tool.spec.limits.max_output {
             return (over_output(tool), true);
         }
         let data = self.memory.data(&*store);
@@ -417,7 +417,7 @@ impl LiveInstance {
             .await;
         let limit = self
             .tool
-            .manifest
+            .spec
             .limits
             .recycle_after
             .unwrap_or(rt.inner.config.recycle_after);
@@ -430,7 +430,7 @@ fn over_output(tool: &LoadedTool) -> Outcome {
         format!(
             "tool {}: output exceeds its cap, limits.max_output = {}",
             tool.manifest.name,
-            fmt_size(tool.manifest.limits.max_output)
+            fmt_size(tool.spec.limits.max_output)
         )
         .into(),
     )
@@ -468,7 +468,7 @@ fn failure(
             format!(
                 "tool {name}: memory limit exceeded: it asked for {} of linear memory, limits.memory = {}",
                 fmt_size(asked as u64),
-                fmt_size(tool.manifest.limits.memory)
+                fmt_size(tool.spec.limits.memory)
             )
             .into(),
         );
@@ -491,7 +491,7 @@ fn failure(
             return Outcome::Error(
                 format!(
                     "tool {name}: fuel exhausted, limits.fuel = {}",
-                    tool.manifest.limits.fuel.unwrap_or(u64::MAX)
+                    tool.spec.limits.fuel.unwrap_or(u64::MAX)
                 )
                 .into(),
             );

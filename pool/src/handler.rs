@@ -1,6 +1,8 @@
-//! The engine's handler for WASI tools: each worker resolves the event's
-//! tool in the registry, checks the input before any instance exists, and
-//! runs the call as an async wasmtime call on its reactor.
+//! The engine's handler for the registry's tools: each worker resolves the
+//! event's tool in the registry, checks the input before anything runs,
+//! and runs the call as a pending call on its reactor, by the tool's kind
+//! ([`Tool`]): a WASI tool as an async wasmtime call, in a fresh instance
+//! or the worker's live one.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -13,6 +15,7 @@ use toolplane_core::{
 };
 
 use crate::call::{self, LiveInstance};
+use crate::kind::Tool;
 use crate::manifest::Mode;
 use crate::registry::{Registry, Snapshot, ToolEntry, failed_tool};
 use crate::runtime::Runtime;
@@ -114,7 +117,7 @@ impl WorkerHandler for ToolWorker {
             // Drop live instances of tools that were removed or replaced.
             let snap = &self.snapshot;
             self.live.borrow_mut().idle.retain(|id, live| {
-                matches!(snap.get(*id).and_then(|e| e.loaded()), Some(Ok(t)) if Arc::ptr_eq(t, &live.tool))
+                matches!(snap.get(*id).and_then(|e| e.loaded()), Some(Ok(Tool::Wasi(t))) if Arc::ptr_eq(t, &live.tool))
             });
         }
         let id = event.tool();
@@ -127,7 +130,7 @@ impl WorkerHandler for ToolWorker {
         };
         let input = event.take_payload();
         match entry.loaded() {
-            Some(Ok(tool)) => {
+            Some(Ok(Tool::Wasi(tool))) => {
                 if let Err(e) = tool.check_input(&input) {
                     return Call::Done(Outcome::Error(e.into()));
                 }
@@ -147,7 +150,7 @@ impl WorkerHandler for ToolWorker {
                 let live = Rc::clone(&self.live);
                 Call::pending(async move {
                     match entry.ready_for(&input).await {
-                        Ok(tool) => run(rt, live, id, tool, input).await,
+                        Ok(Tool::Wasi(tool)) => run(rt, live, id, tool, input).await,
                         Err(o) => o,
                     }
                 })
@@ -164,7 +167,7 @@ async fn run(
     input: Payload,
 ) -> Outcome {
     let call = async {
-        match tool.manifest.mode {
+        match tool.spec.mode {
             Mode::Fresh => call::fresh(rt.clone(), Arc::clone(&tool), input).await,
             Mode::Reuse => {
                 let idle = live.borrow_mut().take(id, &tool);

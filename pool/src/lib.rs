@@ -10,13 +10,16 @@
 //! - [`ToolHandler`]: the engine handler that runs events as tool calls, each
 //!   an async wasmtime call on the worker's reactor, in a fresh instance or a
 //!   reused live one ([`Mode`]).
+//! - [`kind`]: the seam between the registry and what runs a tool. The
+//!   registry discovers, checks, lists and reloads every kind alike; a
+//!   manifest's `runtime` key picks the kind, and loading and calling
+//!   dispatch on it ([`Tool`]). WASI is the one kind today.
 //!
 //! The guest ABI (a WASI command, plus a fast in-memory entry) is described
 //! in `tools/README.md`.
 
 #![deny(unsafe_code)]
 
-pub mod alloc;
 pub mod builtin;
 pub mod cache;
 mod call;
@@ -24,6 +27,7 @@ pub mod error;
 pub mod files;
 mod handler;
 mod host;
+pub mod kind;
 pub mod manifest;
 mod pipe;
 mod quota;
@@ -34,8 +38,10 @@ mod tool;
 pub use cache::{CacheStats, ModuleCache};
 pub use error::{CompileError, ExportError, LoadError};
 pub use handler::{ToolHandler, ToolWorker};
+pub use kind::Tool;
 pub use manifest::{
     Access, Annotations, DirGrant, EntryKind, Limits, Manifest, ManifestError, Mode,
+    RuntimeManifest, WasiManifest,
 };
 pub use registry::{
     LiveTool, LoadState, Loaded, Origin, Problem, Registry, RegistryBuilder, RegistryError,

@@ -1,9 +1,13 @@
-//! Tool manifests: `<tool>.toml` beside `<tool>.wasm`.
+//! Tool manifests: `<tool>.toml` in the tools directory.
 //!
-//! A manifest names the tool, describes it, gives the JSON Schema of its
-//! input, its permissions (nothing by default: no directories, no
-//! environment, no network) and its limits. Unknown keys are errors, so a
-//! misspelt limit is never silently ignored.
+//! Every manifest names the tool, describes it and gives the JSON Schema of
+//! its input (and, optionally, a title, an output schema and annotations):
+//! the keys every kind of tool shares, checked here once. Its `runtime` key
+//! says what runs the tool, and the rest of its keys are that runtime's:
+//! for `"wasi"` (the default), the module beside the manifest, its
+//! permissions (nothing by default: no directories, no environment, no
+//! network) and its limits ([`WasiManifest`]). Unknown keys are errors, so
+//! a misspelt limit is never silently ignored.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -26,6 +30,36 @@ pub struct Manifest {
     pub name: String,
     /// What the tool does, for people and agents.
     pub description: String,
+    /// What runs the tool, with that runtime's keys.
+    pub runtime: RuntimeManifest,
+    /// The JSON Schema of the tool's input.
+    pub input_schema: serde_json::Value,
+    /// A human-readable name (served as MCP's `title`).
+    pub title: Option<String>,
+    /// The JSON Schema of the tool's output, an object schema (served as
+    /// MCP's `outputSchema`); a call whose output does not match it fails.
+    pub output_schema: Option<serde_json::Value>,
+    /// What a client may assume of the tool (MCP's tool annotations).
+    pub annotations: Annotations,
+}
+
+/// What runs a tool: the manifest's `runtime` key, with the keys of that
+/// runtime. The registry lists, checks, reloads and counts every kind
+/// alike; only loading and calling differ (`crate::kind`).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RuntimeManifest {
+    /// `runtime = "wasi"` (the default): a WebAssembly module run in the
+    /// WASI pool.
+    Wasi(WasiManifest),
+}
+
+/// The runtimes a manifest may name, as written in its `runtime` key.
+pub const RUNTIMES: [&str; 1] = ["wasi"];
+
+/// The keys of a WASI tool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WasiManifest {
     /// Fresh instance per call, or a reused live instance.
     pub mode: Mode,
     /// Which entry point calls use.
@@ -36,15 +70,6 @@ pub struct Manifest {
     pub limits: Limits,
     /// Directories the tool may see.
     pub dirs: Vec<DirGrant>,
-    /// The JSON Schema of the tool's input.
-    pub input_schema: serde_json::Value,
-    /// A human-readable name (served as MCP's `title`).
-    pub title: Option<String>,
-    /// The JSON Schema of the tool's output, an object schema (served as
-    /// MCP's `outputSchema`); a call whose output does not match it fails.
-    pub output_schema: Option<serde_json::Value>,
-    /// What a client may assume of the tool (MCP's tool annotations).
-    pub annotations: Annotations,
 }
 
 /// Hints for clients about a tool's behaviour (MCP's tool annotations):
@@ -153,9 +178,18 @@ pub struct ManifestError {
     pub message: String,
 }
 
+/// The one key read before the rest: which runtime's keys the manifest
+/// may have.
+#[derive(Deserialize)]
+struct RawRuntime {
+    runtime: Option<toml::Value>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawManifest {
+    #[serde(rename = "runtime")]
+    _runtime: Option<String>,
     name: String,
     #[serde(default)]
     description: String,
@@ -350,69 +384,163 @@ impl Manifest {
             path: origin.to_owned(),
             message,
         };
-        let raw: RawManifest = toml::from_str(text).map_err(|e| {
-            // toml's message names the key and the line; keep it on one line.
-            err(e.to_string().trim().replace('\n', " "))
-        })?;
-        if !valid_name(&raw.name) {
-            return Err(err(format!(
-                "name = {:?} is not a valid tool name: use 1..={MAX_NAME} of A-Z a-z 0-9 _ . -, not starting with a dot",
-                raw.name
-            )));
+        // toml's message names the key and the line; keep it on one line.
+        let toml_err = |e: toml::de::Error| err(e.to_string().trim().replace('\n', " "));
+        let runtime: RawRuntime = toml::from_str(text).map_err(toml_err)?;
+        match runtime.runtime {
+            None => {}
+            Some(toml::Value::String(r)) if r == "wasi" => {}
+            Some(other) => {
+                return Err(err(format!(
+                    "runtime = {other} is not a runtime: accepted {}",
+                    RUNTIMES.map(|r| format!("{r:?}")).join(", ")
+                )));
+            }
         }
+        let raw: RawManifest = toml::from_str(text).map_err(toml_err)?;
+        let common = Common::check(
+            raw.name,
+            raw.input_schema,
+            raw.output_schema,
+            raw.title.as_deref(),
+        )
+        .map_err(err)?;
+        let wasi = WasiManifest::check(
+            &common.name,
+            raw.mode,
+            raw.entry,
+            raw.module,
+            &raw.limits,
+            raw.permissions,
+        )
+        .map_err(err)?;
+        Ok(Manifest {
+            name: common.name,
+            description: raw.description,
+            runtime: RuntimeManifest::Wasi(wasi),
+            input_schema: common.input_schema,
+            title: raw.title,
+            output_schema: common.output_schema,
+            annotations: raw.annotations,
+        })
+    }
+
+    /// The WASI keys, for a WASI tool.
+    pub fn wasi(&self) -> Option<&WasiManifest> {
+        match &self.runtime {
+            RuntimeManifest::Wasi(w) => Some(w),
+        }
+    }
+}
+
+/// The keys every kind of tool has, checked.
+struct Common {
+    name: String,
+    input_schema: serde_json::Value,
+    output_schema: Option<serde_json::Value>,
+}
+
+impl Common {
+    fn check(
+        name: String,
+        input_schema: Option<serde_json::Value>,
+        output_schema: Option<serde_json::Value>,
+        title: Option<&str>,
+    ) -> Result<Common, String> {
+        if !valid_name(&name) {
+            return Err(format!(
+                "name = {name:?} is not a valid tool name: use 1..={MAX_NAME} of A-Z a-z 0-9 _ . -, not starting with a dot"
+            ));
+        }
+        let input_schema = input_schema.unwrap_or_else(|| serde_json::json!({ "type": "object" }));
+        if let Err(e) = jsonschema::validator_for(&input_schema) {
+            return Err(format!("input_schema is not a valid JSON Schema: {e}"));
+        }
+        if let Some(schema) = &output_schema {
+            // MCP: an output schema describes structured content, a JSON
+            // object.
+            if schema.get("type").and_then(|t| t.as_str()) != Some("object") {
+                return Err(
+                    "output_schema must be an object schema (type = \"object\"): MCP serves structured output as a JSON object".into(),
+                );
+            }
+            if let Err(e) = jsonschema::validator_for(schema) {
+                return Err(format!("output_schema is not a valid JSON Schema: {e}"));
+            }
+        }
+        if title.is_some_and(str::is_empty) {
+            return Err("title is empty: leave it out or give one".into());
+        }
+        Ok(Common {
+            name,
+            input_schema,
+            output_schema,
+        })
+    }
+}
+
+impl WasiManifest {
+    fn check(
+        name: &str,
+        mode: Mode,
+        entry: EntryKind,
+        module: Option<PathBuf>,
+        raw: &RawLimits,
+        permissions: RawPermissions,
+    ) -> Result<WasiManifest, String> {
         let defaults = Limits::default();
         let limits = Limits {
-            memory: match &raw.limits.memory {
-                Some(s) => s.bytes("limits.memory").map_err(err)?,
+            memory: match &raw.memory {
+                Some(s) => s.bytes("limits.memory")?,
                 None => defaults.memory,
             },
-            timeout: match &raw.limits.timeout {
+            timeout: match &raw.timeout {
                 Some(s) => humantime::parse_duration(s).map_err(|e| {
-                    err(format!(
+                    format!(
                         "limits.timeout = {s:?} is not a duration ({e}): write e.g. \"500ms\", \"5s\""
-                    ))
+                    )
                 })?,
                 None => defaults.timeout,
             },
-            max_output: match &raw.limits.max_output {
-                Some(s) => s.bytes("limits.max_output").map_err(err)?,
+            max_output: match &raw.max_output {
+                Some(s) => s.bytes("limits.max_output")?,
                 None => defaults.max_output,
             },
-            fuel: raw.limits.fuel,
-            recycle_after: raw.limits.recycle_after,
-            max_write: match &raw.limits.max_write {
-                Some(s) => s.bytes("limits.max_write").map_err(err)?,
+            fuel: raw.fuel,
+            recycle_after: raw.recycle_after,
+            max_write: match &raw.max_write {
+                Some(s) => s.bytes("limits.max_write")?,
                 None => defaults.max_write,
             },
         };
         if limits.memory < 64 << 10 {
-            return Err(err(format!(
+            return Err(format!(
                 "limits.memory = {} is below one wasm page (64 KiB)",
                 fmt_size(limits.memory)
-            )));
+            ));
         }
         if limits.timeout.is_zero() {
-            return Err(err("limits.timeout must be above zero".into()));
+            return Err("limits.timeout must be above zero".into());
         }
         if limits.max_output == 0 || limits.max_output >= 1 << 31 {
-            return Err(err(format!(
+            return Err(format!(
                 "limits.max_output = {} is out of range: 1 B ..= 2 GiB - 1",
                 fmt_size(limits.max_output)
-            )));
+            ));
         }
         if limits.recycle_after == Some(0) {
-            return Err(err("limits.recycle_after must be at least 1".into()));
+            return Err("limits.recycle_after must be at least 1".into());
         }
-        let mut dirs = Vec::with_capacity(raw.permissions.dirs.len());
-        for (i, g) in raw.permissions.dirs.into_iter().enumerate() {
+        let mut dirs = Vec::with_capacity(permissions.dirs.len());
+        for (i, g) in permissions.dirs.into_iter().enumerate() {
             if !g.guest.starts_with('/') || g.guest.split('/').any(|c| c == "..") {
-                return Err(err(format!(
+                return Err(format!(
                     "permissions.dirs[{i}].guest = {:?} must be an absolute guest path without `..`",
                     g.guest
-                )));
+                ));
             }
             if g.host.is_empty() {
-                return Err(err(format!("permissions.dirs[{i}].host is empty")));
+                return Err(format!("permissions.dirs[{i}].host is empty"));
             }
             dirs.push(DirGrant {
                 host: g.host,
@@ -420,44 +548,12 @@ impl Manifest {
                 access: g.access,
             });
         }
-        let input_schema = raw
-            .input_schema
-            .unwrap_or_else(|| serde_json::json!({ "type": "object" }));
-        if let Err(e) = jsonschema::validator_for(&input_schema) {
-            return Err(err(format!("input_schema is not a valid JSON Schema: {e}")));
-        }
-        if let Some(schema) = &raw.output_schema {
-            // MCP: an output schema describes structured content, a JSON
-            // object.
-            if schema.get("type").and_then(|t| t.as_str()) != Some("object") {
-                return Err(err(
-                    "output_schema must be an object schema (type = \"object\"): MCP serves structured output as a JSON object".into(),
-                ));
-            }
-            if let Err(e) = jsonschema::validator_for(schema) {
-                return Err(err(format!(
-                    "output_schema is not a valid JSON Schema: {e}"
-                )));
-            }
-        }
-        if raw.title.as_deref().is_some_and(str::is_empty) {
-            return Err(err("title is empty: leave it out or give one".into()));
-        }
-        let module = raw
-            .module
-            .unwrap_or_else(|| PathBuf::from(format!("{}.wasm", raw.name)));
-        Ok(Manifest {
-            name: raw.name,
-            description: raw.description,
-            mode: raw.mode,
-            entry: raw.entry,
-            module,
+        Ok(WasiManifest {
+            mode,
+            entry,
+            module: module.unwrap_or_else(|| PathBuf::from(format!("{name}.wasm"))),
             limits,
             dirs,
-            input_schema,
-            title: raw.title,
-            output_schema: raw.output_schema,
-            annotations: raw.annotations,
         })
     }
 
@@ -523,10 +619,10 @@ mod tests {
     #[test]
     fn defaults_and_full() {
         let m = parse("name = \"t\"").unwrap();
-        assert_eq!(m.mode, Mode::Fresh);
-        assert_eq!(m.limits, Limits::default());
-        assert_eq!(m.module, PathBuf::from("t.wasm"));
-        assert!(m.dirs.is_empty());
+        assert_eq!(m.wasi().unwrap().mode, Mode::Fresh);
+        assert_eq!(m.wasi().unwrap().limits, Limits::default());
+        assert_eq!(m.wasi().unwrap().module, PathBuf::from("t.wasm"));
+        assert!(m.wasi().unwrap().dirs.is_empty());
         let m = parse(
             r#"
             name = "t"
@@ -547,19 +643,42 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(m.mode, Mode::Reuse);
-        assert_eq!(m.entry, EntryKind::Command);
-        assert_eq!(m.limits.memory, 16 << 20);
-        assert_eq!(m.limits.timeout, Duration::from_millis(250));
-        assert_eq!(m.limits.max_output, 100);
-        let dirs = m.resolve_dirs(None, Some(Path::new("/srv"))).unwrap();
+        assert_eq!(m.wasi().unwrap().mode, Mode::Reuse);
+        assert_eq!(m.wasi().unwrap().entry, EntryKind::Command);
+        assert_eq!(m.wasi().unwrap().limits.memory, 16 << 20);
+        assert_eq!(m.wasi().unwrap().limits.timeout, Duration::from_millis(250));
+        assert_eq!(m.wasi().unwrap().limits.max_output, 100);
+        let dirs = m
+            .wasi()
+            .unwrap()
+            .resolve_dirs(None, Some(Path::new("/srv")))
+            .unwrap();
         assert_eq!(dirs[0].0, PathBuf::from("/srv/sub"));
         assert!(
-            m.resolve_dirs(None, None)
+            m.wasi()
+                .unwrap()
+                .resolve_dirs(None, None)
                 .unwrap_err()
                 .to_string()
                 .contains("data directory")
         );
+    }
+
+    #[test]
+    fn the_runtime_key_names_the_kind_of_tool() {
+        let m = parse("name = \"t\"\nruntime = \"wasi\"").unwrap();
+        assert_eq!(m.wasi().unwrap().module, PathBuf::from("t.wasm"));
+        assert_eq!(m, parse("name = \"t\"").unwrap());
+        for bad in ["runtime = \"docker\"", "runtime = 3"] {
+            let e = parse(&format!("name = \"t\"\n{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("t.toml: runtime = ")
+                    && e.ends_with("is not a runtime: accepted \"wasi\""),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -9,13 +9,15 @@ use wasmtime::{ExternType, InstancePre, ModuleExport, ValType};
 use crate::cache::{Source, WasmDigest};
 use crate::error::{ExportError, LoadError};
 use crate::host::Host;
-use crate::manifest::{DirGrant, EntryKind, Manifest, Mode};
+use crate::manifest::{DirGrant, EntryKind, Manifest, Mode, WasiManifest};
 use crate::runtime::Runtime;
 
 /// A tool ready to call.
 pub struct LoadedTool {
     /// Its manifest.
     pub manifest: Arc<Manifest>,
+    /// The manifest's WASI keys.
+    pub spec: WasiManifest,
     /// The SHA-256 of its module.
     pub digest: WasmDigest,
     /// Where its compiled module came from.
@@ -75,20 +77,21 @@ impl LoadedTool {
     pub fn load(
         rt: &Runtime,
         manifest: Arc<Manifest>,
+        spec: &WasiManifest,
         base: Option<&Path>,
         wasm: &[u8],
     ) -> Result<LoadedTool, LoadError> {
         let cfg = rt.config();
-        if manifest.limits.memory > cfg.max_memory {
+        if spec.limits.memory > cfg.max_memory {
             return Err(LoadError::MemoryAboveRuntime {
-                asked: manifest.limits.memory,
+                asked: spec.limits.memory,
                 max: cfg.max_memory,
             });
         }
-        if manifest.limits.fuel.is_some() && !cfg.fuel {
+        if spec.limits.fuel.is_some() && !cfg.fuel {
             return Err(LoadError::FuelNotMetered);
         }
-        let dirs = manifest.resolve_dirs(base, cfg.data_dir.as_deref())?;
+        let dirs = spec.resolve_dirs(base, cfg.data_dir.as_deref())?;
         for (host, g) in &dirs {
             if !host.is_dir() {
                 return Err(LoadError::MissingDir {
@@ -102,14 +105,14 @@ impl LoadedTool {
             .any(|(_, g)| g.access == crate::manifest::Access::ReadWrite);
         let (module, source, digest) = rt.cache().load(rt.engine(), wasm)?;
         let fast = fast_exports(&module);
-        let entry = match (manifest.entry, fast) {
+        let entry = match (spec.entry, fast) {
             (EntryKind::Command, _) => Entry::Command,
             (EntryKind::Fast, Err(why)) => return Err(LoadError::NoFastEntry(why)),
             (EntryKind::Fast | EntryKind::Auto, Ok(f)) => Entry::Fast(f),
             (EntryKind::Auto, Err(_)) => Entry::Command,
         };
         if matches!(entry, Entry::Command) {
-            if manifest.mode == Mode::Reuse {
+            if spec.mode == Mode::Reuse {
                 return Err(LoadError::ReuseNeedsFast);
             }
             match module.get_export("_start") {
@@ -135,6 +138,7 @@ impl LoadedTool {
         Ok(LoadedTool {
             output,
             manifest,
+            spec: spec.clone(),
             digest,
             source,
             pre,

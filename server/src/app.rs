@@ -282,7 +282,7 @@ impl App {
             return Err(CallError::ShuttingDown);
         }
         let tool = match entry.wait().await {
-            Ok(t) => Arc::clone(t),
+            Ok(t) => t.clone(),
             Err(reason) => {
                 return Err(CallError::Unavailable {
                     tool: entry.manifest.name.clone(),

@@ -241,7 +241,7 @@ async fn pause_on_error(e: &std::io::Error) {
             | std::io::ErrorKind::Interrupted
     );
     if !transient {
-        eprintln!("toolplane: accepting a connection: {e}; pausing 50 ms");
+        tracing::warn!("accepting a connection: {e}; pausing 50 ms");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -260,8 +260,8 @@ fn hand(
     if !reserve {
         if n * 10 < limits.max_connections * 9 && connections.at_cap.swap(false, Ordering::Relaxed)
         {
-            eprintln!(
-                "toolplane: connections back under the cap: {n} open (server.max_connections = {})",
+            tracing::info!(
+                "connections back under the cap: {n} open (server.max_connections = {})",
                 limits.max_connections
             );
         }
@@ -274,11 +274,12 @@ fn hand(
     } else {
         connections.reserve_total.fetch_add(1, Ordering::Relaxed);
         if !connections.at_cap.swap(true, Ordering::Relaxed) {
-            eprintln!(
-                "toolplane: warning: connection cap reached: {} open (server.max_connections); \
+            tracing::warn!(
+                "connection cap reached: {} open (server.max_connections); \
                  up to {} more may ask for /healthz, /readyz and /metrics only (server.reserve_connections), \
                  further ones are closed at once",
-                limits.max_connections, limits.reserve_connections
+                limits.max_connections,
+                limits.reserve_connections
             );
         }
     }
@@ -287,7 +288,7 @@ fn hand(
     let stream = match stream.into_std() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("toolplane: dropping a connection from {peer}: {e}");
+            tracing::warn!("dropping a connection from {peer}: {e}");
             return;
         }
     };
@@ -326,7 +327,7 @@ async fn serve_handed(
         let stream = match tokio::net::TcpStream::from_std(handoff.stream) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("toolplane: dropping a connection: {e}");
+                tracing::warn!("dropping a connection: {e}");
                 continue;
             }
         };

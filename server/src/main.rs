@@ -21,6 +21,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How logs on stderr are written (filter them with TOOLPLANE_LOG, e.g. `warn`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "TOOLPLANE_LOG_FORMAT"
+    )]
+    log_format: toolplane_startup::log::Format,
 }
 
 #[derive(clap::Args, Clone)]
@@ -195,12 +204,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
-    toolplane_pool::alloc::purge_promptly();
-    toolplane_pool::alloc::no_huge_pages();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    toolplane_startup::init("toolplane", cli.log_format);
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("toolplane: {e}");
+            tracing::error!("{e}");
             ExitCode::from(e.code())
         }
     }

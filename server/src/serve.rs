@@ -205,7 +205,7 @@ fn wait_builtins(registry: &Registry) -> Result<(), Failure> {
 fn log_problems(registry: &Registry) {
     let events = registry.subscribe();
     for p in registry.problems() {
-        eprintln!("toolplane: warning: {p}");
+        tracing::warn!("{p}");
     }
     std::thread::Builder::new()
         .name("toolplane-problems".into())
@@ -213,16 +213,14 @@ fn log_problems(registry: &Registry) {
             while let Ok(ev) = events.recv() {
                 if let toolplane_pool::RegistryEvent::Failed { name, path, reason } = ev {
                     match name {
-                        Some(n) => {
-                            eprintln!("toolplane: warning: {}: tool {n}: {reason}", path.display())
-                        }
-                        None => eprintln!("toolplane: warning: {}: {reason}", path.display()),
+                        Some(n) => tracing::warn!("{}: tool {n}: {reason}", path.display()),
+                        None => tracing::warn!("{}: {reason}", path.display()),
                     }
                 }
             }
         })
         .map(drop)
-        .unwrap_or_else(|e| eprintln!("toolplane: warning: cannot start the problem log: {e}"));
+        .unwrap_or_else(|e| tracing::warn!("cannot start the problem log: {e}"));
 }
 
 /// Files the process may keep open beyond its HTTP connections (tool
@@ -306,8 +304,8 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
     let drain = settings.server.drain;
     let app = Arc::new(App::new(engine, registry, settings));
     let mcp = Mcp::new(Arc::clone(&app));
-    eprintln!(
-        "toolplane {}: {tools} tools ({source}), {workers} workers, data in {}",
+    tracing::info!(
+        "version {}: {tools} tools ({source}), {workers} workers, data in {}",
         env!("CARGO_PKG_VERSION"),
         data.display()
     );
@@ -323,8 +321,8 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
             .local_addr()
             .map_err(Failure::start(format!("listening on {addr}")))?;
         if !local.ip().is_loopback() && app.settings().server.token.is_none() {
-            eprintln!(
-                "toolplane: warning: listening on {local}, beyond loopback, with no token: anyone who can reach it can call every tool (set --token or TOOLPLANE_TOKEN)"
+            tracing::warn!(
+                "listening on {local}, beyond loopback, with no token: anyone who can reach it can call every tool (set --token or TOOLPLANE_TOKEN)"
             );
         }
         let s = &app.settings().server;
@@ -351,8 +349,8 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
             )
             .map_err(Failure::start(format!("starting {threads} HTTP threads")))?,
         );
-        eprintln!(
-            "toolplane: listening on http://{local} (MCP at http://{local}/mcp), {threads} HTTP threads"
+        tracing::info!(
+            "listening on http://{local} (MCP at http://{local}/mcp), {threads} HTTP threads"
         );
     }
     let mut stdio = if listen.stdio {
@@ -361,7 +359,7 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
             .serve(crate::mcp::stdio::stdio())
             .await
             .map_err(Failure::start("MCP on stdio"))?;
-        eprintln!("toolplane: serving MCP on stdio");
+        tracing::info!("serving MCP on stdio");
         let ct = service.cancellation_token();
         // The service ends when stdin closes (or when cancelled).
         Some((ct, tokio::spawn(service.waiting()), false))
@@ -388,8 +386,8 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
             () = stdio_closed => "stdin closed",
         }
     };
-    eprintln!(
-        "toolplane: {cause}: not ready, admission stopped, draining {} calls for up to {}",
+    tracing::info!(
+        "{cause}: not ready, admission stopped, draining {} calls for up to {}",
         app.in_flight(),
         humantime::format_duration(drain)
     );
@@ -420,8 +418,8 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
         let _ = tokio::time::timeout(Duration::from_secs(5), t.finished()).await;
     }
     match report {
-        Some(r) => eprintln!(
-            "toolplane: stopped: accepted {}, ok {}, error {}, timeout {}, trap {}, panicked {}, cancelled {}; rejected {}; books {}",
+        Some(r) => tracing::info!(
+            "stopped: accepted {}, ok {}, error {}, timeout {}, trap {}, panicked {}, cancelled {}; rejected {}; books {}",
             r.accepted,
             r.outcomes.get(toolplane_core::OutcomeKind::Ok),
             r.outcomes.get(toolplane_core::OutcomeKind::Error),
@@ -436,7 +434,7 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
                 "NOT balanced"
             },
         ),
-        None => eprintln!("toolplane: stopped"),
+        None => tracing::info!("stopped"),
     }
     Ok(())
 }
@@ -453,46 +451,51 @@ pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resul
     for e in registry.snapshot().iter() {
         let m = &e.manifest;
         let state = crate::app::state_text(&e.state());
-        let mode = format!("{:?}", m.mode).to_lowercase();
-        let dirs: Vec<String> = m
-            .dirs
-            .iter()
-            .map(|d| {
-                let access = match d.access {
-                    toolplane_pool::Access::ReadOnly => "read-only",
-                    toolplane_pool::Access::ReadWrite => "read-write",
-                };
-                format!("{} as {} ({access})", d.host, d.guest)
-            })
-            .collect();
-        if !json {
-            writeln!(out, "{}  [{state}]\n    {}", m.name, m.description).map_err(w)?;
-            writeln!(
-                out,
-                "    mode {mode}; limits: memory {} MiB, timeout {}, output {} KiB; permissions: {}",
-                m.limits.memory >> 20,
-                humantime::format_duration(m.limits.timeout),
-                m.limits.max_output >> 10,
-                if dirs.is_empty() { "none".to_string() } else { dirs.join(", ") },
-            )
-            .map_err(w)?;
-            continue;
-        }
-        rows.push(serde_json::json!({
+        let mut row = serde_json::json!({
             "name": m.name,
             "title": m.title,
             "description": m.description,
             "annotations": crate::app::annotations_json(&m.annotations),
             "output_schema": m.output_schema,
-            "mode": mode,
             "state": state,
-            "permissions": { "dirs": dirs },
-            "limits": {
-                "memory_bytes": m.limits.memory,
-                "timeout_ms": m.limits.timeout.as_millis() as u64,
-                "max_output_bytes": m.limits.max_output,
-            },
-        }));
+        });
+        if !json {
+            writeln!(out, "{}  [{state}]\n    {}", m.name, m.description).map_err(w)?;
+        }
+        if let Some(wasi) = m.wasi() {
+            let mode = format!("{:?}", wasi.mode).to_lowercase();
+            let dirs: Vec<String> = wasi
+                .dirs
+                .iter()
+                .map(|d| {
+                    let access = match d.access {
+                        toolplane_pool::Access::ReadOnly => "read-only",
+                        toolplane_pool::Access::ReadWrite => "read-write",
+                    };
+                    format!("{} as {} ({access})", d.host, d.guest)
+                })
+                .collect();
+            let limits = &wasi.limits;
+            if !json {
+                writeln!(
+                    out,
+                    "    mode {mode}; limits: memory {} MiB, timeout {}, output {} KiB; permissions: {}",
+                    limits.memory >> 20,
+                    humantime::format_duration(limits.timeout),
+                    limits.max_output >> 10,
+                    if dirs.is_empty() { "none".to_string() } else { dirs.join(", ") },
+                )
+                .map_err(w)?;
+            }
+            row["mode"] = mode.into();
+            row["permissions"] = serde_json::json!({ "dirs": dirs });
+            row["limits"] = serde_json::json!({
+                "memory_bytes": limits.memory,
+                "timeout_ms": limits.timeout.as_millis() as u64,
+                "max_output_bytes": limits.max_output,
+            });
+        }
+        rows.push(row);
     }
     if json {
         serde_json::to_writer_pretty(&mut *out, &rows).map_err(|e| w(e.into()))?;

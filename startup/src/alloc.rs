@@ -1,4 +1,5 @@
-//! Tuning of the global allocator the toolplane binaries use (mimalloc).
+//! Tuning of the global allocator the toolplane binaries use (mimalloc):
+//! process-wide, so the binaries call it, not the libraries they link.
 
 use std::ffi::{c_int, c_long};
 

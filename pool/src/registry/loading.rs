@@ -1,0 +1,361 @@
+//! Loading: the registry's shared state, staging new tools and new
+//! versions, the loader threads that load them (each through its kind,
+//! `crate::kind`), and discovery of a tools directory's manifests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, Weak};
+
+use toolplane_core::ToolTable;
+
+use super::snapshot::{Deferred, LoadState, Snapshot, ToolEntry};
+use super::{Origin, RegistryError, RegistryEvent};
+use crate::kind::{self, Source};
+use crate::manifest::{Manifest, ManifestError};
+use crate::runtime::Runtime;
+
+/// A tool to list: its manifest, where it came from, what its load reads
+/// and its manifest file's digest.
+pub(super) type Staged = (Manifest, Origin, Source, Option<[u8; 32]>);
+
+pub(super) struct Inner {
+    /// Itself, for the loads it defers (see [`Deferred`]).
+    pub(super) me: Weak<Inner>,
+    pub(super) on_demand: bool,
+    pub(super) runtime: Runtime,
+    pub(super) table: Arc<ToolTable>,
+    pub(super) dir: Option<PathBuf>,
+    pub(super) snapshot: RwLock<Arc<Snapshot>>,
+    pub(super) version: AtomicU64,
+    pub(super) subscribers: Mutex<Vec<flume::Sender<RegistryEvent>>>,
+    /// By file and tool: tools sharing a module each keep their own.
+    pub(super) problems: Mutex<BTreeMap<(PathBuf, String), String>>,
+    /// Loads not finished yet.
+    pub(super) pending: Mutex<usize>,
+    pub(super) settled: Condvar,
+    pub(super) jobs: flume::Sender<Job>,
+    /// The newest load asked for, per tool name: an older load finishing
+    /// late does not replace a newer one.
+    pub(super) latest: Mutex<HashMap<String, u64>>,
+    pub(super) watcher: Mutex<Option<notify::RecommendedWatcher>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("dir", &self.dir)
+            .field("tools", &self.snapshot().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One load for the loader threads.
+pub(super) struct Job {
+    pub(super) entry: Arc<ToolEntry>,
+    pub(super) source: Source,
+    pub(super) seq: u64,
+    /// Publish only when loaded (a replacement), or at once (a new tool).
+    pub(super) replace: bool,
+}
+
+pub(super) static SEQ: AtomicU64 = AtomicU64::new(1);
+
+impl Inner {
+    pub(super) fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.snapshot.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub(super) fn publish(&self, f: impl FnOnce(&mut Snapshot)) {
+        let mut guard = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = Snapshot::clone(&guard);
+        f(&mut next);
+        *guard = Arc::new(next);
+        // Release, paired with the Acquire in `Registry::version`: the
+        // new listing is stored (under the lock) before the number moves.
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    pub(super) fn emit(&self, event: RegistryEvent) {
+        let mut subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        subs.retain(|tx| {
+            !matches!(
+                tx.try_send(event.clone()),
+                Err(flume::TrySendError::Disconnected(_))
+            )
+        });
+    }
+
+    pub(super) fn problem(&self, path: &Path, reason: String, name: Option<String>) {
+        self.problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                (path.to_owned(), name.clone().unwrap_or_default()),
+                reason.clone(),
+            );
+        self.emit(RegistryEvent::Failed {
+            name,
+            path: path.to_owned(),
+            reason,
+        });
+    }
+
+    /// Forgets the problems of `path`: all of them, or only `name`'s.
+    pub(super) fn clear_problem(&self, path: &Path, name: Option<&str>) {
+        self.problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(p, n), _| p != path || name.is_some_and(|name| n != name && !n.is_empty()));
+    }
+
+    /// Lists (or stages the replacement of) a tool and queues its load.
+    /// A new (loading) entry for `manifest`, made the newest load of its
+    /// name; returns it with its load's sequence number.
+    pub(super) fn new_entry(
+        &self,
+        manifest: Manifest,
+        origin: Origin,
+        manifest_digest: Option<[u8; 32]>,
+    ) -> (Arc<ToolEntry>, u64) {
+        if let Origin::File(p) = &origin {
+            self.clear_problem(p, None);
+        }
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(manifest.name.clone(), seq);
+        let entry = Arc::new(ToolEntry {
+            id: self.table.intern(&manifest.name),
+            manifest: Arc::new(manifest),
+            origin,
+            manifest_digest,
+            state: OnceLock::new(),
+            ready: tokio::sync::Notify::new(),
+            deferred: Mutex::new(None),
+        });
+        (entry, seq)
+    }
+
+    pub(super) fn stage(
+        &self,
+        manifest: Manifest,
+        origin: Origin,
+        source: Source,
+        digest: Option<[u8; 32]>,
+        from_watch: bool,
+    ) {
+        let name = manifest.name.clone();
+        let (entry, seq) = self.new_entry(manifest, origin, digest);
+        // A tool already callable keeps serving until its new version is
+        // loaded; anything else is listed (loading) at once.
+        let serving = matches!(
+            self.snapshot().by_name(&name).map(|e| e.state()),
+            Some(LoadState::Ready)
+        );
+        if !serving {
+            let existed = self.snapshot().by_name(&name).is_some();
+            self.publish(|s| s.insert(Arc::clone(&entry)));
+            if !existed || from_watch {
+                self.emit(RegistryEvent::Listed { name: name.clone() });
+            }
+        }
+        let job = Job {
+            entry,
+            source,
+            seq,
+            replace: serving,
+        };
+        if serving {
+            // A new version of a tool in use: loaded now, as it replaces
+            // one that callers are using.
+            self.send(job);
+        } else {
+            self.dispatch(job);
+        }
+    }
+
+    /// Loads a new tool's module now, or at its first call in an
+    /// on-demand registry.
+    pub(super) fn dispatch(&self, job: Job) {
+        if !self.on_demand {
+            self.send(job);
+            return;
+        }
+        let Job {
+            entry, source, seq, ..
+        } = job;
+        *entry.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(Deferred {
+            entry: Arc::downgrade(&entry),
+            registry: self.me.clone(),
+            source,
+            seq,
+        });
+    }
+
+    /// Hands a load to the loaders, counted until it finishes.
+    pub(super) fn send(&self, job: Job) {
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        if self.jobs.send(job).is_err() {
+            self.done_one();
+        }
+    }
+
+    /// [`Inner::stage`] for many new tools at once (discovery): one
+    /// published listing for all of them, not one per tool.
+    pub(super) fn stage_many(&self, items: Vec<Staged>) {
+        let snap = self.snapshot();
+        let mut jobs = Vec::with_capacity(items.len());
+        for (manifest, origin, source, digest) in items {
+            if matches!(
+                snap.by_name(&manifest.name).map(|e| e.state()),
+                Some(LoadState::Ready)
+            ) {
+                self.stage(manifest, origin, source, digest, false);
+                continue;
+            }
+            let (entry, seq) = self.new_entry(manifest, origin, digest);
+            jobs.push(Job {
+                entry,
+                source,
+                seq,
+                replace: false,
+            });
+        }
+        self.publish(|s| {
+            for j in &jobs {
+                s.insert(Arc::clone(&j.entry));
+            }
+        });
+        for j in &jobs {
+            self.emit(RegistryEvent::Listed {
+                name: j.entry.manifest.name.clone(),
+            });
+        }
+        for job in jobs {
+            self.dispatch(job);
+        }
+    }
+
+    pub(super) fn done_one(&self) {
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        *p = p.saturating_sub(1);
+        if *p == 0 {
+            self.settled.notify_all();
+        }
+    }
+
+    pub(super) fn finish(&self, job: Job) {
+        let Job {
+            entry,
+            source,
+            seq,
+            replace,
+        } = job;
+        let name = entry.manifest.name.clone();
+        let (result, path) = kind::load(&self.runtime, &entry.manifest, &entry.origin, source);
+        let current = self
+            .latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&name)
+            == Some(&seq);
+        let report_path = path.clone().unwrap_or_else(|| match &entry.origin {
+            Origin::File(p) => p.clone(),
+            Origin::Builtin => PathBuf::from(format!("<builtin>/{name}.wasm")),
+        });
+        match result {
+            Ok(tool) => {
+                entry.finish(Ok(tool));
+                if let Some(p) = &path {
+                    self.clear_problem(p, Some(&name));
+                }
+                if current {
+                    if replace {
+                        self.publish(|s| s.insert(Arc::clone(&entry)));
+                        self.emit(RegistryEvent::Replaced { name });
+                    } else {
+                        // Already listed; the state change is visible through it.
+                        self.emit(RegistryEvent::Loaded { name });
+                    }
+                }
+            }
+            Err(reason) => {
+                // The problem first: whoever sees the entry failed (a
+                // caller waiting on it) finds the problem listed too.
+                if current {
+                    self.problem(&report_path, reason.to_string(), Some(name));
+                }
+                entry.finish(Err(Arc::new(reason)));
+            }
+        }
+        self.done_one();
+    }
+
+    pub(super) fn remove(&self, name: &str) {
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let mut removed = false;
+        self.publish(|s| removed = s.remove(name).is_some());
+        if removed {
+            self.emit(RegistryEvent::Removed {
+                name: name.to_string(),
+            });
+        }
+    }
+}
+
+pub(super) fn loader(weak: &Weak<Inner>, rx: &flume::Receiver<Job>) {
+    while let Ok(job) = rx.recv() {
+        let Some(inner) = weak.upgrade() else { return };
+        inner.finish(job);
+    }
+}
+
+pub(super) fn read_dir_manifests(dir: &Path) -> Result<Vec<PathBuf>, RegistryError> {
+    let err = |source| RegistryError::Dir {
+        dir: dir.to_owned(),
+        source,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        let entry = entry.map_err(err)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".toml") && !name.starts_with('.') {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads manifests on all cores.
+type Parsed = Result<(PathBuf, Manifest, [u8; 32]), ManifestError>;
+
+fn parse_one(p: &Path) -> Parsed {
+    Manifest::from_file_digest(p).map(|(m, d)| (p.to_path_buf(), m, d))
+}
+
+pub(super) fn parallel_parse(paths: &[PathBuf]) -> Vec<Parsed> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(paths.len().max(1));
+    if threads <= 1 || paths.len() < 16 {
+        return paths.iter().map(|p| parse_one(p)).collect();
+    }
+    let chunk = paths.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(|p| parse_one(p)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}

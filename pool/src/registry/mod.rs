@@ -1,0 +1,467 @@
+//! The tool registry: the built-in tools and a directory of tools,
+//! discovered in parallel, listed as soon as their manifests are read,
+//! compiled or loaded from the cache in the background, and reloaded when
+//! their files change.
+//!
+//! Reload rules:
+//! - a new manifest lists a new tool at once (loading), callable when its
+//!   module is loaded;
+//! - a changed manifest or module loads the new version in the background
+//!   while the old one keeps serving; new calls get the new version once it
+//!   is loaded, calls in flight finish on the version they started with;
+//! - a new version that fails to load is reported (path and reason) and the
+//!   old version keeps serving;
+//! - a removed manifest removes the tool (its calls in flight finish).
+//!
+//! Every change is sent to subscribers ([`Registry::subscribe`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use toolplane_core::{Outcome, ToolTable};
+
+use crate::builtin;
+use crate::error::LoadError;
+use crate::kind::{Source, Tool};
+use crate::manifest::Manifest;
+use crate::runtime::Runtime;
+
+mod loading;
+mod snapshot;
+mod watch;
+
+use self::loading::{Inner, Job, loader, parallel_parse, read_dir_manifests};
+pub use self::snapshot::{LoadState, Loaded, Snapshot, ToolEntry};
+
+/// Subscriber queue length: a subscriber that falls further behind loses
+/// events (the registry's listing stays the truth).
+const EVENT_QUEUE: usize = 4096;
+
+/// Where a tool came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Built into this binary.
+    Builtin,
+    /// A manifest in the tools directory.
+    File(PathBuf),
+}
+
+/// A change in the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryEvent {
+    /// A new tool is listed (and loading).
+    Listed {
+        /// The tool.
+        name: String,
+    },
+    /// A tool is callable (first load).
+    Loaded {
+        /// The tool.
+        name: String,
+    },
+    /// A new version of a tool replaced the old one.
+    Replaced {
+        /// The tool.
+        name: String,
+    },
+    /// A tool was removed.
+    Removed {
+        /// The tool.
+        name: String,
+    },
+    /// A tool or file could not be loaded; a previous version, if any,
+    /// keeps serving.
+    Failed {
+        /// The tool, when its name is known.
+        name: Option<String>,
+        /// The file at fault.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl RegistryEvent {
+    /// Whether the list of tools (names, descriptions, schemas) changed:
+    /// what MCP's `notifications/tools/list_changed` announces.
+    pub fn changes_list(&self) -> bool {
+        matches!(
+            self,
+            RegistryEvent::Listed { .. }
+                | RegistryEvent::Replaced { .. }
+                | RegistryEvent::Removed { .. }
+        )
+    }
+}
+
+/// A file the registry could not use, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+/// Builds a [`Registry`].
+#[derive(Debug)]
+pub struct RegistryBuilder {
+    runtime: Runtime,
+    dir: Option<PathBuf>,
+    builtins: bool,
+    watch: bool,
+    table: Option<Arc<ToolTable>>,
+    loaders: usize,
+    on_demand: bool,
+}
+
+impl RegistryBuilder {
+    /// Serves the tools in `dir` (`<tool>.toml` beside its module).
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Serves the built-in tools too (default: yes). A tool in the
+    /// directory with a built-in's name replaces it.
+    pub fn builtins(mut self, on: bool) -> Self {
+        self.builtins = on;
+        self
+    }
+
+    /// Watches the directory and reloads on change (default: yes).
+    pub fn watch(mut self, on: bool) -> Self {
+        self.watch = on;
+        self
+    }
+
+    /// Interns tool names in this table (the engine's), so events carry
+    /// the registry's ids.
+    pub fn tool_table(mut self, table: Arc<ToolTable>) -> Self {
+        self.table = Some(table);
+        self
+    }
+
+    /// Compiles (or maps from the cache) each tool's module when it is
+    /// first called rather than at start (default: no). Tools are listed
+    /// as usual, `Loading` until called; a module that does not compile
+    /// is found at its first call instead of at start. For one-shot
+    /// processes such as `toolplane call`, whose cold start then compiles
+    /// the one tool it calls.
+    pub fn on_demand(mut self, on: bool) -> Self {
+        self.on_demand = on;
+        self
+    }
+
+    /// Threads that compile and load modules (default: the cores).
+    pub fn loaders(mut self, n: usize) -> Self {
+        self.loaders = n.max(1);
+        self
+    }
+
+    /// Lists every tool (manifests are read in parallel) and starts
+    /// loading their modules in the background. Returns once the tools are
+    /// listed; [`Registry::wait_loaded`] waits until they are callable.
+    ///
+    /// # Errors
+    ///
+    /// The directory cannot be read or watched. Bad manifests and modules
+    /// are not errors: they are reported by [`Registry::problems`] and as
+    /// events.
+    pub fn build(self) -> Result<Registry, RegistryError> {
+        let (jobs_tx, jobs_rx) = flume::unbounded::<Job>();
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
+            on_demand: self.on_demand,
+            runtime: self.runtime,
+            table: self.table.unwrap_or_default(),
+            dir: self.dir.clone(),
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            version: AtomicU64::new(0),
+            subscribers: Mutex::new(Vec::new()),
+            problems: Mutex::new(BTreeMap::new()),
+            pending: Mutex::new(0),
+            settled: Condvar::new(),
+            jobs: jobs_tx,
+            latest: Mutex::new(HashMap::new()),
+            watcher: Mutex::new(None),
+        });
+        for i in 0..self.loaders {
+            let rx = jobs_rx.clone();
+            let weak = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name(format!("toolplane-loader-{i}"))
+                .spawn(move || loader(&weak, &rx))
+                .map_err(|source| RegistryError::Thread {
+                    what: "loader",
+                    source,
+                })?;
+        }
+        let registry = Registry { inner };
+        if self.builtins {
+            let mut items = Vec::new();
+            for b in builtin::BUILTINS {
+                match Manifest::from_toml_str(b.manifest, Path::new(b.manifest_path)) {
+                    Ok(m) => items.push((m, Origin::Builtin, Source::Static(b.module), None)),
+                    Err(e) => registry.inner.problem(&e.path, e.message.clone(), None),
+                }
+            }
+            registry.inner.stage_many(items);
+        }
+        if let Some(dir) = &self.dir {
+            let manifests = read_dir_manifests(dir)?;
+            let mut items = Vec::new();
+            for r in parallel_parse(&manifests) {
+                match r {
+                    Ok((path, m, digest)) => {
+                        let source = Source::of_file(&m, &path);
+                        items.push((m, Origin::File(path), source, Some(digest)));
+                    }
+                    Err(e) => registry.inner.problem(&e.path, e.message.clone(), None),
+                }
+            }
+            registry.inner.stage_many(items);
+            if self.watch {
+                registry.inner.start_watch(dir)?;
+            }
+        }
+        Ok(registry)
+    }
+}
+
+/// The registry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The tools directory cannot be read.
+    #[error("tools directory {}: {source}", dir.display())]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The tools directory cannot be watched.
+    #[error("cannot watch tools directory {}: {source}", dir.display())]
+    Watch {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: notify::Error,
+    },
+    /// A thread could not be started.
+    #[error("cannot start the registry's {what} thread: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// See the module documentation. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+impl Registry {
+    /// A registry builder on this runtime.
+    pub fn builder(runtime: Runtime) -> RegistryBuilder {
+        RegistryBuilder {
+            runtime,
+            dir: None,
+            builtins: true,
+            watch: true,
+            table: None,
+            loaders: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            on_demand: false,
+        }
+    }
+
+    /// The runtime the tools run on.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    /// The table tool names are interned in: pass it to the engine with
+    /// `EngineBuilder::tools`.
+    pub fn tool_table(&self) -> Arc<ToolTable> {
+        Arc::clone(&self.inner.table)
+    }
+
+    /// The tools directory, if any.
+    pub fn dir(&self) -> Option<&Path> {
+        self.inner.dir.as_deref()
+    }
+
+    /// The tools listed now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.snapshot()
+    }
+
+    /// A number that changes whenever the listing does.
+    pub fn version(&self) -> u64 {
+        // Pairs with the Release increment in `publish`: a caller that sees
+        // a new version and then takes the snapshot gets that listing or a
+        // later one.
+        self.inner.version.load(Ordering::Acquire)
+    }
+
+    /// Files that could not be used, with the reason.
+    pub fn problems(&self) -> Vec<Problem> {
+        let p = self
+            .inner
+            .problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        p.iter()
+            .map(|((path, name), reason)| Problem {
+                path: path.clone(),
+                reason: if name.is_empty() {
+                    reason.clone()
+                } else {
+                    format!("tool {name}: {reason}")
+                },
+            })
+            .collect()
+    }
+
+    /// Receives every later change. A subscriber that falls more than a few
+    /// thousand events behind loses events, never blocks the registry.
+    pub fn subscribe(&self) -> flume::Receiver<RegistryEvent> {
+        let (tx, rx) = flume::bounded(EVENT_QUEUE);
+        self.inner
+            .subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
+        rx
+    }
+
+    /// Waits until no load is in progress; `false` on timeout. (In an
+    /// on-demand registry, a load no one has asked for is not in progress.)
+    pub fn wait_loaded(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut pending = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+        while *pending > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            pending = self
+                .inner
+                .settled
+                .wait_timeout(pending, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Re-reads the tool `name` from the tools directory now (what the
+    /// watcher does on a change).
+    pub fn reload(&self, name: &str) {
+        self.inner
+            .reload_names([name.to_string()].into_iter().collect());
+    }
+
+    /// Calls `name` with `input` outside any engine (scripts, tests, the
+    /// CLI): the same checks, sandbox and outcome mapping as an engine call.
+    pub async fn call(&self, name: &str, input: &[u8]) -> Outcome {
+        let Some(entry) = self.snapshot().by_name(name).cloned() else {
+            return Outcome::Error(format!("unknown tool {name:?}").into());
+        };
+        match entry.ready_for(input).await {
+            Ok(tool) => crate::kind::call_once(&self.inner.runtime, tool, input).await,
+            Err(o) => o,
+        }
+    }
+}
+
+/// A live instance of one tool, for embedders that call the same tool many
+/// times from one task: each call reuses the instance (as reuse mode does on
+/// a worker), and the instance is recycled after `recycle_after` calls,
+/// after a trap, or when the registry has a new version of the tool.
+pub struct LiveTool {
+    registry: Registry,
+    name: String,
+    live: Option<crate::call::LiveInstance>,
+}
+
+impl std::fmt::Debug for LiveTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveTool")
+            .field("name", &self.name)
+            .field("live", &self.live.is_some())
+            .finish()
+    }
+}
+
+impl LiveTool {
+    /// Calls the tool with `input`.
+    pub async fn call(&mut self, input: &[u8]) -> Outcome {
+        let Some(entry) = self.registry.snapshot().by_name(&self.name).cloned() else {
+            self.live = None;
+            return Outcome::Error(format!("unknown tool {:?}", self.name).into());
+        };
+        let tool = match entry.ready_for(input).await {
+            Ok(Tool::Wasi(t)) => t,
+            Err(o) => return o,
+        };
+        if !tool.has_fast_entry() {
+            return Outcome::Error(
+                format!("tool {}: a live instance needs the fast entry", self.name).into(),
+            );
+        }
+        let rt = self.registry.inner.runtime.clone();
+        let idle = self.live.take();
+        let mut kept = None;
+        // Under the host's deadline like every call: an instance whose call
+        // ran out of time is dropped, not kept.
+        let outcome = crate::call::bounded(&rt, &tool, async {
+            let mut live = match idle {
+                Some(l) if Arc::ptr_eq(&l.tool, &tool) => l,
+                _ => match crate::call::LiveInstance::new(&rt, Arc::clone(&tool)).await {
+                    Ok(l) => l,
+                    Err(o) => return o,
+                },
+            };
+            let (outcome, keep) = live.call(&rt, input).await;
+            if keep {
+                kept = Some(live);
+            }
+            outcome
+        })
+        .await;
+        self.live = kept;
+        outcome
+    }
+}
+
+impl Registry {
+    /// A live instance of the tool `name` (see [`LiveTool`]); the instance
+    /// is created on the first call.
+    pub fn live(&self, name: &str) -> LiveTool {
+        LiveTool {
+            registry: self.clone(),
+            name: name.to_string(),
+            live: None,
+        }
+    }
+}
+
+pub(crate) fn failed_tool(name: &str, reason: &LoadError) -> Outcome {
+    Outcome::Error(format!("tool {name} failed to load: {reason}").into())
+}

@@ -1,0 +1,195 @@
+//! What the registry lists: each tool's entry and load state, and the
+//! snapshot of every entry at one moment (what workers and listings read).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use toolplane_core::{Outcome, ToolId};
+
+use super::loading::{Inner, Job};
+use super::{Origin, failed_tool};
+use crate::error::LoadError;
+use crate::kind::{Source, Tool};
+use crate::manifest::Manifest;
+
+/// A tool's load state.
+#[derive(Debug, Clone)]
+pub enum LoadState {
+    /// Being compiled or loaded.
+    Loading,
+    /// Callable.
+    Ready,
+    /// Could not be loaded.
+    Failed(Arc<LoadError>),
+}
+
+/// Two failures are equal when they say the same.
+impl PartialEq for LoadState {
+    fn eq(&self, other: &LoadState) -> bool {
+        match (self, other) {
+            (LoadState::Loading, LoadState::Loading) | (LoadState::Ready, LoadState::Ready) => true,
+            (LoadState::Failed(a), LoadState::Failed(b)) => {
+                Arc::ptr_eq(a, b) || a.to_string() == b.to_string()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// How a tool's load ended: the tool to call, or why there is none
+/// (shared by every caller that waited on it).
+pub type Loaded = Result<Tool, Arc<LoadError>>;
+
+/// One listed tool.
+pub struct ToolEntry {
+    /// The engine's id for the tool.
+    pub id: ToolId,
+    /// Its manifest.
+    pub manifest: Arc<Manifest>,
+    /// Where it came from.
+    pub origin: Origin,
+    /// The SHA-256 of its manifest file (none for a built-in).
+    pub(super) manifest_digest: Option<[u8; 32]>,
+    pub(super) state: OnceLock<Loaded>,
+    pub(super) ready: tokio::sync::Notify,
+    /// The load an on-demand registry has not started yet: the first
+    /// [`ToolEntry::wait`] starts it.
+    pub(super) deferred: Mutex<Option<Deferred>>,
+}
+
+/// A load left for the first caller (see [`RegistryBuilder::on_demand`]).
+/// Weak both ways: an entry dropped from the listing before anyone called
+/// it is never loaded, and keeps nothing alive.
+pub(super) struct Deferred {
+    pub(super) entry: Weak<ToolEntry>,
+    pub(super) registry: Weak<Inner>,
+    pub(super) source: Source,
+    pub(super) seq: u64,
+}
+
+impl std::fmt::Debug for ToolEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolEntry")
+            .field("name", &self.manifest.name)
+            .field("origin", &self.origin)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl ToolEntry {
+    /// The load state (`Loading` too for a tool of an on-demand registry
+    /// that no one has called yet).
+    pub fn state(&self) -> LoadState {
+        match self.state.get() {
+            None => LoadState::Loading,
+            Some(Ok(_)) => LoadState::Ready,
+            Some(Err(e)) => LoadState::Failed(Arc::clone(e)),
+        }
+    }
+
+    /// The loaded tool, when loading is over.
+    pub fn loaded(&self) -> Option<&Loaded> {
+        self.state.get()
+    }
+
+    /// Waits until loading is over (starting it, for an on-demand
+    /// registry's tool not loaded yet).
+    pub async fn wait(&self) -> &Loaded {
+        if let Some(s) = self.state.get() {
+            return s;
+        }
+        self.start_deferred();
+        loop {
+            let notified = self.ready.notified();
+            if let Some(s) = self.state.get() {
+                return s;
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits until loading is over, then checks `input` against the tool's
+    /// schema: the tool to call, or the outcome that ends the call before
+    /// any instance exists.
+    pub(crate) async fn ready_for(&self, input: &[u8]) -> Result<Tool, Outcome> {
+        let tool = match self.wait().await {
+            Ok(t) => t.clone(),
+            Err(reason) => return Err(failed_tool(&self.manifest.name, reason)),
+        };
+        tool.check_input(input)
+            .map_err(|e| Outcome::Error(e.into()))?;
+        Ok(tool)
+    }
+
+    pub(super) fn finish(&self, result: Loaded) {
+        let _ = self.state.set(result);
+        self.ready.notify_waiters();
+    }
+
+    /// Hands a deferred load to the loaders; once.
+    fn start_deferred(&self) {
+        let taken = self
+            .deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(d) = taken else { return };
+        if let (Some(entry), Some(inner)) = (d.entry.upgrade(), d.registry.upgrade()) {
+            inner.send(Job {
+                entry,
+                source: d.source,
+                seq: d.seq,
+                replace: false,
+            });
+        }
+    }
+}
+
+/// The tools listed at one moment, by [`ToolId`].
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    by_id: Vec<Option<Arc<ToolEntry>>>,
+    by_name: BTreeMap<String, ToolId>,
+}
+
+impl Snapshot {
+    /// The tool with this id.
+    pub fn get(&self, id: ToolId) -> Option<&Arc<ToolEntry>> {
+        self.by_id.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// The tool with this name.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<ToolEntry>> {
+        self.by_name.get(name).and_then(|id| self.get(*id))
+    }
+
+    /// Every tool, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<ToolEntry>> {
+        self.by_name.values().filter_map(|id| self.get(*id))
+    }
+
+    /// How many tools are listed.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether no tool is listed.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    pub(super) fn insert(&mut self, entry: Arc<ToolEntry>) {
+        let i = entry.id.0 as usize;
+        if self.by_id.len() <= i {
+            self.by_id.resize(i + 1, None);
+        }
+        self.by_name.insert(entry.manifest.name.clone(), entry.id);
+        self.by_id[i] = Some(entry);
+    }
+
+    pub(super) fn remove(&mut self, name: &str) -> Option<Arc<ToolEntry>> {
+        let id = self.by_name.remove(name)?;
+        self.by_id.get_mut(id.0 as usize).and_then(Option::take)
+    }
+}

@@ -1,0 +1,117 @@
+//! Logs through `tracing`: human-readable lines on stderr by default
+//! (`toolplane: listening on …`, `toolplane: warning: …`), one JSON object
+//! per line with `--log-format json`. `TOOLPLANE_LOG` filters them with
+//! `tracing`'s directive syntax (`warn`, `toolplane_server=debug`);
+//! the default is `info`.
+
+use std::fmt;
+
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The variable that filters logs.
+pub const FILTER_VAR: &str = "TOOLPLANE_LOG";
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// `<program>: [warning: |error: ]message`, for people.
+    #[default]
+    Human,
+    /// One JSON object per line (timestamp, level, target, fields), for
+    /// log collectors.
+    Json,
+}
+
+/// Installs the subscriber. A second call (tests) leaves the first one.
+pub fn init(name: &'static str, format: Format) {
+    let filter = EnvFilter::builder()
+        .with_default_directive(tracing::level_filters::LevelFilter::INFO.into())
+        .with_env_var(FILTER_VAR)
+        .from_env_lossy();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        Format::Human => builder
+            .with_ansi(false)
+            .event_format(Human { name })
+            .try_init(),
+        Format::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// The human format: the program's name, the level when it is not `info`,
+/// the message, then any other fields as `key=value`.
+struct Human {
+    name: &'static str,
+}
+
+impl<S, N> FormatEvent<S, N> for Human
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        write!(w, "{}: ", self.name)?;
+        match *event.metadata().level() {
+            Level::ERROR => w.write_str("error: ")?,
+            Level::WARN => w.write_str("warning: ")?,
+            Level::DEBUG => w.write_str("debug: ")?,
+            Level::TRACE => w.write_str("trace: ")?,
+            Level::INFO => {}
+        }
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    use super::Human;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn human_lines_name_the_program_and_any_level_but_info() {
+        let buf = Buffer::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .event_format(Human { name: "prog" })
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("listening on {}", "x");
+            tracing::warn!(open = 3, "cap reached");
+            tracing::error!("bad");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "prog: listening on x\nprog: warning: cap reached open=3\nprog: error: bad\n"
+        );
+    }
+}
