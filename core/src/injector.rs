@@ -54,7 +54,7 @@ pub struct Lost;
 
 /// Why [`Injector::call`] failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CallError {
+pub enum InjectError {
     /// Admission refused the event.
     #[error(transparent)]
     Rejected(#[from] Rejected),
@@ -159,8 +159,8 @@ impl Injector {
     ///
     /// # Errors
     ///
-    /// [`CallError::Rejected`] with the event when admission refuses it.
-    pub async fn call(&self, event: Event) -> Result<Completion, CallError> {
+    /// [`InjectError::Rejected`] with the event when admission refuses it.
+    pub async fn call(&self, event: Event) -> Result<Completion, InjectError> {
         Ok(self.submit(event)?.recv().await?)
     }
 

@@ -73,7 +73,7 @@ pub use handler::{
     AsyncFnHandler, AsyncFnWorker, Call, CallContext, FnHandler, FnWorker, Handler, PendingCall,
     StartError, WorkerContext, WorkerHandler, async_handler_fn, handler_fn,
 };
-pub use injector::{CallError, Injector, Lost, Ticket};
+pub use injector::{InjectError, Injector, Lost, Ticket};
 pub use metrics::{Latencies, Metrics, OutcomeCounts, RejectCounts, Report, WorkerMetrics};
 pub use outcome::{Completion, Outcome, OutcomeKind, Sink, Timestamps};
 pub use producer::Producer;

@@ -11,7 +11,7 @@
 //! schedule is recorded per send, so a slow generator shows as lag and is
 //! never mistaken for a slow engine.
 //!
-//! Against a server over the network ([`Sut::quantum_ns`]), sends due
+//! Against a server over the network ([`Sink::quantum_ns`]), sends due
 //! within [`REMOTE_QUANTUM_NS`] of each other leave together after one
 //! sleep instead of one sleep and a spin each: at 30k/s those cost the
 //! client about as much CPU as the server spent on the calls, on the same
@@ -46,7 +46,7 @@ pub const REMOTE_QUANTUM_NS: u64 = 100_000;
 
 /// What the generator sends to: the engine in this process (a
 /// [`Producer`]) or a running server ([`remote::Client`]).
-pub trait Sut {
+pub trait Sink {
     /// Pacing granularity: sends due within this many nanoseconds of
     /// each other may leave together (0: each at its time).
     fn quantum_ns(&self) -> u64 {
@@ -63,7 +63,7 @@ pub trait Sut {
     fn drain(&mut self, f: &mut dyn FnMut(Answer)) -> usize;
 }
 
-impl Sut for Producer {
+impl Sink for Producer {
     #[inline]
     fn submit(&mut self, event: Event) -> Result<(), RejectReason> {
         Producer::submit(self, event).map_err(|r| r.reason())
@@ -75,7 +75,7 @@ impl Sut for Producer {
     }
 }
 
-impl Sut for remote::Client {
+impl Sink for remote::Client {
     fn quantum_ns(&self) -> u64 {
         REMOTE_QUANTUM_NS
     }
@@ -147,7 +147,7 @@ pub struct Verdict {
 /// Judges one phase against the profile's SLO: latency thresholds on its
 /// corrected latency, achieved rate, rejections, errors, and (while the
 /// run goes on) events still outstanding.
-pub fn judge(profile: &Profile, seg: &Segment, s: &SegStats) -> Verdict {
+pub fn judge_segment(profile: &Profile, seg: &Segment, s: &SegStats) -> Verdict {
     let slo = &profile.slo;
     let mut reasons = Vec::new();
     for (key, q, limit) in &slo.latency {
@@ -321,7 +321,7 @@ impl State {
         }
     }
 
-    fn drain(&mut self, p: &mut dyn Sut) -> usize {
+    fn drain(&mut self, p: &mut dyn Sink) -> usize {
         p.drain(&mut |a| match a {
             Answer::Done(c) => self.complete(c),
             Answer::Refused { tag, tool, reason } => self.refused(tag, tool, reason),
@@ -352,7 +352,7 @@ fn describe(o: &Outcome) -> String {
 /// Runs the profile's schedule against `p`, whose timestamps are taken
 /// on `clock` and whose tool ids are `table`'s.
 pub fn drive(
-    p: &mut dyn Sut,
+    p: &mut dyn Sink,
     clock: &quanta::Clock,
     table: &ToolTable,
     profile: &Profile,
@@ -420,7 +420,7 @@ pub fn drive(
                     if st.timeline[i].phase.is_none() {
                         continue;
                     }
-                    let v = judge(profile, &st.timeline[i], &st.segments[i]);
+                    let v = judge_segment(profile, &st.timeline[i], &st.segments[i]);
                     let pass = v.pass;
                     verdicts.push((i, v));
                     if !pass {
@@ -491,7 +491,7 @@ pub fn drive(
             if st.timeline[i].phase.is_none() {
                 continue;
             }
-            let v = judge(profile, &st.timeline[i], &st.segments[i]);
+            let v = judge_segment(profile, &st.timeline[i], &st.segments[i]);
             let pass = v.pass;
             verdicts.push((i, v));
             if !pass {

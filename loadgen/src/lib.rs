@@ -29,9 +29,9 @@ pub mod memory;
 pub mod placement;
 pub mod plot;
 pub mod profile;
+pub mod progress;
 pub mod remote;
 pub mod report;
-pub mod reporter;
 pub mod schedule;
 pub mod stats;
 pub mod target;
@@ -42,8 +42,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use profile::{Profile, ProfileError};
+pub use progress::{Point, Progress};
 pub use report::Report;
-pub use reporter::{Point, Progress};
 pub use target::{Target, TargetError};
 
 /// How to run.
@@ -105,21 +105,21 @@ pub struct RunOutput {
 /// fails.
 pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOutput, RunError> {
     profile.check_tools(&target.tools)?;
-    let workload = match &target.sut {
-        target::Sut::Engine(e) => workload::Workload::new(profile, |name| e.tool(name)),
-        target::Sut::Remote(r) => workload::Workload::new(profile, |name| r.tool(name)),
+    let workload = match &target.backend {
+        target::Backend::Engine(e) => workload::Workload::new(profile, |name| e.tool(name)),
+        target::Backend::Remote(r) => workload::Workload::new(profile, |name| r.tool(name)),
     };
-    let remote = match &target.sut {
-        target::Sut::Remote(r) => Some(std::sync::Arc::clone(r)),
-        target::Sut::Engine(_) => None,
+    let remote = match &target.backend {
+        target::Backend::Remote(r) => Some(std::sync::Arc::clone(r)),
+        target::Backend::Engine(_) => None,
     };
     let before = remote.as_ref().and_then(|r| r.scrape());
     let (tx, rx) = flume::unbounded();
     let (free_tx, free_rx) = flume::unbounded();
     let placement = target.placement;
     let spawn_reporter = || {
-        reporter::spawn(
-            reporter::Settings {
+        progress::spawn(
+            progress::Settings {
                 progress: opts.progress,
                 total: profile.total(),
                 warmup: profile.warmup,
@@ -151,14 +151,14 @@ pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOu
         None => None,
     };
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let sut = &target.sut;
+    let backend = &target.backend;
     let (driven, entered) = std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("loadgen-generator".into())
             .spawn_scoped(s, || {
                 let ch = driver::Channels { tx, free: free_rx };
-                match sut {
-                    target::Sut::Engine(engine) => {
+                match backend {
+                    target::Backend::Engine(engine) => {
                         // The embedded target left the generator a core
                         // (crate::placement). An engine handed in: workers
                         // take cores from the first, the generator the last
@@ -187,7 +187,7 @@ pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOu
                         );
                         (driven, entered)
                     }
-                    target::Sut::Remote(r) => {
+                    target::Backend::Remote(r) => {
                         let mut client = r.client(profile.connections);
                         let driven = driver::drive(
                             &mut client,
@@ -210,9 +210,9 @@ pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOu
         _ => None,
     };
     let reported = reporter.join().unwrap_or_default();
-    let workers = match &target.sut {
-        target::Sut::Engine(e) => e.workers(),
-        target::Sut::Remote(_) => 0,
+    let workers = match &target.backend {
+        target::Backend::Engine(e) => e.workers(),
+        target::Backend::Remote(_) => 0,
     };
     let label = match &entered {
         Some(e) => format!("{}; {e}", target.label),

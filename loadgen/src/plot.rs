@@ -7,7 +7,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::memory::Sample;
-use crate::reporter::Point;
+use crate::progress::Point;
 
 /// A line of a chart: its name, colour and value.
 type Series = (&'static str, RGBColor, fn(&Point) -> f64);

@@ -19,18 +19,18 @@ use crate::remote::{Remote, Scrape};
 use crate::workload;
 
 /// What loadgen drives.
-pub enum Sut {
+pub enum Backend {
     /// An engine in this process.
     Engine(Engine),
     /// A running `toolplane serve`, over its REST call path.
     Remote(Arc<Remote>),
 }
 
-impl std::fmt::Debug for Sut {
+impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Sut::Engine(e) => write!(f, "Engine({} workers)", e.workers()),
-            Sut::Remote(r) => r.fmt(f),
+            Backend::Engine(e) => write!(f, "Engine({} workers)", e.workers()),
+            Backend::Remote(r) => r.fmt(f),
         }
     }
 }
@@ -38,7 +38,7 @@ impl std::fmt::Debug for Sut {
 /// An engine or a server to drive, with what keeps its tools alive.
 pub struct Target {
     /// The engine or server.
-    pub sut: Sut,
+    pub backend: Backend,
     /// The tools it serves.
     pub tools: Vec<String>,
     /// For reports: `embedded (2 workers, built-in tools)`.
@@ -50,7 +50,17 @@ pub struct Target {
     pub runtime: Option<Runtime>,
     /// The generator's core of its own, for the embedded engine.
     pub(crate) placement: Option<Placement>,
-    _keep: Vec<Box<dyn Send>>,
+    /// What an embedded target holds until its engine has shut down.
+    held: Option<Held>,
+}
+
+/// Held by an embedded target until its engine has shut down: the
+/// registry (its loader threads), the data directory, and the temporary
+/// copy of the built-ins when the profile names no tools directory.
+struct Held {
+    _registry: Registry,
+    _data: tempfile::TempDir,
+    _tools: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for Target {
@@ -66,13 +76,13 @@ impl Target {
     /// An engine built by the caller serving `tools`.
     pub fn engine(engine: Engine, tools: Vec<String>, label: impl Into<String>) -> Target {
         Target {
-            sut: Sut::Engine(engine),
+            backend: Backend::Engine(engine),
             tools,
             label: label.into(),
             data_dir: None,
             runtime: None,
             placement: None,
-            _keep: Vec::new(),
+            held: None,
         }
     }
 
@@ -119,7 +129,7 @@ impl Target {
         std::fs::create_dir_all(data.path().join("loadgen"))
             .map_err(io("creating", &data.path().join("loadgen")))?;
 
-        let mut keep: Vec<Box<dyn Send>> = Vec::new();
+        let mut temp_tools = None;
         let (dir, builtins) = match &profile.pool.tools_dir {
             Some(_) if !profile.pool.modes.is_empty() => {
                 return Err(TargetError::Profile {
@@ -151,7 +161,7 @@ impl Target {
                     std::fs::write(&path, table.to_string()).map_err(io("writing", &path))?;
                 }
                 let dir = tools.path().to_owned();
-                keep.push(Box::new(tools));
+                temp_tools = Some(tools);
                 (dir, false)
             }
         };
@@ -213,16 +223,18 @@ impl Target {
             parent.display(),
         );
         let data_dir = Some(data.path().to_owned());
-        keep.push(Box::new(registry));
-        keep.push(Box::new(data));
         Ok(Target {
-            sut: Sut::Engine(engine),
+            backend: Backend::Engine(engine),
             tools,
             label,
             data_dir,
             runtime: Some(runtime),
             placement: None,
-            _keep: keep,
+            held: Some(Held {
+                _registry: registry,
+                _data: data,
+                _tools: temp_tools,
+            }),
         })
     }
 
@@ -243,11 +255,11 @@ impl Target {
         Ok(Target {
             tools: remote.tools.clone(),
             label: format!("toolplane serve at http://{} (REST)", remote.authority()),
-            sut: Sut::Remote(Arc::new(remote)),
+            backend: Backend::Remote(Arc::new(remote)),
             data_dir: None,
             runtime: None,
             placement: None,
-            _keep: Vec::new(),
+            held: None,
         })
     }
 
@@ -255,10 +267,10 @@ impl Target {
     /// process; for a server, what its engine accepted and answered since
     /// `before` (its `/metrics`), the server left running.
     pub fn shutdown(self, grace: Duration, before: Option<Scrape>) -> toolplane_core::Report {
-        let Target { sut, _keep, .. } = self;
-        let r = match sut {
-            Sut::Engine(engine) => engine.shutdown(grace),
-            Sut::Remote(remote) => {
+        let Target { backend, held, .. } = self;
+        let r = match backend {
+            Backend::Engine(engine) => engine.shutdown(grace),
+            Backend::Remote(remote) => {
                 let after = remote.scrape().unwrap_or_default();
                 let before = before.unwrap_or_default();
                 let mut outcomes = toolplane_core::OutcomeCounts::default();
@@ -276,7 +288,7 @@ impl Target {
                 }
             }
         };
-        drop(_keep);
+        drop(held);
         r
     }
 }

@@ -96,7 +96,7 @@ pub struct CacheStats {
     pub write_errors: u64,
 }
 
-type Slot = Arc<OnceLock<Result<Module, CompileError>>>;
+type MemoEntry = Arc<OnceLock<Result<Module, CompileError>>>;
 
 /// See the module documentation.
 pub struct ModuleCache {
@@ -118,7 +118,7 @@ pub struct ModuleCache {
 
 #[derive(Default)]
 struct Memo {
-    slots: HashMap<WasmDigest, Slot>,
+    slots: HashMap<WasmDigest, MemoEntry>,
     order: VecDeque<WasmDigest>,
 }
 
@@ -249,7 +249,7 @@ impl ModuleCache {
                 {
                     memo.slots.remove(&old);
                 }
-                let s: Slot = Arc::new(OnceLock::new());
+                let s: MemoEntry = Arc::new(OnceLock::new());
                 memo.slots.insert(digest, Arc::clone(&s));
                 memo.order.push_back(digest);
                 s

@@ -138,9 +138,9 @@ fn arm<'r>(
 }
 
 /// A pool slot, held for as long as an instance lives.
-pub(crate) type Slot = tokio::sync::OwnedSemaphorePermit;
+pub(crate) type SlotPermit = tokio::sync::OwnedSemaphorePermit;
 
-pub(crate) async fn slot(rt: &Runtime) -> Slot {
+pub(crate) async fn slot(rt: &Runtime) -> SlotPermit {
     match Arc::clone(&rt.inner.slots).try_acquire_owned() {
         Ok(p) => p,
         Err(_) => Arc::clone(&rt.inner.slots)
@@ -214,7 +214,7 @@ pub(crate) async fn fresh(rt: Runtime, tool: Arc<LoadedTool>, input: Payload) ->
     };
     match tool.entry {
         Entry::Command => command(&tool, &instance, &mut store, &stdio).await,
-        Entry::Fast(_) => match Live::bind(&tool, &instance, &mut store) {
+        Entry::Fast(_) => match FastCalls::bind(&tool, &instance, &mut store) {
             Ok(f) => f.call(&tool, &mut store, &stdio, &input).await.0,
             Err(o) => o,
         },
@@ -256,18 +256,18 @@ async fn command(
 }
 
 /// A live instance's fast entry.
-pub(crate) struct Live {
+pub(crate) struct FastCalls {
     alloc: TypedFunc<u32, u32>,
     call: TypedFunc<(u32, u32), u64>,
     memory: Memory,
 }
 
-impl Live {
+impl FastCalls {
     fn bind(
         tool: &LoadedTool,
         instance: &Instance,
         store: &mut Store<Host>,
-    ) -> Result<Live, Outcome> {
+    ) -> Result<FastCalls, Outcome> {
         let Entry::Fast(exports) = &tool.entry else {
             return Err(Outcome::error("the fast entry was asked of a command tool"));
         };
@@ -296,7 +296,7 @@ impl Live {
             .get_module_export(&mut *store, &exports.memory)
             .and_then(|e| e.into_memory())
             .ok_or_else(|| missing("memory"))?;
-        Ok(Live {
+        Ok(FastCalls {
             alloc,
             call,
             memory,
@@ -378,9 +378,9 @@ pub(crate) struct LiveInstance {
     pub(crate) tool: Arc<LoadedTool>,
     store: Store<Host>,
     stdio: Stdio,
-    live: Live,
+    live: FastCalls,
     pub(crate) calls: u64,
-    _slot: Slot,
+    _slot: SlotPermit,
 }
 
 impl LiveInstance {
@@ -393,7 +393,7 @@ impl LiveInstance {
             Ok(i) => i,
             Err(e) => return Err(failure(&tool, &store, &stdio, &e, "instantiate")),
         };
-        let live = Live::bind(&tool, &instance, &mut store)?;
+        let live = FastCalls::bind(&tool, &instance, &mut store)?;
         Ok(LiveInstance {
             tool,
             store,

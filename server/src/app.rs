@@ -18,7 +18,7 @@ pub const READY_EVERY: Duration = Duration::from_millis(100);
 
 /// One call.
 #[derive(Debug, Clone, Copy)]
-pub struct Call<'a> {
+pub struct ToolCall<'a> {
     /// The tool.
     pub tool: &'a str,
     /// Its JSON input.
@@ -29,10 +29,10 @@ pub struct Call<'a> {
     pub priority: Priority,
 }
 
-impl<'a> Call<'a> {
+impl<'a> ToolCall<'a> {
     /// A normal-priority, unkeyed call.
-    pub fn new(tool: &'a str, input: &'a [u8]) -> Call<'a> {
-        Call {
+    pub fn new(tool: &'a str, input: &'a [u8]) -> ToolCall<'a> {
+        ToolCall {
             tool,
             input,
             key: None,
@@ -256,7 +256,7 @@ impl App {
     ///
     /// See [`CallError`]: every way a call can fail, each with a message
     /// naming the tool, the field or the limit.
-    pub async fn call(&self, call: Call<'_>) -> Result<Payload, CallError> {
+    pub async fn call(&self, call: ToolCall<'_>) -> Result<Payload, CallError> {
         let snapshot = self.registry.snapshot();
         let Some(entry) = snapshot.by_name(call.tool).cloned() else {
             self.counters.unknown.fetch_add(1, Ordering::Relaxed);
@@ -277,7 +277,11 @@ impl App {
         result
     }
 
-    async fn call_entry(&self, entry: &ToolEntry, call: Call<'_>) -> Result<Payload, CallError> {
+    async fn call_entry(
+        &self,
+        entry: &ToolEntry,
+        call: ToolCall<'_>,
+    ) -> Result<Payload, CallError> {
         if self.is_draining() {
             return Err(CallError::ShuttingDown);
         }
@@ -304,10 +308,10 @@ impl App {
         }
         let completion = match self.injector.call(event).await {
             Ok(c) => c,
-            Err(toolplane_core::CallError::Rejected(r)) => {
+            Err(toolplane_core::InjectError::Rejected(r)) => {
                 return Err(CallError::rejected(r.reason()));
             }
-            Err(toolplane_core::CallError::Lost(l)) => return Err(l.into()),
+            Err(toolplane_core::InjectError::Lost(l)) => return Err(l.into()),
         };
         let out = CallError::from_outcome(&entry.manifest.name, completion.outcome)?;
         tool.check_output(&out).map_err(CallError::Tool)?;

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use toolplane_core::Priority;
 
 pub use self::edge::{HttpError, Policy};
-use crate::app::{App, Call, Readiness};
+use crate::app::{App, Readiness, ToolCall};
 use crate::mcp::Mcp;
 
 pub mod edge;
@@ -179,7 +179,7 @@ async fn call(
             ));
         }
     };
-    let call = Call {
+    let call = ToolCall {
         tool: &name,
         input: &body,
         key,

@@ -21,7 +21,7 @@ pub mod mcp;
 pub mod prom;
 pub mod serve;
 
-pub use app::{App, Call, Readiness};
+pub use app::{App, Readiness, ToolCall};
 pub use config::{ConfigError, ServerSettings, Settings};
 pub use error::{CallError, CallResult};
 pub use listen::Connections;

@@ -15,7 +15,7 @@ use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use tokio::sync::watch;
 
-use crate::app::{App, Call, CallError};
+use crate::app::{App, CallError, ToolCall};
 
 pub mod front;
 pub mod jsonrpc;
@@ -133,7 +133,7 @@ impl ServerHandler for Mcp {
         // running: it stops at its next epoch tick). The client ignores
         // whatever is answered to a request it cancelled.
         let result = tokio::select! {
-            r = self.app.call(Call::new(&request.name, &input)) => r,
+            r = self.app.call(ToolCall::new(&request.name, &input)) => r,
             () = context.ct.cancelled() => {
                 return Err(ErrorData::internal_error("the request was cancelled", None));
             }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use toolplane_core::{CallError, Event, Outcome, Rejected, async_handler_fn, handler_fn};
+use toolplane_core::{Event, InjectError, Outcome, Rejected, async_handler_fn, handler_fn};
 
 use crate::support::{builder, eventually, sleeper};
 
@@ -37,7 +37,7 @@ fn async_callers_under_a_multi_thread_runtime_get_their_answers() {
                     .await?;
                 assert_eq!(c.tag, i);
                 assert_eq!(c.outcome, Outcome::Ok(body.as_slice().into()));
-                Ok::<_, CallError>(())
+                Ok::<_, InjectError>(())
             })
         });
         for call in calls.collect::<Vec<_>>() {

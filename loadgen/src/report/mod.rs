@@ -1,18 +1,23 @@
 //! The final report: what was asked and what was achieved, latency
 //! corrected and uncorrected, per tool and per phase, schedule lag,
 //! memory, the engine's own accounting, and the SLO verdict per check.
+//! The types and their assembly are here; the text people read in
+//! `text.rs`, the SLO verdict and the warnings in `verdict.rs`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::driver::{Driven, Verdict};
 use crate::memory;
 use crate::profile::{Expect, Profile};
-use crate::reporter::Reported;
+use crate::progress::Reported;
 use crate::stats::{Percentiles, Tally};
-use crate::units::{Bytes, Nanos, fmt_rate};
+
+mod text;
+mod verdict;
+
+use self::verdict::{slo, warnings};
 
 /// Corrected and uncorrected latency.
 #[derive(Debug, Clone, Serialize)]
@@ -250,7 +255,7 @@ pub struct Parts<'a> {
     pub engine: &'a toolplane_core::Report,
 }
 
-fn pct(part: u64, whole: u64) -> f64 {
+pub(super) fn pct(part: u64, whole: u64) -> f64 {
     100.0 * part as f64 / whole.max(1) as f64
 }
 
@@ -381,245 +386,9 @@ impl Report {
             },
         };
         report.warnings = warnings(profile, &report, reported);
-        report.slo = judge(profile, &report, d, t);
+        report.slo = slo(profile, &report, d, t);
         report
     }
-
-    /// The report for people.
-    pub fn text(&self) -> String {
-        let mut o = String::new();
-        let us = |v: f64| Nanos(v * 1e3);
-        let _ = writeln!(
-            o,
-            "loadgen: profile {} (seed {}) against {}",
-            self.profile, self.seed, self.target
-        );
-        let _ = writeln!(
-            o,
-            "  rate      target {}  achieved {}  over {:.1} s after {:.1} s warm-up",
-            fmt_rate(self.target_rate),
-            fmt_rate(self.achieved_rate),
-            self.duration_s,
-            self.warmup_s
-        );
-        if let Some(r) = self.max_sustainable_rate {
-            let _ = writeln!(
-                o,
-                "  maximum sustainable rate: {}",
-                if r > 0.0 {
-                    fmt_rate(r)
-                } else {
-                    "none (the first step broke the SLO)".into()
-                }
-            );
-        }
-        let _ = writeln!(
-            o,
-            "  events    scheduled {}  accepted {}  completed {}  unfinished {}",
-            self.scheduled, self.accepted, self.completed, self.unfinished
-        );
-        let _ = writeln!(o, "  outcomes  {}", join(&self.outcomes));
-        let _ = writeln!(o, "  rejected  {}", join(&self.rejected));
-        let _ = writeln!(
-            o,
-            "  latency          p50       p90       p95       p99     p99.9    p99.99       max"
-        );
-        for (name, p) in [
-            ("corrected", &self.latency_us.corrected),
-            ("uncorrected", &self.latency_us.uncorrected),
-            ("schedule lag", &self.schedule_lag_us),
-        ] {
-            let _ = writeln!(
-                o,
-                "  {name:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-                us(p.p50).to_string(),
-                us(p.p90).to_string(),
-                us(p.p95).to_string(),
-                us(p.p99).to_string(),
-                us(p.p999).to_string(),
-                us(p.p9999).to_string(),
-                us(p.max).to_string()
-            );
-        }
-        let _ = writeln!(o, "  per tool (corrected)");
-        for (name, t) in &self.tools {
-            let p = &t.latency_us;
-            let failed: u64 = t
-                .outcomes
-                .iter()
-                .filter(|(k, _)| **k != "ok")
-                .map(|(_, v)| v)
-                .sum();
-            let _ = writeln!(
-                o,
-                "    {name:<14} n {:>9}  p50 {:>9}  p99 {:>9}  p99.9 {:>9}  max {:>9}  errors {failed}  rejected {}",
-                p.count,
-                us(p.p50).to_string(),
-                us(p.p99).to_string(),
-                us(p.p999).to_string(),
-                us(p.max).to_string(),
-                t.rejected
-            );
-            if let Some(e) = &t.first_error {
-                let _ = writeln!(o, "      first error: {e}");
-            }
-        }
-        if self.phases.len() > 1 {
-            let _ = writeln!(o, "  phases");
-            for p in &self.phases {
-                let verdict = p.verdict.as_ref().map_or(String::new(), |v| {
-                    if v.pass {
-                        "  holds".into()
-                    } else {
-                        format!("  breaks: {}", v.reasons.join("; "))
-                    }
-                });
-                let _ = writeln!(
-                    o,
-                    "    {:>6.1}-{:<6.1}s {:<9} {:<24} achieved {:>9}  p50 {:>9}  p99 {:>9}  rejected {}  errors {}{verdict}",
-                    p.start_s,
-                    p.end_s,
-                    p.expect,
-                    p.label,
-                    fmt_rate(p.achieved_rate),
-                    us(p.latency_us.p50).to_string(),
-                    us(p.latency_us.p99).to_string(),
-                    p.rejected.values().sum::<u64>(),
-                    p.errors,
-                );
-            }
-        }
-        let m = &self.memory;
-        let _ = writeln!(
-            o,
-            "  memory    start {}  after warm-up {}  peak {}  end {}  growth {:+.2}% (trend {:+.2}%, {} samples)",
-            Bytes(m.start_bytes),
-            Bytes(m.warmup_bytes),
-            Bytes(m.peak_bytes),
-            Bytes(m.end_bytes),
-            m.growth_pct,
-            m.trend_pct,
-            m.samples
-        );
-        if let Some(h) = &m.heap {
-            let _ = writeln!(
-                o,
-                "  heap      live after warm-up {}  peak {}  end {}  growth {:+.2}% (trend {:+.2}%)",
-                Bytes(h.warmup_bytes),
-                Bytes(h.peak_bytes),
-                Bytes(h.end_bytes),
-                h.growth_pct,
-                h.trend_pct,
-            );
-        }
-        if let Some(p) = &m.pool_slots {
-            let _ = writeln!(
-                o,
-                "  slots     WASI pool slots kept: start {}  after warm-up {}  peak {}  end {}",
-                p.start, p.warmup, p.peak, p.end,
-            );
-        }
-        let e = &self.engine;
-        let whose = if e.workers == 0 {
-            "  server    its engine over the run (/metrics)".to_string()
-        } else {
-            format!("  engine    {} workers", e.workers)
-        };
-        let _ = writeln!(
-            o,
-            "{whose}, accepted {}, books {}",
-            e.accepted,
-            if e.books_balanced {
-                "balanced"
-            } else {
-                "NOT BALANCED"
-            }
-        );
-        for w in &self.warnings {
-            let _ = writeln!(o, "  WARNING: {w}");
-        }
-        let _ = writeln!(o, "  SLO {}", if self.slo.pass { "PASS" } else { "FAIL" });
-        for c in &self.slo.checks {
-            let _ = writeln!(
-                o,
-                "    [{}] {:<28} {:>14}  limit {}",
-                if c.pass { "ok" } else { "FAIL" },
-                c.name,
-                c.actual,
-                c.limit
-            );
-        }
-        let _ = writeln!(o, "{}", self.headline());
-        o
-    }
-
-    /// Whether the generator's lag is a significant part of the latency:
-    /// its p99 over 100 µs and over a fifth of the corrected p99. One
-    /// rule for the warning and the one-line verdict.
-    pub fn generator_behind(&self) -> bool {
-        let lag = self.schedule_lag_us.p99;
-        lag > 100.0 && lag > 0.2 * self.latency_us.corrected.p99
-    }
-
-    /// The verdict in one line, for someone seeing a run for the first
-    /// time: what held (or broke), and whose latency it was.
-    pub fn headline(&self) -> String {
-        let lag = &self.schedule_lag_us;
-        let p99 = self.latency_us.corrected.p99;
-        let whose = if self.generator_behind() {
-            format!(
-                "the generator fell behind (lag p99 {}), so part of that latency is its own",
-                Nanos(lag.p99 * 1e3)
-            )
-        } else {
-            format!(
-                "the generator kept to its schedule (lag p99 {}), so that latency is the engine's",
-                Nanos(lag.p99 * 1e3)
-            )
-        };
-        // The engine's count: its books cover the warm-up too.
-        let answered = if self.engine.books_balanced && self.unfinished == 0 {
-            format!(
-                "all {} accepted events answered, each exactly once",
-                self.engine.accepted
-            )
-        } else {
-            format!(
-                "{} of {} accepted events answered{}",
-                self.completed,
-                self.accepted,
-                if self.engine.books_balanced {
-                    ""
-                } else {
-                    " and the engine's books do NOT balance"
-                }
-            )
-        };
-        let failed: Vec<String> = self
-            .slo
-            .checks
-            .iter()
-            .filter(|c| !c.pass)
-            .map(|c| format!("{} {} (limit {})", c.name, c.actual, c.limit))
-            .collect();
-        let verdict = if self.slo.pass {
-            format!("PASS, every SLO check held: {answered}")
-        } else {
-            format!("FAIL: {}; {answered}", failed.join(", "))
-        };
-        format!(
-            "{verdict}; corrected p99 {} at {}; {whose}.",
-            Nanos(p99 * 1e3),
-            fmt_rate(self.achieved_rate)
-        )
-    }
-}
-
-fn join(m: &BTreeMap<&'static str, u64>) -> String {
-    m.iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect::<Vec<_>>()
-        .join("  ")
 }
 
 fn memory_report(profile: &Profile, r: &Reported, end_s: f64) -> MemoryReport {
@@ -715,152 +484,5 @@ fn trend_pct(samples: &[(f64, u64)]) -> f64 {
         0.0
     } else {
         100.0 * slope * (t1 - t0) / start
-    }
-}
-
-fn warnings(profile: &Profile, r: &Report, reported: &Reported) -> Vec<String> {
-    let mut w = Vec::new();
-    let lag = &r.schedule_lag_us;
-    let p99 = r.latency_us.corrected.p99;
-    if r.generator_behind() {
-        if let Some(c) = profile.concurrency {
-            w.push(format!(
-                "sends fell behind the schedule (lag p99 {}, max {}) waiting for the concurrency limit of {c} events in flight; corrected latency charges that wait to the engine, as a connection-bound client would see it",
-                Nanos(lag.p99 * 1e3),
-                Nanos(lag.max * 1e3)
-            ));
-        } else {
-            w.push(format!(
-                "THE GENERATOR FELL BEHIND ITS SCHEDULE: lag p99 {} (max {}) against corrected p99 {}; part of the latency is the generator's, not the engine's. Lower the rate or give the generator a core",
-                Nanos(lag.p99 * 1e3),
-                Nanos(lag.max * 1e3),
-                Nanos(p99 * 1e3)
-            ));
-        }
-    }
-    if r.memory.samples < 3 {
-        w.push(format!(
-            "only {} memory samples: the run is too short for the growth figure to mean much",
-            r.memory.samples
-        ));
-    }
-    if let Some(e) = &reported.hlog_error {
-        w.push(e.clone());
-    }
-    if r.unfinished > 0 {
-        w.push(format!(
-            "{} accepted events did not complete within the drain timeout of {}",
-            r.unfinished,
-            humantime::format_duration(profile.drain_timeout)
-        ));
-    }
-    w
-}
-
-fn judge(profile: &Profile, r: &Report, d: &Driven, t: &Tally) -> Slo {
-    let slo = &profile.slo;
-    let mut checks = Vec::new();
-    let mut check = |name: String, limit: String, actual: String, pass: bool| {
-        checks.push(Check {
-            name,
-            limit,
-            actual,
-            pass,
-        })
-    };
-    let us = |v: f64| Nanos(v * 1e3).to_string();
-    if profile.find_max {
-        let best = r.max_sustainable_rate.unwrap_or(0.0);
-        match slo.min_sustainable_rate {
-            Some(min) => check(
-                "max sustainable rate".into(),
-                format!(">= {}", fmt_rate(min)),
-                fmt_rate(best),
-                best >= min,
-            ),
-            None => check(
-                "max sustainable rate".into(),
-                "a step holds".into(),
-                fmt_rate(best),
-                best > 0.0,
-            ),
-        }
-    } else {
-        for (key, _, limit) in &slo.latency {
-            let v = r.latency_us.corrected.get(key).unwrap_or(f64::INFINITY);
-            check(
-                format!("corrected {key}"),
-                format!("<= {}", humantime::format_duration(*limit)),
-                us(v),
-                v * 1e3 <= limit.as_nanos() as f64,
-            );
-        }
-        if let Some(max) = slo.max_error_pct {
-            let bad = t.failed() + d.unfinished;
-            let p = pct(bad, t.completed() + d.unfinished);
-            check(
-                "errors".into(),
-                format!("<= {max}%"),
-                format!("{bad} ({p:.3}%)"),
-                p <= max,
-            );
-        }
-        if let Some(max) = slo.max_shed_pct {
-            let p = pct(t.rejected_total(), t.scheduled);
-            check(
-                "rejected".into(),
-                format!("<= {max}%"),
-                format!("{} ({p:.3}%)", t.rejected_total()),
-                p <= max,
-            );
-        }
-        if let Some(min) = slo.min_rate_pct {
-            for p in r.phases.iter().filter(|p| p.expect == "sustain") {
-                let got = pct_f(p.achieved_rate, p.target_rate);
-                check(
-                    format!("rate of {}", p.label),
-                    format!(">= {min}% of target"),
-                    format!("{} ({got:.2}%)", fmt_rate(p.achieved_rate)),
-                    got >= min,
-                );
-            }
-        }
-    }
-    if let Some(max) = slo.max_memory_growth_pct {
-        let (g, e) = (r.memory.trend_pct, r.memory.growth_pct);
-        check(
-            "memory growth after warm-up (trend)".into(),
-            format!("<= {max}%"),
-            format!("{g:+.2}% (end point {e:+.2}%)"),
-            g <= max,
-        );
-    }
-    check(
-        "every accepted event answered".into(),
-        "0 unfinished".into(),
-        d.unfinished.to_string(),
-        d.unfinished == 0,
-    );
-    check(
-        "engine books balanced".into(),
-        "accepted == outcomes".into(),
-        format!(
-            "{} == {}",
-            r.engine.accepted,
-            r.engine.outcomes.values().sum::<u64>()
-        ),
-        r.engine.books_balanced,
-    );
-    Slo {
-        pass: checks.iter().all(|c| c.pass),
-        checks,
-    }
-}
-
-fn pct_f(part: f64, whole: f64) -> f64 {
-    if whole <= 0.0 {
-        100.0
-    } else {
-        100.0 * part / whole
     }
 }

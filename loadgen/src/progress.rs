@@ -1,4 +1,4 @@
-//! The reporter thread: takes the generator's intervals, shows progress
+//! The progress (reporter) thread: takes the generator's intervals, shows progress
 //! (a bar on a terminal, one line per interval otherwise), writes the
 //! HdrHistogram interval log, keeps the series for the plot, and samples
 //! resident memory every second.

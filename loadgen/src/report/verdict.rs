@@ -1,0 +1,167 @@
+//! Judging a run: the SLO checks the profile asks for, the rule for "the
+//! generator fell behind", and the warnings about what makes a run's
+//! figures less than they seem.
+
+use super::{Check, Report, Slo, pct};
+use crate::driver::Driven;
+use crate::profile::Profile;
+use crate::progress::Reported;
+use crate::stats::Tally;
+use crate::units::{Nanos, fmt_rate};
+
+impl Report {
+    /// Whether the generator's lag is a significant part of the latency:
+    /// its p99 over 100 µs and over a fifth of the corrected p99. One
+    /// rule for the warning and the one-line verdict.
+    pub fn generator_behind(&self) -> bool {
+        let lag = self.schedule_lag_us.p99;
+        lag > 100.0 && lag > 0.2 * self.latency_us.corrected.p99
+    }
+}
+
+pub(super) fn warnings(profile: &Profile, r: &Report, reported: &Reported) -> Vec<String> {
+    let mut w = Vec::new();
+    let lag = &r.schedule_lag_us;
+    let p99 = r.latency_us.corrected.p99;
+    if r.generator_behind() {
+        if let Some(c) = profile.concurrency {
+            w.push(format!(
+                "sends fell behind the schedule (lag p99 {}, max {}) waiting for the concurrency limit of {c} events in flight; corrected latency charges that wait to the engine, as a connection-bound client would see it",
+                Nanos(lag.p99 * 1e3),
+                Nanos(lag.max * 1e3)
+            ));
+        } else {
+            w.push(format!(
+                "THE GENERATOR FELL BEHIND ITS SCHEDULE: lag p99 {} (max {}) against corrected p99 {}; part of the latency is the generator's, not the engine's. Lower the rate or give the generator a core",
+                Nanos(lag.p99 * 1e3),
+                Nanos(lag.max * 1e3),
+                Nanos(p99 * 1e3)
+            ));
+        }
+    }
+    if r.memory.samples < 3 {
+        w.push(format!(
+            "only {} memory samples: the run is too short for the growth figure to mean much",
+            r.memory.samples
+        ));
+    }
+    if let Some(e) = &reported.hlog_error {
+        w.push(e.clone());
+    }
+    if r.unfinished > 0 {
+        w.push(format!(
+            "{} accepted events did not complete within the drain timeout of {}",
+            r.unfinished,
+            humantime::format_duration(profile.drain_timeout)
+        ));
+    }
+    w
+}
+
+pub(super) fn slo(profile: &Profile, r: &Report, d: &Driven, t: &Tally) -> Slo {
+    let slo = &profile.slo;
+    let mut checks = Vec::new();
+    let mut check = |name: String, limit: String, actual: String, pass: bool| {
+        checks.push(Check {
+            name,
+            limit,
+            actual,
+            pass,
+        })
+    };
+    let us = |v: f64| Nanos(v * 1e3).to_string();
+    if profile.find_max {
+        let best = r.max_sustainable_rate.unwrap_or(0.0);
+        match slo.min_sustainable_rate {
+            Some(min) => check(
+                "max sustainable rate".into(),
+                format!(">= {}", fmt_rate(min)),
+                fmt_rate(best),
+                best >= min,
+            ),
+            None => check(
+                "max sustainable rate".into(),
+                "a step holds".into(),
+                fmt_rate(best),
+                best > 0.0,
+            ),
+        }
+    } else {
+        for (key, _, limit) in &slo.latency {
+            let v = r.latency_us.corrected.get(key).unwrap_or(f64::INFINITY);
+            check(
+                format!("corrected {key}"),
+                format!("<= {}", humantime::format_duration(*limit)),
+                us(v),
+                v * 1e3 <= limit.as_nanos() as f64,
+            );
+        }
+        if let Some(max) = slo.max_error_pct {
+            let bad = t.failed() + d.unfinished;
+            let p = pct(bad, t.completed() + d.unfinished);
+            check(
+                "errors".into(),
+                format!("<= {max}%"),
+                format!("{bad} ({p:.3}%)"),
+                p <= max,
+            );
+        }
+        if let Some(max) = slo.max_shed_pct {
+            let p = pct(t.rejected_total(), t.scheduled);
+            check(
+                "rejected".into(),
+                format!("<= {max}%"),
+                format!("{} ({p:.3}%)", t.rejected_total()),
+                p <= max,
+            );
+        }
+        if let Some(min) = slo.min_rate_pct {
+            for p in r.phases.iter().filter(|p| p.expect == "sustain") {
+                let got = pct_f(p.achieved_rate, p.target_rate);
+                check(
+                    format!("rate of {}", p.label),
+                    format!(">= {min}% of target"),
+                    format!("{} ({got:.2}%)", fmt_rate(p.achieved_rate)),
+                    got >= min,
+                );
+            }
+        }
+    }
+    if let Some(max) = slo.max_memory_growth_pct {
+        let (g, e) = (r.memory.trend_pct, r.memory.growth_pct);
+        check(
+            "memory growth after warm-up (trend)".into(),
+            format!("<= {max}%"),
+            format!("{g:+.2}% (end point {e:+.2}%)"),
+            g <= max,
+        );
+    }
+    check(
+        "every accepted event answered".into(),
+        "0 unfinished".into(),
+        d.unfinished.to_string(),
+        d.unfinished == 0,
+    );
+    check(
+        "engine books balanced".into(),
+        "accepted == outcomes".into(),
+        format!(
+            "{} == {}",
+            r.engine.accepted,
+            r.engine.outcomes.values().sum::<u64>()
+        ),
+        r.engine.books_balanced,
+    );
+    Slo {
+        pass: checks.iter().all(|c| c.pass),
+        checks,
+    }
+}
+
+fn pct_f(part: f64, whole: f64) -> f64 {
+    if whole <= 0.0 {
+        100.0
+    } else {
+        100.0 * part / whole
+    }
+}
