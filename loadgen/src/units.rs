@@ -44,6 +44,122 @@ pub fn parse_size(text: &str) -> Option<u64> {
     toolplane_pool::manifest::parse_size(text)
 }
 
+/// A unit-bearing value as a profile writes it: it deserializes itself
+/// from its text (or, for sizes, an integer), keeping the text for
+/// messages; `value` is `None` when the text is not in the unit's forms.
+/// Range checks belong to the section that knows the key and the range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written<U: Unit> {
+    /// As written (quoted when it was a string).
+    pub text: String,
+    /// What it means, when it parses.
+    pub value: Option<U::Value>,
+}
+
+/// A unit a profile writes values in.
+pub trait Unit {
+    /// What a value means.
+    type Value: Clone + PartialEq + fmt::Debug;
+    /// What the unit's values look like, for messages.
+    const FORMS: &'static str;
+    /// Parses a string value.
+    fn parse(text: &str) -> Option<Self::Value>;
+    /// Takes an integer value, where the unit has one.
+    fn integer(_n: i64) -> Option<Self::Value> {
+        None
+    }
+}
+
+/// Events per second (`"10k/s"`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate;
+/// A duration (`"30s"`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Time;
+/// A size in bytes (`"1 KiB"`, or an integer).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Size;
+
+impl Unit for Rate {
+    type Value = f64;
+    const FORMS: &'static str = RATE_FORMS;
+    fn parse(text: &str) -> Option<f64> {
+        parse_rate(text)
+    }
+}
+
+impl Unit for Time {
+    type Value = Duration;
+    const FORMS: &'static str = DURATION_FORMS;
+    fn parse(text: &str) -> Option<Duration> {
+        parse_duration(text)
+    }
+}
+
+impl Unit for Size {
+    type Value = u64;
+    const FORMS: &'static str = SIZE_FORMS;
+    fn parse(text: &str) -> Option<u64> {
+        parse_size(text)
+    }
+    fn integer(n: i64) -> Option<u64> {
+        u64::try_from(n).ok()
+    }
+}
+
+impl<'de, U: Unit> serde::Deserialize<'de> for Written<U> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<U>(std::marker::PhantomData<U>);
+        impl<U: Unit> serde::de::Visitor<'_> for V<U> {
+            type Value = Written<U>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(U::FORMS)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Written<U>, E> {
+                Ok(Written {
+                    text: format!("{v:?}"),
+                    value: U::parse(v),
+                })
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Written<U>, E> {
+                Ok(Written {
+                    text: v.to_string(),
+                    value: U::integer(v),
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Written<U>, E> {
+                Ok(Written {
+                    text: v.to_string(),
+                    value: i64::try_from(v).ok().and_then(U::integer),
+                })
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Written<U>, E> {
+                Ok(Written {
+                    text: v.to_string(),
+                    value: None,
+                })
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Written<U>, E> {
+                Ok(Written {
+                    text: v.to_string(),
+                    value: None,
+                })
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+impl<U: Unit> Written<U> {
+    /// A value written in the unit (for defaults).
+    pub fn new(text: &str) -> Written<U> {
+        Written {
+            text: format!("{text:?}"),
+            value: U::parse(text),
+        }
+    }
+}
+
 /// A rate for people: `10k/s`, `2.5k/s`, `1.2M/s`, `850/s`.
 pub fn fmt_rate(per_sec: f64) -> String {
     if per_sec >= 1e6 {
