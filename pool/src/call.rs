@@ -14,9 +14,10 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::host::{Host, Limiter};
-use crate::manifest::{Access, Mode, fmt_size};
+use crate::manifest::{Access, Mode};
 use crate::pipe::CappedPipe;
 use crate::runtime::{Active, Runtime};
+use crate::size::fmt_size;
 use crate::tool::{Entry, LoadedTool};
 
 /// Bytes of stderr a call may write before writes fail.

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use crate::files::ReadError;
-use crate::manifest::fmt_size;
+use crate::size::fmt_size;
 
 /// Why a tool could not be loaded. Its message is what `tools list`,
 /// `toolplane check` and a call of the tool show.
@@ -88,6 +88,11 @@ pub enum LoadError {
 }
 
 impl LoadError {
+    /// The outcome of a call to the tool `name`, which failed to load so.
+    pub(crate) fn outcome(&self, name: &str) -> toolplane_core::Outcome {
+        toolplane_core::Outcome::Error(format!("tool {name} failed to load: {self}").into())
+    }
+
     /// A module file that could not be read, as the right variant.
     pub(crate) fn module(source: ReadError) -> LoadError {
         match source {

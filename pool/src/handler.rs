@@ -17,7 +17,7 @@ use toolplane_core::{
 use crate::call::{self, LiveInstance};
 use crate::kind::Tool;
 use crate::manifest::Mode;
-use crate::registry::{Registry, Snapshot, ToolEntry, failed_tool};
+use crate::registry::{Registry, Snapshot, ToolEntry};
 use crate::runtime::Runtime;
 use crate::tool::LoadedTool;
 
@@ -142,7 +142,7 @@ impl WorkerHandler for ToolWorker {
                     input,
                 ))
             }
-            Some(Err(reason)) => Call::Done(failed_tool(&entry.manifest.name, reason)),
+            Some(Err(reason)) => Call::Done(reason.outcome(&entry.manifest.name)),
             None => {
                 // Listed but still loading: wait for it, then call.
                 let entry: Arc<ToolEntry> = Arc::clone(entry);

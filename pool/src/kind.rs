@@ -17,8 +17,7 @@ use std::sync::Arc;
 use toolplane_core::Outcome;
 
 use crate::error::LoadError;
-use crate::manifest::{Manifest, RuntimeManifest};
-use crate::registry::Origin;
+use crate::manifest::{Manifest, Origin, RuntimeManifest};
 use crate::runtime::{PoolConfig, Runtime};
 use crate::tool::LoadedTool;
 

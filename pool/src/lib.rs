@@ -33,6 +33,7 @@ mod pipe;
 mod quota;
 pub mod registry;
 mod runtime;
+mod size;
 mod tool;
 
 pub use cache::{CacheStats, ModuleCache};

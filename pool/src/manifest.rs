@@ -15,6 +15,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub(crate) use crate::size::fmt_size;
+pub use crate::size::parse_size;
+
 /// The placeholder a grant's `host` may use for the registry's data
 /// directory.
 pub const DATA_PLACEHOLDER: &str = "{data}";
@@ -43,9 +46,18 @@ pub struct Manifest {
     pub annotations: Annotations,
 }
 
+/// Where a tool came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Built into this binary.
+    Builtin,
+    /// A manifest in the tools directory.
+    File(PathBuf),
+}
+
 /// What runs a tool: the manifest's `runtime` key, with the keys of that
 /// runtime. The registry lists, checks, reloads and counts every kind
-/// alike; only loading and calling differ (`crate::kind`).
+/// alike; only loading and calling differ (`kind.rs`).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum RuntimeManifest {
@@ -282,42 +294,6 @@ impl Size {
 
 /// The largest manifest read: manifests are a few KiB of TOML.
 pub const MAX_MANIFEST: u64 = 1 << 20;
-
-/// Parses `"16 MiB"`, `"512KiB"`, `"1 GB"`, `"4096"`.
-pub fn parse_size(text: &str) -> Option<u64> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "kB" | "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
-
-/// Formats a byte count for messages: `16 MiB`, `1000 B`.
-pub(crate) fn fmt_size(bytes: u64) -> impl fmt::Display {
-    struct S(u64);
-    impl fmt::Display for S {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            let n = self.0;
-            for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
-                if n >= 1 << shift && n.is_multiple_of(1 << shift) {
-                    return write!(f, "{} {unit}", n >> shift);
-                }
-            }
-            write!(f, "{n} B")
-        }
-    }
-    S(bytes)
-}
 
 /// Whether `name` is a valid tool name.
 pub fn valid_name(name: &str) -> bool {

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::manifest::fmt_size;
+use crate::size::fmt_size;
 
 /// The least time between two walks of the data directory.
 const REWALK: Duration = Duration::from_millis(200);

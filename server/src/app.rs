@@ -162,7 +162,7 @@ pub struct App {
     ready: Mutex<(Instant, Readiness)>,
     counters: ToolCounters,
     started: Instant,
-    connections: Arc<crate::listen::Connections>,
+    connections: Arc<crate::connections::Connections>,
     sessions: Arc<crate::mcp::front::Sessions>,
 }
 
@@ -212,7 +212,7 @@ impl App {
     }
 
     /// The HTTP connection counts.
-    pub fn connections(&self) -> &Arc<crate::listen::Connections> {
+    pub fn connections(&self) -> &Arc<crate::connections::Connections> {
         &self.connections
     }
 

@@ -1,17 +1,15 @@
 //! Why a call did not produce the tool's output, in one place: the error
 //! type every surface returns ([`CallError`]), how an engine outcome or
 //! rejection becomes one, the result label each is counted under
-//! ([`CallResult`]), and the HTTP answer each gives. MCP's answers are
-//! built from the same type in `mcp.rs`.
+//! ([`CallResult`]), and the HTTP status each gives (its answer, through
+//! `IntoResponse`, is in `http.rs`; MCP's, from the same type, in
+//! `mcp.rs`).
 
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use toolplane_core::{Outcome, Payload, RejectReason};
 use toolplane_pool::LoadError;
-
-use crate::http::HttpError;
 
 /// Why a call did not produce the tool's output.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -139,18 +137,6 @@ impl CallError {
             CallError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             CallError::Panicked { .. } | CallError::Lost(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
-    }
-}
-
-impl From<CallError> for HttpError {
-    fn from(e: CallError) -> HttpError {
-        HttpError::new(e.status(), e.label(), e.to_string())
-    }
-}
-
-impl IntoResponse for CallError {
-    fn into_response(self) -> Response {
-        HttpError::from(self).into_response()
     }
 }
 

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use toolplane_core::Priority;
 
 pub use self::edge::{HttpError, Policy};
-use crate::app::{App, Readiness, ToolCall};
+use crate::app::{App, CallError, Readiness, ToolCall};
 use crate::mcp::Mcp;
 
 pub mod edge;
@@ -196,5 +196,18 @@ async fn call(
             Ok(([(header::CONTENT_TYPE, ct)], out.into_vec()).into_response())
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A failed call's answer: its status, its result label as the kind.
+impl From<CallError> for HttpError {
+    fn from(e: CallError) -> HttpError {
+        HttpError::new(e.status(), e.label(), e.to_string())
+    }
+}
+
+impl IntoResponse for CallError {
+    fn into_response(self) -> Response {
+        HttpError::from(self).into_response()
     }
 }

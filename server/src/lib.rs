@@ -14,6 +14,7 @@
 
 pub mod app;
 pub mod config;
+mod connections;
 mod error;
 pub mod http;
 mod listen;
@@ -23,6 +24,6 @@ pub mod serve;
 
 pub use app::{App, Readiness, ToolCall};
 pub use config::{ConfigError, ServerSettings, Settings};
+pub use connections::Connections;
 pub use error::{CallError, CallResult};
-pub use listen::Connections;
 pub use mcp::Mcp;

@@ -35,7 +35,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -47,6 +47,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::connections::Connections;
 use crate::http::edge::Reserve;
 
 /// How long a connection in the reserve may take to send its one request.
@@ -62,39 +63,6 @@ struct Handoff {
     stream: std::net::TcpStream,
     reserve: bool,
     guard: Open,
-}
-
-/// Connection counts, shared by the acceptor, the HTTP threads and
-/// `/metrics`.
-#[derive(Debug, Default)]
-pub struct Connections {
-    open: AtomicUsize,
-    max: AtomicUsize,
-    reserve_total: AtomicU64,
-    refused_total: AtomicU64,
-    at_cap: AtomicBool,
-}
-
-impl Connections {
-    /// Open connections.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    /// `server.max_connections`.
-    pub fn max(&self) -> usize {
-        self.max.load(Ordering::Relaxed)
-    }
-
-    /// Connections accepted above the cap, in the reserve.
-    pub fn reserve_total(&self) -> u64 {
-        self.reserve_total.load(Ordering::Relaxed)
-    }
-
-    /// Connections closed at once beyond the reserve.
-    pub fn refused_total(&self) -> u64 {
-        self.refused_total.load(Ordering::Relaxed)
-    }
 }
 
 /// One open connection in [`Connections::open`], until dropped.

@@ -10,9 +10,9 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, Weak};
 use toolplane_core::ToolTable;
 
 use super::snapshot::{Deferred, LoadState, Snapshot, ToolEntry};
-use super::{Origin, RegistryError, RegistryEvent};
+use super::types::{RegistryError, RegistryEvent};
 use crate::kind::{self, Source};
-use crate::manifest::{Manifest, ManifestError};
+use crate::manifest::{Manifest, ManifestError, Origin};
 use crate::runtime::Runtime;
 
 /// A tool to list: its manifest, where it came from, what its load reads
@@ -186,12 +186,20 @@ impl Inner {
         let Job {
             entry, source, seq, ..
         } = job;
-        *entry.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(Deferred {
-            entry: Arc::downgrade(&entry),
-            registry: self.me.clone(),
-            source,
-            seq,
+        // Weak both ways: an entry dropped from the listing before anyone
+        // called it is never loaded, and keeps nothing alive.
+        let (weak_entry, registry) = (Arc::downgrade(&entry), self.me.clone());
+        let start: Deferred = Box::new(move || {
+            if let (Some(entry), Some(inner)) = (weak_entry.upgrade(), registry.upgrade()) {
+                inner.send(Job {
+                    entry,
+                    source,
+                    seq,
+                    replace: false,
+                });
+            }
         });
+        *entry.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(start);
     }
 
     /// Hands a load to the loaders, counted until it finishes.

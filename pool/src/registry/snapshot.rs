@@ -2,15 +2,13 @@
 //! snapshot of every entry at one moment (what workers and listings read).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use toolplane_core::{Outcome, ToolId};
 
-use super::loading::{Inner, Job};
-use super::{Origin, failed_tool};
 use crate::error::LoadError;
-use crate::kind::{Source, Tool};
-use crate::manifest::Manifest;
+use crate::kind::Tool;
+use crate::manifest::{Manifest, Origin};
 
 /// A tool's load state.
 #[derive(Debug, Clone)]
@@ -57,15 +55,9 @@ pub struct ToolEntry {
     pub(super) deferred: Mutex<Option<Deferred>>,
 }
 
-/// A load left for the first caller (see [`RegistryBuilder::on_demand`]).
-/// Weak both ways: an entry dropped from the listing before anyone called
-/// it is never loaded, and keeps nothing alive.
-pub(super) struct Deferred {
-    pub(super) entry: Weak<ToolEntry>,
-    pub(super) registry: Weak<Inner>,
-    pub(super) source: Source,
-    pub(super) seq: u64,
-}
+/// A load left for the first caller (see
+/// [`super::RegistryBuilder::on_demand`]): what hands it to the loaders.
+pub(super) type Deferred = Box<dyn FnOnce() + Send>;
 
 impl std::fmt::Debug for ToolEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -115,7 +107,7 @@ impl ToolEntry {
     pub(crate) async fn ready_for(&self, input: &[u8]) -> Result<Tool, Outcome> {
         let tool = match self.wait().await {
             Ok(t) => t.clone(),
-            Err(reason) => return Err(failed_tool(&self.manifest.name, reason)),
+            Err(reason) => return Err(reason.outcome(&self.manifest.name)),
         };
         tool.check_input(input)
             .map_err(|e| Outcome::Error(e.into()))?;
@@ -134,14 +126,8 @@ impl ToolEntry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        let Some(d) = taken else { return };
-        if let (Some(entry), Some(inner)) = (d.entry.upgrade(), d.registry.upgrade()) {
-            inner.send(Job {
-                entry,
-                source: d.source,
-                seq: d.seq,
-                replace: false,
-            });
+        if let Some(start) = taken {
+            start();
         }
     }
 }

@@ -7,9 +7,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::loading::Inner;
-use super::{Origin, RegistryError};
+use super::types::RegistryError;
 use crate::kind::{self, Source};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, Origin};
 
 /// Quiet time after a file event before the registry reloads.
 const DEBOUNCE: Duration = Duration::from_millis(40);

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""No file-level import cycles: within each crate named on the command line,
+the graph of `crate::`/`super::`/`self::` paths between source files (tests
+modules left out) has no cycle. Prints each cycle and exits 1 if there is one.
+
+A path in a doc comment counts too: documentation that points back at a
+module that imports this one is the same knot for a reader."""
+import os
+import re
+import sys
+
+PATH = re.compile(r"\b(crate|super|self)::([a-z_][a-z0-9_]*(?:::[a-z_][a-z0-9_]*)*)")
+
+
+def module_file(src, parts):
+    base = os.path.join(src, *parts)
+    for cand in (base + ".rs", os.path.join(base, "mod.rs")):
+        if os.path.exists(cand):
+            return cand
+    return None
+
+
+def module_path(src, f):
+    rel = os.path.relpath(f, src)[:-3].split(os.sep)
+    return rel[:-1] if rel[-1] in ("mod", "lib", "main") else rel
+
+
+def graph(src):
+    files = [os.path.join(r, f) for r, _, fs in os.walk(src) for f in fs if f.endswith(".rs")]
+    edges = {}
+    for f in files:
+        text = open(f, encoding="utf-8").read()
+        text = re.sub(r"#\[cfg\(test\)\]\s*mod tests \{.*", "", text, flags=re.S)
+        here = module_path(src, f)
+        for m in PATH.finditer(text):
+            kind, rest = m.group(1), m.group(2).split("::")
+            target = rest if kind == "crate" else (here[:-1] + rest if kind == "super" else here + rest)
+            for k in range(len(target), 0, -1):
+                t = module_file(src, target[:k])
+                if t:
+                    if t != f:
+                        edges.setdefault(f, set()).add(t)
+                    break
+    return edges
+
+
+def cycles(edges):
+    index, low, stack, on, out, n = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = n[0]
+        n[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    sys.setrecursionlimit(10000)
+    for v in list(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+bad = False
+for crate in sys.argv[1:]:
+    for c in cycles(graph(os.path.join(crate, "src"))):
+        bad = True
+        print(f"{crate}: files importing each other: {', '.join(c)}")
+sys.exit(1 if bad else 0)
