@@ -21,29 +21,58 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Renders every metric.
 pub fn render(app: &App) -> String {
     let mut out = String::with_capacity(8 << 10);
-    let o = &mut out;
+    server(&mut out, app);
+    if let Some(m) = app.metrics() {
+        engine(&mut out, &m);
+    }
+    if let Some((rss, vsz)) = process_memory() {
+        let o = &mut out;
+        one(
+            o,
+            "process_resident_memory_bytes",
+            GAUGE,
+            "Resident memory size in bytes.",
+            rss,
+        );
+        one(
+            o,
+            "process_virtual_memory_bytes",
+            GAUGE,
+            "Virtual memory size in bytes.",
+            vsz,
+        );
+    }
+    out
+}
 
-    head(o, "toolplane_up", "gauge", "1 while the server runs.");
-    let _ = writeln!(o, "toolplane_up 1");
-    head(o, "toolplane_ready", "gauge", "1 when /readyz answers 200.");
+const GAUGE: &str = "gauge";
+const COUNTER: &str = "counter";
+
+/// The server's own: liveness, readiness, calls by tool and result,
+/// connections, MCP sessions and the registry.
+fn server(o: &mut String, app: &App) {
     let ready = matches!(app.readiness(), crate::app::Readiness::Ready);
-    let _ = writeln!(o, "toolplane_ready {}", u8::from(ready));
-    head(
+    one(o, "toolplane_up", GAUGE, "1 while the server runs.", 1);
+    one(
+        o,
+        "toolplane_ready",
+        GAUGE,
+        "1 when /readyz answers 200.",
+        u8::from(ready),
+    );
+    let uptime = format!("{:.3}", app.uptime().as_secs_f64());
+    one(
         o,
         "toolplane_uptime_seconds",
-        "gauge",
+        GAUGE,
         "Seconds since the server started.",
-    );
-    let _ = writeln!(
-        o,
-        "toolplane_uptime_seconds {:.3}",
-        app.uptime().as_secs_f64()
+        uptime,
     );
 
     head(
         o,
         "toolplane_calls_total",
-        "counter",
+        COUNTER,
         "Calls made through this server (REST, MCP), by tool and result.",
     );
     for (tool, result, n) in app.counters().snapshot(&app.registry().tool_table()) {
@@ -53,214 +82,143 @@ pub fn render(app: &App) -> String {
             escape(&tool)
         );
     }
-    head(
-        o,
-        "toolplane_calls_in_flight",
-        "gauge",
-        "Calls through this server not yet answered.",
-    );
-    let _ = writeln!(o, "toolplane_calls_in_flight {}", app.in_flight());
+    let help = "Calls through this server not yet answered.";
+    one(o, "toolplane_calls_in_flight", GAUGE, help, app.in_flight());
 
     let c = app.connections();
-    head(
+    one(
         o,
         "toolplane_http_connections",
-        "gauge",
+        GAUGE,
         "HTTP connections open.",
+        c.open(),
     );
-    let _ = writeln!(o, "toolplane_http_connections {}", c.open());
-    head(
-        o,
-        "toolplane_http_connections_max",
-        "gauge",
-        "HTTP connections served in full (server.max_connections).",
-    );
-    let _ = writeln!(o, "toolplane_http_connections_max {}", c.max());
-    head(
-        o,
-        "toolplane_http_connections_reserve_total",
-        "counter",
-        "Connections accepted above the cap: health, readiness and metrics only.",
-    );
-    let _ = writeln!(
-        o,
-        "toolplane_http_connections_reserve_total {}",
-        c.reserve_total()
-    );
-    head(
-        o,
-        "toolplane_http_connections_refused_total",
-        "counter",
-        "Connections closed at once, beyond the cap and its reserve.",
-    );
-    let _ = writeln!(
-        o,
-        "toolplane_http_connections_refused_total {}",
-        c.refused_total()
-    );
+    let help = "HTTP connections served in full (server.max_connections).";
+    one(o, "toolplane_http_connections_max", GAUGE, help, c.max());
+    let help = "Connections accepted above the cap: health, readiness and metrics only.";
+    let name = "toolplane_http_connections_reserve_total";
+    one(o, name, COUNTER, help, c.reserve_total());
+    let help = "Connections closed at once, beyond the cap and its reserve.";
+    let name = "toolplane_http_connections_refused_total";
+    one(o, name, COUNTER, help, c.refused_total());
+
     let m = app.sessions();
-    head(o, "toolplane_mcp_sessions", "gauge", "MCP sessions open.");
-    let _ = writeln!(o, "toolplane_mcp_sessions {}", m.open());
-    head(
+    one(
+        o,
+        "toolplane_mcp_sessions",
+        GAUGE,
+        "MCP sessions open.",
+        m.open(),
+    );
+    let help = "MCP initializes refused at server.max_sessions.";
+    one(
         o,
         "toolplane_mcp_sessions_refused_total",
-        "counter",
-        "MCP initializes refused at server.max_sessions.",
+        COUNTER,
+        help,
+        m.refused(),
     );
-    let _ = writeln!(o, "toolplane_mcp_sessions_refused_total {}", m.refused());
-    head(
+    let help = "MCP sessions closed after server.session_idle unused.";
+    one(
         o,
         "toolplane_mcp_sessions_expired_total",
-        "counter",
-        "MCP sessions closed after server.session_idle unused.",
+        COUNTER,
+        help,
+        m.expired(),
     );
-    let _ = writeln!(o, "toolplane_mcp_sessions_expired_total {}", m.expired());
 
-    head(
-        o,
-        "toolplane_tools",
-        "gauge",
-        "Tools listed, by load state.",
-    );
+    head(o, "toolplane_tools", GAUGE, "Tools listed, by load state.");
     for (state, n) in app.tool_states() {
         let _ = writeln!(o, "toolplane_tools{{state=\"{state}\"}} {n}");
     }
-    head(
-        o,
-        "toolplane_registry_version",
-        "gauge",
-        "Changes whenever the tool list does.",
-    );
-    let _ = writeln!(o, "toolplane_registry_version {}", app.registry().version());
-    head(
+    let r = app.registry();
+    let help = "Changes whenever the tool list does.";
+    one(o, "toolplane_registry_version", GAUGE, help, r.version());
+    let help = "Files the registry could not use.";
+    one(
         o,
         "toolplane_registry_problems",
-        "gauge",
-        "Files the registry could not use.",
+        GAUGE,
+        help,
+        r.problems().len(),
     );
-    let _ = writeln!(
+}
+
+/// The engine's: events by outcome, rejections by reason, queues and
+/// workers, spans, latency histograms.
+fn engine(o: &mut String, m: &toolplane_core::Metrics) {
+    let help = "Events the engine accepted.";
+    one(
         o,
-        "toolplane_registry_problems {}",
-        app.registry().problems().len()
+        "toolplane_events_accepted_total",
+        COUNTER,
+        help,
+        m.accepted,
     );
-
-    if let Some(m) = app.metrics() {
-        head(
-            o,
-            "toolplane_events_accepted_total",
-            "counter",
-            "Events the engine accepted.",
-        );
-        let _ = writeln!(o, "toolplane_events_accepted_total {}", m.accepted);
-        head(
-            o,
-            "toolplane_events_total",
-            "counter",
-            "Completed events, by outcome.",
-        );
-        for k in OutcomeKind::ALL {
-            let _ = writeln!(
-                o,
-                "toolplane_events_total{{outcome=\"{}\"}} {}",
-                k.as_str(),
-                m.outcomes.get(k)
-            );
-        }
-        head(
-            o,
-            "toolplane_rejected_total",
-            "counter",
-            "Events refused at admission, by reason.",
-        );
-        for r in RejectReason::ALL {
-            let _ = writeln!(
-                o,
-                "toolplane_rejected_total{{reason=\"{}\"}} {}",
-                r.as_str(),
-                m.rejected.get(r)
-            );
-        }
-        head(
-            o,
-            "toolplane_events_in_flight",
-            "gauge",
-            "Accepted events not completed.",
-        );
-        let _ = writeln!(o, "toolplane_events_in_flight {}", m.in_flight);
-        head(
-            o,
+    head(
+        o,
+        "toolplane_events_total",
+        COUNTER,
+        "Completed events, by outcome.",
+    );
+    for k in OutcomeKind::ALL {
+        let (label, n) = (k.as_str(), m.outcomes.get(k));
+        let _ = writeln!(o, "toolplane_events_total{{outcome=\"{label}\"}} {n}");
+    }
+    let help = "Events refused at admission, by reason.";
+    head(o, "toolplane_rejected_total", COUNTER, help);
+    for r in RejectReason::ALL {
+        let (label, n) = (r.as_str(), m.rejected.get(r));
+        let _ = writeln!(o, "toolplane_rejected_total{{reason=\"{label}\"}} {n}");
+    }
+    let help = "Accepted events not completed.";
+    one(o, "toolplane_events_in_flight", GAUGE, help, m.in_flight);
+    let per_worker: [(&str, &str, fn(&toolplane_core::WorkerMetrics) -> u64); 3] = [
+        (
             "toolplane_queue_depth",
-            "gauge",
             "Events waiting, per worker.",
-        );
-        for (i, w) in m.workers.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "toolplane_queue_depth{{worker=\"{i}\"}} {}",
-                w.queue_depth
-            );
-        }
-        head(
-            o,
+            |w| w.queue_depth,
+        ),
+        (
             "toolplane_worker_calls_in_flight",
-            "gauge",
             "Calls running, per worker.",
-        );
-        for (i, w) in m.workers.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "toolplane_worker_calls_in_flight{{worker=\"{i}\"}} {}",
-                w.calls_in_flight
-            );
-        }
-        head(
-            o,
+            |w| w.calls_in_flight,
+        ),
+        (
             "toolplane_worker_alive",
-            "gauge",
             "1 while the worker thread runs.",
-        );
+            |w| u64::from(w.alive),
+        ),
+    ];
+    for (name, help, value) in per_worker {
+        head(o, name, GAUGE, help);
         for (i, w) in m.workers.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "toolplane_worker_alive{{worker=\"{i}\"}} {}",
-                u8::from(w.alive)
-            );
+            let _ = writeln!(o, "{name}{{worker=\"{i}\"}} {}", value(w));
         }
-        head(
-            o,
-            "toolplane_spans_dropped_total",
-            "counter",
-            "Sampled spans dropped on a full export ring.",
-        );
-        let _ = writeln!(o, "toolplane_spans_dropped_total {}", m.spans_dropped);
-        head(
-            o,
-            "toolplane_latency_seconds",
-            "histogram",
-            "Event latency by stage: queue_wait (admission to start), service (start to finish), end_to_end.",
-        );
-        histogram(o, "queue_wait", &m.latency.queue_wait);
-        histogram(o, "service", &m.latency.service);
-        histogram(o, "end_to_end", &m.latency.end_to_end);
     }
+    let help = "Sampled spans dropped on a full export ring.";
+    one(
+        o,
+        "toolplane_spans_dropped_total",
+        COUNTER,
+        help,
+        m.spans_dropped,
+    );
+    head(
+        o,
+        "toolplane_latency_seconds",
+        "histogram",
+        "Event latency by stage: queue_wait (admission to start), service (start to finish), end_to_end.",
+    );
+    histogram(o, "queue_wait", &m.latency.queue_wait);
+    histogram(o, "service", &m.latency.service);
+    histogram(o, "end_to_end", &m.latency.end_to_end);
+}
 
-    if let Some((rss, vsz)) = process_memory() {
-        head(
-            o,
-            "process_resident_memory_bytes",
-            "gauge",
-            "Resident memory size in bytes.",
-        );
-        let _ = writeln!(o, "process_resident_memory_bytes {rss}");
-        head(
-            o,
-            "process_virtual_memory_bytes",
-            "gauge",
-            "Virtual memory size in bytes.",
-        );
-        let _ = writeln!(o, "process_virtual_memory_bytes {vsz}");
-    }
-    out
+/// A metric with one unlabelled sample.
+fn one(o: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    head(o, name, kind, help);
+    let _ = writeln!(o, "{name} {value}");
 }
 
 fn head(o: &mut String, name: &str, kind: &str, help: &str) {
