@@ -11,7 +11,16 @@ impl Report {
     /// The report for people.
     pub fn text(&self) -> String {
         let mut o = String::new();
-        let us = |v: f64| Nanos(v * 1e3);
+        self.text_counts(&mut o);
+        self.text_latency(&mut o);
+        self.text_phases(&mut o);
+        self.text_memory(&mut o);
+        self.text_verdict(&mut o);
+        o
+    }
+
+    /// What was asked, what was achieved, and where every event went.
+    fn text_counts(&self, o: &mut String) {
         let _ = writeln!(
             o,
             "loadgen: profile {} (seed {}) against {}",
@@ -43,6 +52,12 @@ impl Report {
         );
         let _ = writeln!(o, "  outcomes  {}", join(&self.outcomes));
         let _ = writeln!(o, "  rejected  {}", join(&self.rejected));
+    }
+
+    /// Latency corrected, uncorrected and the generator's lag, then per
+    /// tool.
+    fn text_latency(&self, o: &mut String) {
+        let us = |v: f64| Nanos(v * 1e3);
         let _ = writeln!(
             o,
             "  latency          p50       p90       p95       p99     p99.9    p99.99       max"
@@ -87,6 +102,11 @@ impl Report {
                 let _ = writeln!(o, "      first error: {e}");
             }
         }
+    }
+
+    /// Each phase of a profile with several, and its verdict.
+    fn text_phases(&self, o: &mut String) {
+        let us = |v: f64| Nanos(v * 1e3);
         if self.phases.len() > 1 {
             let _ = writeln!(o, "  phases");
             for p in &self.phases {
@@ -112,6 +132,10 @@ impl Report {
                 );
             }
         }
+    }
+
+    /// Resident memory, the live heap when counted, the pool's slots.
+    fn text_memory(&self, o: &mut String) {
         let m = &self.memory;
         let _ = writeln!(
             o,
@@ -142,6 +166,11 @@ impl Report {
                 p.start, p.warmup, p.peak, p.end,
             );
         }
+    }
+
+    /// The engine's books, the warnings, the SLO checks and the one-line
+    /// verdict.
+    fn text_verdict(&self, o: &mut String) {
         let e = &self.engine;
         let whose = if e.workers == 0 {
             "  server    its engine over the run (/metrics)".to_string()
@@ -173,7 +202,6 @@ impl Report {
             );
         }
         let _ = writeln!(o, "{}", self.headline());
-        o
     }
 
     /// The verdict in one line, for someone seeing a run for the first
