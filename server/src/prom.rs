@@ -46,6 +46,9 @@ pub fn render(app: &App) -> String {
 }
 
 const GAUGE: &str = "gauge";
+
+/// A per-worker gauge's value.
+type PerWorker = fn(&toolplane_core::WorkerMetrics) -> u64;
 const COUNTER: &str = "counter";
 
 /// The server's own: liveness, readiness, calls by tool and result,
@@ -173,7 +176,7 @@ fn engine(o: &mut String, m: &toolplane_core::Metrics) {
     }
     let help = "Accepted events not completed.";
     one(o, "toolplane_events_in_flight", GAUGE, help, m.in_flight);
-    let per_worker: [(&str, &str, fn(&toolplane_core::WorkerMetrics) -> u64); 3] = [
+    let per_worker: [(&str, &str, PerWorker); 3] = [
         (
             "toolplane_queue_depth",
             "Events waiting, per worker.",

@@ -269,6 +269,76 @@ pub struct Listen {
     pub stdio: bool,
 }
 
+/// Binds `addr` and starts the HTTP threads behind the edge's policy.
+async fn start_http(
+    app: &Arc<App>,
+    mcp: &Mcp,
+    addr: SocketAddr,
+    mcp_stop: &CancellationToken,
+    http_stop: &CancellationToken,
+) -> Result<HttpThreads, Failure> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(Failure::start(format!("listening on {addr}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(Failure::start(format!("listening on {addr}")))?;
+    if !local.ip().is_loopback() && app.settings().server.token.is_none() {
+        tracing::warn!(
+            "listening on {local}, beyond loopback, with no token: anyone who can reach it can call every tool (set --token or TOOLPLANE_TOKEN)"
+        );
+    }
+    let s = &app.settings().server;
+    let limits = Limits {
+        max_connections: s.max_connections,
+        reserve_connections: s.reserve_connections,
+        header_timeout: s.header_timeout,
+    };
+    open_files_for(limits.max_connections + limits.reserve_connections)?;
+    let policy = crate::http::Policy::new(s, local);
+    let router = crate::http::router(Arc::clone(app), mcp.clone(), policy, mcp_stop.clone());
+    app.sessions().spawn_sweeper(mcp_stop.clone());
+    let threads = s.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let task = HttpThreads::start(
+        listener,
+        router,
+        threads,
+        limits,
+        Arc::clone(app.connections()),
+        http_stop,
+    )
+    .map_err(Failure::start(format!("starting {threads} HTTP threads")))?;
+    tracing::info!(
+        "listening on http://{local} (MCP at http://{local}/mcp), {threads} HTTP threads"
+    );
+    Ok(task)
+}
+
+/// The final accounting, logged as the server stops.
+fn log_accounting(report: Option<&toolplane_core::Report>) {
+    match report {
+        Some(r) => tracing::info!(
+            "stopped: accepted {}, ok {}, error {}, timeout {}, trap {}, panicked {}, cancelled {}; rejected {}; books {}",
+            r.accepted,
+            r.outcomes.get(toolplane_core::OutcomeKind::Ok),
+            r.outcomes.get(toolplane_core::OutcomeKind::Error),
+            r.outcomes.get(toolplane_core::OutcomeKind::Timeout),
+            r.outcomes.get(toolplane_core::OutcomeKind::Trap),
+            r.outcomes.get(toolplane_core::OutcomeKind::Panicked),
+            r.outcomes.get(toolplane_core::OutcomeKind::Cancelled),
+            r.rejected.total(),
+            if r.is_balanced() {
+                "balanced"
+            } else {
+                "NOT balanced"
+            },
+        ),
+        None => tracing::info!("stopped"),
+    }
+}
+
 /// Runs the server until SIGINT/SIGTERM (or, when MCP on stdio is all it
 /// serves, until stdin closes), then drains and reports.
 ///
@@ -312,47 +382,10 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
 
     let mcp_stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
-    let mut http_task = None;
-    if let Some(addr) = listen.http {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(Failure::start(format!("listening on {addr}")))?;
-        let local = listener
-            .local_addr()
-            .map_err(Failure::start(format!("listening on {addr}")))?;
-        if !local.ip().is_loopback() && app.settings().server.token.is_none() {
-            tracing::warn!(
-                "listening on {local}, beyond loopback, with no token: anyone who can reach it can call every tool (set --token or TOOLPLANE_TOKEN)"
-            );
-        }
-        let s = &app.settings().server;
-        let limits = Limits {
-            max_connections: s.max_connections,
-            reserve_connections: s.reserve_connections,
-            header_timeout: s.header_timeout,
-        };
-        open_files_for(limits.max_connections + limits.reserve_connections)?;
-        let policy = crate::http::Policy::new(s, local);
-        let router = crate::http::router(Arc::clone(&app), mcp.clone(), policy, mcp_stop.clone());
-        app.sessions().spawn_sweeper(mcp_stop.clone());
-        let threads = s.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        });
-        http_task = Some(
-            HttpThreads::start(
-                listener,
-                router,
-                threads,
-                limits,
-                Arc::clone(app.connections()),
-                &http_stop,
-            )
-            .map_err(Failure::start(format!("starting {threads} HTTP threads")))?,
-        );
-        tracing::info!(
-            "listening on http://{local} (MCP at http://{local}/mcp), {threads} HTTP threads"
-        );
-    }
+    let http_task = match listen.http {
+        Some(addr) => Some(start_http(&app, &mcp, addr, &mcp_stop, &http_stop).await?),
+        None => None,
+    };
     let mut stdio = if listen.stdio {
         let service = mcp
             .clone()
@@ -417,25 +450,7 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
         http_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), t.finished()).await;
     }
-    match report {
-        Some(r) => tracing::info!(
-            "stopped: accepted {}, ok {}, error {}, timeout {}, trap {}, panicked {}, cancelled {}; rejected {}; books {}",
-            r.accepted,
-            r.outcomes.get(toolplane_core::OutcomeKind::Ok),
-            r.outcomes.get(toolplane_core::OutcomeKind::Error),
-            r.outcomes.get(toolplane_core::OutcomeKind::Timeout),
-            r.outcomes.get(toolplane_core::OutcomeKind::Trap),
-            r.outcomes.get(toolplane_core::OutcomeKind::Panicked),
-            r.outcomes.get(toolplane_core::OutcomeKind::Cancelled),
-            r.rejected.total(),
-            if r.is_balanced() {
-                "balanced"
-            } else {
-                "NOT balanced"
-            },
-        ),
-        None => tracing::info!("stopped"),
-    }
+    log_accounting(report.as_ref());
     Ok(())
 }
 
