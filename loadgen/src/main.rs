@@ -27,15 +27,8 @@ static GLOBAL: toolplane_loadgen::memory::Counting<mimalloc::MiMalloc> =
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// How logs on stderr are written (filter them with TOOLPLANE_LOG, e.g. `warn`).
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "human",
-        env = "TOOLPLANE_LOG_FORMAT"
-    )]
-    log_format: toolplane_startup::log::Format,
+    #[command(flatten)]
+    log: toolplane_startup::log::LogArgs,
 }
 
 /// `loadgen run`.
@@ -115,7 +108,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    toolplane_startup::init("loadgen", cli.log_format);
+    toolplane_startup::init("loadgen", cli.log.log_format);
     match cli.command {
         Command::Run(RunArgs {
             profile,

@@ -21,15 +21,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// How logs on stderr are written (filter them with TOOLPLANE_LOG, e.g. `warn`).
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "human",
-        env = "TOOLPLANE_LOG_FORMAT"
-    )]
-    log_format: toolplane_startup::log::Format,
+    #[command(flatten)]
+    log: toolplane_startup::log::LogArgs,
 }
 
 #[derive(clap::Args, Clone)]
@@ -205,7 +198,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    toolplane_startup::init("toolplane", cli.log_format);
+    toolplane_startup::init("toolplane", cli.log.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -26,6 +26,20 @@ pub enum Format {
     Json,
 }
 
+/// The log flag every binary takes (`#[command(flatten)]`).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct LogArgs {
+    /// How logs on stderr are written (filter them with TOOLPLANE_LOG, e.g. `warn`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "TOOLPLANE_LOG_FORMAT"
+    )]
+    pub log_format: Format,
+}
+
 /// Installs the subscriber. A second call (tests) leaves the first one.
 pub fn init(name: &'static str, format: Format) {
     let filter = EnvFilter::builder()
