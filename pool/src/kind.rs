@@ -68,13 +68,6 @@ impl Tool {
             Tool::Wasi(t) => t.check_output(output),
         }
     }
-
-    /// Whether both are the same loaded version.
-    pub fn same(&self, other: &Tool) -> bool {
-        match (self, other) {
-            (Tool::Wasi(a), Tool::Wasi(b)) => Arc::ptr_eq(a, b),
-        }
-    }
 }
 
 /// Calls `tool` with `input` outside any engine (see
