@@ -76,6 +76,9 @@ pub enum LoadError {
     /// functions) do not provide.
     #[error("cannot link against WASI preview1: {0:#}")]
     Link(#[source] wasmtime::Error),
+    /// A process tool's program or directories cannot be used.
+    #[error(transparent)]
+    Process(#[from] ProcessLoadError),
     /// A schema in the manifest is not a valid JSON Schema.
     #[error("{key} is not a valid JSON Schema: {source}")]
     Schema {
@@ -145,4 +148,26 @@ pub enum ExportError {
     /// The export has another type.
     #[error("exports `{0}` with the wrong type")]
     WrongType(&'static str),
+}
+
+/// Why a process tool could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessLoadError {
+    /// `{data}` is used and no data directory is configured.
+    #[error("{key} uses {{data}}, and no data directory is configured")]
+    NoDataDir {
+        /// The key.
+        key: &'static str,
+    },
+    /// The program is not found on `PATH` or is not executable.
+    #[error("command[0] = {program:?}: not an executable file (looked in {looked})")]
+    NoProgram {
+        /// As written.
+        program: String,
+        /// Where it was looked for.
+        looked: String,
+    },
+    /// The working directory does not exist.
+    #[error("cwd {}: not a directory", .0.display())]
+    NoCwd(PathBuf),
 }

@@ -142,6 +142,13 @@ impl WorkerHandler for ToolWorker {
                     input,
                 ))
             }
+            Some(Ok(Tool::Process(tool))) => {
+                if let Err(e) = tool.checks.input(&tool.manifest.name, &input) {
+                    return Call::Done(Outcome::Error(e.into()));
+                }
+                let tool = Arc::clone(tool);
+                Call::pending(async move { tool.call(&input).await })
+            }
             Some(Err(reason)) => Call::Done(reason.outcome(&entry.manifest.name)),
             None => {
                 // Listed but still loading: wait for it, then call.
@@ -151,6 +158,7 @@ impl WorkerHandler for ToolWorker {
                 Call::pending(async move {
                     match entry.ready_for(&input).await {
                         Ok(Tool::Wasi(tool)) => run(rt, live, id, tool, input).await,
+                        Ok(Tool::Process(tool)) => tool.call(&input).await,
                         Err(o) => o,
                     }
                 })

@@ -16,8 +16,10 @@ use std::sync::Arc;
 
 use toolplane_core::Outcome;
 
+use crate::checks::Checks;
 use crate::error::LoadError;
 use crate::manifest::{Manifest, Origin, RuntimeManifest};
+use crate::process::ProcessTool;
 use crate::runtime::{PoolConfig, Runtime};
 use crate::tool::LoadedTool;
 
@@ -27,6 +29,8 @@ use crate::tool::LoadedTool;
 pub enum Tool {
     /// A WASI module, run in the pool.
     Wasi(Arc<LoadedTool>),
+    /// A program, run as processes ([`crate::process`]).
+    Process(Arc<ProcessTool>),
 }
 
 impl Tool {
@@ -34,6 +38,7 @@ impl Tool {
     pub fn manifest(&self) -> &Arc<Manifest> {
         match self {
             Tool::Wasi(t) => &t.manifest,
+            Tool::Process(t) => &t.manifest,
         }
     }
 
@@ -41,6 +46,7 @@ impl Tool {
     pub fn wasi(&self) -> Option<&Arc<LoadedTool>> {
         match self {
             Tool::Wasi(t) => Some(t),
+            Tool::Process(_) => None,
         }
     }
 
@@ -53,6 +59,7 @@ impl Tool {
     pub fn check_input(&self, input: &[u8]) -> Result<(), String> {
         match self {
             Tool::Wasi(t) => t.check_input(input),
+            Tool::Process(t) => t.checks.input(&t.manifest.name, input),
         }
     }
 
@@ -66,6 +73,7 @@ impl Tool {
     pub fn check_output(&self, output: &[u8]) -> Result<(), String> {
         match self {
             Tool::Wasi(t) => t.check_output(output),
+            Tool::Process(t) => t.checks.output(&t.manifest.name, output),
         }
     }
 }
@@ -75,6 +83,7 @@ impl Tool {
 pub(crate) async fn call_once(runtime: &Runtime, tool: Tool, input: &[u8]) -> Outcome {
     match tool {
         Tool::Wasi(t) => crate::call::once(runtime.clone(), t, input).await,
+        Tool::Process(t) => t.call(input).await,
     }
 }
 
@@ -86,6 +95,8 @@ pub(crate) enum Source {
     File(PathBuf),
     /// A module file read already (a reload compared its digest).
     Read(Vec<u8>, PathBuf),
+    /// Nothing: a process tool's program starts at each call.
+    Program,
 }
 
 impl Source {
@@ -95,6 +106,7 @@ impl Source {
             RuntimeManifest::Wasi(w) => {
                 Source::File(path.parent().unwrap_or(Path::new(".")).join(&w.module))
             }
+            RuntimeManifest::Process(_) => Source::Program,
         }
     }
 
@@ -109,6 +121,7 @@ impl Source {
                     Err(_) => Source::File(path),
                 }
             }
+            RuntimeManifest::Process(_) => Source::Program,
         }
     }
 }
@@ -134,12 +147,22 @@ pub(crate) fn load(
                     Some(p),
                 ),
                 Source::Read(b, p) => (Ok(std::borrow::Cow::Owned(b)), Some(p)),
+                Source::Program => (Ok(std::borrow::Cow::Borrowed(&[][..])), None),
             };
             let result = bytes.and_then(|b| {
                 LoadedTool::load(runtime, Arc::clone(manifest), spec, base, &b)
                     .map(|t| Tool::Wasi(Arc::new(t)))
             });
             (result, path)
+        }
+        RuntimeManifest::Process(spec) => {
+            let data_dir = runtime.config().data_dir.as_deref();
+            let result = Checks::new(manifest).and_then(|checks| {
+                ProcessTool::load(Arc::clone(manifest), spec, checks, base, data_dir)
+                    .map(|t| Tool::Process(Arc::new(t)))
+                    .map_err(LoadError::from)
+            });
+            (result, None)
         }
     }
 }
@@ -155,7 +178,8 @@ pub(crate) fn unchanged(
     manifest_digest == Some(new_digest)
         && match (tool, source) {
             (Tool::Wasi(t), Source::Read(bytes, _)) => t.digest == crate::cache::digest(bytes),
-            (Tool::Wasi(_), Source::Static(_) | Source::File(_)) => false,
+            (Tool::Process(_), Source::Program) => true,
+            _ => false,
         }
 }
 
@@ -166,7 +190,7 @@ pub(crate) fn depends_on(manifest: &Manifest, origin: &Origin, path: &Path) -> b
         (RuntimeManifest::Wasi(w), Origin::File(m)) => {
             m.parent().map(|d| d.join(&w.module)).as_deref() == Some(path)
         }
-        (RuntimeManifest::Wasi(_), Origin::Builtin) => false,
+        (RuntimeManifest::Wasi(_), Origin::Builtin) | (RuntimeManifest::Process(_), _) => false,
     }
 }
 

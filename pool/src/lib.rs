@@ -23,6 +23,7 @@
 pub mod builtin;
 pub mod cache;
 mod call;
+pub mod checks;
 pub mod error;
 pub mod files;
 mod handler;
@@ -30,6 +31,7 @@ mod host;
 pub mod kind;
 pub mod manifest;
 mod pipe;
+pub mod process;
 mod quota;
 pub mod registry;
 mod runtime;

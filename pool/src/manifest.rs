@@ -9,6 +9,7 @@
 //! network) and its limits ([`WasiManifest`]). Unknown keys are errors, so
 //! a misspelt limit is never silently ignored.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -55,6 +56,13 @@ pub enum Origin {
     File(PathBuf),
 }
 
+/// Parses the duration `text` of `key`; the message names the key.
+pub(crate) fn parse_duration_key(key: &str, text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| {
+        format!("{key} = {text:?} is not a duration ({e}): write e.g. \"500ms\", \"5s\"")
+    })
+}
+
 /// What runs a tool: the manifest's `runtime` key, with the keys of that
 /// runtime. The registry lists, checks, reloads and counts every kind
 /// alike; only loading and calling differ (`kind.rs`).
@@ -64,10 +72,12 @@ pub enum RuntimeManifest {
     /// `runtime = "wasi"` (the default): a WebAssembly module run in the
     /// WASI pool.
     Wasi(WasiManifest),
+    /// `runtime = "process"`: a program run as processes (`process.rs`).
+    Process(ProcessManifest),
 }
 
 /// The runtimes a manifest may name, as written in its `runtime` key.
-pub const RUNTIMES: [&str; 1] = ["wasi"];
+pub const RUNTIMES: [&str; 2] = ["wasi", "process"];
 
 /// The keys of a WASI tool.
 #[derive(Debug, Clone, PartialEq)]
@@ -366,6 +376,26 @@ impl Manifest {
         match runtime.runtime {
             None => {}
             Some(toml::Value::String(r)) if r == "wasi" => {}
+            Some(toml::Value::String(r)) if r == "process" => {
+                let raw: RawProcessManifest = toml::from_str(text).map_err(toml_err)?;
+                let common = Common::check(
+                    raw.name.clone(),
+                    raw.input_schema.clone(),
+                    raw.output_schema.clone(),
+                    raw.title.as_deref(),
+                )
+                .map_err(err)?;
+                let process = raw.check().map_err(err)?;
+                return Ok(Manifest {
+                    name: common.name,
+                    description: raw.description,
+                    runtime: RuntimeManifest::Process(process),
+                    input_schema: common.input_schema,
+                    title: raw.title,
+                    output_schema: common.output_schema,
+                    annotations: raw.annotations,
+                });
+            }
             Some(other) => {
                 return Err(err(format!(
                     "runtime = {other} is not a runtime: accepted {}",
@@ -401,10 +431,19 @@ impl Manifest {
         })
     }
 
+    /// The process keys, for a process tool.
+    pub fn process(&self) -> Option<&ProcessManifest> {
+        match &self.runtime {
+            RuntimeManifest::Process(p) => Some(p),
+            RuntimeManifest::Wasi(_) => None,
+        }
+    }
+
     /// The WASI keys, for a WASI tool.
     pub fn wasi(&self) -> Option<&WasiManifest> {
         match &self.runtime {
             RuntimeManifest::Wasi(w) => Some(w),
+            RuntimeManifest::Process(_) => None,
         }
     }
 }
@@ -572,6 +611,139 @@ impl WasiManifest {
     }
 }
 
+// The keys of a process tool (`runtime = "process"`); what runs it is
+// `process.rs`.
+
+/// The protocols a process tool may speak.
+pub const PROTOCOLS: [&str; 1] = ["exec"];
+
+/// The keys of a process tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessManifest {
+    /// The program and its arguments; `{data}` in an argument is the data
+    /// directory.
+    pub command: Vec<String>,
+    /// The only environment the program gets, besides `PATH` and `HOME`.
+    pub env: BTreeMap<String, String>,
+    /// Its working directory (`{data}` allowed); the manifest's directory
+    /// when unset.
+    pub cwd: Option<String>,
+    /// At most this many of its processes at once.
+    pub max_processes: usize,
+    /// Limits of one call.
+    pub limits: ProcessLimits,
+}
+
+/// Limits of one call of a process tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessLimits {
+    /// Wall-clock deadline, waiting for a turn included.
+    pub timeout: Duration,
+    /// Stdout bytes at most.
+    pub max_output: u64,
+    /// Address space of the process, when set.
+    pub memory: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProcessManifest {
+    #[serde(rename = "runtime")]
+    _runtime: String,
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) description: String,
+    pub(crate) input_schema: Option<serde_json::Value>,
+    pub(crate) title: Option<String>,
+    pub(crate) output_schema: Option<serde_json::Value>,
+    #[serde(default)]
+    pub(crate) annotations: Annotations,
+    protocol: String,
+    command: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
+    #[serde(default)]
+    pool: RawProcessPool,
+    #[serde(default)]
+    limits: RawProcessLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawProcessPool {
+    max: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawProcessLimits {
+    timeout: Option<String>,
+    max_output: Option<Size>,
+    memory: Option<Size>,
+}
+
+impl RawProcessManifest {
+    /// The process keys, checked; the message names the key.
+    pub(crate) fn check(&self) -> Result<ProcessManifest, String> {
+        if self.protocol != "exec" {
+            return Err(format!(
+                "protocol = {:?} is not a protocol: accepted {}",
+                self.protocol,
+                PROTOCOLS.map(|p| format!("{p:?}")).join(", ")
+            ));
+        }
+        match self.command.first() {
+            None => return Err("command is empty: name the program to run".into()),
+            Some(p) if p.is_empty() => return Err("command[0] is empty".into()),
+            Some(_) => {}
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(format!("env.{k:?} is not an environment variable name"));
+            }
+        }
+        let size = |key: &str, v: &Option<Size>| -> Result<Option<u64>, String> {
+            v.as_ref().map(|s| s.bytes(key)).transpose()
+        };
+        let timeout = match &self.limits.timeout {
+            Some(t) => parse_duration_key("limits.timeout", t)?,
+            None => Duration::from_secs(30),
+        };
+        if timeout.is_zero() {
+            return Err("limits.timeout must be above zero".into());
+        }
+        let max_output = size("limits.max_output", &self.limits.max_output)?.unwrap_or(8 << 20);
+        if max_output == 0 || max_output >= 1 << 31 {
+            return Err(format!(
+                "limits.max_output = {} is out of range: 1 B ..= 2 GiB - 1",
+                fmt_size(max_output)
+            ));
+        }
+        let memory = size("limits.memory", &self.limits.memory)?;
+        if memory.is_some_and(|m| m < 1 << 20) {
+            return Err("limits.memory is below 1 MiB: no program starts in that".into());
+        }
+        let max_processes = self.pool.max.unwrap_or(4);
+        if !(1..=1024).contains(&max_processes) {
+            return Err(format!(
+                "pool.max = {max_processes} is out of range: 1..=1024 processes"
+            ));
+        }
+        Ok(ProcessManifest {
+            command: self.command.clone(),
+            env: self.env.clone(),
+            cwd: self.cwd.clone(),
+            max_processes,
+            limits: ProcessLimits {
+                timeout,
+                max_output,
+                memory,
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,8 +823,48 @@ mod tests {
                 .to_string();
             assert!(
                 e.starts_with("t.toml: runtime = ")
-                    && e.ends_with("is not a runtime: accepted \"wasi\""),
+                    && e.ends_with("is not a runtime: accepted \"wasi\", \"process\""),
                 "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_process_manifest_is_checked_key_by_key() {
+        let base = "name = \"t\"\nruntime = \"process\"\nprotocol = \"exec\"\n";
+        let m = parse(&format!(
+            "{base}command = [\"tr\", \"a\", \"b\"]\n[limits]\nmemory = \"64 MiB\"\n"
+        ))
+        .unwrap();
+        let p = m.process().unwrap();
+        assert_eq!(p.command, ["tr", "a", "b"]);
+        assert_eq!(p.limits.memory, Some(64 << 20));
+        assert_eq!(p.limits.timeout, Duration::from_secs(30));
+        assert!(m.wasi().is_none());
+        for (text, key) in [
+            (format!("{base}command = []\n"), "command is empty"),
+            (
+                format!("{base}command = [\"x\"]\nmode = \"reuse\"\n"),
+                "mode",
+            ),
+            (
+                format!("{base}command = [\"x\"]\n[limits]\ntimeout = \"soon\"\n"),
+                "limits.timeout",
+            ),
+            (
+                format!("{base}command = [\"x\"]\n[pool]\nmax = 0\n"),
+                "pool.max",
+            ),
+            (
+                "name = \"t\"\nruntime = \"process\"\nprotocol = \"grpc\"\ncommand = [\"x\"]\n"
+                    .to_string(),
+                "accepted \"exec\"",
+            ),
+        ] {
+            let e = parse(&text).expect_err(&text).to_string();
+            assert!(
+                e.starts_with("t.toml: ") && e.contains(key),
+                "{text:?} -> {e}"
             );
         }
     }

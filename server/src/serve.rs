@@ -510,6 +510,30 @@ pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resul
                 "max_output_bytes": limits.max_output,
             });
         }
+        if let Some(p) = m.process() {
+            let limits = &p.limits;
+            if !json {
+                writeln!(
+                    out,
+                    "    process (exec): {}; limits: timeout {}, output {} KiB{}; at most {} at once",
+                    p.command.join(" "),
+                    humantime::format_duration(limits.timeout),
+                    limits.max_output >> 10,
+                    limits
+                        .memory
+                        .map_or_else(String::new, |m| format!(", memory {} MiB", m >> 20)),
+                    p.max_processes,
+                )
+                .map_err(w)?;
+            }
+            row["runtime"] = "process".into();
+            row["command"] = serde_json::json!(p.command);
+            row["limits"] = serde_json::json!({
+                "timeout_ms": limits.timeout.as_millis() as u64,
+                "max_output_bytes": limits.max_output,
+                "memory_bytes": limits.memory,
+            });
+        }
         rows.push(row);
     }
     if json {

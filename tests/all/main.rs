@@ -10,6 +10,7 @@ mod hostile;
 mod injector;
 mod ordering;
 mod overload;
+mod process;
 mod registry;
 mod shutdown;
 mod spans;

@@ -402,3 +402,27 @@ async fn an_output_that_does_not_match_its_output_schema_is_a_tool_error() {
     assert_eq!(echo["annotations"]["read_only"], true);
     assert_eq!(echo["title"], "Echo");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_tool_is_listed_and_called_like_any_other() {
+    let dirs = Dirs::new();
+    std::fs::write(
+        dirs.tools.path().join("upper.toml"),
+        "name = \"upper\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"tr\", \"a-z\", \"A-Z\"]\ndescription = \"Upper-cases its input\"\n[input_schema]\ntype = \"object\"\nrequired = [\"text\"]\n",
+    )
+    .unwrap();
+    let s = Server::start(&dirs, &[], &[], None);
+    let c = client();
+    let listed = tools(&c, &s).await;
+    let upper = listed
+        .iter()
+        .find(|t| t["name"] == "upper")
+        .expect("listed");
+    assert_eq!(upper["description"], "Upper-cases its input");
+    assert_eq!(upper["input_schema"]["required"][0], "text");
+    let (st, v) = post(&c, &s, "upper", r#"{"text":"abc"}"#).await;
+    assert_eq!((st, v), (200, serde_json::json!({"TEXT": "ABC"})));
+    // The schema is checked before any process starts.
+    let (st, v) = post(&c, &s, "upper", r#"{"other":1}"#).await;
+    assert_eq!(st, 400, "{v}");
+}

@@ -316,6 +316,11 @@ impl LiveTool {
         };
         let tool = match entry.ready_for(input).await {
             Ok(Tool::Wasi(t)) => t,
+            Ok(Tool::Process(_)) => {
+                return Outcome::Error(
+                    format!("tool {}: a live instance needs a WASI tool", self.name).into(),
+                );
+            }
             Err(o) => return o,
         };
         if !tool.has_fast_entry() {

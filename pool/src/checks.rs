@@ -1,0 +1,189 @@
+//! The checks every kind of tool shares: a call's input against the
+//! manifest's `input_schema` before anything runs, and its output against
+//! `output_schema` when the manifest declares one.
+
+use crate::error::LoadError;
+use crate::manifest::Manifest;
+
+/// How a call's input is checked before any instance is created.
+enum InputCheck {
+    /// Any JSON object (the schema says only `type: object`).
+    Object,
+    /// A full JSON Schema.
+    Schema(Box<jsonschema::Validator>),
+}
+
+/// A tool's input and output checks, built once at load.
+pub struct Checks {
+    input: InputCheck,
+    /// The output schema's validator, when the manifest declares one.
+    output: Option<Box<jsonschema::Validator>>,
+}
+
+impl std::fmt::Debug for Checks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checks")
+            .field("output", &self.output.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Checks {
+    /// The checks of `manifest`'s schemas.
+    ///
+    /// # Errors
+    ///
+    /// A schema is not a valid JSON Schema.
+    pub fn new(manifest: &Manifest) -> Result<Checks, LoadError> {
+        let input = input_check(&manifest.input_schema)?;
+        let output = match &manifest.output_schema {
+            Some(schema) => Some(Box::new(jsonschema::validator_for(schema).map_err(
+                |e| LoadError::Schema {
+                    key: "output_schema",
+                    source: Box::new(e),
+                },
+            )?)),
+            None => None,
+        };
+        Ok(Checks { input, output })
+    }
+
+    /// Checks a call's input against the tool's schema.
+    ///
+    /// # Errors
+    ///
+    /// The input is not JSON, or does not match the schema; the message
+    /// names the tool and the offending field.
+    pub fn input(&self, name: &str, input: &[u8]) -> Result<(), String> {
+        // Before any parse: serde_json skips strings it is not asked to
+        // keep without checking their UTF-8, and nests as deep as the
+        // input does when it ignores a value.
+        if let Err(e) = std::str::from_utf8(input) {
+            return Err(format!(
+                "tool {name}: input is not valid UTF-8 (at byte {})",
+                e.valid_up_to()
+            ));
+        }
+        // An input of at most MAX_DEPTH bytes cannot open more levels.
+        if input.len() > MAX_DEPTH
+            && let Some(at) = too_deep(input, MAX_DEPTH)
+        {
+            return Err(format!(
+                "tool {name}: input nests deeper than {MAX_DEPTH} levels (at byte {at})"
+            ));
+        }
+        match &self.input {
+            InputCheck::Object => {
+                let first = input.iter().find(|b| !b.is_ascii_whitespace());
+                if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(input) {
+                    return Err(format!("tool {name}: input is not valid JSON: {e}"));
+                }
+                if first != Some(&b'{') {
+                    return Err(format!("tool {name}: input must be a JSON object"));
+                }
+                Ok(())
+            }
+            InputCheck::Schema(v) => {
+                let value: serde_json::Value = serde_json::from_slice(input)
+                    .map_err(|e| format!("tool {name}: input is not valid JSON: {e}"))?;
+                schema_errors(
+                    v,
+                    &value,
+                    format!("tool {name}: input does not match its schema:"),
+                )
+            }
+        }
+    }
+
+    /// Checks a call's output against the tool's `output_schema`, when it
+    /// declares one.
+    ///
+    /// # Errors
+    ///
+    /// The output is not JSON or does not match; the message names the
+    /// tool and the field.
+    pub fn output(&self, name: &str, output: &[u8]) -> Result<(), String> {
+        let Some(v) = &self.output else {
+            return Ok(());
+        };
+        let value: serde_json::Value = serde_json::from_slice(output).map_err(|e| {
+            format!("tool {name}: output is not JSON, and the tool declares an output_schema: {e}")
+        })?;
+        schema_errors(
+            v,
+            &value,
+            format!("tool {name}: output does not match its output_schema:"),
+        )
+    }
+}
+
+/// How deep a call's input may nest arrays and objects (serde_json's own
+/// limit when it builds a value).
+pub const MAX_DEPTH: usize = 128;
+
+/// The offset at which `json` opens its `max + 1`-th level of nesting, if
+/// it does. Brackets inside strings do not count.
+fn too_deep(json: &[u8], max: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, &b) in json.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return Some(i);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The first three errors of `value` against `v`, each with its path.
+fn schema_errors(
+    v: &jsonschema::Validator,
+    value: &serde_json::Value,
+    mut msg: String,
+) -> Result<(), String> {
+    let mut errors = v.iter_errors(value).peekable();
+    if errors.peek().is_none() {
+        return Ok(());
+    }
+    for (i, e) in errors.take(3).enumerate() {
+        let at = e.instance_path().to_string();
+        let at = if at.is_empty() {
+            "(top level)".to_string()
+        } else {
+            at
+        };
+        msg.push_str(if i == 0 { " " } else { "; " });
+        msg.push_str(&format!("at {at}: {e}"));
+    }
+    Err(msg)
+}
+
+fn input_check(schema: &serde_json::Value) -> Result<InputCheck, LoadError> {
+    if *schema == serde_json::json!({ "type": "object" }) {
+        return Ok(InputCheck::Object);
+    }
+    jsonschema::validator_for(schema)
+        .map(|v| InputCheck::Schema(Box::new(v)))
+        .map_err(|e| LoadError::Schema {
+            key: "input_schema",
+            source: Box::new(e),
+        })
+}
