@@ -170,4 +170,10 @@ pub enum ProcessLoadError {
     /// The working directory does not exist.
     #[error("cwd {}: not a directory", .0.display())]
     NoCwd(PathBuf),
+    /// An upstream MCP server could not be started or listed.
+    #[error("{0}")]
+    Upstream(String),
+    /// The process host's thread could not be started.
+    #[error("cannot start the process host thread: {0}")]
+    Host(#[source] std::io::Error),
 }

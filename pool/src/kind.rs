@@ -83,7 +83,11 @@ impl Tool {
 pub(crate) async fn call_once(runtime: &Runtime, tool: Tool, input: &[u8]) -> Outcome {
     match tool {
         Tool::Wasi(t) => crate::call::once(runtime.clone(), t, input).await,
-        Tool::Process(t) => t.call(input).await,
+        // Boxed: a process call's future is kilobytes, and a WASI call's
+        // future would otherwise be as large (and moved as often).
+        // Boxed: a process call's future is kilobytes, and a WASI call's
+        // future would otherwise be as large (and moved as often).
+        Tool::Process(t) => Box::pin(t.call(input)).await,
     }
 }
 
@@ -158,7 +162,10 @@ pub(crate) fn load(
         RuntimeManifest::Process(spec) => {
             let data_dir = runtime.config().data_dir.as_deref();
             let result = Checks::new(manifest).and_then(|checks| {
-                ProcessTool::load(Arc::clone(manifest), spec, checks, base, data_dir)
+                let host = runtime
+                    .process_host()
+                    .map_err(crate::error::ProcessLoadError::Host)?;
+                ProcessTool::load(Arc::clone(manifest), spec, checks, base, data_dir, host)
                     .map(|t| Tool::Process(Arc::new(t)))
                     .map_err(LoadError::from)
             });

@@ -138,6 +138,7 @@ pub fn state_text(state: &LoadState) -> String {
         LoadState::Loading => "loading".into(),
         LoadState::Ready => "ready".into(),
         LoadState::Failed(why) => format!("failed: {why}"),
+        LoadState::Down(why) => format!("failed: {why}"),
     }
 }
 
@@ -361,6 +362,14 @@ impl App {
                 w.queue_depth
             ));
         }
+        // A tool that failed to load is listed as failed and does not
+        // count; one whose processes keep failing does: it was serving, and
+        // its callers now get errors.
+        for e in self.registry.snapshot().iter() {
+            if let LoadState::Down(why) = e.state() {
+                return Readiness::NotReady(format!("tool {} is failing: {why}", e.manifest.name));
+            }
+        }
         Readiness::Ready
     }
 
@@ -400,7 +409,7 @@ impl App {
             match e.state() {
                 LoadState::Loading => n[0].1 += 1,
                 LoadState::Ready => n[1].1 += 1,
-                LoadState::Failed(_) => n[2].1 += 1,
+                LoadState::Failed(_) | LoadState::Down(_) => n[2].1 += 1,
             }
         }
         n

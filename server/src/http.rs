@@ -107,6 +107,8 @@ async fn tools(State(app): State<Arc<App>>) -> Response {
         .registry()
         .snapshot()
         .iter()
+        // A set is listed by its members.
+        .filter(|e| !e.manifest.is_set())
         .map(|e| {
             serde_json::json!({
                 "name": e.manifest.name,

@@ -73,6 +73,8 @@ impl Mcp {
             .registry()
             .snapshot()
             .iter()
+            // A set is listed by its members.
+            .filter(|e| !e.manifest.is_set())
             .map(|e| {
                 let schema = match &e.manifest.input_schema {
                     serde_json::Value::Object(o) => o.clone(),

@@ -25,6 +25,7 @@ pub fn render(app: &App) -> String {
     if let Some(m) = app.metrics() {
         engine(&mut out, &m);
     }
+    processes(&mut out, app);
     if let Some((rss, vsz)) = process_memory() {
         let o = &mut out;
         one(
@@ -46,6 +47,9 @@ pub fn render(app: &App) -> String {
 }
 
 const GAUGE: &str = "gauge";
+
+/// A process tool's counter's value.
+type PerTool = fn(&toolplane_pool::process::ProcessStats) -> u64;
 
 /// A per-worker gauge's value.
 type PerWorker = fn(&toolplane_core::WorkerMetrics) -> u64;
@@ -222,6 +226,112 @@ fn engine(o: &mut String, m: &toolplane_core::Metrics) {
 fn one(o: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
     head(o, name, kind, help);
     let _ = writeln!(o, "{name} {value}");
+}
+
+/// Process tools: processes by state, restarts, queue, refusals, why a
+/// tool is down, and the latency of waiting and of service.
+fn processes(o: &mut String, app: &App) {
+    let tools: Vec<(String, toolplane_pool::process::ProcessStats)> = app
+        .registry()
+        .snapshot()
+        .iter()
+        .filter_map(|e| match e.loaded() {
+            Some(Ok(toolplane_pool::Tool::Process(p))) => {
+                Some((escape(&e.manifest.name), p.stats()))
+            }
+            _ => None,
+        })
+        .collect();
+    if tools.is_empty() {
+        return;
+    }
+    let help = "Processes of a process tool, by state (starting, alive).";
+    head(o, "toolplane_process_processes", GAUGE, help);
+    for (t, s) in &tools {
+        let _ = writeln!(
+            o,
+            "toolplane_process_processes{{tool=\"{t}\",state=\"starting\"}} {}",
+            s.starting
+        );
+        let _ = writeln!(
+            o,
+            "toolplane_process_processes{{tool=\"{t}\",state=\"alive\"}} {}",
+            s.alive
+        );
+    }
+    let per_tool: [(&str, &str, &str, PerTool); 3] = [
+        (
+            "toolplane_process_restarts_total",
+            COUNTER,
+            "Processes that ended unasked (crashed, exited, killed for a hung call or garbage) or failed to start.",
+            |s| s.restarts,
+        ),
+        (
+            "toolplane_process_queue_depth",
+            GAUGE,
+            "Calls waiting for a turn.",
+            |s| s.queued,
+        ),
+        (
+            "toolplane_process_refused_total",
+            COUNTER,
+            "Calls refused because pool.queue calls were waiting already.",
+            |s| s.refused,
+        ),
+    ];
+    for (name, kind, help, value) in per_tool {
+        head(o, name, kind, help);
+        for (t, s) in &tools {
+            let _ = writeln!(o, "{name}{{tool=\"{t}\"}} {}", value(s));
+        }
+    }
+    let help = "1 while a process tool is down (its processes keep failing), with the reason.";
+    head(o, "toolplane_process_down", GAUGE, help);
+    for (t, s) in &tools {
+        match &s.down {
+            Some(why) => {
+                let _ = writeln!(
+                    o,
+                    "toolplane_process_down{{tool=\"{t}\",reason=\"{}\"}} 1",
+                    escape(why)
+                );
+            }
+            None => {
+                let _ = writeln!(o, "toolplane_process_down{{tool=\"{t}\",reason=\"\"}} 0");
+            }
+        }
+    }
+    let name = "toolplane_process_latency_seconds";
+    let help = "Process tool calls: waiting for a turn and a process (queue), and from a process taking a call to its answer (service).";
+    head(o, name, "histogram", help);
+    for (t, s) in &tools {
+        for (stage, h) in [("queue", &s.queue_wait), ("service", &s.service)] {
+            for (le, n) in toolplane_pool::process::stats::BUCKETS
+                .iter()
+                .zip(h.cumulative)
+            {
+                let _ = writeln!(
+                    o,
+                    "{name}_bucket{{tool=\"{t}\",stage=\"{stage}\",le=\"{le}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                o,
+                "{name}_bucket{{tool=\"{t}\",stage=\"{stage}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                o,
+                "{name}_sum{{tool=\"{t}\",stage=\"{stage}\"}} {:.9}",
+                h.sum.as_secs_f64()
+            );
+            let _ = writeln!(
+                o,
+                "{name}_count{{tool=\"{t}\",stage=\"{stage}\"}} {}",
+                h.count
+            );
+        }
+    }
 }
 
 fn head(o: &mut String, name: &str, kind: &str, help: &str) {

@@ -512,24 +512,44 @@ pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resul
         }
         if let Some(p) = m.process() {
             let limits = &p.limits;
+            let pool = &p.pool;
+            let protocol = p.protocol.as_str();
             if !json {
+                let shape = match p.protocol {
+                    toolplane_pool::process::Protocol::Exec => {
+                        format!("a process per call, at most {} at once", pool.max)
+                    }
+                    _ => format!(
+                        "{}..={} processes, {} calls each at once",
+                        pool.min, pool.max, pool.max_inflight_per_process
+                    ),
+                };
                 writeln!(
                     out,
-                    "    process (exec): {}; limits: timeout {}, output {} KiB{}; at most {} at once",
+                    "    process ({protocol}): {}; {shape}; limits: timeout {}, output {} KiB{}",
                     p.command.join(" "),
                     humantime::format_duration(limits.timeout),
                     limits.max_output >> 10,
                     limits
                         .memory
                         .map_or_else(String::new, |m| format!(", memory {} MiB", m >> 20)),
-                    p.max_processes,
                 )
                 .map_err(w)?;
             }
             row["runtime"] = "process".into();
+            row["protocol"] = protocol.into();
             row["command"] = serde_json::json!(p.command);
+            row["pool"] = serde_json::json!({
+                "min": pool.min,
+                "max": pool.max,
+                "idle_timeout_ms": pool.idle_timeout.as_millis() as u64,
+                "max_inflight_per_process": pool.max_inflight_per_process,
+                "recycle_after": pool.recycle_after,
+                "queue": pool.queue,
+            });
             row["limits"] = serde_json::json!({
                 "timeout_ms": limits.timeout.as_millis() as u64,
+                "startup_timeout_ms": limits.startup_timeout.as_millis() as u64,
                 "max_output_bytes": limits.max_output,
                 "memory_bytes": limits.memory,
             });

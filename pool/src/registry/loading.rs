@@ -130,6 +130,7 @@ impl Inner {
             id: self.table.intern(&manifest.name),
             manifest: Arc::new(manifest),
             origin,
+            set: None,
             manifest_digest,
             state: OnceLock::new(),
             ready: tokio::sync::Notify::new(),
@@ -275,6 +276,10 @@ impl Inner {
         });
         match result {
             Ok(tool) => {
+                let set = match &tool {
+                    crate::Tool::Process(p) if p.is_set() => Some(Arc::clone(p)),
+                    _ => None,
+                };
                 entry.finish(Ok(tool));
                 if let Some(p) = &path {
                     self.clear_problem(p, Some(&name));
@@ -286,6 +291,17 @@ impl Inner {
                     } else {
                         // Already listed; the state change is visible through it.
                         self.emit(RegistryEvent::Loaded { name });
+                    }
+                    if let Some(set) = set {
+                        self.publish_members(&entry);
+                        let (inner, weak_entry) = (self.me.clone(), Arc::downgrade(&entry));
+                        set.on_members_changed(Box::new(move || {
+                            if let (Some(inner), Some(entry)) =
+                                (inner.upgrade(), weak_entry.upgrade())
+                            {
+                                inner.publish_members(&entry);
+                            }
+                        }));
                     }
                 }
             }
@@ -306,12 +322,24 @@ impl Inner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string(), SEQ.fetch_add(1, Ordering::Relaxed));
-        let mut removed = false;
-        self.publish(|s| removed = s.remove(name).is_some());
-        if removed {
-            self.emit(RegistryEvent::Removed {
-                name: name.to_string(),
-            });
+        let mut removed = Vec::new();
+        self.publish(|s| {
+            if s.remove(name).is_some() {
+                removed.push(name.to_string());
+            }
+            // A set's members go with it.
+            let members: Vec<String> = s
+                .iter()
+                .filter(|e| e.set.as_deref() == Some(name))
+                .map(|e| e.manifest.name.clone())
+                .collect();
+            for m in members {
+                s.remove(&m);
+                removed.push(m);
+            }
+        });
+        for name in removed {
+            self.emit(RegistryEvent::Removed { name });
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::manifest::Manifest;
 use crate::runtime::Runtime;
 
 mod loading;
+mod members;
 mod snapshot;
 mod types;
 mod watch;

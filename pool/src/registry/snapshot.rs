@@ -19,6 +19,9 @@ pub enum LoadState {
     Ready,
     /// Could not be loaded.
     Failed(Arc<LoadError>),
+    /// Loaded, and failing: a process tool whose processes keep failing
+    /// (the reason); its calls fail at once until one starts and answers.
+    Down(Arc<str>),
 }
 
 /// Two failures are equal when they say the same.
@@ -26,6 +29,7 @@ impl PartialEq for LoadState {
     fn eq(&self, other: &LoadState) -> bool {
         match (self, other) {
             (LoadState::Loading, LoadState::Loading) | (LoadState::Ready, LoadState::Ready) => true,
+            (LoadState::Down(a), LoadState::Down(b)) => a == b,
             (LoadState::Failed(a), LoadState::Failed(b)) => {
                 Arc::ptr_eq(a, b) || a.to_string() == b.to_string()
             }
@@ -46,6 +50,8 @@ pub struct ToolEntry {
     pub manifest: Arc<Manifest>,
     /// Where it came from.
     pub origin: Origin,
+    /// The set it is a member of (`<set>.<tool>`), if it is one.
+    pub set: Option<String>,
     /// The SHA-256 of its manifest file (none for a built-in).
     pub(super) manifest_digest: Option<[u8; 32]>,
     pub(super) state: OnceLock<Loaded>,
@@ -75,6 +81,10 @@ impl ToolEntry {
     pub fn state(&self) -> LoadState {
         match self.state.get() {
             None => LoadState::Loading,
+            Some(Ok(crate::Tool::Process(p))) => match p.down() {
+                Some(why) => LoadState::Down(why),
+                None => LoadState::Ready,
+            },
             Some(Ok(_)) => LoadState::Ready,
             Some(Err(e)) => LoadState::Failed(Arc::clone(e)),
         }

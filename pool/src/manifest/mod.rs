@@ -9,7 +9,6 @@
 //! network) and its limits ([`WasiManifest`]). Unknown keys are errors, so
 //! a misspelt limit is never silently ignored.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,7 +16,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub(crate) use crate::size::fmt_size;
+
+mod process;
 pub use crate::size::parse_size;
+pub(crate) use process::RawProcessManifest;
+pub use process::{Member, PROTOCOLS, PoolSpec, ProcessLimits, ProcessManifest, Protocol};
 
 /// The placeholder a grant's `host` may use for the registry's data
 /// directory.
@@ -611,139 +614,6 @@ impl WasiManifest {
     }
 }
 
-// The keys of a process tool (`runtime = "process"`); what runs it is
-// `process.rs`.
-
-/// The protocols a process tool may speak.
-pub const PROTOCOLS: [&str; 1] = ["exec"];
-
-/// The keys of a process tool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessManifest {
-    /// The program and its arguments; `{data}` in an argument is the data
-    /// directory.
-    pub command: Vec<String>,
-    /// The only environment the program gets, besides `PATH` and `HOME`.
-    pub env: BTreeMap<String, String>,
-    /// Its working directory (`{data}` allowed); the manifest's directory
-    /// when unset.
-    pub cwd: Option<String>,
-    /// At most this many of its processes at once.
-    pub max_processes: usize,
-    /// Limits of one call.
-    pub limits: ProcessLimits,
-}
-
-/// Limits of one call of a process tool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessLimits {
-    /// Wall-clock deadline, waiting for a turn included.
-    pub timeout: Duration,
-    /// Stdout bytes at most.
-    pub max_output: u64,
-    /// Address space of the process, when set.
-    pub memory: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawProcessManifest {
-    #[serde(rename = "runtime")]
-    _runtime: String,
-    pub(crate) name: String,
-    #[serde(default)]
-    pub(crate) description: String,
-    pub(crate) input_schema: Option<serde_json::Value>,
-    pub(crate) title: Option<String>,
-    pub(crate) output_schema: Option<serde_json::Value>,
-    #[serde(default)]
-    pub(crate) annotations: Annotations,
-    protocol: String,
-    command: Vec<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    cwd: Option<String>,
-    #[serde(default)]
-    pool: RawProcessPool,
-    #[serde(default)]
-    limits: RawProcessLimits,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawProcessPool {
-    max: Option<usize>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawProcessLimits {
-    timeout: Option<String>,
-    max_output: Option<Size>,
-    memory: Option<Size>,
-}
-
-impl RawProcessManifest {
-    /// The process keys, checked; the message names the key.
-    pub(crate) fn check(&self) -> Result<ProcessManifest, String> {
-        if self.protocol != "exec" {
-            return Err(format!(
-                "protocol = {:?} is not a protocol: accepted {}",
-                self.protocol,
-                PROTOCOLS.map(|p| format!("{p:?}")).join(", ")
-            ));
-        }
-        match self.command.first() {
-            None => return Err("command is empty: name the program to run".into()),
-            Some(p) if p.is_empty() => return Err("command[0] is empty".into()),
-            Some(_) => {}
-        }
-        for k in self.env.keys() {
-            if k.is_empty() || k.contains('=') || k.contains('\0') {
-                return Err(format!("env.{k:?} is not an environment variable name"));
-            }
-        }
-        let size = |key: &str, v: &Option<Size>| -> Result<Option<u64>, String> {
-            v.as_ref().map(|s| s.bytes(key)).transpose()
-        };
-        let timeout = match &self.limits.timeout {
-            Some(t) => parse_duration_key("limits.timeout", t)?,
-            None => Duration::from_secs(30),
-        };
-        if timeout.is_zero() {
-            return Err("limits.timeout must be above zero".into());
-        }
-        let max_output = size("limits.max_output", &self.limits.max_output)?.unwrap_or(8 << 20);
-        if max_output == 0 || max_output >= 1 << 31 {
-            return Err(format!(
-                "limits.max_output = {} is out of range: 1 B ..= 2 GiB - 1",
-                fmt_size(max_output)
-            ));
-        }
-        let memory = size("limits.memory", &self.limits.memory)?;
-        if memory.is_some_and(|m| m < 1 << 20) {
-            return Err("limits.memory is below 1 MiB: no program starts in that".into());
-        }
-        let max_processes = self.pool.max.unwrap_or(4);
-        if !(1..=1024).contains(&max_processes) {
-            return Err(format!(
-                "pool.max = {max_processes} is out of range: 1..=1024 processes"
-            ));
-        }
-        Ok(ProcessManifest {
-            command: self.command.clone(),
-            env: self.env.clone(),
-            cwd: self.cwd.clone(),
-            max_processes,
-            limits: ProcessLimits {
-                timeout,
-                max_output,
-                memory,
-            },
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -866,6 +736,58 @@ mod tests {
                 e.starts_with("t.toml: ") && e.contains(key),
                 "{text:?} -> {e}"
             );
+        }
+    }
+
+    #[test]
+    fn pooled_and_set_manifests_are_checked_key_by_key() {
+        let jsonl =
+            "name = \"w\"\nruntime = \"process\"\nprotocol = \"jsonl\"\ncommand = [\"w\"]\n";
+        let m = parse(&format!(
+            "{jsonl}[pool]\nmin = 1\nmax = 3\nidle_timeout = \"2m\"\nmax_inflight_per_process = 8\nrecycle_after = 100\n[[tools]]\nname = \"a\"\ndescription = \"A\"\n[[tools]]\nname = \"b\"\n[tools.input_schema]\ntype = \"object\"\nrequired = [\"x\"]\n"
+        ))
+        .unwrap();
+        let p = m.process().unwrap();
+        assert_eq!(p.protocol, Protocol::Jsonl);
+        assert_eq!(
+            (
+                p.pool.min,
+                p.pool.max,
+                p.pool.max_inflight_per_process,
+                p.pool.recycle_after
+            ),
+            (1, 3, 8, Some(100))
+        );
+        assert_eq!(p.pool.idle_timeout, Duration::from_secs(120));
+        assert!(m.is_set());
+        assert_eq!(p.tools.len(), 2);
+        let b = m.member(&p.tools[1]).unwrap();
+        assert_eq!(b.name, "w.b");
+        assert_eq!(b.input_schema["required"][0], "x");
+        let mcp =
+            parse("name = \"u\"\nruntime = \"process\"\nprotocol = \"mcp\"\ncommand = [\"npx\"]\n")
+                .unwrap();
+        assert!(mcp.is_set() && mcp.process().unwrap().tools.is_empty());
+        for (text, key) in [
+            (format!("{jsonl}[pool]\nmin = 5\nmax = 2\n"), "pool.min = 5 is out of range: 0..=2"),
+            (format!("{jsonl}[pool]\nmax_inflight_per_process = 0\n"), "pool.max_inflight_per_process"),
+            (format!("{jsonl}[pool]\nidle_timeout = \"never\"\n"), "pool.idle_timeout"),
+            (format!("{jsonl}[limits]\nstartup_timeout = \"0s\"\n"), "limits.startup_timeout must be above zero"),
+            (format!("{jsonl}[pool]\nsize = 2\n"), "unknown field `size`"),
+            (format!("{jsonl}[[tools]]\nname = \"a\"\n[[tools]]\nname = \"a\"\n"), "listed twice"),
+            (format!("{jsonl}[[tools]]\nname = \"a.b\"\n"), "without dots"),
+            (format!("{jsonl}[input_schema]\ntype = \"object\"\n[[tools]]\nname = \"a\"\n"), "input_schema belongs to each [[tools]] entry"),
+            (
+                "name = \"t\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"x\"]\n[pool]\nmin = 1\n".to_string(),
+                "pool.min applies to long-lived processes",
+            ),
+            (
+                "name = \"t\"\nruntime = \"process\"\nprotocol = \"mcp\"\ncommand = [\"x\"]\n[[tools]]\nname = \"a\"\n".to_string(),
+                "an MCP server lists its own tools",
+            ),
+        ] {
+            let e = parse(&text).expect_err(&text).to_string();
+            assert!(e.starts_with("t.toml: ") && e.contains(key), "{text:?} -> {e}");
         }
     }
 

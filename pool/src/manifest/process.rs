@@ -1,0 +1,405 @@
+//! The keys of a process tool (`runtime = "process"`); what runs it is
+//! `crate::process`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Annotations, Common, Manifest, Size, fmt_size, parse_duration_key};
+
+/// The protocols a process tool may speak.
+pub const PROTOCOLS: [&str; 3] = ["exec", "jsonl", "mcp"];
+
+/// How toolplane talks to a process tool's program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// One fresh process per call: input on stdin, output on stdout.
+    Exec,
+    /// Long-lived processes, one JSON request per line on stdin, one JSON
+    /// response per line on stdout, answered in any order.
+    Jsonl,
+    /// An MCP server over stdio: its tools are the manifest's members.
+    Mcp,
+}
+
+impl Protocol {
+    /// As written in a manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Exec => "exec",
+            Protocol::Jsonl => "jsonl",
+            Protocol::Mcp => "mcp",
+        }
+    }
+}
+
+/// The keys of a process tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessManifest {
+    /// How calls reach the program.
+    pub protocol: Protocol,
+    /// The program and its arguments; `{data}` in an argument is the data
+    /// directory.
+    pub command: Vec<String>,
+    /// The only environment the program gets, besides `PATH` and `HOME`.
+    pub env: BTreeMap<String, String>,
+    /// Its working directory (`{data}` allowed); the manifest's directory
+    /// when unset.
+    pub cwd: Option<String>,
+    /// How many processes, and how they are shared.
+    pub pool: PoolSpec,
+    /// Limits of one call and one process.
+    pub limits: ProcessLimits,
+    /// A jsonl worker's tools when it has several (`[[tools]]`), each
+    /// listed as `<name>.<tool>`; empty when the manifest is one tool.
+    pub tools: Vec<Member>,
+}
+
+/// One tool of a set: a `[[tools]]` entry of a jsonl manifest, or a tool an
+/// upstream MCP server lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its own name (what the program is asked for); listed as
+    /// `<set>.<name>`.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// The JSON Schema of its input.
+    pub input_schema: serde_json::Value,
+    /// A human-readable name.
+    pub title: Option<String>,
+    /// The JSON Schema of its output (an object schema), if declared.
+    pub output_schema: Option<serde_json::Value>,
+    /// What a client may assume of it.
+    pub annotations: Annotations,
+}
+
+impl Manifest {
+    /// Whether this manifest names a set of tools (an MCP server, or a
+    /// jsonl worker with `[[tools]]`) rather than one tool. A set is listed
+    /// for its state; its members are what callers call.
+    pub fn is_set(&self) -> bool {
+        self.process()
+            .is_some_and(|p| p.protocol == Protocol::Mcp || !p.tools.is_empty())
+    }
+
+    /// The manifest of the member `m` of this set: `<set>.<m>`, with the
+    /// member's description and schemas, run as the set is.
+    ///
+    /// # Errors
+    ///
+    /// The member's qualified name or schemas are not valid; the message
+    /// names the member.
+    pub fn member(&self, m: &Member) -> Result<Manifest, String> {
+        let name = format!("{}.{}", self.name, m.name);
+        let common = Common::check(
+            name.clone(),
+            Some(m.input_schema.clone()),
+            m.output_schema.clone(),
+            m.title.as_deref(),
+        )
+        .map_err(|e| format!("tool {name}: {e}"))?;
+        Ok(Manifest {
+            name: common.name,
+            description: m.description.clone(),
+            runtime: self.runtime.clone(),
+            input_schema: common.input_schema,
+            title: m.title.clone(),
+            output_schema: common.output_schema,
+            annotations: m.annotations,
+        })
+    }
+}
+
+/// The `[pool]` keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSpec {
+    /// Processes started at load and kept running (long-lived protocols).
+    pub min: usize,
+    /// Processes at most (for `exec`: calls running at once).
+    pub max: usize,
+    /// A process above `min` idle this long is stopped.
+    pub idle_timeout: Duration,
+    /// Calls one process answers at once.
+    pub max_inflight_per_process: usize,
+    /// Calls after which a process is replaced (`None`: never).
+    pub recycle_after: Option<u64>,
+    /// Calls that may wait for a turn; one more is refused at once.
+    pub queue: usize,
+}
+
+/// Limits of one call and one process of a process tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessLimits {
+    /// Wall-clock deadline of a call, waiting for a turn included.
+    pub timeout: Duration,
+    /// How long a process may take to be ready.
+    pub startup_timeout: Duration,
+    /// Bytes of one call's output at most (for `exec`, its stdout; for
+    /// `jsonl`, one response line).
+    pub max_output: u64,
+    /// Address space of each process, when set.
+    pub memory: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProcessManifest {
+    #[serde(rename = "runtime")]
+    _runtime: String,
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) description: String,
+    pub(crate) input_schema: Option<serde_json::Value>,
+    pub(crate) title: Option<String>,
+    pub(crate) output_schema: Option<serde_json::Value>,
+    #[serde(default)]
+    pub(crate) annotations: Annotations,
+    protocol: String,
+    command: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
+    #[serde(default)]
+    pool: RawPool,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    tools: Vec<RawMember>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMember {
+    name: String,
+    #[serde(default)]
+    description: String,
+    input_schema: Option<serde_json::Value>,
+    title: Option<String>,
+    output_schema: Option<serde_json::Value>,
+    #[serde(default)]
+    annotations: Annotations,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    min: Option<usize>,
+    max: Option<usize>,
+    idle_timeout: Option<String>,
+    max_inflight_per_process: Option<usize>,
+    recycle_after: Option<u64>,
+    queue: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    timeout: Option<String>,
+    startup_timeout: Option<String>,
+    max_output: Option<Size>,
+    memory: Option<Size>,
+}
+
+/// `key = value` must lie in `range`; the message says what it counts.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    unit: &str,
+) -> Result<T, String> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{key} = {value} is out of range: {}..={} {unit}",
+            range.start(),
+            range.end()
+        ))
+    }
+}
+
+impl RawProcessManifest {
+    /// The process keys, checked; the message names the key.
+    pub(crate) fn check(&self) -> Result<ProcessManifest, String> {
+        let protocol = match self.protocol.as_str() {
+            "exec" => Protocol::Exec,
+            "jsonl" => Protocol::Jsonl,
+            "mcp" => Protocol::Mcp,
+            other => {
+                return Err(format!(
+                    "protocol = {other:?} is not a protocol: accepted {}",
+                    PROTOCOLS.map(|p| format!("{p:?}")).join(", ")
+                ));
+            }
+        };
+        match self.command.first() {
+            None => return Err("command is empty: name the program to run".into()),
+            Some(p) if p.is_empty() => return Err("command[0] is empty".into()),
+            Some(_) => {}
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(format!("env.{k:?} is not an environment variable name"));
+            }
+        }
+        Ok(ProcessManifest {
+            protocol,
+            command: self.command.clone(),
+            env: self.env.clone(),
+            cwd: self.cwd.clone(),
+            pool: self.pool.check(protocol)?,
+            limits: self.limits.check()?,
+            tools: self.members(protocol)?,
+        })
+    }
+
+    /// The `[[tools]]`, checked: a jsonl worker's only.
+    fn members(&self, protocol: Protocol) -> Result<Vec<Member>, String> {
+        if self.tools.is_empty() {
+            return Ok(Vec::new());
+        }
+        match protocol {
+            Protocol::Jsonl => {}
+            Protocol::Exec => {
+                return Err("[[tools]] needs a long-lived worker (protocol = \"jsonl\"): an exec tool is one tool".into());
+            }
+            Protocol::Mcp => {
+                return Err("[[tools]]: an MCP server lists its own tools".into());
+            }
+        }
+        for (key, set) in [
+            ("input_schema", self.input_schema.is_some()),
+            ("output_schema", self.output_schema.is_some()),
+            ("title", self.title.is_some()),
+        ] {
+            if set {
+                return Err(format!(
+                    "{key} belongs to each [[tools]] entry when the manifest has several tools"
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::with_capacity(self.tools.len());
+        for (i, t) in self.tools.iter().enumerate() {
+            if !seen.insert(t.name.as_str()) {
+                return Err(format!("tools[{i}].name = {:?} is listed twice", t.name));
+            }
+            if t.name.is_empty() || t.name.contains('.') {
+                return Err(format!(
+                    "tools[{i}].name = {:?}: name each tool with A-Z a-z 0-9 _ -, without dots (it is listed as {}.<name>)",
+                    t.name, self.name
+                ));
+            }
+            let common = Common::check(
+                format!("{}.{}", self.name, t.name),
+                t.input_schema.clone(),
+                t.output_schema.clone(),
+                t.title.as_deref(),
+            )
+            .map_err(|e| format!("tools[{i}] ({}): {e}", t.name))?;
+            out.push(Member {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                input_schema: common.input_schema,
+                title: t.title.clone(),
+                output_schema: common.output_schema,
+                annotations: t.annotations,
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl RawPool {
+    fn check(&self, protocol: Protocol) -> Result<PoolSpec, String> {
+        if protocol == Protocol::Exec {
+            for (key, set) in [
+                ("pool.min", self.min.is_some()),
+                ("pool.idle_timeout", self.idle_timeout.is_some()),
+                (
+                    "pool.max_inflight_per_process",
+                    self.max_inflight_per_process.is_some(),
+                ),
+                ("pool.recycle_after", self.recycle_after.is_some()),
+            ] {
+                if set {
+                    return Err(format!(
+                        "{key} applies to long-lived processes, and protocol = \"exec\" starts one per call"
+                    ));
+                }
+            }
+        }
+        let max = in_range("pool.max", self.max.unwrap_or(4), 1..=1024, "processes")?;
+        let min = in_range(
+            "pool.min",
+            self.min.unwrap_or(0),
+            0..=max,
+            "processes (pool.max)",
+        )?;
+        let idle_timeout = match &self.idle_timeout {
+            Some(t) => parse_duration_key("pool.idle_timeout", t)?,
+            None => Duration::from_secs(300),
+        };
+        let max_inflight_per_process = in_range(
+            "pool.max_inflight_per_process",
+            self.max_inflight_per_process.unwrap_or(1),
+            1..=4096,
+            "calls",
+        )?;
+        let recycle_after = match self.recycle_after {
+            Some(n) => Some(in_range("pool.recycle_after", n, 1..=u64::MAX, "calls")?),
+            None => None,
+        };
+        let queue = in_range(
+            "pool.queue",
+            self.queue.unwrap_or(1024),
+            0..=1 << 20,
+            "calls",
+        )?;
+        Ok(PoolSpec {
+            min,
+            max,
+            idle_timeout,
+            max_inflight_per_process,
+            recycle_after,
+            queue,
+        })
+    }
+}
+
+impl RawLimits {
+    fn check(&self) -> Result<ProcessLimits, String> {
+        let duration = |key: &str, v: &Option<String>, default: u64| -> Result<Duration, String> {
+            let d = match v {
+                Some(t) => parse_duration_key(key, t)?,
+                None => Duration::from_secs(default),
+            };
+            if d.is_zero() {
+                return Err(format!("{key} must be above zero"));
+            }
+            Ok(d)
+        };
+        let size = |key: &str, v: &Option<Size>| -> Result<Option<u64>, String> {
+            v.as_ref().map(|s| s.bytes(key)).transpose()
+        };
+        let max_output = size("limits.max_output", &self.max_output)?.unwrap_or(8 << 20);
+        if max_output == 0 || max_output >= 1 << 31 {
+            return Err(format!(
+                "limits.max_output = {} is out of range: 1 B ..= 2 GiB - 1",
+                fmt_size(max_output)
+            ));
+        }
+        let memory = size("limits.memory", &self.memory)?;
+        if memory.is_some_and(|m| m < 1 << 20) {
+            return Err("limits.memory is below 1 MiB: no program starts in that".into());
+        }
+        Ok(ProcessLimits {
+            timeout: duration("limits.timeout", &self.timeout, 30)?,
+            startup_timeout: duration("limits.startup_timeout", &self.startup_timeout, 10)?,
+            max_output,
+            memory,
+        })
+    }
+}

@@ -1,0 +1,205 @@
+//! `protocol = "mcp"`: an upstream MCP server over stdio, spoken with
+//! rmcp's client.
+//!
+//! Its tools are the set's members, listed as `<set>.<tool>` with their own
+//! schemas and annotations; its `notifications/tools/list_changed` makes
+//! the pool list them again and the registry republish them. A call is a
+//! `tools/call`; a call that runs out of time, or whose caller goes away,
+//! is cancelled (`notifications/cancelled`, rmcp sends it when the request
+//! is dropped), and the process is then pinged: one that does not answer
+//! within [`CANCEL_GRACE`] is hung, and killed.
+//!
+//! A result with `isError` is the call's `Error` (its text content); one
+//! with `structuredContent` is that object; any other is
+//! `{"content": [...]}` with the upstream's content blocks as they are
+//! (served to MCP clients as those blocks again).
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, ClientConfig, ClientRequest, Implementation,
+    PingRequest,
+};
+use rmcp::service::{NotificationContext, RunningService, RunningServiceCancellationToken};
+use rmcp::transport::async_rw::AsyncRwTransport;
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use std::sync::atomic::Ordering;
+use toolplane_core::Outcome;
+
+use super::life::Life;
+use super::shared::Shared;
+use super::spawn::Child;
+use crate::manifest::{Annotations, Member};
+
+/// How long a process whose call was cancelled has to answer a ping.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+/// The client side of one upstream process.
+pub(crate) struct Upstream {
+    peer: rmcp::Peer<RoleClient>,
+    stop: Mutex<Option<RunningServiceCancellationToken>>,
+    /// Kept so the service runs as long as the process does.
+    _service: RunningService<RoleClient, Notified>,
+}
+
+/// What the upstream tells us unasked.
+pub(crate) struct Notified {
+    shared: Weak<Shared>,
+}
+
+impl ClientHandler for Notified {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("toolplane", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
+    async fn on_tool_list_changed(&self, context: NotificationContext<RoleClient>) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        match list(&context.peer).await {
+            Ok(members) => shared.set_members(members),
+            Err(e) => tracing::warn!(tool = %shared.name, "listing its tools again failed: {e}"),
+        }
+    }
+}
+
+impl Upstream {
+    /// Speaks MCP over the child's stdio: the `initialize` handshake.
+    pub(crate) async fn connect(
+        child: &mut Child,
+        shared: &Arc<Shared>,
+    ) -> Result<Upstream, String> {
+        let (Some(stdout), Some(stdin)) = (child.inner.stdout.take(), child.inner.stdin.take())
+        else {
+            return Err("its stdio is not piped".into());
+        };
+        let max_line = usize::try_from(shared.limits.max_output).unwrap_or(usize::MAX);
+        let transport = AsyncRwTransport::new_client(stdout, stdin).with_max_line_length(max_line);
+        let handler = Notified {
+            shared: Arc::downgrade(shared),
+        };
+        let service = handler.serve(transport).await.map_err(|e| e.to_string())?;
+        Ok(Upstream {
+            peer: service.peer().clone(),
+            stop: Mutex::new(Some(service.cancellation_token())),
+            _service: service,
+        })
+    }
+
+    /// Its tools now.
+    pub(crate) async fn tools(&self) -> Result<Vec<Member>, String> {
+        list(&self.peer).await
+    }
+
+    /// Ends the session, which closes the process's stdin.
+    pub(crate) fn close(&self) {
+        if let Some(t) = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.cancel();
+        }
+    }
+
+    /// One `tools/call` of `target` until `deadline`.
+    pub(crate) async fn call(
+        &self,
+        proc: &Arc<Life>,
+        target: &str,
+        input: &[u8],
+        deadline: tokio::time::Instant,
+    ) -> Outcome {
+        let arguments =
+            match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(input) {
+                Ok(a) => a,
+                Err(e) => {
+                    return Outcome::Error(
+                        format!(
+                            "tool {}: an MCP tool's input is a JSON object: {e}",
+                            proc.tool
+                        )
+                        .into(),
+                    );
+                }
+            };
+        let params = CallToolRequestParams::new(target.to_string()).with_arguments(arguments);
+        // Dropped at the deadline (or with the caller): rmcp then sends
+        // `notifications/cancelled` for it.
+        match tokio::time::timeout_at(deadline, self.peer.call_tool(params)).await {
+            Ok(Ok(result)) => {
+                proc.answered.store(true, Ordering::Release);
+                outcome(&proc.tool, result)
+            }
+            Ok(Err(e)) => match proc.exit_within(Duration::from_secs(1)).await {
+                Some(why) => proc.ended(&why),
+                None => Outcome::Error(format!("tool {}: {e}", proc.tool).into()),
+            },
+            Err(_) => {
+                self.check_alive(proc);
+                Outcome::Timeout
+            }
+        }
+    }
+
+    /// After a cancel: a process that does not answer a ping within
+    /// [`CANCEL_GRACE`] is hung, and is killed.
+    fn check_alive(&self, proc: &Arc<Life>) {
+        let peer = self.peer.clone();
+        let proc = Arc::clone(proc);
+        tokio::spawn(async move {
+            let ping = peer.send_request(ClientRequest::PingRequest(PingRequest::default()));
+            if tokio::time::timeout(CANCEL_GRACE, ping).await.is_err() && proc.exit().is_none() {
+                tracing::warn!(tool = %proc.tool, pid = proc.pid, "no answer to a ping {CANCEL_GRACE:?} after a cancel: killing it");
+                proc.kill();
+            }
+        });
+    }
+}
+
+/// Every tool the upstream lists, as members.
+async fn list(peer: &rmcp::Peer<RoleClient>) -> Result<Vec<Member>, String> {
+    let tools = peer.list_all_tools().await.map_err(|e| e.to_string())?;
+    Ok(tools
+        .into_iter()
+        .map(|t| {
+            let a = t.annotations.as_ref();
+            Member {
+                name: t.name.to_string(),
+                description: t.description.as_deref().unwrap_or("").to_string(),
+                input_schema: serde_json::Value::Object((*t.input_schema).clone()),
+                title: t.title.clone().or_else(|| a.and_then(|a| a.title.clone())),
+                output_schema: t
+                    .output_schema
+                    .as_ref()
+                    .map(|s| serde_json::Value::Object((**s).clone())),
+                annotations: Annotations {
+                    read_only: a.and_then(|a| a.read_only_hint),
+                    destructive: a.and_then(|a| a.destructive_hint),
+                    idempotent: a.and_then(|a| a.idempotent_hint),
+                    open_world: a.and_then(|a| a.open_world_hint),
+                },
+            }
+        })
+        .collect())
+}
+
+/// The outcome of an upstream's result (see the module's comment).
+fn outcome(tool: &str, r: rmcp::model::CallToolResult) -> Outcome {
+    if r.is_error == Some(true) {
+        let text: Vec<String> = r
+            .content
+            .iter()
+            .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+            .collect();
+        return Outcome::Error(format!("tool {tool}: {}", text.join("\n")).into());
+    }
+    let value = match r.structured_content {
+        Some(v) => v,
+        None => serde_json::json!({ "content": r.content }),
+    };
+    match serde_json::to_vec(&value) {
+        Ok(bytes) => Outcome::Ok(bytes.into()),
+        Err(e) => Outcome::Error(format!("tool {tool}: its result: {e}").into()),
+    }
+}

@@ -1,0 +1,230 @@
+//! Tools that run as processes (`runtime = "process"`): a program the
+//! manifest names, started with an environment cleared to what the manifest
+//! grants, in a process group of its own that dies with the server.
+//!
+//! Protocols: `exec` (a fresh process per call, [`exec`]), `jsonl`
+//! (long-lived processes answering JSON lines, [`jsonl`]) and `mcp` (an
+//! upstream MCP server, [`mcp`]); long-lived processes ([`proc`]) are
+//! pooled and supervised by [`warm`].
+//!
+//! A manifest that provides several tools (an MCP server, a jsonl worker
+//! with `[[tools]]`) is a *set*: the registry lists it for its state, and
+//! lists its members as `<set>.<tool>`, each a view of the set's pool. Every process lives on the process host
+//! ([`host`]): a worker's call hands its work there and awaits the answer
+//! as a pending call on its reactor.
+//!
+//! A busy tool queues calls (at most `pool.queue`) and refuses the next at
+//! once; a queued call waits within its deadline.
+//!
+//! What is isolated, compared with a WASI tool: the environment (cleared),
+//! the working directory, the address space (`limits.memory` as
+//! `RLIMIT_AS`), time and output. What is not: the file system and the
+//! network, which the program sees as the server's user does.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use toolplane_core::Outcome;
+
+use crate::checks::Checks;
+pub use crate::error::ProcessLoadError;
+use crate::manifest::Manifest;
+pub use crate::manifest::{Member, PoolSpec, ProcessLimits, ProcessManifest, Protocol};
+
+mod exec;
+mod host;
+pub mod jsonl;
+mod life;
+pub mod mcp;
+pub mod proc;
+mod shared;
+mod spawn;
+pub mod stats;
+pub mod warm;
+
+pub(crate) use host::ProcessHost;
+pub use shared::MembersChanged;
+use shared::Shared;
+pub use stats::ProcessStats;
+
+/// A process tool ready to call.
+pub struct ProcessTool {
+    /// Its manifest.
+    pub manifest: Arc<Manifest>,
+    pub(crate) checks: Checks,
+    shared: Arc<Shared>,
+    runner: Runner,
+    host: ProcessHost,
+    /// What the program is asked for: the tool's own name, a member's; none
+    /// for a set itself.
+    target: Option<Arc<str>>,
+}
+
+#[derive(Clone)]
+enum Runner {
+    Exec,
+    Warm(Arc<warm::Warm>),
+}
+
+impl std::fmt::Debug for ProcessTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessTool")
+            .field("name", &self.shared.name)
+            .field("program", &self.shared.launch.program)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessTool {
+    /// Resolves `spec` for its manifest: the program on `PATH` (or relative
+    /// to `base`, the manifest's directory), `{data}`, the working
+    /// directory; a long-lived protocol's pool starts its `pool.min`
+    /// processes in the background.
+    pub(crate) fn load(
+        manifest: Arc<Manifest>,
+        spec: &ProcessManifest,
+        checks: Checks,
+        base: Option<&Path>,
+        data_dir: Option<&Path>,
+        host: ProcessHost,
+    ) -> Result<ProcessTool, ProcessLoadError> {
+        let launch = spawn::Launch::resolve(spec, base, data_dir)?;
+        let turns = match spec.protocol {
+            Protocol::Exec => spec.pool.max,
+            Protocol::Jsonl | Protocol::Mcp => spec.pool.max * spec.pool.max_inflight_per_process,
+        };
+        let shared = Arc::new(Shared {
+            name: manifest.name.as_str().into(),
+            protocol: spec.protocol,
+            launch,
+            pool: spec.pool.clone(),
+            limits: spec.limits.clone(),
+            counters: stats::Counters::default(),
+            turns: Arc::new(tokio::sync::Semaphore::new(turns)),
+            members: std::sync::Mutex::new(spec.tools.clone()),
+            on_members: std::sync::Mutex::new(None),
+        });
+        let runner = match spec.protocol {
+            Protocol::Exec => Runner::Exec,
+            Protocol::Jsonl | Protocol::Mcp => {
+                let _in = host.handle().enter();
+                Runner::Warm(warm::Warm::start(Arc::clone(&shared)))
+            }
+        };
+        if let (Protocol::Mcp, Runner::Warm(w)) = (spec.protocol, &runner) {
+            // Its members are whatever it lists: ask one process now.
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let w = Arc::clone(w);
+            host.handle().spawn(async move {
+                let _ = tx.send(w.members().await);
+            });
+            let listed = rx
+                .recv()
+                .map_err(|_| ProcessLoadError::Upstream("the process host stopped".into()))?;
+            shared.set_members(listed.map_err(|why| ProcessLoadError::Upstream(why.to_string()))?);
+        }
+        let target = (!manifest.is_set()).then(|| Arc::clone(&shared.name));
+        Ok(ProcessTool {
+            manifest,
+            checks,
+            shared,
+            runner,
+            host,
+            target,
+        })
+    }
+
+    /// Whether this is a set (see the module's comment).
+    pub fn is_set(&self) -> bool {
+        self.target.is_none()
+    }
+
+    /// A set's members now.
+    pub fn members(&self) -> Vec<Member> {
+        self.shared
+            .members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Calls `f` whenever the set's members change.
+    pub fn on_members_changed(&self, f: MembersChanged) {
+        *self
+            .shared
+            .on_members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(f);
+    }
+
+    /// The member `name` of this set as a tool of its own (`manifest` is
+    /// the member's, `checks` its schemas'), sharing the set's processes.
+    pub(crate) fn member(
+        &self,
+        manifest: Arc<Manifest>,
+        checks: Checks,
+        name: &str,
+    ) -> ProcessTool {
+        ProcessTool {
+            manifest,
+            checks,
+            shared: Arc::clone(&self.shared),
+            runner: self.runner.clone(),
+            host: self.host.clone(),
+            target: Some(name.into()),
+        }
+    }
+
+    /// Runs one call (on the process host), within `limits.timeout`.
+    pub(crate) async fn call(&self, input: &[u8]) -> Outcome {
+        let Some(target) = &self.target else {
+            let names: Vec<String> = self
+                .members()
+                .iter()
+                .map(|m| format!("{}.{}", self.shared.name, m.name))
+                .collect();
+            return Outcome::Error(
+                format!(
+                    "{} is a set of tools: call one of its members ({})",
+                    self.shared.name,
+                    names.join(", ")
+                )
+                .into(),
+            );
+        };
+        let deadline = tokio::time::Instant::now() + self.shared.limits.timeout;
+        let input = input.to_vec();
+        let out = match &self.runner {
+            Runner::Exec => {
+                self.host
+                    .run(exec::call(Arc::clone(&self.shared), input, deadline))
+                    .await
+            }
+            Runner::Warm(w) => {
+                self.host
+                    .run(Arc::clone(w).call(Arc::clone(target), input, deadline))
+                    .await
+            }
+        };
+        match out {
+            Outcome::Ok(p) => match self.checks.output(&self.manifest.name, &p) {
+                Ok(()) => Outcome::Ok(p),
+                Err(e) => Outcome::Error(e.into()),
+            },
+            other => other,
+        }
+    }
+
+    /// Why the tool is failed (its processes keep failing), if it is.
+    pub fn down(&self) -> Option<Arc<str>> {
+        match &self.runner {
+            Runner::Exec => None,
+            Runner::Warm(w) => w.down(),
+        }
+    }
+
+    /// Its processes, queue and latencies now.
+    pub fn stats(&self) -> ProcessStats {
+        self.shared.counters.snapshot(self.down())
+    }
+}

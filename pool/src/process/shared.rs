@@ -1,0 +1,79 @@
+//! What a process tool's calls, pool and supervisor share: the program,
+//! the pool's shape and limits, the counters, the turns, a set's members.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use toolplane_core::Outcome;
+
+use super::spawn::Launch;
+use super::stats;
+use crate::manifest::{Member, PoolSpec, ProcessLimits, Protocol};
+
+/// What a tool's calls, pool and supervisor share.
+pub(crate) struct Shared {
+    pub(crate) name: Arc<str>,
+    pub(crate) protocol: Protocol,
+    pub(crate) launch: Launch,
+    pub(crate) pool: PoolSpec,
+    pub(crate) limits: ProcessLimits,
+    pub(crate) counters: stats::Counters,
+    /// Turns: processes (exec) or call slots across processes.
+    pub(crate) turns: Arc<tokio::sync::Semaphore>,
+    /// A set's members now, and whom to tell when they change.
+    pub(crate) members: std::sync::Mutex<Vec<Member>>,
+    pub(crate) on_members: std::sync::Mutex<Option<MembersChanged>>,
+}
+
+/// Told when a set's members change (an upstream's `list_changed`).
+pub type MembersChanged = Box<dyn Fn() + Send + Sync>;
+
+impl Shared {
+    /// Replaces a set's members and tells the registry.
+    pub(crate) fn set_members(&self, members: Vec<Member>) {
+        *self.members.lock().unwrap_or_else(|p| p.into_inner()) = members;
+        if let Some(f) = &*self.on_members.lock().unwrap_or_else(|p| p.into_inner()) {
+            f();
+        }
+    }
+
+    /// A turn, waiting for one (within `deadline`) when `pool.queue` calls
+    /// are not waiting already; else the outcome to answer.
+    pub(crate) async fn turn(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Outcome> {
+        if let Ok(t) = Arc::clone(&self.turns).try_acquire_owned() {
+            return Ok(t);
+        }
+        let c = &self.counters;
+        if c.queued.fetch_add(1, Ordering::Relaxed) >= self.pool.queue as u64 {
+            c.queued.fetch_sub(1, Ordering::Relaxed);
+            c.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Outcome::Error(
+                format!(
+                    "tool {}: busy: {} calls wait for a turn already (pool.queue = {})",
+                    self.name, self.pool.queue, self.pool.queue
+                )
+                .into(),
+            ));
+        }
+        // Counted out however the wait ends (the caller may go away).
+        let _queued = Queued(c);
+        let t = tokio::time::timeout_at(deadline, Arc::clone(&self.turns).acquire_owned()).await;
+        match t {
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(_)) => Err(Outcome::Cancelled),
+            Err(_) => Err(Outcome::Timeout),
+        }
+    }
+}
+
+/// A call counted as waiting for a turn until dropped.
+struct Queued<'a>(&'a stats::Counters);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+}

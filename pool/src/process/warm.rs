@@ -1,0 +1,387 @@
+//! A pool of long-lived processes for one tool: started at load (`pool.min`)
+//! or on demand up to `pool.max`, each answering up to
+//! `pool.max_inflight_per_process` calls at once, replaced after
+//! `pool.recycle_after` calls, stopped after `pool.idle_timeout` idle above
+//! `min`; calls beyond that wait (at most `pool.queue`) for a turn.
+//!
+//! Supervision: a process that ends without being asked to is replaced
+//! (the calls in flight on it end `Error` with its exit status and stderr
+//! tail). One that ends before it ever answered, within [`STABLE_AFTER`]
+//! of starting, is a failure: failures in a row back off
+//! (from [`BACKOFF_FIRST`], doubling, up to [`BACKOFF_MAX`]), and after
+//! [`DOWN_AFTER`] of them the tool is *down*: its calls fail at once with
+//! the reason until a process starts and answers again, and `tools list`,
+//! `/readyz` and `/metrics` show it failed.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use toolplane_core::Outcome;
+
+use super::proc::Proc;
+use super::shared::Shared;
+
+/// A process that lived this long had started well, whatever ended it.
+pub const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// The first pause after a failure.
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+/// The longest pause between starts.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Failures in a row after which the tool is down.
+pub const DOWN_AFTER: u32 = 3;
+/// How often the supervisor looks at the pool.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(500);
+
+/// The processes of one tool.
+pub(crate) struct Warm {
+    me: Weak<Warm>,
+    shared: Arc<Shared>,
+    state: Mutex<State>,
+    /// A process became ready or ended, or a start failed.
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    /// Running, taking calls.
+    procs: Vec<Arc<Proc>>,
+    starting: usize,
+    serial: u64,
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_failure: Option<Arc<str>>,
+    down: Option<Arc<str>>,
+    closed: bool,
+}
+
+impl Warm {
+    /// A pool for `shared`, its supervisor running on the current runtime
+    /// (the process host's).
+    pub(crate) fn start(shared: Arc<Shared>) -> Arc<Warm> {
+        let warm = Arc::new_cyclic(|me| Warm {
+            me: me.clone(),
+            shared,
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+        });
+        tokio::spawn(supervise(Arc::downgrade(&warm)));
+        warm
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why the tool is down (its processes keep failing, and the last
+    /// reason), if it is.
+    pub(crate) fn down(&self) -> Option<Arc<str>> {
+        self.state().down.clone()
+    }
+
+    /// Runs one call; on the process host.
+    pub(crate) async fn call(
+        self: Arc<Self>,
+        target: Arc<str>,
+        input: Vec<u8>,
+        deadline: tokio::time::Instant,
+    ) -> Outcome {
+        let s = &self.shared;
+        let began = Instant::now();
+        let turn = match s.turn(deadline).await {
+            Ok(t) => t,
+            Err(o) => return o,
+        };
+        let proc = match tokio::time::timeout_at(deadline, self.take()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(why)) => return Outcome::Error(format!("tool {}: {why}", s.name).into()),
+            Err(_) => return Outcome::Timeout,
+        };
+        s.counters.queue_wait.record(began.elapsed());
+        let served = Instant::now();
+        let out = proc.call(&target, &input, deadline).await;
+        s.counters.service.record(served.elapsed());
+        self.give_back(&proc);
+        drop(turn);
+        out
+    }
+
+    /// A process with room for one more call (counted in), started if none
+    /// has room; or why there is none.
+    async fn take(&self) -> Result<Arc<Proc>, Arc<str>> {
+        let cap = self.shared.pool.max_inflight_per_process;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let wait_until = {
+                let mut st = self.state();
+                if st.closed {
+                    return Err("the tool was unloaded".into());
+                }
+                let best = st
+                    .procs
+                    .iter()
+                    .filter(|p| p.exit().is_none())
+                    .min_by_key(|p| p.inflight.load(Ordering::Relaxed));
+                if let Some(p) = best.filter(|p| p.inflight.load(Ordering::Relaxed) < cap) {
+                    p.inflight.fetch_add(1, Ordering::Relaxed);
+                    p.served.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Arc::clone(p));
+                }
+                // Down: fail at once, unless a process runs (the
+                // supervisor's probe), which may answer and bring it up.
+                if let Some(why) = &st.down
+                    && best.is_none()
+                {
+                    return Err(Arc::clone(why));
+                }
+                let now = Instant::now();
+                match st.retry_at {
+                    Some(at) if at > now => Some(at),
+                    _ if st.procs.len() + st.starting < self.shared.pool.max => {
+                        st.starting += 1;
+                        None
+                    }
+                    // Every process busy or starting: wait for a change.
+                    _ => Some(now + SUPERVISE_EVERY),
+                }
+            };
+            match wait_until {
+                None => {
+                    let p = self.start_one().await?;
+                    // A jsonl process takes calls at once (its stdin
+                    // buffers them while it starts); an MCP one has
+                    // finished its handshake.
+                    p.inflight.fetch_add(1, Ordering::Relaxed);
+                    p.served.fetch_add(1, Ordering::Relaxed);
+                    return Ok(p);
+                }
+                Some(at) => {
+                    tokio::select! {
+                        () = changed => {}
+                        () = tokio::time::sleep_until(at.into()) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts a process (the caller counted it in `starting`).
+    async fn start_one(&self) -> Result<Arc<Proc>, Arc<str>> {
+        let s = &self.shared;
+        let serial = {
+            let mut st = self.state();
+            st.serial += 1;
+            st.serial
+        };
+        s.counters.starting.fetch_add(1, Ordering::Relaxed);
+        let weak = self.me.clone();
+        let started = Proc::start(s, serial, move |p| {
+            if let Some(w) = weak.upgrade() {
+                w.ended(p);
+            }
+        })
+        .await;
+        s.counters.starting.fetch_sub(1, Ordering::Relaxed);
+        let mut st = self.state();
+        st.starting -= 1;
+        match started {
+            Ok(p) if st.closed => {
+                p.stop();
+                Err("the tool was unloaded".into())
+            }
+            Ok(p) => {
+                s.counters.alive.fetch_add(1, Ordering::Relaxed);
+                st.procs.push(Arc::clone(&p));
+                drop(st);
+                self.changed.notify_waiters();
+                Ok(p)
+            }
+            Err(why) => {
+                let why: Arc<str> = why.into();
+                self.failed(&mut st, Arc::clone(&why));
+                drop(st);
+                self.changed.notify_waiters();
+                Err(why)
+            }
+        }
+    }
+
+    /// The tools of an MCP upstream, from one of its processes (started if
+    /// none runs).
+    pub(crate) async fn members(&self) -> Result<Vec<crate::manifest::Member>, Arc<str>> {
+        let p = self.take().await?;
+        let listed = match &p.wire {
+            super::proc::Wire::Mcp(up) => up
+                .tools()
+                .await
+                .map_err(|e| Arc::from(format!("listing its tools: {e}"))),
+            super::proc::Wire::Jsonl(_) => Err(Arc::from("a jsonl worker does not list tools")),
+        };
+        p.served.fetch_sub(1, Ordering::Relaxed);
+        if listed.is_ok() {
+            p.answered.store(true, Ordering::Release);
+        }
+        self.give_back(&p);
+        listed
+    }
+
+    /// A failure: the next start waits, and enough in a row put the tool
+    /// down.
+    fn failed(&self, st: &mut State, why: Arc<str>) {
+        self.shared
+            .counters
+            .restarts
+            .fetch_add(1, Ordering::Relaxed);
+        st.failures += 1;
+        let pause = BACKOFF_FIRST
+            .saturating_mul(1 << (st.failures - 1).min(16))
+            .min(BACKOFF_MAX);
+        st.retry_at = Some(Instant::now() + pause);
+        if st.failures >= DOWN_AFTER && st.down.is_none() {
+            tracing::warn!(tool = %self.shared.name, "down after {} failures in a row: {why}", st.failures);
+            st.down = Some(down_message(&why));
+        }
+        st.last_failure = Some(why);
+    }
+
+    /// A call on `p` finished.
+    fn give_back(&self, p: &Arc<Proc>) {
+        p.inflight.fetch_sub(1, Ordering::Relaxed);
+        if p.answered.load(Ordering::Acquire) {
+            let mut st = self.state();
+            if st.failures > 0 || st.down.is_some() {
+                if st.down.is_some() {
+                    tracing::info!(tool = %self.shared.name, "up again");
+                }
+                st.failures = 0;
+                st.retry_at = None;
+                st.down = None;
+            }
+        }
+        let recycle = self
+            .shared
+            .pool
+            .recycle_after
+            .is_some_and(|n| p.served.load(Ordering::Relaxed) >= n);
+        if recycle {
+            self.retire(p);
+        }
+        if p.inflight.load(Ordering::Relaxed) == 0 && p.stopping.load(Ordering::Acquire) {
+            p.stop();
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Takes `p` out of the pool; it stops once its calls are answered.
+    fn retire(&self, p: &Arc<Proc>) {
+        let mut st = self.state();
+        if let Some(i) = st.procs.iter().position(|q| Arc::ptr_eq(q, p)) {
+            st.procs.swap_remove(i);
+            self.shared.counters.alive.fetch_sub(1, Ordering::Relaxed);
+        }
+        drop(st);
+        p.stopping.store(true, Ordering::Release);
+        if p.inflight.load(Ordering::Relaxed) == 0 {
+            p.stop();
+        }
+    }
+
+    /// `p` ended (its calls are answered already).
+    fn ended(&self, p: &Arc<Proc>) {
+        let why = Arc::clone(p.exit().expect("ended after finish"));
+        let mut st = self.state();
+        if let Some(i) = st.procs.iter().position(|q| Arc::ptr_eq(q, p)) {
+            st.procs.swap_remove(i);
+            self.shared.counters.alive.fetch_sub(1, Ordering::Relaxed);
+        }
+        if p.stopping.load(Ordering::Acquire) {
+            tracing::debug!(tool = %self.shared.name, "{why}");
+        } else {
+            tracing::warn!(tool = %self.shared.name, "{why}");
+            // A process that answered, or ran a while, had started well:
+            // what ended it is not a crash loop.
+            let early = !p.answered.load(Ordering::Acquire) && p.started.elapsed() < STABLE_AFTER;
+            if early {
+                self.failed(&mut st, why);
+            } else {
+                self.shared
+                    .counters
+                    .restarts
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
+    /// Keeps `min` running, stops idle processes above it.
+    async fn tend(&self) {
+        let spec = &self.shared.pool;
+        let mut idle = Vec::new();
+        let start = {
+            let mut st = self.state();
+            if st.closed {
+                return;
+            }
+            let mut running = st.procs.len();
+            for p in &st.procs {
+                if running > spec.min
+                    && p.inflight.load(Ordering::Relaxed) == 0
+                    && p.last_used().elapsed() >= spec.idle_timeout
+                {
+                    idle.push(Arc::clone(p));
+                    running -= 1;
+                }
+            }
+            let ready = st.retry_at.is_none_or(|at| at <= Instant::now());
+            let start = if !ready {
+                0
+            } else if st.down.is_some() && running + st.starting == 0 {
+                // A probe: calls fail at once while down, so only the
+                // supervisor tries again (after the back-off).
+                1
+            } else {
+                spec.min.saturating_sub(running + st.starting)
+            };
+            st.starting += start;
+            start
+        };
+        for p in &idle {
+            tracing::debug!(tool = %self.shared.name, serial = p.serial, "idle: stopping");
+            self.retire(p);
+        }
+        for i in 0..start {
+            if self.start_one().await.is_err() {
+                // The rest wait for the back-off.
+                self.state().starting -= start - i - 1;
+                break;
+            }
+        }
+    }
+}
+
+impl Drop for Warm {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        st.closed = true;
+        for p in st.procs.drain(..) {
+            p.stop();
+        }
+    }
+}
+
+fn down_message(why: &str) -> Arc<str> {
+    format!("its processes keep failing ({DOWN_AFTER} in a row); the last: {why}").into()
+}
+
+async fn supervise(warm: Weak<Warm>) {
+    let mut tick = tokio::time::interval(SUPERVISE_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(w) = warm.upgrade() else { return };
+        w.tend().await;
+    }
+}

@@ -1,0 +1,103 @@
+//! A set's members (see `crate::process`): listed as tools of their own,
+//! `<set>.<tool>`, each a view of the set's loaded tool; published when the
+//! set loads and again whenever its members change.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use super::loading::Inner;
+use super::snapshot::ToolEntry;
+use super::types::RegistryEvent;
+use crate::Tool;
+use crate::checks::Checks;
+
+impl Inner {
+    /// Lists the members of `set` (a loaded set entry) in place of those
+    /// listed before: new ones appear, changed ones are replaced, gone ones
+    /// are removed. A member that cannot be listed (its name taken by
+    /// another tool, a schema that does not compile) is a problem of the
+    /// set's file, and is left out.
+    pub(super) fn publish_members(&self, set: &Arc<ToolEntry>) {
+        let Some(Ok(Tool::Process(tool))) = set.loaded() else {
+            return;
+        };
+        let set_name = set.manifest.name.clone();
+        // Only the set listed now publishes (not one a reload replaced).
+        if !self
+            .snapshot()
+            .by_name(&set_name)
+            .is_some_and(|e| Arc::ptr_eq(e, set))
+        {
+            return;
+        }
+        let problem_path = match &set.origin {
+            crate::manifest::Origin::File(p) => p.clone(),
+            crate::manifest::Origin::Builtin => format!("<builtin>/{set_name}.toml").into(),
+        };
+        let snap = self.snapshot();
+        let mut fresh = Vec::new();
+        for m in tool.members() {
+            let made = set.manifest.member(&m).and_then(|manifest| {
+                let checks =
+                    Checks::new(&manifest).map_err(|e| format!("tool {}: {e}", manifest.name))?;
+                Ok((manifest, checks))
+            });
+            let (manifest, checks) = match made {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(set = %set_name, "{e}");
+                    self.problem(&problem_path, e, Some(format!("{set_name}.{}", m.name)));
+                    continue;
+                }
+            };
+            if let Some(other) = snap.by_name(&manifest.name)
+                && other.set.as_deref() != Some(set_name.as_str())
+            {
+                let e = format!(
+                    "tool {}: the name is taken by another tool; this member is not listed",
+                    manifest.name
+                );
+                self.problem(&problem_path, e, Some(manifest.name.clone()));
+                continue;
+            }
+            let manifest = Arc::new(manifest);
+            let member = tool.member(Arc::clone(&manifest), checks, &m.name);
+            fresh.push(Arc::new(ToolEntry {
+                id: self.table.intern(&manifest.name),
+                manifest,
+                origin: set.origin.clone(),
+                set: Some(set_name.clone()),
+                manifest_digest: None,
+                state: OnceLock::from(Ok(Tool::Process(Arc::new(member)))),
+                ready: tokio::sync::Notify::new(),
+                deferred: Mutex::new(None),
+            }));
+        }
+        let mut events = Vec::new();
+        self.publish(|s| {
+            let old: Vec<String> = s
+                .iter()
+                .filter(|e| e.set.as_deref() == Some(set_name.as_str()))
+                .map(|e| e.manifest.name.clone())
+                .collect();
+            for name in old {
+                if !fresh.iter().any(|e| e.manifest.name == name) {
+                    s.remove(&name);
+                    events.push(RegistryEvent::Removed { name });
+                }
+            }
+            for e in &fresh {
+                let name = e.manifest.name.clone();
+                let event = if s.by_name(&name).is_some() {
+                    RegistryEvent::Replaced { name }
+                } else {
+                    RegistryEvent::Listed { name }
+                };
+                s.insert(Arc::clone(e));
+                events.push(event);
+            }
+        });
+        for e in events {
+            self.emit(e);
+        }
+    }
+}
