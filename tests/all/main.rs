@@ -8,6 +8,8 @@ mod config;
 mod faults;
 mod hostile;
 mod injector;
+mod jsonl;
+mod mcp_upstream;
 mod ordering;
 mod overload;
 mod process;

@@ -426,3 +426,104 @@ async fn a_process_tool_is_listed_and_called_like_any_other() {
     let (st, v) = post(&c, &s, "upper", r#"{"other":1}"#).await;
     assert_eq!(st, 400, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jsonl_tool_is_served_warm_and_a_failing_one_shows_everywhere() {
+    let dirs = Dirs::new();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/examples/jsonl");
+    for f in ["wordcount.py", "wordcount.toml"] {
+        std::fs::copy(examples.join(f), dirs.tools.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        dirs.tools.path().join("broken.toml"),
+        "name = \"broken\"\nruntime = \"process\"\nprotocol = \"jsonl\"\ncommand = [\"sh\", \"-c\", \"echo 'no licence key' >&2; exit 4\"]\n[pool]\nmin = 1\n",
+    )
+    .unwrap();
+    let s = Server::start(&dirs, &[], &[], None);
+    let c = client();
+    let mut pids = std::collections::BTreeSet::new();
+    for i in 0..5 {
+        let (st, v) = post(&c, &s, "wordcount", &format!(r#"{{"text":"a b {i}"}}"#)).await;
+        assert_eq!((st, &v["words"]), (200, &serde_json::json!(3)), "{v}");
+        pids.insert(v["pid"].as_u64().unwrap());
+    }
+    assert_eq!(pids.len(), 1, "one warm process answered");
+
+    // The crash-looping tool goes down: 503 from /readyz with the reason,
+    // failed in the tool list, and in /metrics.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let r = c.get(s.url("/readyz")).send().await.unwrap();
+        let (st, body) = (r.status(), r.text().await.unwrap());
+        if st == 503 {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never down: {st} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        body.contains("tool broken is failing") && body.contains("no licence key"),
+        "{body}"
+    );
+    let listed = tools(&c, &s).await;
+    let broken = listed.iter().find(|t| t["name"] == "broken").unwrap();
+    assert!(
+        broken["state"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed: its processes keep failing"),
+        "{broken}"
+    );
+    let (st, v) = post(&c, &s, "broken", "{}").await;
+    assert!(
+        st >= 400 && v.to_string().contains("no licence key"),
+        "{st} {v}"
+    );
+
+    let text = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metrics = parse_metrics(&text);
+    let get = |name: &str| {
+        metrics
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+            .1
+    };
+    assert_eq!(
+        get(r#"toolplane_process_processes{tool="wordcount",state="alive"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"toolplane_process_restarts_total{tool="wordcount"}"#),
+        0.0
+    );
+    assert_eq!(
+        get(r#"toolplane_process_latency_seconds_count{tool="wordcount",stage="service"}"#),
+        5.0
+    );
+    assert_eq!(
+        get(r#"toolplane_calls_total{tool="wordcount",result="ok"}"#),
+        5.0
+    );
+    assert!(get(r#"toolplane_process_restarts_total{tool="broken"}"#) >= 3.0);
+    assert!(
+        text.lines().any(
+            |l| l.starts_with(r#"toolplane_process_down{tool="broken",reason=""#)
+                && l.contains("no licence key")
+                && l.ends_with(" 1")
+        ),
+        "{text}"
+    );
+    assert_eq!(get(r#"toolplane_tools{state="failed"}"#), 1.0);
+    assert_eq!(get("toolplane_ready"), 0.0);
+}

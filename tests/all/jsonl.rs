@@ -1,0 +1,333 @@
+//! Process tools with the `jsonl` protocol: real Python and Node workers
+//! (the examples in `tools/examples/jsonl/`, and a misbehaving worker in
+//! `tests/fixtures/jsonl/`), kept warm, shared, supervised and stopped.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use toolplane_core::Outcome;
+use toolplane_pool::process::ProcessStats;
+use toolplane_pool::{LoadState, Registry, Tool};
+
+use crate::wasi::{Rig, block_on, call, error_text, ok_json, rig_with};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Copies the example worker `file` and its manifest `<name>.toml` into
+/// `dir`, appending `extra` to the manifest.
+fn example(dir: &Path, name: &str, file: &str, extra: &str) {
+    let ex = repo().join("tools/examples/jsonl");
+    std::fs::copy(ex.join(file), dir.join(file)).unwrap();
+    let mut manifest = std::fs::read_to_string(ex.join(format!("{name}.toml"))).unwrap();
+    manifest.push_str(extra);
+    std::fs::write(dir.join(format!("{name}.toml")), manifest).unwrap();
+}
+
+/// A tool `name` running the faulty worker, with `extra` manifest keys.
+fn faulty(dir: &Path, name: &str, extra: &str) {
+    let script = repo().join("tests/fixtures/jsonl/faulty.py");
+    std::fs::write(
+        dir.join(format!("{name}.toml")),
+        format!(
+            "name = \"{name}\"\nruntime = \"process\"\nprotocol = \"jsonl\"\ncommand = [\"python3\", {:?}]\n{extra}",
+            script.display().to_string()
+        ),
+    )
+    .unwrap();
+}
+
+fn process_tool(registry: &Registry, name: &str) -> Arc<toolplane_pool::process::ProcessTool> {
+    let snap = registry.snapshot();
+    match snap.by_name(name).and_then(|e| e.loaded().cloned()) {
+        Some(Ok(Tool::Process(p))) => p,
+        other => panic!("{name}: not a loaded process tool: {other:?}"),
+    }
+}
+
+fn stats(rig: &Rig, name: &str) -> ProcessStats {
+    process_tool(&rig.registry, name).stats()
+}
+
+/// Waits up to 10 s for `cond` on the tool's stats.
+fn wait_for(rig: &Rig, name: &str, what: &str, cond: impl Fn(&ProcessStats) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = stats(rig, name);
+        if cond(&s) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name}: {what}: {s:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `calls` (tool, input) at once on one current-thread runtime.
+fn concurrently(rig: &Rig, calls: Vec<(&str, String)>) -> Vec<Outcome> {
+    block_on(async {
+        let futures = calls
+            .iter()
+            .map(|(t, i)| rig.registry.call(t, i.as_bytes()));
+        futures_util::future::join_all(futures).await
+    })
+}
+
+/// Whether a process whose command line is `cmdline` (NUL-separated) is
+/// alive (zombies, which have none, are not).
+fn running(cmdline: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline.as_bytes()))
+}
+
+#[test]
+fn a_python_worker_stays_warm_and_answers_every_call() {
+    let rig = rig_with(
+        |_| {},
+        |dir| example(dir, "wordcount", "wordcount.py", ""),
+        |b| b.builtins(false).watch(false),
+    );
+    // min = 1: started at load, before any call.
+    wait_for(&rig, "wordcount", "one process at load", |s| s.alive == 1);
+    let first = ok_json(&call(&rig, "wordcount", r#"{"text":"one two  three"}"#));
+    assert_eq!(
+        (first["words"].as_u64(), first["chars"].as_u64()),
+        (Some(3), Some(14))
+    );
+    // The same process answers the next calls (max_inflight 1, one at a time).
+    for _ in 0..20 {
+        let v = ok_json(&call(&rig, "wordcount", r#"{"text":"x"}"#));
+        assert_eq!(v["pid"], first["pid"]);
+    }
+    // A bad input is refused by the schema before any process sees it; an
+    // input the worker cannot use is that call's error, and it lives on.
+    let e = error_text(&call(&rig, "wordcount", r#"{"txt":"x"}"#));
+    assert!(e.contains("schema"), "{e}");
+    let s = stats(&rig, "wordcount");
+    assert_eq!((s.alive, s.restarts, s.down.is_some()), (1, 0, false));
+    assert_eq!(s.service.count, 21);
+}
+
+#[test]
+fn a_thousand_overlapping_calls_share_four_node_processes() {
+    let rig = rig_with(
+        |_| {},
+        |dir| example(dir, "nap", "nap.js", ""),
+        |b| b.builtins(false).watch(false),
+    );
+    // Warm the four processes, so the measured wave is not node's start-up.
+    let warm = concurrently(
+        &rig,
+        (0..4 * 256)
+            .map(|_| ("nap", r#"{"ms":200}"#.to_string()))
+            .collect(),
+    );
+    assert!(warm.iter().all(|o| matches!(o, Outcome::Ok(_))));
+    assert_eq!(stats(&rig, "nap").alive, 4);
+    let started = Instant::now();
+    let out = concurrently(
+        &rig,
+        (0..1000)
+            .map(|_| ("nap", r#"{"ms":500}"#.to_string()))
+            .collect(),
+    );
+    let wall = started.elapsed();
+    let mut pids = std::collections::BTreeSet::new();
+    for o in &out {
+        let v = ok_json(o);
+        assert_eq!(v["slept"], 500);
+        pids.insert(v["pid"].as_u64().unwrap());
+    }
+    assert_eq!(out.len(), 1000);
+    assert_eq!(
+        pids.len(),
+        4,
+        "the calls spread over the pool's four processes"
+    );
+    // About one sleep: they overlap, not queue.
+    assert!(
+        wall < Duration::from_millis(2500),
+        "{wall:?} for 1000 × 500 ms"
+    );
+}
+
+#[test]
+fn faults_end_only_their_own_calls_and_the_process_is_replaced() {
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            faulty(
+                dir,
+                "faulty",
+                "[pool]\nmax = 1\nmax_inflight_per_process = 8\n[limits]\ntimeout = \"1s\"\nmax_output = \"64 KiB\"\n",
+            );
+            example(dir, "wordcount", "wordcount.py", "");
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    let pid = |o: &Outcome| ok_json(o)["pid"].as_u64().unwrap();
+    let first = pid(&call(&rig, "faulty", r#"{"do":"ok"}"#));
+    for (fault, expect) in [
+        (r#"{"do":"crash"}"#, "exited (exit status: 7)"),
+        (r#"{"do":"garbage"}"#, "not a response"),
+        (
+            r#"{"do":"flood","bytes":200000}"#,
+            "longer than limits.max_output = 64 KiB",
+        ),
+    ] {
+        // The fault beside healthy calls on another tool.
+        let mut calls = vec![("faulty", fault.to_string())];
+        calls.extend((0..10).map(|i| ("wordcount", format!(r#"{{"text":"w{i}"}}"#))));
+        let out = concurrently(&rig, calls);
+        let e = error_text(&out[0]);
+        assert!(e.contains(expect), "{fault}: {e}");
+        for o in &out[1..] {
+            assert_eq!(ok_json(o)["words"], 1);
+        }
+        // The next call gets a new process.
+        let next = pid(&call(&rig, "faulty", r#"{"do":"ok"}"#));
+        assert_ne!(next, first, "{fault}: the process was not replaced");
+    }
+    // A call that hangs times out; its process ignores the cancel and is
+    // killed, and calls that were in flight on it end with the reason.
+    let hung = pid(&call(&rig, "faulty", r#"{"do":"ok"}"#));
+    let started = Instant::now();
+    let out = concurrently(&rig, vec![("faulty", r#"{"do":"hang"}"#.into())]);
+    assert!(matches!(out[0], Outcome::Timeout), "{:?}", out[0]);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{hung}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the hung process {hung} lives on"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_ne!(pid(&call(&rig, "faulty", r#"{"do":"ok"}"#)), hung);
+    let s = stats(&rig, "faulty");
+    assert_eq!(s.restarts, 4, "{s:?}");
+    assert!(s.down.is_none(), "{s:?}");
+}
+
+#[test]
+fn a_crash_loop_backs_off_and_shows_the_tool_down() {
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            std::fs::write(
+                dir.join("broken.toml"),
+                "name = \"broken\"\nruntime = \"process\"\nprotocol = \"jsonl\"\ncommand = [\"sh\", \"-c\", \"echo 'cannot open the model' >&2; exit 2\"]\n[pool]\nmin = 1\n",
+            )
+            .unwrap();
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    // min = 1 keeps restarting it, backing off, until it is down.
+    wait_for(&rig, "broken", "down", |s| s.down.is_some());
+    let snap = rig.registry.snapshot();
+    let LoadState::Down(why) = snap.by_name("broken").unwrap().state() else {
+        panic!("not down");
+    };
+    assert!(
+        why.contains("cannot open the model") && why.contains("exit status: 2"),
+        "{why}"
+    );
+    // Down: a call fails at once with the reason, without a new process.
+    let restarts = stats(&rig, "broken").restarts;
+    let started = Instant::now();
+    let e = error_text(&call(&rig, "broken", "{}"));
+    assert!(
+        e.contains("keep failing") && e.contains("cannot open the model"),
+        "{e}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(200));
+    assert!(stats(&rig, "broken").restarts <= restarts + 1);
+}
+
+#[test]
+fn processes_are_recycled_retired_when_idle_and_bounded_by_the_queue() {
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            faulty(dir, "recycled", "[pool]\nrecycle_after = 3\n");
+            faulty(dir, "idle", "[pool]\nidle_timeout = \"300ms\"\n");
+            faulty(
+                dir,
+                "narrow",
+                "[pool]\nmax = 1\nqueue = 2\n[limits]\ntimeout = \"1s\"\n",
+            );
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    let pid = |o: &Outcome| ok_json(o)["pid"].as_u64().unwrap();
+    let pids: Vec<u64> = (0..7)
+        .map(|_| pid(&call(&rig, "recycled", r#"{"do":"ok"}"#)))
+        .collect();
+    assert!(pids[0] == pids[1] && pids[1] == pids[2], "{pids:?}");
+    assert!(
+        pids[3] != pids[2] && pids[3] == pids[5] && pids[6] != pids[5],
+        "{pids:?}"
+    );
+    assert_eq!(
+        stats(&rig, "recycled").restarts,
+        0,
+        "recycling is no restart"
+    );
+
+    let _ = pid(&call(&rig, "idle", r#"{"do":"ok"}"#));
+    assert_eq!(stats(&rig, "idle").alive, 1);
+    wait_for(&rig, "idle", "stopped when idle", |s| s.alive == 0);
+
+    // One process, one call at a time, two may wait: of four at once, one
+    // runs, two wait (and time out behind the hung one), one is refused.
+    let out = concurrently(
+        &rig,
+        (0..4)
+            .map(|_| ("narrow", r#"{"do":"hang"}"#.to_string()))
+            .collect(),
+    );
+    let refused = out
+        .iter()
+        .filter(|o| matches!(o, Outcome::Error(e) if e.contains("busy") && e.contains("pool.queue = 2")))
+        .count();
+    let timed_out = out.iter().filter(|o| matches!(o, Outcome::Timeout)).count();
+    assert_eq!((refused, timed_out), (1, 3), "{out:?}");
+    assert_eq!(stats(&rig, "narrow").refused, 1);
+}
+
+#[test]
+fn no_process_outlives_the_registry_not_even_a_child_that_ignores_sigterm() {
+    let secs = 60_000 + std::process::id() % 10_000;
+    let marker = format!("sleep\0{secs}\0");
+    let script = repo().join("tests/fixtures/jsonl/faulty.py");
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            let sh = format!(
+                "trap '' TERM; (trap '' TERM; exec sleep {secs}) & exec python3 {}",
+                script.display()
+            );
+            std::fs::write(
+                dir.join("forks.toml"),
+                format!("name = \"forks\"\nruntime = \"process\"\nprotocol = \"jsonl\"\ncommand = [\"sh\", \"-c\", {sh:?}]\n[pool]\nmin = 2\n"),
+            )
+            .unwrap();
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    assert!(matches!(
+        call(&rig, "forks", r#"{"do":"ok"}"#),
+        Outcome::Ok(_)
+    ));
+    wait_for(&rig, "forks", "two processes", |s| s.alive == 2);
+    assert!(running(&marker));
+    drop(rig);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running(&marker) {
+        assert!(Instant::now() < deadline, "a child outlived the registry");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

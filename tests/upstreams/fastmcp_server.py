@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""An MCP server written with the Python `mcp` SDK (FastMCP), run over stdio
+as an upstream by the process-tool tests."""
+import asyncio
+import os
+import signal
+
+from mcp.server.fastmcp import Context, FastMCP
+
+mcp = FastMCP("upstream")
+
+
+@mcp.tool()
+def add(a: int, b: int) -> int:
+    """Adds two integers."""
+    return a + b
+
+
+@mcp.tool(structured_output=False)
+def whoami() -> str:
+    """Answers with this process's id (unstructured text)."""
+    return f"pid {os.getpid()}"
+
+
+@mcp.tool()
+async def slow(seconds: float) -> str:
+    """Waits, then answers; a cancel ends it early."""
+    await asyncio.sleep(seconds)
+    return f"slept {seconds}"
+
+
+@mcp.tool()
+def freeze() -> str:
+    """Stops this process (SIGSTOP): it answers nothing, not even a ping."""
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return "unreachable"
+
+
+@mcp.tool()
+def fail(why: str) -> str:
+    """Fails with `why` (a tool error, isError)."""
+    raise ValueError(why)
+
+
+@mcp.tool()
+async def grow(name: str, ctx: Context) -> str:
+    """Adds a tool `name` (answering its own name) and tells the client the
+    list changed."""
+
+    def new_tool() -> str:
+        return name
+
+    mcp.add_tool(new_tool, name=name, description=f"Added at run time: {name}")
+    await ctx.session.send_tool_list_changed()
+    return f"added {name}"
+
+
+if __name__ == "__main__":
+    mcp.run("stdio")
