@@ -108,7 +108,7 @@ async fn tools(State(app): State<Arc<App>>) -> Response {
         .snapshot()
         .iter()
         // A set is listed by its members.
-        .filter(|e| !e.manifest.is_set())
+        .filter(|e| !e.is_set())
         .map(|e| {
             serde_json::json!({
                 "name": e.manifest.name,

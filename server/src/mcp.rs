@@ -68,13 +68,35 @@ impl Mcp {
         mcp
     }
 
+    /// An upstream MCP tool's unstructured result (`{"content": [...]}`,
+    /// see `toolplane_pool::process::mcp`): its content blocks, served as
+    /// they came.
+    fn upstream_content(&self, name: &str, out: &[u8]) -> Option<Vec<ContentBlock>> {
+        let snap = self.app.registry().snapshot();
+        let m = &snap.by_name(name)?.manifest;
+        let upstream = m
+            .process()
+            .is_some_and(|p| p.protocol == toolplane_pool::process::Protocol::Mcp);
+        if !upstream || m.output_schema.is_some() {
+            return None;
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Unstructured {
+            content: Vec<ContentBlock>,
+        }
+        serde_json::from_slice::<Unstructured>(out)
+            .ok()
+            .map(|u| u.content)
+    }
+
     fn tools(&self) -> Vec<Tool> {
         self.app
             .registry()
             .snapshot()
             .iter()
             // A set is listed by its members.
-            .filter(|e| !e.manifest.is_set())
+            .filter(|e| !e.is_set())
             .map(|e| {
                 let schema = match &e.manifest.input_schema {
                     serde_json::Value::Object(o) => o.clone(),
@@ -142,6 +164,9 @@ impl ServerHandler for Mcp {
         };
         match result {
             Ok(out) => {
+                if let Some(blocks) = self.upstream_content(&request.name, &out) {
+                    return Ok(CallToolResult::success(blocks).into());
+                }
                 let text = String::from_utf8_lossy(&out).into_owned();
                 let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
                 if let Ok(v @ serde_json::Value::Object(_)) = serde_json::from_slice(&out) {

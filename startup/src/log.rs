@@ -42,10 +42,16 @@ pub struct LogArgs {
 
 /// Installs the subscriber. A second call (tests) leaves the first one.
 pub fn init(name: &'static str, format: Format) {
-    let filter = EnvFilter::builder()
+    let mut filter = EnvFilter::builder()
         .with_default_directive(tracing::level_filters::LevelFilter::INFO.into())
         .with_env_var(FILTER_VAR)
         .from_env_lossy();
+    // rmcp's client logs every upstream session's start at info, with the
+    // whole handshake: ours say what matters. TOOLPLANE_LOG still decides
+    // when it names rmcp.
+    if !std::env::var(FILTER_VAR).is_ok_and(|f| f.contains("rmcp")) {
+        filter = filter.add_directive("rmcp=warn".parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

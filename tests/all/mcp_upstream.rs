@@ -89,7 +89,11 @@ fn an_mcp_server_from_npm_serves_its_tools_inside_its_sandbox() {
     let snap = rig.registry.snapshot();
     let set = snap.by_name("files").unwrap();
     assert_eq!(set.state(), LoadState::Ready);
-    assert!(set.manifest.is_set());
+    assert!(set.is_set());
+    assert!(
+        !snap.by_name("files.write_file").unwrap().is_set(),
+        "a member is a tool"
+    );
     let listed = members(&rig, "files");
     for t in [
         "read_text_file",

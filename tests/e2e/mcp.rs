@@ -257,3 +257,168 @@ async fn mcp_cancellation_stops_a_running_call() {
     assert_eq!(r.structured_content, Some(json!({"k":2})), "{r:?}");
     client.cancel().await.unwrap();
 }
+
+/// Whether any live process's command line contains `needle`.
+fn any_process_with(needle: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+    })
+}
+
+/// Upstream MCP servers (npm's server-filesystem, a FastMCP server) served
+/// through toolplane over MCP and REST: listed under their sets, called,
+/// the file sandbox kept, unstructured results passed through, an
+/// upstream's list_changed passed on; and none outlives a killed server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_mcp_servers_through_mcp_and_rest() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let fs_server = repo
+        .join("tests/upstreams/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js");
+    let python = repo.join("target/interop-venv-1.30.0/bin/python");
+    let fastmcp = repo.join("tests/upstreams/fastmcp_server.py");
+    for p in [&fs_server, &python, &fastmcp] {
+        assert!(
+            p.exists(),
+            "{} is missing: run tests/upstreams/setup.sh (./dev test does)",
+            p.display()
+        );
+    }
+    let dirs = Dirs::new();
+    let tools = dirs.tools.path();
+    std::fs::write(
+        tools.join("files.toml"),
+        format!(
+            "name = \"files\"\nruntime = \"process\"\nprotocol = \"mcp\"\ncommand = [\"node\", {:?}, \"{{data}}\"]\n",
+            fs_server.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        tools.join("up.toml"),
+        format!(
+            "name = \"up\"\nruntime = \"process\"\nprotocol = \"mcp\"\ncommand = [{:?}, {:?}, \"{{data}}\"]\n",
+            python.display().to_string(),
+            fastmcp.display().to_string()
+        ),
+    )
+    .unwrap();
+    let s = Server::start(&dirs, &[], &[], None);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = Watcher(tx)
+        .serve(StreamableHttpClientTransport::from_uri(s.url("/mcp")))
+        .await
+        .expect("MCP initialize over HTTP");
+    let names = |client: &RunningService<RoleClient, Watcher>| {
+        let peer = client.peer().clone();
+        async move {
+            peer.list_all_tools()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| t.name.into_owned())
+                .collect::<Vec<String>>()
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = names(&client).await;
+        if n.iter().any(|t| t == "files.write_file") && n.iter().any(|t| t == "up.add") {
+            assert!(
+                !n.iter().any(|t| t == "files" || t == "up"),
+                "a set is listed by its members: {n:?}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "upstreams not listed: {n:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let data = dirs.data.path().canonicalize().unwrap();
+    let note = data.join("note.txt");
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("files.write_file")
+                .with_arguments(args(json!({"path": note, "content": "via MCP"}))),
+        )
+        .await
+        .unwrap();
+    assert_ne!(r.is_error, Some(true), "{r:?}");
+    assert_eq!(std::fs::read_to_string(&note).unwrap(), "via MCP");
+    let c = crate::support::client();
+    let (st, v) = crate::rest::post(
+        &c,
+        &s,
+        "files.read_text_file",
+        &json!({"path": note}).to_string(),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(v.to_string().contains("via MCP"), "{v}");
+    let (st, v) = crate::rest::post(
+        &c,
+        &s,
+        "files.read_text_file",
+        r#"{"path":"/etc/hostname"}"#,
+    )
+    .await;
+    assert!(
+        st >= 400 && (v.to_string().contains("denied") || v.to_string().contains("outside")),
+        "{st} {v}"
+    );
+
+    // Unstructured content comes through as the upstream's blocks.
+    let r = client
+        .call_tool(CallToolRequestParams::new("up.whoami"))
+        .await
+        .unwrap();
+    assert!(r.structured_content.is_none(), "{r:?}");
+    assert!(text(&r).starts_with("pid "), "{r:?}");
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("up.add").with_arguments(args(json!({"a": 20, "b": 22}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.structured_content, Some(json!({"result": 42})), "{r:?}");
+
+    // The upstream's list_changed reaches toolplane's clients.
+    while rx.try_recv().is_ok() {}
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("up.grow").with_arguments(args(json!({"name": "late"}))),
+        )
+        .await
+        .unwrap();
+    assert_ne!(r.is_error, Some(true), "{r:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("notifications/tools/list_changed listing up.late within 20 s")
+            .unwrap();
+        if names(&client).await.iter().any(|t| t == "up.late") {
+            break;
+        }
+    }
+    let _ = client.cancel().await;
+
+    // Killed with SIGKILL: its children get theirs (PR_SET_PDEATHSIG).
+    let marker = data.display().to_string();
+    assert!(
+        any_process_with(&marker),
+        "the upstreams run with {marker} in their command lines"
+    );
+    drop(s);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while any_process_with(&marker) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an upstream outlived the killed server"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

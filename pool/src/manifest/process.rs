@@ -76,9 +76,10 @@ pub struct Member {
 }
 
 impl Manifest {
-    /// Whether this manifest names a set of tools (an MCP server, or a
-    /// jsonl worker with `[[tools]]`) rather than one tool. A set is listed
-    /// for its state; its members are what callers call.
+    /// Whether this manifest (a file's, not a member's: members share
+    /// their set's runtime keys, see `ToolEntry::is_set`) names a set of
+    /// tools (an MCP server, or a jsonl worker with `[[tools]]`) rather
+    /// than one tool.
     pub fn is_set(&self) -> bool {
         self.process()
             .is_some_and(|p| p.protocol == Protocol::Mcp || !p.tools.is_empty())

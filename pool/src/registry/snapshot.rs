@@ -76,6 +76,12 @@ impl std::fmt::Debug for ToolEntry {
 }
 
 impl ToolEntry {
+    /// Whether this entry is a set of tools (listed for its state; its
+    /// members are what callers call), not one tool.
+    pub fn is_set(&self) -> bool {
+        self.set.is_none() && self.manifest.is_set()
+    }
+
     /// The load state (`Loading` too for a tool of an on-demand registry
     /// that no one has called yet).
     pub fn state(&self) -> LoadState {
