@@ -170,6 +170,17 @@ pub enum ProcessLoadError {
     /// The working directory does not exist.
     #[error("cwd {}: not a directory", .0.display())]
     NoCwd(PathBuf),
+    /// A `[permissions]` directory does not exist.
+    #[error("permissions.{key}: {}: not a directory", path.display())]
+    NoGrant {
+        /// `read` or `write`.
+        key: &'static str,
+        /// As resolved.
+        path: PathBuf,
+    },
+    /// The kernel supports Landlock, and the ruleset could not be made.
+    #[error("permissions: the Landlock ruleset: {0}")]
+    Landlock(#[source] landlock::RulesetError),
     /// An upstream MCP server could not be started or listed.
     #[error("{0}")]
     Upstream(String),

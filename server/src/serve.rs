@@ -536,6 +536,12 @@ pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resul
                 )
                 .map_err(w)?;
             }
+            if let Some(Ok(toolplane_pool::Tool::Process(t))) = e.loaded() {
+                if !json {
+                    writeln!(out, "    files: {}", t.files()).map_err(w)?;
+                }
+                row["files"] = t.files().into();
+            }
             row["runtime"] = "process".into();
             row["protocol"] = protocol.into();
             row["command"] = serde_json::json!(p.command);

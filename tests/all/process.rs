@@ -199,3 +199,76 @@ fn a_process_left_behind_by_a_call_that_ended_is_killed_too() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn permissions_narrow_the_file_system_with_landlock() {
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            // Reports, for each path, whether it could be read or written.
+            let script = r#"cat >/dev/null
+try() { if eval "$1" 2>/dev/null; then printf '"%s":true,' "$2"; else printf '"%s":false,' "$2"; fi; }
+printf '{'
+try 'cat "$DATA/pub/in.txt" >/dev/null' read_granted
+try 'cat "$DATA/secret.txt" >/dev/null' read_ungranted
+try 'echo x > "$DATA/pub/new.txt"' write_read_only
+try 'echo x > "$DATA/out/new.txt"' write_granted
+try 'echo x > /tmp/toolplane-landlock-probe' write_tmp
+try 'cat /etc/hostname >/dev/null' read_system
+printf '"done":true}'"#;
+            sh_tool(
+                dir,
+                "narrow",
+                script,
+                "env = { DATA = \"{data}\" }\n[permissions]\nread = [\"{data}/pub\"]\nwrite = [\"{data}/out\"]\n",
+            );
+            sh_tool(
+                dir,
+                "wide",
+                "cat >/dev/null; cat \"$DATA/secret.txt\" >/dev/null && echo '{\"read\":true}'",
+                "env = { DATA = \"{data}\" }\n",
+            );
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    let data = rig.data.path();
+    std::fs::create_dir_all(data.join("pub")).unwrap();
+    std::fs::create_dir_all(data.join("out")).unwrap();
+    std::fs::write(data.join("pub/in.txt"), "public").unwrap();
+    std::fs::write(data.join("secret.txt"), "secret").unwrap();
+    // The grants must exist at load: reload now that they do.
+    rig.registry.reload("narrow");
+    assert!(rig.registry.wait_loaded(Duration::from_secs(30)));
+    let Some(Ok(toolplane_pool::Tool::Process(t))) = rig
+        .registry
+        .snapshot()
+        .by_name("narrow")
+        .and_then(|e| e.loaded().cloned())
+    else {
+        panic!(
+            "narrow did not load: {:?}",
+            rig.registry.snapshot().by_name("narrow").map(|e| e.state())
+        );
+    };
+    assert!(t.files().contains("Landlock"), "{}", t.files());
+    let v = ok_json(&call(&rig, "narrow", "{}"));
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "read_granted": true,
+            "read_ungranted": false,
+            "write_read_only": false,
+            "write_granted": true,
+            "write_tmp": false,
+            "read_system": true,
+            "done": true
+        })
+    );
+    assert!(data.join("out/new.txt").exists() && !data.join("pub/new.txt").exists());
+    // Without [permissions], the same read succeeds: it is the manifest
+    // that narrows.
+    assert_eq!(
+        ok_json(&call(&rig, "wide", "{}")),
+        serde_json::json!({"read": true})
+    );
+}

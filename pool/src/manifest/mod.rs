@@ -20,7 +20,9 @@ pub(crate) use crate::size::fmt_size;
 mod process;
 pub use crate::size::parse_size;
 pub(crate) use process::RawProcessManifest;
-pub use process::{Member, PROTOCOLS, PoolSpec, ProcessLimits, ProcessManifest, Protocol};
+pub use process::{
+    FsGrants, Member, PROTOCOLS, PoolSpec, ProcessLimits, ProcessManifest, Protocol,
+};
 
 /// The placeholder a grant's `host` may use for the registry's data
 /// directory.

@@ -54,6 +54,22 @@ pub struct ProcessManifest {
     /// A jsonl worker's tools when it has several (`[[tools]]`), each
     /// listed as `<name>.<tool>`; empty when the manifest is one tool.
     pub tools: Vec<Member>,
+    /// The file system its processes see, when narrowed (`[permissions]`):
+    /// with Landlock, the system's directories read-only and these.
+    pub permissions: Option<FsGrants>,
+}
+
+/// The `[permissions]` of a process tool: directories beyond the system's
+/// own (`{data}` allowed; relative to the manifest's directory).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsGrants {
+    /// Read (and execute) only.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Read and write.
+    #[serde(default)]
+    pub write: Vec<String>,
 }
 
 /// One tool of a set: a `[[tools]]` entry of a jsonl manifest, or a tool an
@@ -168,6 +184,7 @@ pub(crate) struct RawProcessManifest {
     limits: RawLimits,
     #[serde(default)]
     tools: Vec<RawMember>,
+    permissions: Option<FsGrants>,
 }
 
 #[derive(Deserialize)]
@@ -253,6 +270,7 @@ impl RawProcessManifest {
             pool: self.pool.check(protocol)?,
             limits: self.limits.check()?,
             tools: self.members(protocol)?,
+            permissions: self.permissions.clone(),
         })
     }
 

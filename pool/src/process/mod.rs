@@ -45,6 +45,7 @@ pub mod warm;
 pub(crate) use host::ProcessHost;
 pub use shared::MembersChanged;
 use shared::Shared;
+pub use spawn::Files;
 pub use stats::ProcessStats;
 
 /// A process tool ready to call.
@@ -89,6 +90,12 @@ impl ProcessTool {
         host: ProcessHost,
     ) -> Result<ProcessTool, ProcessLoadError> {
         let launch = spawn::Launch::resolve(spec, base, data_dir)?;
+        if matches!(launch.files, spawn::Files::Unsupported) {
+            tracing::warn!(
+                tool = %manifest.name,
+                "[permissions] asks for Landlock, which this kernel does not support: its processes see the file system as the server's user does"
+            );
+        }
         let turns = match spec.protocol {
             Protocol::Exec => spec.pool.max,
             Protocol::Jsonl | Protocol::Mcp => spec.pool.max * spec.pool.max_inflight_per_process,
@@ -132,6 +139,11 @@ impl ProcessTool {
             host,
             target,
         })
+    }
+
+    /// What its processes see of the file system, in words.
+    pub fn files(&self) -> &'static str {
+        self.shared.launch.files.describe()
     }
 
     /// Whether this is a set (see the module's comment).

@@ -16,13 +16,117 @@ use crate::manifest::{DATA_PLACEHOLDER, ProcessManifest};
 pub(crate) const STDERR_TAIL: usize = 2048;
 
 /// A program, resolved: what every process of a tool starts as.
-#[derive(Debug)]
 pub(crate) struct Launch {
     pub(crate) program: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
     cwd: PathBuf,
     memory: Option<u64>,
+    /// What its processes may see of the file system.
+    pub(crate) files: Files,
+}
+
+/// How a tool's processes see the file system.
+pub enum Files {
+    /// As the server's user does: the manifest has no `[permissions]`.
+    Unrestricted,
+    /// Narrowed by Landlock to the system's directories (read-only), the
+    /// program's and the manifest's (read-only) and the grants; the ruleset
+    /// made at load, applied in each child before it runs the program.
+    Landlock(landlock::RulesetCreated),
+    /// The manifest asks for `[permissions]`, and this kernel has no
+    /// Landlock: its processes see the file system as the server's user
+    /// does.
+    Unsupported,
+}
+
+/// Directories every narrowed process may read (the program's libraries,
+/// the dynamic loader's and the system's configuration, `/proc`).
+const SYSTEM_READ: [&str; 11] = [
+    "/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/opt", "/proc", "/sys", "/run",
+];
+
+impl std::fmt::Debug for Files {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+impl Files {
+    /// In words, for `tools list` and logs.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Files::Unrestricted => {
+                "the file system as the server's user sees it (no [permissions])"
+            }
+            Files::Landlock(_) => {
+                "narrowed by Landlock to the system's directories and [permissions]"
+            }
+            Files::Unsupported => {
+                "NOT narrowed: [permissions] asks for Landlock, and this kernel does not support it"
+            }
+        }
+    }
+
+    fn new(
+        grants: Option<&crate::manifest::FsGrants>,
+        resolve: impl Fn(&'static str, &str) -> Result<PathBuf, ProcessLoadError>,
+        own: &[&Path],
+    ) -> Result<Files, ProcessLoadError> {
+        use landlock::{
+            ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr,
+            RulesetCreatedAttr, path_beneath_rules,
+        };
+        let Some(grants) = grants else {
+            return Ok(Files::Unrestricted);
+        };
+        let mut read = Vec::new();
+        let mut write = Vec::new();
+        for (key, list, out) in [
+            ("read", &grants.read, &mut read),
+            ("write", &grants.write, &mut write),
+        ] {
+            for g in list {
+                let p = resolve(key, g)?;
+                if !p.is_dir() {
+                    return Err(ProcessLoadError::NoGrant { key, path: p });
+                }
+                out.push(p);
+            }
+        }
+        // Does this kernel have Landlock at all?
+        let probe = Ruleset::default()
+            .set_compatibility(CompatLevel::HardRequirement)
+            .handle_access(AccessFs::from_all(ABI::V1))
+            .and_then(Ruleset::create);
+        if probe.is_err() {
+            return Ok(Files::Unsupported);
+        }
+        // The newest rights this crate knows, as far as the kernel has them.
+        let abi = ABI::V5;
+        let ruleset = Ruleset::default()
+            .handle_access(AccessFs::from_all(abi))
+            .and_then(Ruleset::create)
+            .and_then(|r| r.add_rules(path_beneath_rules(SYSTEM_READ, AccessFs::from_read(abi))))
+            .and_then(|r| r.add_rules(path_beneath_rules(own, AccessFs::from_read(abi))))
+            // Device files (/dev/null, /dev/urandom) are read and written.
+            .and_then(|r| r.add_rules(path_beneath_rules(["/dev"], AccessFs::from_all(abi))))
+            .and_then(|r| r.add_rules(path_beneath_rules(&read, AccessFs::from_read(abi))))
+            .and_then(|r| r.add_rules(path_beneath_rules(&write, AccessFs::from_all(abi))))
+            .map_err(ProcessLoadError::Landlock)?;
+        Ok(Files::Landlock(ruleset))
+    }
+}
+
+impl std::fmt::Debug for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launch")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("cwd", &self.cwd)
+            .field("files", &self.files.describe())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Launch {
@@ -69,12 +173,31 @@ impl Launch {
             env.retain(|(e, _)| e != k);
             env.push((k.clone(), data("env", v)?));
         }
+        let resolve = |key: &'static str, g: &str| -> Result<PathBuf, ProcessLoadError> {
+            let p = PathBuf::from(data(
+                if key == "read" {
+                    "permissions.read"
+                } else {
+                    "permissions.write"
+                },
+                g,
+            )?);
+            Ok(match base {
+                Some(b) if p.is_relative() => b.join(p),
+                _ => p,
+            })
+        };
+        let program_dir = program.parent().unwrap_or(Path::new("/"));
+        let mut own = vec![program_dir, cwd.as_path()];
+        own.extend(base);
+        let files = Files::new(spec.permissions.as_ref(), resolve, &own)?;
         Ok(Launch {
             program,
             args,
             env,
             cwd,
             memory: spec.limits.memory,
+            files,
         })
     }
 
@@ -94,12 +217,25 @@ impl Launch {
             .process_group(0)
             .kill_on_drop(true);
         let memory = self.memory;
+        // A copy of the ruleset's descriptor for this child (close-on-exec:
+        // the program does not inherit it).
+        let mut landlock = match &self.files {
+            Files::Landlock(r) => Some(r.try_clone()?),
+            Files::Unrestricted | Files::Unsupported => None,
+        };
         #[allow(unsafe_code)]
         // SAFETY: the closure runs in the child between fork and exec and
-        // only makes two system calls (prctl, setrlimit) through rustix,
-        // which allocate nothing and take no lock.
+        // only makes system calls (prctl, setrlimit through rustix; prctl
+        // and landlock_restrict_self through landlock's restrict_self, on a
+        // ruleset made before the fork), allocating nothing and taking no
+        // lock; a failure is an errno, not an allocated error.
         unsafe {
             cmd.pre_exec(move || {
+                if let Some(ruleset) = landlock.take() {
+                    ruleset
+                        .restrict_self()
+                        .map_err(|_| std::io::Error::from_raw_os_error(libc::EPERM))?;
+                }
                 rustix::process::set_parent_process_death_signal(Some(
                     rustix::process::Signal::KILL,
                 ))?;
