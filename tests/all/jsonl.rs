@@ -331,3 +331,78 @@ fn no_process_outlives_the_registry_not_even_a_child_that_ignores_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_manifest_changed_under_load_loses_no_call_and_answers_none_twice() {
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            faulty(
+                dir,
+                "worker",
+                "[pool]\nmax = 2\nmax_inflight_per_process = 4\n",
+            )
+        },
+        |b| b.builtins(false).watch(true),
+    );
+    let old = process_tool(&rig.registry, "worker");
+    let engine = crate::wasi::engine(&rig, 2, 32);
+    let mut p = engine.producer();
+    let mut out = Vec::new();
+    let mut sent = 0u64;
+    let mut send = |p: &mut toolplane_core::Producer, out: &mut Vec<_>| {
+        let e = crate::wasi::event(&rig, "worker", r#"{"do":"ok"}"#).with_tag(sent);
+        crate::support::submit_all(p, [e], out);
+        sent += 1;
+    };
+    for _ in 0..1000 {
+        send(&mut p, &mut out);
+    }
+    // A new version (more processes, same program) while calls keep coming.
+    faulty(
+        rig.tools.path(),
+        "worker",
+        "[pool]\nmax = 3\nmax_inflight_per_process = 4\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Arc::ptr_eq(&process_tool(&rig.registry, "worker"), &old) {
+        assert!(Instant::now() < deadline, "the new version never loaded");
+        send(&mut p, &mut out);
+    }
+    for _ in 0..1000 {
+        send(&mut p, &mut out);
+    }
+    let total = sent as usize;
+    crate::support::drain_until(&mut p, &mut out, total, Duration::from_secs(120));
+    let mut tags: Vec<u64> = out.iter().map(|c| c.tag).collect();
+    tags.sort_unstable();
+    tags.dedup();
+    assert_eq!(
+        (out.len(), tags.len()),
+        (total, total),
+        "each call answered once"
+    );
+    let failed: Vec<_> = out
+        .iter()
+        .filter(|c| !matches!(c.outcome, Outcome::Ok(_)))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} calls failed, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+    // Both versions served (an event runs on the version listed when a
+    // worker takes it), between them every call.
+    let new = process_tool(&rig.registry, "worker");
+    assert_eq!(new.manifest.process().unwrap().pool.max, 3);
+    let (a, b) = (old.stats().service.count, new.stats().service.count);
+    assert!(
+        a >= 1 && b >= 1 && a + b == total as u64,
+        "old {a} + new {b}, of {total}"
+    );
+    drop(p);
+    assert!(engine.shutdown(Duration::from_secs(5)).is_balanced());
+    // The old version's processes stop once it is dropped.
+    drop(old);
+}
