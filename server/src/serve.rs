@@ -451,7 +451,30 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
         let _ = tokio::time::timeout(Duration::from_secs(5), t.finished()).await;
     }
     log_accounting(report.as_ref());
+    close_processes(&app).await;
     Ok(())
+}
+
+/// After the drain: each process tool's processes stop, and its accounting
+/// is logged.
+async fn close_processes(app: &App) {
+    let snapshot = app.registry().snapshot();
+    for e in snapshot.iter().filter(|e| e.set.is_none()) {
+        let Some(Ok(toolplane_pool::Tool::Process(t))) = e.loaded() else {
+            continue;
+        };
+        let stopped = t.close().await;
+        let s = t.stats();
+        tracing::info!(
+            "process tool {}: {} calls served, {} refused (queue full), {} restarts{}; {stopped} processes stopped",
+            e.manifest.name,
+            s.service.count,
+            s.refused,
+            s.restarts,
+            s.down
+                .map_or_else(String::new, |why| format!(", down: {why}")),
+        );
+    }
 }
 
 /// `toolplane tools list`.

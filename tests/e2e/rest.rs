@@ -439,7 +439,7 @@ async fn a_jsonl_tool_is_served_warm_and_a_failing_one_shows_everywhere() {
         "name = \"broken\"\nruntime = \"process\"\nprotocol = \"jsonl\"\ncommand = [\"sh\", \"-c\", \"echo 'no licence key' >&2; exit 4\"]\n[pool]\nmin = 1\n",
     )
     .unwrap();
-    let s = Server::start(&dirs, &[], &[], None);
+    let mut s = Server::start(&dirs, &[], &[], None);
     let c = client();
     let mut pids = std::collections::BTreeSet::new();
     for i in 0..5 {
@@ -526,4 +526,23 @@ async fn a_jsonl_tool_is_served_warm_and_a_failing_one_shows_everywhere() {
     );
     assert_eq!(get(r#"toolplane_tools{state="failed"}"#), 1.0);
     assert_eq!(get("toolplane_ready"), 0.0);
+
+    // SIGTERM: drained, then the processes stop, each tool's accounting
+    // logged.
+    let pid = *pids.iter().next().unwrap();
+    s.terminate();
+    assert_eq!(s.wait(Duration::from_secs(30)), 0);
+    let log = s.stderr();
+    assert!(
+        log.contains("process tool wordcount: 5 calls served, 0 refused (queue full), 0 restarts; 1 processes stopped"),
+        "{log}"
+    );
+    assert!(
+        log.contains("process tool broken:") && log.contains("down:"),
+        "{log}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the worker outlived the server"
+    );
 }

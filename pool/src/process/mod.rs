@@ -235,6 +235,16 @@ impl ProcessTool {
         }
     }
 
+    /// Stops its processes (each asked, then killed if it has not exited
+    /// within the grace) and takes no more calls; for a shutdown, after the
+    /// calls in flight drained. How many processes it stopped.
+    pub async fn close(&self) -> usize {
+        match &self.runner {
+            Runner::Exec => 0,
+            Runner::Warm(w) => w.close().await,
+        }
+    }
+
     /// Its processes, queue and latencies now.
     pub fn stats(&self) -> ProcessStats {
         self.shared.counters.snapshot(self.down())

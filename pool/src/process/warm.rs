@@ -363,6 +363,28 @@ impl Warm {
     }
 }
 
+impl Warm {
+    /// Stops every process (stdin closed, killed if still running
+    /// `STOP_GRACE` later) and takes no more calls; returns once they have
+    /// ended, with how many there were.
+    pub(crate) async fn close(&self) -> usize {
+        let procs: Vec<Arc<Proc>> = {
+            let mut st = self.state();
+            st.closed = true;
+            std::mem::take(&mut st.procs)
+        };
+        for p in &procs {
+            self.shared.counters.alive.fetch_sub(1, Ordering::Relaxed);
+            p.stop();
+        }
+        for p in &procs {
+            p.exit_within(super::life::STOP_GRACE + Duration::from_secs(1))
+                .await;
+        }
+        procs.len()
+    }
+}
+
 impl Drop for Warm {
     fn drop(&mut self) {
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
