@@ -15,6 +15,7 @@
 pub mod crew;
 pub mod mcp;
 pub mod pools;
+pub mod process;
 pub mod registry;
 pub mod stats;
 pub mod wasi;

@@ -74,22 +74,31 @@ impl Server {
         .map_err(|e| format!("{command:?}: initialize: {e}"))?;
         s.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
             .map_err(|e| format!("{command:?}: {e}"))?;
-        let list = s
-            .request("tools/list", json!({}))
-            .map_err(|e| format!("{command:?}: tools/list: {e}"))?;
-        let names: Vec<String> = list["tools"]
-            .as_array()
-            .map(|t| {
-                t.iter()
-                    .filter_map(|t| t["name"].as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        s.tool = names
-            .iter()
-            .find(|n| n.ends_with(tool))
-            .cloned()
-            .ok_or_else(|| format!("{command:?} lists no tool named *{tool}: {names:?}"))?;
+        // A server may still be loading tools: ask again for up to 60 s.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let list = s
+                .request("tools/list", json!({}))
+                .map_err(|e| format!("{command:?}: tools/list: {e}"))?;
+            let names: Vec<String> = list["tools"]
+                .as_array()
+                .map(|t| {
+                    t.iter()
+                        .filter_map(|t| t["name"].as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(t) = names.iter().find(|n| n.ends_with(tool)) {
+                s.tool = t.clone();
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{command:?} lists no tool named *{tool}: {names:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         Ok(s)
     }
 

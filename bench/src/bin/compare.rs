@@ -10,11 +10,16 @@
 //! compare wasi [--rounds 5] [--calls 2000] [--sizes 64,1024,65536]
 //!              [--tools echo,hash.sha256] [--modes process,naive,...]
 //!     the WASI call modes against each other and a process per call
-//! compare mcp --server NAME=COMMAND --server NAME=COMMAND [--tool echo]
+//! compare mcp --server NAME[:TOOL]=COMMAND --server NAME=COMMAND [--tool echo]
 //!             [--calls 2000] [--rounds 5] [--inflight 1,16] [--size 64]
 //!     MCP servers on stdio, the same `tools/call` load on each (the last
 //!     server is the baseline); `bench/peers/run.sh` builds hyper-mcp with
 //!     an Extism echo plugin and runs this against `toolplane serve`
+//! compare process [--rounds 5] [--calls 2000] [--inflight 1,16,128]
+//!     a jsonl worker called directly and through toolplane by the same
+//!     driver; exec, jsonl and WASI tools doing the same work; 1000
+//!     overlapping sleeps on 4 processes; cold and warm starts (a jsonl
+//!     worker, an MCP server from npm run by node and by npx)
 //! compare registry [--tools 1000] [--replicas 3]
 //!     registry start-up with that many tools: listed and all callable,
 //!     with a cold module cache and a warm one
@@ -22,7 +27,7 @@
 //!     engine, wasi and registry, with their defaults
 //! ```
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use toolplane_bench::pools::{self, Side};
 use toolplane_bench::registry;
@@ -54,6 +59,9 @@ enum Scenario {
     /// Registry start-up with many tools: listed, all callable, and one
     /// call on demand, with a cold module cache and a warm one.
     Registry(RegistryArgs),
+    /// Process tools: a jsonl worker directly and through toolplane; exec,
+    /// jsonl and WASI doing the same work; overlapping sleeps; cold starts.
+    Process(ProcessArgs),
     /// engine, wasi and registry, with their defaults.
     All,
 }
@@ -89,7 +97,8 @@ struct WasiArgs {
 
 #[derive(clap::Args, Debug)]
 struct McpArgs {
-    /// A server as NAME=COMMAND; two or more (the last is the baseline).
+    /// A server as NAME=COMMAND (NAME:TOOL=COMMAND calls TOOL there
+    /// instead of --tool); two or more (the last is the baseline).
     #[arg(long = "server", required = true, num_args = 1)]
     servers: Vec<String>,
     /// The tool called on each.
@@ -107,6 +116,19 @@ struct McpArgs {
     /// Input size in bytes (at least 11).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(11..))]
     size: u64,
+}
+
+#[derive(clap::Args, Debug)]
+struct ProcessArgs {
+    /// Rounds; each runs every side in turn.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
+    /// Calls per side, in-flight count and round (a tenth for exec).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..))]
+    calls: u64,
+    /// Calls in flight, one table each.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 128], value_parser = clap::value_parser!(u64).range(1..=256))]
+    inflight: Vec<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -151,6 +173,7 @@ fn main() {
         Scenario::Wasi(a) => wasi_modes(a),
         Scenario::Mcp(a) => mcp(a),
         Scenario::Registry(a) => registry_startup(a),
+        Scenario::Process(a) => process_tools(a),
         Scenario::All => {
             engine(2.0, 5);
             let (Scenario::Wasi(w), Scenario::Registry(r)) =
@@ -317,8 +340,10 @@ fn mcp(a: &McpArgs) -> Result<(), Box<dyn std::error::Error>> {
     for spec in specs {
         let (name, command) = spec
             .split_once('=')
-            .unwrap_or_else(|| usage(&format!("--server {spec:?}: NAME=COMMAND")));
-        let mut s = Server::start(command, &tool)?;
+            .unwrap_or_else(|| usage(&format!("--server {spec:?}: NAME[:TOOL]=COMMAND")));
+        // NAME:TOOL calls TOOL on that server instead of --tool.
+        let (name, tool) = name.split_once(':').unwrap_or((name, tool.as_str()));
+        let mut s = Server::start(command, tool)?;
         // Warm: the first calls load modules and fill caches.
         s.round(&arguments, 200, 4)?;
         servers.push((name.to_string(), s));
@@ -534,4 +559,289 @@ fn registry_start(
 fn median_f64(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+fn process_tools(a: &ProcessArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use toolplane_bench::process::{self, Direct};
+    let (rounds, calls) = (a.rounds as usize, a.calls);
+    let dir = tempfile::TempDir::new()?;
+    let (tools, data) = (dir.path().join("tools"), dir.path().join("data"));
+    std::fs::create_dir_all(&tools)?;
+    std::fs::create_dir_all(&data)?;
+    let worker = process::echo_worker();
+    let worker_s = worker.display().to_string();
+    let long = "[limits]\ntimeout = \"60s\"\n";
+    process::manifest(
+        &tools,
+        "jecho",
+        "jsonl",
+        &["node", &worker_s],
+        &format!("[pool]\nmin = 1\nmax = 1\nmax_inflight_per_process = 256\n{long}"),
+    );
+    process::manifest(
+        &tools,
+        "xecho",
+        "exec",
+        &["cat"],
+        &format!("[pool]\nmax = 16\n{long}"),
+    );
+    let nap = process::repo()
+        .join("tools/examples/jsonl/nap.js")
+        .display()
+        .to_string();
+    process::manifest(
+        &tools,
+        "nap",
+        "jsonl",
+        &["node", &nap],
+        &format!("[pool]\nmax = 4\nmax_inflight_per_process = 256\n{long}"),
+    );
+    let registry = process::registry(&tools, &data)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let input = wasi::input(64);
+    let mut direct = rt.block_on(async { Direct::start(&worker) })?;
+    rt.block_on(async {
+        direct.round(&input, 500, 8).await?;
+        process::through(&registry, "jecho", &input, 500, 8)
+            .await
+            .map_err(std::io::Error::other)?;
+        Ok::<_, std::io::Error>(())
+    })?;
+    let sides = |names: &[&str], v: &[Vec<f64>]| -> Vec<stats::Side> {
+        names
+            .iter()
+            .zip(v)
+            .map(|(n, r)| stats::Side {
+                name: (*n).into(),
+                replicas: r.clone(),
+            })
+            .collect()
+    };
+
+    println!("## A jsonl worker (Node, echo), called directly and through toolplane\n");
+    println!(
+        "The same driver on one current-thread runtime: `direct` writes the request line to the worker's stdin and reads its answer; `toolplane` is `Registry::call` (schema check, pool, process host, the same worker program). {calls} calls per side and round, {rounds} rounds, interleaved; 64-byte input.\n"
+    );
+    let names = ["toolplane", "direct"];
+    for &k in &a.inflight {
+        let (mut rate, mut p50, mut p99) = (
+            vec![Vec::new(); 2],
+            vec![Vec::new(); 2],
+            vec![Vec::new(); 2],
+        );
+        let mut added = Vec::new();
+        for _ in 0..rounds {
+            let t = rt.block_on(process::through(&registry, "jecho", &input, calls, k))?;
+            let d = rt.block_on(direct.round(&input, calls, k))?;
+            eprintln!(
+                "{k} in flight: toolplane {:.0}/s p50 {:.1} µs; direct {:.0}/s p50 {:.1} µs",
+                t.calls_per_sec, t.p50_us, d.calls_per_sec, d.p50_us
+            );
+            for (i, r) in [t, d].iter().enumerate() {
+                rate[i].push(r.calls_per_sec);
+                p50[i].push(r.p50_us);
+                p99[i].push(r.p99_us);
+            }
+            added.push(t.p50_us - d.p50_us);
+        }
+        let s = stats::summary(&added);
+        println!("### {k} call(s) in flight\n");
+        println!(
+            "{}",
+            stats::table("calls/s", Better::Higher, "direct", &sides(&names, &rate))
+        );
+        println!(
+            "{}",
+            stats::table("p50 µs", Better::Lower, "direct", &sides(&names, &p50))
+        );
+        println!(
+            "{}",
+            stats::table("p99 µs", Better::Lower, "direct", &sides(&names, &p99))
+        );
+        println!(
+            "added at p50 (toolplane − direct, per round): median {} µs, range {}..{} µs\n",
+            stats::fmt(s.median),
+            stats::fmt(s.min),
+            stats::fmt(s.max)
+        );
+    }
+    rt.block_on(direct.stop());
+
+    println!("## The same work (echo, 64 bytes) as exec, jsonl and WASI, one call at a time\n");
+    let names = ["exec (cat)", "jsonl (node)", "WASI echo"];
+    let mut p50 = vec![Vec::new(); 3];
+    for _ in 0..rounds {
+        for (i, (tool, n)) in [
+            ("xecho", (calls / 10).max(10)),
+            ("jecho", calls),
+            ("echo", calls),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let r = rt.block_on(process::through(&registry, tool, &input, *n, 1))?;
+            eprintln!(
+                "{tool}: p50 {:.1} µs, {:.0} calls/s",
+                r.p50_us, r.calls_per_sec
+            );
+            p50[i].push(r.p50_us);
+        }
+    }
+    println!(
+        "{}",
+        stats::table("p50 µs", Better::Lower, "WASI echo", &sides(&names, &p50))
+    );
+
+    println!(
+        "## 1000 overlapping 500 ms sleeps on a pool of 4 Node processes (256 calls each at once)\n"
+    );
+    let sleep = br#"{"ms":500}"#;
+    rt.block_on(process::through(
+        &registry,
+        "nap",
+        b"{\"ms\":1}",
+        1024,
+        1024,
+    ))
+    .map_err(std::io::Error::other)?;
+    let mut walls = Vec::new();
+    for _ in 0..rounds.min(3) {
+        let started = Instant::now();
+        rt.block_on(process::through(&registry, "nap", sleep, 1000, 1000))?;
+        walls.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let s = stats::summary(&walls);
+    println!(
+        "wall time: median {} ms, range {}..{} ms (one sleep: 500 ms), {} rounds\n",
+        stats::fmt(s.median),
+        stats::fmt(s.min),
+        stats::fmt(s.max),
+        walls.len()
+    );
+    drop(registry);
+
+    println!("## Cold and warm starts\n");
+    cold_starts(rounds.min(3), &worker_s)?;
+    Ok(())
+}
+
+/// A jsonl worker's first call with `pool.min = 0` (the call starts it) and
+/// `min = 1` (started at load); an MCP server from npm: the program's own
+/// start-up (spawn, initialize, tools/list by a bare client), and
+/// toolplane's load of it (the same, plus listing its members) and first
+/// call, run by node and by npx.
+fn cold_starts(replicas: usize, worker: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use toolplane_bench::process;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let input = wasi::input(64);
+    let mut rows: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut add = |name: &str, ms: f64| match rows.iter_mut().find(|r| r.0 == name) {
+        Some(r) => r.1.push(ms),
+        None => rows.push((name.to_string(), vec![ms])),
+    };
+    let fs_server = process::repo()
+        .join("tests/upstreams/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js");
+    if !fs_server.exists() {
+        return Err(format!(
+            "{} is missing: run tests/upstreams/setup.sh",
+            fs_server.display()
+        )
+        .into());
+    }
+    let fs_s = fs_server.display().to_string();
+    let upstreams = process::repo().join("tests/upstreams");
+    for _ in 0..replicas {
+        for min in [0, 1] {
+            let dir = tempfile::TempDir::new()?;
+            let (tools, data) = (dir.path().join("tools"), dir.path().join("data"));
+            std::fs::create_dir_all(&tools)?;
+            std::fs::create_dir_all(&data)?;
+            process::manifest(
+                &tools,
+                "jecho",
+                "jsonl",
+                &["node", worker],
+                &format!("[pool]\nmin = {min}\n"),
+            );
+            let registry = process::registry(&tools, &data)?;
+            // min = 1: give the process its start-up, as a server would.
+            std::thread::sleep(Duration::from_millis(500));
+            let first = rt.block_on(process::through(&registry, "jecho", &input, 1, 1))?;
+            let second = rt.block_on(process::through(&registry, "jecho", &input, 1, 1))?;
+            add(
+                &format!("jsonl node worker, pool.min = {min}: first call"),
+                first.p50_us / 1e3,
+            );
+            add(
+                &format!("jsonl node worker, pool.min = {min}: second call"),
+                second.p50_us / 1e3,
+            );
+        }
+        let started = Instant::now();
+        let bare = toolplane_bench::mcp::Server::start(
+            &format!("node {fs_s} /tmp"),
+            "list_allowed_directories",
+        )?;
+        add(
+            "server-filesystem by node, bare client: spawn + initialize + tools/list",
+            started.elapsed().as_secs_f64() * 1e3,
+        );
+        drop(bare);
+        for (how, command) in [
+            (
+                "node",
+                vec!["node".to_string(), fs_s.clone(), "{data}".into()],
+            ),
+            (
+                "npx",
+                vec![
+                    "npx".to_string(),
+                    "--no-install".into(),
+                    "mcp-server-filesystem".into(),
+                    "{data}".into(),
+                ],
+            ),
+        ] {
+            let dir = tempfile::TempDir::new()?;
+            let (tools, data) = (dir.path().join("tools"), dir.path().join("data"));
+            std::fs::create_dir_all(&tools)?;
+            std::fs::create_dir_all(&data)?;
+            let command: Vec<&str> = command.iter().map(String::as_str).collect();
+            let cwd = format!("cwd = {:?}\n", upstreams.display().to_string());
+            process::manifest(&tools, "files", "mcp", &command, &cwd);
+            let started = Instant::now();
+            let registry = process::registry(&tools, &data)?;
+            add(
+                &format!("server-filesystem by {how}, toolplane: load (listed, callable)"),
+                started.elapsed().as_secs_f64() * 1e3,
+            );
+            let first = rt.block_on(process::through(
+                &registry,
+                "files.list_allowed_directories",
+                b"{}",
+                1,
+                1,
+            ))?;
+            add(
+                &format!("server-filesystem by {how}, toolplane: first call after load"),
+                first.p50_us / 1e3,
+            );
+        }
+    }
+    println!("| what | median ms | range ms |\n|---|---|---|");
+    for (name, v) in &rows {
+        let s = stats::summary(v);
+        println!(
+            "| {name} | {} | {}..{} |",
+            stats::fmt(s.median),
+            stats::fmt(s.min),
+            stats::fmt(s.max)
+        );
+    }
+    println!();
+    Ok(())
 }
