@@ -9,7 +9,16 @@ import os
 import re
 import sys
 
-PATH = re.compile(r"\b(crate|super|self)::([a-z_][a-z0-9_]*(?:::[a-z_][a-z0-9_]*)*)")
+PATH = re.compile(r"\b(crate|super|self)::((?:[A-Za-z_][A-Za-z0-9_]*::)*)([A-Za-z_][A-Za-z0-9_]*|\{[^{}]*\})")
+
+
+def paths(m):
+    """The paths one match names: `a::b::C`, or each of `a::{b, c::D}`."""
+    head = [p for p in m.group(2).split("::") if p]
+    last = m.group(3)
+    if not last.startswith("{"):
+        return [head + [last]]
+    return [head + [i.strip().split("::")[0]] for i in last[1:-1].split(",") if i.strip()]
 
 
 def module_file(src, parts):
@@ -33,7 +42,10 @@ def graph(src):
         text = re.sub(r"#\[cfg\(test\)\]\s*mod tests \{.*", "", text, flags=re.S)
         here = module_path(src, f)
         for m in PATH.finditer(text):
-            kind, rest = m.group(1), m.group(2).split("::")
+          kind = m.group(1)
+          for rest in paths(m):
+            if rest[-1] == "self":
+                rest = rest[:-1]
             target = rest if kind == "crate" else (here[:-1] + rest if kind == "super" else here + rest)
             for k in range(len(target), 0, -1):
                 t = module_file(src, target[:k])

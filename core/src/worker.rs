@@ -28,6 +28,7 @@
 
 mod calls;
 mod keys;
+mod origin;
 mod runner;
 
 use std::future::poll_fn;
@@ -39,12 +40,13 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use slab::Slab;
 
+pub(crate) use self::origin::Origin;
 pub(crate) use self::runner::Runner;
 use self::runner::{InFlight, Started};
 use crate::event::Event;
 use crate::handler::{Handler, WorkerContext, WorkerHandler};
-use crate::outcome::{Completion, Outcome, Sink, Slot, SlotBox};
-use crate::shared::{Control, Injected, Reply, Shared, Source};
+use crate::outcome::{Completion, Outcome, Sink, Slot};
+use crate::shared::{Control, Injected, Shared, Source};
 use crate::span::SpanRecord;
 
 /// How often, at least, a worker with pending calls turns the runtime's
@@ -52,15 +54,6 @@ use crate::span::SpanRecord;
 const DRIVER_TURN_NS: u64 = 50_000;
 /// The same, when no call is pending (tasks a handler spawned).
 const DRIVER_TURN_IDLE_NS: u64 = 1_000_000;
-
-/// Where a completion goes.
-#[derive(Debug)]
-pub(crate) enum Origin {
-    /// Back through the completion ring of this source, in this slot.
-    Source(usize, SlotBox),
-    /// To an injector caller's ticket.
-    Reply(Reply),
-}
 
 enum Step {
     Busy,

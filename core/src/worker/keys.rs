@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use slab::Slab;
 
-use super::Origin;
+use super::origin::Origin;
 use crate::event::Event;
 
 #[derive(Debug, Clone, Copy)]

@@ -10,9 +10,9 @@ use bumpalo::Bump;
 use futures_util::stream::FuturesUnordered;
 use slab::Slab;
 
-use super::Origin;
 use super::calls::{CallFuture, panic_message};
 use super::keys::KeyQueues;
+use super::origin::Origin;
 use crate::config::Config;
 use crate::event::{Event, ToolId};
 use crate::handler::{Call, CallContext, WorkerHandler};

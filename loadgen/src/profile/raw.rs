@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toolplane_pool::Mode;
 
-use super::{
+use super::model::{
     Burst, DEFAULT_CONNECTIONS, Expect, MAX_PAYLOAD, MAX_PHASES, MAX_RATE, PERCENTILES, Phase,
     PoolSettings, ProfileError, Slo, ToolMix, builtin_names, default_payload_field,
 };

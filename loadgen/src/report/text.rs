@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::Report;
+use super::model::Report;
 use crate::units::{Bytes, Nanos, fmt_rate};
 
 impl Report {

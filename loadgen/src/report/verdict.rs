@@ -2,7 +2,7 @@
 //! generator fell behind", and the warnings about what makes a run's
 //! figures less than they seem.
 
-use super::{Check, Report, Slo, pct};
+use super::model::{Check, Report, Slo, pct};
 use crate::driver::Driven;
 use crate::profile::Profile;
 use crate::progress::Reported;

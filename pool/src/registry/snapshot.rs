@@ -62,7 +62,7 @@ pub struct ToolEntry {
 }
 
 /// A load left for the first caller (see
-/// [`super::RegistryBuilder::on_demand`]): what hands it to the loaders.
+/// the registry builder's `on_demand`): what hands it to the loaders.
 pub(super) type Deferred = Box<dyn FnOnce() + Send>;
 
 impl std::fmt::Debug for ToolEntry {
