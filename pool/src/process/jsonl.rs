@@ -12,8 +12,8 @@
 //! the tail of its stderr, and the pool replaces it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -33,8 +33,20 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
 /// The lines of one process: what is written to it, the calls waiting.
 pub(crate) struct Lines {
-    tx: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
+    out: Mutex<Out>,
+    /// Lines handed to the writer task and not yet written.
+    backlog: Arc<AtomicUsize>,
     calls: Mutex<Calls>,
+}
+
+/// The process's stdin, two ways: the caller's thread writes a line
+/// itself (a non-blocking write on a duplicate of the pipe's descriptor:
+/// no other thread is woken), and hands the writer task on the process
+/// host what the pipe would not take at once, and every line after it
+/// until that backlog is written (so lines keep their order).
+struct Out {
+    fd: Option<std::os::fd::OwnedFd>,
+    tx: Option<mpsc::UnboundedSender<Vec<u8>>>,
 }
 
 #[derive(Default)]
@@ -60,25 +72,50 @@ impl Lines {
     /// Takes the child's stdin (written by a task of its own) and hands
     /// back its stdout for [`Lines::read`].
     pub(crate) fn start(child: &mut Child) -> (Lines, Option<tokio::process::ChildStdout>) {
+        use std::os::fd::AsFd;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_lines(child.inner.stdin.take(), rx));
+        let stdin = child.inner.stdin.take();
+        // Non-blocking already (tokio's), and so is the duplicate: they
+        // share the open file description.
+        let fd = stdin
+            .as_ref()
+            .and_then(|s| s.as_fd().try_clone_to_owned().ok());
+        let backlog = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(write_lines(stdin, rx, Arc::clone(&backlog)));
         let lines = Lines {
-            tx: Mutex::new(Some(tx)),
+            out: Mutex::new(Out { fd, tx: Some(tx) }),
+            backlog,
             calls: Mutex::new(Calls::default()),
         };
         (lines, child.inner.stdout.take())
     }
 
-    /// Closes the process's stdin.
+    /// Closes the process's stdin (both ways of writing to it).
     pub(crate) fn close(&self) {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        out.fd = None;
+        out.tx = None;
     }
 
-    fn send(&self, line: Vec<u8>) -> bool {
-        match &*self.tx.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(tx) => tx.send(line).is_ok(),
-            None => false,
+    /// Writes `line` to the process's stdin, from this thread when the
+    /// pipe takes it whole; false once stdin is closed or broken.
+    fn send(&self, mut line: Vec<u8>) -> bool {
+        let out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = &out.tx else { return false };
+        if self.backlog.load(Ordering::Acquire) == 0
+            && let Some(fd) = &out.fd
+        {
+            match rustix::io::write(fd, &line) {
+                Ok(n) if n == line.len() => return true,
+                Ok(n) => {
+                    line.drain(..n);
+                }
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+                Err(_) => return false,
+            }
         }
+        self.backlog.fetch_add(1, Ordering::AcqRel);
+        tx.send(line).is_ok()
     }
 
     /// Sends one call and waits for its answer until `deadline`.
@@ -271,15 +308,22 @@ fn request(id: u64, tool: &str, input: &[u8]) -> Vec<u8> {
     line
 }
 
+/// Writes what the pipe would not take at once (see [`Out`]).
 async fn write_lines(
     stdin: Option<tokio::process::ChildStdin>,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    backlog: Arc<AtomicUsize>,
 ) {
     let Some(mut stdin) = stdin else { return };
     while let Some(line) = rx.recv().await {
-        if stdin.write_all(&line).await.is_err() {
+        let written = stdin.write_all(&line).await;
+        // After the write: a caller that saw the backlog non-zero queued
+        // behind this line; one that sees it zero writes after it.
+        backlog.fetch_sub(1, Ordering::AcqRel);
+        if written.is_err() {
             return;
         }
     }
-    // Every sender dropped: stdin closes, which asks the program to exit.
+    // Every sender dropped: this end closes (and the callers' duplicate
+    // was dropped with them), which asks the program to exit.
 }

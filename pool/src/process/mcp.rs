@@ -38,6 +38,8 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
 /// The client side of one upstream process.
 pub(crate) struct Upstream {
     peer: rmcp::Peer<RoleClient>,
+    /// The process host's runtime (calls run on their caller's).
+    host: tokio::runtime::Handle,
     stop: Mutex<Option<RunningServiceCancellationToken>>,
     /// Kept so the service runs as long as the process does.
     _service: RunningService<RoleClient, Notified>,
@@ -85,6 +87,7 @@ impl Upstream {
         let service = handler.serve(transport).await.map_err(|e| e.to_string())?;
         Ok(Upstream {
             peer: service.peer().clone(),
+            host: tokio::runtime::Handle::current(),
             stop: Mutex::new(Some(service.cancellation_token())),
             _service: service,
         })
@@ -147,7 +150,7 @@ impl Upstream {
     fn check_alive(&self, proc: &Arc<Life>) {
         let peer = self.peer.clone();
         let proc = Arc::clone(proc);
-        tokio::spawn(async move {
+        self.host.spawn(async move {
             let ping = peer.send_request(ClientRequest::PingRequest(PingRequest::default()));
             if tokio::time::timeout(CANCEL_GRACE, ping).await.is_err() && proc.exit().is_none() {
                 tracing::warn!(tool = %proc.tool, pid = proc.pid, "no answer to a ping {CANCEL_GRACE:?} after a cancel: killing it");

@@ -212,9 +212,11 @@ impl ProcessTool {
                     .run(exec::call(Arc::clone(&self.shared), input, deadline))
                     .await
             }
+            // On this reactor: the request is written from this thread, and
+            // the host's reader wakes this call with its answer.
             Runner::Warm(w) => {
-                self.host
-                    .run(Arc::clone(w).call(Arc::clone(target), input, deadline))
+                Arc::clone(w)
+                    .call(Arc::clone(target), input, deadline)
                     .await
             }
         };

@@ -38,6 +38,10 @@ const SUPERVISE_EVERY: Duration = Duration::from_millis(500);
 pub(crate) struct Warm {
     me: Weak<Warm>,
     shared: Arc<Shared>,
+    /// The process host's runtime: processes start there (their pipes are
+    /// its reactor's, their death signal its thread's), while calls run on
+    /// the caller's reactor.
+    host: tokio::runtime::Handle,
     state: Mutex<State>,
     /// A process became ready or ended, or a start failed.
     changed: Notify,
@@ -63,6 +67,7 @@ impl Warm {
         let warm = Arc::new_cyclic(|me| Warm {
             me: me.clone(),
             shared,
+            host: tokio::runtime::Handle::current(),
             state: Mutex::new(State::default()),
             changed: Notify::new(),
         });
@@ -80,7 +85,8 @@ impl Warm {
         self.state().down.clone()
     }
 
-    /// Runs one call; on the process host.
+    /// Runs one call, on the caller's reactor (a process it needs started
+    /// starts on the host).
     pub(crate) async fn call(
         self: Arc<Self>,
         target: Arc<str>,
@@ -150,7 +156,7 @@ impl Warm {
             };
             match wait_until {
                 None => {
-                    let p = self.start_one().await?;
+                    let p = self.start_on_host().await?;
                     // A jsonl process takes calls at once (its stdin
                     // buffers them while it starts); an MCP one has
                     // finished its handshake.
@@ -168,7 +174,21 @@ impl Warm {
         }
     }
 
-    /// Starts a process (the caller counted it in `starting`).
+    /// [`Warm::start_one`] on the process host; it finishes (and the new
+    /// process joins the pool) even if the caller goes away.
+    async fn start_on_host(&self) -> Result<Arc<Proc>, Arc<str>> {
+        let Some(me) = self.me.upgrade() else {
+            self.state().starting -= 1;
+            return Err("the tool was unloaded".into());
+        };
+        match self.host.spawn(async move { me.start_one().await }).await {
+            Ok(r) => r,
+            Err(_) => Err("the process host stopped".into()),
+        }
+    }
+
+    /// Starts a process (the caller counted it in `starting`); on the
+    /// process host.
     async fn start_one(&self) -> Result<Arc<Proc>, Arc<str>> {
         let s = &self.shared;
         let serial = {
