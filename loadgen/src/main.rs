@@ -339,9 +339,7 @@ fn check(names: &[String]) -> ExitCode {
     let mut bad = 0;
     for f in &files {
         let result = Profile::from_file(f).and_then(|p| {
-            if p.pool.tools_dir.is_none() {
-                p.check_tools(&profile::builtin_names())?;
-            }
+            p.check_tools_offline()?;
             Ok(p)
         });
         match result {
