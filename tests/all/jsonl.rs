@@ -406,3 +406,59 @@ fn a_manifest_changed_under_load_loses_no_call_and_answers_none_twice() {
     // The old version's processes stop once it is dropped.
     drop(old);
 }
+
+#[test]
+fn a_worker_with_several_tools_is_a_set_and_each_call_names_its_tool() {
+    let script = r#"
+import json, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    if req.get("cancel"):
+        continue
+    s = req["input"].get("s", "")
+    out = {"upper": s.upper, "lower": s.lower}[req["tool"]]()
+    print(json.dumps({"id": req["id"], "output": {"tool": req["tool"], "s": out}}), flush=True)
+"#;
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            std::fs::write(
+                dir.join("text.toml"),
+                format!(
+                    "name = \"text\"\nruntime = \"process\"\nprotocol = \"jsonl\"\ncommand = [\"python3\", \"-c\", {script:?}]\n\
+                     [[tools]]\nname = \"upper\"\ndescription = \"Upper-cases s\"\n[tools.input_schema]\ntype = \"object\"\nrequired = [\"s\"]\n\
+                     [[tools]]\nname = \"lower\"\ndescription = \"Lower-cases s\"\n"
+                ),
+            )
+            .unwrap();
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    let snap = rig.registry.snapshot();
+    assert!(snap.by_name("text").unwrap().is_set());
+    let upper = snap.by_name("text.upper").expect("text.upper listed");
+    assert_eq!(
+        (upper.manifest.description.as_str(), upper.set.as_deref()),
+        ("Upper-cases s", Some("text"))
+    );
+    assert!(snap.by_name("text.lower").is_some());
+    assert_eq!(
+        ok_json(&call(&rig, "text.upper", r#"{"s":"MiXed"}"#)),
+        serde_json::json!({"tool": "upper", "s": "MIXED"})
+    );
+    assert_eq!(
+        ok_json(&call(&rig, "text.lower", r#"{"s":"MiXed"}"#)),
+        serde_json::json!({"tool": "lower", "s": "mixed"})
+    );
+    // Each member's own schema: upper requires s, lower does not.
+    let e = error_text(&call(&rig, "text.upper", "{}"));
+    assert!(e.contains("text.upper") && e.contains("schema"), "{e}");
+    assert_eq!(ok_json(&call(&rig, "text.lower", "{}"))["s"], "");
+    // One pool for both: one process answered all of them.
+    assert_eq!(stats(&rig, "text.upper").alive, 1);
+    let e = error_text(&call(&rig, "text", "{}"));
+    assert!(
+        e.contains("is a set of tools") && e.contains("text.lower"),
+        "{e}"
+    );
+}
