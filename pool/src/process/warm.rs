@@ -92,6 +92,7 @@ impl Warm {
         target: Arc<str>,
         input: Vec<u8>,
         deadline: tokio::time::Instant,
+        progress: Option<crate::progress::ProgressSink>,
     ) -> Outcome {
         let s = &self.shared;
         let began = Instant::now();
@@ -106,7 +107,7 @@ impl Warm {
         };
         s.counters.queue_wait.record(began.elapsed());
         let served = Instant::now();
-        let out = proc.call(&target, &input, deadline).await;
+        let out = proc.call(&target, &input, deadline, progress).await;
         s.counters.service.record(served.elapsed());
         self.give_back(&proc);
         drop(turn);
@@ -146,6 +147,10 @@ impl Warm {
                 let now = Instant::now();
                 match st.retry_at {
                     Some(at) if at > now => Some(at),
+                    // A process is starting (the supervisor's for pool.min,
+                    // or another caller's): its room comes first, rather
+                    // than a start per waiting call.
+                    _ if st.starting > 0 => Some(now + SUPERVISE_EVERY),
                     _ if st.procs.len() + st.starting < self.shared.pool.max => {
                         st.starting += 1;
                         None
