@@ -147,7 +147,8 @@ impl WorkerHandler for ToolWorker {
                     return Call::Done(Outcome::Error(e.into()));
                 }
                 let tool = Arc::clone(tool);
-                Call::pending(async move { tool.call(&input).await })
+                let progress = self.registry.progress().take(event.tag());
+                Call::pending(async move { tool.call_with(&input, progress).await })
             }
             Some(Err(reason)) => Call::Done(reason.outcome(&entry.manifest.name)),
             None => {

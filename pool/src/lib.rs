@@ -32,6 +32,7 @@ pub mod kind;
 pub mod manifest;
 mod pipe;
 pub mod process;
+pub mod progress;
 mod quota;
 pub mod registry;
 mod runtime;

@@ -27,6 +27,9 @@ pub struct ToolCall<'a> {
     pub key: Option<u64>,
     /// Low-priority calls are shed first under load.
     pub priority: Priority,
+    /// The call's progress sink's tag in the registry's progress hub (0:
+    /// nobody watches).
+    pub progress: u64,
 }
 
 impl<'a> ToolCall<'a> {
@@ -37,6 +40,7 @@ impl<'a> ToolCall<'a> {
             input,
             key: None,
             priority: Priority::Normal,
+            progress: 0,
         }
     }
 }
@@ -297,7 +301,9 @@ impl App {
         };
         tool.check_input(call.input)
             .map_err(CallError::InvalidInput)?;
-        let mut event = Event::new(entry.id, call.input).with_priority(call.priority);
+        let mut event = Event::new(entry.id, call.input)
+            .with_priority(call.priority)
+            .with_tag(call.progress);
         if let Some(k) = call.key {
             event = event.with_key(k);
         }

@@ -186,6 +186,7 @@ async fn call(
         input: &body,
         key,
         priority,
+        progress: 0,
     };
     match app.call(call).await {
         Ok(out) => {

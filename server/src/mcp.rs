@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, SubscriptionFilter,
-    Tool, ToolAnnotations,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities,
+    ServerConfig, SubscriptionFilter, Tool, ToolAnnotations,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
@@ -156,12 +156,35 @@ impl ServerHandler for Mcp {
         // then cancels the event in the engine (not started: it never runs;
         // running: it stops at its next epoch tick). The client ignores
         // whatever is answered to a request it cancelled.
+        // A client that sent a progressToken gets the tool's progress (an
+        // upstream MCP server's notifications/progress) as its own.
+        let progress = context.meta.get_progress_token().map(|token| {
+            let (tx, mut rx) =
+                tokio::sync::mpsc::unbounded_channel::<toolplane_pool::progress::Progress>();
+            let peer = context.peer.clone();
+            tokio::spawn(async move {
+                while let Some(p) = rx.recv().await {
+                    let mut n = ProgressNotificationParam::new(token.clone(), p.progress);
+                    n.total = p.total;
+                    n.message = p.message;
+                    let _ = peer.notify_progress(n).await;
+                }
+            });
+            self.app.registry().progress().register(tx)
+        });
+        let mut call = ToolCall::new(&request.name, &input);
+        call.progress = progress.unwrap_or(0);
+        // A call that never reached a process tool (or was cancelled
+        // before) leaves its sink in the hub: taken and dropped when this
+        // ends, which ends the forwarding task.
+        let _forget = Forget(self.app.registry().progress(), call.progress);
         let result = tokio::select! {
-            r = self.app.call(ToolCall::new(&request.name, &input)) => r,
+            r = self.app.call(call) => r,
             () = context.ct.cancelled() => {
                 return Err(ErrorData::internal_error("the request was cancelled", None));
             }
         };
+
         match result {
             Ok(out) => {
                 if let Some(blocks) = self.upstream_content(&request.name, &out) {
@@ -211,5 +234,14 @@ impl ServerHandler for Mcp {
                 }
             }
         }
+    }
+}
+
+/// Takes a call's progress sink out of the hub when dropped.
+struct Forget<'a>(&'a toolplane_pool::progress::ProgressHub, u64);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        drop(self.0.take(self.1));
     }
 }

@@ -422,3 +422,90 @@ async fn upstream_mcp_servers_through_mcp_and_rest() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// One progress notification: progress, total, message.
+type Seen = (f64, Option<f64>, Option<String>);
+
+/// A client that collects `notifications/progress`.
+#[derive(Clone)]
+struct ProgressWatcher(std::sync::Arc<std::sync::Mutex<Vec<Seen>>>);
+
+impl ClientHandler for ProgressWatcher {
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((params.progress, params.total, params.message));
+    }
+}
+
+/// An upstream MCP server's progress notifications reach the client that
+/// asked for them (rmcp's client sends a progressToken with each request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstreams_progress_reaches_the_caller() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = repo.join("target/interop-venv-1.30.0/bin/python");
+    let fastmcp = repo.join("tests/upstreams/fastmcp_server.py");
+    for p in [&python, &fastmcp] {
+        assert!(
+            p.exists(),
+            "{} is missing: run tests/upstreams/setup.sh (./dev test does)",
+            p.display()
+        );
+    }
+    let dirs = Dirs::new();
+    std::fs::write(
+        dirs.tools.path().join("up.toml"),
+        format!(
+            "name = \"up\"\nruntime = \"process\"\nprotocol = \"mcp\"\ncommand = [{:?}, {:?}]\n",
+            python.display().to_string(),
+            fastmcp.display().to_string()
+        ),
+    )
+    .unwrap();
+    let s = Server::start(&dirs, &[], &[], None);
+    let seen = ProgressWatcher(Default::default());
+    let client = seen
+        .clone()
+        .serve(StreamableHttpClientTransport::from_uri(s.url("/mcp")))
+        .await
+        .expect("MCP initialize over HTTP");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .iter()
+        .any(|t| t.name == "up.count")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "up.count not listed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = client
+        .call_tool(CallToolRequestParams::new("up.count").with_arguments(args(json!({"n": 3}))))
+        .await
+        .unwrap();
+    assert_eq!(r.structured_content, Some(json!({"result": 3})), "{r:?}");
+    // Notifications may trail the answer on the stream by a moment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while seen.0.lock().unwrap().len() < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = seen.0.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        vec![
+            (1.0, Some(3.0), Some("step 1 of 3".into())),
+            (2.0, Some(3.0), Some("step 2 of 3".into())),
+            (3.0, Some(3.0), Some("step 3 of 3".into())),
+        ]
+    );
+    let _ = client.cancel().await;
+}

@@ -17,11 +17,14 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use rmcp::model::{
-    CallToolRequestParams, ClientCapabilities, ClientConfig, ClientRequest, Implementation,
-    PingRequest,
+    CallToolRequest, CallToolRequestParams, ClientCapabilities, ClientConfig, ClientRequest,
+    Implementation, PingRequest, ProgressNotificationParam, ProgressToken, ServerResult,
 };
 use rmcp::service::{NotificationContext, RunningService, RunningServiceCancellationToken};
+use rmcp::service::{PeerRequestOptions, RequestHandle};
 use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use std::sync::atomic::Ordering;
@@ -31,6 +34,11 @@ use super::life::Life;
 use super::shared::Shared;
 use super::spawn::Child;
 use crate::manifest::{Annotations, Member};
+use crate::progress::{Progress, ProgressSink};
+
+/// Calls whose progress someone watches, by the progress token rmcp gave
+/// their request.
+type Watchers = Arc<Mutex<HashMap<ProgressToken, ProgressSink>>>;
 
 /// How long a process whose call was cancelled has to answer a ping.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
@@ -40,6 +48,7 @@ pub(crate) struct Upstream {
     peer: rmcp::Peer<RoleClient>,
     /// The process host's runtime (calls run on their caller's).
     host: tokio::runtime::Handle,
+    watchers: Watchers,
     stop: Mutex<Option<RunningServiceCancellationToken>>,
     /// Kept so the service runs as long as the process does.
     _service: RunningService<RoleClient, Notified>,
@@ -48,6 +57,7 @@ pub(crate) struct Upstream {
 /// What the upstream tells us unasked.
 pub(crate) struct Notified {
     shared: Weak<Shared>,
+    watchers: Watchers,
 }
 
 impl ClientHandler for Notified {
@@ -56,6 +66,21 @@ impl ClientHandler for Notified {
             ClientCapabilities::default(),
             Implementation::new("toolplane", env!("CARGO_PKG_VERSION")),
         )
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sink) = watchers.get(&params.progress_token) {
+            let _ = sink.send(Progress {
+                progress: params.progress,
+                total: params.total,
+                message: params.message,
+            });
+        }
     }
 
     async fn on_tool_list_changed(&self, context: NotificationContext<RoleClient>) {
@@ -81,13 +106,16 @@ impl Upstream {
         };
         let max_line = usize::try_from(shared.limits.max_output).unwrap_or(usize::MAX);
         let transport = AsyncRwTransport::new_client(stdout, stdin).with_max_line_length(max_line);
+        let watchers = Watchers::default();
         let handler = Notified {
             shared: Arc::downgrade(shared),
+            watchers: Arc::clone(&watchers),
         };
         let service = handler.serve(transport).await.map_err(|e| e.to_string())?;
         Ok(Upstream {
             peer: service.peer().clone(),
             host: tokio::runtime::Handle::current(),
+            watchers,
             stop: Mutex::new(Some(service.cancellation_token())),
             _service: service,
         })
@@ -105,13 +133,15 @@ impl Upstream {
         }
     }
 
-    /// One `tools/call` of `target` until `deadline`.
+    /// One `tools/call` of `target` until `deadline`; the upstream's
+    /// progress notifications for it go to `progress`, when given.
     pub(crate) async fn call(
         &self,
         proc: &Arc<Life>,
         target: &str,
         input: &[u8],
         deadline: tokio::time::Instant,
+        progress: Option<ProgressSink>,
     ) -> Outcome {
         let arguments =
             match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(input) {
@@ -127,9 +157,13 @@ impl Upstream {
                 }
             };
         let params = CallToolRequestParams::new(target.to_string()).with_arguments(arguments);
-        // Dropped at the deadline (or with the caller): rmcp then sends
-        // `notifications/cancelled` for it.
-        match tokio::time::timeout_at(deadline, self.peer.call_tool(params)).await {
+        let result = match progress {
+            // Dropped at the deadline (or with the caller): rmcp then
+            // sends `notifications/cancelled` for it.
+            None => tokio::time::timeout_at(deadline, self.peer.call_tool(params)).await,
+            Some(sink) => tokio::time::timeout_at(deadline, self.watched(params, sink)).await,
+        };
+        match result {
             Ok(Ok(result)) => {
                 proc.answered.store(true, Ordering::Release);
                 outcome(&proc.tool, result)
@@ -142,6 +176,38 @@ impl Upstream {
                 self.check_alive(proc);
                 Outcome::Timeout
             }
+        }
+    }
+
+    /// A `tools/call` whose progress notifications go to `sink`; cancelled
+    /// (`notifications/cancelled`) if dropped unanswered.
+    async fn watched(
+        &self,
+        params: CallToolRequestParams,
+        sink: ProgressSink,
+    ) -> Result<rmcp::model::CallToolResult, rmcp::ServiceError> {
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        let handle = self
+            .peer
+            .send_cancellable_request(request, PeerRequestOptions::no_options())
+            .await?;
+        let mut watch = Watch {
+            token: handle.progress_token.clone(),
+            handle: Some(handle),
+            watchers: Arc::clone(&self.watchers),
+            host: self.host.clone(),
+        };
+        self.watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(watch.token.clone(), sink);
+        let rx = &mut watch.handle.as_mut().expect("just set").rx;
+        let answer = rx.await;
+        // Answered (or the session ended): nothing to cancel.
+        watch.handle = None;
+        match answer.map_err(|_| rmcp::ServiceError::TransportClosed)?? {
+            ServerResult::CallToolResult(r) => Ok(r),
+            _ => Err(rmcp::ServiceError::UnexpectedResponse),
         }
     }
 
@@ -204,5 +270,28 @@ fn outcome(tool: &str, r: rmcp::model::CallToolResult) -> Outcome {
     match serde_json::to_vec(&value) {
         Ok(bytes) => Outcome::Ok(bytes.into()),
         Err(e) => Outcome::Error(format!("tool {tool}: its result: {e}").into()),
+    }
+}
+
+/// A watched call: its progress token forgotten when it ends, and the
+/// request cancelled if it ends unanswered.
+struct Watch {
+    token: ProgressToken,
+    handle: Option<RequestHandle<RoleClient>>,
+    watchers: Watchers,
+    host: tokio::runtime::Handle,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.token);
+        if let Some(h) = self.handle.take() {
+            self.host.spawn(async move {
+                let _ = h.cancel(Some("the caller gave up".into())).await;
+            });
+        }
     }
 }

@@ -189,6 +189,16 @@ impl ProcessTool {
 
     /// Runs one call (on the process host), within `limits.timeout`.
     pub(crate) async fn call(&self, input: &[u8]) -> Outcome {
+        self.call_with(input, None).await
+    }
+
+    /// [`ProcessTool::call`], its progress (an MCP upstream's) going to
+    /// `progress` when given.
+    pub(crate) async fn call_with(
+        &self,
+        input: &[u8],
+        progress: Option<crate::progress::ProgressSink>,
+    ) -> Outcome {
         let Some(target) = &self.target else {
             let names: Vec<String> = self
                 .members()
@@ -216,7 +226,7 @@ impl ProcessTool {
             // the host's reader wakes this call with its answer.
             Runner::Warm(w) => {
                 Arc::clone(w)
-                    .call(Arc::clone(target), input, deadline)
+                    .call(Arc::clone(target), input, deadline, progress)
                     .await
             }
         };

@@ -145,10 +145,11 @@ impl Proc {
         target: &str,
         input: &[u8],
         deadline: tokio::time::Instant,
+        progress: Option<crate::progress::ProgressSink>,
     ) -> Outcome {
         let out = match &self.wire {
             Wire::Jsonl(lines) => lines.call(&self.life, target, input, deadline).await,
-            Wire::Mcp(up) => up.call(&self.life, target, input, deadline).await,
+            Wire::Mcp(up) => up.call(&self.life, target, input, deadline, progress).await,
         };
         self.touch();
         out

@@ -39,6 +39,8 @@ pub(super) struct Inner {
     /// late does not replace a newer one.
     pub(super) latest: Mutex<HashMap<String, u64>>,
     pub(super) watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    /// Calls' progress sinks, by event tag.
+    pub(super) progress: crate::progress::ProgressHub,
 }
 
 impl std::fmt::Debug for Inner {

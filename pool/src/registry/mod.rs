@@ -125,6 +125,7 @@ impl RegistryBuilder {
             jobs: jobs_tx,
             latest: Mutex::new(HashMap::new()),
             watcher: Mutex::new(None),
+            progress: crate::progress::ProgressHub::default(),
         });
         for i in 0..self.loaders {
             let rx = jobs_rx.clone();
@@ -176,6 +177,12 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Where callers register progress sinks for their calls (see
+    /// [`crate::progress`]).
+    pub fn progress(&self) -> &crate::progress::ProgressHub {
+        &self.inner.progress
+    }
+
     /// A registry builder on this runtime.
     pub fn builder(runtime: Runtime) -> RegistryBuilder {
         RegistryBuilder {
