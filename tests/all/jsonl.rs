@@ -10,6 +10,7 @@ use toolplane_core::Outcome;
 use toolplane_pool::process::ProcessStats;
 use toolplane_pool::{LoadState, Registry, Tool};
 
+use crate::support::running;
 use crate::wasi::{Rig, block_on, call, error_text, ok_json, rig_with};
 
 fn repo() -> PathBuf {
@@ -72,15 +73,6 @@ fn concurrently(rig: &Rig, calls: Vec<(&str, String)>) -> Vec<Outcome> {
             .map(|(t, i)| rig.registry.call(t, i.as_bytes()));
         futures_util::future::join_all(futures).await
     })
-}
-
-/// Whether a process whose command line is `cmdline` (NUL-separated) is
-/// alive (zombies, which have none, are not).
-fn running(cmdline: &str) -> bool {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline.as_bytes()))
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use toolplane_core::Outcome;
 use toolplane_pool::LoadState;
 
-use crate::support::{drain_until, submit_all};
+use crate::support::{drain_until, running, submit_all};
 use crate::wasi::{call, engine, error_text, event, ok_json, rig_with};
 
 /// Writes `<name>.toml`, a process tool running `sh -c script`.
@@ -17,15 +17,6 @@ fn sh_tool(dir: &Path, name: &str, script: &str, extra: &str) {
         "name = \"{name}\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"sh\", \"-c\", {script:?}]\n{extra}"
     );
     std::fs::write(dir.join(format!("{name}.toml")), manifest).unwrap();
-}
-
-/// Whether a process whose command line is `cmdline` (NUL-separated) is
-/// alive (zombies, which have none, are not).
-fn running(cmdline: &str) -> bool {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline.as_bytes()))
 }
 
 #[test]

@@ -108,3 +108,12 @@ pub fn sleeper(ms: u64) -> impl Handler {
         Outcome::Ok(Default::default())
     })
 }
+
+/// Whether a process whose command line is `cmdline` (NUL-separated) is
+/// alive (zombies, which have none, are not).
+pub fn running(cmdline: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline.as_bytes()))
+}
