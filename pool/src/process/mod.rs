@@ -215,20 +215,18 @@ impl ProcessTool {
             );
         };
         let deadline = tokio::time::Instant::now() + self.shared.limits.timeout;
-        let input = input.to_vec();
         let out = match &self.runner {
+            // On the host (its process is started there): the input is
+            // copied for the task.
             Runner::Exec => {
+                let input = input.to_vec();
                 self.host
                     .run(exec::call(Arc::clone(&self.shared), input, deadline))
                     .await
             }
             // On this reactor: the request is written from this thread, and
             // the host's reader wakes this call with its answer.
-            Runner::Warm(w) => {
-                Arc::clone(w)
-                    .call(Arc::clone(target), input, deadline, progress)
-                    .await
-            }
+            Runner::Warm(w) => w.call(target, input, deadline, progress).await,
         };
         match out {
             Outcome::Ok(p) => match self.checks.output(&self.manifest.name, &p) {

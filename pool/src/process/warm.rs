@@ -88,9 +88,9 @@ impl Warm {
     /// Runs one call, on the caller's reactor (a process it needs started
     /// starts on the host).
     pub(crate) async fn call(
-        self: Arc<Self>,
-        target: Arc<str>,
-        input: Vec<u8>,
+        &self,
+        target: &str,
+        input: &[u8],
         deadline: tokio::time::Instant,
         progress: Option<crate::progress::ProgressSink>,
     ) -> Outcome {
@@ -107,7 +107,7 @@ impl Warm {
         };
         s.counters.queue_wait.record(began.elapsed());
         let served = Instant::now();
-        let out = proc.call(&target, &input, deadline, progress).await;
+        let out = proc.call(target, input, deadline, progress).await;
         s.counters.service.record(served.elapsed());
         self.give_back(&proc);
         drop(turn);
