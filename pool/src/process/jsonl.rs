@@ -10,18 +10,28 @@
 //! is not such a response, or one longer than `limits.max_output`) ends
 //! the process: calls in flight on it end `Error` with its exit status and
 //! the tail of its stderr, and the pool replaces it.
+//!
+//! Answers are read where their callers wait. While calls wait on a
+//! thread, one task on that thread's reactor ([`read_here`]) reads the
+//! process's stdout, so a reactor parked in `epoll_wait` is woken by the
+//! answer itself and not by another thread that read it first (one
+//! cross-thread wake fewer per call: PERF.md "Process tools: warm pools").
+//! The process host reads only while no caller does (answers to cancelled
+//! calls, a line written between calls), and every reader reads under one
+//! lock, so lines are never split or reordered.
 
 use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio::net::unix::pipe;
+use tokio::sync::{Notify, mpsc, oneshot};
 use toolplane_core::Outcome;
 
 use super::life::{Life, STOP_GRACE};
@@ -37,6 +47,43 @@ pub(crate) struct Lines {
     /// Lines handed to the writer task and not yet written.
     backlog: Arc<AtomicUsize>,
     calls: Mutex<Calls>,
+    input: Mutex<In>,
+    /// The threads whose reactors read the process's stdout now.
+    readers: Mutex<HashMap<ThreadId, Reader>>,
+    /// `readers.len()`: the host reads only while it is 0.
+    reading: AtomicUsize,
+    /// A reader found the process's stdout ended: the host ends the process.
+    broken: Notify,
+}
+
+/// The read side of the process's stdout, read by whoever holds the lock.
+struct In {
+    /// The pipe (non-blocking: the flag is on the open file description,
+    /// which every duplicate shares).
+    fd: OwnedFd,
+    /// Bytes read and not yet a whole line.
+    buf: Vec<u8>,
+    max_line: usize,
+    /// Set once stdout ended or said something it must not: nothing is
+    /// read after.
+    ended: Option<Ended>,
+}
+
+#[derive(Clone)]
+enum Ended {
+    /// End of file: the process closed its stdout (or exited).
+    Eof,
+    /// Why the process must end.
+    Bad(String),
+    /// Stdout could not be read.
+    Io(String),
+}
+
+/// The reader task on one thread: the calls waiting there, and how it is
+/// told that they are gone.
+struct Reader {
+    waiting: usize,
+    done: Arc<Notify>,
 }
 
 /// The process's stdin, two ways: the caller's thread writes a line
@@ -69,10 +116,17 @@ struct Reply<'a> {
 }
 
 impl Lines {
-    /// Takes the child's stdin (written by a task of its own) and hands
-    /// back its stdout for [`Lines::read`].
-    pub(crate) fn start(child: &mut Child) -> (Lines, Option<tokio::process::ChildStdout>) {
-        use std::os::fd::AsFd;
+    /// Takes the child's stdin (written by a task of its own) and stdout
+    /// (lines of at most `max_line` bytes).
+    pub(crate) fn start(child: &mut Child, max_line: usize) -> std::io::Result<Lines> {
+        let stdout = child
+            .inner
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("the process has no stdout"))?;
+        // tokio made it non-blocking, a flag of the open file description
+        // that the duplicate shares; the wrapper's registration goes with it.
+        let stdout = stdout.as_fd().try_clone_to_owned()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let stdin = child.inner.stdin.take();
         // Non-blocking already (tokio's), and so is the duplicate: they
@@ -82,12 +136,20 @@ impl Lines {
             .and_then(|s| s.as_fd().try_clone_to_owned().ok());
         let backlog = Arc::new(AtomicUsize::new(0));
         tokio::spawn(write_lines(stdin, rx, Arc::clone(&backlog)));
-        let lines = Lines {
+        Ok(Lines {
             out: Mutex::new(Out { fd, tx: Some(tx) }),
             backlog,
             calls: Mutex::new(Calls::default()),
-        };
-        (lines, child.inner.stdout.take())
+            input: Mutex::new(In {
+                fd: stdout,
+                buf: Vec::new(),
+                max_line,
+                ended: None,
+            }),
+            readers: Mutex::new(HashMap::new()),
+            reading: AtomicUsize::new(0),
+            broken: Notify::new(),
+        })
     }
 
     /// Closes the process's stdin (both ways of writing to it).
@@ -118,14 +180,17 @@ impl Lines {
         tx.send(line).is_ok()
     }
 
-    /// Sends one call and waits for its answer until `deadline`.
+    /// Sends one call and waits for its answer until `deadline`, reading
+    /// the process's answers on this thread meanwhile (see the module's
+    /// documentation).
     pub(crate) async fn call(
-        &self,
-        proc: &Life,
+        self: &Arc<Self>,
+        proc: &Arc<Life>,
         target: &str,
         input: &[u8],
         deadline: tokio::time::Instant,
     ) -> Outcome {
+        let _reading = self.read_here(proc);
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
@@ -210,38 +275,144 @@ impl Lines {
         }
     }
 
-    /// Reads the process's answers until it ends; why it ended.
-    pub(crate) async fn read(
-        &self,
-        proc: &Life,
-        child: &mut Child,
-        stdout: Option<tokio::process::ChildStdout>,
-        max_line: usize,
-    ) -> String {
-        let Some(stdout) = stdout else {
-            return "has no stdout".into();
+    /// Reads every whole line the pipe holds now and answers the calls
+    /// they name, from whichever thread calls it (under the read lock);
+    /// false once the process's stdout has ended.
+    fn drain(&self, proc: &Life) -> bool {
+        let mut guard = self.input.lock().unwrap_or_else(|p| p.into_inner());
+        let inp = &mut *guard;
+        if inp.ended.is_some() {
+            return false;
+        }
+        let ended = loop {
+            inp.buf.reserve(READ_CHUNK);
+            match rustix::io::read(&inp.fd, rustix::buffer::spare_capacity(&mut inp.buf)) {
+                Ok(0) => break Some(Ended::Eof),
+                Ok(_) => {}
+                Err(rustix::io::Errno::AGAIN) => break None,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => break Some(Ended::Io(format!("could not be read: {e}"))),
+            }
+            if let Err(why) = self.lines_in(proc, inp) {
+                break Some(Ended::Bad(why));
+            }
         };
-        let mut lines = FramedRead::new(stdout, LinesCodec::new_with_max_length(max_line));
+        match ended {
+            None => true,
+            Some(e) => {
+                inp.ended = Some(e);
+                drop(guard);
+                self.broken.notify_one();
+                false
+            }
+        }
+    }
+
+    /// Answers the whole lines in `inp.buf`, keeping the partial last one.
+    fn lines_in(&self, proc: &Life, inp: &mut In) -> Result<(), String> {
+        let mut from = 0;
+        while let Some(n) = inp.buf[from..].iter().position(|&b| b == b'\n') {
+            let mut line = &inp.buf[from..from + n];
+            from += n + 1;
+            if let [rest @ .., b'\r'] = line {
+                line = rest;
+            }
+            if line.len() > inp.max_line {
+                return Err(too_long(inp.max_line));
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let line = std::str::from_utf8(line).map_err(|_| {
+                "wrote a line that is not UTF-8 (a response is one line of JSON)".to_string()
+            })?;
+            self.answer(proc, line)?;
+        }
+        inp.buf.drain(..from);
+        if inp.buf.len() > inp.max_line {
+            return Err(too_long(inp.max_line));
+        }
+        Ok(())
+    }
+
+    /// Has this thread's reactor read the process's stdout while the
+    /// returned guard lives: the first call waiting here starts the reader
+    /// task, the last one gone ends it.
+    fn read_here(self: &Arc<Self>, proc: &Arc<Life>) -> Option<ReadHere<'_>> {
+        // A reactor to register with: the caller's. Outside one (never, in
+        // practice) the host reads.
+        tokio::runtime::Handle::try_current().ok()?;
+        let thread = std::thread::current().id();
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = readers.get_mut(&thread) {
+            r.waiting += 1;
+        } else {
+            let done = Arc::new(Notify::new());
+            readers.insert(
+                thread,
+                Reader {
+                    waiting: 1,
+                    done: Arc::clone(&done),
+                },
+            );
+            self.reading.store(readers.len(), Ordering::SeqCst);
+            tokio::spawn(read_on_caller(
+                Arc::clone(self),
+                Arc::clone(proc),
+                thread,
+                done,
+            ));
+        }
+        Some(ReadHere {
+            lines: self,
+            thread,
+        })
+    }
+
+    /// The reader task of `thread` stops if no call waits there any more
+    /// (under the readers' lock, so that a call arriving meanwhile either
+    /// keeps it or starts another): true when it must stop.
+    fn reader_done(&self, thread: ThreadId, done: &Arc<Notify>, forced: bool) -> bool {
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        match readers.get(&thread) {
+            // Another task's (this one ended, and a call started another).
+            Some(r) if !Arc::ptr_eq(&r.done, done) => true,
+            Some(r) if r.waiting > 0 && !forced => false,
+            Some(_) => {
+                readers.remove(&thread);
+                self.reading.store(readers.len(), Ordering::SeqCst);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Reads the process's answers while no caller's reactor does, until
+    /// the process ends; why it ended.
+    pub(crate) async fn read(&self, proc: &Life, child: &mut Child) -> String {
+        let fd = {
+            let inp = self.input.lock().unwrap_or_else(|p| p.into_inner());
+            inp.fd.try_clone()
+        };
+        let pipe = match fd.and_then(register) {
+            Ok(p) => p,
+            Err(e) => return format!("could not be read: {e}"),
+        };
         let mut tick = tokio::time::interval(CANCEL_GRACE / 4);
         loop {
             tokio::select! {
-                line = lines.next() => match line {
-                    Some(Ok(line)) => {
-                        if line.trim().is_empty() { continue; }
-                        if let Err(why) = self.answer(proc, &line) { return why; }
+                ready = pipe.readable() => match ready {
+                    Ok(()) => {
+                        let _ = pipe.try_io(|| {
+                            if self.reading.load(Ordering::SeqCst) == 0 {
+                                self.drain(proc);
+                            }
+                            emptied()
+                        });
                     }
-                    Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
-                        return format!("wrote a line longer than limits.max_output = {}", fmt_size(max_line as u64));
-                    }
-                    Some(Err(LinesCodecError::Io(e))) => return format!("could not be read: {e}"),
-                    None => {
-                        // It exited, most likely: say with what status.
-                        return match tokio::time::timeout(STOP_GRACE, child.inner.wait()).await {
-                            Ok(Ok(s)) => format!("exited ({s})"),
-                            _ => "closed its stdout".into(),
-                        };
-                    }
+                    Err(e) => return format!("could not be read: {e}"),
                 },
+                () = self.broken.notified() => {}
                 status = child.inner.wait() => {
                     return match status {
                         Ok(s) => format!("exited ({s})"),
@@ -249,9 +420,126 @@ impl Lines {
                     };
                 }
                 _ = tick.tick() => {
+                    // Whoever else reads, a cancelled call's answer must not
+                    // wait for a busy caller's reactor to be read.
+                    self.drain(proc);
                     if let Some(id) = self.overdue() {
                         return format!("did not answer call {id} within {CANCEL_GRACE:?} of its cancel");
                     }
+                }
+            }
+            let ended = self
+                .input
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .ended
+                .clone();
+            match ended {
+                None => {}
+                Some(Ended::Bad(why) | Ended::Io(why)) => return why,
+                Some(Ended::Eof) => {
+                    // It exited, most likely: say with what status.
+                    return match tokio::time::timeout(STOP_GRACE, child.inner.wait()).await {
+                        Ok(Ok(s)) => format!("exited ({s})"),
+                        _ => "closed its stdout".into(),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Registers a duplicate of the pipe with the current reactor, for reads
+/// (it is a pipe's read end, non-blocking: nothing to check).
+fn register(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {
+    pipe::Receiver::from_owned_fd_unchecked(fd)
+}
+
+/// What a reader's `try_io` closure returns after [`Lines::drain`] (or
+/// after leaving the pipe to another reader): the pipe is empty for now,
+/// so the reactor's readiness is cleared (unless an event came since).
+fn emptied() -> std::io::Result<()> {
+    Err(std::io::ErrorKind::WouldBlock.into())
+}
+
+/// How much one read asks for.
+const READ_CHUNK: usize = 16 * 1024;
+
+fn too_long(max_line: usize) -> String {
+    format!(
+        "wrote a line longer than limits.max_output = {}",
+        fmt_size(max_line as u64)
+    )
+}
+
+/// A call waiting on this thread (see [`Lines::read_here`]).
+struct ReadHere<'a> {
+    lines: &'a Lines,
+    thread: ThreadId,
+}
+
+impl Drop for ReadHere<'_> {
+    fn drop(&mut self) {
+        let mut readers = self.lines.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = readers.get_mut(&self.thread) {
+            r.waiting -= 1;
+            if r.waiting == 0 {
+                r.done.notify_one();
+            }
+        }
+    }
+}
+
+/// The reader task of one thread: reads the process's stdout through this
+/// reactor while calls wait here, then reads once more (what arrived while
+/// the host left reading to it) and ends.
+async fn read_on_caller(lines: Arc<Lines>, proc: Arc<Life>, thread: ThreadId, done: Arc<Notify>) {
+    // Ends the task's turn however it ends (its runtime may drop it).
+    struct Leave<'a> {
+        lines: &'a Lines,
+        proc: &'a Life,
+        thread: ThreadId,
+        done: &'a Arc<Notify>,
+    }
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            self.lines.reader_done(self.thread, self.done, true);
+            self.lines.drain(self.proc);
+        }
+    }
+    let _leave = Leave {
+        lines: &lines,
+        proc: &proc,
+        thread,
+        done: &done,
+    };
+    // A duplicate per reactor: one descriptor is registered once per epoll.
+    let fd = {
+        let inp = lines.input.lock().unwrap_or_else(|p| p.into_inner());
+        inp.fd.try_clone()
+    };
+    let Ok(pipe) = fd.and_then(register) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            biased;
+            () = done.notified() => {
+                if lines.reader_done(thread, &done, false) {
+                    return;
+                }
+            }
+            ready = pipe.readable() => {
+                if ready.is_err() {
+                    return;
+                }
+                let mut open = true;
+                let _ = pipe.try_io(|| {
+                    open = lines.drain(&proc);
+                    emptied()
+                });
+                if !open {
+                    return;
                 }
             }
         }

@@ -29,8 +29,8 @@ impl std::ops::Deref for Proc {
 
 /// How calls reach the process.
 pub(crate) enum Wire {
-    Jsonl(jsonl::Lines),
-    Mcp(mcp::Upstream),
+    Jsonl(Arc<jsonl::Lines>),
+    Mcp(Box<mcp::Upstream>),
 }
 
 impl Proc {
@@ -48,7 +48,8 @@ impl Proc {
             .spawn()
             .map_err(|e| format!("cannot start {program}: {e}"))?;
         let pid = child.inner.id().unwrap_or(0);
-        let (wire, stdout) = match shared.protocol {
+        let max_line = usize::try_from(shared.limits.max_output).unwrap_or(usize::MAX);
+        let wire = match shared.protocol {
             Protocol::Mcp => {
                 let started = tokio::time::timeout(
                     shared.limits.startup_timeout,
@@ -56,7 +57,7 @@ impl Proc {
                 )
                 .await;
                 match started {
-                    Ok(Ok(up)) => (Wire::Mcp(up), None),
+                    Ok(Ok(up)) => Wire::Mcp(Box::new(up)),
                     Ok(Err(e)) => {
                         child.kill().await;
                         let err = child.stderr_excerpt().await;
@@ -74,18 +75,20 @@ impl Proc {
                     }
                 }
             }
-            _ => {
-                let (lines, stdout) = jsonl::Lines::start(&mut child);
-                (Wire::Jsonl(lines), stdout)
-            }
+            _ => match jsonl::Lines::start(&mut child, max_line) {
+                Ok(lines) => Wire::Jsonl(Arc::new(lines)),
+                Err(e) => {
+                    child.kill().await;
+                    return Err(format!("process {pid} ({program}): {e}"));
+                }
+            },
         };
         let life = Arc::new(Life::new(serial, pid, Arc::clone(&shared.name)));
         let proc = Arc::new(Proc { life, wire });
-        let max_line = usize::try_from(shared.limits.max_output).unwrap_or(usize::MAX);
         let p = Arc::clone(&proc);
         tokio::spawn(async move {
             let why = tokio::select! {
-                why = p.watch(&mut child, stdout, max_line) => why,
+                why = p.watch(&mut child) => why,
                 () = p.stop.notified() => p.wind_down(&mut child).await,
                 () = p.kill.notified() => "was hung: no answer to a ping after a cancelled call".to_string(),
             };
@@ -104,14 +107,9 @@ impl Proc {
     }
 
     /// Reads what the process says until it ends; why it ended.
-    async fn watch(
-        &self,
-        child: &mut Child,
-        stdout: Option<tokio::process::ChildStdout>,
-        max_line: usize,
-    ) -> String {
+    async fn watch(&self, child: &mut Child) -> String {
         match &self.wire {
-            Wire::Jsonl(lines) => lines.read(&self.life, child, stdout, max_line).await,
+            Wire::Jsonl(lines) => lines.read(&self.life, child).await,
             Wire::Mcp(_) => match child.inner.wait().await {
                 Ok(s) => format!("exited ({s})"),
                 Err(e) => format!("could not be waited for: {e}"),
