@@ -126,6 +126,75 @@ impl Direct {
     }
 }
 
+/// An MCP server driven directly by rmcp's client (the one toolplane's pool
+/// uses for an MCP upstream), on the caller's runtime: no toolplane.
+pub struct DirectMcp {
+    client: rmcp::service::RunningService<rmcp::RoleClient, ()>,
+}
+
+impl std::fmt::Debug for DirectMcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectMcp").finish_non_exhaustive()
+    }
+}
+
+impl DirectMcp {
+    /// Starts `command` and completes the MCP handshake.
+    pub async fn start(command: &[String]) -> Result<DirectMcp, String> {
+        use rmcp::ServiceExt;
+        let (program, args) = command.split_first().ok_or("an empty command")?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args).stderr(Stdio::null());
+        let transport =
+            rmcp::transport::TokioChildProcess::new(cmd).map_err(|e| format!("{program}: {e}"))?;
+        let client = ().serve(transport).await.map_err(|e| e.to_string())?;
+        Ok(DirectMcp { client })
+    }
+
+    /// `calls` calls of `tool` with `input` (a JSON object), `k` in flight.
+    pub async fn round(
+        &self,
+        tool: &str,
+        input: &[u8],
+        calls: u64,
+        k: u64,
+    ) -> Result<Round, String> {
+        let arguments: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(input).map_err(|e| e.to_string())?;
+        let mut h = histogram();
+        let started = Instant::now();
+        let mut pending = FuturesUnordered::new();
+        let (mut sent, mut done) = (0u64, 0u64);
+        while done < calls {
+            while sent < calls && (pending.len() as u64) < k {
+                let params = rmcp::model::CallToolRequestParams::new(tool.to_string())
+                    .with_arguments(arguments.clone());
+                pending.push(async move {
+                    let at = Instant::now();
+                    let r = self.client.call_tool(params).await;
+                    (at.elapsed(), r)
+                });
+                sent += 1;
+            }
+            let Some((took, result)) = pending.next().await else {
+                break;
+            };
+            match result {
+                Ok(r) if r.is_error != Some(true) => {}
+                other => return Err(format!("{tool}: {other:?}")),
+            }
+            let _ = h.record(took.as_nanos() as u64);
+            done += 1;
+        }
+        Ok(round(&h, calls, started.elapsed()))
+    }
+
+    /// Stops the server.
+    pub async fn stop(self) {
+        let _ = self.client.cancel().await;
+    }
+}
+
 /// `calls` calls of `tool` with `input` through `registry`, `k` in flight
 /// on this (current-thread) runtime. Fails on any outcome but `Ok`.
 pub async fn through(

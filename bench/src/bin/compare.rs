@@ -129,6 +129,13 @@ struct ProcessArgs {
     /// Calls in flight, one table each.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 128], value_parser = clap::value_parser!(u64).range(1..=256))]
     inflight: Vec<u64>,
+    /// The MCP upstream's command (split at white space); by default
+    /// `toolplane serve --stdio` beside this binary.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// The upstream's tool the MCP comparison calls (with the 64-byte input).
+    #[arg(long, default_value = "echo")]
+    upstream_tool: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -561,6 +568,76 @@ fn median_f64(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Per in-flight count, `rounds` rounds of `run(k)` (toolplane's side, then
+/// the direct one): tables of calls/s, p50 and p99, and the added p50.
+fn overhead(
+    inflight: &[u64],
+    rounds: usize,
+    mut run: impl FnMut(
+        u64,
+    ) -> Result<
+        (
+            toolplane_bench::process::Round,
+            toolplane_bench::process::Round,
+        ),
+        Box<dyn std::error::Error>,
+    >,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let names = ["toolplane", "direct"];
+    let sides = |v: &[Vec<f64>]| -> Vec<stats::Side> {
+        names
+            .iter()
+            .zip(v)
+            .map(|(n, r)| stats::Side {
+                name: (*n).into(),
+                replicas: r.clone(),
+            })
+            .collect()
+    };
+    for &k in inflight {
+        let (mut rate, mut p50, mut p99) = (
+            vec![Vec::new(); 2],
+            vec![Vec::new(); 2],
+            vec![Vec::new(); 2],
+        );
+        let mut added = Vec::new();
+        for _ in 0..rounds {
+            let (t, d) = run(k)?;
+            eprintln!(
+                "{k} in flight: toolplane {:.0}/s p50 {:.1} µs; direct {:.0}/s p50 {:.1} µs",
+                t.calls_per_sec, t.p50_us, d.calls_per_sec, d.p50_us
+            );
+            for (i, r) in [t, d].iter().enumerate() {
+                rate[i].push(r.calls_per_sec);
+                p50[i].push(r.p50_us);
+                p99[i].push(r.p99_us);
+            }
+            added.push(t.p50_us - d.p50_us);
+        }
+        let s = stats::summary(&added);
+        println!("### {k} call(s) in flight\n");
+        println!(
+            "{}",
+            stats::table("calls/s", Better::Higher, "direct", &sides(&rate))
+        );
+        println!(
+            "{}",
+            stats::table("p50 µs", Better::Lower, "direct", &sides(&p50))
+        );
+        println!(
+            "{}",
+            stats::table("p99 µs", Better::Lower, "direct", &sides(&p99))
+        );
+        println!(
+            "added at p50 (toolplane − direct, per round): median {} µs, range {}..{} µs\n",
+            stats::fmt(s.median),
+            stats::fmt(s.min),
+            stats::fmt(s.max)
+        );
+    }
+    Ok(())
+}
+
 fn process_tools(a: &ProcessArgs) -> Result<(), Box<dyn std::error::Error>> {
     use toolplane_bench::process::{self, Direct};
     let (rounds, calls) = (a.rounds as usize, a.calls);
@@ -596,6 +673,38 @@ fn process_tools(a: &ProcessArgs) -> Result<(), Box<dyn std::error::Error>> {
         &["node", &nap],
         &format!("[pool]\nmax = 4\nmax_inflight_per_process = 256\n{long}"),
     );
+    let upstream = match &a.upstream {
+        Some(u) => u.split_whitespace().map(String::from).collect::<Vec<_>>(),
+        None => {
+            let exe = std::env::current_exe()?.with_file_name("toolplane");
+            if !exe.exists() {
+                return Err(format!(
+                    "{} is missing: build it (cargo build --release -p toolplane-server) or name an upstream with --upstream",
+                    exe.display()
+                )
+                .into());
+            }
+            let up_data = dir.path().join("up-data");
+            std::fs::create_dir_all(&up_data)?;
+            vec![
+                exe.display().to_string(),
+                "serve".into(),
+                "--stdio".into(),
+                "--data".into(),
+                up_data.display().to_string(),
+            ]
+        }
+    };
+    let up_tool = a.upstream_tool.as_str();
+    let up: Vec<&str> = upstream.iter().map(String::as_str).collect();
+    process::manifest(
+        &tools,
+        "up",
+        "mcp",
+        &up,
+        &format!("[pool]\nmax = 1\nmax_inflight_per_process = 256\n{long}"),
+    );
+    let member = format!("up.{up_tool}");
     let registry = process::registry(&tools, &data)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -624,50 +733,32 @@ fn process_tools(a: &ProcessArgs) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "The same driver on one current-thread runtime: `direct` writes the request line to the worker's stdin and reads its answer; `toolplane` is `Registry::call` (schema check, pool, process host, the same worker program). {calls} calls per side and round, {rounds} rounds, interleaved; 64-byte input.\n"
     );
-    let names = ["toolplane", "direct"];
-    for &k in &a.inflight {
-        let (mut rate, mut p50, mut p99) = (
-            vec![Vec::new(); 2],
-            vec![Vec::new(); 2],
-            vec![Vec::new(); 2],
-        );
-        let mut added = Vec::new();
-        for _ in 0..rounds {
-            let t = rt.block_on(process::through(&registry, "jecho", &input, calls, k))?;
-            let d = rt.block_on(direct.round(&input, calls, k))?;
-            eprintln!(
-                "{k} in flight: toolplane {:.0}/s p50 {:.1} µs; direct {:.0}/s p50 {:.1} µs",
-                t.calls_per_sec, t.p50_us, d.calls_per_sec, d.p50_us
-            );
-            for (i, r) in [t, d].iter().enumerate() {
-                rate[i].push(r.calls_per_sec);
-                p50[i].push(r.p50_us);
-                p99[i].push(r.p99_us);
-            }
-            added.push(t.p50_us - d.p50_us);
-        }
-        let s = stats::summary(&added);
-        println!("### {k} call(s) in flight\n");
-        println!(
-            "{}",
-            stats::table("calls/s", Better::Higher, "direct", &sides(&names, &rate))
-        );
-        println!(
-            "{}",
-            stats::table("p50 µs", Better::Lower, "direct", &sides(&names, &p50))
-        );
-        println!(
-            "{}",
-            stats::table("p99 µs", Better::Lower, "direct", &sides(&names, &p99))
-        );
-        println!(
-            "added at p50 (toolplane − direct, per round): median {} µs, range {}..{} µs\n",
-            stats::fmt(s.median),
-            stats::fmt(s.min),
-            stats::fmt(s.max)
-        );
-    }
+    overhead(&a.inflight, rounds, |k| {
+        let t = rt.block_on(process::through(&registry, "jecho", &input, calls, k))?;
+        let d = rt.block_on(direct.round(&input, calls, k))?;
+        Ok((t, d))
+    })?;
     rt.block_on(direct.stop());
+
+    println!(
+        "## An MCP server, called directly and through toolplane
+"
+    );
+    let mcp = rt.block_on(process::DirectMcp::start(&upstream))?;
+    rt.block_on(async {
+        mcp.round(up_tool, &input, 500, 8).await?;
+        process::through(&registry, &member, &input, 500, 8).await
+    })?;
+    println!(
+        "The same driver on one current-thread runtime: `direct` is rmcp's client (the one toolplane's pool uses) on the driver's runtime, talking to `{}` over its stdio; `toolplane` is `Registry::call` of `{member}`, the same program as a `protocol = \"mcp\"` tool (schema check, pool, process host, rmcp's client there). {calls} calls per side and round, {rounds} rounds, interleaved; 64-byte input.\n",
+        upstream.join(" ")
+    );
+    overhead(&a.inflight, rounds, |k| {
+        let t = rt.block_on(process::through(&registry, &member, &input, calls, k))?;
+        let d = rt.block_on(mcp.round(up_tool, &input, calls, k))?;
+        Ok((t, d))
+    })?;
+    rt.block_on(mcp.stop());
 
     println!("## The same work (echo, 64 bytes) as exec, jsonl and WASI, one call at a time\n");
     let names = ["exec (cat)", "jsonl (node)", "WASI echo"];
