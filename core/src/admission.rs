@@ -38,11 +38,25 @@ pub enum RejectReason {
     InflightLimit = 2,
     /// The engine is shutting down.
     ShuttingDown = 3,
+    /// The tool itself is busy: a process tool whose processes are all
+    /// taken and whose queue (`pool.queue`) is full. Never a reason at
+    /// admission: the engine accepted the event, and its outcome is
+    /// [`Outcome::Refused`](crate::Outcome::Refused) with this reason.
+    Busy = 4,
 }
 
 impl RejectReason {
     /// Every reason, in index order.
-    pub const ALL: [RejectReason; 4] = [
+    pub const ALL: [RejectReason; 5] = [
+        RejectReason::Full,
+        RejectReason::Shed,
+        RejectReason::InflightLimit,
+        RejectReason::ShuttingDown,
+        RejectReason::Busy,
+    ];
+
+    /// The reasons admission itself gives (all but [`RejectReason::Busy`]).
+    pub const AT_ADMISSION: [RejectReason; 4] = [
         RejectReason::Full,
         RejectReason::Shed,
         RejectReason::InflightLimit,
@@ -56,6 +70,7 @@ impl RejectReason {
             RejectReason::Shed => "shed",
             RejectReason::InflightLimit => "inflight_limit",
             RejectReason::ShuttingDown => "shutting_down",
+            RejectReason::Busy => "busy",
         }
     }
 }
@@ -68,6 +83,7 @@ impl fmt::Display for RejectReason {
             RejectReason::Shed => "low-priority events are shed above the queue watermark",
             RejectReason::InflightLimit => "the in-flight budget (max_inflight) is spent",
             RejectReason::ShuttingDown => "the engine is shutting down",
+            RejectReason::Busy => "the tool is busy: its queue is full",
         })
     }
 }
@@ -94,6 +110,11 @@ pub enum Rejected {
     InflightLimit(Event),
     /// The engine is shutting down.
     ShuttingDown(Event),
+    /// The tool is busy. Admission never hands this back (a tool refuses
+    /// an accepted event with [`Outcome::Refused`](crate::Outcome::Refused));
+    /// it is here so that every [`RejectReason`] has its refusal, for code
+    /// that refuses on a tool's behalf before submitting.
+    Busy(Event),
 }
 
 impl Rejected {
@@ -104,6 +125,7 @@ impl Rejected {
             Rejected::Shed(_) => RejectReason::Shed,
             Rejected::InflightLimit(_) => RejectReason::InflightLimit,
             Rejected::ShuttingDown(_) => RejectReason::ShuttingDown,
+            Rejected::Busy(_) => RejectReason::Busy,
         }
     }
 
@@ -113,16 +135,19 @@ impl Rejected {
             Rejected::Full(e)
             | Rejected::Shed(e)
             | Rejected::InflightLimit(e)
-            | Rejected::ShuttingDown(e) => e,
+            | Rejected::ShuttingDown(e)
+            | Rejected::Busy(e) => e,
         }
     }
 
-    pub(crate) fn new(reason: RejectReason, event: Event) -> Rejected {
+    /// The refusal of `event` for `reason`.
+    pub fn new(reason: RejectReason, event: Event) -> Rejected {
         match reason {
             RejectReason::Full => Rejected::Full(event),
             RejectReason::Shed => Rejected::Shed(event),
             RejectReason::InflightLimit => Rejected::InflightLimit(event),
             RejectReason::ShuttingDown => Rejected::ShuttingDown(event),
+            RejectReason::Busy => Rejected::Busy(event),
         }
     }
 }

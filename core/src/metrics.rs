@@ -40,7 +40,7 @@ const HIST_MAX: u64 = 1 << 40;
 
 /// Counts by [`OutcomeKind`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct OutcomeCounts(pub [u64; 6]);
+pub struct OutcomeCounts(pub [u64; 7]);
 
 impl OutcomeCounts {
     /// The count of one kind.
@@ -62,7 +62,7 @@ impl OutcomeCounts {
 
 /// Counts by [`RejectReason`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RejectCounts(pub [u64; 4]);
+pub struct RejectCounts(pub [u64; 5]);
 
 impl RejectCounts {
     /// The count of one reason.
@@ -214,7 +214,7 @@ impl Report {
 /// What a worker publishes for readers, written only by that worker.
 #[derive(Debug, Default)]
 pub(crate) struct WorkerCounters {
-    outcomes: [AtomicU64; 6],
+    outcomes: [AtomicU64; 7],
     undelivered: AtomicU64,
     spans_exported: AtomicU64,
     spans_dropped: AtomicU64,
@@ -271,7 +271,7 @@ impl WorkerCounters {
 #[derive(Debug, Default)]
 pub(crate) struct AdmissionCounters {
     accepted: AtomicU64,
-    rejected: [AtomicU64; 4],
+    rejected: [AtomicU64; 5],
 }
 
 impl AdmissionCounters {

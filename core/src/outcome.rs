@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use crate::admission::RejectReason;
 use crate::event::{Event, Payload, ToolId};
 
 /// How one accepted event ended.
@@ -25,6 +26,11 @@ pub enum Outcome {
     Panicked(Cow<'static, str>),
     /// The engine shut down before the call could finish.
     Cancelled,
+    /// The tool refused the call for load, after the engine accepted it
+    /// (a process tool's queue was full: [`RejectReason::Busy`]); the text
+    /// names the tool and the limit. Like a refusal at admission, it asks
+    /// the caller to retry later; unlike one, it is the event's outcome.
+    Refused(RejectReason, Cow<'static, str>),
 }
 
 impl Outcome {
@@ -37,6 +43,7 @@ impl Outcome {
             Outcome::Trap(_) => OutcomeKind::Trap,
             Outcome::Panicked(_) => OutcomeKind::Panicked,
             Outcome::Cancelled => OutcomeKind::Cancelled,
+            Outcome::Refused(..) => OutcomeKind::Refused,
         }
     }
 
@@ -61,17 +68,20 @@ pub enum OutcomeKind {
     Panicked = 4,
     /// See [`Outcome::Cancelled`].
     Cancelled = 5,
+    /// See [`Outcome::Refused`].
+    Refused = 6,
 }
 
 impl OutcomeKind {
     /// Every kind, in index order.
-    pub const ALL: [OutcomeKind; 6] = [
+    pub const ALL: [OutcomeKind; 7] = [
         OutcomeKind::Ok,
         OutcomeKind::Error,
         OutcomeKind::Timeout,
         OutcomeKind::Trap,
         OutcomeKind::Panicked,
         OutcomeKind::Cancelled,
+        OutcomeKind::Refused,
     ];
 
     /// A lowercase name, as used in span exports and metrics labels.
@@ -83,6 +93,7 @@ impl OutcomeKind {
             OutcomeKind::Trap => "trap",
             OutcomeKind::Panicked => "panicked",
             OutcomeKind::Cancelled => "cancelled",
+            OutcomeKind::Refused => "refused",
         }
     }
 }

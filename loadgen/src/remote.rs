@@ -69,7 +69,7 @@ pub struct Scrape {
     /// `toolplane_events_accepted_total`.
     pub accepted: u64,
     /// `toolplane_events_total` by outcome index.
-    pub outcomes: [u64; 6],
+    pub outcomes: [u64; OutcomeKind::ALL.len()],
     /// `process_resident_memory_bytes`.
     pub rss_bytes: Option<u64>,
 }

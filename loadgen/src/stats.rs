@@ -87,9 +87,9 @@ pub struct Tally {
     /// Events the engine accepted.
     pub accepted: u64,
     /// Completions by [`OutcomeKind`] index.
-    pub outcomes: [u64; 6],
+    pub outcomes: [u64; OutcomeKind::ALL.len()],
     /// Refusals by [`RejectReason`] index.
-    pub rejected: [u64; 4],
+    pub rejected: [u64; RejectReason::ALL.len()],
 }
 
 impl Tally {

@@ -33,6 +33,15 @@ pub enum CallError {
     /// Admission refused the call.
     #[error("the engine refused the call: {0}")]
     Rejected(RejectReason),
+    /// The tool refused the call for load after the engine accepted it (a
+    /// process tool's full queue); the message names the tool and limit.
+    #[error("{message}")]
+    Refused {
+        /// Which limit.
+        reason: RejectReason,
+        /// The tool's words.
+        message: String,
+    },
     /// The server (or its engine) is draining for shutdown.
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -84,6 +93,10 @@ impl CallError {
             }),
             Outcome::Timeout => Err(CallError::Timeout(tool.to_string())),
             Outcome::Cancelled => Err(CallError::Cancelled),
+            Outcome::Refused(reason, m) => Err(CallError::Refused {
+                reason,
+                message: m.into_owned(),
+            }),
             Outcome::Panicked(m) => Err(CallError::Panicked {
                 tool: tool.to_string(),
                 message: m.into_owned(),
@@ -105,12 +118,14 @@ impl CallError {
             CallError::UnknownTool(_) => CallResult::UnknownTool,
             CallError::Unavailable { .. } => CallResult::Unavailable,
             CallError::InvalidInput(_) => CallResult::InvalidInput,
-            CallError::Rejected(RejectReason::Full) => CallResult::Full,
-            CallError::Rejected(RejectReason::Shed) => CallResult::Shed,
-            CallError::Rejected(RejectReason::InflightLimit) => CallResult::InflightLimit,
-            CallError::Rejected(RejectReason::ShuttingDown) | CallError::ShuttingDown => {
-                CallResult::ShuttingDown
-            }
+            CallError::Rejected(r) | CallError::Refused { reason: r, .. } => match r {
+                RejectReason::Full => CallResult::Full,
+                RejectReason::Shed => CallResult::Shed,
+                RejectReason::InflightLimit => CallResult::InflightLimit,
+                RejectReason::ShuttingDown => CallResult::ShuttingDown,
+                RejectReason::Busy => CallResult::Busy,
+            },
+            CallError::ShuttingDown => CallResult::ShuttingDown,
             CallError::Tool(_) | CallError::Trapped { .. } => CallResult::Error,
             CallError::Timeout(_) => CallResult::Timeout,
             CallError::Cancelled => CallResult::Cancelled,
@@ -128,7 +143,7 @@ impl CallError {
         match self {
             CallError::UnknownTool(_) => StatusCode::NOT_FOUND,
             CallError::InvalidInput(_) => StatusCode::BAD_REQUEST,
-            CallError::Rejected(_) => StatusCode::TOO_MANY_REQUESTS,
+            CallError::Rejected(_) | CallError::Refused { .. } => StatusCode::TOO_MANY_REQUESTS,
             CallError::ShuttingDown | CallError::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
             // Not 503: the tool stays broken until its files change, so a
             // client must not be told to retry.
@@ -163,6 +178,8 @@ pub enum CallResult {
     InflightLimit,
     /// Refused: shutting down.
     ShuttingDown,
+    /// Refused by the tool: its queue is full.
+    Busy,
     /// The tool failed or trapped.
     Error,
     /// [`CallError::Timeout`].
@@ -177,7 +194,7 @@ pub enum CallResult {
 
 impl CallResult {
     /// Every result, in the order counters keep them.
-    pub const ALL: [CallResult; 13] = [
+    pub const ALL: [CallResult; 14] = [
         CallResult::Ok,
         CallResult::UnknownTool,
         CallResult::Unavailable,
@@ -186,6 +203,7 @@ impl CallResult {
         CallResult::Shed,
         CallResult::InflightLimit,
         CallResult::ShuttingDown,
+        CallResult::Busy,
         CallResult::Error,
         CallResult::Timeout,
         CallResult::Cancelled,
@@ -204,6 +222,7 @@ impl CallResult {
             CallResult::Shed => RejectReason::Shed.as_str(),
             CallResult::InflightLimit => RejectReason::InflightLimit.as_str(),
             CallResult::ShuttingDown => RejectReason::ShuttingDown.as_str(),
+            CallResult::Busy => RejectReason::Busy.as_str(),
             CallResult::Error => "error",
             CallResult::Timeout => "timeout",
             CallResult::Cancelled => "cancelled",
@@ -232,6 +251,13 @@ mod tests {
             (CallError::Rejected(RejectReason::Full), 429),
             (CallError::Rejected(RejectReason::Shed), 429),
             (CallError::Rejected(RejectReason::InflightLimit), 429),
+            (
+                CallError::Refused {
+                    reason: RejectReason::Busy,
+                    message: "tool t is busy".into(),
+                },
+                429,
+            ),
             (CallError::ShuttingDown, 503),
             (CallError::Cancelled, 503),
             (unavailable(), 424),
@@ -261,6 +287,13 @@ mod tests {
                 "shutting_down",
             ),
             (CallError::ShuttingDown, "shutting_down"),
+            (
+                CallError::Refused {
+                    reason: RejectReason::Busy,
+                    message: "tool t is busy".into(),
+                },
+                "busy",
+            ),
             (CallError::Tool("e".into()), "error"),
             (CallError::Timeout("t".into()), "timeout"),
             (CallError::Cancelled, "cancelled"),

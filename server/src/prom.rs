@@ -174,7 +174,7 @@ fn engine(o: &mut String, m: &toolplane_core::Metrics) {
     }
     let help = "Events refused at admission, by reason.";
     head(o, "toolplane_rejected_total", COUNTER, help);
-    for r in RejectReason::ALL {
+    for r in RejectReason::AT_ADMISSION {
         let (label, n) = (r.as_str(), m.rejected.get(r));
         let _ = writeln!(o, "toolplane_rejected_total{{reason=\"{label}\"}} {n}");
     }

@@ -134,8 +134,8 @@ fn run(ops: &[Op], grace_ms: u64) -> Result<(), TestCaseError> {
     let tool = engine.tool("faulty");
     let mut p = engine.producer();
     let mut accepted = 0u64;
-    let mut rejected = [0u64; 4];
-    let mut seen = [0u64; 6];
+    let mut rejected = [0u64; RejectReason::ALL.len()];
+    let mut seen = [0u64; OutcomeKind::ALL.len()];
     let mut count = |c: toolplane_core::Completion| seen[c.outcome.kind() as usize] += 1;
     for op in ops {
         match op {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use toolplane_core::Outcome;
+use toolplane_core::{Outcome, RejectReason};
 use toolplane_pool::process::ProcessStats;
 use toolplane_pool::{LoadState, Registry, Tool};
 
@@ -283,7 +283,10 @@ fn processes_are_recycled_retired_when_idle_and_bounded_by_the_queue() {
     );
     let refused = out
         .iter()
-        .filter(|o| matches!(o, Outcome::Error(e) if e.contains("busy") && e.contains("pool.queue = 2")))
+        .filter(|o| {
+            matches!(o, Outcome::Refused(RejectReason::Busy, e)
+                if e.contains("tool narrow is busy") && e.contains("pool.queue = 2"))
+        })
         .count();
     let timed_out = out.iter().filter(|o| matches!(o, Outcome::Timeout)).count();
     assert_eq!((refused, timed_out), (1, 3), "{out:?}");

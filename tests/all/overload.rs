@@ -28,7 +28,7 @@ fn overload_is_bounded_counted_and_recovered_from() {
         .unwrap();
     let tool = engine.tool("spin");
     let mut p = engine.producer();
-    let (mut accepted, mut rejected) = (0u64, [0u64; 4]);
+    let (mut accepted, mut rejected) = (0u64, [0u64; RejectReason::ALL.len()]);
     let mut done = Vec::new();
     // Two workers at 20 us a call serve about 100k/s; offer as fast as one
     // producer can (far beyond 10x), a quarter of it low priority, for

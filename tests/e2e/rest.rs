@@ -434,6 +434,12 @@ async fn a_jsonl_tool_is_served_warm_and_a_failing_one_shows_everywhere() {
     for f in ["wordcount.py", "wordcount.toml"] {
         std::fs::copy(examples.join(f), dirs.tools.path().join(f)).unwrap();
     }
+    std::fs::copy(examples.join("nap.js"), dirs.tools.path().join("nap.js")).unwrap();
+    std::fs::write(
+        dirs.tools.path().join("narrow.toml"),
+        "name = \"narrow\"\nruntime = \"process\"\nprotocol = \"jsonl\"\ncommand = [\"node\", \"nap.js\"]\n[pool]\nmin = 1\nmax = 1\nqueue = 0\n",
+    )
+    .unwrap();
     std::fs::write(
         dirs.tools.path().join("broken.toml"),
         "name = \"broken\"\nruntime = \"process\"\nprotocol = \"jsonl\"\ncommand = [\"sh\", \"-c\", \"echo 'no licence key' >&2; exit 4\"]\n[pool]\nmin = 1\n",
@@ -448,6 +454,45 @@ async fn a_jsonl_tool_is_served_warm_and_a_failing_one_shows_everywhere() {
         pids.insert(v["pid"].as_u64().unwrap());
     }
     assert_eq!(pids.len(), 1, "one warm process answered");
+
+    // A full pool refuses with the engine's typed refusal: of four calls
+    // at once on one turn and no queue, one runs (unharmed) and three get
+    // 429, kind "busy", Retry-After, the message naming tool and limit.
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, url) = (c.clone(), s.url("/v1/tools/narrow/call"));
+            tokio::spawn(async move {
+                let r = c
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(r#"{"ms":1000}"#)
+                    .send()
+                    .await
+                    .unwrap();
+                let retry = r
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_string());
+                (r.status().as_u16(), retry, r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap());
+    }
+    let ran: Vec<_> = answers.iter().filter(|a| a.0 == 200).collect();
+    assert_eq!(ran.len(), 1, "{answers:?}");
+    assert_eq!(ran[0].2["slept"], 1000, "{answers:?}");
+    for (status, retry, v) in answers.iter().filter(|a| a.0 != 200) {
+        assert_eq!((*status, retry.as_deref()), (429, Some("1")), "{v}");
+        assert_eq!(v["error"]["kind"], "busy", "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("tool narrow is busy") && message.contains("pool.queue = 0"),
+            "{v}"
+        );
+    }
 
     // The crash-looping tool goes down: 503 from /readyz with the reason,
     // failed in the tool list, and in /metrics.
@@ -514,6 +559,14 @@ async fn a_jsonl_tool_is_served_warm_and_a_failing_one_shows_everywhere() {
     assert_eq!(
         get(r#"toolplane_calls_total{tool="wordcount",result="ok"}"#),
         5.0
+    );
+    assert_eq!(
+        get(r#"toolplane_calls_total{tool="narrow",result="busy"}"#),
+        3.0
+    );
+    assert_eq!(
+        get(r#"toolplane_process_refused_total{tool="narrow"}"#),
+        3.0
     );
     assert!(get(r#"toolplane_process_restarts_total{tool="broken"}"#) >= 3.0);
     assert!(

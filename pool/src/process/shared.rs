@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use toolplane_core::Outcome;
+use toolplane_core::{Outcome, RejectReason};
 
 use super::spawn::Launch;
 use super::stats;
@@ -38,7 +38,8 @@ impl Shared {
     }
 
     /// A turn, waiting for one (within `deadline`) when `pool.queue` calls
-    /// are not waiting already; else the outcome to answer.
+    /// are not waiting already; else the outcome to answer (`Refused`,
+    /// [`RejectReason::Busy`], when the queue is full).
     pub(crate) async fn turn(
         &self,
         deadline: tokio::time::Instant,
@@ -50,9 +51,10 @@ impl Shared {
         if c.queued.fetch_add(1, Ordering::Relaxed) >= self.pool.queue as u64 {
             c.queued.fetch_sub(1, Ordering::Relaxed);
             c.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(Outcome::Error(
+            return Err(Outcome::Refused(
+                RejectReason::Busy,
                 format!(
-                    "tool {}: busy: {} calls wait for a turn already (pool.queue = {})",
+                    "tool {} is busy: {} calls wait for a turn already (pool.queue = {}); retry later",
                     self.name, self.pool.queue, self.pool.queue
                 )
                 .into(),
