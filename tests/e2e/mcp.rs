@@ -443,10 +443,11 @@ impl ClientHandler for ProgressWatcher {
     }
 }
 
-/// An upstream MCP server's progress notifications reach the client that
-/// asked for them (rmcp's client sends a progressToken with each request).
+/// An upstream MCP server's progress notifications, and a jsonl worker's
+/// progress lines, reach the client that asked for them (rmcp's client
+/// sends a progressToken with each request); unwatched, they are dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upstreams_progress_reaches_the_caller() {
+async fn progress_from_an_upstream_and_a_jsonl_worker_reaches_the_caller() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let python = repo.join("target/interop-venv-1.30.0/bin/python");
     let fastmcp = repo.join("tests/upstreams/fastmcp_server.py");
@@ -464,6 +465,14 @@ async fn an_upstreams_progress_reaches_the_caller() {
             "name = \"up\"\nruntime = \"process\"\nprotocol = \"mcp\"\ncommand = [{:?}, {:?}]\n",
             python.display().to_string(),
             fastmcp.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dirs.tools.path().join("jl.toml"),
+        format!(
+            "name = \"jl\"\nruntime = \"process\"\nprotocol = \"jsonl\"\ncommand = [\"python3\", {:?}]\n",
+            repo.join("tests/fixtures/jsonl/faulty.py").display().to_string()
         ),
     )
     .unwrap();
@@ -498,14 +507,36 @@ async fn an_upstreams_progress_reaches_the_caller() {
     while seen.0.lock().unwrap().len() < 3 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let got = seen.0.lock().unwrap().clone();
+    let three = vec![
+        (1.0, Some(3.0), Some("step 1 of 3".into())),
+        (2.0, Some(3.0), Some("step 2 of 3".into())),
+        (3.0, Some(3.0), Some("step 3 of 3".into())),
+    ];
+    let got = std::mem::take(&mut *seen.0.lock().unwrap());
+    assert_eq!(got, three);
+
+    // A jsonl worker's progress lines, the same way.
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("jl").with_arguments(args(json!({"do": "count", "n": 3}))),
+        )
+        .await
+        .unwrap();
     assert_eq!(
-        got,
-        vec![
-            (1.0, Some(3.0), Some("step 1 of 3".into())),
-            (2.0, Some(3.0), Some("step 2 of 3".into())),
-            (3.0, Some(3.0), Some("step 3 of 3".into())),
-        ]
+        r.structured_content,
+        Some(json!({"result": 3, "watched": true})),
+        "{r:?}"
     );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while seen.0.lock().unwrap().len() < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*seen.0.lock().unwrap(), three);
+
+    // Nobody watches a REST call: the worker is told so, its progress
+    // lines are dropped, and the call answers as usual.
+    let (status, v) =
+        crate::rest::post(&reqwest::Client::new(), &s, "jl", r#"{"do":"count","n":3}"#).await;
+    assert_eq!((status, v), (200, json!({"result": 3, "watched": false})));
     let _ = client.cancel().await;
 }

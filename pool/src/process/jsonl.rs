@@ -3,7 +3,11 @@
 //! toolplane writes one request per line on the process's stdin,
 //! `{"id":N,"tool":"<name>","input":<input>}`, and reads one response per
 //! line from its stdout, `{"id":N,"output":<json>}` or
-//! `{"id":N,"error":<string or json>}`, in any order. A call that runs out
+//! `{"id":N,"error":<string or json>}`, in any order. While a call runs
+//! the process may report its progress, `{"id":N,"progress":<number>}`
+//! with `"total"` and `"message"` optional, any number of times: it goes
+//! to the caller that asked for it (an MCP client's `progressToken`; such a
+//! request carries `"progress":true`) and is dropped otherwise. A call that runs out
 //! of time, or whose caller goes away, is followed by
 //! `{"id":N,"cancel":true}`; a process that has not answered that call
 //! [`CANCEL_GRACE`] later is killed. Anything else on stdout (a line that
@@ -12,7 +16,7 @@
 //! the tail of its stderr, and the pool replaces it.
 //!
 //! Answers are read where their callers wait. While calls wait on a
-//! thread, one task on that thread's reactor ([`read_here`]) reads the
+//! thread, one task on that thread's reactor ([`Lines::read_here`]) reads the
 //! process's stdout, so a reactor parked in `epoll_wait` is woken by the
 //! answer itself and not by another thread that read it first (one
 //! cross-thread wake fewer per call: PERF.md "Process tools: warm pools").
@@ -36,6 +40,7 @@ use toolplane_core::Outcome;
 
 use super::life::{Life, STOP_GRACE};
 use super::spawn::Child;
+use crate::progress::{Progress, ProgressSink};
 use crate::size::fmt_size;
 
 /// How long a process has to answer a cancelled call before it is killed.
@@ -101,9 +106,15 @@ struct Calls {
     next: u64,
     /// Set once the process ended: no call may wait any more.
     closed: bool,
-    waiting: HashMap<u64, oneshot::Sender<Outcome>>,
+    waiting: HashMap<u64, Waiting>,
     /// Cancelled calls not answered yet, with when they were cancelled.
     cancelling: HashMap<u64, Instant>,
+}
+
+/// A call waiting for its answer, and where its progress goes.
+struct Waiting {
+    answer: oneshot::Sender<Outcome>,
+    progress: Option<ProgressSink>,
 }
 
 #[derive(Deserialize)]
@@ -113,6 +124,9 @@ struct Reply<'a> {
     output: Option<&'a RawValue>,
     #[serde(borrow)]
     error: Option<&'a RawValue>,
+    progress: Option<f64>,
+    total: Option<f64>,
+    message: Option<String>,
 }
 
 impl Lines {
@@ -189,9 +203,11 @@ impl Lines {
         target: &str,
         input: &[u8],
         deadline: tokio::time::Instant,
+        progress: Option<ProgressSink>,
     ) -> Outcome {
         let _reading = self.read_here(proc);
         let (tx, rx) = oneshot::channel();
+        let watched = progress.is_some();
         let id = {
             let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
             if calls.closed {
@@ -199,11 +215,17 @@ impl Lines {
             }
             let id = calls.next;
             calls.next += 1;
-            calls.waiting.insert(id, tx);
+            calls.waiting.insert(
+                id,
+                Waiting {
+                    answer: tx,
+                    progress,
+                },
+            );
             id
         };
         let pending = Pending { lines: self, id };
-        if !self.send(request(id, target, input)) {
+        if !self.send(request(id, target, input, watched)) {
             drop(pending);
             return closed(proc);
         }
@@ -222,27 +244,42 @@ impl Lines {
         let reply: Reply<'_> = serde_json::from_str(line).map_err(|e| {
             let shown: String = line.chars().take(120).collect();
             format!(
-                "wrote a line that is not a response {{\"id\", \"output\" or \"error\"}} ({e}): {shown:?}"
+                "wrote a line that is not a response {{\"id\", \"output\" or \"error\" or \"progress\"}} ({e}): {shown:?}"
             )
         })?;
-        let outcome = match (reply.output, reply.error) {
-            (Some(out), None) => Outcome::Ok(out.get().as_bytes().to_vec().into()),
-            (None, Some(err)) => {
+        let outcome = match (reply.output, reply.error, reply.progress) {
+            (None, None, Some(progress)) => {
+                let calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(Waiting {
+                    progress: Some(sink),
+                    ..
+                }) = calls.waiting.get(&reply.id)
+                {
+                    let _ = sink.send(Progress {
+                        progress,
+                        total: reply.total,
+                        message: reply.message,
+                    });
+                }
+                return Ok(());
+            }
+            (Some(out), None, None) => Outcome::Ok(out.get().as_bytes().to_vec().into()),
+            (None, Some(err), None) => {
                 let text = serde_json::from_str::<String>(err.get())
                     .unwrap_or_else(|_| err.get().to_string());
                 Outcome::Error(format!("tool {}: {text}", proc.tool).into())
             }
             _ => {
                 return Err(format!(
-                    "answered call {} with neither or both of \"output\" and \"error\"",
+                    "answered call {} with not exactly one of \"output\", \"error\" and \"progress\"",
                     reply.id
                 ));
             }
         };
         proc.answered.store(true, Ordering::Release);
         let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = calls.waiting.remove(&reply.id) {
-            let _ = tx.send(outcome);
+        if let Some(w) = calls.waiting.remove(&reply.id) {
+            let _ = w.answer.send(outcome);
         } else if calls.cancelling.remove(&reply.id).is_none() {
             tracing::debug!(tool = %proc.tool, id = reply.id, "an answer to no call");
         }
@@ -270,8 +307,8 @@ impl Lines {
             std::mem::take(&mut calls.waiting)
         };
         self.close();
-        for (_, tx) in waiting {
-            let _ = tx.send(proc.ended(&why));
+        for (_, w) in waiting {
+            let _ = w.answer.send(proc.ended(&why));
         }
     }
 
@@ -580,10 +617,13 @@ impl Drop for Pending<'_> {
 /// `{"id":N,"tool":"…","input":…}` and a newline. The input is JSON
 /// checked already: a raw newline in it can only be white space, so it
 /// becomes a space.
-fn request(id: u64, tool: &str, input: &[u8]) -> Vec<u8> {
-    let mut line = Vec::with_capacity(input.len() + tool.len() + 40);
+fn request(id: u64, tool: &str, input: &[u8], watched: bool) -> Vec<u8> {
+    let mut line = Vec::with_capacity(input.len() + tool.len() + 56);
     line.extend_from_slice(b"{\"id\":");
     line.extend_from_slice(id.to_string().as_bytes());
+    if watched {
+        line.extend_from_slice(b",\"progress\":true");
+    }
     line.extend_from_slice(b",\"tool\":");
     line.extend_from_slice(serde_json::to_string(tool).unwrap_or_default().as_bytes());
     line.extend_from_slice(b",\"input\":");

@@ -146,7 +146,11 @@ impl Proc {
         progress: Option<crate::progress::ProgressSink>,
     ) -> Outcome {
         let out = match &self.wire {
-            Wire::Jsonl(lines) => lines.call(&self.life, target, input, deadline).await,
+            Wire::Jsonl(lines) => {
+                lines
+                    .call(&self.life, target, input, deadline, progress)
+                    .await
+            }
             Wire::Mcp(up) => up.call(&self.life, target, input, deadline, progress).await,
         };
         self.touch();
