@@ -320,14 +320,13 @@ async fn start_http(
 fn log_accounting(report: Option<&toolplane_core::Report>) {
     match report {
         Some(r) => tracing::info!(
-            "stopped: accepted {}, ok {}, error {}, timeout {}, trap {}, panicked {}, cancelled {}; rejected {}; books {}",
+            "stopped: accepted {}, {}; rejected {}; books {}",
             r.accepted,
-            r.outcomes.get(toolplane_core::OutcomeKind::Ok),
-            r.outcomes.get(toolplane_core::OutcomeKind::Error),
-            r.outcomes.get(toolplane_core::OutcomeKind::Timeout),
-            r.outcomes.get(toolplane_core::OutcomeKind::Trap),
-            r.outcomes.get(toolplane_core::OutcomeKind::Panicked),
-            r.outcomes.get(toolplane_core::OutcomeKind::Cancelled),
+            toolplane_core::OutcomeKind::ALL
+                .iter()
+                .map(|k| format!("{} {}", k.as_str(), r.outcomes.get(*k)))
+                .collect::<Vec<_>>()
+                .join(", "),
             r.rejected.total(),
             if r.is_balanced() {
                 "balanced"

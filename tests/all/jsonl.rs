@@ -103,6 +103,70 @@ fn a_python_worker_stays_warm_and_answers_every_call() {
     assert_eq!(s.service.count, 21);
 }
 
+/// One process read by many reactors: callers on four threads (each its
+/// own current-thread runtime, as engine workers are) overlap calls of
+/// distinct lengths on one Node process, and each gets its own answer;
+/// calls that time out are cancelled, and the worker's answers to those
+/// cancels, written when no caller waits any more, are read all the same
+/// (unread, they would get the process killed as hung 1 s later).
+#[test]
+fn callers_on_many_threads_share_one_process_and_each_gets_its_own_answer() {
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            let ex = repo().join("tools/examples/jsonl");
+            std::fs::copy(ex.join("nap.js"), dir.join("nap.js")).unwrap();
+            std::fs::write(
+                dir.join("one.toml"),
+                "name = \"one\"\nruntime = \"process\"\nprotocol = \"jsonl\"\ncommand = [\"node\", \"nap.js\"]\n[pool]\nmin = 1\nmax = 1\nmax_inflight_per_process = 256\n[limits]\ntimeout = \"300ms\"\n",
+            )
+            .unwrap();
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    let pid = |o: &Outcome| ok_json(o)["pid"].as_u64().unwrap();
+    let first = pid(&call(&rig, "one", r#"{"ms":0}"#));
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let rig = &rig;
+            s.spawn(move || {
+                block_on(async move {
+                    for wave in 0..40u64 {
+                        let ms: Vec<u64> = (0..8).map(|i| (t * 3 + wave + i) % 7).collect();
+                        let inputs: Vec<String> =
+                            ms.iter().map(|m| format!("{{\"ms\":{m}}}")).collect();
+                        let out = futures_util::future::join_all(
+                            inputs
+                                .iter()
+                                .map(|i| rig.registry.call("one", i.as_bytes())),
+                        )
+                        .await;
+                        for (m, o) in ms.iter().zip(&out) {
+                            let v = ok_json(o);
+                            assert_eq!(
+                                (v["slept"].as_u64(), v["pid"].as_u64()),
+                                (Some(*m), Some(first))
+                            );
+                        }
+                    }
+                });
+            });
+        }
+    });
+    let out = concurrently(
+        &rig,
+        (0..10)
+            .map(|_| ("one", r#"{"ms":5000}"#.to_string()))
+            .collect(),
+    );
+    assert!(out.iter().all(|o| matches!(o, Outcome::Timeout)), "{out:?}");
+    // Past the 1 s a cancelled call has to be answered in.
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = stats(&rig, "one");
+    assert_eq!((s.alive, s.restarts), (1, 0), "{s:?}");
+    assert_eq!(pid(&call(&rig, "one", r#"{"ms":0}"#)), first);
+}
+
 #[test]
 fn a_thousand_overlapping_calls_share_four_node_processes() {
     let rig = rig_with(
