@@ -161,32 +161,17 @@ impl DirectMcp {
     ) -> Result<Round, String> {
         let arguments: serde_json::Map<String, serde_json::Value> =
             serde_json::from_slice(input).map_err(|e| e.to_string())?;
-        let mut h = histogram();
-        let started = Instant::now();
-        let mut pending = FuturesUnordered::new();
-        let (mut sent, mut done) = (0u64, 0u64);
-        while done < calls {
-            while sent < calls && (pending.len() as u64) < k {
-                let params = rmcp::model::CallToolRequestParams::new(tool.to_string())
-                    .with_arguments(arguments.clone());
-                pending.push(async move {
-                    let at = Instant::now();
-                    let r = self.client.call_tool(params).await;
-                    (at.elapsed(), r)
-                });
-                sent += 1;
+        closed_loop(calls, k, || {
+            let params = rmcp::model::CallToolRequestParams::new(tool.to_string())
+                .with_arguments(arguments.clone());
+            async move {
+                match self.client.call_tool(params).await {
+                    Ok(r) if r.is_error != Some(true) => Ok(()),
+                    other => Err(format!("{tool}: {other:?}")),
+                }
             }
-            let Some((took, result)) = pending.next().await else {
-                break;
-            };
-            match result {
-                Ok(r) if r.is_error != Some(true) => {}
-                other => return Err(format!("{tool}: {other:?}")),
-            }
-            let _ = h.record(took.as_nanos() as u64);
-            done += 1;
-        }
-        Ok(round(&h, calls, started.elapsed()))
+        })
+        .await
     }
 
     /// Stops the server.
@@ -204,25 +189,40 @@ pub async fn through(
     calls: u64,
     k: u64,
 ) -> Result<Round, String> {
+    closed_loop(calls, k, || async move {
+        match registry.call(tool, input).await {
+            Outcome::Ok(_) => Ok(()),
+            other => Err(format!("{tool}: {other:?}")),
+        }
+    })
+    .await
+}
+
+/// `calls` calls made by `call`, `k` in flight, the next started when one
+/// ends, each timed from start to end; the first failure ends the round.
+async fn closed_loop<F, Fut>(calls: u64, k: u64, mut call: F) -> Result<Round, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let mut h = histogram();
     let started = Instant::now();
     let mut pending = FuturesUnordered::new();
     let (mut sent, mut done) = (0u64, 0u64);
     while done < calls {
         while sent < calls && (pending.len() as u64) < k {
+            let one = call();
             pending.push(async move {
                 let at = Instant::now();
-                let o = registry.call(tool, input).await;
-                (at.elapsed(), o)
+                let r = one.await;
+                (at.elapsed(), r)
             });
             sent += 1;
         }
-        let Some((took, outcome)) = pending.next().await else {
+        let Some((took, result)) = pending.next().await else {
             break;
         };
-        if !matches!(outcome, Outcome::Ok(_)) {
-            return Err(format!("{tool}: {outcome:?}"));
-        }
+        result?;
         let _ = h.record(took.as_nanos() as u64);
         done += 1;
     }

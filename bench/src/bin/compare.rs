@@ -568,6 +568,18 @@ fn median_f64(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Named sides of a table, one replica list each.
+fn sides(names: &[&str], v: &[Vec<f64>]) -> Vec<stats::Side> {
+    names
+        .iter()
+        .zip(v)
+        .map(|(n, r)| stats::Side {
+            name: (*n).into(),
+            replicas: r.clone(),
+        })
+        .collect()
+}
+
 /// Per in-flight count, `rounds` rounds of `run(k)` (toolplane's side, then
 /// the direct one): tables of calls/s, p50 and p99, and the added p50.
 fn overhead(
@@ -584,16 +596,6 @@ fn overhead(
     >,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let names = ["toolplane", "direct"];
-    let sides = |v: &[Vec<f64>]| -> Vec<stats::Side> {
-        names
-            .iter()
-            .zip(v)
-            .map(|(n, r)| stats::Side {
-                name: (*n).into(),
-                replicas: r.clone(),
-            })
-            .collect()
-    };
     for &k in inflight {
         let (mut rate, mut p50, mut p99) = (
             vec![Vec::new(); 2],
@@ -618,15 +620,15 @@ fn overhead(
         println!("### {k} call(s) in flight\n");
         println!(
             "{}",
-            stats::table("calls/s", Better::Higher, "direct", &sides(&rate))
+            stats::table("calls/s", Better::Higher, "direct", &sides(&names, &rate))
         );
         println!(
             "{}",
-            stats::table("p50 µs", Better::Lower, "direct", &sides(&p50))
+            stats::table("p50 µs", Better::Lower, "direct", &sides(&names, &p50))
         );
         println!(
             "{}",
-            stats::table("p99 µs", Better::Lower, "direct", &sides(&p99))
+            stats::table("p99 µs", Better::Lower, "direct", &sides(&names, &p99))
         );
         println!(
             "added at p50 (toolplane − direct, per round): median {} µs, range {}..{} µs\n",
@@ -718,16 +720,6 @@ fn process_tools(a: &ProcessArgs) -> Result<(), Box<dyn std::error::Error>> {
             .map_err(std::io::Error::other)?;
         Ok::<_, std::io::Error>(())
     })?;
-    let sides = |names: &[&str], v: &[Vec<f64>]| -> Vec<stats::Side> {
-        names
-            .iter()
-            .zip(v)
-            .map(|(n, r)| stats::Side {
-                name: (*n).into(),
-                replicas: r.clone(),
-            })
-            .collect()
-    };
 
     println!("## A jsonl worker (Node, echo), called directly and through toolplane\n");
     println!(
