@@ -226,6 +226,10 @@ fn faults_end_only_their_own_calls_and_the_process_is_replaced() {
     );
     let pid = |o: &Outcome| ok_json(o)["pid"].as_u64().unwrap();
     let first = pid(&call(&rig, "faulty", r#"{"do":"ok"}"#));
+    // A long answer, under the cap, arrives whole (the pipe gives it in
+    // pieces).
+    let big = call(&rig, "faulty", r#"{"do":"flood","bytes":60000}"#);
+    assert_eq!(ok_json(&big).as_str().map(str::len), Some(60000));
     for (fault, expect) in [
         (r#"{"do":"crash"}"#, "exited (exit status: 7)"),
         (r#"{"do":"garbage"}"#, "not a response"),

@@ -68,6 +68,9 @@ struct In {
     fd: OwnedFd,
     /// Bytes read and not yet a whole line.
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no newline (a long line is
+    /// scanned once, not once per read).
+    scanned: usize,
     max_line: usize,
     /// Set once stdout ended or said something it must not: nothing is
     /// read after.
@@ -157,6 +160,7 @@ impl Lines {
             input: Mutex::new(In {
                 fd: stdout,
                 buf: Vec::new(),
+                scanned: 0,
                 max_line,
                 ended: None,
             }),
@@ -348,9 +352,11 @@ impl Lines {
     /// Answers the whole lines in `inp.buf`, keeping the partial last one.
     fn lines_in(&self, proc: &Life, inp: &mut In) -> Result<(), String> {
         let mut from = 0;
-        while let Some(n) = inp.buf[from..].iter().position(|&b| b == b'\n') {
-            let mut line = &inp.buf[from..from + n];
-            from += n + 1;
+        let mut scan = inp.scanned;
+        while let Some(n) = inp.buf[scan..].iter().position(|&b| b == b'\n') {
+            let mut line = &inp.buf[from..scan + n];
+            from = scan + n + 1;
+            scan = from;
             if let [rest @ .., b'\r'] = line {
                 line = rest;
             }
@@ -366,6 +372,7 @@ impl Lines {
             self.answer(proc, line)?;
         }
         inp.buf.drain(..from);
+        inp.scanned = inp.buf.len();
         if inp.buf.len() > inp.max_line {
             return Err(too_long(inp.max_line));
         }
@@ -393,12 +400,12 @@ impl Lines {
                 },
             );
             self.reading.store(readers.len(), Ordering::SeqCst);
-            tokio::spawn(read_on_caller(
-                Arc::clone(self),
-                Arc::clone(proc),
+            tokio::spawn(read_on_caller(Turn {
+                lines: Arc::clone(self),
+                proc: Arc::clone(proc),
                 thread,
                 done,
-            ));
+            }));
         }
         Some(ReadHere {
             lines: self,
@@ -530,26 +537,13 @@ impl Drop for ReadHere<'_> {
 /// The reader task of one thread: reads the process's stdout through this
 /// reactor while calls wait here, then reads once more (what arrived while
 /// the host left reading to it) and ends.
-async fn read_on_caller(lines: Arc<Lines>, proc: Arc<Life>, thread: ThreadId, done: Arc<Notify>) {
-    // Ends the task's turn however it ends (its runtime may drop it).
-    struct Leave<'a> {
-        lines: &'a Lines,
-        proc: &'a Life,
-        thread: ThreadId,
-        done: &'a Arc<Notify>,
-    }
-    impl Drop for Leave<'_> {
-        fn drop(&mut self) {
-            self.lines.reader_done(self.thread, self.done, true);
-            self.lines.drain(self.proc);
-        }
-    }
-    let _leave = Leave {
-        lines: &lines,
-        proc: &proc,
+async fn read_on_caller(turn: Turn) {
+    let Turn {
+        lines,
+        proc,
         thread,
-        done: &done,
-    };
+        done,
+    } = &turn;
     // A duplicate per reactor: one descriptor is registered once per epoll.
     let fd = {
         let inp = lines.input.lock().unwrap_or_else(|p| p.into_inner());
@@ -562,7 +556,7 @@ async fn read_on_caller(lines: Arc<Lines>, proc: Arc<Life>, thread: ThreadId, do
         tokio::select! {
             biased;
             () = done.notified() => {
-                if lines.reader_done(thread, &done, false) {
+                if lines.reader_done(*thread, done, false) {
                     return;
                 }
             }
@@ -572,7 +566,7 @@ async fn read_on_caller(lines: Arc<Lines>, proc: Arc<Life>, thread: ThreadId, do
                 }
                 let mut open = true;
                 let _ = pipe.try_io(|| {
-                    open = lines.drain(&proc);
+                    open = lines.drain(proc);
                     emptied()
                 });
                 if !open {
@@ -580,6 +574,24 @@ async fn read_on_caller(lines: Arc<Lines>, proc: Arc<Life>, thread: ThreadId, do
                 }
             }
         }
+    }
+}
+
+/// A thread's turn at reading, owned by its reader task: ends it however
+/// the task ends, even a task dropped before it first ran (its runtime shut
+/// down), so the host never waits on a reader that is gone; then reads what
+/// arrived meanwhile.
+struct Turn {
+    lines: Arc<Lines>,
+    proc: Arc<Life>,
+    thread: ThreadId,
+    done: Arc<Notify>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.lines.reader_done(self.thread, &self.done, true);
+        self.lines.drain(&self.proc);
     }
 }
 
