@@ -112,8 +112,7 @@ pub enum Rejected {
     ShuttingDown(Event),
     /// The tool is busy. Admission never hands this back (a tool refuses
     /// an accepted event with [`Outcome::Refused`](crate::Outcome::Refused));
-    /// it is here so that every [`RejectReason`] has its refusal, for code
-    /// that refuses on a tool's behalf before submitting.
+    /// it is here so that every [`RejectReason`] has its refusal.
     Busy(Event),
 }
 
@@ -140,8 +139,7 @@ impl Rejected {
         }
     }
 
-    /// The refusal of `event` for `reason`.
-    pub fn new(reason: RejectReason, event: Event) -> Rejected {
+    pub(crate) fn new(reason: RejectReason, event: Event) -> Rejected {
         match reason {
             RejectReason::Full => Rejected::Full(event),
             RejectReason::Shed => Rejected::Shed(event),

@@ -81,10 +81,9 @@ struct In {
 enum Ended {
     /// End of file: the process closed its stdout (or exited).
     Eof,
-    /// Why the process must end.
+    /// Why the process must end (what it wrote, or that it could not be
+    /// read).
     Bad(String),
-    /// Stdout could not be read.
-    Io(String),
 }
 
 /// The reader task on one thread: the calls waiting there, and how it is
@@ -209,7 +208,6 @@ impl Lines {
         deadline: tokio::time::Instant,
         progress: Option<ProgressSink>,
     ) -> Outcome {
-        let _reading = self.read_here(proc);
         let (tx, rx) = oneshot::channel();
         let watched = progress.is_some();
         let id = {
@@ -228,6 +226,9 @@ impl Lines {
             );
             id
         };
+        // Before the request is written, so its answer has a reader here
+        // (and never for a process that has ended).
+        let _reading = self.read_here(proc);
         let pending = Pending { lines: self, id };
         if !self.send(request(id, target, input, watched)) {
             drop(pending);
@@ -332,7 +333,7 @@ impl Lines {
                 Ok(_) => {}
                 Err(rustix::io::Errno::AGAIN) => break None,
                 Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => break Some(Ended::Io(format!("could not be read: {e}"))),
+                Err(e) => break Some(Ended::Bad(format!("could not be read: {e}"))),
             }
             if let Err(why) = self.lines_in(proc, inp) {
                 break Some(Ended::Bad(why));
@@ -480,7 +481,7 @@ impl Lines {
                 .clone();
             match ended {
                 None => {}
-                Some(Ended::Bad(why) | Ended::Io(why)) => return why,
+                Some(Ended::Bad(why)) => return why,
                 Some(Ended::Eof) => {
                     // It exited, most likely: say with what status.
                     return match tokio::time::timeout(STOP_GRACE, child.inner.wait()).await {
