@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities,
-    ServerConfig, SubscriptionFilter, Tool, ToolAnnotations,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProgressToken,
+    ServerCapabilities, ServerConfig, SubscriptionFilter, Tool, ToolAnnotations,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
@@ -157,33 +157,47 @@ impl ServerHandler for Mcp {
         // running: it stops at its next epoch tick). The client ignores
         // whatever is answered to a request it cancelled.
         // A client that sent a progressToken gets the tool's progress (an
-        // upstream MCP server's notifications/progress) as its own.
-        let progress = context.meta.get_progress_token().map(|token| {
-            let (tx, mut rx) =
+        // upstream MCP server's notifications/progress, a jsonl worker's
+        // progress lines) as its own, sent from here, in order and before
+        // the answer: once answered, the token means nothing, and rmcp
+        // routes a late notification to another stream.
+        let mut watch = context.meta.get_progress_token().map(|token| {
+            let (tx, rx) =
                 tokio::sync::mpsc::unbounded_channel::<toolplane_pool::progress::Progress>();
-            let peer = context.peer.clone();
-            tokio::spawn(async move {
-                while let Some(p) = rx.recv().await {
-                    let mut n = ProgressNotificationParam::new(token.clone(), p.progress);
-                    n.total = p.total;
-                    n.message = p.message;
-                    let _ = peer.notify_progress(n).await;
-                }
-            });
-            self.app.registry().progress().register(tx)
+            (token, rx, self.app.registry().progress().register(tx))
         });
         let mut call = ToolCall::new(&request.name, &input);
-        call.progress = progress.unwrap_or(0);
+        call.progress = watch.as_ref().map_or(0, |(_, _, tag)| *tag);
         // A call that never reached a process tool (or was cancelled
         // before) leaves its sink in the hub: taken and dropped when this
-        // ends, which ends the forwarding task.
+        // ends.
         let _forget = Forget(self.app.registry().progress(), call.progress);
-        let result = tokio::select! {
-            r = self.app.call(call) => r,
-            () = context.ct.cancelled() => {
-                return Err(ErrorData::internal_error("the request was cancelled", None));
+        let mut answer = std::pin::pin!(self.app.call(call));
+        let result = loop {
+            let report = async {
+                match &mut watch {
+                    Some((_, rx, _)) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = &mut answer => break r,
+                Some(p) = report => {
+                    if let Some((token, _, _)) = &watch {
+                        notify_progress(&context.peer, token, p).await;
+                    }
+                }
+                () = context.ct.cancelled() => {
+                    return Err(ErrorData::internal_error("the request was cancelled", None));
+                }
             }
         };
+        // Reports the tool made before its answer, not yet sent.
+        if let Some((token, rx, _)) = &mut watch {
+            while let Ok(p) = rx.try_recv() {
+                notify_progress(&context.peer, token, p).await;
+            }
+        }
 
         match result {
             Ok(out) => {
@@ -235,6 +249,18 @@ impl ServerHandler for Mcp {
             }
         }
     }
+}
+
+/// Sends one progress report of the call that `token` names.
+async fn notify_progress(
+    peer: &Peer<RoleServer>,
+    token: &ProgressToken,
+    p: toolplane_pool::progress::Progress,
+) {
+    let mut n = ProgressNotificationParam::new(token.clone(), p.progress);
+    n.total = p.total;
+    n.message = p.message;
+    let _ = peer.notify_progress(n).await;
 }
 
 /// Takes a call's progress sink out of the hub when dropped.

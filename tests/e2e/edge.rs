@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Dirs, Server, client, metric};
+use crate::support::{Dirs, MCP_INIT, Server, client, mcp_post, metric};
 
 /// One request over a fresh connection, `Connection: close`; the status
 /// and the body (0 when the server closed without answering).
@@ -48,8 +48,6 @@ fn raw(
         .to_string();
     (status, body)
 }
-
-const MCP_INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}"#;
 
 fn mcp_headers(host: &str) -> Vec<(&str, &str)> {
     vec![
@@ -309,24 +307,6 @@ fn closed_within(addr: SocketAddr, prefix: &[u8], what: &str) {
         "{what} held {:?}",
         t.elapsed()
     );
-}
-
-async fn mcp_post(
-    c: &reqwest::Client,
-    s: &Server,
-    body: &str,
-    session: Option<&str>,
-) -> reqwest::Response {
-    let mut r = c
-        .post(s.url("/mcp"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream");
-    if let Some(id) = session {
-        r = r
-            .header("mcp-session-id", id)
-            .header("mcp-protocol-version", "2025-06-18");
-    }
-    r.body(body.to_string()).send().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::json;
 
-use crate::support::{Dirs, Server, serve_command};
+use crate::support::{Dirs, MCP_INIT, Server, mcp_post, serve_command};
 
 /// A client that reports `notifications/tools/list_changed`.
 #[derive(Clone)]
@@ -446,7 +446,11 @@ impl ClientHandler for ProgressWatcher {
 /// An upstream MCP server's progress notifications, and a jsonl worker's
 /// progress lines, reach the client that asked for them (rmcp's client
 /// sends a progressToken with each request); unwatched, they are dropped.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// In the order they were sent: the client here runs on one thread because
+/// rmcp hands each notification to its handler in a task of its own, and
+/// on more threads those tasks may run in any order, which would hide the
+/// order on the wire (checked on the wire itself at the end).
+#[tokio::test(flavor = "current_thread")]
 async fn progress_from_an_upstream_and_a_jsonl_worker_reaches_the_caller() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let python = repo.join("target/interop-venv-1.30.0/bin/python");
@@ -539,4 +543,61 @@ async fn progress_from_an_upstream_and_a_jsonl_worker_reaches_the_caller() {
         crate::rest::post(&reqwest::Client::new(), &s, "jl", r#"{"do":"count","n":3}"#).await;
     assert_eq!((status, v), (200, json!({"result": 3, "watched": false})));
     let _ = client.cancel().await;
+
+    // On the wire: each call's stream carries its three reports, in order,
+    // and then its answer (a report sent after the answer would go to
+    // another stream, or nowhere).
+    let c = crate::support::client();
+    let r = mcp_post(&c, &s, MCP_INIT, None).await;
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let r = mcp_post(
+        &c,
+        &s,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        Some(&session),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    for (i, (tool, input)) in [
+        ("up.count", json!({"n": 3})),
+        ("jl", json!({"do": "count", "n": 3})),
+    ]
+    .iter()
+    .cycle()
+    .take(10)
+    .enumerate()
+    {
+        let call = json!({"jsonrpc": "2.0", "id": i + 2, "method": "tools/call", "params": {
+            "name": tool, "arguments": input, "_meta": {"progressToken": format!("t{i}")}}});
+        let body = mcp_post(&c, &s, &call.to_string(), Some(&session))
+            .await
+            .text()
+            .await
+            .unwrap();
+        let seen: Vec<String> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<serde_json::Value>(d.trim()).ok())
+            .map(|m| match m["method"].as_str() {
+                Some("notifications/progress") => {
+                    assert_eq!(m["params"]["progressToken"], format!("t{i}"), "{body}");
+                    format!(
+                        "progress {}",
+                        m["params"]["progress"].as_f64().unwrap_or(-1.0)
+                    )
+                }
+                _ => format!("answer {}", m["id"]),
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                "progress 1",
+                "progress 2",
+                "progress 3",
+                &format!("answer {}", i + 2)
+            ],
+            "{tool}: {body}"
+        );
+    }
 }

@@ -183,3 +183,25 @@ pub fn client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// An MCP `initialize` request (a 2025-06-18 session).
+pub const MCP_INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}"#;
+
+/// POSTs one JSON-RPC message to `/mcp`, in `session` when given.
+pub async fn mcp_post(
+    c: &reqwest::Client,
+    s: &Server,
+    body: &str,
+    session: Option<&str>,
+) -> reqwest::Response {
+    let mut r = c
+        .post(s.url("/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    if let Some(id) = session {
+        r = r
+            .header("mcp-session-id", id)
+            .header("mcp-protocol-version", "2025-06-18");
+    }
+    r.body(body.to_string()).send().await.unwrap()
+}

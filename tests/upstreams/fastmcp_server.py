@@ -31,11 +31,10 @@ async def slow(seconds: float) -> str:
 
 @mcp.tool()
 async def count(n: int, ctx: Context) -> int:
-    """Reports progress n times (when the caller asked for it), then
-    answers n."""
+    """Reports progress n times (when the caller asked for it), back to
+    back, then answers n."""
     for i in range(n):
         await ctx.report_progress(i + 1, n, f"step {i + 1} of {n}")
-        await asyncio.sleep(0.01)
     return n
 
 
