@@ -17,14 +17,17 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, ClientCapabilities, ClientConfig, ClientRequest,
-    Implementation, PingRequest, ProgressNotificationParam, ProgressToken, ServerResult,
+    Implementation, JsonRpcMessage, JsonRpcNotification, PingRequest, ProgressToken,
+    ServerNotification, ServerResult,
 };
 use rmcp::service::{NotificationContext, RunningService, RunningServiceCancellationToken};
 use rmcp::service::{PeerRequestOptions, RequestHandle};
+use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::Transport;
 use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use std::sync::atomic::Ordering;
@@ -36,9 +39,51 @@ use super::spawn::Child;
 use crate::manifest::{Annotations, Member};
 use crate::progress::{Progress, ProgressSink};
 
-/// Calls whose progress someone watches, by the progress token rmcp gave
-/// their request.
-type Watchers = Arc<Mutex<HashMap<ProgressToken, ProgressSink>>>;
+/// Calls whose progress someone watches.
+type Watchers = Arc<Mutex<Watching>>;
+
+/// How many progress reports for calls nobody watches (yet) are kept.
+const EARLY: usize = 64;
+
+/// Where an upstream's progress notifications go.
+#[derive(Default)]
+struct Watching {
+    /// By the progress token rmcp gave the call's request.
+    sinks: HashMap<ProgressToken, ProgressSink>,
+    /// Reports for tokens with no sink, oldest first: a watched call
+    /// learns its token only once rmcp has queued the request, and a quick
+    /// upstream may report before the call registers its sink, which then
+    /// takes them. Unwatched calls' reports are never taken: the oldest
+    /// are dropped past [`EARLY`].
+    early: VecDeque<(ProgressToken, Progress)>,
+}
+
+impl Watching {
+    fn report(&mut self, token: &ProgressToken, progress: Progress) {
+        match self.sinks.get(token) {
+            Some(sink) => {
+                let _ = sink.send(progress);
+            }
+            None => {
+                if self.early.len() == EARLY {
+                    self.early.pop_front();
+                }
+                self.early.push_back((token.clone(), progress));
+            }
+        }
+    }
+
+    /// `sink` watches `token` from now on, after the reports already in.
+    fn watch(&mut self, token: ProgressToken, sink: ProgressSink) {
+        self.early.retain(|(t, p)| {
+            if *t == token {
+                let _ = sink.send(p.clone());
+            }
+            *t != token
+        });
+        self.sinks.insert(token, sink);
+    }
+}
 
 /// How long a process whose call was cancelled has to answer a ping.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
@@ -57,7 +102,6 @@ pub(crate) struct Upstream {
 /// What the upstream tells us unasked.
 pub(crate) struct Notified {
     shared: Weak<Shared>,
-    watchers: Watchers,
 }
 
 impl ClientHandler for Notified {
@@ -68,21 +112,6 @@ impl ClientHandler for Notified {
         )
     }
 
-    async fn on_progress(
-        &self,
-        params: ProgressNotificationParam,
-        _context: NotificationContext<RoleClient>,
-    ) {
-        let watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sink) = watchers.get(&params.progress_token) {
-            let _ = sink.send(Progress {
-                progress: params.progress,
-                total: params.total,
-                message: params.message,
-            });
-        }
-    }
-
     async fn on_tool_list_changed(&self, context: NotificationContext<RoleClient>) {
         let Some(shared) = self.shared.upgrade() else {
             return;
@@ -91,6 +120,51 @@ impl ClientHandler for Notified {
             Ok(members) => shared.set_members(members),
             Err(e) => tracing::warn!(tool = %shared.name, "listing its tools again failed: {e}"),
         }
+    }
+}
+
+/// The upstream's stdio, whose progress notifications go to their
+/// watchers as they are read, so in the order the upstream sent them: rmcp
+/// hands each notification to the handler in a task of its own, and those
+/// tasks may run in any order (the host's scheduler runs the newest
+/// first). rmcp still sees every message.
+struct InOrder<T> {
+    inner: T,
+    watchers: Watchers,
+}
+
+impl<T: Transport<RoleClient>> Transport<RoleClient> for InOrder<T> {
+    type Error = T::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.inner.send(item)
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
+        let message = self.inner.receive().await?;
+        if let JsonRpcMessage::Notification(JsonRpcNotification {
+            notification: ServerNotification::ProgressNotification(n),
+            ..
+        }) = &message
+        {
+            let report = Progress {
+                progress: n.params.progress,
+                total: n.params.total,
+                message: n.params.message.clone(),
+            };
+            self.watchers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .report(&n.params.progress_token, report);
+        }
+        Some(message)
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.close()
     }
 }
 
@@ -105,11 +179,13 @@ impl Upstream {
             return Err("its stdio is not piped".into());
         };
         let max_line = usize::try_from(shared.limits.max_output).unwrap_or(usize::MAX);
-        let transport = AsyncRwTransport::new_client(stdout, stdin).with_max_line_length(max_line);
         let watchers = Watchers::default();
+        let transport = InOrder {
+            inner: AsyncRwTransport::new_client(stdout, stdin).with_max_line_length(max_line),
+            watchers: Arc::clone(&watchers),
+        };
         let handler = Notified {
             shared: Arc::downgrade(shared),
-            watchers: Arc::clone(&watchers),
         };
         let service = handler.serve(transport).await.map_err(|e| e.to_string())?;
         Ok(Upstream {
@@ -200,7 +276,7 @@ impl Upstream {
         self.watchers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(watch.token.clone(), sink);
+            .watch(watch.token.clone(), sink);
         let rx = &mut watch.handle.as_mut().expect("just set").rx;
         let answer = rx.await;
         // Answered (or the session ended): nothing to cancel.
@@ -287,11 +363,59 @@ impl Drop for Watch {
         self.watchers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .sinks
             .remove(&self.token);
         if let Some(h) = self.handle.take() {
             self.host.spawn(async move {
                 let _ = h.cancel(Some("the caller gave up".into())).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::NumberOrString;
+
+    fn report(n: f64) -> Progress {
+        Progress {
+            progress: n,
+            total: None,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn reports_before_the_sink_reach_it_first_and_in_order() {
+        let mut w = Watching::default();
+        let mine = ProgressToken(NumberOrString::Number(7));
+        let other = ProgressToken(NumberOrString::Number(8));
+        w.report(&mine, report(1.0));
+        w.report(&other, report(5.0));
+        w.report(&mine, report(2.0));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        w.watch(mine.clone(), tx);
+        w.report(&mine, report(3.0));
+        let got: Vec<f64> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|p| p.progress)
+            .collect();
+        assert_eq!(got, [1.0, 2.0, 3.0]);
+        // The other call's report waits for its own sink.
+        assert_eq!(w.early.len(), 1);
+    }
+
+    #[test]
+    fn reports_nobody_takes_are_bounded() {
+        let mut w = Watching::default();
+        for i in 0..(EARLY as i64 * 3) {
+            w.report(&ProgressToken(NumberOrString::Number(i)), report(1.0));
+        }
+        assert_eq!(w.early.len(), EARLY);
+        // The oldest went first.
+        assert_eq!(
+            w.early.front().map(|(t, _)| t.clone()),
+            Some(ProgressToken(NumberOrString::Number(EARLY as i64 * 2)))
+        );
     }
 }
