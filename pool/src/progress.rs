@@ -19,8 +19,18 @@ pub struct Progress {
     pub message: Option<String>,
 }
 
-/// Where a call's progress goes.
-pub type ProgressSink = tokio::sync::mpsc::UnboundedSender<Progress>;
+/// Where a call's progress goes: bounded, so a tool that reports faster
+/// than its caller's client takes the reports cannot grow our memory;
+/// reports past [`BACKLOG`] are dropped (a later one says more anyway).
+pub type ProgressSink = tokio::sync::mpsc::Sender<Progress>;
+
+/// How many of a call's reports may wait for its caller.
+pub const BACKLOG: usize = 256;
+
+/// A sink and its reports, holding up to [`BACKLOG`].
+pub fn channel() -> (ProgressSink, tokio::sync::mpsc::Receiver<Progress>) {
+    tokio::sync::mpsc::channel(BACKLOG)
+}
 
 /// Sinks waiting for their events, by event tag.
 #[derive(Debug, Default)]

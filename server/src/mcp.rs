@@ -162,8 +162,7 @@ impl ServerHandler for Mcp {
         // the answer: once answered, the token means nothing, and rmcp
         // routes a late notification to another stream.
         let mut watch = context.meta.get_progress_token().map(|token| {
-            let (tx, rx) =
-                tokio::sync::mpsc::unbounded_channel::<toolplane_pool::progress::Progress>();
+            let (tx, rx) = toolplane_pool::progress::channel();
             (token, rx, self.app.registry().progress().register(tx))
         });
         let mut call = ToolCall::new(&request.name, &input);

@@ -260,7 +260,7 @@ impl Lines {
                     ..
                 }) = calls.waiting.get(&reply.id)
                 {
-                    let _ = sink.send(Progress {
+                    let _ = sink.try_send(Progress {
                         progress,
                         total: reply.total,
                         message: reply.message,

@@ -42,8 +42,10 @@ use crate::progress::{Progress, ProgressSink};
 /// Calls whose progress someone watches.
 type Watchers = Arc<Mutex<Watching>>;
 
-/// How many progress reports for calls nobody watches (yet) are kept.
+/// How many progress reports for calls nobody watches (yet) are kept,
+/// and how many bytes of their messages.
 const EARLY: usize = 64;
+const EARLY_BYTES: usize = 1 << 20;
 
 /// Where an upstream's progress notifications go.
 #[derive(Default)]
@@ -54,33 +56,46 @@ struct Watching {
     /// learns its token only once rmcp has queued the request, and a quick
     /// upstream may report before the call registers its sink, which then
     /// takes them. Unwatched calls' reports are never taken: the oldest
-    /// are dropped past [`EARLY`].
+    /// are dropped past [`EARLY`] reports or [`EARLY_BYTES`].
     early: VecDeque<(ProgressToken, Progress)>,
+    /// The bytes of the messages in `early`.
+    early_bytes: usize,
+}
+
+fn weight(p: &Progress) -> usize {
+    p.message.as_ref().map_or(0, String::len)
 }
 
 impl Watching {
     fn report(&mut self, token: &ProgressToken, progress: Progress) {
         match self.sinks.get(token) {
             Some(sink) => {
-                let _ = sink.send(progress);
+                let _ = sink.try_send(progress);
             }
             None => {
-                if self.early.len() == EARLY {
-                    self.early.pop_front();
-                }
+                self.early_bytes += weight(&progress);
                 self.early.push_back((token.clone(), progress));
+                while self.early.len() > EARLY || self.early_bytes > EARLY_BYTES {
+                    let Some((_, old)) = self.early.pop_front() else {
+                        break;
+                    };
+                    self.early_bytes -= weight(&old);
+                }
             }
         }
     }
 
     /// `sink` watches `token` from now on, after the reports already in.
     fn watch(&mut self, token: ProgressToken, sink: ProgressSink) {
+        let mut taken = 0;
         self.early.retain(|(t, p)| {
             if *t == token {
-                let _ = sink.send(p.clone());
+                taken += weight(p);
+                let _ = sink.try_send(p.clone());
             }
             *t != token
         });
+        self.early_bytes -= taken;
         self.sinks.insert(token, sink);
     }
 }
@@ -394,7 +409,7 @@ mod tests {
         w.report(&mine, report(1.0));
         w.report(&other, report(5.0));
         w.report(&mine, report(2.0));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut rx) = crate::progress::channel();
         w.watch(mine.clone(), tx);
         w.report(&mine, report(3.0));
         let got: Vec<f64> = std::iter::from_fn(|| rx.try_recv().ok())
@@ -417,5 +432,34 @@ mod tests {
             w.early.front().map(|(t, _)| t.clone()),
             Some(ProgressToken(NumberOrString::Number(EARLY as i64 * 2)))
         );
+        // And so do they past EARLY_BYTES of messages.
+        let big = Progress {
+            message: Some("x".repeat(EARLY_BYTES / 4)),
+            ..report(1.0)
+        };
+        for i in 0..8 {
+            w.report(&ProgressToken(NumberOrString::Number(-i)), big.clone());
+        }
+        assert!(w.early_bytes <= EARLY_BYTES, "{}", w.early_bytes);
+        assert_eq!(w.early.len(), 4);
+        let (tx, _rx) = crate::progress::channel();
+        w.watch(ProgressToken(NumberOrString::Number(-7)), tx);
+        assert_eq!(w.early_bytes, 3 * (EARLY_BYTES / 4));
+    }
+
+    #[test]
+    fn a_call_that_reports_faster_than_its_caller_takes_loses_reports_not_memory() {
+        let mut w = Watching::default();
+        let mine = ProgressToken(NumberOrString::Number(1));
+        let (tx, mut rx) = crate::progress::channel();
+        w.watch(mine.clone(), tx);
+        for i in 0..(crate::progress::BACKLOG * 4) {
+            w.report(&mine, report(i as f64));
+        }
+        let got: Vec<f64> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|p| p.progress)
+            .collect();
+        assert_eq!(got.len(), crate::progress::BACKLOG);
+        assert_eq!(got.first(), Some(&0.0));
     }
 }
