@@ -21,8 +21,8 @@ use std::collections::{HashMap, VecDeque};
 
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, ClientCapabilities, ClientConfig, ClientRequest,
-    Implementation, JsonRpcMessage, JsonRpcNotification, PingRequest, ProgressToken,
-    ServerNotification, ServerResult,
+    Implementation, JsonRpcMessage, JsonRpcNotification, NumberOrString, PingRequest,
+    ProgressToken, ServerNotification, ServerResult,
 };
 use rmcp::service::{NotificationContext, RunningService, RunningServiceCancellationToken};
 use rmcp::service::{PeerRequestOptions, RequestHandle};
@@ -43,7 +43,7 @@ use crate::progress::{Progress, ProgressSink};
 type Watchers = Arc<Mutex<Watching>>;
 
 /// How many progress reports for calls nobody watches (yet) are kept,
-/// and how many bytes of their messages.
+/// and how many bytes of their tokens and messages.
 const EARLY: usize = 64;
 const EARLY_BYTES: usize = 1 << 20;
 
@@ -58,12 +58,18 @@ struct Watching {
     /// takes them. Unwatched calls' reports are never taken: the oldest
     /// are dropped past [`EARLY`] reports or [`EARLY_BYTES`].
     early: VecDeque<(ProgressToken, Progress)>,
-    /// The bytes of the messages in `early`.
+    /// The bytes of the tokens and messages in `early`.
     early_bytes: usize,
 }
 
-fn weight(p: &Progress) -> usize {
-    p.message.as_ref().map_or(0, String::len)
+/// The bytes an early report holds: its token (the upstream chooses it,
+/// and may make it as long as a line) and its message.
+fn weight(token: &ProgressToken, p: &Progress) -> usize {
+    let token = match &token.0 {
+        NumberOrString::String(s) => s.len(),
+        NumberOrString::Number(_) => 0,
+    };
+    token + p.message.as_ref().map_or(0, String::len)
 }
 
 impl Watching {
@@ -73,13 +79,13 @@ impl Watching {
                 let _ = sink.try_send(progress);
             }
             None => {
-                self.early_bytes += weight(&progress);
+                self.early_bytes += weight(token, &progress);
                 self.early.push_back((token.clone(), progress));
                 while self.early.len() > EARLY || self.early_bytes > EARLY_BYTES {
-                    let Some((_, old)) = self.early.pop_front() else {
+                    let Some((t, old)) = self.early.pop_front() else {
                         break;
                     };
-                    self.early_bytes -= weight(&old);
+                    self.early_bytes -= weight(&t, &old);
                 }
             }
         }
@@ -90,7 +96,7 @@ impl Watching {
         let mut taken = 0;
         self.early.retain(|(t, p)| {
             if *t == token {
-                taken += weight(p);
+                taken += weight(t, p);
                 let _ = sink.try_send(p.clone());
             }
             *t != token
@@ -391,7 +397,6 @@ impl Drop for Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rmcp::model::NumberOrString;
 
     fn report(n: f64) -> Progress {
         Progress {
@@ -445,6 +450,14 @@ mod tests {
         let (tx, _rx) = crate::progress::channel();
         w.watch(ProgressToken(NumberOrString::Number(-7)), tx);
         assert_eq!(w.early_bytes, 3 * (EARLY_BYTES / 4));
+        // A token is the upstream's to choose, as long as it likes: it
+        // counts too.
+        let long = ProgressToken(NumberOrString::String("t".repeat(EARLY_BYTES / 2).into()));
+        for _ in 0..4 {
+            w.report(&long, report(1.0));
+        }
+        assert!(w.early_bytes <= EARLY_BYTES, "{}", w.early_bytes);
+        assert_eq!(w.early.len(), 2);
     }
 
     #[test]
