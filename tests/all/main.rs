@@ -18,5 +18,6 @@ mod shutdown;
 mod spans;
 mod support;
 mod timestamps;
+mod upstream_bounds;
 mod wasi;
 mod wasi_faults;

@@ -11,7 +11,7 @@ use toolplane_pool::{LoadState, Tool};
 
 use crate::wasi::{Rig, call, error_text, ok_json, rig_with};
 
-fn repo() -> PathBuf {
+pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
@@ -37,7 +37,7 @@ fn fastmcp() -> (String, String) {
     )
 }
 
-fn mcp_manifest(dir: &Path, name: &str, command: &[&str], extra: &str) {
+pub fn mcp_manifest(dir: &Path, name: &str, command: &[&str], extra: &str) {
     let command: Vec<String> = command.iter().map(|c| format!("{c:?}")).collect();
     std::fs::write(
         dir.join(format!("{name}.toml")),
@@ -49,7 +49,7 @@ fn mcp_manifest(dir: &Path, name: &str, command: &[&str], extra: &str) {
     .unwrap();
 }
 
-fn members(rig: &Rig, set: &str) -> Vec<String> {
+pub fn members(rig: &Rig, set: &str) -> Vec<String> {
     let prefix = format!("{set}.");
     rig.registry
         .snapshot()

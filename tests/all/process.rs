@@ -12,7 +12,7 @@ use crate::support::{drain_until, running, submit_all};
 use crate::wasi::{call, engine, error_text, event, ok_json, rig_with};
 
 /// Writes `<name>.toml`, a process tool running `sh -c script`.
-fn sh_tool(dir: &Path, name: &str, script: &str, extra: &str) {
+pub fn sh_tool(dir: &Path, name: &str, script: &str, extra: &str) {
     let manifest = format!(
         "name = \"{name}\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"sh\", \"-c\", {script:?}]\n{extra}"
     );

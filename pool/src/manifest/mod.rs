@@ -21,7 +21,8 @@ mod process;
 pub use crate::size::parse_size;
 pub(crate) use process::RawProcessManifest;
 pub use process::{
-    FsGrants, Member, PROTOCOLS, PoolSpec, ProcessLimits, ProcessManifest, Protocol,
+    FsGrants, MAX_MEMBER_NAME, Member, PROTOCOLS, PoolSpec, ProcessLimits, ProcessManifest,
+    Protocol, member_name,
 };
 
 /// The placeholder a grant's `host` may use for the registry's data

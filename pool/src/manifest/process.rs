@@ -34,6 +34,33 @@ impl Protocol {
     }
 }
 
+/// Characters a member's own name may have at most.
+pub const MAX_MEMBER_NAME: usize = 64;
+
+/// Whether `name` may name a member of a set (a jsonl worker's
+/// `[[tools]]` entry, a tool an upstream lists): 1 to
+/// [`MAX_MEMBER_NAME`] of A-Z a-z 0-9 _ - (the names strict clients
+/// accept), no dots (the set's name and a dot go before it).
+///
+/// # Errors
+///
+/// What is wrong with it, in words.
+pub fn member_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a tool needs a name".into());
+    }
+    if name.len() > MAX_MEMBER_NAME {
+        return Err(format!("a name has at most {MAX_MEMBER_NAME} characters"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    {
+        return Err("name each tool with A-Z a-z 0-9 _ -, without dots".into());
+    }
+    Ok(())
+}
+
 /// The keys of a process tool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessManifest {
@@ -305,9 +332,9 @@ impl RawProcessManifest {
             if !seen.insert(t.name.as_str()) {
                 return Err(format!("tools[{i}].name = {:?} is listed twice", t.name));
             }
-            if t.name.is_empty() || t.name.contains('.') {
+            if let Err(why) = member_name(&t.name) {
                 return Err(format!(
-                    "tools[{i}].name = {:?}: name each tool with A-Z a-z 0-9 _ -, without dots (it is listed as {}.<name>)",
+                    "tools[{i}].name = {:?}: {why} (it is listed as {}.<name>)",
                     t.name, self.name
                 ));
             }

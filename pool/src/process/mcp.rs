@@ -116,6 +116,7 @@ pub(crate) struct Upstream {
     host: tokio::runtime::Handle,
     watchers: Watchers,
     stop: Mutex<Option<RunningServiceCancellationToken>>,
+    overlong: Arc<Overlong>,
     /// Kept so the service runs as long as the process does.
     _service: RunningService<RoleClient, Notified>,
 }
@@ -123,6 +124,15 @@ pub(crate) struct Upstream {
 /// What the upstream tells us unasked.
 pub(crate) struct Notified {
     shared: Weak<Shared>,
+    relist: Arc<Relist>,
+}
+
+/// `notifications/tools/list_changed`, coalesced: one re-list at a time,
+/// and one more after it however many came while it ran.
+#[derive(Default)]
+struct Relist {
+    running: std::sync::atomic::AtomicBool,
+    again: std::sync::atomic::AtomicBool,
 }
 
 impl ClientHandler for Notified {
@@ -134,12 +144,36 @@ impl ClientHandler for Notified {
     }
 
     async fn on_tool_list_changed(&self, context: NotificationContext<RoleClient>) {
-        let Some(shared) = self.shared.upgrade() else {
-            return;
-        };
-        match list(&context.peer).await {
-            Ok(members) => shared.set_members(members),
-            Err(e) => tracing::warn!(tool = %shared.name, "listing its tools again failed: {e}"),
+        let r = &self.relist;
+        r.again.store(true, Ordering::Release);
+        // Acquire/Release: pairs with the store that ends a re-list below.
+        if r.running.swap(true, Ordering::AcqRel) {
+            return; // the running re-list sees `again`
+        }
+        loop {
+            r.again.store(false, Ordering::Release);
+            let Some(shared) = self.shared.upgrade() else {
+                r.running.store(false, Ordering::Release);
+                return;
+            };
+            let wait = shared.limits.startup_timeout;
+            match tokio::time::timeout(wait, list(&context.peer)).await {
+                Ok(Ok(members)) => shared.set_members(members),
+                Ok(Err(e)) => {
+                    tracing::warn!(tool = %shared.name, "listing its tools again failed: {e}");
+                }
+                Err(_) => tracing::warn!(
+                    tool = %shared.name,
+                    "listing its tools again failed: no answer within limits.startup_timeout = {wait:?}"
+                ),
+            }
+            drop(shared);
+            r.running.store(false, Ordering::Release);
+            // A notification that came while it listed: list once more,
+            // unless another task took the turn.
+            if !r.again.load(Ordering::Acquire) || r.running.swap(true, Ordering::AcqRel) {
+                return;
+            }
         }
     }
 }
@@ -189,6 +223,71 @@ impl<T: Transport<RoleClient>> Transport<RoleClient> for InOrder<T> {
     }
 }
 
+/// Told when an upstream's line went over the bound.
+#[derive(Default)]
+struct Overlong {
+    seen: tokio::sync::Notify,
+    max: std::sync::atomic::AtomicUsize,
+}
+
+/// The upstream's stdout, ended with an error at the first line longer
+/// than `max` bytes: an answer over `limits.max_output` fails its call at
+/// once, and the process is replaced (rmcp alone would drop the line and
+/// leave the call waiting for its deadline).
+struct LineGuard<R> {
+    inner: R,
+    max: usize,
+    /// Bytes since the last newline.
+    run: usize,
+    overlong: Arc<Overlong>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for LineGuard<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &polled {
+            let new = &buf.filled()[before..];
+            self.run = match new.iter().rposition(|&b| b == b'\n') {
+                Some(at) => {
+                    // Every line that ended here, the first one included.
+                    let first = new.iter().position(|&b| b == b'\n').unwrap_or(at);
+                    let longest = new[..at]
+                        .split(|&b| b == b'\n')
+                        .skip(1)
+                        .map(<[u8]>::len)
+                        .max()
+                        .unwrap_or(0);
+                    if self.run + first > self.max || longest > self.max {
+                        return self.trip();
+                    }
+                    new.len() - at - 1
+                }
+                None => self.run + new.len(),
+            };
+            if self.run > self.max {
+                return self.trip();
+            }
+        }
+        polled
+    }
+}
+
+impl<R> LineGuard<R> {
+    fn trip(&self) -> std::task::Poll<std::io::Result<()>> {
+        self.overlong.max.store(self.max, Ordering::Relaxed);
+        self.overlong.seen.notify_one();
+        std::task::Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a line over limits.max_output",
+        )))
+    }
+}
+
 impl Upstream {
     /// Speaks MCP over the child's stdio: the `initialize` handshake.
     pub(crate) async fn connect(
@@ -201,12 +300,23 @@ impl Upstream {
         };
         let max_line = usize::try_from(shared.limits.max_output).unwrap_or(usize::MAX);
         let watchers = Watchers::default();
+        let overlong = Arc::new(Overlong::default());
+        let stdout = LineGuard {
+            inner: stdout,
+            max: max_line,
+            run: 0,
+            overlong: Arc::clone(&overlong),
+        };
         let transport = InOrder {
-            inner: AsyncRwTransport::new_client(stdout, stdin).with_max_line_length(max_line),
+            // The guard ends the stream first (rmcp would drop the line
+            // and leave its request unanswered).
+            inner: AsyncRwTransport::new_client(stdout, stdin)
+                .with_max_line_length(max_line.saturating_add(1)),
             watchers: Arc::clone(&watchers),
         };
         let handler = Notified {
             shared: Arc::downgrade(shared),
+            relist: Arc::default(),
         };
         let service = handler.serve(transport).await.map_err(|e| e.to_string())?;
         Ok(Upstream {
@@ -214,8 +324,19 @@ impl Upstream {
             host: tokio::runtime::Handle::current(),
             watchers,
             stop: Mutex::new(Some(service.cancellation_token())),
+            overlong,
             _service: service,
         })
+    }
+
+    /// Resolves once the upstream wrote a line over `limits.max_output`
+    /// (its stream is then ended), with the reason.
+    pub(crate) async fn overlong(&self) -> String {
+        self.overlong.seen.notified().await;
+        format!(
+            "wrote a line longer than limits.max_output = {}",
+            crate::manifest::fmt_size(self.overlong.max.load(Ordering::Relaxed) as u64)
+        )
     }
 
     /// Its tools now.
@@ -323,31 +444,91 @@ impl Upstream {
     }
 }
 
-/// Every tool the upstream lists, as members.
+/// Tools one upstream may list at most (`tools list`, `/metrics` and
+/// every client's `tools/list` carry each of them).
+pub const MAX_TOOLS: usize = 1024;
+/// Pages of `tools/list` at most: a `nextCursor` that never ends is an
+/// upstream's fault, not a list.
+pub const MAX_PAGES: usize = 64;
+/// Bytes of one member's input or output schema at most (as JSON).
+pub const MAX_SCHEMA: usize = 256 << 10;
+
+/// Every tool the upstream lists, as members, bounded: at most
+/// [`MAX_PAGES`] pages and [`MAX_TOOLS`] tools, each named as a manifest's
+/// `[[tools]]` entry must be (see `member_name`), once, with schemas of at
+/// most [`MAX_SCHEMA`] bytes. The caller bounds the time.
 async fn list(peer: &rmcp::Peer<RoleClient>) -> Result<Vec<Member>, String> {
-    let tools = peer.list_all_tools().await.map_err(|e| e.to_string())?;
-    Ok(tools
-        .into_iter()
-        .map(|t| {
-            let a = t.annotations.as_ref();
-            Member {
-                name: t.name.to_string(),
-                description: t.description.as_deref().unwrap_or("").to_string(),
-                input_schema: serde_json::Value::Object((*t.input_schema).clone()),
-                title: t.title.clone().or_else(|| a.and_then(|a| a.title.clone())),
-                output_schema: t
-                    .output_schema
-                    .as_ref()
-                    .map(|s| serde_json::Value::Object((**s).clone())),
-                annotations: Annotations {
-                    read_only: a.and_then(|a| a.read_only_hint),
-                    destructive: a.and_then(|a| a.destructive_hint),
-                    idempotent: a.and_then(|a| a.idempotent_hint),
-                    open_world: a.and_then(|a| a.open_world_hint),
-                },
+    let mut out: Vec<Member> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor = None;
+    for page in 0.. {
+        if page == MAX_PAGES {
+            return Err(format!(
+                "its tools/list went on past {MAX_PAGES} pages (nextCursor never ended)"
+            ));
+        }
+        let params = rmcp::model::PaginatedRequestParams::default().with_cursor(cursor);
+        let listed = peer
+            .list_tools(Some(params))
+            .await
+            .map_err(|e| format!("tools/list: {e}"))?;
+        if out.len() + listed.tools.len() > MAX_TOOLS {
+            return Err(format!(
+                "it lists more than {MAX_TOOLS} tools, the most one set may have"
+            ));
+        }
+        for t in listed.tools {
+            let name = t.name.to_string();
+            if let Err(why) = crate::manifest::member_name(&name) {
+                return Err(format!("it lists a tool named {name:?}: {why}"));
             }
-        })
-        .collect())
+            if !seen.insert(name.clone()) {
+                return Err(format!("it lists the tool {name:?} twice"));
+            }
+            out.push(member(t)?);
+        }
+        match listed.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// One listed tool as a member, its schemas' sizes checked.
+fn member(t: rmcp::model::Tool) -> Result<Member, String> {
+    let a = t.annotations.as_ref();
+    let input_schema = serde_json::Value::Object((*t.input_schema).clone());
+    let output_schema = t
+        .output_schema
+        .as_ref()
+        .map(|s| serde_json::Value::Object((**s).clone()));
+    for (key, schema) in [
+        ("inputSchema", Some(&input_schema)),
+        ("outputSchema", output_schema.as_ref()),
+    ] {
+        let Some(schema) = schema else { continue };
+        let size = serde_json::to_vec(schema).map_or(usize::MAX, |v| v.len());
+        if size > MAX_SCHEMA {
+            return Err(format!(
+                "the {key} of its tool {:?} is {size} bytes, over the {MAX_SCHEMA} a schema may have",
+                t.name
+            ));
+        }
+    }
+    Ok(Member {
+        name: t.name.to_string(),
+        description: t.description.as_deref().unwrap_or("").to_string(),
+        input_schema,
+        title: t.title.clone().or_else(|| a.and_then(|a| a.title.clone())),
+        output_schema,
+        annotations: Annotations {
+            read_only: a.and_then(|a| a.read_only_hint),
+            destructive: a.and_then(|a| a.destructive_hint),
+            idempotent: a.and_then(|a| a.idempotent_hint),
+            open_world: a.and_then(|a| a.open_world_hint),
+        },
+    })
 }
 
 /// The outcome of an upstream's result (see the module's comment).

@@ -125,9 +125,15 @@ impl ProcessTool {
             host.handle().spawn(async move {
                 let _ = tx.send(w.members().await);
             });
-            let listed = rx
-                .recv()
-                .map_err(|_| ProcessLoadError::Upstream("the process host stopped".into()))?;
+            // Each step is bounded (the start and the list, each by
+            // limits.startup_timeout): this bound only guards the loader
+            // thread against a host that never answers.
+            let bound = spec.limits.startup_timeout * 2 + std::time::Duration::from_secs(5);
+            let listed = rx.recv_timeout(bound).map_err(|_| {
+                ProcessLoadError::Upstream(format!(
+                    "no list of its tools within {bound:?} (the process host did not answer)"
+                ))
+            })?;
             shared.set_members(listed.map_err(|why| ProcessLoadError::Upstream(why.to_string()))?);
         }
         let target = (!manifest.is_set()).then(|| Arc::clone(&shared.name));

@@ -110,9 +110,12 @@ impl Proc {
     async fn watch(&self, child: &mut Child) -> String {
         match &self.wire {
             Wire::Jsonl(lines) => lines.read(&self.life, child).await,
-            Wire::Mcp(_) => match child.inner.wait().await {
-                Ok(s) => format!("exited ({s})"),
-                Err(e) => format!("could not be waited for: {e}"),
+            Wire::Mcp(up) => tokio::select! {
+                status = child.inner.wait() => match status {
+                    Ok(s) => format!("exited ({s})"),
+                    Err(e) => format!("could not be waited for: {e}"),
+                },
+                why = up.overlong() => why,
             },
         }
     }

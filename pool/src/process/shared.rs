@@ -31,7 +31,14 @@ pub type MembersChanged = Box<dyn Fn() + Send + Sync>;
 impl Shared {
     /// Replaces a set's members and tells the registry.
     pub(crate) fn set_members(&self, members: Vec<Member>) {
-        *self.members.lock().unwrap_or_else(|p| p.into_inner()) = members;
+        {
+            let mut now = self.members.lock().unwrap_or_else(|p| p.into_inner());
+            // A re-list that changed nothing tells nobody.
+            if *now == members {
+                return;
+            }
+            *now = members;
+        }
         if let Some(f) = &*self.on_members.lock().unwrap_or_else(|p| p.into_inner()) {
             f();
         }

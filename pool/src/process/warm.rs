@@ -239,10 +239,19 @@ impl Warm {
     pub(crate) async fn members(&self) -> Result<Vec<crate::manifest::Member>, Arc<str>> {
         let p = self.take().await?;
         let listed = match &p.wire {
-            super::proc::Wire::Mcp(up) => up
-                .tools()
-                .await
-                .map_err(|e| Arc::from(format!("listing its tools: {e}"))),
+            super::proc::Wire::Mcp(up) => {
+                let wait = self.shared.limits.startup_timeout;
+                match tokio::time::timeout(wait, up.tools()).await {
+                    Ok(listed) => listed.map_err(|e| Arc::from(format!("listing its tools: {e}"))),
+                    Err(_) => {
+                        // It may be stuck as a whole: the next call starts afresh.
+                        p.stop();
+                        Err(Arc::from(format!(
+                            "listing its tools: no answer to tools/list within limits.startup_timeout = {wait:?}"
+                        )))
+                    }
+                }
+            }
             super::proc::Wire::Jsonl(_) => Err(Arc::from("a jsonl worker does not list tools")),
         };
         p.served.fetch_sub(1, Ordering::Relaxed);
