@@ -64,10 +64,21 @@ pub enum Origin {
 
 /// Parses the duration `text` of `key`; the message names the key.
 pub(crate) fn parse_duration_key(key: &str, text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| {
+    let d = humantime::parse_duration(text).map_err(|e| {
         format!("{key} = {text:?} is not a duration ({e}): write e.g. \"500ms\", \"5s\"")
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{key} = {text:?} is out of range: at most {}",
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(d)
 }
+
+/// The longest duration a manifest key takes: a deadline past it is a
+/// mistake, and one far enough out overflows the clock it is added to.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// What runs a tool: the manifest's `runtime` key, with the keys of that
 /// runtime. The registry lists, checks, reloads and counts every kind
@@ -516,11 +527,7 @@ impl WasiManifest {
                 None => defaults.memory,
             },
             timeout: match &raw.timeout {
-                Some(s) => humantime::parse_duration(s).map_err(|e| {
-                    format!(
-                        "limits.timeout = {s:?} is not a duration ({e}): write e.g. \"500ms\", \"5s\""
-                    )
-                })?,
+                Some(s) => parse_duration_key("limits.timeout", s)?,
                 None => defaults.timeout,
             },
             max_output: match &raw.max_output {
@@ -776,6 +783,8 @@ mod tests {
             (format!("{jsonl}[pool]\nmax_inflight_per_process = 0\n"), "pool.max_inflight_per_process"),
             (format!("{jsonl}[pool]\nidle_timeout = \"never\"\n"), "pool.idle_timeout"),
             (format!("{jsonl}[limits]\nstartup_timeout = \"0s\"\n"), "limits.startup_timeout must be above zero"),
+            (format!("{jsonl}[limits]\ntimeout = \"300000000000y\"\n"), "limits.timeout = \"300000000000y\" is out of range: at most 7days"),
+            (format!("{jsonl}[pool]\nidle_timeout = \"8days\"\n"), "pool.idle_timeout = \"8days\" is out of range"),
             (format!("{jsonl}[pool]\nsize = 2\n"), "unknown field `size`"),
             (format!("{jsonl}[[tools]]\nname = \"a\"\n[[tools]]\nname = \"a\"\n"), "listed twice"),
             (format!("{jsonl}[[tools]]\nname = \"a.b\"\n"), "without dots"),
@@ -839,6 +848,10 @@ mod tests {
             (
                 "name = \"t\"\n[limits]\ntimeout = \"soon\"",
                 "limits.timeout",
+            ),
+            (
+                "name = \"t\"\n[limits]\ntimeout = \"300000000000y\"",
+                "limits.timeout = \"300000000000y\" is out of range",
             ),
             (
                 "name = \"t\"\n[limits]\nmax_output = 0",
