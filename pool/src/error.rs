@@ -53,6 +53,20 @@ pub enum LoadError {
         /// The grant's `host` as written.
         host: String,
     },
+    /// A read-write grant covers the tools directory: a call could write
+    /// a manifest the registry would load.
+    #[error(
+        "permission for {guest}: host directory {} is read-write and holds the tools directory {}: a call could write a tool the server then runs",
+        .host.display(), .tools.display()
+    )]
+    WritesTools {
+        /// The path the guest sees.
+        guest: String,
+        /// The granted host directory.
+        host: PathBuf,
+        /// The tools directory.
+        tools: PathBuf,
+    },
     /// A granted host directory does not exist.
     #[error("permission for {guest}: host directory {} does not exist", .host.display())]
     MissingDir {
@@ -177,6 +191,29 @@ pub enum ProcessLoadError {
         key: &'static str,
         /// As resolved.
         path: PathBuf,
+    },
+    /// A directory the process needs is not covered by `[permissions]`.
+    #[error(
+        "{what} = {}: [permissions] does not cover it, and nothing is granted implicitly: add it (or a directory above it) to permissions.read or permissions.write",
+        .path.display()
+    )]
+    Uncovered {
+        /// The key that names it.
+        what: &'static str,
+        /// As resolved.
+        path: PathBuf,
+    },
+    /// A write grant covers the tools directory: the tool could write a
+    /// manifest the registry would load.
+    #[error(
+        "permissions.write: {} holds the tools directory {}: the tool could write a tool the server then runs",
+        .path.display(), .tools.display()
+    )]
+    WritesTools {
+        /// The grant, as resolved.
+        path: PathBuf,
+        /// The tools directory.
+        tools: PathBuf,
     },
     /// The kernel supports Landlock, and the ruleset could not be made.
     #[error("permissions: the Landlock ruleset: {0}")]

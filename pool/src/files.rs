@@ -50,6 +50,14 @@ pub enum ReadError {
         /// The setting that sets the limit.
         key: &'static str,
     },
+    /// Someone other than this user (or root) could change the file: what
+    /// it makes the server run would be theirs.
+    Unsafe {
+        /// The file.
+        path: PathBuf,
+        /// Who else can write it.
+        why: String,
+    },
     /// Reading took longer than allowed.
     Timeout {
         /// The file.
@@ -68,6 +76,7 @@ impl ReadError {
             ReadError::Io { path, .. }
             | ReadError::NotRegular { path, .. }
             | ReadError::TooLarge { path, .. }
+            | ReadError::Unsafe { path, .. }
             | ReadError::Timeout { path, .. } => path,
         }
     }
@@ -94,6 +103,10 @@ impl std::fmt::Display for Reason<'_> {
                 "is {} or more, above the limit {key} = {}",
                 fmt_size(*size),
                 fmt_size(*limit)
+            ),
+            ReadError::Unsafe { why, .. } => write!(
+                f,
+                "{why}: it says what the server runs, so it must be writable by this user (or root) alone (chmod go-w)"
             ),
             ReadError::Timeout { timeout, read, .. } => write!(
                 f,
@@ -173,6 +186,12 @@ pub fn read_checked(path: &Path, limits: ReadLimits) -> Result<Vec<u8>, ReadErro
         limit: limits.max,
         key: limits.key,
     };
+    if let Some(why) = others_can_write(&meta) {
+        return Err(ReadError::Unsafe {
+            path: path.to_owned(),
+            why,
+        });
+    }
     if meta.len() > limits.max {
         return Err(too_large(meta.len()));
     }
@@ -194,6 +213,39 @@ pub fn read_checked(path: &Path, limits: ReadLimits) -> Result<Vec<u8>, ReadErro
             return Ok(out);
         }
     }
+}
+
+/// Who besides this user and root can write what `meta` describes (a
+/// file, or the directory it lives in), if anyone: its group or everyone
+/// by its mode, or another owner. The module cache is held to the same
+/// rule (`cache.rs`).
+pub fn others_can_write(meta: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    #[allow(unsafe_code)]
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Some(format!(
+            "it is owned by uid {}, not by this user (uid {me}) or root",
+            meta.uid()
+        ));
+    }
+    // A sticky directory (/tmp) lets others add entries, not replace ours.
+    let sticky = meta.is_dir() && meta.mode() & 0o1000 != 0;
+    if meta.mode() & 0o022 != 0 && !sticky {
+        return Some(format!(
+            "its mode is {:04o}: its group or others can write to it",
+            meta.mode() & 0o7777
+        ));
+    }
+    None
+}
+
+/// Whether `dir` is `grant` or lies beneath it, both resolved (links,
+/// `..`); a path that does not resolve is compared as written.
+pub fn covers(grant: &Path, dir: &Path) -> bool {
+    let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    canon(dir).starts_with(canon(grant))
 }
 
 #[cfg(test)]
@@ -234,5 +286,20 @@ mod tests {
         assert!(e.contains("a character device"), "{e}");
         let e = read_checked(dir.path(), LIMITS).unwrap_err().to_string();
         assert!(e.contains("a directory"), "{e}");
+    }
+
+    #[test]
+    fn refuses_a_file_others_can_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.toml");
+        std::fs::write(&p, "x").unwrap();
+        for mode in [0o666, 0o664, 0o646] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = read_checked(&p, LIMITS).unwrap_err().to_string();
+            assert!(e.contains("its group or others can write"), "{mode:o}: {e}");
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(read_checked(&p, LIMITS).is_ok());
     }
 }

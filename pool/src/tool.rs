@@ -91,6 +91,17 @@ impl LoadedTool {
                     host: host.clone(),
                 });
             }
+            // The manifest's directory is a tools directory.
+            if let Some(tools) = base
+                && g.access == crate::manifest::Access::ReadWrite
+                && crate::files::covers(host, tools)
+            {
+                return Err(LoadError::WritesTools {
+                    guest: g.guest.clone(),
+                    host: host.clone(),
+                    tools: tools.to_path_buf(),
+                });
+            }
         }
         let writes = dirs
             .iter()

@@ -561,8 +561,10 @@ pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resul
             if let Some(Ok(toolplane_pool::Tool::Process(t))) = e.loaded() {
                 if !json {
                     writeln!(out, "    files: {}", t.files()).map_err(w)?;
+                    writeln!(out, "    contained: {}", t.containment()).map_err(w)?;
                 }
                 row["files"] = t.files().into();
+                row["contained"] = t.containment().into();
             }
             row["runtime"] = "process".into();
             row["protocol"] = protocol.into();

@@ -5,6 +5,7 @@ mod accounting;
 mod builtin_tools;
 mod concurrency;
 mod config;
+mod containment;
 mod faults;
 mod hostile;
 mod injector;

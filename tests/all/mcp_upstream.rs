@@ -189,8 +189,8 @@ fn a_fastmcp_upstream_answers_cancels_recovers_and_grows() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(pid(&rig), first, "a process that honours cancels is kept");
 
-    // One that stops answering (SIGSTOP) is killed after the cancel, and
-    // replaced.
+    // One that stops answering (its event loop blocked) is killed after
+    // the cancel, and replaced.
     assert!(matches!(call(&rig, "up.freeze", "{}"), Outcome::Timeout));
     let deadline = Instant::now() + Duration::from_secs(10);
     while stats(&rig, "up").restarts == 0 {

@@ -206,12 +206,15 @@ try 'echo x > "$DATA/pub/new.txt"' write_read_only
 try 'echo x > "$DATA/out/new.txt"' write_granted
 try 'echo x > /tmp/toolplane-landlock-probe' write_tmp
 try 'cat /etc/hostname >/dev/null' read_system
+try 'echo x > /dev/shm/toolplane-landlock-probe' write_shm
+try 'echo x > /dev/null' write_null
+try 'ls "$DATA" >/dev/null' read_cwd_parent
 printf '"done":true}'"#;
             sh_tool(
                 dir,
                 "narrow",
                 script,
-                "env = { DATA = \"{data}\" }\n[permissions]\nread = [\"{data}/pub\"]\nwrite = [\"{data}/out\"]\n",
+                "env = { DATA = \"{data}\" }\ncwd = \"{data}/pub\"\n[permissions]\nread = [\"{data}/pub\"]\nwrite = [\"{data}/out\"]\n",
             );
             sh_tool(
                 dir,
@@ -252,6 +255,9 @@ printf '"done":true}'"#;
             "write_granted": true,
             "write_tmp": false,
             "read_system": true,
+            "write_shm": false,
+            "write_null": true,
+            "read_cwd_parent": false,
             "done": true
         })
     );

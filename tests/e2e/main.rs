@@ -4,6 +4,7 @@
 //! child process's stdio.
 
 mod cli;
+mod containment;
 mod edge;
 mod hostile;
 mod loadgen;

@@ -376,7 +376,7 @@ async fn upstream_mcp_servers_through_mcp_and_rest() {
         .await
         .unwrap();
     assert!(r.structured_content.is_none(), "{r:?}");
-    assert!(text(&r).starts_with("pid "), "{r:?}");
+    assert!(text(&r).starts_with("worker "), "{r:?}");
     let r = client
         .call_tool(
             CallToolRequestParams::new("up.add").with_arguments(args(json!({"a": 20, "b": 22}))),

@@ -451,7 +451,7 @@ async fn a_jsonl_tool_is_served_warm_and_a_failing_one_shows_everywhere() {
     for i in 0..5 {
         let (st, v) = post(&c, &s, "wordcount", &format!(r#"{{"text":"a b {i}"}}"#)).await;
         assert_eq!((st, &v["words"]), (200, &serde_json::json!(3)), "{v}");
-        pids.insert(v["pid"].as_u64().unwrap());
+        pids.insert(v["worker"].as_u64().unwrap());
     }
     assert_eq!(pids.len(), 1, "one warm process answered");
 
@@ -582,7 +582,6 @@ async fn a_jsonl_tool_is_served_warm_and_a_failing_one_shows_everywhere() {
 
     // SIGTERM: drained, then the processes stop, each tool's accounting
     // logged.
-    let pid = *pids.iter().next().unwrap();
     s.terminate();
     assert_eq!(s.wait(Duration::from_secs(30)), 0);
     let log = s.stderr();
@@ -594,8 +593,14 @@ async fn a_jsonl_tool_is_served_warm_and_a_failing_one_shows_everywhere() {
         log.contains("process tool broken:") && log.contains("down:"),
         "{log}"
     );
-    assert!(
-        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-        "the worker outlived the server"
-    );
+    // No process of the tools directory's programs is left (they run in
+    // it).
+    let tools = dirs.tools.path().canonicalize().unwrap();
+    let left: Vec<std::path::PathBuf> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path().join("cwd")).is_ok_and(|c| c == tools))
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "workers outlived the server: {left:?}");
 }

@@ -2,12 +2,14 @@
 """An MCP server written with the Python `mcp` SDK (FastMCP), run over stdio
 as an upstream by the process-tool tests."""
 import asyncio
-import os
-import signal
+import secrets
+import time
 
 from mcp.server.fastmcp import Context, FastMCP
 
 mcp = FastMCP("upstream")
+# Which process answered: each is PID 1 of its own namespace.
+WORKER = secrets.randbits(48)
 
 
 @mcp.tool()
@@ -18,8 +20,8 @@ def add(a: int, b: int) -> int:
 
 @mcp.tool(structured_output=False)
 def whoami() -> str:
-    """Answers with this process's id (unstructured text)."""
-    return f"pid {os.getpid()}"
+    """Answers with this process's random id (unstructured text)."""
+    return f"worker {WORKER}"
 
 
 @mcp.tool()
@@ -39,9 +41,11 @@ async def count(n: int, ctx: Context) -> int:
 
 
 @mcp.tool()
-def freeze() -> str:
-    """Stops this process (SIGSTOP): it answers nothing, not even a ping."""
-    os.kill(os.getpid(), signal.SIGSTOP)
+async def freeze() -> str:
+    """Blocks this process's event loop: it answers nothing, not even a
+    ping. (Not SIGSTOP: the process is its PID namespace's init, which
+    ignores signals it sends itself.)"""
+    time.sleep(3600)
     return "unreachable"
 
 

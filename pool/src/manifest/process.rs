@@ -84,6 +84,10 @@ pub struct ProcessManifest {
     /// The file system its processes see, when narrowed (`[permissions]`):
     /// with Landlock, the system's directories read-only and these.
     pub permissions: Option<FsGrants>,
+    /// `network = "host"`: its processes share the server's network; by
+    /// default (`"none"`) they have a network namespace of their own, with
+    /// only its own loopback.
+    pub host_network: bool,
 }
 
 /// The `[permissions]` of a process tool: directories beyond the system's
@@ -212,6 +216,7 @@ pub(crate) struct RawProcessManifest {
     #[serde(default)]
     tools: Vec<RawMember>,
     permissions: Option<FsGrants>,
+    network: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -298,6 +303,15 @@ impl RawProcessManifest {
             limits: self.limits.check()?,
             tools: self.members(protocol)?,
             permissions: self.permissions.clone(),
+            host_network: match self.network.as_deref() {
+                None | Some("none") => false,
+                Some("host") => true,
+                Some(other) => {
+                    return Err(format!(
+                        "network = {other:?}: accepted \"none\" (the default: no network) or \"host\" (the server's network)"
+                    ));
+                }
+            },
         })
     }
 

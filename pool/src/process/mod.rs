@@ -1,6 +1,7 @@
 //! Tools that run as processes (`runtime = "process"`): a program the
 //! manifest names, started with an environment cleared to what the manifest
-//! grants, in a process group of its own that dies with the server.
+//! grants, in namespaces and a process group of its own that die with the
+//! server.
 //!
 //! Protocols: `exec` (a fresh process per call, [`exec`]), `jsonl`
 //! (long-lived processes answering JSON lines, [`jsonl`]) and `mcp` (an
@@ -16,10 +17,13 @@
 //! A busy tool queues calls (at most `pool.queue`) and refuses the next at
 //! once; a queued call waits within its deadline.
 //!
-//! What is isolated, compared with a WASI tool: the environment (cleared),
-//! the working directory, the address space (`limits.memory` as
-//! `RLIMIT_AS`), time and output. What is not: the file system and the
-//! network, which the program sees as the server's user does.
+//! What keeps a tool in (`contain.rs`, `spawn.rs`; tools/README.md, "What
+//! a process tool can reach"): its own PID, mount and (unless `network =
+//! "host"`) network namespaces, no capabilities, the tools directory
+//! read-only and the module cache hidden, the environment cleared, the
+//! address space (`limits.memory` as `RLIMIT_AS`), time and output; with
+//! `[permissions]`, Landlock narrows its file system and TCP. Without
+//! `[permissions]` it sees the file system as the server's user does.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,6 +35,7 @@ pub use crate::error::ProcessLoadError;
 use crate::manifest::Manifest;
 pub use crate::manifest::{Member, PoolSpec, ProcessLimits, ProcessManifest, Protocol};
 
+mod contain;
 mod exec;
 mod host;
 pub mod jsonl;
@@ -87,9 +92,11 @@ impl ProcessTool {
         checks: Checks,
         base: Option<&Path>,
         data_dir: Option<&Path>,
+        cache_dir: Option<&Path>,
         host: ProcessHost,
     ) -> Result<ProcessTool, ProcessLoadError> {
-        let launch = spawn::Launch::resolve(spec, base, data_dir)?;
+        contain::harden_server();
+        let launch = spawn::Launch::resolve(spec, base, data_dir, cache_dir)?;
         if matches!(launch.files, spawn::Files::Unsupported) {
             tracing::warn!(
                 tool = %manifest.name,
@@ -150,6 +157,12 @@ impl ProcessTool {
     /// What its processes see of the file system, in words.
     pub fn files(&self) -> &'static str {
         self.shared.launch.files.describe()
+    }
+
+    /// What else keeps its processes in (namespaces, capabilities), in
+    /// words.
+    pub fn containment(&self) -> &'static str {
+        self.shared.launch.contain.describe()
     }
 
     /// Whether this is a set (see the module's comment).

@@ -1,5 +1,6 @@
 //! Starting a tool's program: the command resolved at load, the child's
-//! containment (process group, death signal, address-space limit, cleared
+//! containment (namespaces and privileges, `contain.rs`; process group,
+//! Landlock, address-space limit, cleared
 //! environment), and what reads its stderr.
 
 use std::collections::VecDeque;
@@ -24,6 +25,8 @@ pub(crate) struct Launch {
     memory: Option<u64>,
     /// What its processes may see of the file system.
     pub(crate) files: Files,
+    /// Namespaces and privileges (`contain.rs`).
+    pub(crate) contain: Arc<super::contain::Contain>,
 }
 
 /// How a tool's processes see the file system.
@@ -31,9 +34,10 @@ pub enum Files {
     /// As the server's user does: the manifest has no `[permissions]`.
     Unrestricted,
     /// Narrowed by Landlock to the system's directories (read-only), the
-    /// program's and the manifest's (read-only) and the grants; the ruleset
-    /// made at load, applied in each child before it runs the program.
-    Landlock(landlock::RulesetCreated),
+    /// program file (read and run), a few device files and the grants, with
+    /// no TCP and no signals or abstract sockets outside; the ruleset made
+    /// at load, applied in each child before it runs the program.
+    Landlock(Rules),
     /// The manifest asks for `[permissions]`, and this kernel has no
     /// Landlock: its processes see the file system as the server's user
     /// does.
@@ -71,12 +75,12 @@ impl Files {
     fn new(
         grants: Option<&crate::manifest::FsGrants>,
         resolve: impl Fn(&'static str, &str) -> Result<PathBuf, ProcessLoadError>,
-        own: &[&Path],
+        program: &Path,
+        cwd: &Path,
+        tools: Option<&Path>,
+        host_network: bool,
     ) -> Result<Files, ProcessLoadError> {
-        use landlock::{
-            ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr,
-            RulesetCreatedAttr, path_beneath_rules,
-        };
+        use landlock::{Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr};
         let Some(grants) = grants else {
             return Ok(Files::Unrestricted);
         };
@@ -87,36 +91,208 @@ impl Files {
             ("write", &grants.write, &mut write),
         ] {
             for g in list {
+                // Resolved: `..` and links name what they lead to.
                 let p = resolve(key, g)?;
-                if !p.is_dir() {
-                    return Err(ProcessLoadError::NoGrant { key, path: p });
+                let p = match p.canonicalize() {
+                    Ok(c) if c.is_dir() => c,
+                    _ => return Err(ProcessLoadError::NoGrant { key, path: p }),
+                };
+                if key == "write"
+                    && let Some(tools) = tools
+                    && crate::files::covers(&p, tools)
+                {
+                    return Err(ProcessLoadError::WritesTools {
+                        path: p,
+                        tools: tools.to_path_buf(),
+                    });
                 }
                 out.push(p);
             }
         }
+        // The working directory is granted only by a grant (or the system's
+        // directories): never implicitly.
+        let canon = cwd.canonicalize().unwrap_or_else(|_| cwd.to_path_buf());
+        let covered = |p: &Path| {
+            SYSTEM_READ.iter().any(|s| p.starts_with(s))
+                || read.iter().chain(&write).any(|g| p.starts_with(g))
+        };
+        if !covered(&canon) {
+            return Err(ProcessLoadError::Uncovered {
+                what: "cwd",
+                path: canon,
+            });
+        }
         // Does this kernel have Landlock at all?
         let probe = Ruleset::default()
             .set_compatibility(CompatLevel::HardRequirement)
-            .handle_access(AccessFs::from_all(ABI::V1))
+            .handle_access(AccessFs::from_all(landlock::ABI::V1))
             .and_then(Ruleset::create);
         if probe.is_err() {
             return Ok(Files::Unsupported);
         }
-        // The newest rights this crate knows, as far as the kernel has them.
-        let abi = ABI::V5;
-        let ruleset = Ruleset::default()
-            .handle_access(AccessFs::from_all(abi))
-            .and_then(Ruleset::create)
-            .and_then(|r| r.add_rules(path_beneath_rules(SYSTEM_READ, AccessFs::from_read(abi))))
-            .and_then(|r| r.add_rules(path_beneath_rules(own, AccessFs::from_read(abi))))
-            // Device files (/dev/null, /dev/urandom) are read and written.
-            .and_then(|r| r.add_rules(path_beneath_rules(["/dev"], AccessFs::from_all(abi))))
-            .and_then(|r| r.add_rules(path_beneath_rules(&read, AccessFs::from_read(abi))))
-            .and_then(|r| r.add_rules(path_beneath_rules(&write, AccessFs::from_all(abi))))
-            .map_err(ProcessLoadError::Landlock)?;
-        Ok(Files::Landlock(ruleset))
+        // The program itself, read and run, when no grant covers it: not
+        // its directory.
+        let program = program
+            .canonicalize()
+            .unwrap_or_else(|_| program.to_path_buf());
+        let own = if covered(&program) {
+            Vec::new()
+        } else {
+            vec![program]
+        };
+        let rules = Rules {
+            read,
+            write,
+            own,
+            host_network,
+        };
+        // Made once now, so that its errors are the load's.
+        rules.create()?;
+        Ok(Files::Landlock(rules))
     }
 }
+
+/// A narrowed process's Landlock rules; a ruleset is made of them for
+/// each process (its own `/proc` is added in the child, see
+/// [`Rules::create`]).
+#[derive(Debug)]
+pub struct Rules {
+    read: Vec<PathBuf>,
+    write: Vec<PathBuf>,
+    own: Vec<PathBuf>,
+    host_network: bool,
+}
+
+/// The newest Landlock ABI whose rights these rules use.
+const ABI: landlock::ABI = landlock::ABI::V6;
+
+impl Rules {
+    /// A ruleset of these rules, with the system's directories read-only
+    /// (but `/proc`, which the child adds for its own mount with
+    /// [`add_proc_rule`] when it has one), the device files, the grants,
+    /// no TCP unless `network = "host"`, and no signals or abstract
+    /// sockets outside.
+    fn create(&self) -> Result<std::os::fd::OwnedFd, ProcessLoadError> {
+        use landlock::{
+            Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope,
+            path_beneath_rules,
+        };
+        let file = AccessFs::from_file(ABI);
+        let ruleset = Ruleset::default()
+            .handle_access(AccessFs::from_all(ABI))
+            .and_then(|r| {
+                if self.host_network {
+                    Ok(r)
+                } else {
+                    r.handle_access(AccessNet::from_all(ABI))
+                }
+            })
+            .and_then(|r| r.scope(Scope::from_all(ABI)))
+            .and_then(Ruleset::create)
+            .and_then(|r| r.add_rules(path_beneath_rules(SYSTEM_READ, AccessFs::from_read(ABI))))
+            .and_then(|r| {
+                r.add_rules(path_beneath_rules(
+                    &self.own,
+                    AccessFs::from_read(ABI) & file,
+                ))
+            })
+            .and_then(|r| r.add_rules(path_beneath_rules(DEVICES, file)))
+            .and_then(|r| r.add_rules(path_beneath_rules(&self.read, AccessFs::from_read(ABI))))
+            .and_then(|r| r.add_rules(path_beneath_rules(&self.write, AccessFs::from_all(ABI))))
+            .map_err(ProcessLoadError::Landlock)?;
+        let fd: Option<std::os::fd::OwnedFd> = ruleset.into();
+        fd.ok_or(ProcessLoadError::Landlock(
+            landlock::RulesetError::CreateRuleset(
+                landlock::CreateRulesetError::MissingHandledAccess,
+            ),
+        ))
+    }
+}
+
+/// The read rights this kernel handles, as Landlock's bits (for the rule
+/// on a child's own `/proc`).
+fn proc_read_bits() -> u64 {
+    use landlock::AccessFs;
+    static BITS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BITS.get_or_init(|| {
+        #[allow(unsafe_code)]
+        // SAFETY: landlock_create_ruleset with a null attribute, size 0 and
+        // LANDLOCK_CREATE_RULESET_VERSION only reports the ABI version.
+        let v = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_create_ruleset,
+                std::ptr::null::<u8>(),
+                0usize,
+                1u32,
+            )
+        };
+        let kernel = landlock::ABI::from(i32::try_from(v).unwrap_or(0));
+        let abi = if kernel < ABI { kernel } else { ABI };
+        AccessFs::from_read(abi).bits()
+    })
+}
+
+/// `struct landlock_path_beneath_attr` (packed, as the kernel has it).
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+/// In the child: lets `ruleset` read this mount namespace's own `/proc`
+/// (a rule made at load names the server's, which the child's covers).
+/// Only system calls.
+fn add_proc_rule(ruleset: libc::c_int, bits: u64) -> std::io::Result<()> {
+    #[allow(unsafe_code)]
+    // SAFETY: a NUL-terminated path, a packed attribute of the kernel's
+    // layout; the descriptor is closed on every path.
+    unsafe {
+        let fd = libc::open(c"/proc".as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let attr = PathBeneathAttr {
+            allowed_access: bits,
+            parent_fd: fd,
+        };
+        // LANDLOCK_RULE_PATH_BENEATH = 1
+        let rc = libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset,
+            1u32,
+            &attr as *const PathBeneathAttr,
+            0u32,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc < 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// In the child: enforces `ruleset` on this process (`no_new_privs` is set
+/// already). Only a system call.
+fn restrict_self(ruleset: libc::c_int) -> std::io::Result<()> {
+    #[allow(unsafe_code)]
+    // SAFETY: landlock_restrict_self on a ruleset descriptor, no flags.
+    let rc = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The device files a narrowed process may read and write.
+const DEVICES: [&str; 6] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+];
 
 impl std::fmt::Debug for Launch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -137,6 +313,7 @@ impl Launch {
         spec: &ProcessManifest,
         base: Option<&Path>,
         data_dir: Option<&Path>,
+        cache_dir: Option<&Path>,
     ) -> Result<Launch, ProcessLoadError> {
         let data = |key: &'static str, s: &str| -> Result<String, ProcessLoadError> {
             if !s.contains(DATA_PLACEHOLDER) {
@@ -187,10 +364,21 @@ impl Launch {
                 _ => p,
             })
         };
-        let program_dir = program.parent().unwrap_or(Path::new("/"));
-        let mut own = vec![program_dir, cwd.as_path()];
-        own.extend(base);
-        let files = Files::new(spec.permissions.as_ref(), resolve, &own)?;
+        let files = Files::new(
+            spec.permissions.as_ref(),
+            resolve,
+            &program,
+            &cwd,
+            base,
+            spec.host_network,
+        )?;
+        // The tools directory (the manifest's) read-only, the module
+        // cache out of sight.
+        let contain = Arc::new(super::contain::Contain::new(
+            spec.host_network,
+            &base.into_iter().collect::<Vec<_>>(),
+            &cache_dir.into_iter().collect::<Vec<_>>(),
+        ));
         Ok(Launch {
             program,
             args,
@@ -198,6 +386,7 @@ impl Launch {
             cwd,
             memory: spec.limits.memory,
             files,
+            contain,
         })
     }
 
@@ -217,28 +406,24 @@ impl Launch {
             .process_group(0)
             .kill_on_drop(true);
         let memory = self.memory;
-        // A copy of the ruleset's descriptor for this child (close-on-exec:
-        // the program does not inherit it).
-        let mut landlock = match &self.files {
-            Files::Landlock(r) => Some(r.try_clone()?),
+        // A ruleset of its own for this child (close-on-exec: the program
+        // does not inherit it), to which the child adds its own /proc.
+        let landlock = match &self.files {
+            Files::Landlock(r) => Some(r.create().map_err(std::io::Error::other)?),
             Files::Unrestricted | Files::Unsupported => None,
         };
+        let proc_bits = proc_read_bits();
+        let contain = Arc::clone(&self.contain);
         #[allow(unsafe_code)]
         // SAFETY: the closure runs in the child between fork and exec and
-        // only makes system calls (prctl, setrlimit through rustix; prctl
-        // and landlock_restrict_self through landlock's restrict_self, on a
-        // ruleset made before the fork), allocating nothing and taking no
-        // lock; a failure is an errno, not an allocated error.
+        // only makes system calls (`Contain::enter` and `drop_privileges`,
+        // see their comments; setrlimit through rustix; landlock_add_rule
+        // and landlock_restrict_self on a ruleset made before the fork),
+        // allocating nothing and taking no lock; a failure is an errno, not
+        // an allocated error.
         unsafe {
             cmd.pre_exec(move || {
-                if let Some(ruleset) = landlock.take() {
-                    ruleset
-                        .restrict_self()
-                        .map_err(|_| std::io::Error::from_raw_os_error(libc::EPERM))?;
-                }
-                rustix::process::set_parent_process_death_signal(Some(
-                    rustix::process::Signal::KILL,
-                ))?;
+                contain.enter()?;
                 if let Some(bytes) = memory {
                     rustix::process::setrlimit(
                         rustix::process::Resource::As,
@@ -247,6 +432,14 @@ impl Launch {
                             maximum: Some(bytes),
                         },
                     )?;
+                }
+                contain.drop_privileges()?;
+                if let Some(ruleset) = &landlock {
+                    use std::os::fd::AsRawFd;
+                    if contain.own_proc() {
+                        add_proc_rule(ruleset.as_raw_fd(), proc_bits)?;
+                    }
+                    restrict_self(ruleset.as_raw_fd())?;
                 }
                 Ok(())
             });

@@ -109,6 +109,24 @@ impl RegistryBuilder {
     /// are not errors: they are reported by [`Registry::problems`] and as
     /// events.
     pub fn build(self) -> Result<Registry, RegistryError> {
+        if let Some(dir) = &self.dir {
+            if let Some(data) = &self.runtime.config().data_dir
+                && (crate::files::covers(data, dir) || crate::files::covers(dir, data))
+            {
+                return Err(RegistryError::ToolsInData {
+                    tools: dir.clone(),
+                    data: data.clone(),
+                });
+            }
+            if let Ok(meta) = std::fs::metadata(dir)
+                && let Some(why) = crate::files::others_can_write(&meta)
+            {
+                return Err(RegistryError::Unsafe {
+                    dir: dir.clone(),
+                    why,
+                });
+            }
+        }
         let (jobs_tx, jobs_rx) = flume::unbounded::<Job>();
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),

@@ -78,6 +78,26 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
+    /// The tools directory and the data directory overlap: what a tool
+    /// writes as data the registry would load as a tool.
+    #[error(
+        "the tools directory {} and the data directory {} overlap: a tool that writes data could write a tool the server then runs; keep them apart",
+        tools.display(), data.display()
+    )]
+    ToolsInData {
+        /// The tools directory.
+        tools: PathBuf,
+        /// The data directory.
+        data: PathBuf,
+    },
+    /// Others can change the tools directory.
+    #[error("tools directory {}: {why}: what it holds the server runs, so it must be writable by this user (or root) alone (chmod go-w)", dir.display())]
+    Unsafe {
+        /// The directory.
+        dir: PathBuf,
+        /// Who else can write it.
+        why: String,
+    },
     /// The tools directory cannot be watched.
     #[error("cannot watch tools directory {}: {source}", dir.display())]
     Watch {

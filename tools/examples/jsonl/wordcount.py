@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """A toolplane jsonl worker: one request per line on stdin, one answer per line on stdout."""
-import json, os, sys
+import json, secrets, sys
+
+WORKER = secrets.randbits(48)  # which process answered (each is PID 1 of its own namespace)
 
 def wordcount(text=""):
-    return {"words": len(text.split()), "chars": len(text), "pid": os.getpid()}
+    return {"words": len(text.split()), "chars": len(text), "worker": WORKER}
 
 for line in sys.stdin:
     req = json.loads(line)

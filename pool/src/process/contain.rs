@@ -1,0 +1,421 @@
+//! What keeps a tool's processes from the server and from outliving it,
+//! beyond Landlock's file rules (`spawn.rs`): namespaces, capabilities and
+//! the parent-death signal, set up in the child between `fork` and `exec`.
+//!
+//! Every process a tool starts runs:
+//! - **in a PID namespace of its own, as its init** (PID 1): when the
+//!   program ends, or is killed, the kernel kills everything it left in
+//!   the namespace — double-forked, `setsid`, `setpgid` children alike — and
+//!   the server's processes are not there to be seen or signalled. The
+//!   forked child that made the namespace stays outside as a *shim*: it
+//!   waits for the program and ends as it ended, so the pool sees the
+//!   program's status; both carry `SIGKILL` as their parent-death signal
+//!   (the shim's parent is the process host's thread, the program's the
+//!   shim), so a `SIGKILL` of the server takes the whole namespace with it.
+//! - **in a mount namespace of its own**, with a `/proc` of its PID
+//!   namespace (the server's `/proc/<pid>` — environ, cmdline, mem, fds —
+//!   is not there), the tools directory bound read-only (a tool cannot
+//!   write a manifest the registry would load) and the module cache
+//!   covered by an empty read-only tmpfs (its MAC key is not there).
+//! - **in a network namespace of its own** (only a loopback interface, its
+//!   own), unless its manifest says `network = "host"`: no network, and
+//!   not the server's port.
+//! - **with no capabilities**, even when the server runs as root: the
+//!   bounding, ambient and inheritable sets emptied, so an `exec` gives
+//!   none back, and `no_new_privs` set (a setuid program gains nothing).
+//!
+//! The server itself is made non-dumpable when it starts its first
+//! process tool, so its `/proc/<pid>` entries (environ, mem, fds) are
+//! readable only with `CAP_SYS_PTRACE`, which no tool has.
+//!
+//! Namespaces need root or unprivileged user namespaces (then a user
+//! namespace maps the server's own user). Where the kernel refuses them,
+//! [`available`] says why, once, and tools run without them: capabilities
+//! are still dropped and the server is still non-dumpable, but a process
+//! left behind by a program that escaped its process group (`setsid`)
+//! can outlive a `SIGKILL` of the server, and the network and the
+//! server's `/proc/<pid>/cmdline` are reachable.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// What a tool's processes are started in, prepared before the fork (the
+/// child may not allocate).
+pub(crate) struct Contain {
+    namespaces: Option<Namespaces>,
+}
+
+struct Namespaces {
+    /// A network namespace of its own.
+    net: bool,
+    /// When the server is not root: a user namespace, with these lines for
+    /// `uid_map` and `gid_map` (the server's own ids).
+    user: Option<(Vec<u8>, Vec<u8>)>,
+    /// Bound read-only over themselves.
+    read_only: Vec<CString>,
+    /// Covered by an empty read-only tmpfs.
+    hidden: Vec<CString>,
+}
+
+/// Whether namespaces can be made here: `Ok` or why not (probed once, by
+/// starting `true` in them).
+pub(crate) fn available() -> &'static Result<(), String> {
+    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let probe = Contain::with_namespaces(true, &[], &[]);
+        let mut cmd = std::process::Command::new("true");
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        use std::os::unix::process::CommandExt;
+        #[allow(unsafe_code)]
+        // SAFETY: `enter` only makes system calls on data prepared before
+        // the fork (see its own comment).
+        unsafe {
+            cmd.pre_exec(move || probe.enter());
+        }
+        let why = match cmd.status() {
+            Ok(s) if s.success() => return Ok(()),
+            Ok(s) => format!("a probe in them ended {s}"),
+            Err(e) => e.to_string(),
+        };
+        let why = format!(
+            "the kernel refused PID, mount and network namespaces ({why}): process tools run without them; processes a program moves out of its group can outlive the server, and the network and the server's /proc/<pid>/cmdline stay reachable"
+        );
+        tracing::warn!("{why}");
+        Err(why)
+    })
+}
+
+/// Makes this process non-dumpable (once): its `/proc/<pid>` entries are
+/// then root's, and readable only with `CAP_SYS_PTRACE`.
+pub(crate) fn harden_server() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        #[allow(unsafe_code)]
+        // SAFETY: prctl(PR_SET_DUMPABLE) takes integers only.
+        let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+        if rc != 0 {
+            tracing::warn!(
+                "cannot make the server non-dumpable: {}",
+                io::Error::last_os_error()
+            );
+        }
+    });
+}
+
+fn cstring(p: &Path) -> Option<CString> {
+    CString::new(p.as_os_str().as_bytes()).ok()
+}
+
+impl Contain {
+    /// The containment of a tool's processes: namespaces when the kernel
+    /// has them (a network one unless `host_net`), `read_only` bound
+    /// read-only and `hidden` covered (those that are directories now).
+    pub(crate) fn new(host_net: bool, read_only: &[&Path], hidden: &[&Path]) -> Contain {
+        match available() {
+            Ok(()) => Contain::with_namespaces(!host_net, read_only, hidden),
+            Err(_) => Contain { namespaces: None },
+        }
+    }
+
+    fn with_namespaces(net: bool, read_only: &[&Path], hidden: &[&Path]) -> Contain {
+        let dirs = |list: &[&Path]| -> Vec<CString> {
+            list.iter()
+                .filter(|p| p.is_dir())
+                .filter_map(|p| cstring(&p.canonicalize().unwrap_or_else(|_| p.to_path_buf())))
+                .collect()
+        };
+        // SAFETY: geteuid and getegid have no preconditions.
+        #[allow(unsafe_code)]
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let user = (uid != 0).then(|| {
+            (
+                format!("{uid} {uid} 1\n").into_bytes(),
+                format!("{gid} {gid} 1\n").into_bytes(),
+            )
+        });
+        Contain {
+            namespaces: Some(Namespaces {
+                net,
+                user,
+                read_only: dirs(read_only),
+                hidden: dirs(hidden),
+            }),
+        }
+    }
+
+    /// In words, for `tools list`.
+    pub(crate) fn describe(&self) -> &'static str {
+        match &self.namespaces {
+            Some(ns) if ns.net => {
+                "own PID, mount and network namespaces (no network); no capabilities"
+            }
+            Some(_) => "own PID and mount namespaces, the host's network; no capabilities",
+            None => "no namespaces (the kernel refused them); no capabilities",
+        }
+    }
+
+    /// Run in the child between `fork` and `exec`: enters the namespaces
+    /// (forking the program's process, which returns, while this one stays
+    /// as its shim and never returns), then drops every capability. Only
+    /// system calls on data prepared before the fork: nothing allocates or
+    /// takes a lock. Landlock and rlimits are the caller's, after this.
+    pub(crate) fn enter(&self) -> io::Result<()> {
+        death_signal()?;
+        if let Some(ns) = &self.namespaces {
+            ns.enter()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the child mounts a `/proc` of its own.
+    pub(crate) fn own_proc(&self) -> bool {
+        self.namespaces.is_some()
+    }
+
+    /// Drops every capability and sets `no_new_privs`; last before exec.
+    pub(crate) fn drop_privileges(&self) -> io::Result<()> {
+        drop_capabilities()
+    }
+}
+
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn death_signal() -> io::Result<()> {
+    #[allow(unsafe_code)]
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) }).map(drop)
+}
+
+/// Writes `bytes` to the file `path` (a /proc knob).
+fn write_file(path: &std::ffi::CStr, bytes: &[u8]) -> io::Result<()> {
+    #[allow(unsafe_code)]
+    // SAFETY: a NUL-terminated path and a buffer of the given length; the
+    // descriptor is closed on every path.
+    unsafe {
+        let fd = check(libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC))?;
+        let n = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if n != bytes.len() as isize {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+impl Namespaces {
+    fn enter(&self) -> io::Result<()> {
+        let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID;
+        if self.net {
+            flags |= libc::CLONE_NEWNET;
+        }
+        if self.user.is_some() {
+            flags |= libc::CLONE_NEWUSER;
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: unshare takes flags only.
+        check(unsafe { libc::unshare(flags) })?;
+        if let Some((uid_map, gid_map)) = &self.user {
+            write_file(c"/proc/self/setgroups", b"deny")?;
+            write_file(c"/proc/self/uid_map", uid_map)?;
+            write_file(c"/proc/self/gid_map", gid_map)?;
+        }
+        let null = std::ptr::null::<libc::c_char>();
+        #[allow(unsafe_code)]
+        // SAFETY: mount with a NUL-terminated target and null strings where
+        // the kernel takes none: our mounts stay in this namespace.
+        check(unsafe {
+            libc::mount(
+                null,
+                c"/".as_ptr(),
+                null,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            )
+        })?;
+        #[allow(unsafe_code)]
+        // SAFETY: this process is single-threaded (a fork's child), so the
+        // fork's child may go on as freely as this process could.
+        let pid = check(unsafe { libc::fork() })?;
+        if pid > 0 {
+            shim(pid);
+        }
+        // The program's process: PID 1 of the new namespace.
+        death_signal()?;
+        #[allow(unsafe_code)]
+        // SAFETY: mount with NUL-terminated strings; see above.
+        unsafe {
+            check(libc::mount(
+                c"proc".as_ptr(),
+                c"/proc".as_ptr(),
+                c"proc".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            ))?;
+            for dir in &self.read_only {
+                check(libc::mount(
+                    dir.as_ptr(),
+                    dir.as_ptr(),
+                    null,
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ))?;
+                check(libc::mount(
+                    null,
+                    dir.as_ptr(),
+                    null,
+                    libc::MS_BIND
+                        | libc::MS_REMOUNT
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NODEV,
+                    std::ptr::null(),
+                ))?;
+            }
+            for dir in &self.hidden {
+                check(libc::mount(
+                    c"tmpfs".as_ptr(),
+                    dir.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    c"size=4k,mode=0500".as_ptr().cast(),
+                ))?;
+            }
+        }
+        if self.net {
+            loopback_up()?;
+        }
+        Ok(())
+    }
+}
+
+/// The shim: closes every descriptor (the pipes are the program's, and
+/// the spawner waits for its status pipe to close), waits for the program
+/// and ends as it did. Never returns.
+fn shim(pid: libc::pid_t) -> ! {
+    #[allow(unsafe_code)]
+    // SAFETY: system calls on integers and a local status word; `_exit`
+    // ends the process without running anything of the parent's.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        let mut status: libc::c_int = 0;
+        loop {
+            let r = libc::waitpid(pid, &mut status, 0);
+            if r == pid {
+                break;
+            }
+            if r < 0 && *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+        if libc::WIFEXITED(status) {
+            libc::_exit(libc::WEXITSTATUS(status));
+        }
+        if libc::WIFSIGNALED(status) {
+            let sig = libc::WTERMSIG(status);
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+            libc::_exit(128 + sig);
+        }
+        libc::_exit(127)
+    }
+}
+
+/// Brings up the new network namespace's loopback interface (programs
+/// that talk to themselves over 127.0.0.1 expect one).
+fn loopback_up() -> io::Result<()> {
+    #[allow(unsafe_code)]
+    // SAFETY: a zeroed ifreq is valid; the name fits its 16 bytes; the
+    // socket is closed on every path.
+    unsafe {
+        let fd = check(libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0,
+        ))?;
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as i16;
+        let rc = libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &ifr);
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if rc < 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// The capability header and data of capset(2), version 3.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+fn drop_capabilities() -> io::Result<()> {
+    #[allow(unsafe_code)]
+    // SAFETY: prctl and capset on integers and local structs of the
+    // kernel's layout.
+    unsafe {
+        // Every capability out of the bounding set (an exec by root would
+        // otherwise get them back); the kernel says EINVAL past its last.
+        for cap in 0..64 {
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EINVAL) {
+                    break;
+                }
+                return Err(e);
+            }
+        }
+        check(libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        ))?;
+        let header = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let data = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        if libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! What a tool can reach of the server: the tools directory it must not
+//! write (a tool that writes a manifest runs code), and what the kernel
+//! keeps from a process tool (`tools/README.md`, "What a process tool can
+//! reach").
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use toolplane_pool::{LoadState, PoolConfig, Registry, RegistryError, Runtime};
+
+use crate::process::sh_tool;
+use crate::wasi::{builtin_module, pool_config, rig_with, write_tool};
+
+fn registry_over(tools: &Path, data: &Path, cache: &Path) -> Result<Registry, RegistryError> {
+    let runtime = Runtime::new(pool_config(data, cache)).expect("runtime");
+    Registry::builder(runtime)
+        .dir(tools)
+        .builtins(false)
+        .watch(false)
+        .build()
+}
+
+#[test]
+fn a_tools_directory_inside_the_data_directory_is_refused_naming_both() {
+    let data = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let inside = data.path().join("tools");
+    std::fs::create_dir(&inside).unwrap();
+    for (tools, data) in [
+        (inside.as_path(), data.path()),
+        (data.path(), data.path()),
+        // The data directory inside the tools directory.
+        (data.path(), inside.as_path()),
+    ] {
+        let e = registry_over(tools, data, cache.path())
+            .expect_err("overlap accepted")
+            .to_string();
+        assert!(
+            e.contains(&tools.display().to_string())
+                && e.contains(&data.display().to_string())
+                && e.contains("overlap"),
+            "{e}"
+        );
+    }
+    // Apart, they are fine.
+    let tools = tempfile::tempdir().unwrap();
+    assert!(registry_over(tools.path(), data.path(), cache.path()).is_ok());
+    let _ = PoolConfig::default();
+}
+
+#[test]
+fn a_tools_directory_or_manifest_others_can_write_is_refused() {
+    let tools = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    sh_tool(tools.path(), "t", "cat", "");
+    std::fs::set_permissions(tools.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = registry_over(tools.path(), data.path(), cache.path())
+        .expect_err("a world-writable tools directory accepted")
+        .to_string();
+    assert!(
+        e.contains("mode is 0777") && e.contains("chmod go-w"),
+        "{e}"
+    );
+    std::fs::set_permissions(tools.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let manifest = tools.path().join("t.toml");
+    std::fs::set_permissions(&manifest, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let r = registry_over(tools.path(), data.path(), cache.path()).unwrap();
+    assert!(r.wait_loaded(Duration::from_secs(10)));
+    assert!(r.snapshot().by_name("t").is_none(), "t was loaded");
+    let problems = r.problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.path == manifest && p.reason.contains("its group or others can write")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn a_write_grant_over_the_tools_directory_is_refused() {
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            let tools = dir.display().to_string();
+            // A process tool whose grant is the tools directory's parent.
+            sh_tool(
+                dir,
+                "writer",
+                "cat",
+                &format!("[permissions]\nwrite = [\"{tools}/..\"]\n"),
+            );
+            // A WASI tool granted the tools directory read-write.
+            write_tool(
+                dir,
+                "wasi_writer",
+                builtin_module("fs.write"),
+                &format!(
+                    "[[permissions.dirs]]\nhost = \"{tools}\"\nguest = \"/data\"\naccess = \"read-write\"\n"
+                ),
+            );
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    let snap = rig.registry.snapshot();
+    for name in ["writer", "wasi_writer"] {
+        let Some(LoadState::Failed(why)) = snap.by_name(name).map(|e| e.state()) else {
+            panic!("{name} loaded");
+        };
+        let why = why.to_string();
+        assert!(
+            why.contains("holds the tools directory")
+                && why.contains(&rig.tools.path().display().to_string()),
+            "{name}: {why}"
+        );
+    }
+}
+
+#[test]
+fn a_working_directory_no_grant_covers_is_an_error_naming_it() {
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            sh_tool(
+                dir,
+                "wide_cwd",
+                "cat",
+                "cwd = \"/\"\n[permissions]\nread = [\"/tmp\"]\n",
+            )
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    let Some(LoadState::Failed(why)) = rig
+        .registry
+        .snapshot()
+        .by_name("wide_cwd")
+        .map(|e| e.state())
+    else {
+        panic!("wide_cwd loaded");
+    };
+    let why = why.to_string();
+    assert!(
+        why.contains("cwd = /:") && why.contains("does not cover"),
+        "{why}"
+    );
+}
+
+/// A Python probe: what a process tool can reach of the server (this
+/// test process runs the registry, so it is the server here).
+const PROBE: &str = r#"
+import json, os, socket, sys
+sys.stdin.read()
+server, tools, cache, port = os.environ["SERVER"], os.environ["TOOLS"], os.environ["CACHE"], int(os.environ["PORT"])
+def can(f):
+    try:
+        f()
+        return True
+    except Exception:
+        return False
+def connect():
+    s = socket.create_connection(("127.0.0.1", port), timeout=2)
+    s.close()
+def write_tools():
+    with open(os.path.join(tools, "evil.toml"), "w") as f:
+        f.write("name = 'evil'")
+status = open("/proc/self/status").read()
+field = lambda k: [l.split()[1] for l in status.splitlines() if l.startswith(k + ":")][0]
+print(json.dumps({
+    "environ": can(lambda: open(f"/proc/{server}/environ", "rb").read()),
+    "cmdline": can(lambda: open(f"/proc/{server}/cmdline", "rb").read()),
+    "mem": can(lambda: open(f"/proc/{server}/mem", "rb")),
+    "mac_key": can(lambda: open(os.path.join(cache, "mac.key"), "rb").read()),
+    "write_tools": can(write_tools),
+    "connect": can(connect),
+    "processes": len([p for p in os.listdir("/proc") if p.isdigit()]),
+    "pid": os.getpid(),
+    "cap_eff": field("CapEff"),
+    "cap_bnd": field("CapBnd"),
+    "no_new_privs": field("NoNewPrivs"),
+}))
+"#;
+
+#[test]
+fn a_process_tool_reaches_neither_the_server_nor_its_secrets_nor_its_port() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cache = tempfile::tempdir().unwrap();
+    let cache_path = cache.path().to_owned();
+    let rig = rig_with(
+        |cfg| cfg.cache_dir = Some(cache_path.clone()),
+        |dir| {
+            let env = format!(
+                "env = {{ SERVER = \"{}\", TOOLS = \"{}\", CACHE = \"{}\", PORT = \"{port}\" }}\n",
+                std::process::id(),
+                dir.display(),
+                cache_path.display()
+            );
+            for (name, extra) in [
+                ("plain", String::new()),
+                (
+                    "narrowed",
+                    "cwd = \"/tmp\"\n[permissions]\nread = [\"/tmp\"]\n".to_string(),
+                ),
+            ] {
+                std::fs::write(
+                    dir.join(format!("{name}.toml")),
+                    format!(
+                        "name = \"{name}\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"/usr/bin/python3\", \"-c\", {PROBE:?}]\n{env}{extra}"
+                    ),
+                )
+                .unwrap();
+            }
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    // The cache's key (made on first use; this rig compiles nothing).
+    let key = cache.path().join("mac.key");
+    if !key.exists() {
+        std::fs::write(&key, "a secret").unwrap();
+    }
+    for name in ["plain", "narrowed"] {
+        let v = crate::wasi::ok_json(&crate::wasi::call(&rig, name, "{}"));
+        for key in [
+            "environ",
+            "cmdline",
+            "mem",
+            "mac_key",
+            "write_tools",
+            "connect",
+        ] {
+            assert_eq!(v[key], false, "{name} could {key}: {v}");
+        }
+        assert_eq!(v["pid"], 1, "{name} is its namespace's init: {v}");
+        assert!(v["processes"].as_u64().unwrap() <= 3, "{name} sees {v}");
+        assert_eq!(v["cap_eff"], "0000000000000000", "{name}: {v}");
+        assert_eq!(v["cap_bnd"], "0000000000000000", "{name}: {v}");
+        assert_eq!(v["no_new_privs"], "1", "{name}: {v}");
+    }
+    assert!(!rig.tools.path().join("evil.toml").exists());
+    drop(listener);
+}
+
+#[test]
+fn a_narrowed_tool_runs_a_script_from_its_tools_directory_when_granted() {
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            std::fs::write(
+                dir.join("answer.sh"),
+                "cat >/dev/null; echo '{\"from\":\"script\"}'\n",
+            )
+            .unwrap();
+            for (name, read) in [("granted", "[\".\"]"), ("ungranted", "[]")] {
+                std::fs::write(
+                    dir.join(format!("{name}.toml")),
+                    format!(
+                        "name = \"{name}\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"/bin/sh\", \"{}/answer.sh\"]\ncwd = \"/usr\"\n[permissions]\nread = {read}\n",
+                        dir.display()
+                    ),
+                )
+                .unwrap();
+            }
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    assert_eq!(
+        crate::wasi::ok_json(&crate::wasi::call(&rig, "granted", "{}")),
+        serde_json::json!({"from": "script"})
+    );
+    // The manifest's directory is not granted implicitly.
+    let e = crate::wasi::error_text(&crate::wasi::call(&rig, "ungranted", "{}"));
+    assert!(
+        e.contains("answer.sh") && e.contains("Permission denied"),
+        "{e}"
+    );
+}
