@@ -162,21 +162,20 @@ pub(crate) fn load(
         RuntimeManifest::Process(spec) => {
             let data_dir = runtime.config().data_dir.as_deref();
             let cache_dir = runtime.config().cache_dir.as_deref();
+            let backlog = runtime.config().tool_backlog;
             let result = Checks::new(manifest).and_then(|checks| {
                 let host = runtime
                     .process_host()
                     .map_err(crate::error::ProcessLoadError::Host)?;
-                ProcessTool::load(
-                    Arc::clone(manifest),
-                    spec,
-                    checks,
+                let at = crate::process::Context {
                     base,
                     data_dir,
                     cache_dir,
-                    host,
-                )
-                .map(|t| Tool::Process(Arc::new(t)))
-                .map_err(LoadError::from)
+                    backlog,
+                };
+                ProcessTool::load(Arc::clone(manifest), spec, checks, at, host)
+                    .map(|t| Tool::Process(Arc::new(t)))
+                    .map_err(LoadError::from)
             });
             (result, None)
         }

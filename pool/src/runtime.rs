@@ -85,6 +85,12 @@ pub struct PoolConfig {
     pub max_module_size: u64,
     /// Reading a module (or a manifest) takes at most this long.
     pub read_timeout: Duration,
+    /// Calls one process tool may hold at once, running and waiting for a
+    /// turn together: its `pool.queue` is cut to fit (a call beyond is
+    /// refused `busy` at once), so one slow tool cannot take every worker
+    /// slot and the engine's whole in-flight budget. [`PoolConfig::size_for`]
+    /// makes it a quarter of what the engine runs at once.
+    pub tool_backlog: usize,
     /// The data directory's size limit: writes past it are refused (see
     /// `quota.rs`). `u64::MAX` for none.
     pub data_dir_limit: u64,
@@ -119,6 +125,7 @@ impl Default for PoolConfig {
             max_module_size: 32 << 20,
             read_timeout: Duration::from_secs(30),
             data_dir_limit: 1 << 30,
+            tool_backlog: 256,
         }
     }
 }
@@ -140,6 +147,7 @@ impl PoolConfig {
         let running = (workers * engine.max_concurrent_per_worker).min(engine.max_inflight);
         let total = running + workers * self.reuse_per_worker + 16;
         self.instances = u32::try_from(total).unwrap_or(u32::MAX);
+        self.tool_backlog = (running / 4).max(1);
     }
 }
 

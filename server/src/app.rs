@@ -262,8 +262,7 @@ impl App {
     /// See [`CallError`]: every way a call can fail, each with a message
     /// naming the tool, the field or the limit.
     pub async fn call(&self, call: ToolCall<'_>) -> Result<Payload, CallError> {
-        let snapshot = self.registry.snapshot();
-        let Some(entry) = snapshot.by_name(call.tool).cloned() else {
+        let Some(entry) = self.registry.resolve(call.tool).await else {
             self.counters.unknown.fetch_add(1, Ordering::Relaxed);
             return Err(CallError::UnknownTool(call.tool.to_string()));
         };

@@ -21,6 +21,10 @@ pub mod front;
 pub mod jsonrpc;
 pub mod stdio;
 
+/// How long a `tools/list` waits for sets still loading (each set's own
+/// load is bounded by its `limits.startup_timeout`, 10 s by default).
+const LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The MCP service: cheap to clone, one clone per session.
 #[derive(Clone)]
 pub struct Mcp {
@@ -142,6 +146,27 @@ impl ServerHandler for Mcp {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
+        // Sets still loading have no members yet: a client's first list
+        // (a stdio client's comes as the server starts) waits for them,
+        // bounded, rather than miss them.
+        let loading: Vec<_> = self
+            .app
+            .registry()
+            .snapshot()
+            .iter()
+            .filter(|e| e.is_set() && e.loaded().is_none())
+            .cloned()
+            .collect();
+        if !loading.is_empty() {
+            // They load side by side: waiting for each in turn waits for
+            // the slowest.
+            let all = async {
+                for e in &loading {
+                    let _ = e.wait().await;
+                }
+            };
+            let _ = tokio::time::timeout(LIST_WAIT, all).await;
+        }
         Ok(ListToolsResult::with_all_items(self.tools()))
     }
 

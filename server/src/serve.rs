@@ -607,7 +607,13 @@ pub fn call(
     // Only the tool called is compiled (or mapped from the cache): a first
     // call on a new machine compiles one module, not every one listed.
     let (registry, _) = start_registry(settings, false, true)?;
-    if registry.snapshot().by_name(tool).is_none() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::start("the call's runtime"))?;
+    // A set's member is known once the set has loaded (bounded by its
+    // start-up timeout).
+    if rt.block_on(registry.resolve(tool)).is_none() {
         let names: Vec<String> = registry
             .snapshot()
             .iter()
@@ -618,10 +624,6 @@ pub fn call(
             known: names,
         });
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(Failure::start("the call's runtime"))?;
     let output = CallError::from_outcome(tool, rt.block_on(registry.call(tool, input.as_bytes())))?;
     out.write_all(&output)
         .and_then(|()| {

@@ -525,3 +525,47 @@ for line in sys.stdin:
         "{e}"
     );
 }
+
+#[test]
+fn a_reload_stops_the_processes_of_the_version_it_replaces() {
+    let marker = format!("reload-marker-{}", std::process::id());
+    let script = repo().join("tests/fixtures/jsonl/faulty.py");
+    let manifest = |extra: &str| {
+        format!(
+            "name = \"warm\"\nruntime = \"process\"\nprotocol = \"jsonl\"\ncommand = [\"python3\", {:?}, {marker:?}]\n[pool]\nmin = 2\nmax = 2\n{extra}",
+            script.display().to_string()
+        )
+    };
+    let first = manifest("");
+    let rig = rig_with(
+        |_| {},
+        |dir| std::fs::write(dir.join("warm.toml"), &first).unwrap(),
+        |b| b.builtins(false).watch(false),
+    );
+    let count = || crate::support::running_with(&marker);
+    wait_for(&rig, "warm", "two processes", |s| s.alive == 2);
+    assert_eq!(count(), 2);
+    for round in 0..3 {
+        std::fs::write(
+            rig.tools.path().join("warm.toml"),
+            manifest(&format!("# version {round}\n")),
+        )
+        .unwrap();
+        rig.registry.reload("warm");
+        assert!(rig.registry.wait_loaded(Duration::from_secs(30)));
+        assert!(matches!(
+            call(&rig, "warm", r#"{"do":"ok"}"#),
+            Outcome::Ok(_)
+        ));
+        wait_for(&rig, "warm", "two processes", |s| s.alive == 2);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while count() != 2 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: {} processes run, 2 are wanted",
+                count()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

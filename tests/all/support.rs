@@ -111,6 +111,18 @@ pub fn sleeper(ms: u64) -> impl Handler {
 
 /// Whether a process whose command line is `cmdline` (NUL-separated) is
 /// alive (zombies, which have none, are not).
+/// How many processes have `marker` in their command line.
+pub fn running_with(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+        .count()
+}
+
 pub fn running(cmdline: &str) -> bool {
     std::fs::read_dir("/proc")
         .unwrap()

@@ -144,3 +144,130 @@ fn nothing_a_tool_started_survives_the_one_shot_cli() {
         left.len()
     );
 }
+
+/// One slow tool cannot starve the rest: its backlog (running and
+/// waiting) is bounded below what the engine holds, so the calls past it
+/// are refused `busy` at once and `echo` keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_tool_backlog_is_refused_busy_and_echo_keeps_answering() {
+    let dirs = Dirs::new();
+    std::fs::write(
+        dirs.tools.path().join("slow.toml"),
+        "name = \"slow\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"sh\", \"-c\", \"cat >/dev/null; sleep 5; echo '{}'\"]\n[pool]\nmax = 1\n[limits]\ntimeout = \"3s\"\n",
+    )
+    .unwrap();
+    let server = std::sync::Arc::new(Server::start(&dirs, &[], &[], None));
+    let c = crate::support::client();
+    let mut calls = Vec::new();
+    for _ in 0..600 {
+        let (c, s) = (c.clone(), std::sync::Arc::clone(&server));
+        calls.push(tokio::spawn(async move {
+            crate::rest::post(&c, &s, "slow", "{}").await.0
+        }));
+    }
+    // While the slow tool's backlog is full, echo answers at once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..20 {
+        let started = Instant::now();
+        let (st, v) = crate::rest::post(&c, &server, "echo", &format!(r#"{{"i":{i}}}"#)).await;
+        assert_eq!(st, 200, "{v}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "echo waited {:?} behind the slow tool",
+            started.elapsed()
+        );
+    }
+    let mut busy = 0;
+    for h in calls {
+        if h.await.unwrap() == 429 {
+            busy += 1;
+        }
+    }
+    // One runs and 64 wait (pool.queue's default); the rest are refused.
+    assert!(busy >= 500, "only {busy} of 600 refused");
+}
+
+/// A set `up` served by the test upstream in `mode`
+/// (`tests/fixtures/mcp/hostile.py`), with `extra` manifest lines.
+fn upstream_set(dirs: &Dirs, mode: &str, extra: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/mcp/hostile.py")
+        .canonicalize()
+        .unwrap();
+    std::fs::write(
+        dirs.tools.path().join("up.toml"),
+        format!(
+            "name = \"up\"\nruntime = \"process\"\nprotocol = \"mcp\"\ncommand = [\"python3\", {:?}, {mode:?}]\n{extra}",
+            script.display().to_string()
+        ),
+    )
+    .unwrap();
+}
+
+fn cli(dirs: &Dirs, args: &[&str]) -> std::process::Output {
+    Command::new(binary())
+        .args(args)
+        .arg("--tools")
+        .arg(dirs.tools.path())
+        .arg("--data")
+        .arg(dirs.data.path())
+        .env("TOOLPLANE_CACHE_DIR", cache_dir())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_one_shot_cli_calls_a_member_of_a_set() {
+    let dirs = Dirs::new();
+    upstream_set(&dirs, "healthy", "");
+    let out = cli(&dirs, &["call", "up.echo", r#"{"said":"hi"}"#]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(r#"\"said\": \"hi\""#), "{stdout}");
+}
+
+#[test]
+fn tools_list_and_check_are_bounded_by_a_stuck_upstream() {
+    let dirs = Dirs::new();
+    upstream_set(&dirs, "silent-list", "[limits]\nstartup_timeout = \"1s\"\n");
+    for args in [&["tools", "list"][..], &["check"][..]] {
+        let started = Instant::now();
+        let out = cli(&dirs, args);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            all.contains("tools/list") && all.contains("1s"),
+            "{args:?}: {all}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_clients_first_list_has_the_members_of_sets_loading() {
+    use rmcp::ServiceExt;
+    let dirs = Dirs::new();
+    upstream_set(&dirs, "healthy", "");
+    let mut cmd = tokio::process::Command::from(crate::support::serve_command(&dirs));
+    cmd.arg("--stdio");
+    let transport = rmcp::transport::TokioChildProcess::new(cmd).unwrap();
+    let client = ().serve(transport).await.expect("MCP initialize over stdio");
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(
+        tools.iter().any(|t| t.name == "up.echo"),
+        "{:?}",
+        tools.iter().map(|t| t.name.to_string()).collect::<Vec<_>>()
+    );
+    client.cancel().await.unwrap();
+}

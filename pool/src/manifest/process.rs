@@ -160,6 +160,11 @@ impl Manifest {
     }
 }
 
+/// `pool.queue` unless set: calls that wait hold a worker's slot each, so
+/// a tool's backlog is kept small (and within
+/// `PoolConfig::tool_backlog`, which cuts a larger one).
+pub const DEFAULT_QUEUE: usize = 64;
+
 /// The `[pool]` keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSpec {
@@ -414,7 +419,7 @@ impl RawPool {
         };
         let queue = in_range(
             "pool.queue",
-            self.queue.unwrap_or(1024),
+            self.queue.unwrap_or(DEFAULT_QUEUE),
             0..=1 << 20,
             "calls",
         )?;

@@ -53,6 +53,20 @@ use shared::Shared;
 pub use spawn::Files;
 pub use stats::ProcessStats;
 
+/// Where a process tool loads: the directories it is resolved against and
+/// kept from, and the backlog it may hold.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Context<'a> {
+    /// The manifest's directory (a tools directory).
+    pub(crate) base: Option<&'a Path>,
+    /// What `{data}` means.
+    pub(crate) data_dir: Option<&'a Path>,
+    /// The module cache, hidden from its processes.
+    pub(crate) cache_dir: Option<&'a Path>,
+    /// `PoolConfig::tool_backlog`.
+    pub(crate) backlog: usize,
+}
+
 /// A process tool ready to call.
 pub struct ProcessTool {
     /// Its manifest.
@@ -90,11 +104,15 @@ impl ProcessTool {
         manifest: Arc<Manifest>,
         spec: &ProcessManifest,
         checks: Checks,
-        base: Option<&Path>,
-        data_dir: Option<&Path>,
-        cache_dir: Option<&Path>,
+        at: Context<'_>,
         host: ProcessHost,
     ) -> Result<ProcessTool, ProcessLoadError> {
+        let Context {
+            base,
+            data_dir,
+            cache_dir,
+            backlog,
+        } = at;
         contain::harden_server();
         let launch = spawn::Launch::resolve(spec, base, data_dir, cache_dir)?;
         if matches!(launch.files, spawn::Files::Unsupported) {
@@ -107,11 +125,23 @@ impl ProcessTool {
             Protocol::Exec => spec.pool.max,
             Protocol::Jsonl | Protocol::Mcp => spec.pool.max * spec.pool.max_inflight_per_process,
         };
+        // Running and waiting together stay within the backlog a tool may
+        // hold (`PoolConfig::tool_backlog`).
+        let mut pool = spec.pool.clone();
+        let queue = backlog.saturating_sub(turns).min(pool.queue);
+        if queue < pool.queue {
+            tracing::info!(
+                tool = %manifest.name,
+                "pool.queue = {} cut to {queue}: a tool holds at most {backlog} calls, running and waiting ({turns} turns)",
+                pool.queue
+            );
+            pool.queue = queue;
+        }
         let shared = Arc::new(Shared {
             name: manifest.name.as_str().into(),
             protocol: spec.protocol,
             launch,
-            pool: spec.pool.clone(),
+            pool,
             limits: spec.limits.clone(),
             counters: stats::Counters::default(),
             turns: Arc::new(tokio::sync::Semaphore::new(turns)),

@@ -282,28 +282,35 @@ impl Inner {
                     crate::Tool::Process(p) if p.is_set() => Some(Arc::clone(p)),
                     _ => None,
                 };
-                entry.finish(Ok(tool));
                 if let Some(p) = &path {
                     self.clear_problem(p, Some(&name));
                 }
                 if current {
                     if replace {
                         self.publish(|s| s.insert(Arc::clone(&entry)));
-                        self.emit(RegistryEvent::Replaced { name });
-                    } else {
-                        // Already listed; the state change is visible through it.
-                        self.emit(RegistryEvent::Loaded { name });
                     }
-                    if let Some(set) = set {
-                        self.publish_members(&entry);
+                    // A set's members are listed before it is ready, so a
+                    // caller that waited for the set finds them.
+                    if let Some(set) = &set {
+                        self.publish_members(&entry, set);
                         let (inner, weak_entry) = (self.me.clone(), Arc::downgrade(&entry));
                         set.on_members_changed(Box::new(move || {
                             if let (Some(inner), Some(entry)) =
                                 (inner.upgrade(), weak_entry.upgrade())
+                                && let Some(Ok(crate::Tool::Process(set))) = entry.loaded()
                             {
-                                inner.publish_members(&entry);
+                                inner.publish_members(&entry, set);
                             }
                         }));
+                    }
+                }
+                entry.finish(Ok(tool));
+                if current {
+                    if replace {
+                        self.emit(RegistryEvent::Replaced { name });
+                    } else {
+                        // Already listed; the state change is visible through it.
+                        self.emit(RegistryEvent::Loaded { name });
                     }
                 }
             }

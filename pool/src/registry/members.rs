@@ -9,6 +9,7 @@ use super::snapshot::ToolEntry;
 use super::types::RegistryEvent;
 use crate::Tool;
 use crate::checks::Checks;
+use crate::process::ProcessTool;
 
 impl Inner {
     /// Lists the members of `set` (a loaded set entry) in place of those
@@ -16,10 +17,7 @@ impl Inner {
     /// are removed. A member that cannot be listed (its name taken by
     /// another tool, a schema that does not compile) is a problem of the
     /// set's file, and is left out.
-    pub(super) fn publish_members(&self, set: &Arc<ToolEntry>) {
-        let Some(Ok(Tool::Process(tool))) = set.loaded() else {
-            return;
-        };
+    pub(super) fn publish_members(&self, set: &Arc<ToolEntry>, tool: &ProcessTool) {
         let set_name = set.manifest.name.clone();
         // Only the set listed now publishes (not one a reload replaced).
         if !self

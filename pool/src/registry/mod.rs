@@ -301,10 +301,35 @@ impl Registry {
             .reload_names([name.to_string()].into_iter().collect());
     }
 
+    /// The tool `name`; when it is not listed and names a member of a set
+    /// still loading (`<set>.<tool>`), once that set has loaded (its load
+    /// is bounded by its `limits.startup_timeout`; on an on-demand
+    /// registry this starts it), as a call to a WASI tool still loading
+    /// waits for it.
+    pub async fn resolve(&self, name: &str) -> Option<Arc<ToolEntry>> {
+        if let Some(e) = self.snapshot().by_name(name) {
+            return Some(Arc::clone(e));
+        }
+        let set = self
+            .snapshot()
+            .iter()
+            .filter(|e| {
+                e.is_set()
+                    && e.loaded().is_none()
+                    && name
+                        .strip_prefix(e.manifest.name.as_str())
+                        .is_some_and(|rest| rest.starts_with('.'))
+            })
+            .max_by_key(|e| e.manifest.name.len())
+            .cloned()?;
+        let _ = set.wait().await;
+        self.snapshot().by_name(name).cloned()
+    }
+
     /// Calls `name` with `input` outside any engine (scripts, tests, the
     /// CLI): the same checks, sandbox and outcome mapping as an engine call.
     pub async fn call(&self, name: &str, input: &[u8]) -> Outcome {
-        let Some(entry) = self.snapshot().by_name(name).cloned() else {
+        let Some(entry) = self.resolve(name).await else {
             return Outcome::Error(format!("unknown tool {name:?}").into());
         };
         match entry.ready_for(input).await {
