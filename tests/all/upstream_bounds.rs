@@ -110,8 +110,24 @@ fn listed_names_follow_the_manifest_rules_and_are_listed_once() {
         },
         |b| b.builtins(false).watch(false),
     );
-    let why = failed(&rig, "names");
-    assert!(why.contains("named \"\""), "{why}");
+    // A name against the rule is a problem, and that tool is left out;
+    // the others serve.
+    assert_eq!(members(&rig, "names"), ["ok"]);
+    let problems: Vec<String> = rig
+        .registry
+        .problems()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for bad in [
+        "names.: \"\": a tool needs a name",
+        "names.a.b: \"a.b\": name each tool",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(bad)),
+            "{bad} not in {problems:?}"
+        );
+    }
     let why = failed(&rig, "twice");
     assert!(why.contains("\"ok\" twice"), "{why}");
     let why = failed(&rig, "schema");

@@ -141,6 +141,7 @@ impl Manifest {
     /// names the member.
     pub fn member(&self, m: &Member) -> Result<Manifest, String> {
         let name = format!("{}.{}", self.name, m.name);
+        member_name(&m.name).map_err(|why| format!("tool {name}: {:?}: {why}", m.name))?;
         let common = Common::check(
             name.clone(),
             Some(m.input_schema.clone()),

@@ -16,7 +16,8 @@
 //!   namespace (the server's `/proc/<pid>` — environ, cmdline, mem, fds —
 //!   is not there), the tools directory bound read-only (a tool cannot
 //!   write a manifest the registry would load) and the module cache
-//!   covered by an empty read-only tmpfs (its MAC key is not there).
+//!   covered by an empty private tmpfs (its MAC key is not there; a
+//!   program that caches there, another toolplane, caches in memory).
 //! - **in a network namespace of its own** (only a loopback interface, its
 //!   own), unless its manifest says `network = "host"`: no network, and
 //!   not the server's port.
@@ -56,7 +57,7 @@ struct Namespaces {
     user: Option<(Vec<u8>, Vec<u8>)>,
     /// Bound read-only over themselves.
     read_only: Vec<CString>,
-    /// Covered by an empty read-only tmpfs.
+    /// Covered by an empty private tmpfs (64 MiB at most).
     hidden: Vec<CString>,
 }
 
@@ -288,8 +289,9 @@ impl Namespaces {
                     c"tmpfs".as_ptr(),
                     dir.as_ptr(),
                     c"tmpfs".as_ptr(),
-                    libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                    c"size=4k,mode=0500".as_ptr().cast(),
+                    // Not noexec: a cache holds code that is mapped to run.
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    c"size=64m,mode=0700".as_ptr().cast(),
                 ))?;
             }
         }
