@@ -181,6 +181,14 @@ pub enum ProcessLoadError {
         /// Where it was looked for.
         looked: String,
     },
+    /// The program may not be run as named.
+    #[error("command[0] = {program:?}: {why}")]
+    Program {
+        /// As written.
+        program: String,
+        /// Why not.
+        why: String,
+    },
     /// The working directory does not exist.
     #[error("cwd {}: not a directory", .0.display())]
     NoCwd(PathBuf),

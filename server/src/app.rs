@@ -149,8 +149,10 @@ pub fn state_text(state: &LoadState) -> String {
 /// The last readiness verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
-    /// Serving.
-    Ready,
+    /// Serving; what is wrong with single tools (down, or failed to load),
+    /// if anything: readiness is about the server, and a client that calls
+    /// a failing tool gets that tool's error.
+    Ready(String),
     /// Not serving, and why.
     NotReady(String),
 }
@@ -367,15 +369,22 @@ impl App {
                 w.queue_depth
             ));
         }
-        // A tool that failed to load is listed as failed and does not
-        // count; one whose processes keep failing does: it was serving, and
-        // its callers now get errors.
+        // Tools that are down or failed to load do not make the server
+        // unready (its other tools serve, whatever their kind): they are
+        // named.
+        let mut wrong = Vec::new();
         for e in self.registry.snapshot().iter() {
-            if let LoadState::Down(why) = e.state() {
-                return Readiness::NotReady(format!("tool {} is failing: {why}", e.manifest.name));
+            match e.state() {
+                LoadState::Down(why) => {
+                    wrong.push(format!("tool {} is failing: {why}", e.manifest.name));
+                }
+                LoadState::Failed(why) => {
+                    wrong.push(format!("tool {} failed to load: {why}", e.manifest.name));
+                }
+                LoadState::Loading | LoadState::Ready => {}
             }
         }
-        Readiness::Ready
+        Readiness::Ready(wrong.join("; "))
     }
 
     /// Shuts down: readiness goes 503 and admission stops at once; calls in

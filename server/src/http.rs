@@ -92,7 +92,8 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     match app.readiness() {
-        Readiness::Ready => (StatusCode::OK, "ready\n").into_response(),
+        Readiness::Ready(note) if note.is_empty() => (StatusCode::OK, "ready\n").into_response(),
+        Readiness::Ready(note) => (StatusCode::OK, format!("ready; {note}\n")).into_response(),
         Readiness::NotReady(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
@@ -110,7 +111,7 @@ async fn tools(State(app): State<Arc<App>>) -> Response {
         // A set is listed by its members.
         .filter(|e| !e.is_set())
         .map(|e| {
-            serde_json::json!({
+            let mut row = serde_json::json!({
                 "name": e.manifest.name,
                 "description": e.manifest.description,
                 "title": e.manifest.title,
@@ -118,7 +119,14 @@ async fn tools(State(app): State<Arc<App>>) -> Response {
                 "output_schema": e.manifest.output_schema,
                 "annotations": crate::app::annotations_json(&e.manifest.annotations),
                 "state": crate::app::state_text(&e.state()),
-            })
+            });
+            // What a process tool's processes can reach, as `tools list`
+            // says it.
+            if let Some(Ok(toolplane_pool::Tool::Process(t))) = e.loaded() {
+                row["files"] = t.files().into();
+                row["contained"] = t.containment().into();
+            }
+            row
         })
         .collect();
     axum::Json(list).into_response()

@@ -58,7 +58,7 @@ const COUNTER: &str = "counter";
 /// The server's own: liveness, readiness, calls by tool and result,
 /// connections, MCP sessions and the registry.
 fn server(o: &mut String, app: &App) {
-    let ready = matches!(app.readiness(), crate::app::Readiness::Ready);
+    let ready = matches!(app.readiness(), crate::app::Readiness::Ready(_));
     one(o, "toolplane_up", GAUGE, "1 while the server runs.", 1);
     one(
         o,
@@ -235,6 +235,9 @@ fn processes(o: &mut String, app: &App) {
         .registry()
         .snapshot()
         .iter()
+        // A set's members share its processes: the set's series are theirs
+        // (so /metrics does not grow with the member count).
+        .filter(|e| e.set.is_none())
         .filter_map(|e| match e.loaded() {
             Some(Ok(toolplane_pool::Tool::Process(p))) => {
                 Some((escape(&e.manifest.name), p.stats()))

@@ -275,3 +275,40 @@ fn a_narrowed_tool_runs_a_script_from_its_tools_directory_when_granted() {
         "{e}"
     );
 }
+
+#[test]
+fn a_program_from_the_data_directory_around_the_tools_directory_or_writable_by_others_is_refused() {
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            std::fs::write(dir.join("run.sh"), "#!/bin/sh\ncat\n").unwrap();
+            std::fs::set_permissions(dir.join("run.sh"), std::fs::Permissions::from_mode(0o757))
+                .unwrap();
+            for (name, program) in [
+                ("from_data", "{data}/run.sh"),
+                ("around", "../bin/sh"),
+                ("writable", "./run.sh"),
+            ] {
+                std::fs::write(
+                    dir.join(format!("{name}.toml")),
+                    format!(
+                        "name = \"{name}\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"{program}\"]\n"
+                    ),
+                )
+                .unwrap();
+            }
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    let snap = rig.registry.snapshot();
+    for (name, says) in [
+        ("from_data", "may not lie in the data directory"),
+        ("around", "may not leave the manifest's directory"),
+        ("writable", "its group or others can write"),
+    ] {
+        let Some(LoadState::Failed(why)) = snap.by_name(name).map(|e| e.state()) else {
+            panic!("{name} loaded");
+        };
+        assert!(why.to_string().contains(says), "{name}: {why}");
+    }
+}

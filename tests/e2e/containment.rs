@@ -271,3 +271,93 @@ async fn a_stdio_clients_first_list_has_the_members_of_sets_loading() {
     );
     client.cancel().await.unwrap();
 }
+
+/// The server's CPU time so far, in clock ticks (utime + stime).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command (which may hold spaces) end with ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stderr_flood_costs_the_server_little() {
+    let dirs = Dirs::new();
+    std::fs::write(
+        dirs.tools.path().join("flood.toml"),
+        "name = \"flood\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"sh\", \"-c\", \"cat >/dev/null; exec cat /dev/zero >&2\"]\n[limits]\ntimeout = \"3s\"\n",
+    )
+    .unwrap();
+    let server = Server::start(&dirs, &[], &[], None);
+    let c = crate::support::client();
+    let before = cpu_ticks(server.pid());
+    let started = Instant::now();
+    let (st, v) = crate::rest::post(&c, &server, "flood", "{}").await;
+    assert_eq!(st, 504, "{v}");
+    let spent = cpu_ticks(server.pid()) - before;
+    // Ticks are 1/100 s: under a fifth of a core over the call.
+    assert!(
+        spent * 10 < started.elapsed().as_millis() as u64 / 5,
+        "the server spent {spent} ticks reading {:?} of stderr",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_do_not_grow_with_a_sets_member_count() {
+    let dirs = Dirs::new();
+    upstream_set(&dirs, "many", "");
+    // hostile.py's `many` mode takes the count as its next argument.
+    let manifest = std::fs::read_to_string(dirs.tools.path().join("up.toml"))
+        .unwrap()
+        .replace("\"many\"]", "\"many\", \"500\"]");
+    std::fs::write(dirs.tools.path().join("up.toml"), manifest).unwrap();
+    let server = Server::start(&dirs, &[], &[], None);
+    let c = crate::support::client();
+    // The set loads in the background: wait for its members.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed: serde_json::Value = c
+            .get(server.url("/v1/tools"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["name"].as_str().unwrap().starts_with("up."))
+            .count()
+            == 500
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the 500 members were not listed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = c
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let process_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("toolplane_process_"))
+        .collect();
+    assert!(
+        process_lines.iter().any(|l| l.contains(r#"tool="up""#)),
+        "{process_lines:?}"
+    );
+    assert!(
+        !process_lines.iter().any(|l| l.contains(r#"tool="up.t"#)),
+        "members have series of their own"
+    );
+    assert!(text.len() < 256 << 10, "/metrics is {} bytes", text.len());
+}

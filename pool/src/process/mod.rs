@@ -294,6 +294,14 @@ impl ProcessTool {
         }
     }
 
+    /// No longer listed: its processes stop once idle, and none start
+    /// but for a call that still comes.
+    pub(crate) fn retire(&self) {
+        if let Runner::Warm(w) = &self.runner {
+            w.retire_all();
+        }
+    }
+
     /// Stops its processes (each asked, then killed if it has not exited
     /// within the grace) and takes no more calls; for a shutdown, after the
     /// calls in flight drained. How many processes it stopped.

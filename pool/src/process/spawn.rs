@@ -16,6 +16,9 @@ use crate::manifest::{DATA_PLACEHOLDER, ProcessManifest};
 /// How many bytes of a process's stderr its errors carry.
 pub(crate) const STDERR_TAIL: usize = 2048;
 
+/// Bytes of a process's stderr read a second at most.
+pub(crate) const STDERR_RATE: usize = 4 << 20;
+
 /// A program, resolved: what every process of a tool starts as.
 pub(crate) struct Launch {
     pub(crate) program: PathBuf,
@@ -322,6 +325,14 @@ impl Launch {
             let d = data_dir.ok_or(ProcessLoadError::NoDataDir { key })?;
             Ok(s.replace(DATA_PLACEHOLDER, &d.to_string_lossy()))
         };
+        // Not from the data directory: tools write there, and a program
+        // there would run what they wrote.
+        if spec.command[0].contains(DATA_PLACEHOLDER) {
+            return Err(ProcessLoadError::Program {
+                program: spec.command[0].clone(),
+                why: "the program may not lie in the data directory ({data}): tools write there, so it would run what a tool wrote".into(),
+            });
+        }
         let program = find_program(&spec.command[0], base)?;
         let args = spec.command[1..]
             .iter()
@@ -520,16 +531,36 @@ impl Drop for GroupKiller {
 pub(crate) struct StderrTail(Arc<Mutex<VecDeque<u8>>>);
 
 impl StderrTail {
+    /// Reads `r` to its end, keeping the tail: in large reads, and at most
+    /// [`STDERR_RATE`] bytes a second — past it the reading pauses, the
+    /// pipe fills and the program's writes wait, so a flood costs the
+    /// program its time rather than the server a core.
     async fn collect(self, mut r: tokio::process::ChildStderr) {
-        let mut buf = vec![0u8; 4096];
+        let mut buf = vec![0u8; 64 << 10];
+        let mut window = tokio::time::Instant::now();
+        let mut spent = 0usize;
         while let Ok(n) = r.read(&mut buf).await {
             if n == 0 {
                 break;
             }
-            let mut tail = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            tail.extend(&buf[..n]);
-            let over = tail.len().saturating_sub(STDERR_TAIL);
-            tail.drain(..over);
+            {
+                let keep = &buf[n.saturating_sub(STDERR_TAIL)..n];
+                let mut tail = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                tail.extend(keep);
+                let over = tail.len().saturating_sub(STDERR_TAIL);
+                tail.drain(..over);
+            }
+            let second = std::time::Duration::from_secs(1);
+            if window.elapsed() >= second {
+                window = tokio::time::Instant::now();
+                spent = 0;
+            }
+            spent += n;
+            if spent >= STDERR_RATE {
+                tokio::time::sleep_until(window + second).await;
+                window = tokio::time::Instant::now();
+                spent = 0;
+            }
         }
     }
 
@@ -557,18 +588,39 @@ fn find_program(name: &str, base: Option<&Path>) -> Result<PathBuf, ProcessLoadE
     };
     if name.contains('/') {
         let p = PathBuf::from(name);
+        // A path relative to the manifest stays beneath it: `../` names
+        // whatever lies around the tools directory.
+        if p.is_relative() && p.components().any(|c| c == std::path::Component::ParentDir) {
+            return Err(ProcessLoadError::Program {
+                program: name.into(),
+                why: "a relative path may not leave the manifest's directory (`..`): name the program by an absolute path".into(),
+            });
+        }
         let p = match base {
             Some(b) if p.is_relative() => b.join(p),
             _ => p,
         };
-        return if executable(&p) {
-            Ok(p)
-        } else {
-            Err(ProcessLoadError::NoProgram {
+        if !executable(&p) {
+            return Err(ProcessLoadError::NoProgram {
                 program: name.into(),
                 looked: p.display().to_string(),
-            })
-        };
+            });
+        }
+        // A program others can replace runs their code: as the tools
+        // directory's files, it must be this user's (or root's) alone.
+        if let (Some(b), Ok(meta)) = (base, p.metadata())
+            && crate::files::covers(b, &p)
+            && let Some(why) = crate::files::others_can_write(&meta)
+        {
+            return Err(ProcessLoadError::Program {
+                program: name.into(),
+                why: format!(
+                    "{}: {why}: it is what the server runs, so it must be writable by this user (or root) alone (chmod go-w)",
+                    p.display()
+                ),
+            });
+        }
+        return Ok(p);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path) {

@@ -58,6 +58,9 @@ struct State {
     last_failure: Option<Arc<str>>,
     down: Option<Arc<str>>,
     closed: bool,
+    /// No longer listed: processes stop once idle, none is kept for
+    /// `pool.min` (`ProcessTool::retire`).
+    retired: bool,
 }
 
 impl Warm {
@@ -360,18 +363,20 @@ impl Warm {
             if st.closed {
                 return;
             }
+            let retired = st.retired;
+            let min = if retired { 0 } else { spec.min };
             let mut running = st.procs.len();
             for p in &st.procs {
-                if running > spec.min
+                if running > min
                     && p.inflight.load(Ordering::Relaxed) == 0
-                    && p.last_used().elapsed() >= spec.idle_timeout
+                    && (retired || p.last_used().elapsed() >= spec.idle_timeout)
                 {
                     idle.push(Arc::clone(p));
                     running -= 1;
                 }
             }
             let ready = st.retry_at.is_none_or(|at| at <= Instant::now());
-            let start = if !ready {
+            let start = if !ready || retired {
                 0
             } else if st.down.is_some() && running + st.starting == 0 {
                 // A probe: calls fail at once while down, so only the
@@ -416,6 +421,14 @@ impl Warm {
                 .await;
         }
         procs.len()
+    }
+}
+
+impl Warm {
+    /// See [`State::retired`]; the supervisor stops the idle processes at
+    /// its next look.
+    pub(crate) fn retire_all(&self) {
+        self.state().retired = true;
     }
 }
 

@@ -287,7 +287,16 @@ impl Inner {
                 }
                 if current {
                     if replace {
-                        self.publish(|s| s.insert(Arc::clone(&entry)));
+                        let mut old = None;
+                        self.publish(|s| {
+                            old = s.by_name(&name).cloned();
+                            s.insert(Arc::clone(&entry));
+                        });
+                        // The version it replaces stops its processes once
+                        // their calls are answered.
+                        if let Some(old) = old.filter(|o| !Arc::ptr_eq(o, &entry)) {
+                            old.retire();
+                        }
                     }
                     // A set's members are listed before it is ready, so a
                     // caller that waited for the set finds them.
@@ -332,9 +341,11 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string(), SEQ.fetch_add(1, Ordering::Relaxed));
         let mut removed = Vec::new();
+        let mut gone = None;
         self.publish(|s| {
-            if s.remove(name).is_some() {
+            if let Some(e) = s.remove(name) {
                 removed.push(name.to_string());
+                gone = Some(e);
             }
             // A set's members go with it.
             let members: Vec<String> = s
@@ -347,6 +358,9 @@ impl Inner {
                 removed.push(m);
             }
         });
+        if let Some(e) = gone {
+            e.retire();
+        }
         for name in removed {
             self.emit(RegistryEvent::Removed { name });
         }

@@ -135,6 +135,16 @@ impl ToolEntry {
         self.ready.notify_waiters();
     }
 
+    /// No longer listed (replaced by a new version, or removed): a
+    /// process tool stops its processes once their calls are answered. A
+    /// worker may still hold the old listing until its next call, and with
+    /// it this tool: that must not keep its processes running.
+    pub(super) fn retire(&self) {
+        if let Some(Ok(crate::Tool::Process(p))) = self.state.get() {
+            p.retire();
+        }
+    }
+
     /// Hands a deferred load to the loaders; once.
     fn start_deferred(&self) {
         let taken = self
