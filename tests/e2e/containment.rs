@@ -361,3 +361,41 @@ async fn metrics_do_not_grow_with_a_sets_member_count() {
     );
     assert!(text.len() < 256 << 10, "/metrics is {} bytes", text.len());
 }
+
+#[test]
+fn a_program_that_clears_its_death_signal_still_dies_with_the_server() {
+    let dirs = Dirs::new();
+    let marker = marker();
+    // PR_SET_PDEATHSIG (1) to 0: the program's own death signal cleared.
+    let script = format!(
+        "import ctypes, sys, time\nsys.stdin.read()\nctypes.CDLL(None).prctl(1, 0, 0, 0, 0)\nprint('{{}}', flush=True)\ntime.sleep(600)  # {marker}\n"
+    );
+    std::fs::write(
+        dirs.tools.path().join("stubborn.toml"),
+        format!(
+            "name = \"stubborn\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"python3\", \"-c\", {script:?}, \"{marker}\"]\n[limits]\ntimeout = \"60s\"\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&dirs, &[], &[], None);
+    let url = server.url("/v1/tools/stubborn/call");
+    std::thread::spawn(move || {
+        let _ = Command::new("curl")
+            .args(["-s", "-m", "30", "-H", "content-type: application/json", "-d", "{}", &url])
+            .stdout(Stdio::null())
+            .status();
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while with_marker(&marker).is_empty() {
+        assert!(Instant::now() < deadline, "it did not start\n{}", server.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let kill = Command::new("kill")
+        .args(["-KILL", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let left = gone_within(&marker, Duration::from_secs(5));
+    assert!(left.is_empty(), "it survived the server: {left:?}");
+}

@@ -96,6 +96,11 @@ pub(crate) fn available() -> &'static Result<(), String> {
 pub(crate) fn harden_server() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
+        // The probe first: a non-dumpable process's /proc/self files are
+        // root's, which a user namespace of a non-root server cannot map,
+        // so its uid_map could not be written. The child is made dumpable
+        // again where it writes them (`Namespaces::enter`).
+        let _ = available();
         #[allow(unsafe_code)]
         // SAFETY: prctl(PR_SET_DUMPABLE) takes integers only.
         let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
@@ -228,6 +233,12 @@ impl Namespaces {
         // SAFETY: unshare takes flags only.
         check(unsafe { libc::unshare(flags) })?;
         if let Some((uid_map, gid_map)) = &self.user {
+            // The server is non-dumpable, so this fork's /proc/self is
+            // root's: dumpable again to write its own maps (runc does the
+            // same); exec makes the program dumpable anyway.
+            #[allow(unsafe_code)]
+            // SAFETY: prctl(PR_SET_DUMPABLE) takes integers only.
+            check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) })?;
             write_file(c"/proc/self/setgroups", b"deny")?;
             write_file(c"/proc/self/uid_map", uid_map)?;
             write_file(c"/proc/self/gid_map", gid_map)?;
@@ -246,14 +257,21 @@ impl Namespaces {
             )
         })?;
         #[allow(unsafe_code)]
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() };
+        #[allow(unsafe_code)]
         // SAFETY: this process is single-threaded (a fork's child), so the
         // fork's child may go on as freely as this process could.
         let pid = check(unsafe { libc::fork() })?;
         if pid > 0 {
-            shim(pid);
+            shim(pid, parent);
         }
-        // The program's process: PID 1 of the new namespace.
+        // The program's process: PID 1 of the new namespace, in a session
+        // of its own (no controlling terminal to type into).
         death_signal()?;
+        #[allow(unsafe_code)]
+        // SAFETY: setsid has no preconditions.
+        check(unsafe { libc::setsid() })?;
         #[allow(unsafe_code)]
         // SAFETY: mount with NUL-terminated strings; see above.
         unsafe {
@@ -305,12 +323,37 @@ impl Namespaces {
 /// The shim: closes every descriptor (the pipes are the program's, and
 /// the spawner waits for its status pipe to close), waits for the program
 /// and ends as it did. Never returns.
-fn shim(pid: libc::pid_t) -> ! {
+fn shim(pid: libc::pid_t, parent: libc::pid_t) -> ! {
     #[allow(unsafe_code)]
-    // SAFETY: system calls on integers and a local status word; `_exit`
-    // ends the process without running anything of the parent's.
+    // SAFETY: system calls on integers, a static atomic and local
+    // structs; the handler only loads an atomic and makes system calls;
+    // `_exit` ends the process without running anything of the parent's.
     unsafe {
-        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        // When the server dies, or the pool stops this process, the
+        // program (init of its namespace, which may have cleared its own
+        // death signal and left the group) is killed first, and with it
+        // the namespace.
+        PROGRAM.store(pid, std::sync::atomic::Ordering::Relaxed);
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = kill_program as *const () as libc::sighandler_t;
+        libc::sigemptyset(&mut act.sa_mask);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaction(sig, &act, std::ptr::null_mut());
+        }
+        let mut unblock: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut unblock);
+        libc::sigaddset(&mut unblock, libc::SIGTERM);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &unblock, std::ptr::null_mut());
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+        // The server died before the death signal was set.
+        if libc::getppid() != parent {
+            kill_program(0);
+        }
+        if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) < 0 {
+            for fd in 0..65536 {
+                libc::close(fd);
+            }
+        }
         let mut status: libc::c_int = 0;
         loop {
             let r = libc::waitpid(pid, &mut status, 0);
@@ -335,6 +378,22 @@ fn shim(pid: libc::pid_t) -> ! {
             libc::_exit(128 + sig);
         }
         libc::_exit(127)
+    }
+}
+
+/// The shim's program (in its own copy of this static).
+static PROGRAM: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The shim's handler: kills the program (and so its namespace), ends.
+extern "C" fn kill_program(_: libc::c_int) {
+    #[allow(unsafe_code)]
+    // SAFETY: kill and _exit are async-signal-safe.
+    unsafe {
+        let pid = PROGRAM.load(std::sync::atomic::Ordering::Relaxed);
+        if pid > 0 {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        libc::_exit(128 + libc::SIGKILL);
     }
 }
 
@@ -389,13 +448,23 @@ fn drop_capabilities() -> io::Result<()> {
     unsafe {
         // Every capability out of the bounding set (an exec by root would
         // otherwise get them back); the kernel says EINVAL past its last.
+        // No supplementary groups (a docker group's socket, say): needs
+        // CAP_SETGID, which a root server has; elsewhere there is nothing
+        // to drop that the server's user could not do anyway.
+        if libc::setgroups(0, std::ptr::null()) < 0 && *libc::__errno_location() != libc::EPERM {
+            return Err(io::Error::last_os_error());
+        }
         for cap in 0..64 {
             if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 {
                 let e = io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::EINVAL) {
-                    break;
+                match e.raw_os_error() {
+                    // Past the kernel's last capability.
+                    Some(libc::EINVAL) => break,
+                    // No CAP_SETPCAP: a process without capabilities, whose
+                    // exec gains none (no_new_privs below).
+                    Some(libc::EPERM) => break,
+                    _ => return Err(e),
                 }
-                return Err(e);
             }
         }
         check(libc::prctl(

@@ -145,15 +145,18 @@ impl ClientHandler for Notified {
 
     async fn on_tool_list_changed(&self, context: NotificationContext<RoleClient>) {
         let r = &self.relist;
-        r.again.store(true, Ordering::Release);
-        // Acquire/Release: pairs with the store that ends a re-list below.
-        if r.running.swap(true, Ordering::AcqRel) {
+        r.again.store(true, Ordering::SeqCst);
+        // SeqCst throughout: a store of one flag followed by a load of the
+        // other on each side (a notification's `again`, then `running`; the
+        // re-list's `running`, then `again`) must not be reordered, or
+        // both sides could miss each other.
+        if r.running.swap(true, Ordering::SeqCst) {
             return; // the running re-list sees `again`
         }
         loop {
-            r.again.store(false, Ordering::Release);
+            r.again.store(false, Ordering::SeqCst);
             let Some(shared) = self.shared.upgrade() else {
-                r.running.store(false, Ordering::Release);
+                r.running.store(false, Ordering::SeqCst);
                 return;
             };
             let wait = shared.limits.startup_timeout;
@@ -168,10 +171,10 @@ impl ClientHandler for Notified {
                 ),
             }
             drop(shared);
-            r.running.store(false, Ordering::Release);
+            r.running.store(false, Ordering::SeqCst);
             // A notification that came while it listed: list once more,
             // unless another task took the turn.
-            if !r.again.load(Ordering::Acquire) || r.running.swap(true, Ordering::AcqRel) {
+            if !r.again.load(Ordering::SeqCst) || r.running.swap(true, Ordering::SeqCst) {
                 return;
             }
         }

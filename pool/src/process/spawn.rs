@@ -102,7 +102,7 @@ impl Files {
                 };
                 if key == "write"
                     && let Some(tools) = tools
-                    && crate::files::covers(&p, tools)
+                    && (crate::files::covers(&p, tools) || crate::files::covers(tools, &p))
                 {
                     return Err(ProcessLoadError::WritesTools {
                         path: p,
@@ -288,13 +288,12 @@ fn restrict_self(ruleset: libc::c_int) -> std::io::Result<()> {
 }
 
 /// The device files a narrowed process may read and write.
-const DEVICES: [&str; 6] = [
+const DEVICES: [&str; 5] = [
     "/dev/null",
     "/dev/zero",
     "/dev/full",
     "/dev/random",
     "/dev/urandom",
-    "/dev/tty",
 ];
 
 impl std::fmt::Debug for Launch {
@@ -515,6 +514,24 @@ pub(crate) struct GroupKiller(Option<rustix::process::Pid>);
 impl GroupKiller {
     pub(crate) fn kill(&self) {
         if let Some(pid) = self.0 {
+            // The leader's children first: with namespaces the leader is
+            // the shim, and its child the program, init of its namespace,
+            // in a session of its own (it may also have cleared its death
+            // signal): killing it kills everything in the namespace. While
+            // the shim lives, its child's pid is not reused.
+            let leader = pid.as_raw_nonzero().get();
+            if let Ok(list) =
+                std::fs::read_to_string(format!("/proc/{leader}/task/{leader}/children"))
+            {
+                for child in list
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<i32>().ok())
+                {
+                    if let Some(child) = rustix::process::Pid::from_raw(child) {
+                        let _ = rustix::process::kill_process(child, rustix::process::Signal::KILL);
+                    }
+                }
+            }
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
     }

@@ -301,16 +301,18 @@ impl Inner {
                     // A set's members are listed before it is ready, so a
                     // caller that waited for the set finds them.
                     if let Some(set) = &set {
-                        self.publish_members(&entry, set);
-                        let (inner, weak_entry) = (self.me.clone(), Arc::downgrade(&entry));
+                        // Told of changes first, then listed: a change
+                        // between the two is published either way.
+                        let (inner, weak_entry, weak_set) =
+                            (self.me.clone(), Arc::downgrade(&entry), Arc::downgrade(set));
                         set.on_members_changed(Box::new(move || {
-                            if let (Some(inner), Some(entry)) =
-                                (inner.upgrade(), weak_entry.upgrade())
-                                && let Some(Ok(crate::Tool::Process(set))) = entry.loaded()
+                            if let (Some(inner), Some(entry), Some(set)) =
+                                (inner.upgrade(), weak_entry.upgrade(), weak_set.upgrade())
                             {
-                                inner.publish_members(&entry, set);
+                                inner.publish_members(&entry, &set);
                             }
                         }));
+                        self.publish_members(&entry, set);
                     }
                 }
                 entry.finish(Ok(tool));

@@ -315,7 +315,6 @@ impl Registry {
             .iter()
             .filter(|e| {
                 e.is_set()
-                    && e.loaded().is_none()
                     && name
                         .strip_prefix(e.manifest.name.as_str())
                         .is_some_and(|rest| rest.starts_with('.'))
