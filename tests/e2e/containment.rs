@@ -47,15 +47,19 @@ fn spawner(marker: &str, then: &str) -> String {
     )
 }
 
-fn exec_tool(dirs: &Dirs, name: &str, script: &str) {
+/// An exec tool `name` running `sh -c script`, with `extra` manifest
+/// lines (a `[limits]` table among them).
+fn exec_tool(dirs: &Dirs, name: &str, script: &str, extra: &str) {
     std::fs::write(
         dirs.tools.path().join(format!("{name}.toml")),
         format!(
-            "name = \"{name}\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"sh\", \"-c\", {script:?}]\n[limits]\ntimeout = \"60s\"\n"
+            "name = \"{name}\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"sh\", \"-c\", {script:?}]\n{extra}"
         ),
     )
     .unwrap();
 }
+
+const LONG: &str = "[limits]\ntimeout = \"60s\"\n";
 
 fn gone_within(marker: &str, wait: Duration) -> Vec<u32> {
     let deadline = Instant::now() + wait;
@@ -72,7 +76,7 @@ fn gone_within(marker: &str, wait: Duration) -> Vec<u32> {
 fn nothing_a_tool_started_survives_a_sigkill_of_the_server() {
     let dirs = Dirs::new();
     let marker = marker();
-    exec_tool(&dirs, "spawner", &spawner(&marker, "exec sleep 600"));
+    exec_tool(&dirs, "spawner", &spawner(&marker, "exec sleep 600"), LONG);
     let server = Server::start(&dirs, &[], &[], None);
     let url = server.url("/v1/tools/spawner/call");
     // The call stays in flight: its descendants are running.
@@ -122,7 +126,12 @@ fn server_pid(server: &Server) -> u32 {
 fn nothing_a_tool_started_survives_the_one_shot_cli() {
     let dirs = Dirs::new();
     let marker = marker();
-    exec_tool(&dirs, "spawner", &spawner(&marker, "echo '{\"ok\":true}'"));
+    exec_tool(
+        &dirs,
+        "spawner",
+        &spawner(&marker, "echo '{\"ok\":true}'"),
+        LONG,
+    );
     let out = Command::new(binary())
         .args(["call", "spawner", "{}", "--tools"])
         .arg(dirs.tools.path())
@@ -151,11 +160,12 @@ fn nothing_a_tool_started_survives_the_one_shot_cli() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_tool_backlog_is_refused_busy_and_echo_keeps_answering() {
     let dirs = Dirs::new();
-    std::fs::write(
-        dirs.tools.path().join("slow.toml"),
-        "name = \"slow\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"sh\", \"-c\", \"cat >/dev/null; sleep 5; echo '{}'\"]\n[pool]\nmax = 1\n[limits]\ntimeout = \"3s\"\n",
-    )
-    .unwrap();
+    exec_tool(
+        &dirs,
+        "slow",
+        "cat >/dev/null; sleep 5; echo '{}'",
+        "[pool]\nmax = 1\n[limits]\ntimeout = \"3s\"\n",
+    );
     let server = std::sync::Arc::new(Server::start(&dirs, &[], &[], None));
     let c = crate::support::client();
     let mut calls = Vec::new();
@@ -284,11 +294,12 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stderr_flood_costs_the_server_little() {
     let dirs = Dirs::new();
-    std::fs::write(
-        dirs.tools.path().join("flood.toml"),
-        "name = \"flood\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"sh\", \"-c\", \"cat >/dev/null; exec cat /dev/zero >&2\"]\n[limits]\ntimeout = \"3s\"\n",
-    )
-    .unwrap();
+    exec_tool(
+        &dirs,
+        "flood",
+        "cat >/dev/null; exec cat /dev/zero >&2",
+        "[limits]\ntimeout = \"3s\"\n",
+    );
     let server = Server::start(&dirs, &[], &[], None);
     let c = crate::support::client();
     let before = cpu_ticks(server.pid());
@@ -381,13 +392,26 @@ fn a_program_that_clears_its_death_signal_still_dies_with_the_server() {
     let url = server.url("/v1/tools/stubborn/call");
     std::thread::spawn(move || {
         let _ = Command::new("curl")
-            .args(["-s", "-m", "30", "-H", "content-type: application/json", "-d", "{}", &url])
+            .args([
+                "-s",
+                "-m",
+                "30",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                "{}",
+                &url,
+            ])
             .stdout(Stdio::null())
             .status();
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     while with_marker(&marker).is_empty() {
-        assert!(Instant::now() < deadline, "it did not start\n{}", server.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "it did not start\n{}",
+            server.stderr()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
