@@ -223,6 +223,14 @@ pub enum ProcessLoadError {
         /// The tools directory.
         tools: PathBuf,
     },
+    /// What a `preset` needs could not be prepared.
+    #[error("preset = {preset:?}: {why}")]
+    Preset {
+        /// The preset.
+        preset: &'static str,
+        /// What failed, naming the path.
+        why: String,
+    },
     /// The kernel supports Landlock, and the ruleset could not be made.
     #[error("permissions: the Landlock ruleset: {0}")]
     Landlock(#[source] landlock::RulesetError),

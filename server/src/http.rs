@@ -125,6 +125,7 @@ async fn tools(State(app): State<Arc<App>>) -> Response {
             if let Some(Ok(toolplane_pool::Tool::Process(t))) = e.loaded() {
                 row["files"] = t.files().into();
                 row["contained"] = t.containment().into();
+                row["process_limits"] = t.limits().into();
             }
             row
         })

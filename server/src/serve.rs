@@ -548,13 +548,10 @@ pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resul
                 };
                 writeln!(
                     out,
-                    "    process ({protocol}): {}; {shape}; limits: timeout {}, output {} KiB{}",
+                    "    process ({protocol}): {}; {shape}; limits: timeout {}, output {} KiB",
                     p.command.join(" "),
                     humantime::format_duration(limits.timeout),
                     limits.max_output >> 10,
-                    limits
-                        .memory
-                        .map_or_else(String::new, |m| format!(", memory {} MiB", m >> 20)),
                 )
                 .map_err(w)?;
             }
@@ -562,9 +559,11 @@ pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resul
                 if !json {
                     writeln!(out, "    files: {}", t.files()).map_err(w)?;
                     writeln!(out, "    contained: {}", t.containment()).map_err(w)?;
+                    writeln!(out, "    each process: {}", t.limits()).map_err(w)?;
                 }
                 row["files"] = t.files().into();
                 row["contained"] = t.containment().into();
+                row["process_limits"] = t.limits().into();
             }
             row["runtime"] = "process".into();
             row["protocol"] = protocol.into();
@@ -582,6 +581,7 @@ pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resul
                 "startup_timeout_ms": limits.startup_timeout.as_millis() as u64,
                 "max_output_bytes": limits.max_output,
                 "memory_bytes": limits.memory,
+                "processes": limits.processes,
             });
         }
         rows.push(row);

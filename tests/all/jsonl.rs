@@ -537,9 +537,11 @@ for line in sys.stdin:
 fn a_reload_stops_the_processes_of_the_version_it_replaces() {
     let marker = format!("reload-marker-{}", std::process::id());
     let script = repo().join("tests/fixtures/jsonl/faulty.py");
+    // The interpreter itself: a version manager's shim (pyenv) runs
+    // shells with the same arguments while it starts, counted as well.
     let manifest = |extra: &str| {
         format!(
-            "name = \"warm\"\nruntime = \"process\"\nprotocol = \"jsonl\"\ncommand = [\"python3\", {:?}, {marker:?}]\n[pool]\nmin = 2\nmax = 2\n{extra}",
+            "name = \"warm\"\nruntime = \"process\"\nprotocol = \"jsonl\"\ncommand = [\"/usr/bin/python3\", {:?}, {marker:?}]\n[pool]\nmin = 2\nmax = 2\n{extra}",
             script.display().to_string()
         )
     };

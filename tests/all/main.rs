@@ -10,6 +10,7 @@ mod faults;
 mod hostile;
 mod injector;
 mod jsonl;
+mod limits;
 mod mcp_upstream;
 mod ordering;
 mod overload;

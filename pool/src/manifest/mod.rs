@@ -21,8 +21,8 @@ mod process;
 pub use crate::size::parse_size;
 pub(crate) use process::RawProcessManifest;
 pub use process::{
-    FsGrants, MAX_MEMBER_NAME, Member, PROTOCOLS, PoolSpec, ProcessLimits, ProcessManifest,
-    Protocol, member_name,
+    DEFAULT_MEMORY, DEFAULT_PROCESSES, FsGrants, MAX_MEMBER_NAME, Member, PRESETS, PROTOCOLS,
+    PoolSpec, Preset, ProcessLimits, ProcessManifest, Protocol, member_name,
 };
 
 /// The placeholder a grant's `host` may use for the registry's data
@@ -718,7 +718,7 @@ mod tests {
         .unwrap();
         let p = m.process().unwrap();
         assert_eq!(p.command, ["tr", "a", "b"]);
-        assert_eq!(p.limits.memory, Some(64 << 20));
+        assert_eq!(p.limits.memory, 64 << 20);
         assert_eq!(p.limits.timeout, Duration::from_secs(30));
         assert!(m.wasi().is_none());
         for (text, key) in [

@@ -84,6 +84,8 @@ pub struct ProcessManifest {
     /// The file system its processes see, when narrowed (`[permissions]`):
     /// with Landlock, the system's directories read-only and these.
     pub permissions: Option<FsGrants>,
+    /// `preset = "node" | "python" | "npx"`: what that runtime needs.
+    pub preset: Option<Preset>,
     /// `network = "host"`: its processes share the server's network; by
     /// default (`"none"`) they have a network namespace of their own, with
     /// only its own loopback.
@@ -193,9 +195,39 @@ pub struct ProcessLimits {
     /// Bytes of one call's output at most (for `exec`, its stdout; for
     /// `jsonl`, one response line).
     pub max_output: u64,
-    /// Address space of each process, when set.
-    pub memory: Option<u64>,
+    /// Memory of each process with everything it starts (its cgroup's, or
+    /// each process's `RLIMIT_DATA` where there are no cgroups).
+    pub memory: u64,
+    /// Processes and threads each process may have at once, itself and
+    /// its descendants included (cgroup `pids.max`, where there are
+    /// cgroups).
+    pub processes: u64,
 }
+
+/// `limits.memory` unless set: Node, Python and npx start well within it.
+pub const DEFAULT_MEMORY: u64 = 1 << 30;
+
+/// `limits.processes` unless set: Node alone runs ~11 threads, npx a few
+/// processes more.
+pub const DEFAULT_PROCESSES: u64 = 256;
+
+/// A runtime a program is started with, and what it needs from its
+/// sandbox (`preset = "…"`; `spawn.rs` says what each grants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// `node script.js`: the script's directory, Node's install prefix.
+    Node,
+    /// `python3 script.py`: the script's directory, the interpreter's
+    /// prefix and the user's site-packages; unbuffered, no bytecode
+    /// written.
+    Python,
+    /// `npx package`: npm's cache (read and write), Node's prefix;
+    /// offline first (a cached package needs no network).
+    Npx,
+}
+
+/// The accepted `preset` values.
+pub const PRESETS: [&str; 3] = ["node", "python", "npx"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -223,6 +255,7 @@ pub(crate) struct RawProcessManifest {
     tools: Vec<RawMember>,
     permissions: Option<FsGrants>,
     network: Option<String>,
+    preset: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -256,6 +289,7 @@ struct RawLimits {
     startup_timeout: Option<String>,
     max_output: Option<Size>,
     memory: Option<Size>,
+    processes: Option<u64>,
 }
 
 /// `key = value` must lie in `range`; the message says what it counts.
@@ -309,6 +343,18 @@ impl RawProcessManifest {
             limits: self.limits.check()?,
             tools: self.members(protocol)?,
             permissions: self.permissions.clone(),
+            preset: match self.preset.as_deref() {
+                None => None,
+                Some("node") => Some(Preset::Node),
+                Some("python") => Some(Preset::Python),
+                Some("npx") => Some(Preset::Npx),
+                Some(other) => {
+                    return Err(format!(
+                        "preset = {other:?} is not a preset: accepted {}",
+                        PRESETS.map(|p| format!("{p:?}")).join(", ")
+                    ));
+                }
+            },
             host_network: match self.network.as_deref() {
                 None | Some("none") => false,
                 Some("host") => true,
@@ -457,15 +503,25 @@ impl RawLimits {
                 fmt_size(max_output)
             ));
         }
-        let memory = size("limits.memory", &self.memory)?;
-        if memory.is_some_and(|m| m < 1 << 20) {
-            return Err("limits.memory is below 1 MiB: no program starts in that".into());
+        let memory = size("limits.memory", &self.memory)?.unwrap_or(DEFAULT_MEMORY);
+        if !(1 << 20..=1 << 40).contains(&memory) {
+            return Err(format!(
+                "limits.memory = {} is out of range: 1 MiB ..= 1 TiB",
+                fmt_size(memory)
+            ));
         }
+        let processes = in_range(
+            "limits.processes",
+            self.processes.unwrap_or(DEFAULT_PROCESSES),
+            1..=1 << 20,
+            "processes and threads",
+        )?;
         Ok(ProcessLimits {
             timeout: duration("limits.timeout", &self.timeout, 30)?,
             startup_timeout: duration("limits.startup_timeout", &self.startup_timeout, 10)?,
             max_output,
             memory,
+            processes,
         })
     }
 }

@@ -20,8 +20,9 @@
 //! What keeps a tool in (`contain.rs`, `spawn.rs`; tools/README.md, "What
 //! a process tool can reach"): its own PID, mount and (unless `network =
 //! "host"`) network namespaces, no capabilities, the tools directory
-//! read-only and the module cache hidden, the environment cleared, the
-//! address space (`limits.memory` as `RLIMIT_AS`), time and output; with
+//! read-only and the module cache hidden, the environment cleared,
+//! memory and process count (a cgroup per process, `cgroup.rs`; else
+//! `RLIMIT_DATA`), time and output; with
 //! `[permissions]`, Landlock narrows its file system and TCP. Without
 //! `[permissions]` it sees the file system as the server's user does.
 
@@ -35,6 +36,7 @@ pub use crate::error::ProcessLoadError;
 use crate::manifest::Manifest;
 pub use crate::manifest::{Member, PoolSpec, ProcessLimits, ProcessManifest, Protocol};
 
+mod cgroup;
 mod contain;
 mod exec;
 mod host;
@@ -193,6 +195,11 @@ impl ProcessTool {
     /// words.
     pub fn containment(&self) -> &'static str {
         self.shared.launch.contain.describe()
+    }
+
+    /// How its memory and process-count limits are held, in words.
+    pub fn limits(&self) -> String {
+        cgroup::describe(self.shared.launch.limits)
     }
 
     /// Whether this is a set (see the module's comment).

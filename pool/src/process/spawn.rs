@@ -25,7 +25,8 @@ pub(crate) struct Launch {
     args: Vec<String>,
     env: Vec<(String, String)>,
     cwd: PathBuf,
-    memory: Option<u64>,
+    /// Its processes' memory and process-count limits (`cgroup.rs`).
+    pub(crate) limits: super::cgroup::Limits,
     /// What its processes may see of the file system.
     pub(crate) files: Files,
     /// Namespaces and privileges (`contain.rs`).
@@ -75,9 +76,11 @@ impl Files {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn new(
         grants: Option<&crate::manifest::FsGrants>,
         resolve: impl Fn(&'static str, &str) -> Result<PathBuf, ProcessLoadError>,
+        needs: &Needs,
         program: &Path,
         cwd: &Path,
         tools: Option<&Path>,
@@ -110,6 +113,27 @@ impl Files {
                     });
                 }
                 out.push(p);
+            }
+        }
+        // What the preset needs, where it is there.
+        for (key, list, out) in [
+            ("read", &needs.read, &mut read),
+            ("write", &needs.write, &mut write),
+        ] {
+            for p in list {
+                let Ok(p) = p.canonicalize() else { continue };
+                if key == "write"
+                    && let Some(tools) = tools
+                    && (crate::files::covers(&p, tools) || crate::files::covers(tools, &p))
+                {
+                    return Err(ProcessLoadError::WritesTools {
+                        path: p,
+                        tools: tools.to_path_buf(),
+                    });
+                }
+                if p.is_dir() {
+                    out.push(p);
+                }
             }
         }
         // The working directory is granted only by a grant (or the system's
@@ -287,6 +311,92 @@ fn restrict_self(ruleset: libc::c_int) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What a `preset` adds: environment (before the manifest's own `env`,
+/// which wins) and, under `[permissions]`, grants.
+#[derive(Default)]
+struct Needs {
+    env: Vec<(String, String)>,
+    read: Vec<PathBuf>,
+    write: Vec<PathBuf>,
+}
+
+impl Needs {
+    /// - every preset: read the runtime's install prefix (`<prefix>/bin/
+    ///   <program>`, before and after links are followed: a venv's or
+    ///   pyenv's directory and the interpreter's own);
+    /// - `node`, `python`: read the script's directory (the first argument
+    ///   that is not an option and names a file, from `cwd`);
+    /// - `python`: read the user's site-packages (`~/.local/lib`);
+    ///   `PYTHONUNBUFFERED=1` (a pipe would hold its answers back) and
+    ///   `PYTHONDONTWRITEBYTECODE=1` (the tools directory is read-only);
+    /// - `npx`: read and write npm's cache (`npm_config_cache` of the
+    ///   server, else `~/.npm`; made when missing), offline first (a
+    ///   cached package starts with no network: `network = "host"` is for
+    ///   the first fetch), no update, fund or audit requests.
+    fn of(
+        preset: crate::manifest::Preset,
+        program: &Path,
+        args: &[String],
+        cwd: &Path,
+        env: &[(String, String)],
+    ) -> Result<Needs, ProcessLoadError> {
+        use crate::manifest::Preset;
+        let mut n = Needs::default();
+        let prefix = |p: &Path| {
+            p.parent()
+                .filter(|b| b.file_name().is_some_and(|f| f == "bin" || f == "shims"))
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+        };
+        n.read.extend(prefix(program));
+        if let Ok(real) = program.canonicalize() {
+            n.read.extend(prefix(&real));
+        }
+        let home = env
+            .iter()
+            .find(|(k, _)| k == "HOME")
+            .map(|(_, v)| PathBuf::from(v));
+        if matches!(preset, Preset::Node | Preset::Python)
+            && let Some(script) = args
+                .iter()
+                .find(|a| !a.starts_with('-'))
+                .map(|a| cwd.join(a))
+                .filter(|p| p.is_file())
+        {
+            n.read.extend(script.parent().map(Path::to_path_buf));
+        }
+        let mut set = |k: &str, v: &str| n.env.push((k.into(), v.into()));
+        match preset {
+            Preset::Node => {}
+            Preset::Python => {
+                set("PYTHONUNBUFFERED", "1");
+                set("PYTHONDONTWRITEBYTECODE", "1");
+                n.read.extend(home.as_ref().map(|h| h.join(".local/lib")));
+            }
+            Preset::Npx => {
+                let cache = std::env::var_os("npm_config_cache")
+                    .map(PathBuf::from)
+                    .or_else(|| home.as_ref().map(|h| h.join(".npm")))
+                    .ok_or(ProcessLoadError::Preset {
+                        preset: "npx",
+                        why: "npm's cache: neither npm_config_cache nor HOME is set".into(),
+                    })?;
+                std::fs::create_dir_all(&cache).map_err(|e| ProcessLoadError::Preset {
+                    preset: "npx",
+                    why: format!("npm's cache {}: {e}", cache.display()),
+                })?;
+                set("npm_config_cache", &cache.to_string_lossy());
+                set("npm_config_prefer_offline", "true");
+                set("npm_config_update_notifier", "false");
+                set("npm_config_fund", "false");
+                set("npm_config_audit", "false");
+                n.write.push(cache);
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// The device files a narrowed process may read and write.
 const DEVICES: [&str; 5] = [
     "/dev/null",
@@ -336,7 +446,7 @@ impl Launch {
         let args = spec.command[1..]
             .iter()
             .map(|a| data("command", a))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<String>, _>>()?;
         let cwd = match &spec.cwd {
             Some(c) => {
                 let c = PathBuf::from(data("cwd", c)?);
@@ -356,9 +466,18 @@ impl Launch {
                 env.push((key.into(), v.to_string_lossy().into_owned()));
             }
         }
-        for (k, v) in &spec.env {
-            env.retain(|(e, _)| e != k);
-            env.push((k.clone(), data("env", v)?));
+        let needs = match spec.preset {
+            Some(p) => Needs::of(p, &program, &args, &cwd, &env)?,
+            None => Needs::default(),
+        };
+        for (k, v) in needs.env.iter().cloned().chain(
+            spec.env
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), data("env", v)?)))
+                .collect::<Result<Vec<_>, ProcessLoadError>>()?,
+        ) {
+            env.retain(|(e, _)| *e != k);
+            env.push((k, v));
         }
         let resolve = |key: &'static str, g: &str| -> Result<PathBuf, ProcessLoadError> {
             let p = PathBuf::from(data(
@@ -377,6 +496,7 @@ impl Launch {
         let files = Files::new(
             spec.permissions.as_ref(),
             resolve,
+            &needs,
             &program,
             &cwd,
             base,
@@ -394,7 +514,10 @@ impl Launch {
             args,
             env,
             cwd,
-            memory: spec.limits.memory,
+            limits: super::cgroup::Limits {
+                processes: spec.limits.processes,
+                memory: spec.limits.memory,
+            },
             files,
             contain,
         })
@@ -415,7 +538,11 @@ impl Launch {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let memory = self.memory;
+        // A group of its own, joined first: everything it starts is in it.
+        let group = super::cgroup::Group::new(self.limits)?.map(Arc::new);
+        let join = group.clone();
+        // Without cgroups, each process's allocations are bounded instead.
+        let data_limit = group.is_none().then_some(self.limits.memory);
         // A ruleset of its own for this child (close-on-exec: the program
         // does not inherit it), to which the child adds its own /proc.
         let landlock = match &self.files {
@@ -426,17 +553,21 @@ impl Launch {
         let contain = Arc::clone(&self.contain);
         #[allow(unsafe_code)]
         // SAFETY: the closure runs in the child between fork and exec and
-        // only makes system calls (`Contain::enter` and `drop_privileges`,
+        // only makes system calls (`Group::join`, `Contain::enter` and
+        // `drop_privileges`,
         // see their comments; setrlimit through rustix; landlock_add_rule
         // and landlock_restrict_self on a ruleset made before the fork),
         // allocating nothing and taking no lock; a failure is an errno, not
         // an allocated error.
         unsafe {
             cmd.pre_exec(move || {
+                if let Some(g) = &join {
+                    g.join()?;
+                }
                 contain.enter()?;
-                if let Some(bytes) = memory {
+                if let Some(bytes) = data_limit {
                     rustix::process::setrlimit(
-                        rustix::process::Resource::As,
+                        rustix::process::Resource::Data,
                         rustix::process::Rlimit {
                             current: Some(bytes),
                             maximum: Some(bytes),
@@ -455,7 +586,7 @@ impl Launch {
             });
         }
         let mut child = cmd.spawn()?;
-        let group = GroupKiller(
+        let killer = GroupKiller(
             child
                 .id()
                 .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
@@ -467,9 +598,11 @@ impl Launch {
             .map(|err| tokio::spawn(stderr.clone().collect(err)));
         Ok(Child {
             inner: child,
-            group,
+            group: killer,
             stderr,
             stderr_read,
+            limits: self.limits,
+            cgroup: group,
         })
     }
 }
@@ -480,16 +613,39 @@ pub(crate) struct Child {
     pub(crate) group: GroupKiller,
     pub(crate) stderr: StderrTail,
     stderr_read: Option<tokio::task::JoinHandle<()>>,
+    limits: super::cgroup::Limits,
+    /// Last: dropped after the process is killed, it kills what is left
+    /// in the group and removes it.
+    cgroup: Option<Arc<super::cgroup::Group>>,
 }
 
 impl Child {
-    /// The stderr excerpt once the pipe is drained (bounded: a child the
-    /// program left behind may hold it open).
+    /// What its error says after its status: the limit it reached, if
+    /// any, and the stderr excerpt once the pipe is drained (bounded: a
+    /// child the program left behind may hold it open).
     pub(crate) async fn stderr_excerpt(&mut self) -> String {
         if let Some(h) = self.stderr_read.take() {
             let _ = tokio::time::timeout(std::time::Duration::from_millis(100), h).await;
         }
-        self.stderr.excerpt()
+        let limit = match &self.cgroup {
+            Some(g) => g.hit().map(|hit| format!("; {hit}")),
+            // Without cgroups a process over its RLIMIT_DATA sees its
+            // allocations fail, and most runtimes abort.
+            None => matches!(
+                self.inner.try_wait(),
+                Ok(Some(s)) if matches!(
+                    std::os::unix::process::ExitStatusExt::signal(&s),
+                    Some(libc::SIGABRT | libc::SIGSEGV | libc::SIGBUS | libc::SIGTRAP)
+                )
+            )
+            .then(|| {
+                format!(
+                    "; it may have reached its memory limit (limits.memory = {}, each process's RLIMIT_DATA here)",
+                    crate::size::fmt_size(self.limits.memory)
+                )
+            }),
+        };
+        format!("{}{}", limit.unwrap_or_default(), self.stderr.excerpt())
     }
 
     /// Kills the whole group and reaps the leader (bounded: tokio reaps it
