@@ -105,6 +105,13 @@ pub enum LoadError {
 }
 
 impl LoadError {
+    /// Whether loading again may succeed with nothing changed: an
+    /// upstream that did not start, answer or list its tools (it may be
+    /// down for a while, or its network).
+    pub(crate) fn may_pass(&self) -> bool {
+        matches!(self, LoadError::Process(ProcessLoadError::Upstream(_)))
+    }
+
     /// The outcome of a call to the tool `name`, which failed to load so.
     pub(crate) fn outcome(&self, name: &str) -> toolplane_core::Outcome {
         toolplane_core::Outcome::Error(format!("tool {name} failed to load: {self}").into())

@@ -190,3 +190,54 @@ fn a_list_changed_storm_is_coalesced() {
         .unwrap();
     assert!(lists < 100, "3,000 notifications made {lists} re-lists");
 }
+
+#[test]
+fn a_set_whose_upstream_failed_at_load_is_retried_until_it_loads() {
+    let mark = tempfile::tempdir().unwrap();
+    let gate = mark.path().join("second-start");
+    let script = hostile();
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            healthy(dir);
+            // Down at the first start (it exits), up from the second.
+            let sh = format!(
+                "if [ -e {gate} ]; then exec python3 {script} healthy; fi; touch {gate}; echo 'upstream down' >&2; exit 1",
+                gate = gate.display()
+            );
+            mcp_manifest(dir, "flaky", &["sh", "-c", &sh], "");
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    let why = failed(&rig, "flaky");
+    assert!(why.contains("upstream down"), "{why}");
+    let problems = rig.registry.problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.to_string().contains("retried in 1s")),
+        "{problems:?}"
+    );
+    still_answers(&rig);
+    // Retried a second later, with nothing changed: it loads, its members
+    // answer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(
+        rig.registry.snapshot().by_name("flaky").map(|e| e.state()),
+        Some(LoadState::Ready)
+    ) {
+        assert!(
+            Instant::now() < deadline,
+            "never retried: {}",
+            failed(&rig, "flaky")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let v = ok_json(&call(&rig, "flaky.echo", r#"{"x":1}"#));
+    assert!(v.to_string().contains("\\\"x\\\": 1"), "{v}");
+    assert!(
+        rig.registry.problems().is_empty(),
+        "{:?}",
+        rig.registry.problems()
+    );
+}

@@ -38,6 +38,9 @@ pub(super) struct Inner {
     /// The newest load asked for, per tool name: an older load finishing
     /// late does not replace a newer one.
     pub(super) latest: Mutex<HashMap<String, u64>>,
+    /// Failed loads in a row, per tool whose failure may pass (an
+    /// upstream that did not start or list): each is retried later.
+    pub(super) retries: Mutex<HashMap<String, u32>>,
     pub(super) watcher: Mutex<Option<notify::RecommendedWatcher>>,
     /// Calls' progress sinks, by event tag.
     pub(super) progress: crate::progress::ProgressHub,
@@ -62,6 +65,11 @@ pub(super) struct Job {
 }
 
 pub(super) static SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// A failed load that may pass is retried this long after its first
+/// failure, then twice as long after each next one, up to [`RETRY_MAX`].
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Inner {
     pub(super) fn snapshot(&self) -> Arc<Snapshot> {
@@ -286,6 +294,10 @@ impl Inner {
                     self.clear_problem(p, Some(&name));
                 }
                 if current {
+                    self.retries
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&name);
                     if replace {
                         let mut old = None;
                         self.publish(|s| {
@@ -328,13 +340,57 @@ impl Inner {
             Err(reason) => {
                 // The problem first: whoever sees the entry failed (a
                 // caller waiting on it) finds the problem listed too.
+                let retry = (current
+                    && reason.may_pass()
+                    && !self.on_demand
+                    && matches!(entry.origin, Origin::File(_)))
+                .then(|| self.retry_later(&name, seq));
                 if current {
-                    self.problem(&report_path, reason.to_string(), Some(name));
+                    let text = match retry {
+                        Some(delay) => format!("{reason} (retried in {delay:?})"),
+                        None => reason.to_string(),
+                    };
+                    self.problem(&report_path, text, Some(name));
                 }
                 entry.finish(Err(Arc::new(reason)));
             }
         }
         self.done_one();
+    }
+
+    /// Loads `name` again later, unless something replaced this load
+    /// (`seq`) meanwhile: 1 s after its first failure, doubling to 5 min.
+    /// The delay.
+    fn retry_later(&self, name: &str, seq: u64) -> std::time::Duration {
+        let attempt = {
+            let mut r = self.retries.lock().unwrap_or_else(|p| p.into_inner());
+            let n = r.entry(name.to_string()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        let delay =
+            (RETRY_FIRST * 2u32.saturating_pow(attempt.saturating_sub(1).min(16))).min(RETRY_MAX);
+        tracing::warn!("tool {name} failed to load (attempt {attempt}): retried in {delay:?}");
+        let (weak, name) = (self.me.clone(), name.to_string());
+        let spawned = std::thread::Builder::new()
+            .name("toolplane-retry".into())
+            .spawn(move || {
+                std::thread::sleep(delay);
+                let Some(inner) = weak.upgrade() else { return };
+                let still = inner
+                    .latest
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&name)
+                    == Some(&seq);
+                if still {
+                    inner.reload_names([name].into_iter().collect());
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot retry a failed load later: {e}");
+        }
+        delay
     }
 
     pub(super) fn remove(&self, name: &str) {

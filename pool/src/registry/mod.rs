@@ -142,6 +142,7 @@ impl RegistryBuilder {
             settled: Condvar::new(),
             jobs: jobs_tx,
             latest: Mutex::new(HashMap::new()),
+            retries: Mutex::new(HashMap::new()),
             watcher: Mutex::new(None),
             progress: crate::progress::ProgressHub::default(),
         });
@@ -305,7 +306,8 @@ impl Registry {
     /// still loading (`<set>.<tool>`), once that set has loaded (its load
     /// is bounded by its `limits.startup_timeout`; on an on-demand
     /// registry this starts it), as a call to a WASI tool still loading
-    /// waits for it.
+    /// waits for it. A member of a set that failed to load resolves to
+    /// the set, so that calling it says why.
     pub async fn resolve(&self, name: &str) -> Option<Arc<ToolEntry>> {
         if let Some(e) = self.snapshot().by_name(name) {
             return Some(Arc::clone(e));
@@ -321,8 +323,12 @@ impl Registry {
             })
             .max_by_key(|e| e.manifest.name.len())
             .cloned()?;
-        let _ = set.wait().await;
-        self.snapshot().by_name(name).cloned()
+        let failed = set.wait().await.is_err();
+        // A set that failed answers for its members: a call gets why.
+        self.snapshot()
+            .by_name(name)
+            .cloned()
+            .or_else(|| failed.then_some(set))
     }
 
     /// Calls `name` with `input` outside any engine (scripts, tests, the
