@@ -312,3 +312,59 @@ fn a_program_from_the_data_directory_around_the_tools_directory_or_writable_by_o
         assert!(why.to_string().contains(says), "{name}: {why}");
     }
 }
+
+#[test]
+fn a_narrowed_tool_reaches_no_socket_under_run_but_those_granted() {
+    // Sockets by path reach past namespaces (systemd's private socket,
+    // D-Bus, docker.sock): two of ours under /run, one granted.
+    let me = std::process::id();
+    let hidden = std::path::PathBuf::from(format!("/run/toolplane-test-{me}"));
+    let granted = std::path::PathBuf::from(format!("/run/toolplane-grant-{me}"));
+    for d in [&hidden, &granted] {
+        let _ = std::fs::remove_dir_all(d);
+        std::fs::create_dir(d).expect("the tests make sockets under /run (they run as root)");
+    }
+    let _a = std::os::unix::net::UnixListener::bind(hidden.join("s")).unwrap();
+    let _b = std::os::unix::net::UnixListener::bind(granted.join("s")).unwrap();
+    const PROBE: &str = r#"
+import json, os, socket, sys
+sys.stdin.read()
+def reach(p):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(p)
+        return True
+    except OSError:
+        return False
+print(json.dumps({"hidden": reach(os.environ["HIDDEN"]), "granted": reach(os.environ["GRANTED"]), "resolv": os.path.exists("/etc/resolv.conf")}))
+"#;
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            std::fs::write(
+                dir.join("probe.toml"),
+                format!(
+                    "name = \"probe\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"/usr/bin/python3\", \"-c\", {PROBE:?}]\ncwd = \"/tmp\"\nnetwork = \"host\"\nenv = {{ HIDDEN = \"{}\", GRANTED = \"{}\" }}\n[permissions]\nread = [\"/tmp\", \"{}\"]\n",
+                    hidden.join("s").display(),
+                    granted.join("s").display(),
+                    granted.display()
+                ),
+            )
+            .unwrap();
+            sh_tool(dir, "ok", "cat", "");
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    let v = crate::wasi::ok_json(&crate::wasi::call(&rig, "probe", "{}"));
+    assert_eq!(
+        v,
+        serde_json::json!({"hidden": false, "granted": true, "resolv": true})
+    );
+    assert_eq!(
+        crate::wasi::ok_json(&crate::wasi::call(&rig, "ok", r#"{"a":1}"#)),
+        serde_json::json!({"a": 1})
+    );
+    for d in [&hidden, &granted] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

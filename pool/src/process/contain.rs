@@ -59,6 +59,34 @@ struct Namespaces {
     read_only: Vec<CString>,
     /// Covered by an empty private tmpfs (64 MiB at most).
     hidden: Vec<CString>,
+    /// `Some` for a narrowed tool (`[permissions]`): `/run` is covered by
+    /// an empty tmpfs, and these directories under it bound back (its
+    /// grants there, and with the host's network the resolver's
+    /// configuration), each with the directories to make for it
+    /// (outermost first).
+    run: Option<Vec<(CString, Vec<CString>)>>,
+}
+
+/// Directories under `/run` a narrowed process may keep at most.
+pub(crate) const MAX_RUN_KEEP: usize = 16;
+
+/// The resolver configuration's directory (`/etc/resolv.conf` links
+/// under `/run` with systemd-resolved).
+fn dns_dir() -> Option<std::path::PathBuf> {
+    let conf = Path::new("/etc/resolv.conf").canonicalize().ok()?;
+    conf.parent().map(Path::to_path_buf)
+}
+
+/// `dir` if it lies under `/run`: it and the directories to make for it.
+fn under_run(dir: &Path) -> Option<(CString, Vec<CString>)> {
+    let below = dir.strip_prefix("/run").ok()?;
+    let mut path = std::path::PathBuf::from("/run");
+    let mut make = Vec::new();
+    for part in below.components() {
+        path.push(part);
+        make.push(cstring(&path)?);
+    }
+    Some((cstring(dir)?, make))
 }
 
 /// Whether namespaces can be made here: `Ok` or why not (probed once, by
@@ -121,9 +149,37 @@ impl Contain {
     /// The containment of a tool's processes: namespaces when the kernel
     /// has them (a network one unless `host_net`), `read_only` bound
     /// read-only and `hidden` covered (those that are directories now).
-    pub(crate) fn new(host_net: bool, read_only: &[&Path], hidden: &[&Path]) -> Contain {
+    /// `narrowed`: the tool's Landlock grants, when it has
+    /// `[permissions]` (`/run` is then covered but for those beneath it).
+    pub(crate) fn new(
+        host_net: bool,
+        read_only: &[&Path],
+        hidden: &[&Path],
+        narrowed: Option<&[&Path]>,
+    ) -> Contain {
         match available() {
-            Ok(()) => Contain::with_namespaces(!host_net, read_only, hidden),
+            Ok(()) => {
+                let mut c = Contain::with_namespaces(!host_net, read_only, hidden);
+                // A grant of /run (or above it) keeps it whole.
+                let narrowed =
+                    narrowed.filter(|g| !g.iter().any(|g| Path::new("/run").starts_with(g)));
+                if let (Some(ns), Some(grants)) = (&mut c.namespaces, narrowed) {
+                    let dns = host_net.then(dns_dir).flatten();
+                    let keep: Vec<_> = grants
+                        .iter()
+                        .map(|p| p.to_path_buf())
+                        .chain(dns)
+                        .filter_map(|p| under_run(&p))
+                        .take(MAX_RUN_KEEP)
+                        .collect();
+                    ns.run = Some(keep);
+                    // Nothing under the covered /run to hide.
+                    ns.hidden.retain(|d| {
+                        !Path::new(std::ffi::OsStr::from_bytes(d.as_bytes())).starts_with("/run")
+                    });
+                }
+                c
+            }
             Err(_) => Contain { namespaces: None },
         }
     }
@@ -150,6 +206,7 @@ impl Contain {
                 user,
                 read_only: dirs(read_only),
                 hidden: dirs(hidden),
+                run: None,
             }),
         }
     }
@@ -302,6 +359,48 @@ impl Namespaces {
                     std::ptr::null(),
                 ))?;
             }
+            // Sockets by path reach past every namespace (systemd's
+            // private socket, D-Bus, docker.sock: commands run as root
+            // outside): for a narrowed program /run is an empty tmpfs,
+            // but for what it keeps (its grants there, the resolver's
+            // configuration with the host's network), bound back through
+            // descriptors opened before /run was covered.
+            if let Some(keep) = &self.run {
+                let mut fds = [-1; MAX_RUN_KEEP];
+                for (fd, (dir, _)) in fds.iter_mut().zip(keep) {
+                    *fd = check(libc::open(
+                        dir.as_ptr(),
+                        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                    ))?;
+                }
+                check(libc::mount(
+                    c"tmpfs".as_ptr(),
+                    c"/run".as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    c"size=1m,mode=0755".as_ptr().cast(),
+                ))?;
+                for (fd, (_, make)) in fds.iter().zip(keep) {
+                    for dir in make {
+                        if libc::mkdir(dir.as_ptr(), 0o755) != 0
+                            && io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)
+                        {
+                            return Err(io::Error::last_os_error());
+                        }
+                    }
+                    let from = FdPath::new(*fd);
+                    if let Some(to) = make.last() {
+                        check(libc::mount(
+                            from.as_ptr(),
+                            to.as_ptr(),
+                            null,
+                            libc::MS_BIND | libc::MS_REC,
+                            std::ptr::null(),
+                        ))?;
+                    }
+                    libc::close(*fd);
+                }
+            }
             for dir in &self.hidden {
                 check(libc::mount(
                     c"tmpfs".as_ptr(),
@@ -317,6 +416,36 @@ impl Namespaces {
             loopback_up()?;
         }
         Ok(())
+    }
+}
+
+/// `/proc/self/fd/<fd>` without allocating (between fork and exec).
+struct FdPath([u8; 32]);
+
+impl FdPath {
+    fn new(fd: libc::c_int) -> FdPath {
+        let mut buf = [0u8; 32];
+        let prefix = b"/proc/self/fd/";
+        buf[..prefix.len()].copy_from_slice(prefix);
+        let mut digits = [0u8; 10];
+        let mut n = fd.unsigned_abs();
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for i in 0..len {
+            buf[prefix.len() + i] = digits[len - 1 - i];
+        }
+        FdPath(buf)
+    }
+
+    fn as_ptr(&self) -> *const libc::c_char {
+        self.0.as_ptr().cast()
     }
 }
 
@@ -489,4 +618,34 @@ fn drop_capabilities() -> io::Result<()> {
         check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_descriptor_path_is_written_without_allocating() {
+        for (fd, want) in [
+            (0, "/proc/self/fd/0"),
+            (7, "/proc/self/fd/7"),
+            (1024, "/proc/self/fd/1024"),
+        ] {
+            let p = FdPath::new(fd);
+            // SAFETY: FdPath's buffer ends with NUL bytes.
+            #[allow(unsafe_code)]
+            let got = unsafe { std::ffi::CStr::from_ptr(p.as_ptr()) };
+            assert_eq!(got.to_str().unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn only_directories_under_run_are_kept_with_the_ones_to_make() {
+        assert!(under_run(Path::new("/var/run2")).is_none());
+        assert!(under_run(Path::new("/runner")).is_none());
+        let (dir, make) = under_run(Path::new("/run/systemd/resolve")).unwrap();
+        assert_eq!(dir.to_str().unwrap(), "/run/systemd/resolve");
+        let make: Vec<&str> = make.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(make, ["/run/systemd", "/run/systemd/resolve"]);
+    }
 }

@@ -504,10 +504,21 @@ impl Launch {
         )?;
         // The tools directory (the manifest's) read-only, the module
         // cache out of sight.
+        let grants: Option<Vec<&Path>> = match &files {
+            Files::Landlock(r) => Some(
+                r.read
+                    .iter()
+                    .chain(&r.write)
+                    .map(PathBuf::as_path)
+                    .collect(),
+            ),
+            Files::Unrestricted | Files::Unsupported => None,
+        };
         let contain = Arc::new(super::contain::Contain::new(
             spec.host_network,
             &base.into_iter().collect::<Vec<_>>(),
             &cache_dir.into_iter().collect::<Vec<_>>(),
+            grants.as_deref(),
         ));
         Ok(Launch {
             program,
