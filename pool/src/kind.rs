@@ -172,6 +172,7 @@ pub(crate) fn load(
                     data_dir,
                     cache_dir,
                     backlog,
+                    quota: runtime.inner.quota.as_ref(),
                 };
                 ProcessTool::load(Arc::clone(manifest), spec, checks, at, host)
                     .map(|t| Tool::Process(Arc::new(t)))

@@ -264,3 +264,46 @@ fn limits_and_presets_are_checked_naming_the_key() {
         assert!(e.to_string().contains(words), "{extra}: {e}");
     }
 }
+
+#[test]
+fn the_data_directory_limit_binds_process_tools_that_may_write_there() {
+    let rig = rig_with(
+        |cfg| cfg.data_dir_limit = 64 << 10,
+        |dir| {
+            crate::process::sh_tool(
+                dir,
+                "writer",
+                "cat >/dev/null; head -c 100000 /dev/zero > \"$DATA/big-$$\"; echo '{}'",
+                "env = { DATA = \"{data}\" }",
+            );
+            // Narrowed, and granted nothing in the data directory.
+            crate::process::sh_tool(
+                dir,
+                "reader",
+                "cat",
+                "cwd = \"/tmp\"\n[permissions]\nread = [\"/tmp\"]",
+            );
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    // Past the limit by what one call wrote (no reservations here)…
+    assert_eq!(ok_json(&call(&rig, "writer", "{}")), serde_json::json!({}));
+    // …then refused, naming the limit, once the walk saw it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let e = loop {
+        match call(&rig, "writer", "{}") {
+            toolplane_core::Outcome::Error(e) => break e.to_string(),
+            _ => assert!(
+                std::time::Instant::now() < deadline,
+                "writes went on past data_dir_limit"
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(e.contains("data_dir_limit = 64 KiB"), "{e}");
+    // A tool that cannot write there is not refused.
+    assert_eq!(
+        ok_json(&call(&rig, "reader", r#"{"a":1}"#)),
+        serde_json::json!({"a": 1})
+    );
+}

@@ -67,6 +67,8 @@ pub(crate) struct Context<'a> {
     pub(crate) cache_dir: Option<&'a Path>,
     /// `PoolConfig::tool_backlog`.
     pub(crate) backlog: usize,
+    /// The data directory's limit, when there is one.
+    pub(crate) quota: Option<&'a Arc<crate::quota::DataQuota>>,
 }
 
 /// A process tool ready to call.
@@ -114,6 +116,7 @@ impl ProcessTool {
             data_dir,
             cache_dir,
             backlog,
+            quota,
         } = at;
         contain::harden_server();
         let launch = spawn::Launch::resolve(spec, base, data_dir, cache_dir)?;
@@ -139,6 +142,9 @@ impl ProcessTool {
             );
             pool.queue = queue;
         }
+        let quota = quota
+            .filter(|q| launch.files.may_write(&q.dir))
+            .map(Arc::clone);
         let shared = Arc::new(Shared {
             name: manifest.name.as_str().into(),
             protocol: spec.protocol,
@@ -149,6 +155,7 @@ impl ProcessTool {
             turns: Arc::new(tokio::sync::Semaphore::new(turns)),
             members: std::sync::Mutex::new(spec.tools.clone()),
             on_members: std::sync::Mutex::new(None),
+            quota,
         });
         let runner = match spec.protocol {
             Protocol::Exec => Runner::Exec,
@@ -270,6 +277,9 @@ impl ProcessTool {
                 .into(),
             );
         };
+        if let Some(why) = self.shared.quota.as_ref().and_then(|q| q.full()) {
+            return Outcome::Error(format!("tool {}: {why}", self.manifest.name).into());
+        }
         let deadline = tokio::time::Instant::now() + self.shared.limits.timeout;
         let out = match &self.runner {
             // On the host (its process is started there): the input is
@@ -284,6 +294,9 @@ impl ProcessTool {
             // the host's reader wakes this call with its answer.
             Runner::Warm(w) => w.call(target, input, deadline, progress).await,
         };
+        if let Some(q) = &self.shared.quota {
+            q.touched();
+        }
         match out {
             Outcome::Ok(p) => match self.checks.output(&self.manifest.name, &p) {
                 Ok(()) => Outcome::Ok(p),

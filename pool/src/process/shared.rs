@@ -23,6 +23,11 @@ pub(crate) struct Shared {
     /// A set's members now, and whom to tell when they change.
     pub(crate) members: std::sync::Mutex<Vec<Member>>,
     pub(crate) on_members: std::sync::Mutex<Option<MembersChanged>>,
+    /// The data directory's limit, when its processes may write there
+    /// (no `[permissions]`, or a write grant over or in it): a call is
+    /// refused while the directory is at its limit, and each call asks
+    /// for a walk when it ends (`quota.rs`).
+    pub(crate) quota: Option<Arc<crate::quota::DataQuota>>,
 }
 
 /// Told when a set's members change (an upstream's `list_changed`).

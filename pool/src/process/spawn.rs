@@ -61,6 +61,19 @@ impl std::fmt::Debug for Files {
 }
 
 impl Files {
+    /// Whether its processes may write in `dir` (or above it).
+    pub(crate) fn may_write(&self, dir: &Path) -> bool {
+        match self {
+            Files::Unrestricted | Files::Unsupported => true,
+            Files::Landlock(r) => {
+                let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+                r.write
+                    .iter()
+                    .any(|w| crate::files::covers(w, &dir) || crate::files::covers(&dir, w))
+            }
+        }
+    }
+
     /// In words, for `tools list` and logs.
     pub fn describe(&self) -> &'static str {
         match self {
