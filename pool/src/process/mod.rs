@@ -131,7 +131,15 @@ impl ProcessTool {
             Protocol::Jsonl | Protocol::Mcp => spec.pool.max * spec.pool.max_inflight_per_process,
         };
         // Running and waiting together stay within the backlog a tool may
-        // hold (`PoolConfig::tool_backlog`).
+        // hold (`PoolConfig::tool_backlog`): its turns first.
+        let backlog = backlog.max(1);
+        if turns > backlog {
+            tracing::info!(
+                tool = %manifest.name,
+                "{turns} calls at once (pool.max and pool.max_inflight_per_process) cut to {backlog}: a tool holds at most {backlog} calls, running and waiting"
+            );
+        }
+        let turns = turns.min(backlog);
         let mut pool = spec.pool.clone();
         let queue = backlog.saturating_sub(turns).min(pool.queue);
         if queue < pool.queue {
