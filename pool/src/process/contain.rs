@@ -55,8 +55,9 @@ struct Namespaces {
     /// When the server is not root: a user namespace, with these lines for
     /// `uid_map` and `gid_map` (the server's own ids).
     user: Option<(Vec<u8>, Vec<u8>)>,
-    /// Bound read-only over themselves.
-    read_only: Vec<CString>,
+    /// Bound read-only over themselves, each with its mount's flags
+    /// (`mount_flags`).
+    read_only: Vec<(CString, libc::c_ulong)>,
     /// Covered by an empty private tmpfs (64 MiB at most).
     hidden: Vec<CString>,
     /// `Some` for a narrowed tool (`[permissions]`): `/run` is covered by
@@ -141,6 +142,32 @@ pub(crate) fn harden_server() {
     });
 }
 
+/// The flags of the mount `dir` lies on that a read-only remount must
+/// repeat: in a user namespace (a non-root server) the kernel locks them,
+/// and a remount that would clear one fails.
+fn mount_flags(dir: &std::ffi::CStr) -> libc::c_ulong {
+    #[allow(unsafe_code)]
+    // SAFETY: statvfs writes the struct it is given; a NUL-terminated path.
+    let flag = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(dir.as_ptr(), &mut st) != 0 {
+            return 0;
+        }
+        st.f_flag
+    };
+    [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ]
+    .into_iter()
+    .filter(|(st, _)| flag & *st != 0)
+    .fold(0, |acc, (_, ms)| acc | ms)
+}
+
 fn cstring(p: &Path) -> Option<CString> {
     CString::new(p.as_os_str().as_bytes()).ok()
 }
@@ -204,7 +231,13 @@ impl Contain {
             namespaces: Some(Namespaces {
                 net,
                 user,
-                read_only: dirs(read_only),
+                read_only: dirs(read_only)
+                    .into_iter()
+                    .map(|d| {
+                        let flags = mount_flags(&d);
+                        (d, flags)
+                    })
+                    .collect(),
                 hidden: dirs(hidden),
                 run: None,
             }),
@@ -339,7 +372,7 @@ impl Namespaces {
                 libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 std::ptr::null(),
             ))?;
-            for dir in &self.read_only {
+            for (dir, flags) in &self.read_only {
                 check(libc::mount(
                     dir.as_ptr(),
                     dir.as_ptr(),
@@ -355,7 +388,8 @@ impl Namespaces {
                         | libc::MS_REMOUNT
                         | libc::MS_RDONLY
                         | libc::MS_NOSUID
-                        | libc::MS_NODEV,
+                        | libc::MS_NODEV
+                        | flags,
                     std::ptr::null(),
                 ))?;
             }
@@ -637,6 +671,30 @@ mod tests {
             let got = unsafe { std::ffi::CStr::from_ptr(p.as_ptr()) };
             assert_eq!(got.to_str().unwrap(), want);
         }
+    }
+
+    #[test]
+    fn a_read_only_remount_repeats_the_flags_of_the_mount() {
+        // The root file system here is mounted relatime (the default);
+        // /dev/shm nosuid and nodev, where it is its own tmpfs.
+        let root = mount_flags(c"/");
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let opts = info
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some("/"))
+            .and_then(|l| l.split(' ').nth(5))
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            root & libc::MS_RELATIME != 0,
+            opts.split(',').any(|o| o == "relatime"),
+            "{opts}"
+        );
+        assert_eq!(
+            root & libc::MS_NOEXEC != 0,
+            opts.split(',').any(|o| o == "noexec")
+        );
+        assert_eq!(mount_flags(c"/no/such/dir"), 0);
     }
 
     #[test]
