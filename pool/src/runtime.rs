@@ -86,9 +86,8 @@ pub struct PoolConfig {
     /// Reading a module (or a manifest) takes at most this long.
     pub read_timeout: Duration,
     /// Calls one process tool may hold at once, running and waiting for a
-    /// turn together: the calls it runs at once (`pool.max` times
-    /// `pool.max_inflight_per_process`), then its `pool.queue`, are cut
-    /// to fit (a call beyond is refused `busy` at once), so one slow tool cannot take every worker
+    /// turn together: its `pool.queue` is cut to fit (a call beyond is
+    /// refused `busy` at once), so one slow tool cannot take every worker
     /// slot and the engine's whole in-flight budget. [`PoolConfig::size_for`]
     /// makes it a quarter of what the engine runs at once.
     pub tool_backlog: usize,

@@ -582,28 +582,3 @@ fn a_reload_stops_the_processes_of_the_version_it_replaces() {
         }
     }
 }
-
-#[test]
-fn a_tool_runs_no_more_calls_at_once_than_its_backlog_however_large_its_pool() {
-    // pool.max = 1024 exec processes, and a backlog of 6: six run, the
-    // rest are refused at once (their queue is cut to nothing).
-    let rig = rig_with(
-        |cfg| cfg.tool_backlog = 6,
-        |dir| {
-            crate::process::sh_tool(
-                dir,
-                "slow",
-                "cat >/dev/null; sleep 0.5; echo '{}'",
-                "[pool]\nmax = 1024",
-            );
-        },
-        |b| b.builtins(false).watch(false),
-    );
-    let out = concurrently(&rig, (0..20).map(|_| ("slow", "{}".to_string())).collect());
-    let ok = out.iter().filter(|o| matches!(o, Outcome::Ok(_))).count();
-    let busy = out
-        .iter()
-        .filter(|o| matches!(o, Outcome::Refused(RejectReason::Busy, _)))
-        .count();
-    assert_eq!((ok, busy), (6, 14), "{out:?}");
-}

@@ -131,15 +131,14 @@ impl ProcessTool {
             Protocol::Jsonl | Protocol::Mcp => spec.pool.max * spec.pool.max_inflight_per_process,
         };
         // Running and waiting together stay within the backlog a tool may
-        // hold (`PoolConfig::tool_backlog`): its turns first.
-        let backlog = backlog.max(1);
+        // hold (`PoolConfig::tool_backlog`). The calls it runs at once are
+        // the manifest's explicit choice and kept, said when they pass it.
         if turns > backlog {
-            tracing::info!(
+            tracing::warn!(
                 tool = %manifest.name,
-                "{turns} calls at once (pool.max and pool.max_inflight_per_process) cut to {backlog}: a tool holds at most {backlog} calls, running and waiting"
+                "runs {turns} calls at once (pool.max times pool.max_inflight_per_process), more than the {backlog} a tool's backlog may hold: at its busiest it can take that many of the engine's worker slots from other tools"
             );
         }
-        let turns = turns.min(backlog);
         let mut pool = spec.pool.clone();
         let queue = backlog.saturating_sub(turns).min(pool.queue);
         if queue < pool.queue {
