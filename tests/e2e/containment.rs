@@ -72,16 +72,12 @@ fn gone_within(marker: &str, wait: Duration) -> Vec<u32> {
     }
 }
 
-#[test]
-fn nothing_a_tool_started_survives_a_sigkill_of_the_server() {
-    let dirs = Dirs::new();
-    let marker = marker();
-    exec_tool(&dirs, "spawner", &spawner(&marker, "exec sleep 600"), LONG);
-    let server = Server::start(&dirs, &[], &[], None);
-    let url = server.url("/v1/tools/spawner/call");
-    // The call stays in flight: its descendants are running.
+/// Calls `tool` over REST from a thread, not waiting for its answer (the
+/// call stays in flight while the test kills the server).
+fn call_in_background(server: &Server, tool: &str) {
+    let url = server.url(&format!("/v1/tools/{tool}/call"));
     std::thread::spawn(move || {
-        let _ = std::process::Command::new("curl")
+        let _ = Command::new("curl")
             .args([
                 "-s",
                 "-m",
@@ -95,6 +91,26 @@ fn nothing_a_tool_started_survives_a_sigkill_of_the_server() {
             .stdout(Stdio::null())
             .status();
     });
+}
+
+/// `SIGKILL`s the server; the processes with `marker` still there 5 s on.
+fn sigkill_then_left(server: &Server, marker: &str) -> Vec<u32> {
+    let kill = Command::new("kill")
+        .args(["-KILL", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    gone_within(marker, Duration::from_secs(5))
+}
+
+#[test]
+fn nothing_a_tool_started_survives_a_sigkill_of_the_server() {
+    let dirs = Dirs::new();
+    let marker = marker();
+    exec_tool(&dirs, "spawner", &spawner(&marker, "exec sleep 600"), LONG);
+    let server = Server::start(&dirs, &[], &[], None);
+    // The call stays in flight: its descendants are running.
+    call_in_background(&server, "spawner");
     let deadline = Instant::now() + Duration::from_secs(20);
     while with_marker(&marker).len() < 5 {
         assert!(
@@ -105,21 +121,57 @@ fn nothing_a_tool_started_survives_a_sigkill_of_the_server() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let kill = Command::new("kill")
-        .args(["-KILL", &server_pid(&server).to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let left = gone_within(&marker, Duration::from_secs(5));
+    let groups = cgroups_of(server.pid());
+    let no_cgroups = server.stderr().contains("no cgroups for process tools");
+    assert_eq!(
+        groups.is_empty(),
+        no_cgroups,
+        "{groups:?}\n{}",
+        server.stderr()
+    );
+    let left = sigkill_then_left(&server, &marker);
     assert!(
         left.is_empty(),
         "{} survived the server: {left:?}",
         left.len()
     );
+    // What remains are its empty control groups, removed by the next
+    // server when it starts its first process tool.
+    let next = Server::start(&dirs, &[], &[], None);
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "10",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            "{}",
+        ])
+        .arg(next.url("/v1/tools/echo/call"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    call_in_background(&next, "spawner");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while groups.iter().any(|g| g.exists()) {
+        assert!(Instant::now() < deadline, "left behind: {groups:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
-fn server_pid(server: &Server) -> u32 {
-    server.pid()
+/// The control groups the server `pid` made (`toolplane-<pid>`), in
+/// every hierarchy.
+fn cgroups_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let out = Command::new("find")
+        .args(["/sys/fs/cgroup", "-maxdepth", "5", "-type", "d", "-name"])
+        .arg(format!("toolplane-{pid}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(std::path::PathBuf::from)
+        .collect()
 }
 
 #[test]
@@ -389,22 +441,7 @@ fn a_program_that_clears_its_death_signal_still_dies_with_the_server() {
     )
     .unwrap();
     let server = Server::start(&dirs, &[], &[], None);
-    let url = server.url("/v1/tools/stubborn/call");
-    std::thread::spawn(move || {
-        let _ = Command::new("curl")
-            .args([
-                "-s",
-                "-m",
-                "30",
-                "-H",
-                "content-type: application/json",
-                "-d",
-                "{}",
-                &url,
-            ])
-            .stdout(Stdio::null())
-            .status();
-    });
+    call_in_background(&server, "stubborn");
     let deadline = Instant::now() + Duration::from_secs(20);
     while with_marker(&marker).is_empty() {
         assert!(
@@ -415,11 +452,6 @@ fn a_program_that_clears_its_death_signal_still_dies_with_the_server() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let kill = Command::new("kill")
-        .args(["-KILL", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let left = gone_within(&marker, Duration::from_secs(5));
+    let left = sigkill_then_left(&server, &marker);
     assert!(left.is_empty(), "it survived the server: {left:?}");
 }

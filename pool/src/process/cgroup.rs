@@ -257,7 +257,7 @@ fn sweep(group: &Path) {
         else {
             continue;
         };
-        if Path::new(&format!("/proc/{pid}")).exists() {
+        if alive(pid) {
             continue;
         }
         if let Ok(children) = fs::read_dir(e.path()) {
@@ -268,6 +268,17 @@ fn sweep(group: &Path) {
             }
         }
         let _ = fs::remove_dir(e.path());
+    }
+}
+
+/// Whether `pid` runs (a zombie, killed and not yet reaped, does not).
+fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
     }
 }
 
@@ -510,6 +521,22 @@ mod tests {
         for d in dirs {
             assert!(!d.exists(), "{} is left", d.display());
         }
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        assert!(alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited, not reaped yet.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while alive(pid) {
+            assert!(std::time::Instant::now() < deadline, "{pid} still runs");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        child.wait().unwrap();
+        assert!(!alive(pid));
     }
 
     #[test]
