@@ -198,6 +198,9 @@ pub struct ProcessLimits {
     /// Memory of each process with everything it starts (its cgroup's, or
     /// each process's `RLIMIT_DATA` where there are no cgroups).
     pub memory: u64,
+    /// Whether the manifest set `limits.memory` (else it is
+    /// [`DEFAULT_MEMORY`]).
+    pub memory_set: bool,
     /// Processes and threads each process may have at once, itself and
     /// its descendants included (cgroup `pids.max`, where there are
     /// cgroups).
@@ -503,6 +506,7 @@ impl RawLimits {
                 fmt_size(max_output)
             ));
         }
+        let memory_set = self.memory.is_some();
         let memory = size("limits.memory", &self.memory)?.unwrap_or(DEFAULT_MEMORY);
         if !(1 << 20..=1 << 40).contains(&memory) {
             return Err(format!(
@@ -521,6 +525,7 @@ impl RawLimits {
             startup_timeout: duration("limits.startup_timeout", &self.startup_timeout, 10)?,
             max_output,
             memory,
+            memory_set,
             processes,
         })
     }

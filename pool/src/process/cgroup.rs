@@ -42,6 +42,25 @@ pub(crate) struct Limits {
     pub(crate) processes: u64,
     /// Bytes of memory (resident and page cache, with cgroups).
     pub(crate) memory: u64,
+    /// Whether the manifest set `memory` (else it is the default).
+    pub(crate) memory_set: bool,
+}
+
+/// `RLIMIT_DATA` where there are no cgroups and the manifest sets no
+/// `limits.memory`: it counts what a program maps writable, used or not,
+/// and runtimes reserve that way (wasmtime's stack pool maps 1.1 GiB up
+/// front; the default 1 GiB is a cgroup's, of memory in use).
+pub(crate) const FALLBACK_DATA: u64 = 8 << 30;
+
+impl Limits {
+    /// Each process's `RLIMIT_DATA` where there are no cgroups.
+    pub(crate) fn data(&self) -> u64 {
+        if self.memory_set {
+            self.memory
+        } else {
+            FALLBACK_DATA
+        }
+    }
 }
 
 /// A hierarchy groups are made in.
@@ -61,7 +80,7 @@ fn tree() -> &'static Result<Vec<Base>, String> {
         let found = find();
         if let Err(why) = &found {
             tracing::warn!(
-                "no cgroups for process tools ({why}): limits.memory is each process's RLIMIT_DATA, and there is no process-count limit"
+                "no cgroups for process tools ({why}): limits.memory is each process's RLIMIT_DATA (8 GiB unless a manifest sets it), and there is no process-count limit"
             );
         }
         found
@@ -459,7 +478,13 @@ pub(crate) fn describe(limits: Limits) -> String {
             }
         ),
         Err(_) => format!(
-            "memory {memory} per process (RLIMIT_DATA; no cgroups here), no process-count limit"
+            "memory {} per process (RLIMIT_DATA, no cgroups here{}), no process-count limit",
+            crate::size::fmt_size(limits.data()),
+            if limits.memory_set {
+                ""
+            } else {
+                ": what it maps writable, used or not; the default limits.memory needs cgroups"
+            }
         ),
     }
 }
@@ -493,6 +518,7 @@ mod tests {
         let limits = Limits {
             processes: 7,
             memory: 32 << 20,
+            memory_set: true,
         };
         let Ok(bases) = tree() else {
             // No cgroups here: no group, and the limits say how they are held.
@@ -521,6 +547,21 @@ mod tests {
         for d in dirs {
             assert!(!d.exists(), "{} is left", d.display());
         }
+    }
+
+    #[test]
+    fn without_cgroups_the_default_memory_is_a_roomier_data_limit() {
+        let set = Limits {
+            processes: 1,
+            memory: 64 << 20,
+            memory_set: true,
+        };
+        assert_eq!(set.data(), 64 << 20);
+        let default = Limits {
+            memory_set: false,
+            ..set
+        };
+        assert_eq!(default.data(), FALLBACK_DATA);
     }
 
     #[test]

@@ -541,6 +541,7 @@ impl Launch {
             limits: super::cgroup::Limits {
                 processes: spec.limits.processes,
                 memory: spec.limits.memory,
+                memory_set: spec.limits.memory_set,
             },
             files,
             contain,
@@ -566,7 +567,7 @@ impl Launch {
         let group = super::cgroup::Group::new(self.limits)?.map(Arc::new);
         let join = group.clone();
         // Without cgroups, each process's allocations are bounded instead.
-        let data_limit = group.is_none().then_some(self.limits.memory);
+        let data_limit = group.is_none().then(|| self.limits.data());
         // A ruleset of its own for this child (close-on-exec: the program
         // does not inherit it), to which the child adds its own /proc.
         let landlock = match &self.files {
@@ -664,8 +665,8 @@ impl Child {
             )
             .then(|| {
                 format!(
-                    "; it may have reached its memory limit (limits.memory = {}, each process's RLIMIT_DATA here)",
-                    crate::size::fmt_size(self.limits.memory)
+                    "; it may have reached its memory limit ({}, each process's RLIMIT_DATA here)",
+                    crate::size::fmt_size(self.limits.data())
                 )
             }),
         };
