@@ -34,7 +34,7 @@ pub(crate) async fn call(
 
 async fn run(tool: &Shared, input: &[u8], deadline: tokio::time::Instant) -> Outcome {
     let name = &tool.name;
-    let mut child = match tool.launch.spawn() {
+    let mut child = match tool.launch.spawn().await {
         Ok(c) => c,
         Err(e) => {
             return Outcome::Error(

@@ -6,9 +6,11 @@
 //! - a process's pipes are registered with one reactor that is always
 //!   polled, whichever worker calls it next (tokio I/O is bound to the
 //!   runtime it was registered with);
-//! - the parent-death signal, which follows the thread that forked, is tied
-//!   to a thread that lives as long as the host;
-//! - a worker's reactor never forks.
+//! - a worker's reactor never forks: forks are made on one thread of their
+//!   own that lives as long as the process (`spawn.rs`, `forker`), since
+//!   the parent-death signal follows the thread that forked, and a fork
+//!   can wait for the kernel (a cgroup join) without holding this
+//!   reactor.
 //!
 //! Dropping the host (the last process tool and runtime holding it) stops
 //! its runtime: every task is dropped, and with it every child (`kill_on_drop`

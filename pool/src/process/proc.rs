@@ -46,6 +46,7 @@ impl Proc {
         let mut child = shared
             .launch
             .spawn()
+            .await
             .map_err(|e| format!("cannot start {program}: {e}"))?;
         let pid = child.inner.id().unwrap_or(0);
         let max_line = usize::try_from(shared.limits.max_output).unwrap_or(usize::MAX);

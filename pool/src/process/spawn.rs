@@ -549,10 +549,14 @@ impl Launch {
     }
 
     /// Starts the program with piped stdio, in a new process group, with
-    /// `SIGKILL` as its parent-death signal. The caller's thread must live
-    /// as long as the child should: the death signal follows the thread
-    /// that forked (the process host's thread, see `host.rs`).
-    pub(crate) fn spawn(&self) -> std::io::Result<Child> {
+    /// `SIGKILL` as its parent-death signal, its pipes on the caller's
+    /// runtime (the process host's, see `host.rs`). The fork is made on
+    /// [`forker`]'s thread: the death signal follows the thread that
+    /// forked, which must outlive the child, and `spawn` returns only once
+    /// the child has run `exec`, after joining its cgroup — which can
+    /// wait an RCU grace period (PERF.md, "Process tools limited"), and
+    /// must not hold the host's reactor meanwhile.
+    pub(crate) async fn spawn(&self) -> std::io::Result<Child> {
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.args(&self.args)
             .env_clear()
@@ -610,7 +614,7 @@ impl Launch {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn()?;
+        let mut child = fork_on_thread(cmd).await?;
         let killer = GroupKiller(
             child
                 .id()
@@ -630,6 +634,54 @@ impl Launch {
             cgroup: group,
         })
     }
+}
+
+/// A fork to make on [`forker`]'s thread.
+type Fork = Box<dyn FnOnce() + Send>;
+
+/// The thread every process tool's fork is made on, started once and
+/// never ended (a parent-death signal fires when the thread that forked
+/// ends). `None` if it could not be started: forks are made in place.
+fn forker() -> Option<&'static std::sync::mpsc::Sender<Fork>> {
+    static FORKER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Fork>>> =
+        std::sync::OnceLock::new();
+    FORKER
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Fork>();
+            std::thread::Builder::new()
+                .name("toolplane-fork".into())
+                .spawn(move || {
+                    while let Ok(fork) = rx.recv() {
+                        fork();
+                    }
+                })
+                .map_err(|e| tracing::warn!("no fork thread ({e}): process tools fork in place"))
+                .ok()
+                .map(|_| tx)
+        })
+        .as_ref()
+}
+
+/// Runs `cmd.spawn()` on the fork thread, its pipes registered with the
+/// caller's runtime.
+async fn fork_on_thread(
+    mut cmd: tokio::process::Command,
+) -> std::io::Result<tokio::process::Child> {
+    let Some(forker) = forker() else {
+        return cmd.spawn();
+    };
+    let handle = tokio::runtime::Handle::current();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let fork: Fork = Box::new(move || {
+        let _in = handle.enter();
+        // A caller that went away drops the child: killed on drop.
+        let _ = tx.send(cmd.spawn());
+    });
+    forker
+        .send(fork)
+        .map_err(|_| std::io::Error::other("the fork thread is gone"))?;
+    rx.await
+        .map_err(|_| std::io::Error::other("the fork thread dropped a fork"))?
 }
 
 /// A started program: the child, its group, the tail of its stderr.
