@@ -368,3 +368,58 @@ print(json.dumps({"hidden": reach(os.environ["HIDDEN"]), "granted": reach(os.env
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+#[test]
+#[cfg(target_arch = "x86_64")] // the probe names x86_64 system call numbers
+fn a_seccomp_filter_refuses_new_namespaces_keyrings_and_io_uring_but_not_threads() {
+    const PROBE: &str = r#"
+import ctypes, json, os, subprocess, sys, threading
+sys.stdin.read()
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def errno_of(nr, *args):
+    ctypes.set_errno(0)
+    rc = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
+    return 0 if rc >= 0 else ctypes.get_errno()
+# x86_64 numbers: unshare 272, keyctl 250, io_uring_setup 425, bpf 321, clone3 435
+params = ctypes.create_string_buffer(120)
+out = {
+    "unshare_user": errno_of(272, 0x10000000),
+    "unshare_ns": errno_of(272, 0x00020000),
+    "keyctl": errno_of(250, 0, -3, 0),
+    "io_uring": errno_of(425, 4, ctypes.addressof(params)),
+    "bpf": errno_of(321, 0, 0, 0),
+    "clone3": errno_of(435, 0, 0),
+}
+box = []
+t = threading.Thread(target=lambda: box.append(1)); t.start(); t.join()
+out["thread"] = box == [1]
+out["subprocess"] = subprocess.run(["true"]).returncode == 0
+print(json.dumps(out))
+"#;
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            std::fs::write(
+                dir.join("probe.toml"),
+                format!(
+                    "name = \"probe\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"/usr/bin/python3\", \"-c\", {PROBE:?}]\n"
+                ),
+            )
+            .unwrap();
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    let v = crate::wasi::ok_json(&crate::wasi::call(&rig, "probe", "{}"));
+    // EPERM and ENOSYS on Linux.
+    let (eperm, enosys) = (1, 38);
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "unshare_user": eperm, "unshare_ns": eperm, "keyctl": eperm,
+            "io_uring": eperm, "bpf": eperm, "clone3": enosys,
+            "thread": true, "subprocess": true,
+        }),
+        "{v}"
+    );
+}

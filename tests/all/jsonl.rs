@@ -259,14 +259,20 @@ fn faults_end_only_their_own_calls_and_the_process_is_replaced() {
     assert!(matches!(out[0], Outcome::Timeout), "{:?}", out[0]);
     assert!(started.elapsed() < Duration::from_secs(3));
     // Killed 1 s after the cancel, and replaced: a call that lands on it
-    // meanwhile ends with that reason.
+    // meanwhile ends with that reason, or finds it stopping.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let o = call(&rig, "faulty", r#"{"do":"ok"}"#);
         match &o {
             Outcome::Ok(_) if pid(&o) != hung => break,
             Outcome::Ok(_) => {}
-            _ => assert!(error_text(&o).contains("within 1s of its cancel"), "{o:?}"),
+            _ => {
+                let e = error_text(&o);
+                assert!(
+                    e.contains("within 1s of its cancel") || e.contains("its process is stopping"),
+                    "{o:?}"
+                );
+            }
         }
         assert!(
             Instant::now() < deadline,

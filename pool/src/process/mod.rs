@@ -44,6 +44,7 @@ pub mod jsonl;
 mod life;
 pub mod mcp;
 pub mod proc;
+mod seccomp;
 mod shared;
 mod spawn;
 pub mod stats;
@@ -207,8 +208,14 @@ impl ProcessTool {
 
     /// What else keeps its processes in (namespaces, capabilities), in
     /// words.
-    pub fn containment(&self) -> &'static str {
-        self.shared.launch.contain.describe()
+    pub fn containment(&self) -> String {
+        let filter = match seccomp::filters() {
+            Ok(_) => {
+                "a seccomp filter (no new namespaces, keyrings, ptrace, bpf, io_uring, mounts)"
+            }
+            Err(_) => "no seccomp filter",
+        };
+        format!("{}; {filter}", self.shared.launch.contain.describe())
     }
 
     /// How its memory and process-count limits are held, in words.

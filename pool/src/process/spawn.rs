@@ -579,11 +579,13 @@ impl Launch {
             Files::Unrestricted | Files::Unsupported => None,
         };
         let proc_bits = proc_read_bits();
+        // Compiled before the fork (the child may not allocate).
+        let _ = super::seccomp::filters();
         let contain = Arc::clone(&self.contain);
         #[allow(unsafe_code)]
         // SAFETY: the closure runs in the child between fork and exec and
-        // only makes system calls (`Group::join`, `Contain::enter` and
-        // `drop_privileges`,
+        // only makes system calls (`Group::join`, `Contain::enter`,
+        // `drop_privileges` and `Filters::install`,
         // see their comments; setrlimit through rustix; landlock_add_rule
         // and landlock_restrict_self on a ruleset made before the fork),
         // allocating nothing and taking no lock; a failure is an errno, not
@@ -610,6 +612,9 @@ impl Launch {
                         add_proc_rule(ruleset.as_raw_fd(), proc_bits)?;
                     }
                     restrict_self(ruleset.as_raw_fd())?;
+                }
+                if let Ok(filters) = super::seccomp::filters() {
+                    filters.install()?;
                 }
                 Ok(())
             });
