@@ -423,3 +423,60 @@ print(json.dumps(out))
         "{v}"
     );
 }
+
+#[test]
+fn a_tool_running_as_root_can_leave_neither_its_cgroup_nor_write_kernel_knobs() {
+    // Root without capabilities still owns cgroupfs and /proc/sys files:
+    // both are read-only in its mount namespace.
+    const PROBE: &str = r#"
+import json, os, sys
+sys.stdin.read()
+def can_write(path, data):
+    try:
+        with open(path, "w") as f:
+            f.write(data)
+        return True
+    except OSError:
+        return False
+out = {}
+with open("/proc/sys/kernel/core_pattern") as f:
+    out["core_pattern"] = can_write("/proc/sys/kernel/core_pattern", f.read())
+out["sysrq"] = can_write("/proc/sysrq-trigger", "h")
+for line in open("/proc/self/cgroup"):
+    _, ctl, path = line.strip().split(":", 2)
+    for name in ("pids", "memory"):
+        if name in ctl.split(",") and os.path.isdir(f"/sys/fs/cgroup/{name}"):
+            own = f"/sys/fs/cgroup/{name}{path}"
+            out[f"{name}_limit"] = can_write(f"{own}/{name}.max" if name == "pids" else f"{own}/memory.limit_in_bytes", "max" if name == "pids" else "-1")
+            out[f"{name}_leave"] = can_write(f"/sys/fs/cgroup/{name}/cgroup.procs", "0")
+out["in_group"] = any("toolplane-" in l for l in open("/proc/self/cgroup"))
+print(json.dumps(out))
+"#;
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            std::fs::write(
+                dir.join("probe.toml"),
+                format!(
+                    "name = \"probe\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"/usr/bin/python3\", \"-c\", {PROBE:?}]\n"
+                ),
+            )
+            .unwrap();
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    let v = crate::wasi::ok_json(&crate::wasi::call(&rig, "probe", "{}"));
+    let obj = v.as_object().unwrap();
+    for (k, can) in obj {
+        if k != "in_group" {
+            assert_eq!(can, false, "the tool could write {k}: {v}");
+        }
+    }
+    // Where the server makes cgroups, the probe saw and tried them.
+    if v["in_group"] == true {
+        assert!(
+            obj.contains_key("pids_leave") && obj.contains_key("memory_leave"),
+            "{v}"
+        );
+    }
+}

@@ -66,6 +66,39 @@ struct Namespaces {
     /// configuration), each with the directories to make for it
     /// (outermost first).
     run: Option<Vec<(CString, Vec<CString>)>>,
+    /// Every mount at or under `/sys` (cgroup file systems among them),
+    /// with its flags: remounted read-only, so a program running as root
+    /// (with no capabilities, but owning those files) cannot move itself
+    /// out of its cgroup, change another's limits, or write the kernel's
+    /// knobs there.
+    sys: Vec<(CString, libc::c_ulong)>,
+}
+
+/// Parts of `/proc` that are the kernel's knobs rather than processes':
+/// bound read-only over themselves in the program's own `/proc` (as
+/// container runtimes do). `kernel.core_pattern` alone would run a
+/// program as root outside every namespace.
+const PROC_KNOBS: [&std::ffi::CStr; 4] = [
+    c"/proc/sys",
+    c"/proc/sysrq-trigger",
+    c"/proc/irq",
+    c"/proc/bus",
+];
+
+/// The mount points at or under `/sys`, from `/proc/self/mountinfo`,
+/// outermost first.
+fn sys_mounts() -> Vec<(CString, libc::c_ulong)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(super::cgroup::unescape)
+        .filter(|p| Path::new(p).starts_with("/sys"))
+        .filter_map(|p| CString::new(p).ok())
+        .map(|c| {
+            let flags = mount_flags(&c);
+            (c, flags)
+        })
+        .collect()
 }
 
 /// Directories under `/run` a narrowed process may keep at most.
@@ -240,6 +273,7 @@ impl Contain {
                     .collect(),
                 hidden: dirs(hidden),
                 run: None,
+                sys: sys_mounts(),
             }),
         }
     }
@@ -372,6 +406,47 @@ impl Namespaces {
                 libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 std::ptr::null(),
             ))?;
+            // The kernel's knobs read-only. In a user namespace (a server
+            // not running as root) the program cannot write them anyway,
+            // and a mount the kernel keeps locked there may refuse.
+            let knob = |rc: libc::c_int| match check(rc) {
+                Err(_) if self.user.is_some() => Ok(0),
+                other => other,
+            };
+            for (dir, flags) in &self.sys {
+                knob(libc::mount(
+                    null,
+                    dir.as_ptr(),
+                    null,
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | flags,
+                    std::ptr::null(),
+                ))?;
+            }
+            for knob_path in PROC_KNOBS {
+                if libc::mount(
+                    knob_path.as_ptr(),
+                    knob_path.as_ptr(),
+                    null,
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    // Not every kernel has each of them.
+                    continue;
+                }
+                knob(libc::mount(
+                    null,
+                    knob_path.as_ptr(),
+                    null,
+                    libc::MS_BIND
+                        | libc::MS_REMOUNT
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NODEV
+                        | libc::MS_NOEXEC,
+                    std::ptr::null(),
+                ))?;
+            }
             for (dir, flags) in &self.read_only {
                 check(libc::mount(
                     dir.as_ptr(),
