@@ -210,36 +210,80 @@ fn presets_start_python_and_node_scripts_inside_permissions() {
 }
 
 #[test]
-fn the_npx_preset_runs_a_cached_package_without_network_inside_permissions() {
-    // npm's cache holds the package once something fetched it; the
-    // upstreams' install (tests/upstreams/setup.sh) put it there. The tool
-    // has no network: offline first finds it in the cache.
+fn the_npx_preset_runs_a_package_from_a_cache_of_its_own_without_network() {
+    // The tool's own npm cache (never the operator's ~/.npm, which a
+    // narrowed tool could otherwise rewrite): filled once with the
+    // network, then run from it offline.
     let data = tempfile::tempdir().unwrap();
     let data_path = data.path().display().to_string();
+    let load = |network: &str| {
+        rig_with(
+            |_| {},
+            |dir| {
+                let command = [
+                    "npx",
+                    "-y",
+                    "@modelcontextprotocol/server-filesystem@2026.8.31",
+                    data_path.as_str(),
+                ];
+                crate::mcp_upstream::mcp_manifest(
+                    dir,
+                    "npxfs",
+                    &command,
+                    &format!(
+                        "preset = \"npx\"\nnetwork = \"{network}\"\ncwd = {data_path:?}\n[limits]\nstartup_timeout = \"120s\"\n[permissions]\nwrite = [{data_path:?}]\n"
+                    ),
+                );
+            },
+            |b| b.builtins(false).watch(false),
+        )
+    };
+    for network in ["host", "none"] {
+        let rig = load(network);
+        let v = ok_json(&call(&rig, "npxfs.list_allowed_directories", "{}"));
+        assert!(
+            v.to_string().contains(&data_path),
+            "npx under the preset, network = {network}: {v}"
+        );
+    }
+    let home = std::env::var("HOME").unwrap();
+    let cache = std::env::var("XDG_CACHE_HOME").unwrap_or(format!("{home}/.cache"));
+    assert!(
+        Path::new(&cache).join("toolplane/npx/npxfs/_npx").is_dir(),
+        "the tool's own cache under {cache}"
+    );
+}
+
+#[test]
+fn a_preset_grants_neither_the_root_nor_the_home_directory() {
+    // /bin/python3's prefix is /: not granted, so a file elsewhere stays
+    // out of reach.
+    let secret = tempfile::tempdir().unwrap();
+    std::fs::write(secret.path().join("s"), "secret").unwrap();
     let rig = rig_with(
         |_| {},
         |dir| {
-            let command = [
-                "npx",
-                "-y",
-                "@modelcontextprotocol/server-filesystem@2026.8.31",
-                data_path.as_str(),
-            ];
-            crate::mcp_upstream::mcp_manifest(
+            std::fs::write(
+                dir.join("peek.py"),
+                "import json, sys\nsys.stdin.read()\ntry:\n    open(sys.argv[1]).read()\n    print(json.dumps({'read': True}))\nexcept OSError:\n    print(json.dumps({'read': False}))\n",
+            )
+            .unwrap();
+            exec(
                 dir,
-                "npxfs",
-                &command,
-                &format!(
-                    "preset = \"npx\"\ncwd = {data_path:?}\n[limits]\nstartup_timeout = \"60s\"\n[permissions]\nwrite = [{data_path:?}]\n"
-                ),
+                "peek",
+                &[
+                    "/bin/python3",
+                    "peek.py",
+                    &secret.path().join("s").display().to_string(),
+                ],
+                "preset = \"python\"\n[permissions]\nread = []",
             );
         },
         |b| b.builtins(false).watch(false),
     );
-    let v = ok_json(&call(&rig, "npxfs.list_allowed_directories", "{}"));
-    assert!(
-        v.to_string().contains(&data_path),
-        "npx under the preset: {v}"
+    assert_eq!(
+        ok_json(&call(&rig, "peek", "{}")),
+        serde_json::json!({"read": false})
     );
 }
 

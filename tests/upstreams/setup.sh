@@ -19,13 +19,6 @@ if ! cmp -s tests/upstreams/package-lock.json "$stamp" 2>/dev/null; then
     npm ci --prefix tests/upstreams --no-audit --no-fund --loglevel=error
     cp tests/upstreams/package-lock.json "$stamp"
 fi
-# npx's cache (~/.npm) holds the same package, for the npx preset's test
-# (it runs offline): a start that fetches it, then ends at once (no
-# directory it may serve); the check is that it said so.
-if ! npx --offline -y @modelcontextprotocol/server-filesystem@2026.8.31 /nonexistent-dir </dev/null 2>&1 | grep -q "None of the specified directories"; then
-    npx -y @modelcontextprotocol/server-filesystem@2026.8.31 /nonexistent-dir </dev/null 2>&1 |
-        grep -q "None of the specified directories"
-fi
 venv=target/interop-venv-$MCP_PY
 if ! "$venv/bin/python" -c "import mcp.server.fastmcp" 2>/dev/null; then
     python3 -m venv "$venv"

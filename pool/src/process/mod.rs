@@ -120,7 +120,7 @@ impl ProcessTool {
             quota,
         } = at;
         contain::harden_server();
-        let launch = spawn::Launch::resolve(spec, base, data_dir, cache_dir)?;
+        let launch = spawn::Launch::resolve(&manifest.name, spec, base, data_dir, cache_dir)?;
         if matches!(launch.files, spawn::Files::Unsupported) {
             tracing::warn!(
                 tool = %manifest.name,

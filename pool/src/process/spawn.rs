@@ -342,17 +342,25 @@ impl Needs {
     /// - `python`: read the user's site-packages (`~/.local/lib`);
     ///   `PYTHONUNBUFFERED=1` (a pipe would hold its answers back) and
     ///   `PYTHONDONTWRITEBYTECODE=1` (the tools directory is read-only);
-    /// - `npx`: read and write npm's cache (`npm_config_cache` of the
-    ///   server, else `~/.npm`; made when missing), offline first (a
-    ///   cached package starts with no network: `network = "host"` is for
-    ///   the first fetch), no update, fund or audit requests.
+    /// - `npx`: read and write an npm cache of the tool's own
+    ///   (`$XDG_CACHE_HOME/toolplane/npx/<tool>`, else under
+    ///   `~/.cache`): one shared with other tools or the operator's own
+    ///   `~/.npm` would let a narrowed tool replace the code they run;
+    ///   offline first (a cached package starts with no network:
+    ///   `network = "host"` is for the first fetch), no update, fund or
+    ///   audit requests.
+    ///
+    /// A read grant that would be `/`, or hold the home, data or tools
+    /// directory (a program in `/bin` has the prefix `/`, one in `~/bin`
+    /// the home), is left out and said so.
     fn of(
         preset: crate::manifest::Preset,
-        program: &Path,
-        args: &[String],
-        cwd: &Path,
+        at: (&str, &Path, &[String], &Path),
         env: &[(String, String)],
+        around: (Option<&Path>, Option<&Path>),
     ) -> Result<Needs, ProcessLoadError> {
+        let (tool, program, args, cwd) = at;
+        let (data_dir, tools) = around;
         use crate::manifest::Preset;
         let mut n = Needs::default();
         let prefix = |p: &Path| {
@@ -387,12 +395,14 @@ impl Needs {
                 n.read.extend(home.as_ref().map(|h| h.join(".local/lib")));
             }
             Preset::Npx => {
-                let cache = std::env::var_os("npm_config_cache")
+                let cache = std::env::var_os("XDG_CACHE_HOME")
                     .map(PathBuf::from)
-                    .or_else(|| home.as_ref().map(|h| h.join(".npm")))
+                    .filter(|p| p.is_absolute())
+                    .or_else(|| home.as_ref().map(|h| h.join(".cache")))
+                    .map(|c| c.join("toolplane/npx").join(tool))
                     .ok_or(ProcessLoadError::Preset {
                         preset: "npx",
-                        why: "npm's cache: neither npm_config_cache nor HOME is set".into(),
+                        why: "npm's cache: neither XDG_CACHE_HOME nor HOME is set".into(),
                     })?;
                 std::fs::create_dir_all(&cache).map_err(|e| ProcessLoadError::Preset {
                     preset: "npx",
@@ -406,6 +416,27 @@ impl Needs {
                 n.write.push(cache);
             }
         }
+        let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        let held: Vec<PathBuf> = [home.as_deref(), data_dir]
+            .into_iter()
+            .flatten()
+            .map(canon)
+            .collect();
+        let tools = tools.map(canon);
+        n.read.retain(|p| {
+            let p = canon(p);
+            let broad = p == Path::new("/")
+                || held.iter().any(|h| h.starts_with(&p))
+                || tools.as_ref().is_some_and(|t| t.starts_with(&p) && *t != p);
+            if broad {
+                tracing::warn!(
+                    tool,
+                    "preset: {} is not granted: it is / or holds the home, data or tools directory",
+                    p.display()
+                );
+            }
+            !broad
+        });
         Ok(n)
     }
 }
@@ -435,6 +466,7 @@ impl Launch {
     /// manifest's directory), `{data}`, the working directory, the
     /// environment.
     pub(crate) fn resolve(
+        name: &str,
         spec: &ProcessManifest,
         base: Option<&Path>,
         data_dir: Option<&Path>,
@@ -480,7 +512,7 @@ impl Launch {
             }
         }
         let needs = match spec.preset {
-            Some(p) => Needs::of(p, &program, &args, &cwd, &env)?,
+            Some(p) => Needs::of(p, (name, &program, &args, &cwd), &env, (data_dir, base))?,
             None => Needs::default(),
         };
         for (k, v) in needs.env.iter().cloned().chain(
