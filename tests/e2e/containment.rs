@@ -160,12 +160,12 @@ fn nothing_a_tool_started_survives_a_sigkill_of_the_server() {
     }
 }
 
-/// The control groups the server `pid` made (`toolplane-<pid>`), in
-/// every hierarchy.
+/// The control groups the server `pid` made (`toolplane-<pid namespace>-
+/// <pid>-<start>`), in every hierarchy.
 fn cgroups_of(pid: u32) -> Vec<std::path::PathBuf> {
     let out = Command::new("find")
         .args(["/sys/fs/cgroup", "-maxdepth", "5", "-type", "d", "-name"])
-        .arg(format!("toolplane-{pid}"))
+        .arg(format!("toolplane-*-{pid}-*"))
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout)

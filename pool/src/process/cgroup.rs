@@ -8,7 +8,7 @@
 //!   `pids` controllers to groups beneath it (the server runs in the root
 //!   group, or in a group delegated to it, e.g. systemd's `Delegate=yes`:
 //!   when it is the only process there it moves itself into a leaf
-//!   `toolplane-<pid>-server` so its group may hand them down):
+//!   `toolplane-…-server` so its group may hand them down):
 //!   `pids.max`, `memory.max` and `memory.swap.max = 0`.
 //! - **cgroup v1**, where the `pids` and `memory` hierarchies are mounted
 //!   and the server may make groups in them: `pids.max`,
@@ -25,8 +25,9 @@
 //! When a process ends, its group says whether it hit a limit (the
 //! kernel's `oom_kill` and `pids.events` counters), and its error names
 //! the limit; then whatever is left in the group is killed and the group
-//! removed. Groups live under `toolplane-<server pid>` beside the server's
-//! own group; those of servers that died are removed at start.
+//! removed. Groups live under `toolplane-<pid namespace>-<pid>-<start
+//! time>` beside the server's own group; those of servers of the same PID
+//! namespace that are gone are removed at start.
 
 use std::fs;
 use std::io;
@@ -159,14 +160,14 @@ fn find() -> Result<Vec<Base>, String> {
         fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("/proc/self/cgroup: {e}"))?;
     let mounts = mounts(&info);
     let own = own_groups(&own);
-    let me = std::process::id();
+    let me = Me::now();
     let mut why = Vec::new();
     // v2 first: one group holds both limits.
     if let Some((_, point, _)) = mounts.iter().find(|(v2, _, _)| *v2)
         && let Some((_, path)) = own.iter().find(|(c, _)| c.is_empty())
     {
         let group = point.join(path.trim_start_matches('/'));
-        match v2_base(&group, me) {
+        match v2_base(&group, &me) {
             Ok(dir) => {
                 return Ok(vec![Base {
                     dir,
@@ -192,8 +193,8 @@ fn find() -> Result<Vec<Base>, String> {
             continue;
         };
         let group = point.join(path.trim_start_matches('/'));
-        let dir = group.join(format!("toolplane-{me}"));
-        sweep(&group);
+        let dir = group.join(me.name(""));
+        sweep(&group, &me);
         match make_dir(&dir) {
             Ok(()) => bases.push(Base {
                 dir,
@@ -222,7 +223,7 @@ fn make_dir(dir: &Path) -> io::Result<()> {
 
 /// Prepares `group` (the server's v2 group) to hand `memory` and `pids`
 /// to groups beneath it; the directory those are made in.
-fn v2_base(group: &Path, me: u32) -> io::Result<PathBuf> {
+fn v2_base(group: &Path, me: &Me) -> io::Result<PathBuf> {
     let has = |file: &str| -> io::Result<bool> {
         let text = fs::read_to_string(group.join(file))?;
         let words: Vec<&str> = text.split_whitespace().collect();
@@ -233,14 +234,14 @@ fn v2_base(group: &Path, me: u32) -> io::Result<PathBuf> {
             "its group is not given the memory and pids controllers",
         ));
     }
-    sweep(group);
+    sweep(group, me);
     if !has("cgroup.subtree_control")? {
         let enable = || fs::write(group.join("cgroup.subtree_control"), "+memory +pids");
         if let Err(e) = enable() {
             // A group with processes may not hand controllers down; when
             // the server is its only process, it moves to a leaf.
             let procs = fs::read_to_string(group.join("cgroup.procs"))?;
-            let mine = procs.split_whitespace().all(|p| p == me.to_string());
+            let mine = procs.split_whitespace().all(|p| p == me.pid.to_string());
             if e.raw_os_error() != Some(libc::EBUSY) || !mine {
                 return Err(io::Error::new(
                     e.kind(),
@@ -249,34 +250,80 @@ fn v2_base(group: &Path, me: u32) -> io::Result<PathBuf> {
                     ),
                 ));
             }
-            let leaf = group.join(format!("toolplane-{me}-server"));
+            let leaf = group.join(me.name("-server"));
             make_dir(&leaf)?;
-            fs::write(leaf.join("cgroup.procs"), me.to_string())?;
+            fs::write(leaf.join("cgroup.procs"), me.pid.to_string())?;
             enable()?;
         }
     }
-    let dir = group.join(format!("toolplane-{me}"));
+    let dir = group.join(me.name(""));
     make_dir(&dir)?;
     fs::write(dir.join("cgroup.subtree_control"), "+memory +pids")?;
     Ok(dir)
 }
 
-/// Removes the groups of servers that are gone (`toolplane-<pid>` with
-/// no such process), and everything beneath them.
-fn sweep(group: &Path) {
+/// This server, as its groups are named: `toolplane-<pid namespace>-
+/// <pid>-<start time>`, so servers in other PID namespaces (containers)
+/// never share a name, and a group whose server is gone is known to be
+/// gone (the same pid, started again, is another server).
+struct Me {
+    ns: u64,
+    pid: u32,
+    start: u64,
+}
+
+impl Me {
+    fn now() -> Me {
+        use std::os::unix::fs::MetadataExt;
+        let pid = std::process::id();
+        Me {
+            ns: fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino()),
+            pid,
+            start: start_time(pid).unwrap_or(0),
+        }
+    }
+
+    fn name(&self, suffix: &str) -> String {
+        format!("toolplane-{}-{}-{}{suffix}", self.ns, self.pid, self.start)
+    }
+}
+
+/// When `pid` started (clock ticks after boot), from `/proc/<pid>/stat`.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (in parentheses): state is the 3rd field,
+    // start time the 22nd.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Removes the groups of servers of this PID namespace that are gone (no
+/// such process, a zombie, or another process with that pid), and
+/// everything beneath them. Groups of other PID namespaces are left: their
+/// servers cannot be seen from here.
+fn sweep(group: &Path, me: &Me) {
     let Ok(list) = fs::read_dir(group) else {
         return;
     };
     for e in list.flatten() {
         let name = e.file_name();
-        let Some(pid) = name
+        let Some(parts) = name
             .to_str()
             .and_then(|n| n.strip_prefix("toolplane-"))
-            .and_then(|p| p.strip_suffix("-server").unwrap_or(p).parse::<u32>().ok())
+            .map(|p| p.strip_suffix("-server").unwrap_or(p))
         else {
             continue;
         };
-        if alive(pid) {
+        let mut it = parts.split('-').map(str::parse::<u64>);
+        let (Some(Ok(ns)), Some(Ok(pid)), Some(Ok(start)), None) =
+            (it.next(), it.next(), it.next(), it.next())
+        else {
+            continue;
+        };
+        let Ok(pid) = u32::try_from(pid) else {
+            continue;
+        };
+        if ns != me.ns || (alive(pid) && start_time(pid) == Some(start)) {
             continue;
         }
         if let Ok(children) = fs::read_dir(e.path()) {
@@ -331,7 +378,18 @@ impl Group {
         };
         for base in bases {
             let dir = base.dir.join(format!("p{n}"));
-            fs::create_dir(&dir)?;
+            let made = fs::create_dir(&dir).or_else(|e| {
+                // Its server's directory removed from outside: made again.
+                if e.kind() != io::ErrorKind::NotFound {
+                    return Err(e);
+                }
+                make_dir(&base.dir)?;
+                if base.v2 {
+                    fs::write(base.dir.join("cgroup.subtree_control"), "+memory +pids")?;
+                }
+                fs::create_dir(&dir)
+            });
+            made.map_err(|e| io::Error::new(e.kind(), format!("cgroup {}: {e}", dir.display())))?;
             g.dirs.push((dir.clone(), base));
             let set = |file: &str, v: &str| {
                 fs::write(dir.join(file), v).map_err(|e| {
@@ -562,6 +620,37 @@ mod tests {
             ..set
         };
         assert_eq!(default.data(), FALLBACK_DATA);
+    }
+
+    #[test]
+    fn the_sweep_removes_groups_of_gone_servers_of_this_namespace_only() {
+        let Ok(bases) = tree() else {
+            return assert!(
+                Group::new(Limits {
+                    processes: 1,
+                    memory: 1 << 20,
+                    memory_set: true
+                })
+                .unwrap()
+                .is_none()
+            );
+        };
+        let parent = bases[0].dir.parent().unwrap();
+        let me = Me::now();
+        // This pid, started at another time: a server gone; and one of
+        // another PID namespace, which cannot be seen from here.
+        let gone = parent.join(format!("toolplane-{}-{}-{}", me.ns, me.pid, me.start + 1));
+        let other = parent.join(format!("toolplane-{}-{}-{}", me.ns + 1, me.pid, me.start));
+        for d in [&gone, &other] {
+            fs::create_dir(d).unwrap();
+            fs::create_dir(d.join("p0")).unwrap();
+        }
+        sweep(parent, &me);
+        assert!(!gone.exists());
+        assert!(other.exists());
+        assert!(bases[0].dir.exists(), "its own group is kept");
+        fs::remove_dir(other.join("p0")).unwrap();
+        fs::remove_dir(&other).unwrap();
     }
 
     #[test]
