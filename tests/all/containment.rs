@@ -480,3 +480,51 @@ print(json.dumps(out))
         );
     }
 }
+
+#[test]
+fn a_narrowed_program_under_run_starts_and_a_grant_gone_from_run_breaks_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let me = std::process::id();
+    let prog_dir = std::path::PathBuf::from(format!("/run/toolplane-prog-{me}"));
+    let gone = std::path::PathBuf::from(format!("/run/toolplane-gone-{me}"));
+    for d in [&prog_dir, &gone] {
+        let _ = std::fs::remove_dir_all(d);
+        std::fs::create_dir(d).expect("the tests write under /run (they run as root)");
+    }
+    let prog = prog_dir.join("prog.sh");
+    std::fs::write(&prog, "#!/bin/sh\nexec cat\n").unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            std::fs::write(
+                dir.join("under.toml"),
+                format!(
+                    "name = \"under\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"{}\"]\ncwd = \"/tmp\"\n[permissions]\nread = [\"/tmp\"]\n",
+                    prog.display()
+                ),
+            )
+            .unwrap();
+            sh_tool(
+                dir,
+                "granted",
+                "cat",
+                &format!(
+                    "cwd = \"/tmp\"\n[permissions]\nread = [\"/tmp\", \"{}\"]",
+                    gone.display()
+                ),
+            );
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    assert_eq!(
+        crate::wasi::ok_json(&crate::wasi::call(&rig, "under", r#"{"a":1}"#)),
+        serde_json::json!({"a": 1})
+    );
+    std::fs::remove_dir(&gone).unwrap();
+    assert_eq!(
+        crate::wasi::ok_json(&crate::wasi::call(&rig, "granted", r#"{"b":2}"#)),
+        serde_json::json!({"b": 2})
+    );
+    let _ = std::fs::remove_dir_all(&prog_dir);
+}

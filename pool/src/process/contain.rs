@@ -106,7 +106,7 @@ pub(crate) const MAX_RUN_KEEP: usize = 16;
 
 /// The resolver configuration's directory (`/etc/resolv.conf` links
 /// under `/run` with systemd-resolved).
-fn dns_dir() -> Option<std::path::PathBuf> {
+pub(crate) fn dns_dir() -> Option<std::path::PathBuf> {
     let conf = Path::new("/etc/resolv.conf").canonicalize().ok()?;
     conf.parent().map(Path::to_path_buf)
 }
@@ -225,18 +225,29 @@ impl Contain {
                     narrowed.filter(|g| !g.iter().any(|g| Path::new("/run").starts_with(g)));
                 if let (Some(ns), Some(grants)) = (&mut c.namespaces, narrowed) {
                     let dns = host_net.then(dns_dir).flatten();
-                    let keep: Vec<_> = grants
-                        .iter()
-                        .map(|p| p.to_path_buf())
-                        .chain(dns)
-                        .filter_map(|p| under_run(&p))
-                        .take(MAX_RUN_KEEP)
+                    let mut keep: Vec<_> = dns
+                        .into_iter()
+                        .chain(grants.iter().map(|p| p.to_path_buf()))
+                        .filter(|p| p.starts_with("/run"))
                         .collect();
-                    ns.run = Some(keep);
-                    // Nothing under the covered /run to hide.
+                    if keep.len() > MAX_RUN_KEEP {
+                        tracing::warn!(
+                            "{} directories under /run to keep for a process tool, {MAX_RUN_KEEP} at most: {} are not",
+                            keep.len(),
+                            keep[MAX_RUN_KEEP..]
+                                .iter()
+                                .map(|p| p.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        );
+                        keep.truncate(MAX_RUN_KEEP);
+                    }
+                    // What is hidden stays hidden where it is bound back.
                     ns.hidden.retain(|d| {
-                        !Path::new(std::ffi::OsStr::from_bytes(d.as_bytes())).starts_with("/run")
+                        let d = Path::new(std::ffi::OsStr::from_bytes(d.as_bytes()));
+                        !d.starts_with("/run") || keep.iter().any(|k| d.starts_with(k))
                     });
+                    ns.run = Some(keep.iter().filter_map(|p| under_run(p)).collect());
                 }
                 c
             }
@@ -477,10 +488,11 @@ impl Namespaces {
             if let Some(keep) = &self.run {
                 let mut fds = [-1; MAX_RUN_KEEP];
                 for (fd, (dir, _)) in fds.iter_mut().zip(keep) {
-                    *fd = check(libc::open(
+                    // One gone since the load is not bound back (-1).
+                    *fd = libc::open(
                         dir.as_ptr(),
                         libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                    ))?;
+                    );
                 }
                 check(libc::mount(
                     c"tmpfs".as_ptr(),
@@ -490,6 +502,9 @@ impl Namespaces {
                     c"size=1m,mode=0755".as_ptr().cast(),
                 ))?;
                 for (fd, (_, make)) in fds.iter().zip(keep) {
+                    if *fd < 0 {
+                        continue;
+                    }
                     for dir in make {
                         if libc::mkdir(dir.as_ptr(), 0o755) != 0
                             && io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)

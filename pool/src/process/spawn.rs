@@ -49,9 +49,11 @@ pub enum Files {
 }
 
 /// Directories every narrowed process may read (the program's libraries,
-/// the dynamic loader's and the system's configuration, `/proc`).
-const SYSTEM_READ: [&str; 11] = [
-    "/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/opt", "/proc", "/sys", "/run",
+/// the dynamic loader's and the system's configuration, `/proc`). Not
+/// `/run`: a narrowed process's is an empty tmpfs, with only what it is
+/// granted there bound back (`contain.rs`).
+const SYSTEM_READ: [&str; 10] = [
+    "/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/opt", "/proc", "/sys",
 ];
 
 impl std::fmt::Debug for Files {
@@ -127,6 +129,14 @@ impl Files {
                 }
                 out.push(p);
             }
+        }
+        // With the host's network, the resolver's configuration where it
+        // lies (under /run with systemd-resolved).
+        if host_network
+            && let Some(dns) = super::contain::dns_dir()
+            && !SYSTEM_READ.iter().any(|s| dns.starts_with(s))
+        {
+            read.push(dns);
         }
         // What the preset needs, where it is there.
         for (key, list, out) in [
@@ -549,12 +559,20 @@ impl Launch {
         )?;
         // The tools directory (the manifest's) read-only, the module
         // cache out of sight.
+        // Under the empty /run of a narrowed tool: what it is granted
+        // there, and its program's directory and working directory.
         let grants: Option<Vec<&Path>> = match &files {
             Files::Landlock(r) => Some(
                 r.read
                     .iter()
                     .chain(&r.write)
                     .map(PathBuf::as_path)
+                    .chain(
+                        [program.parent(), Some(cwd.as_path())]
+                            .into_iter()
+                            .flatten()
+                            .filter(|p| p.starts_with("/run")),
+                    )
                     .collect(),
             ),
             Files::Unrestricted | Files::Unsupported => None,
