@@ -455,3 +455,46 @@ fn a_program_that_clears_its_death_signal_still_dies_with_the_server() {
     let left = sigkill_then_left(&server, &marker);
     assert!(left.is_empty(), "it survived the server: {left:?}");
 }
+
+#[test]
+fn relative_tools_and_data_directories_name_the_same_places_for_a_program() {
+    // `--tools tools --data data` from their parent: the program (relative
+    // to its manifest) and {data} are found from its own working
+    // directory, the manifest's.
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let (tools, data) = (root.path().join("tools"), root.path().join("data"));
+    std::fs::create_dir(&tools).unwrap();
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("note"), "from data").unwrap();
+    std::fs::write(
+        tools.join("prog.sh"),
+        "#!/bin/sh\ncat >/dev/null\nprintf '{\"note\":\"%s\"}' \"$(cat \"$1/note\")\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        tools.join("prog.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(
+        tools.join("rel.toml"),
+        "name = \"rel\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"./prog.sh\", \"{data}\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .current_dir(root.path())
+        .args(["call", "rel", "{}", "--tools", "tools", "--data", "data"])
+        .env("TOOLPLANE_CACHE_DIR", cache_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"note":"from data"}"#
+    );
+}

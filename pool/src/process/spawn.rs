@@ -133,7 +133,7 @@ impl Files {
         // With the host's network, the resolver's configuration where it
         // lies (under /run with systemd-resolved).
         if host_network
-            && let Some(dns) = super::contain::dns_dir()
+            && let Some(dns) = super::contain::dns_file()
             && !SYSTEM_READ.iter().any(|s| dns.starts_with(s))
         {
             read.push(dns);
@@ -482,6 +482,12 @@ impl Launch {
         data_dir: Option<&Path>,
         cache_dir: Option<&Path>,
     ) -> Result<Launch, ProcessLoadError> {
+        // Absolute: the program runs in its own working directory, where
+        // a relative tools or data directory (`--tools tools`) names
+        // something else.
+        let absolute = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        let (base, data_dir) = (base.map(absolute), data_dir.map(absolute));
+        let (base, data_dir) = (base.as_deref(), data_dir.as_deref());
         let data = |key: &'static str, s: &str| -> Result<String, ProcessLoadError> {
             if !s.contains(DATA_PLACEHOLDER) {
                 return Ok(s.to_string());
@@ -728,8 +734,12 @@ async fn fork_on_thread(
     let handle = tokio::runtime::Handle::current();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let fork: Fork = Box::new(move || {
+        // A caller that went away while this waited its turn needs none.
+        if tx.is_closed() {
+            return;
+        }
         let _in = handle.enter();
-        // A caller that went away drops the child: killed on drop.
+        // One that goes away now drops the child: killed on drop.
         let _ = tx.send(cmd.spawn());
     });
     forker
