@@ -65,7 +65,7 @@ struct Namespaces {
     /// grants there, and with the host's network the resolver's
     /// configuration), each with the directories to make for it
     /// (outermost first).
-    run: Option<Vec<(CString, Vec<CString>)>>,
+    run: Option<Vec<Keep>>,
     /// Every mount at or under `/sys` (cgroup file systems among them),
     /// with its flags: remounted read-only, so a program running as root
     /// (with no capabilities, but owning those files) cannot move itself
@@ -104,23 +104,38 @@ fn sys_mounts() -> Vec<(CString, libc::c_ulong)> {
 /// Directories under `/run` a narrowed process may keep at most.
 pub(crate) const MAX_RUN_KEEP: usize = 16;
 
-/// The resolver configuration's directory (`/etc/resolv.conf` links
-/// under `/run` with systemd-resolved).
-pub(crate) fn dns_dir() -> Option<std::path::PathBuf> {
-    let conf = Path::new("/etc/resolv.conf").canonicalize().ok()?;
-    conf.parent().map(Path::to_path_buf)
+/// The resolver's configuration (`/etc/resolv.conf`, which links under
+/// `/run` with systemd-resolved): the file alone is bound back, not its
+/// directory (resolved's sockets are there).
+pub(crate) fn dns_file() -> Option<std::path::PathBuf> {
+    Path::new("/etc/resolv.conf").canonicalize().ok()
 }
 
-/// `dir` if it lies under `/run`: it and the directories to make for it.
-fn under_run(dir: &Path) -> Option<(CString, Vec<CString>)> {
-    let below = dir.strip_prefix("/run").ok()?;
+/// A directory or file under `/run` bound back over the empty `/run`.
+struct Keep {
+    path: CString,
+    /// The directories to make for it, outermost first (a directory's
+    /// own last).
+    make: Vec<CString>,
+    file: bool,
+}
+
+/// `p` if it lies under `/run`, as a [`Keep`].
+fn under_run(p: &Path) -> Option<Keep> {
+    let file = !p.is_dir();
+    let below = p.strip_prefix("/run").ok()?;
+    let below = if file { below.parent()? } else { below };
     let mut path = std::path::PathBuf::from("/run");
     let mut make = Vec::new();
     for part in below.components() {
         path.push(part);
         make.push(cstring(&path)?);
     }
-    Some((cstring(dir)?, make))
+    Some(Keep {
+        path: cstring(p)?,
+        make,
+        file,
+    })
 }
 
 /// Whether namespaces can be made here: `Ok` or why not (probed once, by
@@ -224,7 +239,7 @@ impl Contain {
                 let narrowed =
                     narrowed.filter(|g| !g.iter().any(|g| Path::new("/run").starts_with(g)));
                 if let (Some(ns), Some(grants)) = (&mut c.namespaces, narrowed) {
-                    let dns = host_net.then(dns_dir).flatten();
+                    let dns = host_net.then(dns_file).flatten();
                     let mut keep: Vec<_> = dns
                         .into_iter()
                         .chain(grants.iter().map(|p| p.to_path_buf()))
@@ -487,12 +502,10 @@ impl Namespaces {
             // descriptors opened before /run was covered.
             if let Some(keep) = &self.run {
                 let mut fds = [-1; MAX_RUN_KEEP];
-                for (fd, (dir, _)) in fds.iter_mut().zip(keep) {
+                for (fd, k) in fds.iter_mut().zip(keep) {
                     // One gone since the load is not bound back (-1).
-                    *fd = libc::open(
-                        dir.as_ptr(),
-                        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                    );
+                    let dir = if k.file { 0 } else { libc::O_DIRECTORY };
+                    *fd = libc::open(k.path.as_ptr(), libc::O_PATH | dir | libc::O_CLOEXEC);
                 }
                 check(libc::mount(
                     c"tmpfs".as_ptr(),
@@ -501,22 +514,30 @@ impl Namespaces {
                     libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                     c"size=1m,mode=0755".as_ptr().cast(),
                 ))?;
-                for (fd, (_, make)) in fds.iter().zip(keep) {
+                for (fd, k) in fds.iter().zip(keep) {
                     if *fd < 0 {
                         continue;
                     }
-                    for dir in make {
+                    for dir in &k.make {
                         if libc::mkdir(dir.as_ptr(), 0o755) != 0
                             && io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)
                         {
                             return Err(io::Error::last_os_error());
                         }
                     }
+                    if k.file {
+                        // A file to mount it over.
+                        libc::close(check(libc::open(
+                            k.path.as_ptr(),
+                            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                            0o644,
+                        ))?);
+                    }
                     let from = FdPath::new(*fd);
-                    if let Some(to) = make.last() {
+                    if k.file || !k.make.is_empty() {
                         check(libc::mount(
                             from.as_ptr(),
-                            to.as_ptr(),
+                            k.path.as_ptr(),
                             null,
                             libc::MS_BIND | libc::MS_REC,
                             std::ptr::null(),
@@ -791,9 +812,19 @@ mod tests {
     fn only_directories_under_run_are_kept_with_the_ones_to_make() {
         assert!(under_run(Path::new("/var/run2")).is_none());
         assert!(under_run(Path::new("/runner")).is_none());
-        let (dir, make) = under_run(Path::new("/run/systemd/resolve")).unwrap();
-        assert_eq!(dir.to_str().unwrap(), "/run/systemd/resolve");
-        let make: Vec<&str> = make.iter().map(|c| c.to_str().unwrap()).collect();
-        assert_eq!(make, ["/run/systemd", "/run/systemd/resolve"]);
+        // Not there: taken for a file, its directories made for it.
+        let k = under_run(Path::new("/run/no-such-dir/resolve/stub.conf")).unwrap();
+        assert_eq!(
+            k.path.to_str().unwrap(),
+            "/run/no-such-dir/resolve/stub.conf"
+        );
+        assert!(k.file);
+        let make: Vec<&str> = k.make.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(make, ["/run/no-such-dir", "/run/no-such-dir/resolve"]);
+        if Path::new("/run/lock").is_dir() {
+            let k = under_run(Path::new("/run/lock")).unwrap();
+            assert!(!k.file);
+            assert_eq!(k.make.len(), 1);
+        }
     }
 }
