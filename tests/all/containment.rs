@@ -313,17 +313,58 @@ fn a_program_from_the_data_directory_around_the_tools_directory_or_writable_by_o
     }
 }
 
+/// A rig with one exec tool, `probe`, running the Python `script`, its
+/// manifest ending with `extra`; and `ok` (cat) beside it.
+fn python_probe(script: &str, extra: &str) -> crate::wasi::Rig {
+    rig_with(
+        |_| {},
+        |dir| {
+            std::fs::write(
+                dir.join("probe.toml"),
+                format!(
+                    "name = \"probe\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"/usr/bin/python3\", \"-c\", {script:?}]\n{extra}"
+                ),
+            )
+            .unwrap();
+            sh_tool(dir, "ok", "cat", "");
+        },
+        |b| b.builtins(false).watch(false),
+    )
+}
+
+/// Fresh directories `/run/<name>-<pid>`, removed when dropped (a test
+/// that fails leaves none behind).
+struct UnderRun(Vec<std::path::PathBuf>);
+
+impl UnderRun {
+    fn new(names: &[&str]) -> UnderRun {
+        let me = std::process::id();
+        let dirs: Vec<std::path::PathBuf> = names
+            .iter()
+            .map(|n| std::path::PathBuf::from(format!("/run/{n}-{me}")))
+            .collect();
+        for d in &dirs {
+            let _ = std::fs::remove_dir_all(d);
+            std::fs::create_dir(d).expect("the tests write under /run (they run as root)");
+        }
+        UnderRun(dirs)
+    }
+}
+
+impl Drop for UnderRun {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
 #[test]
 fn a_narrowed_tool_reaches_no_socket_under_run_but_those_granted() {
     // Sockets by path reach past namespaces (systemd's private socket,
     // D-Bus, docker.sock): two of ours under /run, one granted.
-    let me = std::process::id();
-    let hidden = std::path::PathBuf::from(format!("/run/toolplane-test-{me}"));
-    let granted = std::path::PathBuf::from(format!("/run/toolplane-grant-{me}"));
-    for d in [&hidden, &granted] {
-        let _ = std::fs::remove_dir_all(d);
-        std::fs::create_dir(d).expect("the tests make sockets under /run (they run as root)");
-    }
+    let run = UnderRun::new(&["toolplane-test", "toolplane-grant"]);
+    let (hidden, granted) = (&run.0[0], &run.0[1]);
     let _a = std::os::unix::net::UnixListener::bind(hidden.join("s")).unwrap();
     let _b = std::os::unix::net::UnixListener::bind(granted.join("s")).unwrap();
     const PROBE: &str = r#"
@@ -338,22 +379,14 @@ def reach(p):
         return False
 print(json.dumps({"hidden": reach(os.environ["HIDDEN"]), "granted": reach(os.environ["GRANTED"]), "resolv": os.path.exists("/etc/resolv.conf")}))
 "#;
-    let rig = rig_with(
-        |_| {},
-        |dir| {
-            std::fs::write(
-                dir.join("probe.toml"),
-                format!(
-                    "name = \"probe\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"/usr/bin/python3\", \"-c\", {PROBE:?}]\ncwd = \"/tmp\"\nnetwork = \"host\"\nenv = {{ HIDDEN = \"{}\", GRANTED = \"{}\" }}\n[permissions]\nread = [\"/tmp\", \"{}\"]\n",
-                    hidden.join("s").display(),
-                    granted.join("s").display(),
-                    granted.display()
-                ),
-            )
-            .unwrap();
-            sh_tool(dir, "ok", "cat", "");
-        },
-        |b| b.builtins(false).watch(false),
+    let rig = python_probe(
+        PROBE,
+        &format!(
+            "cwd = \"/tmp\"\nnetwork = \"host\"\nenv = {{ HIDDEN = \"{}\", GRANTED = \"{}\" }}\n[permissions]\nread = [\"/tmp\", \"{}\"]\n",
+            hidden.join("s").display(),
+            granted.join("s").display(),
+            granted.display()
+        ),
     );
     let v = crate::wasi::ok_json(&crate::wasi::call(&rig, "probe", "{}"));
     assert_eq!(
@@ -364,9 +397,6 @@ print(json.dumps({"hidden": reach(os.environ["HIDDEN"]), "granted": reach(os.env
         crate::wasi::ok_json(&crate::wasi::call(&rig, "ok", r#"{"a":1}"#)),
         serde_json::json!({"a": 1})
     );
-    for d in [&hidden, &granted] {
-        let _ = std::fs::remove_dir_all(d);
-    }
 }
 
 #[test]
@@ -397,19 +427,7 @@ out["thread"] = box == [1]
 out["subprocess"] = subprocess.run(["true"]).returncode == 0
 print(json.dumps(out))
 "#;
-    let rig = rig_with(
-        |_| {},
-        |dir| {
-            std::fs::write(
-                dir.join("probe.toml"),
-                format!(
-                    "name = \"probe\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"/usr/bin/python3\", \"-c\", {PROBE:?}]\n"
-                ),
-            )
-            .unwrap();
-        },
-        |b| b.builtins(false).watch(false),
-    );
+    let rig = python_probe(PROBE, "");
     let v = crate::wasi::ok_json(&crate::wasi::call(&rig, "probe", "{}"));
     // EPERM and ENOSYS on Linux.
     let (eperm, enosys) = (1, 38);
@@ -452,19 +470,7 @@ for line in open("/proc/self/cgroup"):
 out["in_group"] = any("toolplane-" in l for l in open("/proc/self/cgroup"))
 print(json.dumps(out))
 "#;
-    let rig = rig_with(
-        |_| {},
-        |dir| {
-            std::fs::write(
-                dir.join("probe.toml"),
-                format!(
-                    "name = \"probe\"\nruntime = \"process\"\nprotocol = \"exec\"\ncommand = [\"/usr/bin/python3\", \"-c\", {PROBE:?}]\n"
-                ),
-            )
-            .unwrap();
-        },
-        |b| b.builtins(false).watch(false),
-    );
+    let rig = python_probe(PROBE, "");
     let v = crate::wasi::ok_json(&crate::wasi::call(&rig, "probe", "{}"));
     let obj = v.as_object().unwrap();
     for (k, can) in obj {
@@ -484,13 +490,8 @@ print(json.dumps(out))
 #[test]
 fn a_narrowed_program_under_run_starts_and_a_grant_gone_from_run_breaks_nothing() {
     use std::os::unix::fs::PermissionsExt;
-    let me = std::process::id();
-    let prog_dir = std::path::PathBuf::from(format!("/run/toolplane-prog-{me}"));
-    let gone = std::path::PathBuf::from(format!("/run/toolplane-gone-{me}"));
-    for d in [&prog_dir, &gone] {
-        let _ = std::fs::remove_dir_all(d);
-        std::fs::create_dir(d).expect("the tests write under /run (they run as root)");
-    }
+    let run = UnderRun::new(&["toolplane-prog", "toolplane-gone"]);
+    let (prog_dir, gone) = (&run.0[0], &run.0[1]);
     let prog = prog_dir.join("prog.sh");
     std::fs::write(&prog, "#!/bin/sh\nexec cat\n").unwrap();
     std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -521,10 +522,9 @@ fn a_narrowed_program_under_run_starts_and_a_grant_gone_from_run_breaks_nothing(
         crate::wasi::ok_json(&crate::wasi::call(&rig, "under", r#"{"a":1}"#)),
         serde_json::json!({"a": 1})
     );
-    std::fs::remove_dir(&gone).unwrap();
+    std::fs::remove_dir(gone).unwrap();
     assert_eq!(
         crate::wasi::ok_json(&crate::wasi::call(&rig, "granted", r#"{"b":2}"#)),
         serde_json::json!({"b": 2})
     );
-    let _ = std::fs::remove_dir_all(&prog_dir);
 }

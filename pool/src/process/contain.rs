@@ -440,13 +440,7 @@ impl Namespaces {
                 other => other,
             };
             for (dir, flags) in &self.sys {
-                knob(libc::mount(
-                    null,
-                    dir.as_ptr(),
-                    null,
-                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | flags,
-                    std::ptr::null(),
-                ))?;
+                knob(remount_read_only(dir, *flags))?;
             }
             for knob_path in PROC_KNOBS {
                 if libc::mount(
@@ -460,18 +454,7 @@ impl Namespaces {
                     // Not every kernel has each of them.
                     continue;
                 }
-                knob(libc::mount(
-                    null,
-                    knob_path.as_ptr(),
-                    null,
-                    libc::MS_BIND
-                        | libc::MS_REMOUNT
-                        | libc::MS_RDONLY
-                        | libc::MS_NOSUID
-                        | libc::MS_NODEV
-                        | libc::MS_NOEXEC,
-                    std::ptr::null(),
-                ))?;
+                knob(remount_read_only(knob_path, libc::MS_NOEXEC))?;
             }
             for (dir, flags) in &self.read_only {
                 check(libc::mount(
@@ -481,18 +464,7 @@ impl Namespaces {
                     libc::MS_BIND | libc::MS_REC,
                     std::ptr::null(),
                 ))?;
-                check(libc::mount(
-                    null,
-                    dir.as_ptr(),
-                    null,
-                    libc::MS_BIND
-                        | libc::MS_REMOUNT
-                        | libc::MS_RDONLY
-                        | libc::MS_NOSUID
-                        | libc::MS_NODEV
-                        | flags,
-                    std::ptr::null(),
-                ))?;
+                check(remount_read_only(dir, *flags))?;
             }
             // Sockets by path reach past every namespace (systemd's
             // private socket, D-Bus, docker.sock: commands run as root
@@ -561,6 +533,29 @@ impl Namespaces {
             loopback_up()?;
         }
         Ok(())
+    }
+}
+
+/// Makes the mount at `path` read-only, no setuid, no devices, with
+/// `flags` besides (the mount's own, which a user namespace locks); the
+/// raw return code.
+fn remount_read_only(path: &std::ffi::CStr, flags: libc::c_ulong) -> libc::c_int {
+    #[allow(unsafe_code)]
+    // SAFETY: mount with a NUL-terminated target and null strings where
+    // the kernel takes none; it changes this namespace's mount only.
+    unsafe {
+        libc::mount(
+            std::ptr::null(),
+            path.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND
+                | libc::MS_REMOUNT
+                | libc::MS_RDONLY
+                | libc::MS_NOSUID
+                | libc::MS_NODEV
+                | flags,
+            std::ptr::null(),
+        )
     }
 }
 

@@ -118,14 +118,8 @@ impl Files {
                     Ok(c) if c.is_dir() => c,
                     _ => return Err(ProcessLoadError::NoGrant { key, path: p }),
                 };
-                if key == "write"
-                    && let Some(tools) = tools
-                    && (crate::files::covers(&p, tools) || crate::files::covers(tools, &p))
-                {
-                    return Err(ProcessLoadError::WritesTools {
-                        path: p,
-                        tools: tools.to_path_buf(),
-                    });
+                if key == "write" {
+                    refuse_tools(&p, tools)?;
                 }
                 out.push(p);
             }
@@ -145,14 +139,8 @@ impl Files {
         ] {
             for p in list {
                 let Ok(p) = p.canonicalize() else { continue };
-                if key == "write"
-                    && let Some(tools) = tools
-                    && (crate::files::covers(&p, tools) || crate::files::covers(tools, &p))
-                {
-                    return Err(ProcessLoadError::WritesTools {
-                        path: p,
-                        tools: tools.to_path_buf(),
-                    });
+                if key == "write" {
+                    refuse_tools(&p, tools)?;
                 }
                 if p.is_dir() {
                     out.push(p);
@@ -199,6 +187,20 @@ impl Files {
         // Made once now, so that its errors are the load's.
         rules.create()?;
         Ok(Files::Landlock(rules))
+    }
+}
+
+/// A write grant `p` over or under the tools directory is an error naming
+/// both: a tool that writes a manifest there runs code.
+fn refuse_tools(p: &Path, tools: Option<&Path>) -> Result<(), ProcessLoadError> {
+    match tools {
+        Some(tools) if crate::files::covers(p, tools) || crate::files::covers(tools, p) => {
+            Err(ProcessLoadError::WritesTools {
+                path: p.to_path_buf(),
+                tools: tools.to_path_buf(),
+            })
+        }
+        _ => Ok(()),
     }
 }
 
