@@ -43,10 +43,12 @@ impl Proc {
         on_exit: impl FnOnce(&Arc<Proc>) + Send + 'static,
     ) -> Result<Arc<Proc>, String> {
         let program = shared.launch.program.display();
-        let mut child = shared
-            .launch
-            .spawn()
+        let startup = shared.limits.startup_timeout;
+        let mut child = tokio::time::timeout(startup, shared.launch.spawn())
             .await
+            .map_err(|_| {
+                format!("cannot start {program}: not started within limits.startup_timeout = {startup:?}")
+            })?
             .map_err(|e| format!("cannot start {program}: {e}"))?;
         let pid = child.inner.id().unwrap_or(0);
         let max_line = usize::try_from(shared.limits.max_output).unwrap_or(usize::MAX);
