@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """No file-level import cycles: within each crate named on the command line,
-the graph of `crate::`/`super::`/`self::` paths between source files (tests
-modules left out) has no cycle. Prints each cycle and exits 1 if there is one.
+the graph of paths between source files (tests modules left out) has no
+cycle. A path counts when it is `crate::`, `super::` or `self::`, or starts
+with a child module the file declares (`mod child;` and `use child::X`);
+an item defined in the crate's root file (not re-exported there) counts as
+that file. Prints each cycle and exits 1 if there is one.
 
 A path in a doc comment counts too: documentation that points back at a
 module that imports this one is the same knot for a reader."""
@@ -34,13 +37,31 @@ def module_path(src, f):
     return rel[:-1] if rel[-1] in ("mod", "lib", "main") else rel
 
 
+ITEM = r"^\s*(?:pub(?:\([a-z]+\))?\s+)?(?:async\s+)?(?:struct|enum|union|fn|trait|const|static|type)\s+([A-Za-z_][A-Za-z0-9_]*)"
+
+
 def graph(src):
     files = [os.path.join(r, f) for r, _, fs in os.walk(src) for f in fs if f.endswith(".rs")]
     edges = {}
+    # The crate's root file: an item defined there (not one re-exported) is
+    # as much a dependency as one in any module.
+    root = next((os.path.join(src, r) for r in ("lib.rs", "main.rs") if os.path.exists(os.path.join(src, r))), None)
+    root_items = set()
+    if root:
+        root_text = re.sub(r"#\[cfg\(test\)\]\s*mod tests \{.*", "", open(root, encoding="utf-8").read(), flags=re.S)
+        root_items = set(re.findall(ITEM, root_text, flags=re.M))
     for f in files:
         text = open(f, encoding="utf-8").read()
         text = re.sub(r"#\[cfg\(test\)\]\s*mod tests \{.*", "", text, flags=re.S)
         here = module_path(src, f)
+        # Child modules this file declares, named by relative paths
+        # (`use child::X`, `child::f()`).
+        children = set(re.findall(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([A-Za-z_][A-Za-z0-9_]*)\s*;", text, flags=re.M))
+        for name in children:
+            for m in re.finditer(r"(?<![A-Za-z0-9_:])" + name + r"::", text):
+                t = module_file(src, here + [name])
+                if t and t != f:
+                    edges.setdefault(f, set()).add(t)
         for m in PATH.finditer(text):
           kind = m.group(1)
           for rest in paths(m):
@@ -53,6 +74,9 @@ def graph(src):
                     if t != f:
                         edges.setdefault(f, set()).add(t)
                     break
+            else:
+                if root and target and target[0] in root_items and root != f:
+                    edges.setdefault(f, set()).add(root)
     return edges
 
 

@@ -4,22 +4,15 @@
 //! ([`Tool`]): a WASI tool as an async wasmtime call, in a fresh instance
 //! or the worker's live one.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use toolplane_core::{
-    Call, CallContext, Event, Handler, Outcome, Payload, StartError, ToolId, WorkerContext,
-    WorkerHandler,
+    Call, CallContext, Event, Handler, Outcome, StartError, WorkerContext, WorkerHandler,
 };
+use toolplane_wasi::WasiWorker;
 
-use crate::call::{self, LiveInstance};
 use crate::kind::Tool;
-use crate::manifest::Mode;
 use crate::registry::{Registry, Snapshot, ToolEntry};
-use crate::runtime::Runtime;
-use crate::tool::LoadedTool;
 
 /// Runs events as calls of the registry's tools. Build the engine with the
 /// registry's tool table so the ids agree:
@@ -55,26 +48,21 @@ impl Handler for ToolHandler {
     fn start(&self, cx: &WorkerContext) -> Result<ToolWorker, StartError> {
         Ok(ToolWorker {
             registry: self.registry.clone(),
-            runtime: self.registry.runtime().clone(),
             version: u64::MAX,
             snapshot: self.registry.snapshot(),
-            live: Rc::new(RefCell::new(LiveCache {
-                idle: HashMap::new(),
-                cap: self.registry.runtime().config().reuse_per_worker,
-            })),
+            wasi: WasiWorker::new(self.registry.runtime()),
             worker: cx.worker,
         })
     }
 }
 
-/// One worker's state: its view of the registry and its live reuse-mode
-/// instances.
+/// One worker's state: its view of the registry and each kind's state
+/// (WASI's live reuse-mode instances).
 pub struct ToolWorker {
     registry: Registry,
-    runtime: Runtime,
     version: u64,
     snapshot: Arc<Snapshot>,
-    live: Rc<RefCell<LiveCache>>,
+    wasi: WasiWorker,
     worker: usize,
 }
 
@@ -82,29 +70,8 @@ impl std::fmt::Debug for ToolWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ToolWorker")
             .field("worker", &self.worker)
-            .field("live", &self.live.borrow().idle.len())
+            .field("wasi", &self.wasi)
             .finish_non_exhaustive()
-    }
-}
-
-/// Idle live instances, one per reuse-mode tool at most.
-struct LiveCache {
-    idle: HashMap<ToolId, LiveInstance>,
-    cap: usize,
-}
-
-impl LiveCache {
-    /// An idle instance of exactly this version of the tool.
-    fn take(&mut self, id: ToolId, tool: &Arc<LoadedTool>) -> Option<LiveInstance> {
-        let live = self.idle.remove(&id)?;
-        // A reloaded tool recycles the old version's instance.
-        Arc::ptr_eq(&live.tool, tool).then_some(live)
-    }
-
-    fn put(&mut self, id: ToolId, live: LiveInstance) {
-        if self.idle.len() < self.cap || self.idle.contains_key(&id) {
-            self.idle.insert(id, live);
-        }
     }
 }
 
@@ -116,9 +83,11 @@ impl WorkerHandler for ToolWorker {
             self.version = version;
             // Drop live instances of tools that were removed or replaced.
             let snap = &self.snapshot;
-            self.live.borrow_mut().idle.retain(|id, live| {
-                matches!(snap.get(*id).and_then(|e| e.loaded()), Some(Ok(Tool::Wasi(t))) if Arc::ptr_eq(t, &live.tool))
-            });
+            self.wasi
+                .retain(|id| match snap.get(id).and_then(|e| e.loaded()) {
+                    Some(Ok(Tool::Wasi(t))) => Some(Arc::clone(t)),
+                    _ => None,
+                });
         }
         let id = event.tool();
         let Some(entry) = self.snapshot.get(id) else {
@@ -134,16 +103,10 @@ impl WorkerHandler for ToolWorker {
                 if let Err(e) = tool.check_input(&input) {
                     return Call::Done(Outcome::Error(e.into()));
                 }
-                Call::pending(run(
-                    self.runtime.clone(),
-                    Rc::clone(&self.live),
-                    id,
-                    Arc::clone(tool),
-                    input,
-                ))
+                Call::pending(self.wasi.call(id, Arc::clone(tool), input))
             }
             Some(Ok(Tool::Process(tool))) => {
-                if let Err(e) = tool.checks.input(&tool.manifest.name, &input) {
+                if let Err(e) = tool.check_input(&input) {
                     return Call::Done(Outcome::Error(e.into()));
                 }
                 let tool = Arc::clone(tool);
@@ -154,11 +117,10 @@ impl WorkerHandler for ToolWorker {
             None => {
                 // Listed but still loading: wait for it, then call.
                 let entry: Arc<ToolEntry> = Arc::clone(entry);
-                let rt = self.runtime.clone();
-                let live = Rc::clone(&self.live);
+                let wasi = self.wasi.clone();
                 Call::pending(async move {
                     match entry.ready_for(&input).await {
-                        Ok(Tool::Wasi(tool)) => run(rt, live, id, tool, input).await,
+                        Ok(Tool::Wasi(tool)) => wasi.call(id, tool, input).await,
                         Ok(Tool::Process(tool)) => tool.call(&input).await,
                         Err(o) => o,
                     }
@@ -166,34 +128,4 @@ impl WorkerHandler for ToolWorker {
             }
         }
     }
-}
-
-async fn run(
-    rt: Runtime,
-    live: Rc<RefCell<LiveCache>>,
-    id: ToolId,
-    tool: Arc<LoadedTool>,
-    input: Payload,
-) -> Outcome {
-    let call = async {
-        match tool.spec.mode {
-            Mode::Fresh => call::fresh(rt.clone(), Arc::clone(&tool), input).await,
-            Mode::Reuse => {
-                let idle = live.borrow_mut().take(id, &tool);
-                let mut instance = match idle {
-                    Some(i) => i,
-                    None => match LiveInstance::new(&rt, Arc::clone(&tool)).await {
-                        Ok(i) => i,
-                        Err(o) => return o,
-                    },
-                };
-                let (outcome, keep) = instance.call(&rt, &input).await;
-                if keep {
-                    live.borrow_mut().put(id, instance);
-                }
-                outcome
-            }
-        }
-    };
-    call::bounded(&rt, &tool, call).await
 }

@@ -16,12 +16,12 @@ use std::sync::Arc;
 
 use toolplane_core::Outcome;
 
-use crate::checks::Checks;
+use toolplane_process::{ProcessHost, ProcessLoadError, ProcessTool};
+use toolplane_tool::Checks;
+use toolplane_wasi::{LoadedTool, PoolConfig, Runtime, read_module};
+
 use crate::error::LoadError;
 use crate::manifest::{Manifest, Origin, RuntimeManifest};
-use crate::process::ProcessTool;
-use crate::runtime::{PoolConfig, Runtime};
-use crate::tool::LoadedTool;
 
 /// A tool ready to call, of whichever kind. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -34,14 +34,6 @@ pub enum Tool {
 }
 
 impl Tool {
-    /// Its manifest.
-    pub fn manifest(&self) -> &Arc<Manifest> {
-        match self {
-            Tool::Wasi(t) => &t.manifest,
-            Tool::Process(t) => &t.manifest,
-        }
-    }
-
     /// The WASI tool, if it is one.
     pub fn wasi(&self) -> Option<&Arc<LoadedTool>> {
         match self {
@@ -59,7 +51,7 @@ impl Tool {
     pub fn check_input(&self, input: &[u8]) -> Result<(), String> {
         match self {
             Tool::Wasi(t) => t.check_input(input),
-            Tool::Process(t) => t.checks.input(&t.manifest.name, input),
+            Tool::Process(t) => t.check_input(input),
         }
     }
 
@@ -73,18 +65,43 @@ impl Tool {
     pub fn check_output(&self, output: &[u8]) -> Result<(), String> {
         match self {
             Tool::Wasi(t) => t.check_output(output),
-            Tool::Process(t) => t.checks.output(&t.manifest.name, output),
+            Tool::Process(t) => t.check_output(output),
         }
+    }
+}
+
+/// What runs tools, one per kind: the WASI runtime, and the process host
+/// (its thread started by the first process tool).
+#[derive(Debug)]
+pub(crate) struct Runtimes {
+    pub(crate) wasi: Runtime,
+    process: std::sync::OnceLock<ProcessHost>,
+}
+
+impl Runtimes {
+    pub(crate) fn new(wasi: Runtime) -> Runtimes {
+        Runtimes {
+            wasi,
+            process: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The process host, started by the first call.
+    fn process_host(&self) -> std::io::Result<ProcessHost> {
+        if let Some(h) = self.process.get() {
+            return Ok(h.clone());
+        }
+        let h = ProcessHost::start()?;
+        // Two loaders may race: one host wins, the other's thread ends.
+        Ok(self.process.get_or_init(|| h).clone())
     }
 }
 
 /// Calls `tool` with `input` outside any engine (see
 /// [`crate::Registry::call`]).
-pub(crate) async fn call_once(runtime: &Runtime, tool: Tool, input: &[u8]) -> Outcome {
+pub(crate) async fn call_once(runtimes: &Runtimes, tool: Tool, input: &[u8]) -> Outcome {
     match tool {
-        Tool::Wasi(t) => crate::call::once(runtime.clone(), t, input).await,
-        // Boxed: a process call's future is kilobytes, and a WASI call's
-        // future would otherwise be as large (and moved as often).
+        Tool::Wasi(t) => toolplane_wasi::call_once(&runtimes.wasi, t, input).await,
         // Boxed: a process call's future is kilobytes, and a WASI call's
         // future would otherwise be as large (and moved as often).
         Tool::Process(t) => Box::pin(t.call(input)).await,
@@ -133,7 +150,7 @@ impl Source {
 /// Loads `manifest` (found at `origin`) from `source`: the tool, or why not
 /// and the file at fault.
 pub(crate) fn load(
-    runtime: &Runtime,
+    runtimes: &Runtimes,
     manifest: &Arc<Manifest>,
     origin: &Origin,
     source: Source,
@@ -142,6 +159,12 @@ pub(crate) fn load(
         Origin::File(p) => p.parent(),
         Origin::Builtin => None,
     };
+    let checks = match Checks::new(&manifest.input_schema, manifest.output_schema.as_ref()) {
+        Ok(c) => c,
+        Err(e) => return (Err(e.into()), None),
+    };
+    let name: Arc<str> = manifest.name.as_str().into();
+    let runtime = &runtimes.wasi;
     match &manifest.runtime {
         RuntimeManifest::Wasi(spec) => {
             let (bytes, path) = match source {
@@ -153,31 +176,27 @@ pub(crate) fn load(
                 Source::Read(b, p) => (Ok(std::borrow::Cow::Owned(b)), Some(p)),
                 Source::Program => (Ok(std::borrow::Cow::Borrowed(&[][..])), None),
             };
-            let result = bytes.and_then(|b| {
-                LoadedTool::load(runtime, Arc::clone(manifest), spec, base, &b)
-                    .map(|t| Tool::Wasi(Arc::new(t)))
-            });
+            let result = bytes
+                .and_then(|b| LoadedTool::load(runtime, name, checks, spec, base, &b))
+                .map(|t| Tool::Wasi(Arc::new(t)))
+                .map_err(LoadError::from);
             (result, path)
         }
         RuntimeManifest::Process(spec) => {
-            let data_dir = runtime.config().data_dir.as_deref();
-            let cache_dir = runtime.config().cache_dir.as_deref();
-            let backlog = runtime.config().tool_backlog;
-            let result = Checks::new(manifest).and_then(|checks| {
-                let host = runtime
-                    .process_host()
-                    .map_err(crate::error::ProcessLoadError::Host)?;
-                let at = crate::process::Context {
-                    base,
-                    data_dir,
-                    cache_dir,
-                    backlog,
-                    quota: runtime.inner.quota.as_ref(),
-                };
-                ProcessTool::load(Arc::clone(manifest), spec, checks, at, host)
-                    .map(|t| Tool::Process(Arc::new(t)))
-                    .map_err(LoadError::from)
-            });
+            let cfg = runtime.config();
+            let at = toolplane_process::Context {
+                base,
+                data_dir: cfg.data_dir.as_deref(),
+                cache_dir: cfg.cache_dir.as_deref(),
+                backlog: cfg.tool_backlog,
+                quota: runtime.quota(),
+            };
+            let result = runtimes
+                .process_host()
+                .map_err(ProcessLoadError::Host)
+                .and_then(|host| ProcessTool::load(name, spec, checks, at, host))
+                .map(|t| Tool::Process(Arc::new(t)))
+                .map_err(LoadError::from);
             (result, None)
         }
     }
@@ -193,7 +212,7 @@ pub(crate) fn unchanged(
 ) -> bool {
     manifest_digest == Some(new_digest)
         && match (tool, source) {
-            (Tool::Wasi(t), Source::Read(bytes, _)) => t.digest == crate::cache::digest(bytes),
+            (Tool::Wasi(t), Source::Read(bytes, _)) => t.digest == toolplane_wasi::digest(bytes),
             (Tool::Process(_), Source::Program) => true,
             _ => false,
         }
@@ -215,15 +234,4 @@ pub(crate) fn depends_on(manifest: &Manifest, origin: &Origin, path: &Path) -> b
 /// could not load without it.
 pub(crate) fn manifest_stem(file: &str) -> Option<&str> {
     file.strip_suffix(".wasm")
-}
-
-/// Reads a module named by a manifest: a regular file within
-/// `max_module_size`, within `read_timeout`.
-fn read_module(cfg: &PoolConfig, path: &Path) -> Result<Vec<u8>, LoadError> {
-    let limits = crate::files::ReadLimits {
-        max: cfg.max_module_size,
-        key: "[pool] max_module_size",
-        timeout: cfg.read_timeout,
-    };
-    crate::files::read_checked(path, limits).map_err(LoadError::module)
 }

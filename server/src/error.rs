@@ -239,7 +239,7 @@ mod tests {
     fn unavailable() -> CallError {
         CallError::Unavailable {
             tool: "t".into(),
-            reason: Arc::new(LoadError::NoEntry),
+            reason: Arc::new(LoadError::Wasi(toolplane_pool::WasiLoadError::NoEntry)),
         }
     }
 

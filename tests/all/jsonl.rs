@@ -471,7 +471,8 @@ fn a_manifest_changed_under_load_loses_no_call_and_answers_none_twice() {
     // Both versions served (an event runs on the version listed when a
     // worker takes it), between them every call.
     let new = process_tool(&rig.registry, "worker");
-    assert_eq!(new.manifest.process().unwrap().pool.max, 3);
+    let listed = rig.registry.snapshot().by_name("worker").cloned().unwrap();
+    assert_eq!(listed.manifest.process().unwrap().pool.max, 3);
     let (a, b) = (old.stats().service.count, new.stats().service.count);
     assert!(
         a >= 1 && b >= 1 && a + b == total as u64,

@@ -1,7 +1,7 @@
 //! A process tool's processes are bounded by default — a process count and
 //! memory, each process with everything it starts (a cgroup per process
 //! where the server may make one, else `RLIMIT_DATA` and no count; see
-//! `pool/src/process/cgroup.rs`) — errors name the limit a program
+//! `pool/process/src/cgroup.rs`) — errors name the limit a program
 //! reached, and the runtimes' presets start Node, Python and npx inside
 //! `[permissions]`.
 

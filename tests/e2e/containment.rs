@@ -2,7 +2,7 @@
 //! plain children, ones that ignore SIGTERM, double-forked, `setpgid` and
 //! `setsid` ones — after a `SIGKILL` of the server too (each process runs
 //! as the init of a PID namespace whose other members the kernel kills
-//! with it; `pool/src/process/contain.rs`).
+//! with it; `pool/process/src/contain.rs`).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -11,9 +11,9 @@ use toolplane_core::ToolTable;
 
 use super::snapshot::{Deferred, LoadState, Snapshot, ToolEntry};
 use super::types::{RegistryError, RegistryEvent};
+use crate::kind::Runtimes;
 use crate::kind::{self, Source};
 use crate::manifest::{Manifest, ManifestError, Origin};
-use crate::runtime::Runtime;
 
 /// A tool to list: its manifest, where it came from, what its load reads
 /// and its manifest file's digest.
@@ -23,7 +23,7 @@ pub(super) struct Inner {
     /// Itself, for the loads it defers (see [`Deferred`]).
     pub(super) me: Weak<Inner>,
     pub(super) on_demand: bool,
-    pub(super) runtime: Runtime,
+    pub(super) runtimes: Runtimes,
     pub(super) table: Arc<ToolTable>,
     pub(super) dir: Option<PathBuf>,
     pub(super) snapshot: RwLock<Arc<Snapshot>>,
@@ -273,7 +273,7 @@ impl Inner {
             replace,
         } = job;
         let name = entry.manifest.name.clone();
-        let (result, path) = kind::load(&self.runtime, &entry.manifest, &entry.origin, source);
+        let (result, path) = kind::load(&self.runtimes, &entry.manifest, &entry.origin, source);
         let current = self
             .latest
             .lock()

@@ -8,8 +8,8 @@ use super::loading::Inner;
 use super::snapshot::ToolEntry;
 use super::types::RegistryEvent;
 use crate::Tool;
-use crate::checks::Checks;
-use crate::process::ProcessTool;
+use toolplane_process::ProcessTool;
+use toolplane_tool::Checks;
 
 impl Inner {
     /// Lists the members of `set` (a loaded set entry) in place of those
@@ -35,8 +35,8 @@ impl Inner {
         let mut fresh = Vec::new();
         for m in tool.members() {
             let made = set.manifest.member(&m).and_then(|manifest| {
-                let checks =
-                    Checks::new(&manifest).map_err(|e| format!("tool {}: {e}", manifest.name))?;
+                let checks = Checks::new(&manifest.input_schema, manifest.output_schema.as_ref())
+                    .map_err(|e| format!("tool {}: {e}", manifest.name))?;
                 Ok((manifest, checks))
             });
             let (manifest, checks) = match made {
@@ -58,7 +58,7 @@ impl Inner {
                 continue;
             }
             let manifest = Arc::new(manifest);
-            let member = tool.member(Arc::clone(&manifest), checks, &m.name);
+            let member = tool.member(manifest.name.as_str().into(), checks, &m.name);
             fresh.push(Arc::new(ToolEntry {
                 id: self.table.intern(&manifest.name),
                 manifest,

@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 
 use toolplane_core::{Outcome, ToolTable};
 
-use crate::builtin;
 use crate::kind::{Source, Tool};
 use crate::manifest::Manifest;
-use crate::runtime::Runtime;
+use toolplane_wasi::Runtime;
+use toolplane_wasi::builtin;
 
 mod loading;
 mod members;
@@ -111,7 +111,8 @@ impl RegistryBuilder {
     pub fn build(self) -> Result<Registry, RegistryError> {
         if let Some(dir) = &self.dir {
             if let Some(data) = &self.runtime.config().data_dir
-                && (crate::files::covers(data, dir) || crate::files::covers(dir, data))
+                && (toolplane_tool::files::covers(data, dir)
+                    || toolplane_tool::files::covers(dir, data))
             {
                 return Err(RegistryError::ToolsInData {
                     tools: dir.clone(),
@@ -119,7 +120,7 @@ impl RegistryBuilder {
                 });
             }
             if let Ok(meta) = std::fs::metadata(dir)
-                && let Some(why) = crate::files::others_can_write(&meta)
+                && let Some(why) = toolplane_tool::files::others_can_write(&meta)
             {
                 return Err(RegistryError::Unsafe {
                     dir: dir.clone(),
@@ -131,7 +132,7 @@ impl RegistryBuilder {
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
             on_demand: self.on_demand,
-            runtime: self.runtime,
+            runtimes: crate::kind::Runtimes::new(self.runtime),
             table: self.table.unwrap_or_default(),
             dir: self.dir.clone(),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
@@ -217,7 +218,7 @@ impl Registry {
 
     /// The runtime the tools run on.
     pub fn runtime(&self) -> &Runtime {
-        &self.inner.runtime
+        &self.inner.runtimes.wasi
     }
 
     /// The table tool names are interned in: pass it to the engine with
@@ -338,7 +339,7 @@ impl Registry {
             return Outcome::Error(format!("unknown tool {name:?}").into());
         };
         match entry.ready_for(input).await {
-            Ok(tool) => crate::kind::call_once(&self.inner.runtime, tool, input).await,
+            Ok(tool) => crate::kind::call_once(&self.inner.runtimes, tool, input).await,
             Err(o) => o,
         }
     }
@@ -351,14 +352,14 @@ impl Registry {
 pub struct LiveTool {
     registry: Registry,
     name: String,
-    live: Option<crate::call::LiveInstance>,
+    live: toolplane_wasi::Held,
 }
 
 impl std::fmt::Debug for LiveTool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LiveTool")
             .field("name", &self.name)
-            .field("live", &self.live.is_some())
+            .field("live", &self.live)
             .finish()
     }
 }
@@ -367,7 +368,7 @@ impl LiveTool {
     /// Calls the tool with `input`.
     pub async fn call(&mut self, input: &[u8]) -> Outcome {
         let Some(entry) = self.registry.snapshot().by_name(&self.name).cloned() else {
-            self.live = None;
+            self.live.clear();
             return Outcome::Error(format!("unknown tool {:?}", self.name).into());
         };
         let tool = match entry.ready_for(input).await {
@@ -379,33 +380,9 @@ impl LiveTool {
             }
             Err(o) => return o,
         };
-        if !tool.has_fast_entry() {
-            return Outcome::Error(
-                format!("tool {}: a live instance needs the fast entry", self.name).into(),
-            );
-        }
-        let rt = self.registry.inner.runtime.clone();
-        let idle = self.live.take();
-        let mut kept = None;
-        // Under the host's deadline like every call: an instance whose call
-        // ran out of time is dropped, not kept.
-        let outcome = crate::call::bounded(&rt, &tool, async {
-            let mut live = match idle {
-                Some(l) if Arc::ptr_eq(&l.tool, &tool) => l,
-                _ => match crate::call::LiveInstance::new(&rt, Arc::clone(&tool)).await {
-                    Ok(l) => l,
-                    Err(o) => return o,
-                },
-            };
-            let (outcome, keep) = live.call(&rt, input).await;
-            if keep {
-                kept = Some(live);
-            }
-            outcome
-        })
-        .await;
-        self.live = kept;
-        outcome
+        self.live
+            .call(&self.registry.inner.runtimes.wasi, tool, input)
+            .await
     }
 }
 
@@ -416,7 +393,7 @@ impl Registry {
         LiveTool {
             registry: self.clone(),
             name: name.to_string(),
-            live: None,
+            live: toolplane_wasi::Held::default(),
         }
     }
 }

@@ -39,7 +39,7 @@ impl Inner {
                 }
             };
             // Read here to compare: the loader takes what was read.
-            let source = Source::read_for_reload(&m, dir, self.runtime.config());
+            let source = Source::read_for_reload(&m, dir, self.runtimes.wasi.config());
             let unchanged = self.snapshot().by_name(&name).is_some_and(|e| {
                 matches!(e.loaded(), Some(Ok(t)) if kind::unchanged(t, e.manifest_digest, digest, &source))
             });

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use crate::quota::DataQuota;
-use crate::size::fmt_size;
+use toolplane_tool::quota::DataQuota;
+use toolplane_units::fmt_size;
 
 /// What a store carries: the WASI context, the limits, the deadline.
 pub(crate) struct Host {

@@ -11,7 +11,7 @@ use super::life::{Life, STOP_GRACE};
 use super::shared::Shared;
 use super::spawn::Child;
 use super::{jsonl, mcp};
-use crate::manifest::Protocol;
+use crate::spec::Protocol;
 
 /// One running process: its life (what the pool counts on it) and its
 /// wire (how calls reach it).
@@ -149,7 +149,7 @@ impl Proc {
         target: &str,
         input: &[u8],
         deadline: tokio::time::Instant,
-        progress: Option<crate::progress::ProgressSink>,
+        progress: Option<toolplane_tool::progress::ProgressSink>,
     ) -> Outcome {
         let out = match &self.wire {
             Wire::Jsonl(lines) => {

@@ -40,8 +40,8 @@ use toolplane_core::Outcome;
 
 use super::life::{Life, STOP_GRACE};
 use super::spawn::Child;
-use crate::progress::{Progress, ProgressSink};
-use crate::size::fmt_size;
+use toolplane_tool::progress::{Progress, ProgressSink};
+use toolplane_units::fmt_size;
 
 /// How long a process has to answer a cancelled call before it is killed.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(1);

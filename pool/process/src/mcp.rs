@@ -36,8 +36,9 @@ use toolplane_core::Outcome;
 use super::life::Life;
 use super::shared::Shared;
 use super::spawn::Child;
-use crate::manifest::{Annotations, Member};
-use crate::progress::{Progress, ProgressSink};
+use crate::spec::Member;
+use toolplane_tool::Annotations;
+use toolplane_tool::progress::{Progress, ProgressSink};
 
 /// Calls whose progress someone watches.
 type Watchers = Arc<Mutex<Watching>>;
@@ -338,7 +339,7 @@ impl Upstream {
         self.overlong.seen.notified().await;
         format!(
             "wrote a line longer than limits.max_output = {}",
-            crate::manifest::fmt_size(self.overlong.max.load(Ordering::Relaxed) as u64)
+            toolplane_units::fmt_size(self.overlong.max.load(Ordering::Relaxed) as u64)
         )
     }
 
@@ -598,7 +599,7 @@ mod tests {
         w.report(&mine, report(1.0));
         w.report(&other, report(5.0));
         w.report(&mine, report(2.0));
-        let (tx, mut rx) = crate::progress::channel();
+        let (tx, mut rx) = toolplane_tool::progress::channel();
         w.watch(mine.clone(), tx);
         w.report(&mine, report(3.0));
         let got: Vec<f64> = std::iter::from_fn(|| rx.try_recv().ok())
@@ -631,7 +632,7 @@ mod tests {
         }
         assert!(w.early_bytes <= EARLY_BYTES, "{}", w.early_bytes);
         assert_eq!(w.early.len(), 4);
-        let (tx, _rx) = crate::progress::channel();
+        let (tx, _rx) = toolplane_tool::progress::channel();
         w.watch(ProgressToken(NumberOrString::Number(-7)), tx);
         assert_eq!(w.early_bytes, 3 * (EARLY_BYTES / 4));
         // A token is the upstream's to choose, as long as it likes: it
@@ -648,15 +649,15 @@ mod tests {
     fn a_call_that_reports_faster_than_its_caller_takes_loses_reports_not_memory() {
         let mut w = Watching::default();
         let mine = ProgressToken(NumberOrString::Number(1));
-        let (tx, mut rx) = crate::progress::channel();
+        let (tx, mut rx) = toolplane_tool::progress::channel();
         w.watch(mine.clone(), tx);
-        for i in 0..(crate::progress::BACKLOG * 4) {
+        for i in 0..(toolplane_tool::progress::BACKLOG * 4) {
             w.report(&mine, report(i as f64));
         }
         let got: Vec<f64> = std::iter::from_fn(|| rx.try_recv().ok())
             .map(|p| p.progress)
             .collect();
-        assert_eq!(got.len(), crate::progress::BACKLOG);
+        assert_eq!(got.len(), toolplane_tool::progress::BACKLOG);
         assert_eq!(got.first(), Some(&0.0));
     }
 }

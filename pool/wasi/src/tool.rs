@@ -1,4 +1,4 @@
-//! A loaded tool: its manifest, its compiled module pre-linked against
+//! A loaded tool: its name and WASI keys, its compiled module pre-linked against
 //! WASI (`InstancePre`, built once), its entry point and its input check.
 
 use std::path::{Path, PathBuf};
@@ -7,16 +7,17 @@ use std::sync::Arc;
 use wasmtime::{ExternType, InstancePre, ModuleExport, ValType};
 
 use crate::cache::{Source, WasmDigest};
-use crate::checks::Checks;
-use crate::error::{ExportError, LoadError};
+use toolplane_tool::Checks;
+
+use crate::error::{ExportError, WasiLoadError};
 use crate::host::Host;
-use crate::manifest::{DirGrant, EntryKind, Manifest, Mode, WasiManifest};
 use crate::runtime::Runtime;
+use crate::spec::{Access, DirGrant, EntryKind, Mode, WasiManifest};
 
 /// A tool ready to call.
 pub struct LoadedTool {
-    /// Its manifest.
-    pub manifest: Arc<Manifest>,
+    /// Its name.
+    pub name: Arc<str>,
     /// The manifest's WASI keys.
     pub spec: WasiManifest,
     /// The SHA-256 of its module.
@@ -38,7 +39,7 @@ pub struct LoadedTool {
 impl std::fmt::Debug for LoadedTool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedTool")
-            .field("name", &self.manifest.name)
+            .field("name", &self.name)
             .field("entry", &self.entry_name())
             .field("source", &self.source)
             .finish_non_exhaustive()
@@ -58,8 +59,9 @@ pub(crate) struct FastExports {
 }
 
 impl LoadedTool {
-    /// Compiles (or loads from the cache) and links `wasm` for `manifest`.
-    /// `base` is the manifest's directory (for relative grants).
+    /// Compiles (or loads from the cache) and links `wasm` for the tool
+    /// `name` with the WASI keys `spec` and its schemas' `checks`. `base`
+    /// is the manifest's directory (for relative grants).
     ///
     /// # Errors
     ///
@@ -68,69 +70,67 @@ impl LoadedTool {
     /// cannot serve.
     pub fn load(
         rt: &Runtime,
-        manifest: Arc<Manifest>,
+        name: Arc<str>,
+        checks: Checks,
         spec: &WasiManifest,
         base: Option<&Path>,
         wasm: &[u8],
-    ) -> Result<LoadedTool, LoadError> {
+    ) -> Result<LoadedTool, WasiLoadError> {
         let cfg = rt.config();
         if spec.limits.memory > cfg.max_memory {
-            return Err(LoadError::MemoryAboveRuntime {
+            return Err(WasiLoadError::MemoryAboveRuntime {
                 asked: spec.limits.memory,
                 max: cfg.max_memory,
             });
         }
         if spec.limits.fuel.is_some() && !cfg.fuel {
-            return Err(LoadError::FuelNotMetered);
+            return Err(WasiLoadError::FuelNotMetered);
         }
         let dirs = spec.resolve_dirs(base, cfg.data_dir.as_deref())?;
         for (host, g) in &dirs {
             if !host.is_dir() {
-                return Err(LoadError::MissingDir {
+                return Err(WasiLoadError::MissingDir {
                     guest: g.guest.clone(),
                     host: host.clone(),
                 });
             }
             // The manifest's directory is a tools directory.
             if let Some(tools) = base
-                && g.access == crate::manifest::Access::ReadWrite
-                && crate::files::covers(host, tools)
+                && g.access == Access::ReadWrite
+                && toolplane_tool::files::covers(host, tools)
             {
-                return Err(LoadError::WritesTools {
+                return Err(WasiLoadError::WritesTools {
                     guest: g.guest.clone(),
                     host: host.clone(),
                     tools: tools.to_path_buf(),
                 });
             }
         }
-        let writes = dirs
-            .iter()
-            .any(|(_, g)| g.access == crate::manifest::Access::ReadWrite);
+        let writes = dirs.iter().any(|(_, g)| g.access == Access::ReadWrite);
         let (module, source, digest) = rt.cache().load(rt.engine(), wasm)?;
         let fast = fast_exports(&module);
         let entry = match (spec.entry, fast) {
             (EntryKind::Command, _) => Entry::Command,
-            (EntryKind::Fast, Err(why)) => return Err(LoadError::NoFastEntry(why)),
+            (EntryKind::Fast, Err(why)) => return Err(WasiLoadError::NoFastEntry(why)),
             (EntryKind::Fast | EntryKind::Auto, Ok(f)) => Entry::Fast(f),
             (EntryKind::Auto, Err(_)) => Entry::Command,
         };
         if matches!(entry, Entry::Command) {
             if spec.mode == Mode::Reuse {
-                return Err(LoadError::ReuseNeedsFast);
+                return Err(WasiLoadError::ReuseNeedsFast);
             }
             match module.get_export("_start") {
                 Some(ExternType::Func(_)) => {}
-                _ => return Err(LoadError::NoEntry),
+                _ => return Err(WasiLoadError::NoEntry),
             }
         }
         let pre = rt
             .inner
             .linker
             .instantiate_pre(&module)
-            .map_err(LoadError::Link)?;
-        let checks = Checks::new(&manifest)?;
+            .map_err(WasiLoadError::Link)?;
         Ok(LoadedTool {
-            manifest,
+            name,
             spec: spec.clone(),
             digest,
             source,
@@ -163,7 +163,7 @@ impl LoadedTool {
     ///
     /// See [`Checks::input`].
     pub fn check_input(&self, input: &[u8]) -> Result<(), String> {
-        self.checks.input(&self.manifest.name, input)
+        self.checks.input(&self.name, input)
     }
 
     /// Checks a call's output against the tool's `output_schema`.
@@ -172,7 +172,7 @@ impl LoadedTool {
     ///
     /// See [`Checks::output`].
     pub fn check_output(&self, output: &[u8]) -> Result<(), String> {
-        self.checks.output(&self.manifest.name, output)
+        self.checks.output(&self.name, output)
     }
 }
 
@@ -215,4 +215,20 @@ fn fast_exports(module: &wasmtime::Module) -> Result<FastExports, ExportError> {
         call,
         memory,
     })
+}
+
+/// Reads a module named by a manifest: a regular file within
+/// `max_module_size`, within `read_timeout`.
+///
+/// # Errors
+///
+/// The file cannot be read, is not a regular file, or is too large or too
+/// slow to read.
+pub fn read_module(cfg: &crate::PoolConfig, path: &Path) -> Result<Vec<u8>, WasiLoadError> {
+    let limits = toolplane_tool::files::ReadLimits {
+        max: cfg.max_module_size,
+        key: "[pool] max_module_size",
+        timeout: cfg.read_timeout,
+    };
+    toolplane_tool::files::read_checked(path, limits).map_err(WasiLoadError::module)
 }

@@ -1,12 +1,13 @@
-//! The keys of a process tool (`runtime = "process"`); what runs it is
-//! `crate::process`.
+//! The keys of a process tool's manifest (`runtime = "process"`). The keys
+//! every manifest has are the registry's; unknown keys are errors.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Annotations, Common, Manifest, Size, fmt_size, parse_duration_key};
+use toolplane_tool::{Annotations, Common, Keys};
+use toolplane_units::{Size, fmt_size, parse_duration_key};
 
 /// The protocols a process tool may speak.
 pub const PROTOCOLS: [&str; 3] = ["exec", "jsonl", "mcp"];
@@ -124,42 +125,11 @@ pub struct Member {
     pub annotations: Annotations,
 }
 
-impl Manifest {
-    /// Whether this manifest (a file's, not a member's: members share
-    /// their set's runtime keys, see `ToolEntry::is_set`) names a set of
-    /// tools (an MCP server, or a jsonl worker with `[[tools]]`) rather
-    /// than one tool.
+impl ProcessManifest {
+    /// Whether the manifest names a set of tools (an MCP server, or a
+    /// jsonl worker with `[[tools]]`) rather than one tool.
     pub fn is_set(&self) -> bool {
-        self.process()
-            .is_some_and(|p| p.protocol == Protocol::Mcp || !p.tools.is_empty())
-    }
-
-    /// The manifest of the member `m` of this set: `<set>.<m>`, with the
-    /// member's description and schemas, run as the set is.
-    ///
-    /// # Errors
-    ///
-    /// The member's qualified name or schemas are not valid; the message
-    /// names the member.
-    pub fn member(&self, m: &Member) -> Result<Manifest, String> {
-        let name = format!("{}.{}", self.name, m.name);
-        member_name(&m.name).map_err(|why| format!("tool {name}: {:?}: {why}", m.name))?;
-        let common = Common::check(
-            name.clone(),
-            Some(m.input_schema.clone()),
-            m.output_schema.clone(),
-            m.title.as_deref(),
-        )
-        .map_err(|e| format!("tool {name}: {e}"))?;
-        Ok(Manifest {
-            name: common.name,
-            description: m.description.clone(),
-            runtime: self.runtime.clone(),
-            input_schema: common.input_schema,
-            title: m.title.clone(),
-            output_schema: common.output_schema,
-            annotations: m.annotations,
-        })
+        self.protocol == Protocol::Mcp || !self.tools.is_empty()
     }
 }
 
@@ -232,9 +202,33 @@ pub enum Preset {
 /// The accepted `preset` values.
 pub const PRESETS: [&str; 3] = ["node", "python", "npx"];
 
-#[derive(Deserialize)]
+/// Reads a process tool's manifest: the keys every manifest has, as
+/// written, and the process keys, to check after them
+/// ([`Unchecked::check`]). `toml_err` words a TOML error.
+///
+/// # Errors
+///
+/// Not valid TOML, or an unknown key; the message names the key.
+pub fn parse(
+    text: &str,
+    toml_err: impl Fn(toml::de::Error) -> String,
+) -> Result<(Keys, Unchecked), String> {
+    let raw: Unchecked = toml::from_str(text).map_err(toml_err)?;
+    let keys = Keys {
+        name: raw.name.clone(),
+        description: raw.description.clone(),
+        input_schema: raw.input_schema.clone(),
+        title: raw.title.clone(),
+        output_schema: raw.output_schema.clone(),
+        annotations: raw.annotations,
+    };
+    Ok((keys, raw))
+}
+
+/// A process manifest, read and not yet checked.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawProcessManifest {
+pub struct Unchecked {
     #[serde(rename = "runtime")]
     _runtime: String,
     pub(crate) name: String,
@@ -261,7 +255,7 @@ pub(crate) struct RawProcessManifest {
     preset: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMember {
     name: String,
@@ -274,7 +268,7 @@ struct RawMember {
     annotations: Annotations,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawPool {
     min: Option<usize>,
@@ -285,7 +279,7 @@ struct RawPool {
     queue: Option<usize>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     timeout: Option<String>,
@@ -313,9 +307,13 @@ fn in_range<T: PartialOrd + std::fmt::Display>(
     }
 }
 
-impl RawProcessManifest {
+impl Unchecked {
     /// The process keys, checked; the message names the key.
-    pub(crate) fn check(&self) -> Result<ProcessManifest, String> {
+    ///
+    /// # Errors
+    ///
+    /// A bad value; the message names the key.
+    pub fn check(&self) -> Result<ProcessManifest, String> {
         let protocol = match self.protocol.as_str() {
             "exec" => Protocol::Exec,
             "jsonl" => Protocol::Jsonl,

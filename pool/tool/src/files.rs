@@ -16,7 +16,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::size::fmt_size;
+use toolplane_units::fmt_size;
 
 /// Bytes read between two deadline checks.
 const CHUNK: usize = 1 << 20;

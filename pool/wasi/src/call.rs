@@ -14,11 +14,11 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::host::{Host, Limiter};
-use crate::manifest::{Access, Mode};
 use crate::pipe::CappedPipe;
 use crate::runtime::{Active, Runtime};
-use crate::size::fmt_size;
+use crate::spec::{Access, Mode};
 use crate::tool::{Entry, LoadedTool};
+use toolplane_units::fmt_size;
 
 /// Bytes of stderr a call may write before writes fail.
 const STDERR_CAPACITY: usize = 64 << 10;
@@ -56,7 +56,7 @@ fn new_store(
             return Err(Outcome::Error(
                 format!(
                     "tool {}: cannot open its directory {} (for {}): {e:#}",
-                    tool.manifest.name,
+                    tool.name,
                     host.display(),
                     grant.guest
                 )
@@ -109,9 +109,7 @@ fn arm<'r>(
     if let Some(q) = &store.data().quota
         && let Some(why) = q.full()
     {
-        return Err(Outcome::Error(
-            format!("tool {}: {why}", tool.manifest.name).into(),
-        ));
+        return Err(Outcome::Error(format!("tool {}: {why}", tool.name).into()));
     }
     let active = rt.inner.active();
     let ticks = rt.deadline_ticks(tool.spec.limits.timeout);
@@ -245,11 +243,11 @@ async fn command(
     if code == 0 {
         Outcome::Ok(stdio.stdout.with(Payload::from_slice))
     } else if let Some(why) = store.data_mut().refused_write.take() {
-        Outcome::Error(format!("tool {}: {why}", tool.manifest.name).into())
+        Outcome::Error(format!("tool {}: {why}", tool.name).into())
     } else {
         let err = excerpt(&stdio.stderr, tool.stderr_excerpt);
         Outcome::Error(if err.is_empty() {
-            format!("tool {} exited with code {code}", tool.manifest.name).into()
+            format!("tool {} exited with code {code}", tool.name).into()
         } else {
             err.into()
         })
@@ -274,11 +272,7 @@ impl FastCalls {
         };
         let missing = |what: &str| {
             Outcome::Error(
-                format!(
-                    "tool {}: cannot bind its fast entry ({what})",
-                    tool.manifest.name
-                )
-                .into(),
+                format!("tool {}: cannot bind its fast entry ({what})", tool.name).into(),
             )
         };
         let alloc = instance
@@ -325,7 +319,7 @@ impl FastCalls {
                 Outcome::Error(
                     format!(
                         "tool {}: toolplane_alloc({len}) returned {ptr}, outside its memory",
-                        tool.manifest.name
+                        tool.name
                     )
                     .into(),
                 ),
@@ -341,7 +335,7 @@ impl FastCalls {
         let is_error = r >> 63 == 1;
         if is_error && let Some(why) = store.data_mut().refused_write.take() {
             return (
-                Outcome::Error(format!("tool {}: {why}", tool.manifest.name).into()),
+                Outcome::Error(format!("tool {}: {why}", tool.name).into()),
                 true,
             );
         }
@@ -357,7 +351,7 @@ impl FastCalls {
                 Outcome::Error(
                     format!(
                         "tool {}: toolplane_call returned {out_len} bytes at {out_ptr}, outside its memory",
-                        tool.manifest.name
+                        tool.name
                     )
                     .into(),
                 ),
@@ -430,7 +424,7 @@ fn over_output(tool: &LoadedTool) -> Outcome {
     Outcome::Error(
         format!(
             "tool {}: output exceeds its cap, limits.max_output = {}",
-            tool.manifest.name,
+            tool.name,
             fmt_size(tool.spec.limits.max_output)
         )
         .into(),
@@ -457,7 +451,7 @@ fn failure(
     during: &str,
 ) -> Outcome {
     let host = store.data();
-    let name = &tool.manifest.name;
+    let name = &tool.name;
     if host.timed_out {
         return Outcome::Timeout;
     }

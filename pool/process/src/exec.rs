@@ -11,7 +11,7 @@ use toolplane_core::Outcome;
 
 use super::shared::Shared;
 use super::stats::Counters;
-use crate::size::fmt_size;
+use toolplane_units::fmt_size;
 
 /// Runs one call; on the process host.
 pub(crate) async fn call(

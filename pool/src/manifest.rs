@@ -9,28 +9,19 @@
 //! network) and its limits ([`WasiManifest`]). Unknown keys are errors, so
 //! a misspelt limit is never silently ignored.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
-pub(crate) use crate::size::fmt_size;
-
-mod process;
-pub use crate::size::parse_size;
-pub(crate) use process::RawProcessManifest;
-pub use process::{
+pub use toolplane_process::spec::{
     DEFAULT_MEMORY, DEFAULT_PROCESSES, FsGrants, MAX_MEMBER_NAME, Member, PRESETS, PROTOCOLS,
     PoolSpec, Preset, ProcessLimits, ProcessManifest, Protocol, member_name,
 };
-
-/// The placeholder a grant's `host` may use for the registry's data
-/// directory.
-pub const DATA_PLACEHOLDER: &str = "{data}";
-
-/// Longest tool name accepted.
-pub const MAX_NAME: usize = 64;
+pub use toolplane_tool::{Annotations, Common, DATA_PLACEHOLDER, Keys, MAX_NAME, valid_name};
+pub use toolplane_units::{MAX_DURATION, parse_size};
+pub use toolplane_wasi::spec::{Access, DirGrant, EntryKind, Limits, Mode, WasiManifest};
 
 /// A tool's manifest, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,24 +53,6 @@ pub enum Origin {
     File(PathBuf),
 }
 
-/// Parses the duration `text` of `key`; the message names the key.
-pub(crate) fn parse_duration_key(key: &str, text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text).map_err(|e| {
-        format!("{key} = {text:?} is not a duration ({e}): write e.g. \"500ms\", \"5s\"")
-    })?;
-    if d > MAX_DURATION {
-        return Err(format!(
-            "{key} = {text:?} is out of range: at most {}",
-            humantime::format_duration(MAX_DURATION)
-        ));
-    }
-    Ok(d)
-}
-
-/// The longest duration a manifest key takes: a deadline past it is a
-/// mistake, and one far enough out overflows the clock it is added to.
-pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
-
 /// What runs a tool: the manifest's `runtime` key, with the keys of that
 /// runtime. The registry lists, checks, reloads and counts every kind
 /// alike; only loading and calling differ (`kind.rs`).
@@ -95,117 +68,6 @@ pub enum RuntimeManifest {
 
 /// The runtimes a manifest may name, as written in its `runtime` key.
 pub const RUNTIMES: [&str; 2] = ["wasi", "process"];
-
-/// The keys of a WASI tool.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WasiManifest {
-    /// Fresh instance per call, or a reused live instance.
-    pub mode: Mode,
-    /// Which entry point calls use.
-    pub entry: EntryKind,
-    /// The module file, relative to the manifest (`<name>.wasm` by default).
-    pub module: PathBuf,
-    /// Limits of one call.
-    pub limits: Limits,
-    /// Directories the tool may see.
-    pub dirs: Vec<DirGrant>,
-}
-
-/// Hints for clients about a tool's behaviour (MCP's tool annotations):
-/// `[annotations]` in a manifest. Unset hints are not served, and a client
-/// then assumes the specification's defaults (not read-only, destructive,
-/// not idempotent, open world).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Annotations {
-    /// The tool does not change its environment.
-    pub read_only: Option<bool>,
-    /// It may destroy or overwrite (meaningful when not read-only).
-    pub destructive: Option<bool>,
-    /// Calling it again with the same input has no further effect.
-    pub idempotent: Option<bool>,
-    /// It reaches beyond a closed world (the network, other systems).
-    pub open_world: Option<bool>,
-}
-
-/// How instances are used across calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// A new instance per call: no state survives a call (the default).
-    #[default]
-    Fresh,
-    /// A live instance per worker, reused across calls and recycled after
-    /// `limits.recycle_after` calls, after any trap, and on reload. For
-    /// stateless tools only.
-    Reuse,
-}
-
-/// The guest entry point calls go through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EntryKind {
-    /// The fast entry when the module exports it, else the command.
-    #[default]
-    Auto,
-    /// `toolplane_alloc` + `toolplane_call`, in memory.
-    Fast,
-    /// `_start`: JSON on stdin, output on stdout, exit code.
-    Command,
-}
-
-/// Limits of one call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Linear memory, in bytes.
-    pub memory: u64,
-    /// Wall-clock deadline of a call.
-    pub timeout: Duration,
-    /// Output bytes at most (stdout for the command entry).
-    pub max_output: u64,
-    /// Fuel per call, when the runtime meters fuel.
-    pub fuel: Option<u64>,
-    /// Reuse mode: calls a live instance serves before it is recycled.
-    pub recycle_after: Option<u64>,
-    /// Bytes one call may write to its directories, as reserved through
-    /// the host's `toolplane.reserve_write` (the SDK's file helpers do).
-    pub max_write: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            memory: 64 << 20,
-            timeout: Duration::from_secs(10),
-            max_output: 1 << 20,
-            fuel: None,
-            recycle_after: None,
-            max_write: 16 << 20,
-        }
-    }
-}
-
-/// One preopened directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirGrant {
-    /// The host directory: absolute, relative to the manifest, or
-    /// [`DATA_PLACEHOLDER`] (optionally followed by `/sub/dir`).
-    pub host: String,
-    /// Where the guest sees it.
-    pub guest: String,
-    /// Read-only or read-write.
-    pub access: Access,
-}
-
-/// What a grant allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Access {
-    /// Read files and list directories.
-    ReadOnly,
-    /// Also create, write and remove.
-    ReadWrite,
-}
 
 /// A manifest that cannot be used, with its file and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -224,113 +86,8 @@ struct RawRuntime {
     runtime: Option<toml::Value>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawManifest {
-    #[serde(rename = "runtime")]
-    _runtime: Option<String>,
-    name: String,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    mode: Mode,
-    #[serde(default)]
-    entry: EntryKind,
-    module: Option<PathBuf>,
-    #[serde(default)]
-    limits: RawLimits,
-    #[serde(default)]
-    permissions: RawPermissions,
-    input_schema: Option<serde_json::Value>,
-    title: Option<String>,
-    output_schema: Option<serde_json::Value>,
-    #[serde(default)]
-    annotations: Annotations,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    memory: Option<Size>,
-    timeout: Option<String>,
-    max_output: Option<Size>,
-    max_write: Option<Size>,
-    fuel: Option<u64>,
-    recycle_after: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawPermissions {
-    #[serde(default)]
-    dirs: Vec<RawGrant>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGrant {
-    host: String,
-    guest: String,
-    access: Access,
-}
-
-/// A byte size: an integer, or a string such as `"16 MiB"`.
-enum Size {
-    Bytes(u64),
-    Text(String),
-}
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Size;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(
-                    "a size: bytes as a non-negative integer, or a string such as \"16 MiB\"",
-                )
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Size, E> {
-                Ok(Size::Bytes(v))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Size, E> {
-                u64::try_from(v)
-                    .map(Size::Bytes)
-                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
-                Ok(Size::Text(v.to_owned()))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-impl Size {
-    fn bytes(&self, key: &str) -> Result<u64, String> {
-        match self {
-            Size::Bytes(n) => Ok(*n),
-            Size::Text(s) => parse_size(s).ok_or_else(|| {
-                format!(
-                    "{key} = {s:?} is not a size: write bytes as an integer, or a number with B, KiB, MiB, GiB, kB, MB or GB"
-                )
-            }),
-        }
-    }
-}
-
 /// The largest manifest read: manifests are a few KiB of TOML.
 pub const MAX_MANIFEST: u64 = 1 << 20;
-
-/// Whether `name` is a valid tool name.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-        && !name.starts_with('.')
-}
 
 impl Manifest {
     /// Reads and validates the manifest at `path`. Its name must be the
@@ -346,20 +103,21 @@ impl Manifest {
 
     /// [`Manifest::from_file`], with the SHA-256 of the file's text.
     pub(crate) fn from_file_digest(path: &Path) -> Result<(Manifest, [u8; 32]), ManifestError> {
-        let limits = crate::files::ReadLimits {
+        let limits = toolplane_tool::files::ReadLimits {
             max: MAX_MANIFEST,
             key: "the manifest size limit",
             timeout: Duration::from_secs(5),
         };
-        let bytes = crate::files::read_checked(path, limits).map_err(|e| ManifestError {
-            path: path.to_owned(),
-            message: e.reason().to_string(),
-        })?;
+        let bytes =
+            toolplane_tool::files::read_checked(path, limits).map_err(|e| ManifestError {
+                path: path.to_owned(),
+                message: e.reason().to_string(),
+            })?;
         let text = String::from_utf8(bytes).map_err(|e| ManifestError {
             path: path.to_owned(),
             message: format!("is not UTF-8 (at byte {})", e.utf8_error().valid_up_to()),
         })?;
-        let digest = crate::cache::digest(text.as_bytes());
+        let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
         let manifest = Manifest::from_toml_str(&text, path)?;
         let stem = path
             .file_name()
@@ -388,63 +146,48 @@ impl Manifest {
             message,
         };
         // toml's message names the key and the line; keep it on one line.
-        let toml_err = |e: toml::de::Error| err(e.to_string().trim().replace('\n', " "));
-        let runtime: RawRuntime = toml::from_str(text).map_err(toml_err)?;
-        match runtime.runtime {
-            None => {}
-            Some(toml::Value::String(r)) if r == "wasi" => {}
-            Some(toml::Value::String(r)) if r == "process" => {
-                let raw: RawProcessManifest = toml::from_str(text).map_err(toml_err)?;
-                let common = Common::check(
-                    raw.name.clone(),
-                    raw.input_schema.clone(),
-                    raw.output_schema.clone(),
-                    raw.title.as_deref(),
-                )
-                .map_err(err)?;
-                let process = raw.check().map_err(err)?;
-                return Ok(Manifest {
-                    name: common.name,
-                    description: raw.description,
-                    runtime: RuntimeManifest::Process(process),
-                    input_schema: common.input_schema,
-                    title: raw.title,
-                    output_schema: common.output_schema,
-                    annotations: raw.annotations,
-                });
-            }
+        let toml_msg = |e: toml::de::Error| e.to_string().trim().replace('\n', " ");
+        let runtime: RawRuntime = toml::from_str(text).map_err(|e| err(toml_msg(e)))?;
+        // Each kind reads its keys with the shared ones (unknown keys are
+        // errors); the shared keys are checked first, then the kind's.
+        let common = |keys: &Keys| {
+            Common::check(
+                keys.name.clone(),
+                keys.input_schema.clone(),
+                keys.output_schema.clone(),
+                keys.title.as_deref(),
+            )
+        };
+        let process = match runtime.runtime {
+            None => false,
+            Some(toml::Value::String(r)) if r == "wasi" => false,
+            Some(toml::Value::String(r)) if r == "process" => true,
             Some(other) => {
                 return Err(err(format!(
                     "runtime = {other} is not a runtime: accepted {}",
                     RUNTIMES.map(|r| format!("{r:?}")).join(", ")
                 )));
             }
-        }
-        let raw: RawManifest = toml::from_str(text).map_err(toml_err)?;
-        let common = Common::check(
-            raw.name,
-            raw.input_schema,
-            raw.output_schema,
-            raw.title.as_deref(),
-        )
-        .map_err(err)?;
-        let wasi = WasiManifest::check(
-            &common.name,
-            raw.mode,
-            raw.entry,
-            raw.module,
-            &raw.limits,
-            raw.permissions,
-        )
-        .map_err(err)?;
+        };
+        let (keys, common, spec) = if process {
+            let (keys, raw) = toolplane_process::spec::parse(text, toml_msg).map_err(err)?;
+            let common = common(&keys).map_err(err)?;
+            let spec = RuntimeManifest::Process(raw.check().map_err(err)?);
+            (keys, common, spec)
+        } else {
+            let (keys, raw) = toolplane_wasi::spec::parse(text, toml_msg).map_err(err)?;
+            let common = common(&keys).map_err(err)?;
+            let spec = RuntimeManifest::Wasi(raw.check().map_err(err)?);
+            (keys, common, spec)
+        };
         Ok(Manifest {
             name: common.name,
-            description: raw.description,
-            runtime: RuntimeManifest::Wasi(wasi),
+            description: keys.description,
+            runtime: spec,
             input_schema: common.input_schema,
-            title: raw.title,
+            title: keys.title,
             output_schema: common.output_schema,
-            annotations: raw.annotations,
+            annotations: keys.annotations,
         })
     }
 
@@ -465,162 +208,41 @@ impl Manifest {
     }
 }
 
-/// The keys every kind of tool has, checked.
-struct Common {
-    name: String,
-    input_schema: serde_json::Value,
-    output_schema: Option<serde_json::Value>,
-}
-
-impl Common {
-    fn check(
-        name: String,
-        input_schema: Option<serde_json::Value>,
-        output_schema: Option<serde_json::Value>,
-        title: Option<&str>,
-    ) -> Result<Common, String> {
-        if !valid_name(&name) {
-            return Err(format!(
-                "name = {name:?} is not a valid tool name: use 1..={MAX_NAME} of A-Z a-z 0-9 _ . -, not starting with a dot"
-            ));
-        }
-        let input_schema = input_schema.unwrap_or_else(|| serde_json::json!({ "type": "object" }));
-        if let Err(e) = jsonschema::validator_for(&input_schema) {
-            return Err(format!("input_schema is not a valid JSON Schema: {e}"));
-        }
-        if let Some(schema) = &output_schema {
-            // MCP: an output schema describes structured content, a JSON
-            // object.
-            if schema.get("type").and_then(|t| t.as_str()) != Some("object") {
-                return Err(
-                    "output_schema must be an object schema (type = \"object\"): MCP serves structured output as a JSON object".into(),
-                );
-            }
-            if let Err(e) = jsonschema::validator_for(schema) {
-                return Err(format!("output_schema is not a valid JSON Schema: {e}"));
-            }
-        }
-        if title.is_some_and(str::is_empty) {
-            return Err("title is empty: leave it out or give one".into());
-        }
-        Ok(Common {
-            name,
-            input_schema,
-            output_schema,
-        })
-    }
-}
-
-impl WasiManifest {
-    fn check(
-        name: &str,
-        mode: Mode,
-        entry: EntryKind,
-        module: Option<PathBuf>,
-        raw: &RawLimits,
-        permissions: RawPermissions,
-    ) -> Result<WasiManifest, String> {
-        let defaults = Limits::default();
-        let limits = Limits {
-            memory: match &raw.memory {
-                Some(s) => s.bytes("limits.memory")?,
-                None => defaults.memory,
-            },
-            timeout: match &raw.timeout {
-                Some(s) => parse_duration_key("limits.timeout", s)?,
-                None => defaults.timeout,
-            },
-            max_output: match &raw.max_output {
-                Some(s) => s.bytes("limits.max_output")?,
-                None => defaults.max_output,
-            },
-            fuel: raw.fuel,
-            recycle_after: raw.recycle_after,
-            max_write: match &raw.max_write {
-                Some(s) => s.bytes("limits.max_write")?,
-                None => defaults.max_write,
-            },
-        };
-        if limits.memory < 64 << 10 {
-            return Err(format!(
-                "limits.memory = {} is below one wasm page (64 KiB)",
-                fmt_size(limits.memory)
-            ));
-        }
-        if limits.timeout.is_zero() {
-            return Err("limits.timeout must be above zero".into());
-        }
-        if limits.max_output == 0 || limits.max_output >= 1 << 31 {
-            return Err(format!(
-                "limits.max_output = {} is out of range: 1 B ..= 2 GiB - 1",
-                fmt_size(limits.max_output)
-            ));
-        }
-        if limits.recycle_after == Some(0) {
-            return Err("limits.recycle_after must be at least 1".into());
-        }
-        let mut dirs = Vec::with_capacity(permissions.dirs.len());
-        for (i, g) in permissions.dirs.into_iter().enumerate() {
-            if !g.guest.starts_with('/') || g.guest.split('/').any(|c| c == "..") {
-                return Err(format!(
-                    "permissions.dirs[{i}].guest = {:?} must be an absolute guest path without `..`",
-                    g.guest
-                ));
-            }
-            if g.host.is_empty() {
-                return Err(format!("permissions.dirs[{i}].host is empty"));
-            }
-            dirs.push(DirGrant {
-                host: g.host,
-                guest: g.guest,
-                access: g.access,
-            });
-        }
-        Ok(WasiManifest {
-            mode,
-            entry,
-            module: module.unwrap_or_else(|| PathBuf::from(format!("{name}.wasm"))),
-            limits,
-            dirs,
-        })
+impl Manifest {
+    /// Whether this manifest (a file's, not a member's: members share
+    /// their set's runtime keys, see `ToolEntry::is_set`) names a set of
+    /// tools (an MCP server, or a jsonl worker with `[[tools]]`) rather
+    /// than one tool.
+    pub fn is_set(&self) -> bool {
+        self.process().is_some_and(ProcessManifest::is_set)
     }
 
-    /// Resolves each grant's host directory: `{data}` becomes `data_dir`,
-    /// a relative path is taken from `base` (the manifest's directory).
+    /// The manifest of the member `m` of this set: `<set>.<m>`, with the
+    /// member's description and schemas, run as the set is.
     ///
     /// # Errors
     ///
-    /// A grant uses `{data}` and no data directory is configured.
-    pub fn resolve_dirs(
-        &self,
-        base: Option<&Path>,
-        data_dir: Option<&Path>,
-    ) -> Result<Vec<(PathBuf, DirGrant)>, crate::LoadError> {
-        let mut out = Vec::with_capacity(self.dirs.len());
-        for (i, g) in self.dirs.iter().enumerate() {
-            let host = if let Some(rest) = g.host.strip_prefix(DATA_PLACEHOLDER) {
-                let Some(data) = data_dir else {
-                    return Err(crate::LoadError::NoDataDir {
-                        index: i,
-                        host: g.host.clone(),
-                    });
-                };
-                let rest = rest.trim_start_matches('/');
-                if rest.is_empty() {
-                    data.to_owned()
-                } else {
-                    data.join(rest)
-                }
-            } else {
-                let p = PathBuf::from(&g.host);
-                match base {
-                    Some(b) if p.is_relative() => b.join(p),
-                    _ => p,
-                }
-            };
-            out.push((host, g.clone()));
-        }
-        Ok(out)
+    /// The member's qualified name or schemas are not valid; the message
+    /// names the member.
+    pub fn member(&self, m: &Member) -> Result<Manifest, String> {
+        let name = format!("{}.{}", self.name, m.name);
+        member_name(&m.name).map_err(|why| format!("tool {name}: {:?}: {why}", m.name))?;
+        let common = Common::check(
+            name.clone(),
+            Some(m.input_schema.clone()),
+            m.output_schema.clone(),
+            m.title.as_deref(),
+        )
+        .map_err(|e| format!("tool {name}: {e}"))?;
+        Ok(Manifest {
+            name: common.name,
+            description: m.description.clone(),
+            runtime: self.runtime.clone(),
+            input_schema: common.input_schema,
+            title: m.title.clone(),
+            output_schema: common.output_schema,
+            annotations: m.annotations,
+        })
     }
 }
 
@@ -630,18 +252,6 @@ mod tests {
 
     fn parse(text: &str) -> Result<Manifest, ManifestError> {
         Manifest::from_toml_str(text, Path::new("t.toml"))
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("16 MiB"), Some(16 << 20));
-        assert_eq!(parse_size("512KiB"), Some(512 << 10));
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("1 GB"), Some(1_000_000_000));
-        assert_eq!(parse_size("1 MiBs"), None);
-        assert_eq!(parse_size("MiB"), None);
-        assert_eq!(fmt_size(16 << 20).to_string(), "16 MiB");
-        assert_eq!(fmt_size(1000).to_string(), "1000 B");
     }
 
     #[test]

@@ -95,7 +95,7 @@ impl Warm {
         target: &str,
         input: &[u8],
         deadline: tokio::time::Instant,
-        progress: Option<crate::progress::ProgressSink>,
+        progress: Option<toolplane_tool::progress::ProgressSink>,
     ) -> Outcome {
         let s = &self.shared;
         let began = Instant::now();
@@ -239,7 +239,7 @@ impl Warm {
 
     /// The tools of an MCP upstream, from one of its processes (started if
     /// none runs).
-    pub(crate) async fn members(&self) -> Result<Vec<crate::manifest::Member>, Arc<str>> {
+    pub(crate) async fn members(&self) -> Result<Vec<crate::spec::Member>, Arc<str>> {
         let p = self.take().await?;
         let listed = match &p.wire {
             super::proc::Wire::Mcp(up) => {

@@ -2,8 +2,16 @@
 //! manifest's `input_schema` before anything runs, and its output against
 //! `output_schema` when the manifest declares one.
 
-use crate::error::LoadError;
-use crate::manifest::Manifest;
+/// A schema in a manifest is not a valid JSON Schema.
+#[derive(Debug, thiserror::Error)]
+#[error("{key} is not a valid JSON Schema: {source}")]
+pub struct SchemaError {
+    /// `input_schema` or `output_schema`.
+    pub key: &'static str,
+    /// jsonschema's reason.
+    #[source]
+    pub source: Box<jsonschema::ValidationError<'static>>,
+}
 
 /// How a call's input is checked before any instance is created.
 enum InputCheck {
@@ -29,16 +37,19 @@ impl std::fmt::Debug for Checks {
 }
 
 impl Checks {
-    /// The checks of `manifest`'s schemas.
+    /// The checks of a tool's schemas.
     ///
     /// # Errors
     ///
     /// A schema is not a valid JSON Schema.
-    pub fn new(manifest: &Manifest) -> Result<Checks, LoadError> {
-        let input = input_check(&manifest.input_schema)?;
-        let output = match &manifest.output_schema {
+    pub fn new(
+        input_schema: &serde_json::Value,
+        output_schema: Option<&serde_json::Value>,
+    ) -> Result<Checks, SchemaError> {
+        let input = input_check(input_schema)?;
+        let output = match output_schema {
             Some(schema) => Some(Box::new(jsonschema::validator_for(schema).map_err(
-                |e| LoadError::Schema {
+                |e| SchemaError {
                     key: "output_schema",
                     source: Box::new(e),
                 },
@@ -176,13 +187,13 @@ fn schema_errors(
     Err(msg)
 }
 
-fn input_check(schema: &serde_json::Value) -> Result<InputCheck, LoadError> {
+fn input_check(schema: &serde_json::Value) -> Result<InputCheck, SchemaError> {
     if *schema == serde_json::json!({ "type": "object" }) {
         return Ok(InputCheck::Object);
     }
     jsonschema::validator_for(schema)
         .map(|v| InputCheck::Schema(Box::new(v)))
-        .map_err(|e| LoadError::Schema {
+        .map_err(|e| SchemaError {
             key: "input_schema",
             source: Box::new(e),
         })

@@ -13,7 +13,7 @@ use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, WasmBacktrac
 
 use crate::cache::{CacheError, ModuleCache};
 use crate::host::Host;
-use crate::quota::DataQuota;
+use toolplane_tool::quota::DataQuota;
 
 /// Settings of the WASI runtime. [`PoolConfig::for_engine`] sizes it from
 /// the engine's configuration.
@@ -243,8 +243,6 @@ pub(crate) struct RuntimeInner {
     /// The data directory's accounting, when there is one.
     pub(crate) quota: Option<Arc<DataQuota>>,
     ticker: Option<Ticker>,
-    /// Where process tools' processes run, started by the first one.
-    process_host: std::sync::OnceLock<crate::process::ProcessHost>,
 }
 
 /// The epoch count and what the ticker needs to know to sleep while no
@@ -453,19 +451,13 @@ impl Runtime {
                 epochs,
                 quota,
                 ticker: Some(ticker),
-                process_host: std::sync::OnceLock::new(),
             }),
         })
     }
 
-    /// The process host (its thread started by the first process tool).
-    pub(crate) fn process_host(&self) -> std::io::Result<crate::process::ProcessHost> {
-        if let Some(h) = self.inner.process_host.get() {
-            return Ok(h.clone());
-        }
-        let h = crate::process::ProcessHost::start()?;
-        // A racing load may have set one: use that, and drop this one.
-        Ok(self.inner.process_host.get_or_init(|| h).clone())
+    /// The data directory's quota, when there is a data directory.
+    pub fn quota(&self) -> Option<&Arc<DataQuota>> {
+        self.inner.quota.as_ref()
     }
 
     /// The runtime's settings.

@@ -12,18 +12,13 @@ const TARGET: &str = "wasm32-wasip1";
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let tools = manifest_dir.join("..").join("tools");
+    let root = manifest_dir.join("..").join("..");
+    let tools = root.join("tools");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo"));
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|d| {
-            if d.is_relative() {
-                manifest_dir.join("..").join(d)
-            } else {
-                d
-            }
-        })
-        .unwrap_or_else(|| manifest_dir.join("..").join("target"))
+        .map(|d| if d.is_relative() { root.join(d) } else { d })
+        .unwrap_or_else(|| root.join("target"))
         .join("wasm-tools");
 
     for f in [

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::size::fmt_size;
+use toolplane_units::fmt_size;
 
 /// The least time between two walks of the data directory.
 const REWALK: Duration = Duration::from_millis(200);
@@ -31,9 +31,9 @@ const MAX_ENTRIES: u64 = 10_000_000;
 /// The data directory's accounting. Shared by the runtime's calls and its
 /// walker thread.
 #[derive(Debug)]
-pub(crate) struct DataQuota {
-    pub(crate) dir: PathBuf,
-    pub(crate) limit: u64,
+pub struct DataQuota {
+    pub dir: PathBuf,
+    pub limit: u64,
     /// Bytes the last walk found.
     walked: AtomicU64,
     /// Bytes reserved since the last walk began.
@@ -46,7 +46,7 @@ pub(crate) struct DataQuota {
 
 impl DataQuota {
     /// Measures `dir` once and starts the walker thread.
-    pub(crate) fn start(dir: &Path, limit: u64) -> std::io::Result<Arc<DataQuota>> {
+    pub fn start(dir: &Path, limit: u64) -> std::io::Result<Arc<DataQuota>> {
         let q = Arc::new(DataQuota {
             dir: dir.to_owned(),
             limit,
@@ -100,14 +100,14 @@ impl DataQuota {
     }
 
     /// The directory's size as known now.
-    pub(crate) fn used(&self) -> u64 {
+    pub fn used(&self) -> u64 {
         self.walked
             .load(Ordering::Relaxed)
             .saturating_add(self.reserved.load(Ordering::Relaxed))
     }
 
     /// Asks for a walk (a call that may have written ended).
-    pub(crate) fn touched(&self) {
+    pub fn touched(&self) {
         let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
         if !*dirty {
             *dirty = true;
@@ -117,13 +117,13 @@ impl DataQuota {
 
     /// The refusal of a call of a write-capable tool while the directory is
     /// at its limit.
-    pub(crate) fn full(&self) -> Option<String> {
+    pub fn full(&self) -> Option<String> {
         let used = self.used();
         (used >= self.limit).then(|| self.message(used, 0))
     }
 
     /// Reserves `bytes` of the directory; the refusal's message otherwise.
-    pub(crate) fn reserve(&self, bytes: u64) -> Result<(), String> {
+    pub fn reserve(&self, bytes: u64) -> Result<(), String> {
         let before = self.reserved.fetch_add(bytes, Ordering::Relaxed);
         let used = self.walked.load(Ordering::Relaxed).saturating_add(before);
         if used.saturating_add(bytes) > self.limit {

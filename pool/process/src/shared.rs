@@ -8,7 +8,7 @@ use toolplane_core::{Outcome, RejectReason};
 
 use super::spawn::Launch;
 use super::stats;
-use crate::manifest::{Member, PoolSpec, ProcessLimits, Protocol};
+use crate::spec::{Member, PoolSpec, ProcessLimits, Protocol};
 
 /// What a tool's calls, pool and supervisor share.
 pub(crate) struct Shared {
@@ -27,7 +27,7 @@ pub(crate) struct Shared {
     /// (no `[permissions]`, or a write grant over or in it): a call is
     /// refused while the directory is at its limit, and each call asks
     /// for a walk when it ends (`quota.rs`).
-    pub(crate) quota: Option<Arc<crate::quota::DataQuota>>,
+    pub(crate) quota: Option<Arc<toolplane_tool::quota::DataQuota>>,
 }
 
 /// Told when a set's members change (an upstream's `list_changed`).

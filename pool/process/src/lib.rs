@@ -31,13 +31,13 @@ use std::sync::Arc;
 
 use toolplane_core::Outcome;
 
-use crate::checks::Checks;
 pub use crate::error::ProcessLoadError;
-use crate::manifest::Manifest;
-pub use crate::manifest::{Member, PoolSpec, ProcessLimits, ProcessManifest, Protocol};
+pub use crate::spec::{Member, PoolSpec, ProcessLimits, ProcessManifest, Protocol};
+use toolplane_tool::Checks;
 
 mod cgroup;
 mod contain;
+pub mod error;
 mod exec;
 mod host;
 pub mod jsonl;
@@ -47,10 +47,11 @@ pub mod proc;
 mod seccomp;
 mod shared;
 mod spawn;
+pub mod spec;
 pub mod stats;
 pub mod warm;
 
-pub(crate) use host::ProcessHost;
+pub use host::ProcessHost;
 pub use shared::MembersChanged;
 use shared::Shared;
 pub use spawn::Files;
@@ -59,24 +60,24 @@ pub use stats::ProcessStats;
 /// Where a process tool loads: the directories it is resolved against and
 /// kept from, and the backlog it may hold.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Context<'a> {
+pub struct Context<'a> {
     /// The manifest's directory (a tools directory).
-    pub(crate) base: Option<&'a Path>,
+    pub base: Option<&'a Path>,
     /// What `{data}` means.
-    pub(crate) data_dir: Option<&'a Path>,
+    pub data_dir: Option<&'a Path>,
     /// The module cache, hidden from its processes.
-    pub(crate) cache_dir: Option<&'a Path>,
+    pub cache_dir: Option<&'a Path>,
     /// `PoolConfig::tool_backlog`.
-    pub(crate) backlog: usize,
+    pub backlog: usize,
     /// The data directory's limit, when there is one.
-    pub(crate) quota: Option<&'a Arc<crate::quota::DataQuota>>,
+    pub quota: Option<&'a Arc<toolplane_tool::quota::DataQuota>>,
 }
 
 /// A process tool ready to call.
 pub struct ProcessTool {
-    /// Its manifest.
-    pub manifest: Arc<Manifest>,
-    pub(crate) checks: Checks,
+    /// Its name (a member's: `<set>.<member>`).
+    pub name: Arc<str>,
+    checks: Checks,
     shared: Arc<Shared>,
     runner: Runner,
     host: ProcessHost,
@@ -101,12 +102,17 @@ impl std::fmt::Debug for ProcessTool {
 }
 
 impl ProcessTool {
-    /// Resolves `spec` for its manifest: the program on `PATH` (or relative
+    /// Resolves `spec` for the tool `name` (its schemas' `checks`): the program on `PATH` (or relative
     /// to `base`, the manifest's directory), `{data}`, the working
     /// directory; a long-lived protocol's pool starts its `pool.min`
     /// processes in the background.
-    pub(crate) fn load(
-        manifest: Arc<Manifest>,
+    ///
+    /// # Errors
+    ///
+    /// The program, a directory or a preset cannot be used; an upstream
+    /// MCP server does not list its tools.
+    pub fn load(
+        name: Arc<str>,
         spec: &ProcessManifest,
         checks: Checks,
         at: Context<'_>,
@@ -120,10 +126,10 @@ impl ProcessTool {
             quota,
         } = at;
         contain::harden_server();
-        let launch = spawn::Launch::resolve(&manifest.name, spec, base, data_dir, cache_dir)?;
+        let launch = spawn::Launch::resolve(&name, spec, base, data_dir, cache_dir)?;
         if matches!(launch.files, spawn::Files::Unsupported) {
             tracing::warn!(
-                tool = %manifest.name,
+                tool = %name,
                 "[permissions] asks for Landlock, which this kernel does not support: its processes see the file system as the server's user does"
             );
         }
@@ -136,7 +142,7 @@ impl ProcessTool {
         // the manifest's explicit choice and kept, said when they pass it.
         if turns > backlog {
             tracing::warn!(
-                tool = %manifest.name,
+                tool = %name,
                 "runs {turns} calls at once (pool.max times pool.max_inflight_per_process), more than the {backlog} a tool's backlog may hold: at its busiest it can take that many of the engine's worker slots from other tools"
             );
         }
@@ -144,7 +150,7 @@ impl ProcessTool {
         let queue = backlog.saturating_sub(turns).min(pool.queue);
         if queue < pool.queue {
             tracing::info!(
-                tool = %manifest.name,
+                tool = %name,
                 "pool.queue = {} cut to {queue}: a tool holds at most {backlog} calls, running and waiting ({turns} turns)",
                 pool.queue
             );
@@ -154,7 +160,7 @@ impl ProcessTool {
             .filter(|q| launch.files.may_write(&q.dir))
             .map(Arc::clone);
         let shared = Arc::new(Shared {
-            name: manifest.name.as_str().into(),
+            name: Arc::clone(&name),
             protocol: spec.protocol,
             launch,
             pool,
@@ -190,15 +196,33 @@ impl ProcessTool {
             })?;
             shared.set_members(listed.map_err(|why| ProcessLoadError::Upstream(why.to_string()))?);
         }
-        let target = (!manifest.is_set()).then(|| Arc::clone(&shared.name));
+        let target = (!spec.is_set()).then(|| Arc::clone(&shared.name));
         Ok(ProcessTool {
-            manifest,
+            name,
             checks,
             shared,
             runner,
             host,
             target,
         })
+    }
+
+    /// Checks a call's input against the tool's schema.
+    ///
+    /// # Errors
+    ///
+    /// See [`Checks::input`].
+    pub fn check_input(&self, input: &[u8]) -> Result<(), String> {
+        self.checks.input(&self.name, input)
+    }
+
+    /// Checks a call's output against the tool's `output_schema`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Checks::output`].
+    pub fn check_output(&self, output: &[u8]) -> Result<(), String> {
+        self.checks.output(&self.name, output)
     }
 
     /// What its processes see of the file system, in words.
@@ -246,35 +270,31 @@ impl ProcessTool {
             .unwrap_or_else(|p| p.into_inner()) = Some(f);
     }
 
-    /// The member `name` of this set as a tool of its own (`manifest` is
-    /// the member's, `checks` its schemas'), sharing the set's processes.
-    pub(crate) fn member(
-        &self,
-        manifest: Arc<Manifest>,
-        checks: Checks,
-        name: &str,
-    ) -> ProcessTool {
+    /// The member `member` of this set as a tool of its own, listed as
+    /// `name` (`<set>.<member>`, `checks` its schemas'), sharing the set's
+    /// processes.
+    pub fn member(&self, name: Arc<str>, checks: Checks, member: &str) -> ProcessTool {
         ProcessTool {
-            manifest,
+            name,
             checks,
             shared: Arc::clone(&self.shared),
             runner: self.runner.clone(),
             host: self.host.clone(),
-            target: Some(name.into()),
+            target: Some(member.into()),
         }
     }
 
     /// Runs one call (on the process host), within `limits.timeout`.
-    pub(crate) async fn call(&self, input: &[u8]) -> Outcome {
+    pub async fn call(&self, input: &[u8]) -> Outcome {
         self.call_with(input, None).await
     }
 
     /// [`ProcessTool::call`], its progress (an MCP upstream's) going to
     /// `progress` when given.
-    pub(crate) async fn call_with(
+    pub async fn call_with(
         &self,
         input: &[u8],
-        progress: Option<crate::progress::ProgressSink>,
+        progress: Option<toolplane_tool::progress::ProgressSink>,
     ) -> Outcome {
         let Some(target) = &self.target else {
             let names: Vec<String> = self
@@ -292,7 +312,7 @@ impl ProcessTool {
             );
         };
         if let Some(why) = self.shared.quota.as_ref().and_then(|q| q.full()) {
-            return Outcome::Error(format!("tool {}: {why}", self.manifest.name).into());
+            return Outcome::Error(format!("tool {}: {why}", self.name).into());
         }
         let deadline = tokio::time::Instant::now() + self.shared.limits.timeout;
         let out = match &self.runner {
@@ -312,7 +332,7 @@ impl ProcessTool {
             q.touched();
         }
         match out {
-            Outcome::Ok(p) => match self.checks.output(&self.manifest.name, &p) {
+            Outcome::Ok(p) => match self.checks.output(&self.name, &p) {
                 Ok(()) => Outcome::Ok(p),
                 Err(e) => Outcome::Error(e.into()),
             },
@@ -330,7 +350,7 @@ impl ProcessTool {
 
     /// No longer listed: its processes stop once idle, and none start
     /// but for a call that still comes.
-    pub(crate) fn retire(&self) {
+    pub fn retire(&self) {
         if let Runner::Warm(w) = &self.runner {
             w.retire_all();
         }

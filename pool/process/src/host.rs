@@ -23,7 +23,7 @@ use toolplane_core::Outcome;
 
 /// A handle on the process host; clones share it.
 #[derive(Clone)]
-pub(crate) struct ProcessHost(Arc<Inner>);
+pub struct ProcessHost(Arc<Inner>);
 
 struct Inner {
     rt: Option<tokio::runtime::Runtime>,
@@ -46,7 +46,7 @@ impl std::fmt::Debug for ProcessHost {
 
 impl ProcessHost {
     /// Starts the host's thread.
-    pub(crate) fn start() -> std::io::Result<ProcessHost> {
+    pub fn start() -> std::io::Result<ProcessHost> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("toolplane-proc")

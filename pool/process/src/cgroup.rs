@@ -459,7 +459,7 @@ impl Group {
                 if n > 0 {
                     said.push(format!(
                         "it reached its memory limit (limits.memory = {}): the kernel killed {n} of its processes",
-                        crate::size::fmt_size(self.limits.memory)
+                        toolplane_units::fmt_size(self.limits.memory)
                     ));
                 }
             }
@@ -524,7 +524,7 @@ impl std::fmt::Debug for Group {
 
 /// In words, for `tools list`: how `limits` are held here.
 pub(crate) fn describe(limits: Limits) -> String {
-    let memory = crate::size::fmt_size(limits.memory);
+    let memory = toolplane_units::fmt_size(limits.memory);
     match tree() {
         Ok(bases) => format!(
             "memory {memory}, {} processes and threads (cgroup {})",
@@ -537,7 +537,7 @@ pub(crate) fn describe(limits: Limits) -> String {
         ),
         Err(_) => format!(
             "memory {} per process (RLIMIT_DATA, no cgroups here{}), no process-count limit",
-            crate::size::fmt_size(limits.data()),
+            toolplane_units::fmt_size(limits.data()),
             if limits.memory_set {
                 ""
             } else {

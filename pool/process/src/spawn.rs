@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use tokio::io::AsyncReadExt;
 
 use crate::error::ProcessLoadError;
-use crate::manifest::{DATA_PLACEHOLDER, ProcessManifest};
+use crate::spec::ProcessManifest;
+use toolplane_tool::DATA_PLACEHOLDER;
 
 /// How many bytes of a process's stderr its errors carry.
 pub(crate) const STDERR_TAIL: usize = 2048;
@@ -69,9 +70,9 @@ impl Files {
             Files::Unrestricted | Files::Unsupported => true,
             Files::Landlock(r) => {
                 let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-                r.write
-                    .iter()
-                    .any(|w| crate::files::covers(w, &dir) || crate::files::covers(&dir, w))
+                r.write.iter().any(|w| {
+                    toolplane_tool::files::covers(w, &dir) || toolplane_tool::files::covers(&dir, w)
+                })
             }
         }
     }
@@ -93,7 +94,7 @@ impl Files {
 
     #[allow(clippy::too_many_arguments)]
     fn new(
-        grants: Option<&crate::manifest::FsGrants>,
+        grants: Option<&crate::spec::FsGrants>,
         resolve: impl Fn(&'static str, &str) -> Result<PathBuf, ProcessLoadError>,
         needs: &Needs,
         program: &Path,
@@ -194,7 +195,10 @@ impl Files {
 /// both: a tool that writes a manifest there runs code.
 fn refuse_tools(p: &Path, tools: Option<&Path>) -> Result<(), ProcessLoadError> {
     match tools {
-        Some(tools) if crate::files::covers(p, tools) || crate::files::covers(tools, p) => {
+        Some(tools)
+            if toolplane_tool::files::covers(p, tools)
+                || toolplane_tool::files::covers(tools, p) =>
+        {
             Err(ProcessLoadError::WritesTools {
                 path: p.to_path_buf(),
                 tools: tools.to_path_buf(),
@@ -366,14 +370,14 @@ impl Needs {
     /// directory (a program in `/bin` has the prefix `/`, one in `~/bin`
     /// the home), is left out and said so.
     fn of(
-        preset: crate::manifest::Preset,
+        preset: crate::spec::Preset,
         at: (&str, &Path, &[String], &Path),
         env: &[(String, String)],
         around: (Option<&Path>, Option<&Path>),
     ) -> Result<Needs, ProcessLoadError> {
         let (tool, program, args, cwd) = at;
         let (data_dir, tools) = around;
-        use crate::manifest::Preset;
+        use crate::spec::Preset;
         let mut n = Needs::default();
         let prefix = |p: &Path| {
             p.parent()
@@ -785,7 +789,7 @@ impl Child {
             .then(|| {
                 format!(
                     "; it may have reached its memory limit ({}, each process's RLIMIT_DATA here)",
-                    crate::size::fmt_size(self.limits.data())
+                    toolplane_units::fmt_size(self.limits.data())
                 )
             }),
         };
@@ -926,8 +930,8 @@ fn find_program(name: &str, base: Option<&Path>) -> Result<PathBuf, ProcessLoadE
         // A program others can replace runs their code: as the tools
         // directory's files, it must be this user's (or root's) alone.
         if let (Some(b), Ok(meta)) = (base, p.metadata())
-            && crate::files::covers(b, &p)
-            && let Some(why) = crate::files::others_can_write(&meta)
+            && toolplane_tool::files::covers(b, &p)
+            && let Some(why) = toolplane_tool::files::others_can_write(&meta)
         {
             return Err(ProcessLoadError::Program {
                 program: name.into(),
