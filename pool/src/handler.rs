@@ -99,29 +99,22 @@ impl WorkerHandler for ToolWorker {
         };
         let input = event.take_payload();
         match entry.loaded() {
-            Some(Ok(Tool::Wasi(tool))) => {
-                if let Err(e) = tool.check_input(&input) {
-                    return Call::Done(Outcome::Error(e.into()));
-                }
-                Call::pending(self.wasi.call(id, Arc::clone(tool), input))
-            }
-            Some(Ok(Tool::Process(tool))) => {
-                if let Err(e) = tool.check_input(&input) {
-                    return Call::Done(Outcome::Error(e.into()));
-                }
-                let tool = Arc::clone(tool);
-                let progress = self.registry.progress().take(event.tag());
-                Call::pending(async move { tool.call_with(&input, progress).await })
+            Some(Ok(tool)) => {
+                let tag = event.tag();
+                tool.start(&self.wasi, id, input, || self.registry.progress().take(tag))
             }
             Some(Err(reason)) => Call::Done(reason.outcome(&entry.manifest.name)),
             None => {
                 // Listed but still loading: wait for it, then call.
                 let entry: Arc<ToolEntry> = Arc::clone(entry);
                 let wasi = self.wasi.clone();
+                let progress = entry
+                    .manifest
+                    .process()
+                    .and_then(|_| self.registry.progress().take(event.tag()));
                 Call::pending(async move {
                     match entry.ready_for(&input).await {
-                        Ok(Tool::Wasi(tool)) => wasi.call(id, tool, input).await,
-                        Ok(Tool::Process(tool)) => tool.call(&input).await,
+                        Ok(tool) => tool.run(wasi, id, input, progress).await,
                         Err(o) => o,
                     }
                 })

@@ -14,8 +14,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use toolplane_core::Outcome;
+use toolplane_core::{Call, Outcome, Payload, ToolId};
+use toolplane_tool::progress::ProgressSink;
+use toolplane_wasi::WasiWorker;
 
+pub use toolplane_process::ProcessStats;
+/// The upper bounds of the latency histograms in [`ProcessStats`], in
+/// seconds.
+pub use toolplane_process::stats::BUCKETS as LATENCY_BUCKETS;
 use toolplane_process::{ProcessHost, ProcessLoadError, ProcessTool};
 use toolplane_tool::Checks;
 use toolplane_wasi::{LoadedTool, PoolConfig, Runtime, read_module};
@@ -68,6 +74,142 @@ impl Tool {
             Tool::Process(t) => t.check_output(output),
         }
     }
+
+    /// Why the tool is down (a process tool whose processes keep
+    /// failing), if it is.
+    pub fn down(&self) -> Option<Arc<str>> {
+        match self {
+            Tool::Wasi(_) => None,
+            Tool::Process(t) => t.down(),
+        }
+    }
+
+    /// A process tool's processes, queue and latencies now; none for a
+    /// kind without processes.
+    pub fn stats(&self) -> Option<ProcessStats> {
+        match self {
+            Tool::Wasi(_) => None,
+            Tool::Process(t) => Some(t.stats()),
+        }
+    }
+
+    /// What keeps a process tool's processes in, in words; none for a WASI
+    /// tool (its manifest's grants say it all).
+    pub fn containment(&self) -> Option<Containment> {
+        match self {
+            Tool::Wasi(_) => None,
+            Tool::Process(t) => Some(Containment {
+                files: t.files(),
+                contained: t.containment(),
+                process_limits: t.limits(),
+            }),
+        }
+    }
+
+    /// Stops what the tool runs (a process tool's processes: each asked,
+    /// then killed if it has not exited within the grace) and takes no
+    /// more calls; for a shutdown, after the calls in flight drained. How
+    /// many processes it stopped.
+    pub async fn close(&self) -> usize {
+        match self {
+            Tool::Wasi(_) => 0,
+            Tool::Process(t) => t.close().await,
+        }
+    }
+
+    /// No longer listed: a process tool's processes stop once idle.
+    pub(crate) fn retire(&self) {
+        match self {
+            Tool::Wasi(_) => {}
+            Tool::Process(t) => t.retire(),
+        }
+    }
+
+    /// The set this tool is (its members are listed as tools of their own),
+    /// if it is one.
+    pub(crate) fn set(&self) -> Option<&Arc<ProcessTool>> {
+        match self {
+            Tool::Process(t) if t.is_set() => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Starts a call on a worker: the input checked before anything runs,
+    /// then run by the tool's kind (WASI on the worker's `wasi` state, a
+    /// process tool with its `progress` sink), its output checked.
+    pub(crate) fn start(
+        &self,
+        wasi: &WasiWorker,
+        id: ToolId,
+        input: Payload,
+        progress: impl FnOnce() -> Option<ProgressSink>,
+    ) -> Call {
+        if let Err(e) = self.check_input(&input) {
+            return Call::Done(Outcome::Error(e.into()));
+        }
+        match self {
+            Tool::Wasi(t) => {
+                let run = wasi.call(id, Arc::clone(t), input);
+                let t = Arc::clone(t);
+                Call::pending(async move { checked(run.await, |out| t.check_output(out)) })
+            }
+            Tool::Process(t) => {
+                let t = Arc::clone(t);
+                let progress = progress();
+                Call::pending(async move {
+                    let out = t.call_with(&input, progress).await;
+                    checked(out, |out| t.check_output(out))
+                })
+            }
+        }
+    }
+
+    /// Runs a call of a tool that was still loading when the call came
+    /// (its input checked by the wait): as [`Tool::start`] does.
+    pub(crate) async fn run(
+        self,
+        wasi: WasiWorker,
+        id: ToolId,
+        input: Payload,
+        progress: Option<ProgressSink>,
+    ) -> Outcome {
+        match self {
+            Tool::Wasi(t) => {
+                let out = wasi.call(id, Arc::clone(&t), input).await;
+                checked(out, |out| t.check_output(out))
+            }
+            Tool::Process(t) => {
+                // Boxed: a process call's future is kilobytes.
+                let out = Box::pin(t.call_with(&input, progress)).await;
+                checked(out, |out| t.check_output(out))
+            }
+        }
+    }
+}
+
+/// What keeps a process tool's processes in, in words (as `tools list`
+/// and `/v1/tools` say it).
+#[derive(Debug, Clone)]
+pub struct Containment {
+    /// What its processes see of the file system.
+    pub files: &'static str,
+    /// Namespaces, capabilities, the seccomp filter.
+    pub contained: String,
+    /// How its memory and process-count limits are held.
+    pub process_limits: String,
+}
+
+/// `outcome`, or an error when it is output that fails the tool's output
+/// check: every caller (the engine, [`crate::Registry::call`]) gets the
+/// same check, once.
+fn checked(outcome: Outcome, check: impl FnOnce(&[u8]) -> Result<(), String>) -> Outcome {
+    match outcome {
+        Outcome::Ok(out) => match check(&out) {
+            Ok(()) => Outcome::Ok(out),
+            Err(e) => Outcome::Error(e.into()),
+        },
+        other => other,
+    }
 }
 
 /// What runs tools, one per kind: the WASI runtime, and the process host
@@ -101,10 +243,16 @@ impl Runtimes {
 /// [`crate::Registry::call`]).
 pub(crate) async fn call_once(runtimes: &Runtimes, tool: Tool, input: &[u8]) -> Outcome {
     match tool {
-        Tool::Wasi(t) => toolplane_wasi::call_once(&runtimes.wasi, t, input).await,
+        Tool::Wasi(t) => {
+            let out = toolplane_wasi::call_once(&runtimes.wasi, Arc::clone(&t), input).await;
+            checked(out, |out| t.check_output(out))
+        }
         // Boxed: a process call's future is kilobytes, and a WASI call's
         // future would otherwise be as large (and moved as often).
-        Tool::Process(t) => Box::pin(t.call(input)).await,
+        Tool::Process(t) => {
+            let out = Box::pin(t.call(input)).await;
+            checked(out, |out| t.check_output(out))
+        }
     }
 }
 

@@ -122,10 +122,10 @@ async fn tools(State(app): State<Arc<App>>) -> Response {
             });
             // What a process tool's processes can reach, as `tools list`
             // says it.
-            if let Some(Ok(toolplane_pool::Tool::Process(t))) = e.loaded() {
-                row["files"] = t.files().into();
-                row["contained"] = t.containment().into();
-                row["process_limits"] = t.limits().into();
+            if let Some(c) = e.loaded().and_then(|t| t.as_ref().ok()?.containment()) {
+                row["files"] = c.files.into();
+                row["contained"] = c.contained.into();
+                row["process_limits"] = c.process_limits.into();
             }
             row
         })

@@ -16,7 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "toolplane",
     version,
-    about = "A data plane for tool calls: sandboxed WASI tools over MCP and HTTP"
+    about = "A data plane for tool calls: contained WASI and process tools over MCP and HTTP"
 )]
 struct Cli {
     #[command(subcommand)]

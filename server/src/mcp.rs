@@ -73,14 +73,14 @@ impl Mcp {
     }
 
     /// An upstream MCP tool's unstructured result (`{"content": [...]}`,
-    /// see `toolplane_pool::process::mcp`): its content blocks, served as
+    /// see `toolplane_process::mcp`): its content blocks, served as
     /// they came.
     fn upstream_content(&self, name: &str, out: &[u8]) -> Option<Vec<ContentBlock>> {
         let snap = self.app.registry().snapshot();
         let m = &snap.by_name(name)?.manifest;
         let upstream = m
             .process()
-            .is_some_and(|p| p.protocol == toolplane_pool::process::Protocol::Mcp);
+            .is_some_and(|p| p.protocol == toolplane_pool::manifest::Protocol::Mcp);
         if !upstream || m.output_schema.is_some() {
             return None;
         }
@@ -137,7 +137,7 @@ impl ServerHandler for Mcp {
         )
         .with_server_info(Implementation::new("toolplane", env!("CARGO_PKG_VERSION")))
         .with_instructions(
-            "Tools run in sandboxed WASI instances; each tool's inputSchema is enforced before it runs.",
+            "Each tool runs contained: a WebAssembly (WASI) tool in an instance of its own, a process tool in namespaces of its own with limited memory, processes and time. A tool's inputSchema is enforced before it runs, and its outputSchema, when it has one, on what it returns.",
         )
     }
 

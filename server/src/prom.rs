@@ -49,7 +49,7 @@ pub fn render(app: &App) -> String {
 const GAUGE: &str = "gauge";
 
 /// A process tool's counter's value.
-type PerTool = fn(&toolplane_pool::process::ProcessStats) -> u64;
+type PerTool = fn(&toolplane_pool::kind::ProcessStats) -> u64;
 
 /// A per-worker gauge's value.
 type PerWorker = fn(&toolplane_core::WorkerMetrics) -> u64;
@@ -231,18 +231,16 @@ fn one(o: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt:
 /// Process tools: processes by state, restarts, queue, refusals, why a
 /// tool is down, and the latency of waiting and of service.
 fn processes(o: &mut String, app: &App) {
-    let tools: Vec<(String, toolplane_pool::process::ProcessStats)> = app
+    let tools: Vec<(String, toolplane_pool::kind::ProcessStats)> = app
         .registry()
         .snapshot()
         .iter()
         // A set's members share its processes: the set's series are theirs
         // (so /metrics does not grow with the member count).
         .filter(|e| e.set.is_none())
-        .filter_map(|e| match e.loaded() {
-            Some(Ok(toolplane_pool::Tool::Process(p))) => {
-                Some((escape(&e.manifest.name), p.stats()))
-            }
-            _ => None,
+        .filter_map(|e| {
+            let stats = e.loaded()?.as_ref().ok()?.stats()?;
+            Some((escape(&e.manifest.name), stats))
         })
         .collect();
     if tools.is_empty() {
@@ -309,7 +307,7 @@ fn processes(o: &mut String, app: &App) {
     head(o, name, "histogram", help);
     for (t, s) in &tools {
         for (stage, h) in [("queue", &s.queue_wait), ("service", &s.service)] {
-            for (le, n) in toolplane_pool::process::stats::BUCKETS
+            for (le, n) in toolplane_pool::kind::LATENCY_BUCKETS
                 .iter()
                 .zip(h.cumulative)
             {

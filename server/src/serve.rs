@@ -459,11 +459,14 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
 async fn close_processes(app: &App) {
     let snapshot = app.registry().snapshot();
     for e in snapshot.iter().filter(|e| e.set.is_none()) {
-        let Some(Ok(toolplane_pool::Tool::Process(t))) = e.loaded() else {
+        let Some(Ok(t)) = e.loaded() else {
+            continue;
+        };
+        let Some(s) = t.stats() else {
             continue;
         };
         let stopped = t.close().await;
-        let s = t.stats();
+        let s = t.stats().unwrap_or(s);
         tracing::info!(
             "process tool {}: {} calls served, {} refused (queue full), {} restarts{}; {stopped} processes stopped",
             e.manifest.name,
@@ -538,7 +541,7 @@ pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resul
             let protocol = p.protocol.as_str();
             if !json {
                 let shape = match p.protocol {
-                    toolplane_pool::process::Protocol::Exec => {
+                    toolplane_pool::manifest::Protocol::Exec => {
                         format!("a process per call, at most {} at once", pool.max)
                     }
                     _ => format!(
@@ -555,15 +558,15 @@ pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resul
                 )
                 .map_err(w)?;
             }
-            if let Some(Ok(toolplane_pool::Tool::Process(t))) = e.loaded() {
+            if let Some(c) = e.loaded().and_then(|t| t.as_ref().ok()?.containment()) {
                 if !json {
-                    writeln!(out, "    files: {}", t.files()).map_err(w)?;
-                    writeln!(out, "    contained: {}", t.containment()).map_err(w)?;
-                    writeln!(out, "    each process: {}", t.limits()).map_err(w)?;
+                    writeln!(out, "    files: {}", c.files).map_err(w)?;
+                    writeln!(out, "    contained: {}", c.contained).map_err(w)?;
+                    writeln!(out, "    each process: {}", c.process_limits).map_err(w)?;
                 }
-                row["files"] = t.files().into();
-                row["contained"] = t.containment().into();
-                row["process_limits"] = t.limits().into();
+                row["files"] = c.files.into();
+                row["contained"] = c.contained.into();
+                row["process_limits"] = c.process_limits.into();
             }
             row["runtime"] = "process".into();
             row["protocol"] = protocol.into();

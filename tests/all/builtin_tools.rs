@@ -340,3 +340,35 @@ fn a_thousand_sleeps_overlap_and_echo_calls_pass_them() {
     );
     assert!(e.shutdown(Duration::from_secs(5)).is_balanced());
 }
+
+/// The output check is the registry's, for every caller: an embedded
+/// engine and `Registry::call` refuse output that does not match the
+/// tool's `output_schema`, as the server does.
+#[test]
+fn an_embedded_caller_gets_the_output_check() {
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            write_tool(
+                dir,
+                "strict",
+                builtin_module("echo"),
+                "[output_schema]\ntype = \"object\"\nrequired = [\"y\"]",
+            )
+        },
+        |b| b,
+    );
+    let e = engine(&rig, 1, 4);
+    let mut p = e.producer();
+    let events = vec![
+        event(&rig, "strict", r#"{"y":1}"#).with_tag(0),
+        event(&rig, "strict", r#"{"x":1}"#).with_tag(1),
+    ];
+    let mut done = run_all(&mut p, events, Duration::from_secs(30));
+    done.sort_by_key(|c| c.tag);
+    assert_eq!(ok_json(&done[0].outcome), serde_json::json!({"y":1}));
+    let m = error_text(&done[1].outcome);
+    assert!(m.contains("output_schema") && m.contains("\"y\""), "{m}");
+    let m = error_text(&call(&rig, "strict", r#"{"x":1}"#));
+    assert!(m.contains("output_schema"), "{m}");
+}

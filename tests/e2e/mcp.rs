@@ -46,6 +46,12 @@ async fn session_script<S: rmcp::service::Service<RoleClient>>(
     let info = client.peer_info().expect("the server introduced itself");
     assert_eq!(info.server_info.as_ref().unwrap().name, "toolplane");
     assert!(info.capabilities.tools.is_some());
+    // The instructions describe every kind of tool served, not WASI alone.
+    let said = info.instructions.as_deref().unwrap_or("");
+    assert!(
+        said.contains("WASI") && said.contains("process tool") && said.contains("outputSchema"),
+        "{said}"
+    );
 
     let tools = client.list_all_tools().await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();

@@ -181,6 +181,8 @@ impl Lines {
     fn send(&self, mut line: Vec<u8>) -> bool {
         let out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         let Some(tx) = &out.tx else { return false };
+        // Acquire pairs with the writer task's AcqRel decrement (after its
+        // write): a zero means every queued line is in the pipe already.
         if self.backlog.load(Ordering::Acquire) == 0
             && let Some(fd) = &out.fd
         {
@@ -193,6 +195,7 @@ impl Lines {
                 Err(_) => return false,
             }
         }
+        // Pairs with the writer task's decrement and the load above.
         self.backlog.fetch_add(1, Ordering::AcqRel);
         tx.send(line).is_ok()
     }
@@ -281,6 +284,8 @@ impl Lines {
                 ));
             }
         };
+        // Release pairs with the Acquire loads in `Warm::give_back` and
+        // `Warm::ended`.
         proc.answered.store(true, Ordering::Release);
         let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(w) = calls.waiting.remove(&reply.id) {
@@ -400,6 +405,10 @@ impl Lines {
                     done: Arc::clone(&done),
                 },
             );
+            // SeqCst, with the store in `reader_done` and the load in `read`:
+            // a caller's reader registering (its store, then its read of the
+            // pipe) and the host's reader (its readiness, then this load)
+            // must not both miss each other, or an answer would wait unread.
             self.reading.store(readers.len(), Ordering::SeqCst);
             tokio::spawn(read_on_caller(Turn {
                 lines: Arc::clone(self),
@@ -425,6 +434,7 @@ impl Lines {
             Some(r) if r.waiting > 0 && !forced => false,
             Some(_) => {
                 readers.remove(&thread);
+                // SeqCst: pairs with the load in `read` (see `read_here`).
                 self.reading.store(readers.len(), Ordering::SeqCst);
                 true
             }
@@ -449,6 +459,8 @@ impl Lines {
                 ready = pipe.readable() => match ready {
                     Ok(()) => {
                         let _ = pipe.try_io(|| {
+                            // SeqCst: pairs with the stores in `read_here`
+                            // and `reader_done`.
                             if self.reading.load(Ordering::SeqCst) == 0 {
                                 self.drain(proc);
                             }

@@ -290,7 +290,8 @@ impl ProcessTool {
     }
 
     /// [`ProcessTool::call`], its progress (an MCP upstream's) going to
-    /// `progress` when given.
+    /// `progress` when given. The output is not checked here: the registry's
+    /// seam checks every kind's output, once ([`ProcessTool::check_output`]).
     pub async fn call_with(
         &self,
         input: &[u8],
@@ -331,13 +332,7 @@ impl ProcessTool {
         if let Some(q) = &self.shared.quota {
             q.touched();
         }
-        match out {
-            Outcome::Ok(p) => match self.checks.output(&self.name, &p) {
-                Ok(()) => Outcome::Ok(p),
-                Err(e) => Outcome::Error(e.into()),
-            },
-            other => other,
-        }
+        out
     }
 
     /// Why the tool is failed (its processes keep failing), if it is.

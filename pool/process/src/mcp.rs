@@ -387,6 +387,8 @@ impl Upstream {
         };
         match result {
             Ok(Ok(result)) => {
+                // Release pairs with the Acquire loads in `Warm::give_back`
+                // and `Warm::ended`.
                 proc.answered.store(true, Ordering::Release);
                 outcome(&proc.tool, result)
             }

@@ -138,6 +138,8 @@ impl Proc {
 
     /// Asks it to stop: see [`Proc::wind_down`].
     pub(crate) fn stop(&self) {
+        // Release pairs with the Acquire loads in `Warm::give_back` and
+        // `Warm::ended`.
         self.stopping.store(true, Ordering::Release);
         self.stop.notify_one();
     }

@@ -259,6 +259,7 @@ impl Warm {
         };
         p.served.fetch_sub(1, Ordering::Relaxed);
         if listed.is_ok() {
+            // Release pairs with the Acquire loads in `give_back`, `ended`.
             p.answered.store(true, Ordering::Release);
         }
         self.give_back(&p);
@@ -287,6 +288,8 @@ impl Warm {
     /// A call on `p` finished.
     fn give_back(&self, p: &Arc<Proc>) {
         p.inflight.fetch_sub(1, Ordering::Relaxed);
+        // Acquire pairs with the Release stores of `answered` (jsonl, mcp,
+        // `members`).
         if p.answered.load(Ordering::Acquire) {
             let mut st = self.state();
             if st.failures > 0 || st.down.is_some() {
@@ -306,6 +309,8 @@ impl Warm {
         if recycle {
             self.retire(p);
         }
+        // Acquire pairs with the Release stores of `stopping` (`retire`,
+        // `Proc::stop`).
         if p.inflight.load(Ordering::Relaxed) == 0 && p.stopping.load(Ordering::Acquire) {
             p.stop();
         }
@@ -320,6 +325,7 @@ impl Warm {
             self.shared.counters.alive.fetch_sub(1, Ordering::Relaxed);
         }
         drop(st);
+        // Release pairs with the Acquire loads in `give_back` and `ended`.
         p.stopping.store(true, Ordering::Release);
         if p.inflight.load(Ordering::Relaxed) == 0 {
             p.stop();
@@ -334,6 +340,8 @@ impl Warm {
             st.procs.swap_remove(i);
             self.shared.counters.alive.fetch_sub(1, Ordering::Relaxed);
         }
+        // Acquire pairs with the Release stores of `stopping`; the load of
+        // `answered` below with those of `answered`.
         if p.stopping.load(Ordering::Acquire) {
             tracing::debug!(tool = %self.shared.name, "{why}");
         } else {

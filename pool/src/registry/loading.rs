@@ -286,10 +286,7 @@ impl Inner {
         });
         match result {
             Ok(tool) => {
-                let set = match &tool {
-                    crate::Tool::Process(p) if p.is_set() => Some(Arc::clone(p)),
-                    _ => None,
-                };
+                let set = tool.set().cloned();
                 if let Some(p) = &path {
                     self.clear_problem(p, Some(&name));
                 }

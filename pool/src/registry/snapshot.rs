@@ -87,11 +87,10 @@ impl ToolEntry {
     pub fn state(&self) -> LoadState {
         match self.state.get() {
             None => LoadState::Loading,
-            Some(Ok(crate::Tool::Process(p))) => match p.down() {
+            Some(Ok(tool)) => match tool.down() {
                 Some(why) => LoadState::Down(why),
                 None => LoadState::Ready,
             },
-            Some(Ok(_)) => LoadState::Ready,
             Some(Err(e)) => LoadState::Failed(Arc::clone(e)),
         }
     }
@@ -140,8 +139,8 @@ impl ToolEntry {
     /// worker may still hold the old listing until its next call, and with
     /// it this tool: that must not keep its processes running.
     pub(super) fn retire(&self) {
-        if let Some(Ok(crate::Tool::Process(p))) = self.state.get() {
-            p.retire();
+        if let Some(Ok(tool)) = self.state.get() {
+            tool.retire();
         }
     }
 
