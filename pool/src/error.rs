@@ -27,7 +27,10 @@ impl LoadError {
     /// upstream that did not start, answer or list its tools (it may be
     /// down for a while, or its network).
     pub(crate) fn may_pass(&self) -> bool {
-        matches!(self, LoadError::Process(ProcessLoadError::Upstream(_)))
+        matches!(
+            self,
+            LoadError::Process(ProcessLoadError::Upstream(_) | ProcessLoadError::HostSilent(_))
+        )
     }
 
     /// The outcome of a call to the tool `name`, which failed to load so.

@@ -320,6 +320,37 @@ fn a_crash_loop_backs_off_and_shows_the_tool_down() {
     assert!(stats(&rig, "broken").restarts <= restarts + 1);
 }
 
+/// A program that is gone by the time a process starts fails every start
+/// the same way: the tool is down at its first failure, with the reason,
+/// not after a crash loop's restarts.
+#[test]
+fn a_program_gone_after_loading_puts_the_tool_down_at_once() {
+    let bin = tempfile::TempDir::new().unwrap();
+    let program = bin.path().join("worker.sh");
+    std::fs::write(&program, "#!/bin/sh\nexec cat\n").unwrap();
+    std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let manifest = format!(
+        "name = \"gone\"\nruntime = \"process\"\nprotocol = \"jsonl\"\ncommand = [{:?}]\n",
+        program.display().to_string()
+    );
+    let rig = rig_with(
+        |_| {},
+        |dir| std::fs::write(dir.join("gone.toml"), manifest).unwrap(),
+        |b| b.builtins(false).watch(false),
+    );
+    std::fs::remove_file(&program).unwrap();
+    let e = error_text(&call(&rig, "gone", "{}"));
+    assert!(e.contains("cannot start") && e.contains("No such file"), "{e}");
+    let s = stats(&rig, "gone");
+    assert_eq!(s.restarts, 1, "{s:?}");
+    let why = s.down.expect("down after one failed start");
+    assert!(
+        why.contains("its program cannot be run") && why.contains("No such file"),
+        "{why}"
+    );
+}
+
 #[test]
 fn processes_are_recycled_retired_when_idle_and_bounded_by_the_queue() {
     let rig = rig_with(

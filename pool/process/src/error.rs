@@ -1,6 +1,14 @@
-//! Why a process tool could not be loaded.
+//! Why a process tool could not be loaded, why one of its processes could
+//! not be started, what an upstream MCP server did wrong, and why a process
+//! ended: each a type a caller can match on, with the underlying error as
+//! its source.
 
 use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::mcp::{MAX_PAGES, MAX_SCHEMA, MAX_TOOLS};
 
 /// Why a process tool could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -73,9 +81,201 @@ pub enum ProcessLoadError {
     #[error("permissions: the Landlock ruleset: {0}")]
     Landlock(#[source] landlock::RulesetError),
     /// An upstream MCP server could not be started or listed.
-    #[error("{0}")]
-    Upstream(String),
+    #[error(transparent)]
+    Upstream(#[from] ListError),
+    /// The process host did not answer while the tool's members were
+    /// listed.
+    #[error("no list of its tools within {0:?} (the process host did not answer)")]
+    HostSilent(Duration),
     /// The process host's thread could not be started.
     #[error("cannot start the process host thread: {0}")]
     Host(#[source] std::io::Error),
+}
+
+/// Why a process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Its program could not be run (fork, exec, its cgroup, its pipes).
+    #[error("cannot start {}: {source}", .program.display())]
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not started within `limits.startup_timeout`.
+    #[error("cannot start {}: not started within limits.startup_timeout = {timeout:?}", .program.display())]
+    SpawnTimeout {
+        /// The program.
+        program: PathBuf,
+        /// `limits.startup_timeout`.
+        timeout: Duration,
+    },
+    /// Its stdio could not be taken over.
+    #[error("process {pid} ({}): {source}", .program.display())]
+    Pipes {
+        /// Its process id.
+        pid: u32,
+        /// The program.
+        program: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The MCP `initialize` handshake failed.
+    #[error("process {pid} ({}): MCP initialize failed: {source}{stderr}", .program.display())]
+    Handshake {
+        /// Its process id.
+        pid: u32,
+        /// The program.
+        program: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: UpstreamError,
+        /// The tail of its stderr (empty, or starting with `; `).
+        stderr: String,
+    },
+    /// The MCP handshake did not finish within `limits.startup_timeout`.
+    #[error("process {pid} ({}) did not finish starting (the MCP handshake) within limits.startup_timeout = {timeout:?}{stderr}", .program.display())]
+    HandshakeTimeout {
+        /// Its process id.
+        pid: u32,
+        /// The program.
+        program: PathBuf,
+        /// `limits.startup_timeout`.
+        timeout: Duration,
+        /// The tail of its stderr (empty, or starting with `; `).
+        stderr: String,
+    },
+}
+
+impl StartError {
+    /// The program is not there, or may not be run: every start fails the
+    /// same way until someone installs it (not a crash loop).
+    pub fn program_missing(&self) -> bool {
+        matches!(self, StartError::Spawn { source, .. }
+            if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied))
+    }
+}
+
+/// What an upstream MCP server did wrong: its handshake or its tools/list.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The process's stdio is not piped.
+    #[error("its stdio is not piped")]
+    NotPiped,
+    /// rmcp's handshake failed.
+    #[error("{0}")]
+    Initialize(#[source] Box<rmcp::service::ClientInitializeError>),
+    /// Its `tools/list` failed.
+    #[error("tools/list: {0}")]
+    List(#[source] rmcp::ServiceError),
+    /// `nextCursor` never ended.
+    #[error("its tools/list went on past {MAX_PAGES} pages (nextCursor never ended)")]
+    Endless,
+    /// More tools than a set may have.
+    #[error("it lists more than {MAX_TOOLS} tools, the most one set may have")]
+    TooMany,
+    /// A tool listed twice.
+    #[error("it lists the tool {0:?} twice")]
+    Twice(String),
+    /// A schema over [`MAX_SCHEMA`].
+    #[error(
+        "the {key} of its tool {tool:?} is {size} bytes, over the {MAX_SCHEMA} a schema may have"
+    )]
+    SchemaTooLarge {
+        /// `inputSchema` or `outputSchema`.
+        key: &'static str,
+        /// The tool.
+        tool: String,
+        /// Its size in bytes.
+        size: usize,
+    },
+}
+
+/// Why a set's members could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// No process to ask.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+    /// Its answer was wrong.
+    #[error("listing its tools: {0}")]
+    Upstream(#[from] UpstreamError),
+    /// No answer within `limits.startup_timeout`.
+    #[error("listing its tools: no answer to tools/list within limits.startup_timeout = {0:?}")]
+    Timeout(Duration),
+    /// Only an MCP server lists its tools.
+    #[error("a jsonl worker does not list tools")]
+    NotMcp,
+}
+
+/// Why a pooled tool has no process for a call. Cheap to clone: one
+/// failure answers every call waiting.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unavailable {
+    /// The tool was unloaded (replaced, removed, the server stopping).
+    #[error("the tool was unloaded")]
+    Unloaded,
+    /// Its processes keep failing: the tool is down.
+    #[error("{0}")]
+    Down(Arc<str>),
+    /// A process could not be started.
+    #[error("{0}")]
+    Start(Arc<StartError>),
+    /// The process host's thread is gone (the server is stopping).
+    #[error("the process host stopped")]
+    HostStopped,
+}
+
+/// Why a long-lived process ended.
+#[derive(Debug, thiserror::Error)]
+pub enum Exit {
+    /// It exited by itself.
+    #[error("exited ({0})")]
+    Exited(ExitStatus),
+    /// Asked to stop (stdin closed), it exited.
+    #[error("was stopped ({0})")]
+    Stopped(ExitStatus),
+    /// Asked to stop, it did not exit within the grace, and was killed.
+    #[error("was stopped (killed: no exit {0:?} after its stdin closed)")]
+    StopKilled(Duration),
+    /// It closed its stdout and did not exit.
+    #[error("closed its stdout")]
+    ClosedStdout,
+    /// It wrote what the protocol does not allow, named.
+    #[error("{0}")]
+    Broke(String),
+    /// It did not answer a cancelled call within the grace.
+    #[error("did not answer call {id} within {grace:?} of its cancel")]
+    Overdue {
+        /// The call.
+        id: u64,
+        /// The grace.
+        grace: Duration,
+    },
+    /// It did not answer a ping after a cancelled call.
+    #[error("was hung: no answer to a ping after a cancelled call")]
+    Hung,
+    /// Its stdout could not be read, or it could not be waited for.
+    #[error("could not be {what}: {source}")]
+    Io {
+        /// `read` or `waited for`.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Exit {
+    /// Whether its status is in the reason already (else the kill's status
+    /// is added).
+    pub fn has_status(&self) -> bool {
+        matches!(
+            self,
+            Exit::Exited(_) | Exit::Stopped(_) | Exit::StopKilled(_)
+        )
+    }
 }

@@ -38,10 +38,11 @@ use tokio::net::unix::pipe;
 use tokio::sync::{Notify, mpsc, oneshot};
 use toolplane_core::Outcome;
 
+use super::codec::LineBuf;
 use super::life::{Life, STOP_GRACE};
 use super::spawn::Child;
+use crate::error::Exit;
 use toolplane_tool::progress::{Progress, ProgressSink};
-use toolplane_units::fmt_size;
 
 /// How long a process has to answer a cancelled call before it is killed.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
@@ -67,11 +68,7 @@ struct In {
     /// which every duplicate shares).
     fd: OwnedFd,
     /// Bytes read and not yet a whole line.
-    buf: Vec<u8>,
-    /// How much of `buf` is known to hold no newline (a long line is
-    /// scanned once, not once per read).
-    scanned: usize,
-    max_line: usize,
+    lines: LineBuf,
     /// Set once stdout ended or said something it must not: nothing is
     /// read after.
     ended: Option<Ended>,
@@ -158,9 +155,7 @@ impl Lines {
             calls: Mutex::new(Calls::default()),
             input: Mutex::new(In {
                 fd: stdout,
-                buf: Vec::new(),
-                scanned: 0,
-                max_line,
+                lines: LineBuf::new(max_line),
                 ended: None,
             }),
             readers: Mutex::new(HashMap::new()),
@@ -332,15 +327,15 @@ impl Lines {
             return false;
         }
         let ended = loop {
-            inp.buf.reserve(READ_CHUNK);
-            match rustix::io::read(&inp.fd, rustix::buffer::spare_capacity(&mut inp.buf)) {
+            let room = inp.lines.room(READ_CHUNK);
+            match rustix::io::read(&inp.fd, rustix::buffer::spare_capacity(room)) {
                 Ok(0) => break Some(Ended::Eof),
                 Ok(_) => {}
                 Err(rustix::io::Errno::AGAIN) => break None,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => break Some(Ended::Bad(format!("could not be read: {e}"))),
             }
-            if let Err(why) = self.lines_in(proc, inp) {
+            if let Err(why) = inp.lines.lines(|line| self.answer(proc, line)) {
                 break Some(Ended::Bad(why));
             }
         };
@@ -353,36 +348,6 @@ impl Lines {
                 false
             }
         }
-    }
-
-    /// Answers the whole lines in `inp.buf`, keeping the partial last one.
-    fn lines_in(&self, proc: &Life, inp: &mut In) -> Result<(), String> {
-        let mut from = 0;
-        let mut scan = inp.scanned;
-        while let Some(n) = inp.buf[scan..].iter().position(|&b| b == b'\n') {
-            let mut line = &inp.buf[from..scan + n];
-            from = scan + n + 1;
-            scan = from;
-            if let [rest @ .., b'\r'] = line {
-                line = rest;
-            }
-            if line.len() > inp.max_line {
-                return Err(too_long(inp.max_line));
-            }
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let line = std::str::from_utf8(line).map_err(|_| {
-                "wrote a line that is not UTF-8 (a response is one line of JSON)".to_string()
-            })?;
-            self.answer(proc, line)?;
-        }
-        inp.buf.drain(..from);
-        inp.scanned = inp.buf.len();
-        if inp.buf.len() > inp.max_line {
-            return Err(too_long(inp.max_line));
-        }
-        Ok(())
     }
 
     /// Has this thread's reactor read the process's stdout while the
@@ -444,14 +409,19 @@ impl Lines {
 
     /// Reads the process's answers while no caller's reactor does, until
     /// the process ends; why it ended.
-    pub(crate) async fn read(&self, proc: &Life, child: &mut Child) -> String {
+    pub(crate) async fn read(&self, proc: &Life, child: &mut Child) -> Exit {
         let fd = {
             let inp = self.input.lock().unwrap_or_else(|p| p.into_inner());
             inp.fd.try_clone()
         };
         let pipe = match fd.and_then(register) {
             Ok(p) => p,
-            Err(e) => return format!("could not be read: {e}"),
+            Err(source) => {
+                return Exit::Io {
+                    what: "read",
+                    source,
+                };
+            }
         };
         let mut tick = tokio::time::interval(CANCEL_GRACE / 4);
         loop {
@@ -467,13 +437,13 @@ impl Lines {
                             emptied()
                         });
                     }
-                    Err(e) => return format!("could not be read: {e}"),
+                    Err(source) => return Exit::Io { what: "read", source },
                 },
                 () = self.broken.notified() => {}
                 status = child.inner.wait() => {
                     return match status {
-                        Ok(s) => format!("exited ({s})"),
-                        Err(e) => format!("could not be waited for: {e}"),
+                        Ok(s) => Exit::Exited(s),
+                        Err(source) => Exit::Io { what: "waited for", source },
                     };
                 }
                 _ = tick.tick() => {
@@ -481,7 +451,7 @@ impl Lines {
                     // wait for a busy caller's reactor to be read.
                     self.drain(proc);
                     if let Some(id) = self.overdue() {
-                        return format!("did not answer call {id} within {CANCEL_GRACE:?} of its cancel");
+                        return Exit::Overdue { id, grace: CANCEL_GRACE };
                     }
                 }
             }
@@ -493,12 +463,12 @@ impl Lines {
                 .clone();
             match ended {
                 None => {}
-                Some(Ended::Bad(why)) => return why,
+                Some(Ended::Bad(why)) => return Exit::Broke(why),
                 Some(Ended::Eof) => {
                     // It exited, most likely: say with what status.
                     return match tokio::time::timeout(STOP_GRACE, child.inner.wait()).await {
-                        Ok(Ok(s)) => format!("exited ({s})"),
-                        _ => "closed its stdout".into(),
+                        Ok(Ok(s)) => Exit::Exited(s),
+                        _ => Exit::ClosedStdout,
                     };
                 }
             }
@@ -521,13 +491,6 @@ fn emptied() -> std::io::Result<()> {
 
 /// How much one read asks for.
 const READ_CHUNK: usize = 16 * 1024;
-
-fn too_long(max_line: usize) -> String {
-    format!(
-        "wrote a line longer than limits.max_output = {}",
-        fmt_size(max_line as u64)
-    )
-}
 
 /// A call waiting on this thread (see [`Lines::read_here`]).
 struct ReadHere<'a> {

@@ -31,11 +31,13 @@ use std::sync::Arc;
 
 use toolplane_core::Outcome;
 
-pub use crate::error::ProcessLoadError;
+pub use crate::codec::LineError;
+pub use crate::error::{Exit, ListError, ProcessLoadError, StartError, Unavailable, UpstreamError};
 pub use crate::spec::{Member, PoolSpec, ProcessLimits, ProcessManifest, Protocol};
 use toolplane_tool::Checks;
 
 mod cgroup;
+mod codec;
 mod contain;
 pub mod error;
 mod exec;
@@ -189,12 +191,10 @@ impl ProcessTool {
             // limits.startup_timeout): this bound only guards the loader
             // thread against a host that never answers.
             let bound = spec.limits.startup_timeout * 2 + std::time::Duration::from_secs(5);
-            let listed = rx.recv_timeout(bound).map_err(|_| {
-                ProcessLoadError::Upstream(format!(
-                    "no list of its tools within {bound:?} (the process host did not answer)"
-                ))
-            })?;
-            shared.set_members(listed.map_err(|why| ProcessLoadError::Upstream(why.to_string()))?);
+            let listed = rx
+                .recv_timeout(bound)
+                .map_err(|_| ProcessLoadError::HostSilent(bound))?;
+            shared.set_members(listed?);
         }
         let target = (!spec.is_set()).then(|| Arc::clone(&shared.name));
         Ok(ProcessTool {

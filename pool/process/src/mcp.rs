@@ -36,6 +36,7 @@ use toolplane_core::Outcome;
 use super::life::Life;
 use super::shared::Shared;
 use super::spawn::Child;
+use crate::error::UpstreamError;
 use crate::spec::Member;
 use toolplane_tool::Annotations;
 use toolplane_tool::progress::{Progress, ProgressSink};
@@ -297,10 +298,10 @@ impl Upstream {
     pub(crate) async fn connect(
         child: &mut Child,
         shared: &Arc<Shared>,
-    ) -> Result<Upstream, String> {
+    ) -> Result<Upstream, UpstreamError> {
         let (Some(stdout), Some(stdin)) = (child.inner.stdout.take(), child.inner.stdin.take())
         else {
-            return Err("its stdio is not piped".into());
+            return Err(UpstreamError::NotPiped);
         };
         let max_line = usize::try_from(shared.limits.max_output).unwrap_or(usize::MAX);
         let watchers = Watchers::default();
@@ -322,7 +323,10 @@ impl Upstream {
             shared: Arc::downgrade(shared),
             relist: Arc::default(),
         };
-        let service = handler.serve(transport).await.map_err(|e| e.to_string())?;
+        let service = handler
+            .serve(transport)
+            .await
+            .map_err(|e| UpstreamError::Initialize(Box::new(e)))?;
         Ok(Upstream {
             peer: service.peer().clone(),
             host: tokio::runtime::Handle::current(),
@@ -344,7 +348,7 @@ impl Upstream {
     }
 
     /// Its tools now.
-    pub(crate) async fn tools(&self) -> Result<Vec<Member>, String> {
+    pub(crate) async fn tools(&self) -> Result<Vec<Member>, UpstreamError> {
         list(&self.peer).await
     }
 
@@ -464,32 +468,28 @@ pub const MAX_SCHEMA: usize = 256 << 10;
 /// schemas of at most [`MAX_SCHEMA`] bytes (a name that breaks the
 /// `[[tools]]` rule is left out by the registry, as a problem). The caller
 /// bounds the time.
-async fn list(peer: &rmcp::Peer<RoleClient>) -> Result<Vec<Member>, String> {
+async fn list(peer: &rmcp::Peer<RoleClient>) -> Result<Vec<Member>, UpstreamError> {
     let mut out: Vec<Member> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut cursor = None;
     for page in 0.. {
         if page == MAX_PAGES {
-            return Err(format!(
-                "its tools/list went on past {MAX_PAGES} pages (nextCursor never ended)"
-            ));
+            return Err(UpstreamError::Endless);
         }
         let params = rmcp::model::PaginatedRequestParams::default().with_cursor(cursor);
         let listed = peer
             .list_tools(Some(params))
             .await
-            .map_err(|e| format!("tools/list: {e}"))?;
+            .map_err(UpstreamError::List)?;
         if out.len() + listed.tools.len() > MAX_TOOLS {
-            return Err(format!(
-                "it lists more than {MAX_TOOLS} tools, the most one set may have"
-            ));
+            return Err(UpstreamError::TooMany);
         }
         for t in listed.tools {
             // A name that breaks the rule is the registry's problem to
             // report (`Manifest::member`), and that tool is left out.
             let name = t.name.to_string();
             if !seen.insert(name.clone()) {
-                return Err(format!("it lists the tool {name:?} twice"));
+                return Err(UpstreamError::Twice(name));
             }
             out.push(member(t)?);
         }
@@ -502,7 +502,7 @@ async fn list(peer: &rmcp::Peer<RoleClient>) -> Result<Vec<Member>, String> {
 }
 
 /// One listed tool as a member, its schemas' sizes checked.
-fn member(t: rmcp::model::Tool) -> Result<Member, String> {
+fn member(t: rmcp::model::Tool) -> Result<Member, UpstreamError> {
     let a = t.annotations.as_ref();
     let input_schema = serde_json::Value::Object((*t.input_schema).clone());
     let output_schema = t
@@ -516,10 +516,11 @@ fn member(t: rmcp::model::Tool) -> Result<Member, String> {
         let Some(schema) = schema else { continue };
         let size = serde_json::to_vec(schema).map_or(usize::MAX, |v| v.len());
         if size > MAX_SCHEMA {
-            return Err(format!(
-                "the {key} of its tool {:?} is {size} bytes, over the {MAX_SCHEMA} a schema may have",
-                t.name
-            ));
+            return Err(UpstreamError::SchemaTooLarge {
+                key,
+                tool: t.name.to_string(),
+                size,
+            });
         }
     }
     Ok(Member {

@@ -11,6 +11,7 @@ use super::life::{Life, STOP_GRACE};
 use super::shared::Shared;
 use super::spawn::Child;
 use super::{jsonl, mcp};
+use crate::error::{Exit, StartError};
 use crate::spec::Protocol;
 
 /// One running process: its life (what the pool counts on it) and its
@@ -41,15 +42,19 @@ impl Proc {
         shared: &Arc<Shared>,
         serial: u64,
         on_exit: impl FnOnce(&Arc<Proc>) + Send + 'static,
-    ) -> Result<Arc<Proc>, String> {
-        let program = shared.launch.program.display();
+    ) -> Result<Arc<Proc>, StartError> {
+        let program = &shared.launch.program;
         let startup = shared.limits.startup_timeout;
         let mut child = tokio::time::timeout(startup, shared.launch.spawn())
             .await
-            .map_err(|_| {
-                format!("cannot start {program}: not started within limits.startup_timeout = {startup:?}")
+            .map_err(|_| StartError::SpawnTimeout {
+                program: program.clone(),
+                timeout: startup,
             })?
-            .map_err(|e| format!("cannot start {program}: {e}"))?;
+            .map_err(|source| StartError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
         let pid = child.inner.id().unwrap_or(0);
         let max_line = usize::try_from(shared.limits.max_output).unwrap_or(usize::MAX);
         let wire = match shared.protocol {
@@ -61,28 +66,35 @@ impl Proc {
                 .await;
                 match started {
                     Ok(Ok(up)) => Wire::Mcp(Box::new(up)),
-                    Ok(Err(e)) => {
+                    Ok(Err(source)) => {
                         child.kill().await;
-                        let err = child.stderr_excerpt().await;
-                        return Err(format!(
-                            "process {pid} ({program}): MCP initialize failed: {e}{err}"
-                        ));
+                        return Err(StartError::Handshake {
+                            pid,
+                            program: program.clone(),
+                            source,
+                            stderr: child.stderr_excerpt().await,
+                        });
                     }
                     Err(_) => {
                         child.kill().await;
-                        let err = child.stderr_excerpt().await;
-                        return Err(format!(
-                            "process {pid} ({program}) did not finish starting (the MCP handshake) within limits.startup_timeout = {:?}{err}",
-                            shared.limits.startup_timeout
-                        ));
+                        return Err(StartError::HandshakeTimeout {
+                            pid,
+                            program: program.clone(),
+                            timeout: startup,
+                            stderr: child.stderr_excerpt().await,
+                        });
                     }
                 }
             }
             _ => match jsonl::Lines::start(&mut child, max_line) {
                 Ok(lines) => Wire::Jsonl(Arc::new(lines)),
-                Err(e) => {
+                Err(source) => {
                     child.kill().await;
-                    return Err(format!("process {pid} ({program}): {e}"));
+                    return Err(StartError::Pipes {
+                        pid,
+                        program: program.clone(),
+                        source,
+                    });
                 }
             },
         };
@@ -93,13 +105,11 @@ impl Proc {
             let why = tokio::select! {
                 why = p.watch(&mut child) => why,
                 () = p.stop.notified() => p.wind_down(&mut child).await,
-                () = p.kill.notified() => "was hung: no answer to a ping after a cancelled call".to_string(),
+                () = p.kill.notified() => Exit::Hung,
             };
             let status = child.kill().await;
             let status = match status {
-                Some(s) if !why.starts_with("exited") && !why.starts_with("was stopped") => {
-                    format!(" ({s})")
-                }
+                Some(s) if !why.has_status() => format!(" ({s})"),
                 _ => String::new(),
             };
             let err = child.stderr_excerpt().await;
@@ -110,29 +120,29 @@ impl Proc {
     }
 
     /// Reads what the process says until it ends; why it ended.
-    async fn watch(&self, child: &mut Child) -> String {
+    async fn watch(&self, child: &mut Child) -> Exit {
         match &self.wire {
             Wire::Jsonl(lines) => lines.read(&self.life, child).await,
             Wire::Mcp(up) => tokio::select! {
                 status = child.inner.wait() => match status {
-                    Ok(s) => format!("exited ({s})"),
-                    Err(e) => format!("could not be waited for: {e}"),
+                    Ok(s) => Exit::Exited(s),
+                    Err(source) => Exit::Io { what: "waited for", source },
                 },
-                why = up.overlong() => why,
+                why = up.overlong() => Exit::Broke(why),
             },
         }
     }
 
     /// Stdin closes, which asks a program that reads it to exit; killed if
     /// it has not [`STOP_GRACE`] later.
-    async fn wind_down(&self, child: &mut Child) -> String {
+    async fn wind_down(&self, child: &mut Child) -> Exit {
         match &self.wire {
             Wire::Jsonl(lines) => lines.close(),
             Wire::Mcp(up) => up.close(),
         }
         match tokio::time::timeout(STOP_GRACE, child.inner.wait()).await {
-            Ok(Ok(s)) => format!("was stopped ({s})"),
-            _ => format!("was stopped (killed: no exit {STOP_GRACE:?} after its stdin closed)"),
+            Ok(Ok(s)) => Exit::Stopped(s),
+            _ => Exit::StopKilled(STOP_GRACE),
         }
     }
 

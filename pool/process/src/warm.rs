@@ -22,6 +22,7 @@ use toolplane_core::Outcome;
 
 use super::proc::Proc;
 use super::shared::Shared;
+use crate::error::{ListError, Unavailable};
 
 /// A process that lived this long had started well, whatever ended it.
 pub const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -119,7 +120,7 @@ impl Warm {
 
     /// A process with room for one more call (counted in), started if none
     /// has room; or why there is none.
-    async fn take(&self) -> Result<Arc<Proc>, Arc<str>> {
+    async fn take(&self) -> Result<Arc<Proc>, Unavailable> {
         let cap = self.shared.pool.max_inflight_per_process;
         loop {
             let changed = self.changed.notified();
@@ -128,7 +129,7 @@ impl Warm {
             let wait_until = {
                 let mut st = self.state();
                 if st.closed {
-                    return Err("the tool was unloaded".into());
+                    return Err(Unavailable::Unloaded);
                 }
                 let best = st
                     .procs
@@ -145,7 +146,7 @@ impl Warm {
                 if let Some(why) = &st.down
                     && best.is_none()
                 {
-                    return Err(Arc::clone(why));
+                    return Err(Unavailable::Down(Arc::clone(why)));
                 }
                 let now = Instant::now();
                 match st.retry_at {
@@ -184,20 +185,20 @@ impl Warm {
 
     /// [`Warm::start_one`] on the process host; it finishes (and the new
     /// process joins the pool) even if the caller goes away.
-    async fn start_on_host(&self) -> Result<Arc<Proc>, Arc<str>> {
+    async fn start_on_host(&self) -> Result<Arc<Proc>, Unavailable> {
         let Some(me) = self.me.upgrade() else {
             self.state().starting -= 1;
-            return Err("the tool was unloaded".into());
+            return Err(Unavailable::Unloaded);
         };
         match self.host.spawn(async move { me.start_one().await }).await {
             Ok(r) => r,
-            Err(_) => Err("the process host stopped".into()),
+            Err(_) => Err(Unavailable::HostStopped),
         }
     }
 
     /// Starts a process (the caller counted it in `starting`); on the
     /// process host.
-    async fn start_one(&self) -> Result<Arc<Proc>, Arc<str>> {
+    async fn start_one(&self) -> Result<Arc<Proc>, Unavailable> {
         let s = &self.shared;
         let serial = {
             let mut st = self.state();
@@ -218,7 +219,7 @@ impl Warm {
         match started {
             Ok(p) if st.closed => {
                 p.stop();
-                Err("the tool was unloaded".into())
+                Err(Unavailable::Unloaded)
             }
             Ok(p) => {
                 s.counters.alive.fetch_add(1, Ordering::Relaxed);
@@ -227,35 +228,37 @@ impl Warm {
                 self.changed.notify_waiters();
                 Ok(p)
             }
-            Err(why) => {
-                let why: Arc<str> = why.into();
-                self.failed(&mut st, Arc::clone(&why));
+            Err(e) => {
+                let e = Arc::new(e);
+                // A program that is not there fails every start the same
+                // way: the tool is down at once (and still retried, with
+                // back-off, in case someone installs it).
+                let missing = e.program_missing();
+                self.failed(&mut st, e.to_string().into(), missing);
                 drop(st);
                 self.changed.notify_waiters();
-                Err(why)
+                Err(Unavailable::Start(e))
             }
         }
     }
 
     /// The tools of an MCP upstream, from one of its processes (started if
     /// none runs).
-    pub(crate) async fn members(&self) -> Result<Vec<crate::spec::Member>, Arc<str>> {
+    pub(crate) async fn members(&self) -> Result<Vec<crate::spec::Member>, ListError> {
         let p = self.take().await?;
         let listed = match &p.wire {
             super::proc::Wire::Mcp(up) => {
                 let wait = self.shared.limits.startup_timeout;
                 match tokio::time::timeout(wait, up.tools()).await {
-                    Ok(listed) => listed.map_err(|e| Arc::from(format!("listing its tools: {e}"))),
+                    Ok(listed) => listed.map_err(ListError::Upstream),
                     Err(_) => {
                         // It may be stuck as a whole: the next call starts afresh.
                         p.stop();
-                        Err(Arc::from(format!(
-                            "listing its tools: no answer to tools/list within limits.startup_timeout = {wait:?}"
-                        )))
+                        Err(ListError::Timeout(wait))
                     }
                 }
             }
-            super::proc::Wire::Jsonl(_) => Err(Arc::from("a jsonl worker does not list tools")),
+            super::proc::Wire::Jsonl(_) => Err(ListError::NotMcp),
         };
         p.served.fetch_sub(1, Ordering::Relaxed);
         if listed.is_ok() {
@@ -266,9 +269,9 @@ impl Warm {
         listed
     }
 
-    /// A failure: the next start waits, and enough in a row put the tool
-    /// down.
-    fn failed(&self, st: &mut State, why: Arc<str>) {
+    /// A failure: the next start waits, and enough in a row (or one,
+    /// when the program is `missing`) put the tool down.
+    fn failed(&self, st: &mut State, why: Arc<str>, missing: bool) {
         self.shared
             .counters
             .restarts
@@ -278,7 +281,10 @@ impl Warm {
             .saturating_mul(1 << (st.failures - 1).min(16))
             .min(BACKOFF_MAX);
         st.retry_at = Some(Instant::now() + pause);
-        if st.failures >= DOWN_AFTER && st.down.is_none() {
+        if missing && st.down.is_none() {
+            tracing::warn!(tool = %self.shared.name, "down: {why}");
+            st.down = Some(format!("its program cannot be run: {why}").into());
+        } else if st.failures >= DOWN_AFTER && st.down.is_none() {
             tracing::warn!(tool = %self.shared.name, "down after {} failures in a row: {why}", st.failures);
             st.down = Some(down_message(&why));
         }
@@ -350,7 +356,7 @@ impl Warm {
             // what ended it is not a crash loop.
             let early = !p.answered.load(Ordering::Acquire) && p.started.elapsed() < STABLE_AFTER;
             if early {
-                self.failed(&mut st, why);
+                self.failed(&mut st, why, false);
             } else {
                 self.shared
                     .counters
