@@ -328,8 +328,11 @@ fn a_program_gone_after_loading_puts_the_tool_down_at_once() {
     let bin = tempfile::TempDir::new().unwrap();
     let program = bin.path().join("worker.sh");
     std::fs::write(&program, "#!/bin/sh\nexec cat\n").unwrap();
-    std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let manifest = format!(
         "name = \"gone\"\nruntime = \"process\"\nprotocol = \"jsonl\"\ncommand = [{:?}]\n",
         program.display().to_string()
@@ -341,7 +344,10 @@ fn a_program_gone_after_loading_puts_the_tool_down_at_once() {
     );
     std::fs::remove_file(&program).unwrap();
     let e = error_text(&call(&rig, "gone", "{}"));
-    assert!(e.contains("cannot start") && e.contains("No such file"), "{e}");
+    assert!(
+        e.contains("cannot start") && e.contains("No such file"),
+        "{e}"
+    );
     let s = stats(&rig, "gone");
     assert_eq!(s.restarts, 1, "{s:?}");
     let why = s.down.expect("down after one failed start");

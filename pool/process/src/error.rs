@@ -8,7 +8,7 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::mcp::{MAX_PAGES, MAX_SCHEMA, MAX_TOOLS};
+use crate::spec::{MAX_PAGES, MAX_SCHEMA, MAX_TOOLS};
 
 /// Why a process tool could not be loaded.
 #[derive(Debug, thiserror::Error)]

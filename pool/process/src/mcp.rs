@@ -37,7 +37,7 @@ use super::life::Life;
 use super::shared::Shared;
 use super::spawn::Child;
 use crate::error::UpstreamError;
-use crate::spec::Member;
+use crate::spec::{MAX_PAGES, MAX_SCHEMA, MAX_TOOLS, Member};
 use toolplane_tool::Annotations;
 use toolplane_tool::progress::{Progress, ProgressSink};
 
@@ -453,15 +453,6 @@ impl Upstream {
         });
     }
 }
-
-/// Tools one upstream may list at most (`tools list`, `/metrics` and
-/// every client's `tools/list` carry each of them).
-pub const MAX_TOOLS: usize = 1024;
-/// Pages of `tools/list` at most: a `nextCursor` that never ends is an
-/// upstream's fault, not a list.
-pub const MAX_PAGES: usize = 64;
-/// Bytes of one member's input or output schema at most (as JSON).
-pub const MAX_SCHEMA: usize = 256 << 10;
 
 /// Every tool the upstream lists, as members, bounded: at most
 /// [`MAX_PAGES`] pages and [`MAX_TOOLS`] tools, each listed once, with

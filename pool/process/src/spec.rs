@@ -35,6 +35,15 @@ impl Protocol {
     }
 }
 
+/// Tools one upstream may list at most (`tools list`, `/metrics` and
+/// every client's `tools/list` carry each of them).
+pub const MAX_TOOLS: usize = 1024;
+/// Pages of `tools/list` at most: a `nextCursor` that never ends is an
+/// upstream's fault, not a list.
+pub const MAX_PAGES: usize = 64;
+/// Bytes of one member's input or output schema at most (as JSON).
+pub const MAX_SCHEMA: usize = 256 << 10;
+
 /// Characters a member's own name may have at most.
 pub const MAX_MEMBER_NAME: usize = 64;
 
