@@ -37,7 +37,7 @@ pub struct Entered {
     /// The core it runs on, alone.
     pub cpu: usize,
     /// Real-time priority (`SCHED_FIFO` 1), or why not.
-    pub realtime: Result<(), String>,
+    pub realtime: Result<(), rustix::io::Errno>,
 }
 
 impl std::fmt::Display for Entered {
@@ -106,7 +106,7 @@ impl Placement {
 /// It preempts every normal thread on its core at once, and the kernel's
 /// real-time throttling (95% of each second by default) leaves that core's
 /// kernel threads their time even if the generator never sleeps.
-fn realtime() -> Result<(), String> {
+fn realtime() -> Result<(), rustix::io::Errno> {
     let param = libc::sched_param { sched_priority: 1 };
     // SAFETY: `param` is a valid `sched_param` that outlives the call, and
     // pid 0 names the calling thread; the call reads `param` only.
@@ -115,6 +115,8 @@ fn realtime() -> Result<(), String> {
     if rc == 0 {
         Ok(())
     } else {
-        Err(std::io::Error::last_os_error().to_string())
+        Err(rustix::io::Errno::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        ))
     }
 }

@@ -12,6 +12,17 @@ use crate::progress::Point;
 /// A line of a chart: its name, colour and value.
 type Series = (&'static str, RGBColor, fn(&Point) -> f64);
 
+/// A plot that could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the plot {}: {source}", .path.display())]
+pub struct PlotError {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// plotters' reason.
+    #[source]
+    pub source: Box<dyn std::error::Error>,
+}
+
 /// Writes the plot.
 ///
 /// # Errors
@@ -23,9 +34,11 @@ pub fn write_svg(
     points: &[Point],
     memory: &[Sample],
     warmup_s: f64,
-) -> Result<(), String> {
-    draw(path, title, points, memory, warmup_s)
-        .map_err(|e| format!("cannot write the plot {}: {e}", path.display()))
+) -> Result<(), PlotError> {
+    draw(path, title, points, memory, warmup_s).map_err(|source| PlotError {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn draw(
@@ -170,17 +183,16 @@ fn warmup_line<'a, DB: DrawingBackend + 'a, Y>(
     warmup_s: f64,
     lo: f64,
     hi: f64,
-) -> Result<(), String>
+) -> Result<(), Box<dyn std::error::Error>>
 where
     Y: Ranged<ValueType = f64>,
+    DB::ErrorType: 'static,
 {
     if warmup_s > 0.0 {
-        chart
-            .draw_series(LineSeries::new(
-                [(warmup_s, lo), (warmup_s, hi)],
-                BLACK.mix(0.4),
-            ))
-            .map_err(|e| e.to_string())?;
+        chart.draw_series(LineSeries::new(
+            [(warmup_s, lo), (warmup_s, hi)],
+            BLACK.mix(0.4),
+        ))?;
     }
     Ok(())
 }

@@ -109,7 +109,10 @@ impl Remote {
             .map_err(|e| bad(&format!("starting the HTTP runtime: {e}")))?;
         let (status, body) = rt
             .block_on(get(&authority, auth.as_ref(), "/v1/tools"))
-            .map_err(|e| bad(&e))?;
+            .map_err(|e| TargetError::Remote {
+                url: url.to_string(),
+                source: Box::new(e),
+            })?;
         if status != 200 {
             return Err(bad(&format!(
                 "GET /v1/tools answered {status}: {}",
@@ -255,7 +258,7 @@ impl Connection {
                 Ok((status, body)) => outcome(status, &body),
                 Err(e) => {
                     sender = None;
-                    Outcome::Error(e.into())
+                    Outcome::Error(e.to_string().into())
                 }
             };
             let answer = Answer::Done(Completion {
@@ -280,16 +283,16 @@ impl Connection {
         &self,
         sender: &mut Option<Sender>,
         event: &mut Event,
-    ) -> Result<(u16, Bytes), String> {
+    ) -> Result<(u16, Bytes), HttpError> {
         if sender.as_ref().is_none_or(|s| s.is_closed()) {
             *sender = Some(open(&self.authority).await?);
         }
         let s = sender.as_mut().expect("connected above");
-        s.ready().await.map_err(|e| format!("connection: {e}"))?;
+        s.ready().await.map_err(HttpError::Connection)?;
         let path = self
             .paths
             .get(event.tool().0 as usize)
-            .ok_or_else(|| format!("no tool with id {}", event.tool().0))?;
+            .ok_or(HttpError::NoTool(event.tool().0))?;
         let mut req = Request::post(path.as_str())
             .header(HOST, self.authority.as_str())
             .header(CONTENT_TYPE, "application/json");
@@ -321,6 +324,7 @@ impl Remote {
             return Ok(());
         }
         let fail = |why: String| TargetError::Seed(why.into());
+        let lost = |e: HttpError| TargetError::Seed(Box::new(e));
         if !self.tools.iter().any(|t| t == "fs.write") {
             return Err(fail(
                 "the profile reads files, and the server has no fs.write tool to write them with"
@@ -328,7 +332,7 @@ impl Remote {
             ));
         }
         self.rt.block_on(async {
-            let mut sender = open(&self.authority).await.map_err(fail)?;
+            let mut sender = open(&self.authority).await.map_err(lost)?;
             for f in files {
                 let content = String::from_utf8(crate::workload::data_file_contents(f.size))
                     .map_err(|e| fail(format!("{}: {e}", f.path)))?;
@@ -347,11 +351,11 @@ impl Remote {
                 sender
                     .ready()
                     .await
-                    .map_err(|e| fail(format!("connection: {e}")))?;
+                    .map_err(|e| lost(HttpError::Connection(e)))?;
                 let (status, answer) =
                     exchange(&mut sender, req.body(Full::new(Bytes::from(body))))
                         .await
-                        .map_err(fail)?;
+                        .map_err(lost)?;
                 if status != 200 {
                     return Err(fail(format!(
                         "fs.write {} answered {status}: {}",
@@ -365,35 +369,85 @@ impl Remote {
     }
 }
 
+/// Why an HTTP exchange with the server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// No TCP connection.
+    #[error("connecting to {authority}: {source}")]
+    Connect {
+        /// `HOST:PORT`.
+        authority: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP/1.1 handshake failed.
+    #[error("HTTP handshake with {authority}: {source}")]
+    Handshake {
+        /// `HOST:PORT`.
+        authority: String,
+        /// Why.
+        #[source]
+        source: hyper::Error,
+    },
+    /// The connection failed before the request went out.
+    #[error("connection: {0}")]
+    Connection(#[source] hyper::Error),
+    /// The request could not be built.
+    #[error("building the request: {0}")]
+    Build(#[source] hyper::http::Error),
+    /// The request or its answer's head failed.
+    #[error("request: {0}")]
+    Request(#[source] hyper::Error),
+    /// The answer's body failed.
+    #[error("reading the answer: {0}")]
+    Read(#[source] hyper::Error),
+    /// An event named a tool the server did not list.
+    #[error("no tool with id {0}")]
+    NoTool(u32),
+    /// A GET failed.
+    #[error("GET {path}: {source}")]
+    Get {
+        /// The path.
+        path: &'static str,
+        /// Why.
+        #[source]
+        source: Box<HttpError>,
+    },
+}
+
 /// Sends one request and reads the whole answer: its status and body.
 async fn exchange(
     sender: &mut Sender,
     req: Result<Request<Full<Bytes>>, hyper::http::Error>,
-) -> Result<(u16, Bytes), String> {
-    let req = req.map_err(|e| format!("building the request: {e}"))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("request: {e}"))?;
+) -> Result<(u16, Bytes), HttpError> {
+    let req = req.map_err(HttpError::Build)?;
+    let resp = sender.send_request(req).await.map_err(HttpError::Request)?;
     let status = resp.status().as_u16();
     let body = resp
         .into_body()
         .collect()
         .await
-        .map_err(|e| format!("reading the answer: {e}"))?
+        .map_err(HttpError::Read)?
         .to_bytes();
     Ok((status, body))
 }
 
 /// A keep-alive HTTP/1.1 connection to `authority`.
-async fn open(authority: &str) -> Result<Sender, String> {
+async fn open(authority: &str) -> Result<Sender, HttpError> {
     let stream = tokio::net::TcpStream::connect(authority)
         .await
-        .map_err(|e| format!("connecting to {authority}: {e}"))?;
+        .map_err(|source| HttpError::Connect {
+            authority: authority.to_string(),
+            source,
+        })?;
     let _ = stream.set_nodelay(true);
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("HTTP handshake with {authority}: {e}"))?;
+        .map_err(|source| HttpError::Handshake {
+            authority: authority.to_string(),
+            source,
+        })?;
     tokio::spawn(conn);
     Ok(sender)
 }
@@ -435,16 +489,20 @@ fn outcome(status: u16, body: &[u8]) -> Outcome {
 async fn get(
     authority: &str,
     auth: Option<&HeaderValue>,
-    path: &str,
-) -> Result<(u16, Bytes), String> {
-    let mut sender = open(authority).await?;
+    path: &'static str,
+) -> Result<(u16, Bytes), HttpError> {
+    let get = |e: HttpError| HttpError::Get {
+        path,
+        source: Box::new(e),
+    };
+    let mut sender = open(authority).await.map_err(get)?;
     let mut req = Request::get(path).header(HOST, authority);
     if let Some(a) = auth {
         req = req.header(AUTHORIZATION, a.clone());
     }
     exchange(&mut sender, req.body(Full::new(Bytes::new())))
         .await
-        .map_err(|e| format!("GET {path}: {e}"))
+        .map_err(get)
 }
 
 /// The counters loadgen reads from the server's Prometheus text.
