@@ -75,6 +75,15 @@ impl Tool {
         }
     }
 
+    /// How the tool's output reads.
+    pub fn output_form(&self) -> OutputForm {
+        match self {
+            Tool::Wasi(_) => OutputForm::Json,
+            Tool::Process(t) if t.answers_content() => OutputForm::Content,
+            Tool::Process(_) => OutputForm::Json,
+        }
+    }
+
     /// Why the tool is down (a process tool whose processes keep
     /// failing), if it is.
     pub fn down(&self) -> Option<Arc<str>> {
@@ -185,6 +194,16 @@ impl Tool {
             }
         }
     }
+}
+
+/// How a tool's successful output reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputForm {
+    /// The tool's own JSON (or text).
+    Json,
+    /// An upstream MCP server's unstructured result, `{"content": [...]}`:
+    /// its content blocks, to serve as they came.
+    Content,
 }
 
 /// What keeps a process tool's processes in, in words (as `tools list`

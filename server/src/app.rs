@@ -16,6 +16,16 @@ pub use crate::error::{CallError, CallResult};
 /// How often readiness is recomputed at most.
 pub const READY_EVERY: Duration = Duration::from_millis(100);
 
+/// A call's answer: the output, and how it reads (from the version of the
+/// tool that answered, not a later lookup that a reload may have changed).
+#[derive(Debug)]
+pub struct Answer {
+    /// The tool's output, checked against its `output_schema`.
+    pub output: Payload,
+    /// How it reads.
+    pub form: toolplane_pool::kind::OutputForm,
+}
+
 /// One call.
 #[derive(Debug, Clone, Copy)]
 pub struct ToolCall<'a> {
@@ -263,7 +273,7 @@ impl App {
     ///
     /// See [`CallError`]: every way a call can fail, each with a message
     /// naming the tool, the field or the limit.
-    pub async fn call(&self, call: ToolCall<'_>) -> Result<Payload, CallError> {
+    pub async fn call(&self, call: ToolCall<'_>) -> Result<Answer, CallError> {
         let Some(entry) = self.registry.resolve(call.tool).await else {
             self.counters.unknown.fetch_add(1, Ordering::Relaxed);
             return Err(CallError::UnknownTool(call.tool.to_string()));
@@ -283,11 +293,7 @@ impl App {
         result
     }
 
-    async fn call_entry(
-        &self,
-        entry: &ToolEntry,
-        call: ToolCall<'_>,
-    ) -> Result<Payload, CallError> {
+    async fn call_entry(&self, entry: &ToolEntry, call: ToolCall<'_>) -> Result<Answer, CallError> {
         if self.is_draining() {
             return Err(CallError::ShuttingDown);
         }
@@ -322,8 +328,12 @@ impl App {
             Err(toolplane_core::InjectError::Lost(l)) => return Err(l.into()),
         };
         // The output was checked by the registry's handler, as for every
-        // caller.
-        CallError::from_outcome(&entry.manifest.name, completion.outcome)
+        // caller; its form is the version's that answered.
+        let output = CallError::from_outcome(&entry.manifest.name, completion.outcome)?;
+        Ok(Answer {
+            output,
+            form: tool.output_form(),
+        })
     }
 
     /// Readiness, recomputed at most every [`READY_EVERY`]: workers alive,

@@ -198,7 +198,8 @@ async fn call(
         progress: 0,
     };
     match app.call(call).await {
-        Ok(out) => {
+        Ok(answer) => {
+            let out = answer.output;
             let json = serde_json::from_slice::<serde::de::IgnoredAny>(&out).is_ok();
             let ct = if json {
                 "application/json"

@@ -72,28 +72,6 @@ impl Mcp {
         mcp
     }
 
-    /// An upstream MCP tool's unstructured result (`{"content": [...]}`,
-    /// see `toolplane_process::mcp`): its content blocks, served as
-    /// they came.
-    fn upstream_content(&self, name: &str, out: &[u8]) -> Option<Vec<ContentBlock>> {
-        let snap = self.app.registry().snapshot();
-        let m = &snap.by_name(name)?.manifest;
-        let upstream = m
-            .process()
-            .is_some_and(|p| p.protocol == toolplane_pool::manifest::Protocol::Mcp);
-        if !upstream || m.output_schema.is_some() {
-            return None;
-        }
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Unstructured {
-            content: Vec<ContentBlock>,
-        }
-        serde_json::from_slice::<Unstructured>(out)
-            .ok()
-            .map(|u| u.content)
-    }
-
     fn tools(&self) -> Vec<Tool> {
         self.app
             .registry()
@@ -224,8 +202,11 @@ impl ServerHandler for Mcp {
         }
 
         match result {
-            Ok(out) => {
-                if let Some(blocks) = self.upstream_content(&request.name, &out) {
+            Ok(answer) => {
+                let out = answer.output;
+                if answer.form == toolplane_pool::kind::OutputForm::Content
+                    && let Some(blocks) = upstream_content(&out)
+                {
                     return Ok(CallToolResult::success(blocks).into());
                 }
                 let text = String::from_utf8_lossy(&out).into_owned();
@@ -294,4 +275,17 @@ impl Drop for Forget<'_> {
     fn drop(&mut self) {
         drop(self.0.take(self.1));
     }
+}
+
+/// An upstream MCP tool's unstructured result (`{"content": [...]}`, see
+/// `toolplane_process::mcp`): its content blocks, served as they came.
+fn upstream_content(out: &[u8]) -> Option<Vec<ContentBlock>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Unstructured {
+        content: Vec<ContentBlock>,
+    }
+    serde_json::from_slice::<Unstructured>(out)
+        .ok()
+        .map(|u| u.content)
 }

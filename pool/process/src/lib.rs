@@ -225,6 +225,13 @@ impl ProcessTool {
         self.checks.output(&self.name, output)
     }
 
+    /// Whether its output is an upstream MCP server's unstructured result,
+    /// `{"content": [...]}` (see `mcp.rs`): an MCP tool without an
+    /// `output_schema`.
+    pub fn answers_content(&self) -> bool {
+        self.shared.protocol == Protocol::Mcp && !self.checks.declares_output()
+    }
+
     /// What its processes see of the file system, in words.
     pub fn files(&self) -> &'static str {
         self.shared.launch.files.describe()

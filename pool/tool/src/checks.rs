@@ -26,6 +26,10 @@ pub struct Checks {
     input: InputCheck,
     /// The output schema's validator, when the manifest declares one.
     output: Option<Box<jsonschema::Validator>>,
+    /// The output schema asks for a JSON object and nothing more (besides
+    /// words for people): a passing output is found without building it
+    /// as a value.
+    output_object: bool,
 }
 
 impl std::fmt::Debug for Checks {
@@ -56,7 +60,17 @@ impl Checks {
             )?)),
             None => None,
         };
-        Ok(Checks { input, output })
+        let output_object = output_schema.is_some_and(only_object);
+        Ok(Checks {
+            input,
+            output,
+            output_object,
+        })
+    }
+
+    /// Whether the tool declares an `output_schema`.
+    pub fn declares_output(&self) -> bool {
+        self.output.is_some()
     }
 
     /// Checks a call's input against the tool's schema.
@@ -117,6 +131,11 @@ impl Checks {
         let Some(v) = &self.output else {
             return Ok(());
         };
+        // The common case, an object schema with no constraint, without
+        // building the value; a failure goes the full way for its message.
+        if self.output_object && is_object(output) {
+            return Ok(());
+        }
         let value: serde_json::Value = serde_json::from_slice(output).map_err(|e| {
             format!("tool {name}: output is not JSON, and the tool declares an output_schema: {e}")
         })?;
@@ -126,6 +145,26 @@ impl Checks {
             format!("tool {name}: output does not match its output_schema:"),
         )
     }
+}
+
+/// Whether `schema` asks for a JSON object and nothing more: `type =
+/// "object"` and only keywords that constrain nothing.
+fn only_object(schema: &serde_json::Value) -> bool {
+    schema.as_object().is_some_and(|o| {
+        o.get("type").and_then(|t| t.as_str()) == Some("object")
+            && o.keys().all(|k| {
+                matches!(
+                    k.as_str(),
+                    "type" | "description" | "title" | "$comment" | "$schema"
+                )
+            })
+    })
+}
+
+/// Whether `json` is one valid JSON object.
+fn is_object(json: &[u8]) -> bool {
+    json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(json).is_ok()
 }
 
 /// How deep a call's input may nest arrays and objects (serde_json's own
@@ -197,4 +236,34 @@ fn input_check(schema: &serde_json::Value) -> Result<InputCheck, SchemaError> {
             key: "input_schema",
             source: Box::new(e),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_object_output_schema_takes_the_short_way_with_the_same_answers() {
+        for schema in [
+            json!({"type": "object"}),
+            json!({"type": "object", "description": "d"}),
+        ] {
+            assert!(only_object(&schema));
+            let c = Checks::new(&json!({"type": "object"}), Some(&schema)).unwrap();
+            assert_eq!(c.output("t", br#" {"a": [1, {"b": 2}]}"#), Ok(()));
+            let e = c.output("t", b"[1]").unwrap_err();
+            assert!(
+                e.contains("does not match its output_schema") && e.contains("object"),
+                "{e}"
+            );
+            let e = c.output("t", b"{\"a\":").unwrap_err();
+            assert!(e.contains("output is not JSON"), "{e}");
+        }
+        let strict = json!({"type": "object", "required": ["y"]});
+        assert!(!only_object(&strict));
+        let c = Checks::new(&json!({"type": "object"}), Some(&strict)).unwrap();
+        assert!(c.output("t", br#"{"x":1}"#).unwrap_err().contains("\"y\""));
+        assert_eq!(c.output("t", br#"{"y":1}"#), Ok(()));
+    }
 }
