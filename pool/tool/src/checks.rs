@@ -161,10 +161,66 @@ fn only_object(schema: &serde_json::Value) -> bool {
     })
 }
 
-/// Whether `json` is one valid JSON object.
+/// Whether `json` is one valid JSON object: every value visited as the
+/// full check reads it (strings checked, numbers in range, nesting within
+/// serde_json's limit), none kept.
 fn is_object(json: &[u8]) -> bool {
     json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
-        && serde_json::from_slice::<serde::de::IgnoredAny>(json).is_ok()
+        && serde_json::from_slice::<Valid>(json).is_ok()
+}
+
+/// Any JSON value, read in full and not kept (serde's `IgnoredAny` skips
+/// strings and numbers without checking them).
+struct Valid;
+
+impl<'de> serde::Deserialize<'de> for Valid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Valid, D::Error> {
+        d.deserialize_any(ValidVisitor)
+    }
+}
+
+struct ValidVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ValidVisitor {
+    type Value = Valid;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+
+    fn visit_unit<E>(self) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Valid, A::Error> {
+        while seq.next_element::<Valid>()?.is_some() {}
+        Ok(Valid)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Valid, A::Error> {
+        while map.next_entry::<Valid, Valid>()?.is_some() {}
+        Ok(Valid)
+    }
 }
 
 /// How deep a call's input may nest arrays and objects (serde_json's own
@@ -259,6 +315,21 @@ mod tests {
             );
             let e = c.output("t", b"{\"a\":").unwrap_err();
             assert!(e.contains("output is not JSON"), "{e}");
+        }
+        // What a value is refused for is refused on the short way too.
+        let c = Checks::new(&json!({"type": "object"}), Some(&json!({"type": "object"}))).unwrap();
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        for bad in [
+            &br#"{"a": 1e400}"#[..],
+            br#"{"a": "\ud800"}"#,
+            b"{\"a\": \"\xff\"}",
+            deep.as_bytes(),
+        ] {
+            assert!(
+                c.output("t", bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let strict = json!({"type": "object", "required": ["y"]});
         assert!(!only_object(&strict));
