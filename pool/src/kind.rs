@@ -7,7 +7,7 @@
 //! ([`load`]), which files a tool depends on ([`depends_on`]), whether a
 //! reload changed anything ([`unchanged`]), and the loaded tool itself
 //! ([`Tool`]), which the engine handler and [`crate::Registry::call`]
-//! dispatch on. A new kind of tool is a new module, a new
+//! dispatch on. A new kind of tool is a new crate, a new
 //! [`crate::manifest::RuntimeManifest`] variant and one arm in each of
 //! these, not edits across the registry.
 
@@ -136,9 +136,9 @@ impl Tool {
 
     /// The set this tool is (its members are listed as tools of their own),
     /// if it is one.
-    pub(crate) fn set(&self) -> Option<&Arc<ProcessTool>> {
+    pub(crate) fn set(&self) -> Option<Set> {
         match self {
-            Tool::Process(t) if t.is_set() => Some(t),
+            Tool::Process(t) if t.is_set() => Some(Set(Arc::clone(t))),
             _ => None,
         }
     }
@@ -196,6 +196,62 @@ impl Tool {
     }
 }
 
+/// A loaded set of tools (an MCP server, a jsonl worker with `[[tools]]`):
+/// its members are listed as tools of their own, `<set>.<member>`, each a
+/// view of the set. Only process tools make sets today.
+#[derive(Debug, Clone)]
+pub(crate) struct Set(Arc<ProcessTool>);
+
+/// A [`Set`] that does not keep it loaded.
+#[derive(Debug, Clone)]
+pub(crate) struct WeakSet(std::sync::Weak<ProcessTool>);
+
+impl WeakSet {
+    pub(crate) fn upgrade(&self) -> Option<Set> {
+        self.0.upgrade().map(Set)
+    }
+}
+
+/// A member that cannot be listed: its qualified name and why.
+pub(crate) struct Unlisted {
+    pub(crate) name: String,
+    pub(crate) why: String,
+}
+
+impl Set {
+    pub(crate) fn downgrade(&self) -> WeakSet {
+        WeakSet(Arc::downgrade(&self.0))
+    }
+
+    /// Calls `f` whenever the members change.
+    pub(crate) fn on_change(&self, f: Box<dyn Fn() + Send + Sync>) {
+        self.0.on_members_changed(f);
+    }
+
+    /// The members now, each its manifest (from the set's, `set`) and a
+    /// tool of its own sharing the set's processes; or why it cannot be
+    /// listed (its qualified name or schemas are not valid).
+    pub(crate) fn members(&self, set: &Manifest) -> Vec<Result<(Manifest, Tool), Unlisted>> {
+        self.0
+            .members()
+            .iter()
+            .map(|m| {
+                let unlisted = |why: String| Unlisted {
+                    name: format!("{}.{}", set.name, m.name),
+                    why,
+                };
+                let manifest = set.member(m).map_err(unlisted)?;
+                let checks = Checks::new(&manifest.input_schema, manifest.output_schema.as_ref())
+                    .map_err(|e| unlisted(format!("tool {}: {e}", manifest.name)))?;
+                let tool = self
+                    .0
+                    .member(manifest.name.as_str().into(), checks, &m.name);
+                Ok((manifest, Tool::Process(Arc::new(tool))))
+            })
+            .collect()
+    }
+}
+
 /// How a tool's successful output reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputForm {
@@ -221,7 +277,10 @@ pub struct Containment {
 /// `outcome`, or an error when it is output that fails the tool's output
 /// check: every caller (the engine, [`crate::Registry::call`]) gets the
 /// same check, once.
-fn checked(outcome: Outcome, check: impl FnOnce(&[u8]) -> Result<(), String>) -> Outcome {
+pub(crate) fn checked(
+    outcome: Outcome,
+    check: impl FnOnce(&[u8]) -> Result<(), String>,
+) -> Outcome {
     match outcome {
         Outcome::Ok(out) => match check(&out) {
             Ok(()) => Outcome::Ok(out),

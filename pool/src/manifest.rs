@@ -62,7 +62,7 @@ pub enum RuntimeManifest {
     /// `runtime = "wasi"` (the default): a WebAssembly module run in the
     /// WASI pool.
     Wasi(WasiManifest),
-    /// `runtime = "process"`: a program run as processes (`process.rs`).
+    /// `runtime = "process"`: a program run as processes (`toolplane-process`).
     Process(ProcessManifest),
 }
 

@@ -1,4 +1,4 @@
-//! Builds the built-in guest tools (`../tools`, a workspace of its own)
+//! Builds the built-in guest tools (`../../tools`, a workspace of its own)
 //! for wasm32-wasip1 and embeds them: each tool's manifest and module.
 //!
 //! The nested cargo uses its own target directory, so it never waits on the

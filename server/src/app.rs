@@ -328,7 +328,10 @@ impl App {
             Err(toolplane_core::InjectError::Lost(l)) => return Err(l.into()),
         };
         // The output was checked by the registry's handler, as for every
-        // caller; its form is the version's that answered.
+        // caller. Its form is that of the version admitted here: a worker
+        // that took the event after a reload ran the new one (a window of
+        // the queueing delay, not of the whole call as a lookup after the
+        // answer had).
         let output = CallError::from_outcome(&entry.manifest.name, completion.outcome)?;
         Ok(Answer {
             output,

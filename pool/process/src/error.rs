@@ -152,10 +152,20 @@ pub enum StartError {
 
 impl StartError {
     /// The program is not there, or may not be run: every start fails the
-    /// same way until someone installs it (not a crash loop).
+    /// same way until someone installs it (not a crash loop). The start
+    /// failed for want of a file or a permission *and* the program is now
+    /// no executable file: a cgroup, a working directory or a containment
+    /// step failing the same way is not the program's absence.
     pub fn program_missing(&self) -> bool {
-        matches!(self, StartError::Spawn { source, .. }
-            if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied))
+        use std::os::unix::fs::PermissionsExt;
+        let StartError::Spawn { program, source } = self else {
+            return false;
+        };
+        matches!(
+            source.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+        ) && !std::fs::metadata(program)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     }
 }
 

@@ -279,9 +279,7 @@ impl Lines {
                 ));
             }
         };
-        // Release pairs with the Acquire loads in `Warm::give_back` and
-        // `Warm::ended`.
-        proc.answered.store(true, Ordering::Release);
+        proc.mark_answered();
         let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(w) = calls.waiting.remove(&reply.id) {
             let _ = w.answer.send(outcome);

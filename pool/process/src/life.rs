@@ -2,7 +2,7 @@
 //! calls in flight and served, whether it ever answered, whether it was
 //! asked to stop, and why it ended.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -22,17 +22,17 @@ pub(crate) struct Life {
     /// The tool's name, for messages.
     pub(crate) tool: Arc<str>,
     /// Calls it is answering now.
-    pub(crate) inflight: AtomicUsize,
+    inflight: AtomicUsize,
     /// Calls it has taken.
-    pub(crate) served: AtomicU64,
+    served: AtomicU64,
     /// It answered at least one call (it works).
-    pub(crate) answered: AtomicBool,
+    answered: AtomicBool,
     /// The pool asked it to stop (retired, idle, unloaded).
-    pub(crate) stopping: AtomicBool,
+    stopping: AtomicBool,
     last_used: Mutex<Instant>,
     /// Asks its watcher to stop it gracefully, or to kill it now.
-    pub(crate) stop: Notify,
-    pub(crate) kill: Notify,
+    stop: Notify,
+    kill: Notify,
     /// Why it ended, once it has.
     exit: OnceLock<Arc<str>>,
     ended: Notify,
@@ -88,9 +88,78 @@ impl Life {
         *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
+    /// Calls it is answering now.
+    pub(crate) fn load(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Calls it has taken.
+    pub(crate) fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Takes a call: one more in flight and served.
+    pub(crate) fn admit(&self) {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.served.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What [`Life::admit`] took was not a call (a list of its tools):
+    /// not counted as served.
+    pub(crate) fn not_a_call(&self) {
+        self.served.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A call it took is over.
+    pub(crate) fn release(&self) {
+        self.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// It answered a call: it works.
+    pub(crate) fn mark_answered(&self) {
+        // Release pairs with the Acquire load in `answered`.
+        self.answered.store(true, Ordering::Release);
+    }
+
+    /// Whether it ever answered a call.
+    pub(crate) fn answered(&self) -> bool {
+        // Acquire pairs with the Release store in `mark_answered`.
+        self.answered.load(Ordering::Acquire)
+    }
+
+    /// Whether the pool asked it to stop.
+    pub(crate) fn stopping(&self) -> bool {
+        // Acquire pairs with the Release stores in `retire`, `stop`.
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Marks it to stop once its calls are answered (the pool no longer
+    /// gives it calls).
+    pub(crate) fn retire(&self) {
+        // Release pairs with the Acquire load in `stopping`.
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Asks it to stop: stdin closes, and it is killed if it has not
+    /// exited within [`STOP_GRACE`] (its watcher does both).
+    pub(crate) fn stop(&self) {
+        self.retire();
+        self.stop.notify_one();
+    }
+
     /// Kills it now (its group; every call on it ends `Error`).
     pub(crate) fn kill(&self) {
         self.kill.notify_one();
+    }
+
+    /// Resolves once it is asked to stop ([`Life::stop`]).
+    pub(crate) async fn stop_asked(&self) {
+        self.stop.notified().await;
+    }
+
+    /// Resolves once it is to be killed ([`Life::kill`]).
+    pub(crate) async fn kill_asked(&self) {
+        self.kill.notified().await;
     }
 
     /// The outcome of a call that found the process ended.

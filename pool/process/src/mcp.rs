@@ -391,9 +391,7 @@ impl Upstream {
         };
         match result {
             Ok(Ok(result)) => {
-                // Release pairs with the Acquire loads in `Warm::give_back`
-                // and `Warm::ended`.
-                proc.answered.store(true, Ordering::Release);
+                proc.mark_answered();
                 outcome(&proc.tool, result)
             }
             Ok(Err(e)) => match proc.exit_within(Duration::from_secs(1)).await {

@@ -3,7 +3,6 @@
 //! answered), how it is asked to stop, and why it ended.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use toolplane_core::Outcome;
 
@@ -104,8 +103,8 @@ impl Proc {
         tokio::spawn(async move {
             let why = tokio::select! {
                 why = p.watch(&mut child) => why,
-                () = p.stop.notified() => p.wind_down(&mut child).await,
-                () = p.kill.notified() => Exit::Hung,
+                () = p.stop_asked() => p.wind_down(&mut child).await,
+                () = p.kill_asked() => Exit::Hung,
             };
             let status = child.kill().await;
             let status = match status {
@@ -144,14 +143,6 @@ impl Proc {
             Ok(Ok(s)) => Exit::Stopped(s),
             _ => Exit::StopKilled(STOP_GRACE),
         }
-    }
-
-    /// Asks it to stop: see [`Proc::wind_down`].
-    pub(crate) fn stop(&self) {
-        // Release pairs with the Acquire loads in `Warm::give_back` and
-        // `Warm::ended`.
-        self.stopping.store(true, Ordering::Release);
-        self.stop.notify_one();
     }
 
     /// Sends one call of `target` and waits for its answer until

@@ -26,7 +26,7 @@ pub(crate) struct Shared {
     /// The data directory's limit, when its processes may write there
     /// (no `[permissions]`, or a write grant over or in it): a call is
     /// refused while the directory is at its limit, and each call asks
-    /// for a walk when it ends (`quota.rs`).
+    /// for a walk when it ends (`toolplane_tool::quota`).
     pub(crate) quota: Option<Arc<toolplane_tool::quota::DataQuota>>,
 }
 

@@ -58,6 +58,9 @@ struct State {
     retry_at: Option<Instant>,
     last_failure: Option<Arc<str>>,
     down: Option<Arc<str>>,
+    /// Down because its program could not be run: the next process that
+    /// starts brings it up (one that never answers would not, else).
+    down_missing: bool,
     closed: bool,
     /// No longer listed: processes stop once idle, none is kept for
     /// `pool.min` (`ProcessTool::retire`).
@@ -135,10 +138,9 @@ impl Warm {
                     .procs
                     .iter()
                     .filter(|p| p.exit().is_none())
-                    .min_by_key(|p| p.inflight.load(Ordering::Relaxed));
-                if let Some(p) = best.filter(|p| p.inflight.load(Ordering::Relaxed) < cap) {
-                    p.inflight.fetch_add(1, Ordering::Relaxed);
-                    p.served.fetch_add(1, Ordering::Relaxed);
+                    .min_by_key(|p| p.load());
+                if let Some(p) = best.filter(|p| p.load() < cap) {
+                    p.admit();
                     return Ok(Arc::clone(p));
                 }
                 // Down: fail at once, unless a process runs (the
@@ -169,8 +171,7 @@ impl Warm {
                     // A jsonl process takes calls at once (its stdin
                     // buffers them while it starts); an MCP one has
                     // finished its handshake.
-                    p.inflight.fetch_add(1, Ordering::Relaxed);
-                    p.served.fetch_add(1, Ordering::Relaxed);
+                    p.admit();
                     return Ok(p);
                 }
                 Some(at) => {
@@ -223,6 +224,13 @@ impl Warm {
             }
             Ok(p) => {
                 s.counters.alive.fetch_add(1, Ordering::Relaxed);
+                if st.down_missing {
+                    tracing::info!(tool = %s.name, "its program runs again: up");
+                    st.down_missing = false;
+                    st.down = None;
+                    st.failures = 0;
+                    st.retry_at = None;
+                }
                 st.procs.push(Arc::clone(&p));
                 drop(st);
                 self.changed.notify_waiters();
@@ -260,10 +268,9 @@ impl Warm {
             }
             super::proc::Wire::Jsonl(_) => Err(ListError::NotMcp),
         };
-        p.served.fetch_sub(1, Ordering::Relaxed);
+        p.not_a_call();
         if listed.is_ok() {
-            // Release pairs with the Acquire loads in `give_back`, `ended`.
-            p.answered.store(true, Ordering::Release);
+            p.mark_answered();
         }
         self.give_back(&p);
         listed
@@ -284,6 +291,7 @@ impl Warm {
         if missing && st.down.is_none() {
             tracing::warn!(tool = %self.shared.name, "down: {why}");
             st.down = Some(format!("its program cannot be run: {why}").into());
+            st.down_missing = true;
         } else if st.failures >= DOWN_AFTER && st.down.is_none() {
             tracing::warn!(tool = %self.shared.name, "down after {} failures in a row: {why}", st.failures);
             st.down = Some(down_message(&why));
@@ -293,10 +301,8 @@ impl Warm {
 
     /// A call on `p` finished.
     fn give_back(&self, p: &Arc<Proc>) {
-        p.inflight.fetch_sub(1, Ordering::Relaxed);
-        // Acquire pairs with the Release stores of `answered` (jsonl, mcp,
-        // `members`).
-        if p.answered.load(Ordering::Acquire) {
+        p.release();
+        if p.answered() {
             let mut st = self.state();
             if st.failures > 0 || st.down.is_some() {
                 if st.down.is_some() {
@@ -305,19 +311,18 @@ impl Warm {
                 st.failures = 0;
                 st.retry_at = None;
                 st.down = None;
+                st.down_missing = false;
             }
         }
         let recycle = self
             .shared
             .pool
             .recycle_after
-            .is_some_and(|n| p.served.load(Ordering::Relaxed) >= n);
+            .is_some_and(|n| p.served() >= n);
         if recycle {
             self.retire(p);
         }
-        // Acquire pairs with the Release stores of `stopping` (`retire`,
-        // `Proc::stop`).
-        if p.inflight.load(Ordering::Relaxed) == 0 && p.stopping.load(Ordering::Acquire) {
+        if p.load() == 0 && p.stopping() {
             p.stop();
         }
         self.changed.notify_waiters();
@@ -331,9 +336,8 @@ impl Warm {
             self.shared.counters.alive.fetch_sub(1, Ordering::Relaxed);
         }
         drop(st);
-        // Release pairs with the Acquire loads in `give_back` and `ended`.
-        p.stopping.store(true, Ordering::Release);
-        if p.inflight.load(Ordering::Relaxed) == 0 {
+        p.retire();
+        if p.load() == 0 {
             p.stop();
         }
     }
@@ -346,15 +350,13 @@ impl Warm {
             st.procs.swap_remove(i);
             self.shared.counters.alive.fetch_sub(1, Ordering::Relaxed);
         }
-        // Acquire pairs with the Release stores of `stopping`; the load of
-        // `answered` below with those of `answered`.
-        if p.stopping.load(Ordering::Acquire) {
+        if p.stopping() {
             tracing::debug!(tool = %self.shared.name, "{why}");
         } else {
             tracing::warn!(tool = %self.shared.name, "{why}");
             // A process that answered, or ran a while, had started well:
             // what ended it is not a crash loop.
-            let early = !p.answered.load(Ordering::Acquire) && p.started.elapsed() < STABLE_AFTER;
+            let early = !p.answered() && p.started.elapsed() < STABLE_AFTER;
             if early {
                 self.failed(&mut st, why, false);
             } else {
@@ -382,7 +384,7 @@ impl Warm {
             let mut running = st.procs.len();
             for p in &st.procs {
                 if running > min
-                    && p.inflight.load(Ordering::Relaxed) == 0
+                    && p.load() == 0
                     && (retired || p.last_used().elapsed() >= spec.idle_timeout)
                 {
                     idle.push(Arc::clone(p));

@@ -286,7 +286,7 @@ impl Inner {
         });
         match result {
             Ok(tool) => {
-                let set = tool.set().cloned();
+                let set = tool.set();
                 if let Some(p) = &path {
                     self.clear_problem(p, Some(&name));
                 }
@@ -313,8 +313,8 @@ impl Inner {
                         // Told of changes first, then listed: a change
                         // between the two is published either way.
                         let (inner, weak_entry, weak_set) =
-                            (self.me.clone(), Arc::downgrade(&entry), Arc::downgrade(set));
-                        set.on_members_changed(Box::new(move || {
+                            (self.me.clone(), Arc::downgrade(&entry), set.downgrade());
+                        set.on_change(Box::new(move || {
                             if let (Some(inner), Some(entry), Some(set)) =
                                 (inner.upgrade(), weak_entry.upgrade(), weak_set.upgrade())
                             {

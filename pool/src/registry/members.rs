@@ -1,4 +1,4 @@
-//! A set's members (see `crate::process`): listed as tools of their own,
+//! A set's members (see `crate::kind::Set`): listed as tools of their own,
 //! `<set>.<tool>`, each a view of the set's loaded tool; published when the
 //! set loads and again whenever its members change.
 
@@ -7,9 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use super::loading::Inner;
 use super::snapshot::ToolEntry;
 use super::types::RegistryEvent;
-use crate::Tool;
-use toolplane_process::ProcessTool;
-use toolplane_tool::Checks;
+use crate::kind::Set;
 
 impl Inner {
     /// Lists the members of `set` (a loaded set entry) in place of those
@@ -17,7 +15,7 @@ impl Inner {
     /// are removed. A member that cannot be listed (its name taken by
     /// another tool, a schema that does not compile) is a problem of the
     /// set's file, and is left out.
-    pub(super) fn publish_members(&self, set: &Arc<ToolEntry>, tool: &ProcessTool) {
+    pub(super) fn publish_members(&self, set: &Arc<ToolEntry>, tool: &Set) {
         let set_name = set.manifest.name.clone();
         // Only the set listed now publishes (not one a reload replaced).
         if !self
@@ -33,17 +31,12 @@ impl Inner {
         };
         let snap = self.snapshot();
         let mut fresh = Vec::new();
-        for m in tool.members() {
-            let made = set.manifest.member(&m).and_then(|manifest| {
-                let checks = Checks::new(&manifest.input_schema, manifest.output_schema.as_ref())
-                    .map_err(|e| format!("tool {}: {e}", manifest.name))?;
-                Ok((manifest, checks))
-            });
-            let (manifest, checks) = match made {
+        for made in tool.members(&set.manifest) {
+            let (manifest, member) = match made {
                 Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(set = %set_name, "{e}");
-                    self.problem(&problem_path, e, Some(format!("{set_name}.{}", m.name)));
+                Err(u) => {
+                    tracing::warn!(set = %set_name, "{}", u.why);
+                    self.problem(&problem_path, u.why, Some(u.name));
                     continue;
                 }
             };
@@ -58,14 +51,13 @@ impl Inner {
                 continue;
             }
             let manifest = Arc::new(manifest);
-            let member = tool.member(manifest.name.as_str().into(), checks, &m.name);
             fresh.push(Arc::new(ToolEntry {
                 id: self.table.intern(&manifest.name),
                 manifest,
                 origin: set.origin.clone(),
                 set: Some(set_name.clone()),
                 manifest_digest: None,
-                state: OnceLock::from(Ok(Tool::Process(Arc::new(member)))),
+                state: OnceLock::from(Ok(member)),
                 ready: tokio::sync::Notify::new(),
                 deferred: Mutex::new(None),
             }));

@@ -380,9 +380,11 @@ impl LiveTool {
             }
             Err(o) => return o,
         };
-        self.live
-            .call(&self.registry.inner.runtimes.wasi, tool, input)
-            .await
+        let out = self
+            .live
+            .call(&self.registry.inner.runtimes.wasi, Arc::clone(&tool), input)
+            .await;
+        crate::kind::checked(out, |out| tool.check_output(out))
     }
 }
 

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use toolplane_tool::SchemaError;
 use toolplane_tool::files::ReadError;
 use toolplane_units::fmt_size;
 
@@ -90,9 +89,6 @@ pub enum WasiLoadError {
     /// functions) do not provide.
     #[error("cannot link against WASI preview1: {0:#}")]
     Link(#[source] wasmtime::Error),
-    /// A schema in the manifest is not a valid JSON Schema.
-    #[error(transparent)]
-    Schema(#[from] SchemaError),
 }
 
 impl WasiLoadError {
