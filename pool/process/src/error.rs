@@ -157,15 +157,13 @@ impl StartError {
     /// no executable file: a cgroup, a working directory or a containment
     /// step failing the same way is not the program's absence.
     pub fn program_missing(&self) -> bool {
-        use std::os::unix::fs::PermissionsExt;
         let StartError::Spawn { program, source } = self else {
             return false;
         };
         matches!(
             source.kind(),
             std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-        ) && !std::fs::metadata(program)
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        ) && !toolplane_tool::files::executable(program)
     }
 }
 

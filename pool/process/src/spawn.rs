@@ -902,11 +902,7 @@ impl StderrTail {
 /// `name` as a path (when it has a slash: relative to `base`) or found on
 /// the server's `PATH`.
 fn find_program(name: &str, base: Option<&Path>) -> Result<PathBuf, ProcessLoadError> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
+    use toolplane_tool::files::executable;
     if name.contains('/') {
         let p = PathBuf::from(name);
         // A path relative to the manifest stays beneath it: `../` names

@@ -215,10 +215,18 @@ pub fn read_checked(path: &Path, limits: ReadLimits) -> Result<Vec<u8>, ReadErro
     }
 }
 
+/// Whether `path` is an executable file now (a regular file with an
+/// execute bit).
+pub fn executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 /// Who besides this user and root can write what `meta` describes (a
 /// file, or the directory it lives in), if anyone: its group or everyone
 /// by its mode, or another owner. The module cache is held to the same
-/// rule (`cache.rs`).
+/// rule (`toolplane_wasi::cache`).
 pub fn others_can_write(meta: &std::fs::Metadata) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     // SAFETY: geteuid has no preconditions and cannot fail.

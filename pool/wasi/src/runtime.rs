@@ -92,7 +92,7 @@ pub struct PoolConfig {
     /// makes it a quarter of what the engine runs at once.
     pub tool_backlog: usize,
     /// The data directory's size limit: writes past it are refused (see
-    /// `quota.rs`). `u64::MAX` for none.
+    /// `toolplane_tool::quota`). `u64::MAX` for none.
     pub data_dir_limit: u64,
 }
 
