@@ -63,6 +63,13 @@ struct RunArgs {
     /// Progress as one line per second even on a terminal.
     #[arg(long, conflicts_with = "quiet")]
     lines: bool,
+    /// Whether the profile's latency thresholds decide the verdict
+    /// (`judge`), or are reported beside it (`report`: the exit status
+    /// then rests on the deterministic checks — every accepted event
+    /// answered once, books balanced, rate held, no errors or rejections —
+    /// for a shared machine whose stalls move the tail, such as CI's).
+    #[arg(long, value_name = "judge|report", default_value = "judge")]
+    latency_slo: LatencySlo,
     /// Drives a running `toolplane serve` (http://HOST:PORT) over its REST
     /// call path instead of the embedded engine, with the profile's
     /// `connections` keep-alive connections.
@@ -76,6 +83,15 @@ struct RunArgs {
         requires = "target"
     )]
     token: Option<String>,
+}
+
+/// `--latency-slo`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LatencySlo {
+    /// The latency thresholds decide the verdict.
+    Judge,
+    /// They are reported, not judged.
+    Report,
 }
 
 // `Run` is much larger than the other variants; the value is parsed once.
@@ -121,6 +137,7 @@ fn main() -> ExitCode {
             flamegraph,
             quiet,
             lines,
+            latency_slo,
             target,
             token,
         }) => {
@@ -137,6 +154,7 @@ fn main() -> ExitCode {
                     rate,
                     duration,
                     warmup,
+                    latency_slo,
                 },
                 RunOptions {
                     progress,
@@ -193,6 +211,7 @@ struct Overrides {
     rate: Option<String>,
     duration: Option<String>,
     warmup: Option<String>,
+    latency_slo: LatencySlo,
 }
 
 fn run(
@@ -201,6 +220,7 @@ fn run(
         rate,
         duration,
         warmup,
+        latency_slo,
     }: Overrides,
     opts: RunOptions,
     json: Option<PathBuf>,
@@ -243,6 +263,7 @@ fn run(
         };
         profile.warmup = w;
     }
+    profile.slo.latency_judged = latency_slo == LatencySlo::Judge;
     if let Err(e) = profile.check_tools(&profile::builtin_names()).or_else(|e| {
         if profile.pool.tools_dir.is_some() || remote.is_some() {
             Ok(())

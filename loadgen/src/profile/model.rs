@@ -152,6 +152,11 @@ pub struct Slo {
     pub min_rate_pct: Option<f64>,
     /// For step profiles with `find_max`: the least sustainable rate.
     pub min_sustainable_rate: Option<f64>,
+    /// Whether the latency thresholds decide the verdict (the default), or
+    /// are reported beside it (`loadgen run --latency-slo report`): a run
+    /// on a shared machine, such as CI's, whose deterministic checks must
+    /// hold but whose tail a neighbour's stall can move.
+    pub latency_judged: bool,
 }
 
 /// The percentile keys an SLO (and a report) knows, with their quantiles.

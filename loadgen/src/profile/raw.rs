@@ -645,6 +645,7 @@ impl RawSlo {
                 Some(r) => Some(c.rate("slo.min_sustainable_rate", r)?),
                 None => None,
             },
+            latency_judged: true,
         };
         if find_max && !slo.latency.iter().any(|l| l.0 == "p99") {
             return Err(c.invalid(

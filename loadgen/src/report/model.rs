@@ -154,12 +154,14 @@ pub struct Check {
     pub actual: String,
     /// Whether it held.
     pub pass: bool,
+    /// Whether it decides the verdict (false: reported only).
+    pub judged: bool,
 }
 
 /// The verdict.
 #[derive(Debug, Clone, Serialize)]
 pub struct Slo {
-    /// Every check held.
+    /// Every judged check held.
     pub pass: bool,
     /// The checks.
     pub checks: Vec<Check>,

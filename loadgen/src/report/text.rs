@@ -195,10 +195,20 @@ impl Report {
             let _ = writeln!(
                 o,
                 "    [{}] {:<28} {:>14}  limit {}",
-                if c.pass { "ok" } else { "FAIL" },
+                match (c.pass, c.judged) {
+                    (true, _) => "ok",
+                    (false, true) => "FAIL",
+                    (false, false) => "over",
+                },
                 c.name,
                 c.actual,
                 c.limit
+            );
+        }
+        if self.slo.checks.iter().any(|c| !c.judged) {
+            let _ = writeln!(
+                o,
+                "    (latency reported, not judged: --latency-slo report)"
             );
         }
         let _ = writeln!(o, "{}", self.headline());
@@ -242,10 +252,22 @@ impl Report {
             .slo
             .checks
             .iter()
-            .filter(|c| !c.pass)
+            .filter(|c| !c.pass && c.judged)
             .map(|c| format!("{} {} (limit {})", c.name, c.actual, c.limit))
             .collect();
-        let verdict = if self.slo.pass {
+        let over: Vec<String> = self
+            .slo
+            .checks
+            .iter()
+            .filter(|c| !c.pass && !c.judged)
+            .map(|c| format!("{} {} (limit {})", c.name, c.actual, c.limit))
+            .collect();
+        let verdict = if self.slo.pass && !over.is_empty() {
+            format!(
+                "PASS on the judged checks, latency over its bound (reported only): {}; {answered}",
+                over.join(", ")
+            )
+        } else if self.slo.pass {
             format!("PASS, every SLO check held: {answered}")
         } else {
             format!("FAIL: {}; {answered}", failed.join(", "))

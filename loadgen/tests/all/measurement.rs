@@ -162,6 +162,56 @@ fn a_planted_stall_is_charged_to_every_event_behind_it() {
 }
 
 #[test]
+fn reported_latency_does_not_decide_the_verdict_but_the_books_still_do() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The planted stall breaks p99; with the latency reported only
+    // (`--latency-slo report`, CI's short run) the verdict rests on the
+    // deterministic checks, which hold, and the report still says by how
+    // much the latency missed.
+    let mut p = profile(&format!(
+        "{}[slo]\np99 = \"10ms\"\nmax_error_pct = 0\nmax_shed_pct = 0\n",
+        STALL_PROFILE
+            .replace("CONCURRENCY", "")
+            .replace("duration = \"6s\"", "duration = \"3s\"")
+    ));
+    p.slo.latency_judged = false;
+    let out = run_quiet(&p, native(1, "stall", staller()), RunOptions::default());
+    let r = &out.report;
+    assert!(r.slo.pass, "{}", r.text());
+    let p99 = r
+        .slo
+        .checks
+        .iter()
+        .find(|c| c.name == "corrected p99")
+        .unwrap();
+    assert!(!p99.pass && !p99.judged, "{}", r.text());
+    assert!(
+        r.text().contains("[over] corrected p99")
+            && r.headline().starts_with(
+                "PASS on the judged checks, latency over its bound (reported only): corrected p99 "
+            ),
+        "{}",
+        r.text()
+    );
+    // A deterministic check still fails the run: an error.
+    let mut p = profile(&format!(
+        "{}[slo]\np99 = \"10ms\"\nmax_error_pct = 0\n",
+        STALL_PROFILE
+            .replace("CONCURRENCY", "")
+            .replace("duration = \"6s\"", "duration = \"1s\"")
+    ));
+    p.slo.latency_judged = false;
+    let out = run_quiet(
+        &p,
+        native(1, "stall", |_| Outcome::Error("planted".into())),
+        RunOptions::default(),
+    );
+    let r = &out.report;
+    let errors = r.slo.checks.iter().find(|c| c.name == "errors").unwrap();
+    assert!(!errors.pass && errors.judged && !r.slo.pass, "{}", r.text());
+}
+
+#[test]
 fn with_a_concurrency_limit_the_stall_shows_only_when_corrected() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Connection-bound: at most 4 events in flight, so during the stall
