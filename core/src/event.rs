@@ -1,11 +1,15 @@
 //! Events: what a producer submits. An event names a tool, carries an
-//! optional ordering key, a priority, a caller's tag and a payload.
+//! optional ordering key, a priority, a caller's tag, a payload, and what
+//! the caller attaches for the handler.
 //!
 //! Payloads up to [`INLINE_PAYLOAD`] bytes live inline in the event
 //! (smallvec), so the common small call moves through the rings without a
 //! heap allocation. A larger payload spills to the heap once; the handler's
 //! output [`Payload`] comes back in the completion, where a caller can
 //! `clear()` it and reuse its buffer for the next event.
+
+use std::any::Any;
+use std::sync::Arc;
 
 use smallvec::SmallVec;
 
@@ -33,6 +37,14 @@ pub enum Priority {
     Low,
 }
 
+/// What a caller attaches to an event for its handler: the engine moves
+/// it with the event and never looks inside; the handler takes it
+/// ([`Event::take_attached`]) and downcasts it to the type the two agree
+/// on (a server's per-call context: where progress goes, what it checked
+/// already). Shared, so the caller can keep a handle to read what the
+/// handler wrote into it.
+pub type Attached = Arc<dyn Any + Send + Sync>;
+
 /// One tool call to run.
 ///
 /// # Examples
@@ -47,7 +59,7 @@ pub enum Priority {
 /// assert_eq!(e.key(), Some(42));
 /// assert_eq!(e.payload().as_slice(), b"{\"x\":1}");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Event {
     pub(crate) tool: ToolId,
     pub(crate) key: Option<u64>,
@@ -56,7 +68,27 @@ pub struct Event {
     /// Raw quanta timestamp stamped at admission.
     pub(crate) submitted: u64,
     pub(crate) payload: Payload,
+    pub(crate) attached: Option<Attached>,
 }
+
+impl PartialEq for Event {
+    /// Equal when every field is, the attachment by identity.
+    fn eq(&self, other: &Event) -> bool {
+        self.tool == other.tool
+            && self.key == other.key
+            && self.priority == other.priority
+            && self.tag == other.tag
+            && self.submitted == other.submitted
+            && self.payload == other.payload
+            && match (&self.attached, &other.attached) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+
+impl Eq for Event {}
 
 impl Event {
     /// An unkeyed, normal-priority event. Unkeyed events are spread
@@ -69,6 +101,7 @@ impl Event {
             tag: 0,
             submitted: 0,
             payload: payload.into(),
+            attached: None,
         }
     }
 
@@ -93,6 +126,18 @@ impl Event {
     pub fn with_tag(mut self, tag: u64) -> Event {
         self.tag = tag;
         self
+    }
+
+    /// Attaches `attached` for the handler (see [`Attached`]).
+    #[must_use]
+    pub fn with_attached(mut self, attached: Attached) -> Event {
+        self.attached = Some(attached);
+        self
+    }
+
+    /// What the caller attached, taken out (once).
+    pub fn take_attached(&mut self) -> Option<Attached> {
+        self.attached.take()
     }
 
     /// The tool to run.

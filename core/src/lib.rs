@@ -68,7 +68,7 @@ mod worker;
 pub use admission::{RejectReason, Rejected};
 pub use config::{Config, ConfigError};
 pub use engine::{BuildError, Engine, EngineBuilder};
-pub use event::{Event, INLINE_PAYLOAD, Payload, Priority, ToolId};
+pub use event::{Attached, Event, INLINE_PAYLOAD, Payload, Priority, ToolId};
 pub use handler::{
     AsyncFnHandler, AsyncFnWorker, Call, CallContext, FnHandler, FnWorker, Handler, PendingCall,
     StartError, WorkerContext, WorkerHandler, async_handler_fn, handler_fn,

@@ -12,6 +12,7 @@ use toolplane_core::{
 use toolplane_wasi::WasiWorker;
 
 use crate::kind::Tool;
+use crate::per_call::PerCall;
 use crate::registry::{Registry, Snapshot, ToolEntry};
 
 /// Runs events as calls of the registry's tools. Build the engine with the
@@ -98,23 +99,29 @@ impl WorkerHandler for ToolWorker {
             }));
         };
         let input = event.take_payload();
+        let per_call = PerCall::of(&mut event);
         match entry.loaded() {
-            Some(Ok(tool)) => {
-                let tag = event.tag();
-                tool.start(&self.wasi, id, input, || self.registry.progress().take(tag))
-            }
+            Some(Ok(tool)) => match per_call {
+                Some(p) => {
+                    p.ran(tool);
+                    tool.start(&self.wasi, id, input, p.checked_for(tool), p.progress())
+                }
+                None => tool.start(&self.wasi, id, input, false, None),
+            },
             Some(Err(reason)) => Call::Done(reason.outcome(&entry.manifest.name)),
             None => {
                 // Listed but still loading: wait for it, then call.
                 let entry: Arc<ToolEntry> = Arc::clone(entry);
                 let wasi = self.wasi.clone();
-                let progress = entry
-                    .manifest
-                    .process()
-                    .and_then(|_| self.registry.progress().take(event.tag()));
                 Call::pending(async move {
                     match entry.ready_for(&input).await {
-                        Ok(tool) => tool.run(wasi, id, input, progress).await,
+                        Ok(tool) => {
+                            let progress = per_call.and_then(|p| {
+                                p.ran(&tool);
+                                p.progress()
+                            });
+                            tool.run(wasi, id, input, progress).await
+                        }
                         Err(o) => o,
                     }
                 })

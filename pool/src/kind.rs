@@ -143,17 +143,20 @@ impl Tool {
         }
     }
 
-    /// Starts a call on a worker: the input checked before anything runs,
-    /// then run by the tool's kind (WASI on the worker's `wasi` state, a
-    /// process tool with its `progress` sink), its output checked.
+    /// Starts a call on a worker: the input checked before anything runs
+    /// (unless `input_checked`: its caller checked it against this version,
+    /// [`crate::PerCall::checked`]), then run by the tool's kind (WASI on
+    /// the worker's `wasi` state, a process tool with its `progress` sink),
+    /// its output checked.
     pub(crate) fn start(
         &self,
         wasi: &WasiWorker,
         id: ToolId,
         input: Payload,
-        progress: impl FnOnce() -> Option<ProgressSink>,
+        input_checked: bool,
+        progress: Option<ProgressSink>,
     ) -> Call {
-        if let Err(e) = self.check_input(&input) {
+        if !input_checked && let Err(e) = self.check_input(&input) {
             return Call::Done(Outcome::Error(e.into()));
         }
         match self {
@@ -164,7 +167,6 @@ impl Tool {
             }
             Tool::Process(t) => {
                 let t = Arc::clone(t);
-                let progress = progress();
                 Call::pending(async move {
                     let out = t.call_with(&input, progress).await;
                     checked(out, |out| t.check_output(out))
@@ -192,6 +194,15 @@ impl Tool {
                 let out = Box::pin(t.call_with(&input, progress)).await;
                 checked(out, |out| t.check_output(out))
             }
+        }
+    }
+
+    /// Whether `self` and `other` are the same loaded version of a tool.
+    pub(crate) fn same(&self, other: &Tool) -> bool {
+        match (self, other) {
+            (Tool::Wasi(a), Tool::Wasi(b)) => Arc::ptr_eq(a, b),
+            (Tool::Process(a), Tool::Process(b)) => Arc::ptr_eq(a, b),
+            _ => false,
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod error;
 mod handler;
 pub mod kind;
 pub mod manifest;
+mod per_call;
 pub mod registry;
 
 pub use error::LoadError;
@@ -33,6 +34,7 @@ pub use manifest::{
     Access, Annotations, DirGrant, EntryKind, Limits, Manifest, ManifestError, Mode,
     RuntimeManifest, WasiManifest,
 };
+pub use per_call::PerCall;
 pub use registry::{
     LiveTool, LoadState, Loaded, Origin, Problem, Registry, RegistryBuilder, RegistryError,
     RegistryEvent, Snapshot, ToolEntry,

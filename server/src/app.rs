@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use toolplane_core::{
     Engine, Event, Injector, Metrics, Payload, Priority, Report, ToolId, ToolTable,
 };
-use toolplane_pool::{LoadState, Registry, ToolEntry};
+use toolplane_pool::{LoadState, PerCall, Registry, ToolEntry};
 
 use crate::config::Settings;
 pub use crate::error::{CallError, CallResult};
@@ -27,7 +27,7 @@ pub struct Answer {
 }
 
 /// One call.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ToolCall<'a> {
     /// The tool.
     pub tool: &'a str,
@@ -37,9 +37,8 @@ pub struct ToolCall<'a> {
     pub key: Option<u64>,
     /// Low-priority calls are shed first under load.
     pub priority: Priority,
-    /// The call's progress sink's tag in the registry's progress hub (0:
-    /// nobody watches).
-    pub progress: u64,
+    /// Where the call's progress goes, when someone watches it.
+    pub progress: Option<toolplane_pool::progress::ProgressSink>,
 }
 
 impl<'a> ToolCall<'a> {
@@ -50,7 +49,7 @@ impl<'a> ToolCall<'a> {
             input,
             key: None,
             priority: Priority::Normal,
-            progress: 0,
+            progress: None,
         }
     }
 }
@@ -306,11 +305,16 @@ impl App {
                 });
             }
         };
-        tool.check_input(call.input)
-            .map_err(CallError::InvalidInput)?;
+        // Checked here, before admission (a bad call costs no engine slot);
+        // the worker that runs this version does not check it again.
+        let mut per_call = PerCall::checked(&tool, call.input).map_err(CallError::InvalidInput)?;
+        if let Some(sink) = call.progress {
+            per_call = per_call.with_progress(sink);
+        }
+        let per_call = Arc::new(per_call);
         let mut event = Event::new(entry.id, call.input)
             .with_priority(call.priority)
-            .with_tag(call.progress);
+            .with_attached(Arc::clone(&per_call) as toolplane_core::Attached);
         if let Some(k) = call.key {
             event = event.with_key(k);
         }
@@ -328,14 +332,12 @@ impl App {
             Err(toolplane_core::InjectError::Lost(l)) => return Err(l.into()),
         };
         // The output was checked by the registry's handler, as for every
-        // caller. Its form is that of the version admitted here: a worker
-        // that took the event after a reload ran the new one (a window of
-        // the queueing delay, not of the whole call as a lookup after the
-        // answer had).
+        // caller; its form is that of the version the worker ran (a reload
+        // since admission may have replaced the one checked here).
         let output = CallError::from_outcome(&entry.manifest.name, completion.outcome)?;
         Ok(Answer {
             output,
-            form: tool.output_form(),
+            form: per_call.form().unwrap_or_else(|| tool.output_form()),
         })
     }
 

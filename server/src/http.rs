@@ -195,7 +195,7 @@ async fn call(
         input: &body,
         key,
         priority,
-        progress: 0,
+        progress: None,
     };
     match app.call(call).await {
         Ok(answer) => {

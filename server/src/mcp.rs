@@ -164,28 +164,24 @@ impl ServerHandler for Mcp {
         // progress lines) as its own, sent from here, in order and before
         // the answer: once answered, the token means nothing, and rmcp
         // routes a late notification to another stream.
+        let mut call = ToolCall::new(&request.name, &input);
         let mut watch = context.meta.get_progress_token().map(|token| {
             let (tx, rx) = toolplane_pool::progress::channel();
-            (token, rx, self.app.registry().progress().register(tx))
+            call.progress = Some(tx);
+            (token, rx)
         });
-        let mut call = ToolCall::new(&request.name, &input);
-        call.progress = watch.as_ref().map_or(0, |(_, _, tag)| *tag);
-        // A call that never reached a process tool (or was cancelled
-        // before) leaves its sink in the hub: taken and dropped when this
-        // ends.
-        let _forget = Forget(self.app.registry().progress(), call.progress);
         let mut answer = std::pin::pin!(self.app.call(call));
         let result = loop {
             let report = async {
                 match &mut watch {
-                    Some((_, rx, _)) => rx.recv().await,
+                    Some((_, rx)) => rx.recv().await,
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
                 r = &mut answer => break r,
                 Some(p) = report => {
-                    if let Some((token, _, _)) = &watch {
+                    if let Some((token, _)) = &watch {
                         notify_progress(&context.peer, token, p).await;
                     }
                 }
@@ -195,7 +191,7 @@ impl ServerHandler for Mcp {
             }
         };
         // Reports the tool made before its answer, not yet sent.
-        if let Some((token, rx, _)) = &mut watch {
+        if let Some((token, rx)) = &mut watch {
             while let Ok(p) = rx.try_recv() {
                 notify_progress(&context.peer, token, p).await;
             }
@@ -266,15 +262,6 @@ async fn notify_progress(
     n.total = p.total;
     n.message = p.message;
     let _ = peer.notify_progress(n).await;
-}
-
-/// Takes a call's progress sink out of the hub when dropped.
-struct Forget<'a>(&'a toolplane_pool::progress::ProgressHub, u64);
-
-impl Drop for Forget<'_> {
-    fn drop(&mut self) {
-        drop(self.0.take(self.1));
-    }
 }
 
 /// An upstream MCP tool's unstructured result (`{"content": [...]}`, see

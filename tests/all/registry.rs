@@ -388,3 +388,71 @@ fn reload_under_load_loses_no_call_and_serves_no_half_loaded_tool() {
     assert!(report.is_balanced(), "{report:?}");
     assert_eq!(report.accepted, sent as u64);
 }
+
+#[test]
+fn a_call_checked_by_its_caller_is_checked_again_only_by_another_version() {
+    use std::sync::Arc;
+    use toolplane_pool::PerCall;
+
+    let rig = rig_with(|_| {}, |_| {}, |b| b.builtins(false));
+    let events = rig.registry.subscribe();
+    let dir = rig.tools.path();
+    let open = "[input_schema]\ntype = \"object\"\n";
+    write_tool(dir, "t", &constant("v1"), open);
+    next_event(
+        &events,
+        |e| matches!(e, RegistryEvent::Loaded { name } if name == "t"),
+    );
+    let current = || {
+        let entry = crate::wasi::block_on(rig.registry.resolve("t")).expect("listed");
+        let tool = crate::wasi::block_on(entry.wait())
+            .as_ref()
+            .expect("loaded")
+            .clone();
+        (entry.id, tool)
+    };
+    let (id, v1) = current();
+    let input = b"{\"a\":1}";
+    let checked_by_v1 = Arc::new(PerCall::checked(&v1, input).expect("v1 takes any object"));
+
+    // A reload between the caller's check and the run: v2 requires a field
+    // the input lacks, so the worker running v2 checks again and refuses.
+    std::fs::write(
+        dir.join("t.toml"),
+        format!("name = \"t\"\ndescription = \"test tool\"\n{open}required = [\"must\"]\n"),
+    )
+    .unwrap();
+    next_event(&events, |e| matches!(e, RegistryEvent::Replaced { .. }));
+    let (_, v2) = current();
+    assert!(PerCall::checked(&v2, input).is_err());
+
+    let e = engine(&rig, 1, 4);
+    let mut p = e.producer();
+    let mut out = Vec::new();
+    let event = toolplane_core::Event::new(id, input.as_slice())
+        .with_attached(Arc::clone(&checked_by_v1) as toolplane_core::Attached);
+    crate::support::submit_all(&mut p, [event], &mut out);
+    drain_until(&mut p, &mut out, 1, Duration::from_secs(20));
+    assert!(
+        error_text(&out[0].outcome).contains("must"),
+        "{:?}",
+        out[0].outcome
+    );
+    assert_eq!(
+        checked_by_v1.form(),
+        Some(toolplane_pool::kind::OutputForm::Json),
+        "the worker records the form of the version it ran"
+    );
+
+    // Checked against the version that runs: it runs.
+    let good = b"{\"must\":1}";
+    let checked_by_v2 = Arc::new(PerCall::checked(&v2, good).unwrap());
+    out.clear();
+    let event = toolplane_core::Event::new(id, good.as_slice())
+        .with_attached(Arc::clone(&checked_by_v2) as toolplane_core::Attached);
+    crate::support::submit_all(&mut p, [event], &mut out);
+    drain_until(&mut p, &mut out, 1, Duration::from_secs(20));
+    assert_eq!(out[0].outcome, Outcome::Ok(b"v1".as_slice().into()));
+    drop(p);
+    e.shutdown(Duration::from_secs(5));
+}

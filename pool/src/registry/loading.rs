@@ -42,8 +42,6 @@ pub(super) struct Inner {
     /// upstream that did not start or list): each is retried later.
     pub(super) retries: Mutex<HashMap<String, u32>>,
     pub(super) watcher: Mutex<Option<notify::RecommendedWatcher>>,
-    /// Calls' progress sinks, by event tag.
-    pub(super) progress: crate::progress::ProgressHub,
 }
 
 impl std::fmt::Debug for Inner {

@@ -145,7 +145,6 @@ impl RegistryBuilder {
             latest: Mutex::new(HashMap::new()),
             retries: Mutex::new(HashMap::new()),
             watcher: Mutex::new(None),
-            progress: crate::progress::ProgressHub::default(),
         });
         for i in 0..self.loaders {
             let rx = jobs_rx.clone();
@@ -197,12 +196,6 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Where callers register progress sinks for their calls (see
-    /// [`crate::progress`]).
-    pub fn progress(&self) -> &crate::progress::ProgressHub {
-        &self.inner.progress
-    }
-
     /// A registry builder on this runtime.
     pub fn builder(runtime: Runtime) -> RegistryBuilder {
         RegistryBuilder {
