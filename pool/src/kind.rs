@@ -269,7 +269,8 @@ pub enum OutputForm {
     /// The tool's own JSON (or text).
     Json,
     /// An upstream MCP server's unstructured result, `{"content": [...]}`:
-    /// its content blocks, to serve as they came.
+    /// its content blocks, to serve as they came
+    /// ([`toolplane_process::mcp::content_blocks`] reads them back).
     Content,
 }
 

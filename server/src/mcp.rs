@@ -201,7 +201,7 @@ impl ServerHandler for Mcp {
             Ok(answer) => {
                 let out = answer.output;
                 if answer.form == toolplane_pool::kind::OutputForm::Content
-                    && let Some(blocks) = upstream_content(&out)
+                    && let Some(blocks) = toolplane_pool::process::mcp::content_blocks(&out)
                 {
                     return Ok(CallToolResult::success(blocks).into());
                 }
@@ -262,17 +262,4 @@ async fn notify_progress(
     n.total = p.total;
     n.message = p.message;
     let _ = peer.notify_progress(n).await;
-}
-
-/// An upstream MCP tool's unstructured result (`{"content": [...]}`, see
-/// `toolplane_process::mcp`): its content blocks, served as they came.
-fn upstream_content(out: &[u8]) -> Option<Vec<ContentBlock>> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Unstructured {
-        content: Vec<ContentBlock>,
-    }
-    serde_json::from_slice::<Unstructured>(out)
-        .ok()
-        .map(|u| u.content)
 }

@@ -537,14 +537,31 @@ fn outcome(tool: &str, r: rmcp::model::CallToolResult) -> Outcome {
             .collect();
         return Outcome::Error(format!("tool {tool}: {}", text.join("\n")).into());
     }
-    let value = match r.structured_content {
-        Some(v) => v,
-        None => serde_json::json!({ "content": r.content }),
+    let bytes = match r.structured_content {
+        Some(v) => serde_json::to_vec(&v),
+        None => serde_json::to_vec(&Unstructured { content: r.content }),
     };
-    match serde_json::to_vec(&value) {
+    match bytes {
         Ok(bytes) => Outcome::Ok(bytes.into()),
         Err(e) => Outcome::Error(format!("tool {tool}: its result: {e}").into()),
     }
+}
+
+/// An upstream's unstructured result as a call's output: its content
+/// blocks as they came, `{"content": [...]}` (what REST answers; MCP serves
+/// the blocks, [`content_blocks`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Unstructured {
+    content: Vec<rmcp::model::ContentBlock>,
+}
+
+/// The content blocks of an output an upstream's unstructured result made
+/// (a tool whose output form is content); `None` for any other output.
+pub fn content_blocks(output: &[u8]) -> Option<Vec<rmcp::model::ContentBlock>> {
+    serde_json::from_slice::<Unstructured>(output)
+        .ok()
+        .map(|u| u.content)
 }
 
 /// A watched call: its progress token forgotten when it ends, and the
