@@ -99,8 +99,11 @@ impl Checks {
         }
         match &self.input {
             InputCheck::Object => {
+                // Every value read as the full check reads it (`Valid`), none
+                // kept: serde's `IgnoredAny` would pass 1e400 and lone
+                // surrogates, which a schema-checked tool is never given.
                 let first = input.iter().find(|b| !b.is_ascii_whitespace());
-                if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(input) {
+                if let Err(e) = serde_json::from_slice::<Valid>(input) {
                     return Err(format!("tool {name}: input is not valid JSON: {e}"));
                 }
                 if first != Some(&b'{') {
@@ -336,5 +339,39 @@ mod tests {
         let c = Checks::new(&json!({"type": "object"}), Some(&strict)).unwrap();
         assert!(c.output("t", br#"{"x":1}"#).unwrap_err().contains("\"y\""));
         assert_eq!(c.output("t", br#"{"y":1}"#), Ok(()));
+    }
+}
+
+#[cfg(test)]
+mod input_tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The short way for a `type: object` input schema refuses what the
+    /// full check refuses: a number out of range, a lone surrogate.
+    #[test]
+    fn an_object_input_schema_takes_the_short_way_with_the_same_answers() {
+        let short = Checks::new(&json!({"type": "object"}), None).unwrap();
+        assert!(matches!(short.input, InputCheck::Object));
+        let full = Checks::new(&json!({"type": "object", "properties": {"a": {}}}), None).unwrap();
+        assert!(matches!(full.input, InputCheck::Schema(_)));
+        for good in [&br#" {"a": [1, {"b": "\ud83d\ude00"}]}"#[..], b"{}"] {
+            assert_eq!(short.input("t", good), Ok(()));
+            assert_eq!(full.input("t", good), Ok(()));
+        }
+        for bad in [
+            &br#"{"a": 1e400}"#[..],
+            br#"{"a": "\ud800"}"#,
+            br#"{"a": "\udc00x"}"#,
+            b"[1]",
+            b"{\"a\":",
+        ] {
+            let (s, f) = (short.input("t", bad), full.input("t", bad));
+            assert!(
+                s.is_err() && f.is_err(),
+                "{:?}: short {s:?}, full {f:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }
