@@ -122,6 +122,25 @@ enum Command {
     },
 }
 
+/// Writes a line to stdout. A reader that went away (`loadgen list |
+/// head`) ends the output, not the program (`println!` panics); any other
+/// write error is logged once per line.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        emit(format_args!($($arg)*))
+    };
+}
+
+fn emit(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n"))
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        tracing::error!("cannot write to stdout: {e}");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     toolplane_startup::init("loadgen", cli.log.log_format);
@@ -174,7 +193,7 @@ fn main() -> ExitCode {
             };
             match (parse("seconds", &seconds), parse("period", &period)) {
                 (Ok(each), Ok(period)) if !each.is_zero() && !period.is_zero() => {
-                    println!("{}", toolplane_loadgen::machine::probe(each, period));
+                    say!("{}", toolplane_loadgen::machine::probe(each, period));
                     ExitCode::SUCCESS
                 }
                 (Err(e), _) | (_, Err(e)) => fail(e),
@@ -304,7 +323,7 @@ fn run(
         Err(e) => return fail(e),
     };
     let report = &out.report;
-    print!("{}", report.text());
+    say!("{}", report.text().trim_end_matches('\n'));
     if let Some(path) = &json {
         let text = serde_json::to_string_pretty(report).expect("the report serializes");
         if let Err(e) = std::fs::write(path, text + "\n") {
@@ -364,7 +383,7 @@ fn check(names: &[String]) -> ExitCode {
             Ok(p)
         });
         match result {
-            Ok(p) => println!(
+            Ok(p) => say!(
                 "ok    {}: {} events over {} after {} warm-up",
                 f.display(),
                 p.scheduled_events().round(),
@@ -373,7 +392,7 @@ fn check(names: &[String]) -> ExitCode {
             ),
             Err(e) => {
                 bad += 1;
-                println!("error {e}");
+                say!("error {e}");
             }
         }
     }
@@ -385,36 +404,32 @@ fn check(names: &[String]) -> ExitCode {
 }
 
 fn list() -> ExitCode {
-    println!("built-in tools:");
+    say!("built-in tools:");
     for b in toolplane_pool::builtin::BUILTINS {
         let m = toolplane_pool::Manifest::from_toml_str(b.manifest, Path::new(b.manifest_path));
-        let (mode, desc) = match &m {
-            Ok(m) => (
-                m.wasi()
-                    .map_or_else(|| "?".into(), |w| format!("{:?}", w.mode).to_lowercase()),
-                m.description.clone(),
-            ),
+        let (kind, desc) = match &m {
+            Ok(m) => (m.runtime.describe().kind, m.description.clone()),
             Err(e) => ("?".into(), e.to_string()),
         };
-        println!("  {:<12} {:<6} {desc}", b.name, mode);
+        say!("  {:<12} {:<12} {desc}", b.name, kind);
     }
     let dir = profiles_dir();
-    println!("profiles ({}):", dir.display());
+    say!("profiles ({}):", dir.display());
     match profile_files(&[]) {
         Ok(files) => {
             for f in files {
                 match Profile::from_file(&f) {
-                    Ok(p) => println!(
+                    Ok(p) => say!(
                         "  {:<10} {:>8} total  {}",
                         p.name,
                         humantime::format_duration(p.total()).to_string(),
                         p.description
                     ),
-                    Err(e) => println!("  {}: {e}", f.display()),
+                    Err(e) => say!("  {}: {e}", f.display()),
                 }
             }
         }
-        Err(e) => println!("  {e}"),
+        Err(e) => say!("  {e}"),
     }
     ExitCode::SUCCESS
 }

@@ -19,7 +19,9 @@ pub use toolplane_process::spec::{
     DEFAULT_MEMORY, DEFAULT_PROCESSES, FsGrants, MAX_MEMBER_NAME, Member, PRESETS, PROTOCOLS,
     PoolSpec, Preset, ProcessLimits, ProcessManifest, Protocol, member_name,
 };
-pub use toolplane_tool::{Annotations, Common, DATA_PLACEHOLDER, Keys, MAX_NAME, valid_name};
+pub use toolplane_tool::{
+    Annotations, Common, DATA_PLACEHOLDER, Described, Keys, MAX_NAME, valid_name,
+};
 pub use toolplane_units::{MAX_DURATION, parse_size};
 pub use toolplane_wasi::spec::{Access, DirGrant, EntryKind, Limits, Mode, WasiManifest};
 
@@ -64,6 +66,16 @@ pub enum RuntimeManifest {
     Wasi(WasiManifest),
     /// `runtime = "process"`: a program run as processes (`toolplane-process`).
     Process(ProcessManifest),
+}
+
+impl RuntimeManifest {
+    /// The runtime's keys in words and as JSON, as its kind writes them.
+    pub fn describe(&self) -> toolplane_tool::Described {
+        match self {
+            RuntimeManifest::Wasi(w) => w.describe(),
+            RuntimeManifest::Process(p) => p.describe(),
+        }
+    }
 }
 
 /// The runtimes a manifest may name, as written in its `runtime` key.

@@ -502,90 +502,22 @@ pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resul
         if !json {
             writeln!(out, "{}  [{state}]\n    {}", m.name, m.description).map_err(w)?;
         }
-        if let Some(wasi) = m.wasi() {
-            let mode = format!("{:?}", wasi.mode).to_lowercase();
-            let dirs: Vec<String> = wasi
-                .dirs
-                .iter()
-                .map(|d| {
-                    let access = match d.access {
-                        toolplane_pool::Access::ReadOnly => "read-only",
-                        toolplane_pool::Access::ReadWrite => "read-write",
-                    };
-                    format!("{} as {} ({access})", d.host, d.guest)
-                })
-                .collect();
-            let limits = &wasi.limits;
-            if !json {
-                writeln!(
-                    out,
-                    "    mode {mode}; limits: memory {} MiB, timeout {}, output {} KiB; permissions: {}",
-                    limits.memory >> 20,
-                    humantime::format_duration(limits.timeout),
-                    limits.max_output >> 10,
-                    if dirs.is_empty() { "none".to_string() } else { dirs.join(", ") },
-                )
-                .map_err(w)?;
-            }
-            row["mode"] = mode.into();
-            row["permissions"] = serde_json::json!({ "dirs": dirs });
-            row["limits"] = serde_json::json!({
-                "memory_bytes": limits.memory,
-                "timeout_ms": limits.timeout.as_millis() as u64,
-                "max_output_bytes": limits.max_output,
-            });
+        let described = m.runtime.describe();
+        if !json {
+            writeln!(out, "    {}", described.text).map_err(w)?;
         }
-        if let Some(p) = m.process() {
-            let limits = &p.limits;
-            let pool = &p.pool;
-            let protocol = p.protocol.as_str();
+        for (k, v) in described.fields {
+            row[k] = v;
+        }
+        if let Some(c) = e.loaded().and_then(|t| t.as_ref().ok()?.containment()) {
             if !json {
-                let shape = match p.protocol {
-                    toolplane_pool::manifest::Protocol::Exec => {
-                        format!("a process per call, at most {} at once", pool.max)
-                    }
-                    _ => format!(
-                        "{}..={} processes, {} calls each at once",
-                        pool.min, pool.max, pool.max_inflight_per_process
-                    ),
-                };
-                writeln!(
-                    out,
-                    "    process ({protocol}): {}; {shape}; limits: timeout {}, output {} KiB",
-                    p.command.join(" "),
-                    humantime::format_duration(limits.timeout),
-                    limits.max_output >> 10,
-                )
-                .map_err(w)?;
+                writeln!(out, "    files: {}", c.files).map_err(w)?;
+                writeln!(out, "    contained: {}", c.contained).map_err(w)?;
+                writeln!(out, "    each process: {}", c.process_limits).map_err(w)?;
             }
-            if let Some(c) = e.loaded().and_then(|t| t.as_ref().ok()?.containment()) {
-                if !json {
-                    writeln!(out, "    files: {}", c.files).map_err(w)?;
-                    writeln!(out, "    contained: {}", c.contained).map_err(w)?;
-                    writeln!(out, "    each process: {}", c.process_limits).map_err(w)?;
-                }
-                row["files"] = c.files.into();
-                row["contained"] = c.contained.into();
-                row["process_limits"] = c.process_limits.into();
-            }
-            row["runtime"] = "process".into();
-            row["protocol"] = protocol.into();
-            row["command"] = serde_json::json!(p.command);
-            row["pool"] = serde_json::json!({
-                "min": pool.min,
-                "max": pool.max,
-                "idle_timeout_ms": pool.idle_timeout.as_millis() as u64,
-                "max_inflight_per_process": pool.max_inflight_per_process,
-                "recycle_after": pool.recycle_after,
-                "queue": pool.queue,
-            });
-            row["limits"] = serde_json::json!({
-                "timeout_ms": limits.timeout.as_millis() as u64,
-                "startup_timeout_ms": limits.startup_timeout.as_millis() as u64,
-                "max_output_bytes": limits.max_output,
-                "memory_bytes": limits.memory,
-                "processes": limits.processes,
-            });
+            row["files"] = c.files.into();
+            row["contained"] = c.contained.into();
+            row["process_limits"] = c.process_limits.into();
         }
         rows.push(row);
     }

@@ -102,6 +102,54 @@ pub struct ProcessManifest {
     pub host_network: bool,
 }
 
+impl ProcessManifest {
+    /// Its runtime keys in words and as JSON (`tools list`).
+    pub fn describe(&self) -> toolplane_tool::Described {
+        let (limits, pool) = (&self.limits, &self.pool);
+        let protocol = self.protocol.as_str();
+        let shape = match self.protocol {
+            Protocol::Exec => format!("a process per call, at most {} at once", pool.max),
+            _ => format!(
+                "{}..={} processes, {} calls each at once",
+                pool.min, pool.max, pool.max_inflight_per_process
+            ),
+        };
+        let text = format!(
+            "process ({protocol}): {}; {shape}; limits: timeout {}, output {} KiB",
+            self.command.join(" "),
+            humantime::format_duration(limits.timeout),
+            limits.max_output >> 10,
+        );
+        let serde_json::Value::Object(fields) = serde_json::json!({
+            "runtime": "process",
+            "protocol": protocol,
+            "command": self.command,
+            "pool": {
+                "min": pool.min,
+                "max": pool.max,
+                "idle_timeout_ms": pool.idle_timeout.as_millis() as u64,
+                "max_inflight_per_process": pool.max_inflight_per_process,
+                "recycle_after": pool.recycle_after,
+                "queue": pool.queue,
+            },
+            "limits": {
+                "timeout_ms": limits.timeout.as_millis() as u64,
+                "startup_timeout_ms": limits.startup_timeout.as_millis() as u64,
+                "max_output_bytes": limits.max_output,
+                "memory_bytes": limits.memory,
+                "processes": limits.processes,
+            },
+        }) else {
+            unreachable!("an object literal")
+        };
+        toolplane_tool::Described {
+            kind: format!("process, {protocol}"),
+            text,
+            fields,
+        }
+    }
+}
+
 /// The `[permissions]` of a process tool: directories beyond the system's
 /// own (`{data}` allowed; relative to the manifest's directory).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]

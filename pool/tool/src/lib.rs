@@ -37,6 +37,19 @@ pub struct Annotations {
     pub open_world: Option<bool>,
 }
 
+/// How a kind of tool describes a manifest's runtime keys, for people
+/// (`toolplane tools list`, `loadgen list`) and as JSON (`tools list
+/// --json`): each kind writes its own, and no caller matches on the kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Described {
+    /// The kind in a few words (`wasi, fresh`, `process, mcp`).
+    pub kind: String,
+    /// One line: how it runs, its limits, what it may reach.
+    pub text: String,
+    /// The same as JSON fields (`runtime`, `mode`, `limits`, …).
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
 /// The placeholder a grant's `host` may use for the registry's data
 /// directory.
 pub const DATA_PLACEHOLDER: &str = "{data}";

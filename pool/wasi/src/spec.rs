@@ -88,6 +88,56 @@ pub struct WasiManifest {
     pub dirs: Vec<DirGrant>,
 }
 
+impl WasiManifest {
+    /// Its runtime keys in words and as JSON (`tools list`).
+    pub fn describe(&self) -> toolplane_tool::Described {
+        let mode = match self.mode {
+            Mode::Fresh => "fresh",
+            Mode::Reuse => "reuse",
+        };
+        let dirs: Vec<String> = self
+            .dirs
+            .iter()
+            .map(|d| {
+                let access = match d.access {
+                    Access::ReadOnly => "read-only",
+                    Access::ReadWrite => "read-write",
+                };
+                format!("{} as {} ({access})", d.host, d.guest)
+            })
+            .collect();
+        let l = &self.limits;
+        let text = format!(
+            "mode {mode}; limits: memory {} MiB, timeout {}, output {} KiB; permissions: {}",
+            l.memory >> 20,
+            humantime::format_duration(l.timeout),
+            l.max_output >> 10,
+            if dirs.is_empty() {
+                "none".to_string()
+            } else {
+                dirs.join(", ")
+            },
+        );
+        let serde_json::Value::Object(fields) = serde_json::json!({
+            "runtime": "wasi",
+            "mode": mode,
+            "permissions": { "dirs": dirs },
+            "limits": {
+                "memory_bytes": l.memory,
+                "timeout_ms": l.timeout.as_millis() as u64,
+                "max_output_bytes": l.max_output,
+            },
+        }) else {
+            unreachable!("an object literal")
+        };
+        toolplane_tool::Described {
+            kind: format!("wasi, {mode}"),
+            text,
+            fields,
+        }
+    }
+}
+
 /// How instances are used across calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
