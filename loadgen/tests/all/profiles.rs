@@ -170,3 +170,27 @@ fn the_binary_checks_profiles_and_exits_2_on_a_bad_one() {
     let out = Command::new(bin).arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn output_to_a_reader_that_went_away_ends_quietly() {
+    // `loadgen list | head -1`: the pipe's reader is gone before loadgen
+    // writes (closed before it starts, so this never races).
+    let bin = env!("CARGO_BIN_EXE_loadgen");
+    for args in [&["list"][..], &["check"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(bin)
+            .args(args)
+            .current_dir(profiles_dir().join(".."))
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !err.contains("panicked"),
+            "loadgen {args:?}: {:?}\n{err}",
+            out.status
+        );
+    }
+}
