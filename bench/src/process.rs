@@ -231,12 +231,9 @@ where
 
 /// A registry over `tools` (manifests written there), its tools loaded.
 pub fn registry(tools: &Path, data: &Path) -> Result<Registry, String> {
-    let runtime = Runtime::new(PoolConfig {
-        data_dir: Some(data.to_owned()),
-        ..PoolConfig::default()
-    })
-    .map_err(|e| e.to_string())?;
+    let runtime = Runtime::new(PoolConfig::default()).map_err(|e| e.to_string())?;
     let registry = Registry::builder(runtime)
+        .site(crate::registry::site(data))
         .dir(tools)
         .watch(false)
         .build()

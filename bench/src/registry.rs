@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use toolplane_pool::{LoadState, PoolConfig, Registry, Runtime, builtin};
+use toolplane_pool::{LoadState, PoolConfig, Registry, Runtime, SiteConfig, builtin};
 
 /// Writes `n` tools to `dir`: the built-ins in turn, named `<name>-<i>`.
 pub fn populate(dir: &Path, n: usize) -> std::io::Result<()> {
@@ -36,11 +36,18 @@ pub fn start(
 ) -> Result<Registry, String> {
     let runtime = Runtime::new(PoolConfig {
         cache_dir: Some(cache.to_owned()),
-        data_dir: Some(data.to_owned()),
         ..PoolConfig::default()
     })
     .map_err(|e| e.to_string())?;
-    start_with(runtime, tools, n, watch, || {})
+    start_with(runtime, tools, data, n, watch, || {})
+}
+
+/// The default site, with `data` as the data directory.
+pub fn site(data: &Path) -> SiteConfig {
+    SiteConfig {
+        data_dir: Some(data.to_owned()),
+        ..SiteConfig::default()
+    }
 }
 
 /// [`start`] on a given runtime; `listed` runs when `Registry::build` has
@@ -48,11 +55,13 @@ pub fn start(
 pub fn start_with(
     runtime: Runtime,
     tools: &Path,
+    data: &Path,
     n: usize,
     watch: bool,
     listed: impl FnOnce(),
 ) -> Result<Registry, String> {
     let registry = Registry::builder(runtime)
+        .site(site(data))
         .dir(tools)
         .builtins(false)
         .watch(watch)

@@ -10,7 +10,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use toolplane_core::Engine;
-use toolplane_pool::{PoolConfig, Registry, Runtime, ToolHandler};
+use toolplane_pool::{PoolConfig, Registry, Runtime, SiteConfig, ToolHandler};
 
 pub use crate::error::TargetError;
 use crate::placement::Placement;
@@ -165,10 +165,7 @@ impl Target {
                 (dir, false)
             }
         };
-        let mut pool = PoolConfig {
-            data_dir: Some(data.path().to_owned()),
-            ..PoolConfig::for_engine(&profile.engine)
-        };
+        let mut pool = PoolConfig::for_engine(&profile.engine);
         if let Some(n) = profile.pool.instances {
             pool.instances = n;
         }
@@ -183,6 +180,10 @@ impl Target {
         }
         let runtime = Runtime::new(pool).map_err(start("the WASI pool"))?;
         let registry = Registry::builder(runtime.clone())
+            .site(SiteConfig {
+                data_dir: Some(data.path().to_owned()),
+                ..SiteConfig::for_engine(&profile.engine)
+            })
             .dir(&dir)
             .builtins(builtins)
             .watch(false)

@@ -308,13 +308,16 @@ pub(crate) fn checked(
 pub(crate) struct Runtimes {
     pub(crate) wasi: Runtime,
     process: std::sync::OnceLock<ProcessHost>,
+    /// Where every kind's tools load.
+    pub(crate) site: toolplane_tool::Site,
 }
 
 impl Runtimes {
-    pub(crate) fn new(wasi: Runtime) -> Runtimes {
+    pub(crate) fn new(wasi: Runtime, site: toolplane_tool::Site) -> Runtimes {
         Runtimes {
             wasi,
             process: std::sync::OnceLock::new(),
+            site,
         }
     }
 
@@ -415,19 +418,17 @@ pub(crate) fn load(
                 Source::Program => (Ok(std::borrow::Cow::Borrowed(&[][..])), None),
             };
             let result = bytes
-                .and_then(|b| LoadedTool::load(runtime, name, checks, spec, base, &b))
+                .and_then(|b| {
+                    LoadedTool::load(runtime, &runtimes.site, name, checks, spec, base, &b)
+                })
                 .map(|t| Tool::Wasi(Arc::new(t)))
                 .map_err(LoadError::from);
             (result, path)
         }
         RuntimeManifest::Process(spec) => {
-            let cfg = runtime.config();
             let at = toolplane_process::Context {
                 base,
-                data_dir: cfg.data_dir.as_deref(),
-                cache_dir: cfg.cache_dir.as_deref(),
-                backlog: cfg.tool_backlog,
-                quota: runtime.quota(),
+                site: &runtimes.site,
             };
             let result = runtimes
                 .process_host()

@@ -37,7 +37,7 @@ pub use manifest::{
 pub use per_call::PerCall;
 pub use registry::{
     LiveTool, LoadState, Loaded, Origin, Problem, Registry, RegistryBuilder, RegistryError,
-    RegistryEvent, Snapshot, ToolEntry,
+    RegistryEvent, SiteConfig, Snapshot, ToolEntry,
 };
 pub use toolplane_process as process;
 pub use toolplane_tool::{checks, files, progress};

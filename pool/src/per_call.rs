@@ -106,9 +106,12 @@ mod tests {
     #[test]
     fn the_version_its_caller_checked_is_not_checked_again() {
         let data = tempfile::tempdir().unwrap();
-        let mut config = PoolConfig::for_engine(&toolplane_core::Config::default());
-        config.data_dir = Some(data.path().to_owned());
+        let config = PoolConfig::for_engine(&toolplane_core::Config::default());
         let registry = Registry::builder(Runtime::new(config).unwrap())
+            .site(crate::SiteConfig {
+                data_dir: Some(data.path().to_owned()),
+                ..crate::SiteConfig::default()
+            })
             .watch(false)
             .build()
             .unwrap();

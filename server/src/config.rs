@@ -80,7 +80,7 @@ pub struct Settings {
     pub pool_warm_slots: Option<u32>,
     /// The WASI pool: `max_module_size` override.
     pub pool_max_module_size: Option<u64>,
-    /// The WASI pool: `data_dir_limit` override.
+    /// The data directory's size limit (every kind of tool): `[pool] data_dir_limit`.
     pub pool_data_dir_limit: Option<u64>,
     /// The WASI pool: `fs_inline` override.
     pub pool_fs_inline: Option<bool>,

@@ -147,9 +147,10 @@ fn start_registry(
         "creating the data directory {}",
         data.display()
     )))?;
-    let mut pool = PoolConfig {
+    let mut pool = PoolConfig::for_engine(&settings.engine);
+    let mut site = toolplane_pool::SiteConfig {
         data_dir: Some(data.clone()),
-        ..PoolConfig::for_engine(&settings.engine)
+        ..toolplane_pool::SiteConfig::for_engine(&settings.engine)
     };
     if let Some(n) = settings.pool_instances {
         pool.instances = n;
@@ -161,7 +162,7 @@ fn start_registry(
         pool.max_module_size = n;
     }
     if let Some(n) = settings.pool_data_dir_limit {
-        pool.data_dir_limit = n;
+        site.data_dir_limit = n;
     }
     if let Some(on) = settings.pool_fs_inline {
         pool.fs_inline = on;
@@ -170,7 +171,10 @@ fn start_registry(
     // compile would cost more than it saves (PERF.md, cold start).
     pool.optimize = !on_demand;
     let runtime = Runtime::new(pool).map_err(Failure::start("the WASI pool"))?;
-    let mut b = Registry::builder(runtime).watch(watch).on_demand(on_demand);
+    let mut b = Registry::builder(runtime)
+        .site(site)
+        .watch(watch)
+        .on_demand(on_demand);
     if let Some(dir) = &settings.tools {
         b = b.dir(dir);
     }

@@ -13,8 +13,12 @@ use crate::process::sh_tool;
 use crate::wasi::{builtin_module, pool_config, rig_with, write_tool};
 
 fn registry_over(tools: &Path, data: &Path, cache: &Path) -> Result<Registry, RegistryError> {
-    let runtime = Runtime::new(pool_config(data, cache)).expect("runtime");
+    let runtime = Runtime::new(pool_config(cache)).expect("runtime");
     Registry::builder(runtime)
+        .site(toolplane_pool::SiteConfig {
+            data_dir: Some(data.to_owned()),
+            ..toolplane_pool::SiteConfig::default()
+        })
         .dir(tools)
         .builtins(false)
         .watch(false)

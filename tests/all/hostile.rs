@@ -330,8 +330,9 @@ fn the_module_cache_refuses_a_directory_others_can_write_and_entries_without_its
 
 #[test]
 fn writes_stop_at_the_call_quota_and_at_the_data_directory_limit() {
-    let rig = rig_with(
-        |cfg| cfg.data_dir_limit = 100 << 10,
+    let rig = crate::wasi::rig_with_site(
+        |site| site.data_dir_limit = 100 << 10,
+        |_| {},
         |dir| {
             let manifest = include_str!("../../tools/fs-write/fs.write.toml")
                 .replace("name = \"fs.write\"", "name = \"small.write\"")

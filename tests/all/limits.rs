@@ -311,8 +311,9 @@ fn limits_and_presets_are_checked_naming_the_key() {
 
 #[test]
 fn the_data_directory_limit_binds_process_tools_that_may_write_there() {
-    let rig = rig_with(
-        |cfg| cfg.data_dir_limit = 64 << 10,
+    let rig = crate::wasi::rig_with_site(
+        |site| site.data_dir_limit = 64 << 10,
+        |_| {},
         |dir| {
             crate::process::sh_tool(
                 dir,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 use toolplane_core::{Engine, Event, Outcome};
-use toolplane_pool::{PoolConfig, Registry, RegistryBuilder, Runtime, ToolHandler};
+use toolplane_pool::{PoolConfig, Registry, RegistryBuilder, Runtime, SiteConfig, ToolHandler};
 
 /// Temporary tools, data and cache directories and a registry over them.
 pub struct Rig {
@@ -17,10 +17,9 @@ pub struct Rig {
     pub registry: Registry,
 }
 
-/// A pool configuration over `data` and `cache`.
-pub fn pool_config(data: &Path, cache: &Path) -> PoolConfig {
+/// A pool configuration over `cache`.
+pub fn pool_config(cache: &Path) -> PoolConfig {
     PoolConfig {
-        data_dir: Some(data.to_owned()),
         cache_dir: Some(cache.to_owned()),
         ..PoolConfig::default()
     }
@@ -33,14 +32,30 @@ pub fn rig_with(
     setup: impl FnOnce(&Path),
     build: impl FnOnce(RegistryBuilder) -> RegistryBuilder,
 ) -> Rig {
+    rig_with_site(|_| {}, config, setup, build)
+}
+
+/// [`rig_with`], its site (the data directory's limit, the backlog) set
+/// by `site`.
+pub fn rig_with_site(
+    site: impl FnOnce(&mut SiteConfig),
+    config: impl FnOnce(&mut PoolConfig),
+    setup: impl FnOnce(&Path),
+    build: impl FnOnce(RegistryBuilder) -> RegistryBuilder,
+) -> Rig {
     let tools = TempDir::new().unwrap();
     let data = TempDir::new().unwrap();
     let cache = TempDir::new().unwrap();
     setup(tools.path());
-    let mut cfg = pool_config(data.path(), cache.path());
+    let mut cfg = pool_config(cache.path());
     config(&mut cfg);
+    let mut at = SiteConfig {
+        data_dir: Some(data.path().to_owned()),
+        ..SiteConfig::default()
+    };
+    site(&mut at);
     let runtime = Runtime::new(cfg).expect("runtime");
-    let registry = build(Registry::builder(runtime).dir(tools.path()))
+    let registry = build(Registry::builder(runtime).site(at).dir(tools.path()))
         .build()
         .expect("registry");
     assert!(

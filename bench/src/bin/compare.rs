@@ -498,13 +498,9 @@ struct Sample {
 }
 
 /// A runtime with the pool's defaults, its cache in `cache`.
-fn pool_runtime(
-    data: &std::path::Path,
-    cache: &std::path::Path,
-) -> Result<Runtime, toolplane_pool::RuntimeError> {
+fn pool_runtime(cache: &std::path::Path) -> Result<Runtime, toolplane_pool::RuntimeError> {
     Runtime::new(PoolConfig {
         cache_dir: Some(cache.to_owned()),
-        data_dir: Some(data.to_owned()),
         ..PoolConfig::default()
     })
 }
@@ -518,8 +514,9 @@ fn first_call(
     cache: &std::path::Path,
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let t0 = Instant::now();
-    let runtime = pool_runtime(data, cache)?;
+    let runtime = pool_runtime(cache)?;
     let registry = toolplane_pool::Registry::builder(runtime)
+        .site(registry::site(data))
         .dir(tools)
         .builtins(false)
         .watch(false)
@@ -548,11 +545,11 @@ fn registry_start(
     n: usize,
 ) -> Result<Sample, Box<dyn std::error::Error>> {
     let t0 = Instant::now();
-    let runtime = pool_runtime(data, cache)?;
+    let runtime = pool_runtime(cache)?;
     let runtime_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
     let mut listed_ms = 0.0;
-    registry::start_with(runtime, tools, n, false, || {
+    registry::start_with(runtime, tools, data, n, false, || {
         listed_ms = t1.elapsed().as_secs_f64() * 1e3;
     })?;
     Ok(Sample {

@@ -59,20 +59,15 @@ use shared::Shared;
 pub use spawn::Files;
 pub use stats::ProcessStats;
 
-/// Where a process tool loads: the directories it is resolved against and
-/// kept from, and the backlog it may hold.
+/// Where a process tool loads: its manifest's directory, and what every
+/// kind of tool shares (`{data}`, its quota, the directories hidden from
+/// tools, the backlog a tool may hold).
 #[derive(Clone, Copy, Debug)]
 pub struct Context<'a> {
     /// The manifest's directory (a tools directory).
     pub base: Option<&'a Path>,
-    /// What `{data}` means.
-    pub data_dir: Option<&'a Path>,
-    /// The module cache, hidden from its processes.
-    pub cache_dir: Option<&'a Path>,
-    /// `PoolConfig::tool_backlog`.
-    pub backlog: usize,
-    /// The data directory's limit, when there is one.
-    pub quota: Option<&'a Arc<toolplane_tool::quota::DataQuota>>,
+    /// The registry's.
+    pub site: &'a toolplane_tool::Site,
 }
 
 /// A process tool ready to call.
@@ -120,15 +115,11 @@ impl ProcessTool {
         at: Context<'_>,
         host: ProcessHost,
     ) -> Result<ProcessTool, ProcessLoadError> {
-        let Context {
-            base,
-            data_dir,
-            cache_dir,
-            backlog,
-            quota,
-        } = at;
+        let Context { base, site } = at;
+        let backlog = site.backlog;
         contain::harden_server();
-        let launch = spawn::Launch::resolve(&name, spec, base, data_dir, cache_dir)?;
+        let launch =
+            spawn::Launch::resolve(&name, spec, base, site.data_dir.as_deref(), &site.hidden)?;
         if matches!(launch.files, spawn::Files::Unsupported) {
             tracing::warn!(
                 tool = %name,
@@ -140,7 +131,7 @@ impl ProcessTool {
             Protocol::Jsonl | Protocol::Mcp => spec.pool.max * spec.pool.max_inflight_per_process,
         };
         // Running and waiting together stay within the backlog a tool may
-        // hold (`PoolConfig::tool_backlog`). The calls it runs at once are
+        // hold (`Site::backlog`). The calls it runs at once are
         // the manifest's explicit choice and kept, said when they pass it.
         if turns > backlog {
             tracing::warn!(
@@ -158,7 +149,9 @@ impl ProcessTool {
             );
             pool.queue = queue;
         }
-        let quota = quota
+        let quota = site
+            .quota
+            .as_ref()
             .filter(|q| launch.files.may_write(&q.dir))
             .map(Arc::clone);
         let shared = Arc::new(Shared {

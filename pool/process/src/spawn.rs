@@ -486,7 +486,7 @@ impl Launch {
         spec: &ProcessManifest,
         base: Option<&Path>,
         data_dir: Option<&Path>,
-        cache_dir: Option<&Path>,
+        hidden: &[PathBuf],
     ) -> Result<Launch, ProcessLoadError> {
         // Absolute: the program runs in its own working directory, where
         // a relative tools or data directory (`--tools tools`) names
@@ -569,8 +569,8 @@ impl Launch {
             base,
             spec.host_network,
         )?;
-        // The tools directory (the manifest's) read-only, the module
-        // cache out of sight.
+        // The tools directory (the manifest's) read-only, the hidden
+        // directories (the module cache) out of sight.
         // Under the empty /run of a narrowed tool: what it is granted
         // there, and its program's directory and working directory.
         let grants: Option<Vec<&Path>> = match &files {
@@ -592,7 +592,7 @@ impl Launch {
         let contain = Arc::new(super::contain::Contain::new(
             spec.host_network,
             &base.into_iter().collect::<Vec<_>>(),
-            &cache_dir.into_iter().collect::<Vec<_>>(),
+            &hidden.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
             grants.as_deref(),
         ));
         Ok(Launch {

@@ -192,7 +192,7 @@ impl ProcessManifest {
 
 /// `pool.queue` unless set: calls that wait hold a worker's slot each, so
 /// a tool's backlog is kept small (and within
-/// `PoolConfig::tool_backlog`, which cuts a larger one).
+/// `toolplane_tool::Site::backlog`, which cuts a larger one).
 pub const DEFAULT_QUEUE: usize = 64;
 
 /// The `[pool]` keys.

@@ -43,10 +43,53 @@ pub use crate::manifest::Origin;
 /// events (the registry's listing stays the truth).
 const EVENT_QUEUE: usize = 4096;
 
+/// Where the registry's tools load, whatever their kind: the data
+/// directory `{data}` names and its size limit, and the calls one tool may
+/// hold. (The WASI runtime's own settings are its `PoolConfig`.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteConfig {
+    /// The directory `{data}` in manifests refers to.
+    pub data_dir: Option<PathBuf>,
+    /// The data directory's size limit: writes past it are refused (see
+    /// `toolplane_tool::quota`). `u64::MAX` for none.
+    pub data_dir_limit: u64,
+    /// Calls one tool may hold at once, running and waiting for a turn
+    /// together: a process tool's `pool.queue` is cut to fit (a call
+    /// beyond is refused `busy` at once), so one slow tool cannot take
+    /// every worker slot and the engine's whole in-flight budget.
+    /// [`SiteConfig::for_engine`] makes it a quarter of what the engine
+    /// runs at once.
+    pub tool_backlog: usize,
+}
+
+impl Default for SiteConfig {
+    fn default() -> SiteConfig {
+        SiteConfig {
+            data_dir: None,
+            data_dir_limit: 1 << 30,
+            tool_backlog: 256,
+        }
+    }
+}
+
+impl SiteConfig {
+    /// The defaults, with the backlog a quarter of the calls `engine` runs
+    /// at once.
+    pub fn for_engine(engine: &toolplane_core::Config) -> SiteConfig {
+        let running =
+            (engine.resolved_workers() * engine.max_concurrent_per_worker).min(engine.max_inflight);
+        SiteConfig {
+            tool_backlog: (running / 4).max(1),
+            ..SiteConfig::default()
+        }
+    }
+}
+
 /// Builds a [`Registry`].
 #[derive(Debug)]
 pub struct RegistryBuilder {
     runtime: Runtime,
+    site: SiteConfig,
     dir: Option<PathBuf>,
     builtins: bool,
     watch: bool,
@@ -56,6 +99,13 @@ pub struct RegistryBuilder {
 }
 
 impl RegistryBuilder {
+    /// Where the tools load: the data directory, its limit, the backlog
+    /// (default: [`SiteConfig::default`], no data directory).
+    pub fn site(mut self, site: SiteConfig) -> Self {
+        self.site = site;
+        self
+    }
+
     /// Serves the tools in `dir` (`<tool>.toml` beside its module).
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
@@ -110,7 +160,7 @@ impl RegistryBuilder {
     /// events.
     pub fn build(self) -> Result<Registry, RegistryError> {
         if let Some(dir) = &self.dir {
-            if let Some(data) = &self.runtime.config().data_dir
+            if let Some(data) = &self.site.data_dir
                 && (toolplane_tool::files::covers(data, dir)
                     || toolplane_tool::files::covers(dir, data))
             {
@@ -128,11 +178,34 @@ impl RegistryBuilder {
                 });
             }
         }
+        let quota = match &self.site.data_dir {
+            Some(dir) if self.site.data_dir_limit < u64::MAX => Some(
+                toolplane_tool::quota::DataQuota::start(dir, self.site.data_dir_limit).map_err(
+                    |source| RegistryError::Thread {
+                        what: "data directory quota",
+                        source,
+                    },
+                )?,
+            ),
+            _ => None,
+        };
+        let site = toolplane_tool::Site {
+            data_dir: self.site.data_dir.clone(),
+            quota,
+            hidden: self
+                .runtime
+                .cache()
+                .dir()
+                .map(Path::to_path_buf)
+                .into_iter()
+                .collect(),
+            backlog: self.site.tool_backlog,
+        };
         let (jobs_tx, jobs_rx) = flume::unbounded::<Job>();
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
             on_demand: self.on_demand,
-            runtimes: crate::kind::Runtimes::new(self.runtime),
+            runtimes: crate::kind::Runtimes::new(self.runtime, site),
             table: self.table.unwrap_or_default(),
             dir: self.dir.clone(),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
@@ -200,6 +273,7 @@ impl Registry {
     pub fn builder(runtime: Runtime) -> RegistryBuilder {
         RegistryBuilder {
             runtime,
+            site: SiteConfig::default(),
             dir: None,
             builtins: true,
             watch: true,

@@ -50,6 +50,24 @@ pub struct Described {
     pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Where tools load: what the registry hands every kind of tool when it
+/// loads one, the places and budgets the kinds share, set once for the
+/// registry (not any one runtime's settings).
+#[derive(Debug, Clone, Default)]
+pub struct Site {
+    /// The directory `{data}` in manifests refers to.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// The data directory's size limit, spent by the tools that write
+    /// there; `None` for no limit (or no data directory).
+    pub quota: Option<std::sync::Arc<quota::DataQuota>>,
+    /// Directories no tool may see (the compiled-module cache: a tool that
+    /// could write there could change code the server runs).
+    pub hidden: Vec<std::path::PathBuf>,
+    /// Calls one tool may hold at once, running and waiting for a turn
+    /// together (a process tool's `pool.queue` is cut to fit).
+    pub backlog: usize,
+}
+
 /// The placeholder a grant's `host` may use for the registry's data
 /// directory.
 pub const DATA_PLACEHOLDER: &str = "{data}";

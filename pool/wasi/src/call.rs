@@ -77,11 +77,7 @@ fn new_store(
         timed_out: false,
         write_left: 0,
         max_write: limits.max_write,
-        quota: if tool.writes {
-            rt.inner.quota.clone()
-        } else {
-            None
-        },
+        quota: tool.quota.clone(),
         refused_write: None,
     };
     let mut store = Store::new(&rt.inner.engine, host);
@@ -153,11 +149,7 @@ pub(crate) async fn slot(rt: &Runtime) -> SlotPermit {
 /// host: the epoch deadline interrupts guest code, this ends the call
 /// whatever the guest waits on (a clock, a file operation, a pool slot),
 /// dropping its instance and freeing its slot.
-pub(crate) async fn bounded(
-    rt: &Runtime,
-    tool: &LoadedTool,
-    call: impl Future<Output = Outcome>,
-) -> Outcome {
+pub(crate) async fn bounded(tool: &LoadedTool, call: impl Future<Output = Outcome>) -> Outcome {
     let deadline = tokio::time::Instant::now() + tool.spec.limits.timeout;
     let mut call = std::pin::pin!(call);
     // Most calls end in their first poll: they need no timer (creating and
@@ -169,9 +161,7 @@ pub(crate) async fn bounded(
             .await
             .unwrap_or(Outcome::Timeout),
     };
-    if tool.writes
-        && let Some(q) = &rt.inner.quota
-    {
+    if let Some(q) = &tool.quota {
         q.touched();
     }
     outcome
@@ -189,7 +179,7 @@ pub(crate) async fn once(rt: Runtime, tool: Arc<LoadedTool>, input: &[u8]) -> Ou
             },
         }
     };
-    bounded(&rt, &tool, call).await
+    bounded(&tool, call).await
 }
 
 /// One call on a fresh instance.

@@ -13,7 +13,6 @@ use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, WasmBacktrac
 
 use crate::cache::{CacheError, ModuleCache};
 use crate::host::Host;
-use toolplane_tool::quota::DataQuota;
 
 /// Settings of the WASI runtime. [`PoolConfig::for_engine`] sizes it from
 /// the engine's configuration.
@@ -30,8 +29,6 @@ pub struct PoolConfig {
     pub epoch_tick: Duration,
     /// Where compiled modules are cached; `None` keeps them in memory only.
     pub cache_dir: Option<PathBuf>,
-    /// The directory `{data}` grants in manifests refer to.
-    pub data_dir: Option<PathBuf>,
     /// Live reuse-mode instances a worker keeps at most.
     pub reuse_per_worker: usize,
     /// Reuse mode: calls a live instance serves before it is recycled,
@@ -85,15 +82,6 @@ pub struct PoolConfig {
     pub max_module_size: u64,
     /// Reading a module (or a manifest) takes at most this long.
     pub read_timeout: Duration,
-    /// Calls one process tool may hold at once, running and waiting for a
-    /// turn together: its `pool.queue` is cut to fit (a call beyond is
-    /// refused `busy` at once), so one slow tool cannot take every worker
-    /// slot and the engine's whole in-flight budget. [`PoolConfig::size_for`]
-    /// makes it a quarter of what the engine runs at once.
-    pub tool_backlog: usize,
-    /// The data directory's size limit: writes past it are refused (see
-    /// `toolplane_tool::quota`). `u64::MAX` for none.
-    pub data_dir_limit: u64,
 }
 
 impl Default for PoolConfig {
@@ -103,7 +91,6 @@ impl Default for PoolConfig {
             max_memory: 256 << 20,
             epoch_tick: Duration::from_micros(250),
             cache_dir: default_cache_dir(),
-            data_dir: None,
             reuse_per_worker: 16,
             recycle_after: 10_000,
             backtraces: false,
@@ -124,8 +111,6 @@ impl Default for PoolConfig {
             max_unused_warm_slots: 16,
             max_module_size: 32 << 20,
             read_timeout: Duration::from_secs(30),
-            data_dir_limit: 1 << 30,
-            tool_backlog: 256,
         }
     }
 }
@@ -147,7 +132,6 @@ impl PoolConfig {
         let running = (workers * engine.max_concurrent_per_worker).min(engine.max_inflight);
         let total = running + workers * self.reuse_per_worker + 16;
         self.instances = u32::try_from(total).unwrap_or(u32::MAX);
-        self.tool_backlog = (running / 4).max(1);
     }
 }
 
@@ -240,8 +224,6 @@ pub(crate) struct RuntimeInner {
     pub(crate) slots: Arc<tokio::sync::Semaphore>,
     /// Epochs elapsed and calls running, shared with the ticker.
     pub(crate) epochs: Arc<Epochs>,
-    /// The data directory's accounting, when there is one.
-    pub(crate) quota: Option<Arc<DataQuota>>,
     ticker: Option<Ticker>,
 }
 
@@ -429,17 +411,6 @@ impl Runtime {
                 source,
             }
         })?;
-        let quota = match &config.data_dir {
-            Some(dir) if config.data_dir_limit < u64::MAX => Some(
-                DataQuota::start(dir, config.data_dir_limit).map_err(|source| {
-                    RuntimeError::Thread {
-                        what: "data directory quota",
-                        source,
-                    }
-                })?,
-            ),
-            _ => None,
-        };
         let slots = Arc::new(tokio::sync::Semaphore::new(config.instances as usize));
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
@@ -449,15 +420,9 @@ impl Runtime {
                 cache,
                 slots,
                 epochs,
-                quota,
                 ticker: Some(ticker),
             }),
         })
-    }
-
-    /// The data directory's quota, when there is a data directory.
-    pub fn quota(&self) -> Option<&Arc<DataQuota>> {
-        self.inner.quota.as_ref()
     }
 
     /// The runtime's settings.

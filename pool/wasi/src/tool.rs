@@ -31,9 +31,9 @@ pub struct LoadedTool {
     pub(crate) checks: Checks,
     pub(crate) stderr_excerpt: usize,
     pub(crate) backtraces: bool,
-    /// It has a read-write directory grant (its calls count against the
-    /// data directory's limit).
-    pub(crate) writes: bool,
+    /// The data directory's limit, when the tool has a read-write
+    /// directory grant (its calls count against it).
+    pub(crate) quota: Option<Arc<toolplane_tool::quota::DataQuota>>,
 }
 
 impl std::fmt::Debug for LoadedTool {
@@ -70,6 +70,7 @@ impl LoadedTool {
     /// cannot serve.
     pub fn load(
         rt: &Runtime,
+        site: &toolplane_tool::Site,
         name: Arc<str>,
         checks: Checks,
         spec: &WasiManifest,
@@ -86,7 +87,7 @@ impl LoadedTool {
         if spec.limits.fuel.is_some() && !cfg.fuel {
             return Err(WasiLoadError::FuelNotMetered);
         }
-        let dirs = spec.resolve_dirs(base, cfg.data_dir.as_deref())?;
+        let dirs = spec.resolve_dirs(base, site.data_dir.as_deref())?;
         for (host, g) in &dirs {
             if !host.is_dir() {
                 return Err(WasiLoadError::MissingDir {
@@ -140,7 +141,7 @@ impl LoadedTool {
             checks,
             stderr_excerpt: cfg.stderr_excerpt,
             backtraces: cfg.backtraces,
-            writes,
+            quota: if writes { site.quota.clone() } else { None },
         })
     }
 

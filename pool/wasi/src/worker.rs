@@ -102,7 +102,7 @@ impl WasiWorker {
                     }
                 }
             };
-            call::bounded(&rt, &tool, call).await
+            call::bounded(&tool, call).await
         }
     }
 }
@@ -142,7 +142,7 @@ impl Held {
         let mut kept = None;
         // Under the host's deadline like every call: an instance whose call
         // ran out of time is dropped, not kept.
-        let outcome = call::bounded(rt, &tool, async {
+        let outcome = call::bounded(&tool, async {
             let mut live = match idle {
                 Some(l) if Arc::ptr_eq(&l.tool, &tool) => l,
                 _ => match LiveInstance::new(rt, Arc::clone(&tool)).await {
