@@ -161,14 +161,14 @@ impl Tool {
         }
         match self {
             Tool::Wasi(t) => {
-                let run = wasi.call(id, Arc::clone(t), input);
+                let run = wasi.run_unchecked(id, Arc::clone(t), input);
                 let t = Arc::clone(t);
                 Call::pending(async move { checked(run.await, |out| t.check_output(out)) })
             }
             Tool::Process(t) => {
                 let t = Arc::clone(t);
                 Call::pending(async move {
-                    let out = t.call_with(&input, progress).await;
+                    let out = t.run_unchecked(&input, progress).await;
                     checked(out, |out| t.check_output(out))
                 })
             }
@@ -186,12 +186,12 @@ impl Tool {
     ) -> Outcome {
         match self {
             Tool::Wasi(t) => {
-                let out = wasi.call(id, Arc::clone(&t), input).await;
+                let out = wasi.run_unchecked(id, Arc::clone(&t), input).await;
                 checked(out, |out| t.check_output(out))
             }
             Tool::Process(t) => {
                 // Boxed: a process call's future is kilobytes.
-                let out = Box::pin(t.call_with(&input, progress)).await;
+                let out = Box::pin(t.run_unchecked(&input, progress)).await;
                 checked(out, |out| t.check_output(out))
             }
         }
@@ -337,13 +337,14 @@ impl Runtimes {
 pub(crate) async fn call_once(runtimes: &Runtimes, tool: Tool, input: &[u8]) -> Outcome {
     match tool {
         Tool::Wasi(t) => {
-            let out = toolplane_wasi::call_once(&runtimes.wasi, Arc::clone(&t), input).await;
+            let out =
+                toolplane_wasi::run_once_unchecked(&runtimes.wasi, Arc::clone(&t), input).await;
             checked(out, |out| t.check_output(out))
         }
         // Boxed: a process call's future is kilobytes, and a WASI call's
         // future would otherwise be as large (and moved as often).
         Tool::Process(t) => {
-            let out = Box::pin(t.call(input)).await;
+            let out = Box::pin(t.run_unchecked(input, None)).await;
             checked(out, |out| t.check_output(out))
         }
     }

@@ -284,15 +284,10 @@ impl ProcessTool {
         }
     }
 
-    /// Runs one call (on the process host), within `limits.timeout`.
-    pub async fn call(&self, input: &[u8]) -> Outcome {
-        self.call_with(input, None).await
-    }
-
-    /// [`ProcessTool::call`], its progress (an MCP upstream's) going to
-    /// `progress` when given. The output is not checked here: the registry's
-    /// seam checks every kind's output, once ([`ProcessTool::check_output`]).
-    pub async fn call_with(
+    /// Runs one call (on the process host), within `limits.timeout`, its
+    /// progress (an MCP upstream's, a jsonl worker's) going to `progress`
+    /// when given. The tool's schemas are not checked here: `toolplane_pool::Tool` checks the input before and the output after, for every caller (call through the registry unless you check both yourself).
+    pub async fn run_unchecked(
         &self,
         input: &[u8],
         progress: Option<toolplane_tool::progress::ProgressSink>,

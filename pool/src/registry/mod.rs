@@ -449,7 +449,7 @@ impl LiveTool {
         };
         let out = self
             .live
-            .call(&self.registry.inner.runtimes.wasi, Arc::clone(&tool), input)
+            .run_unchecked(&self.registry.inner.runtimes.wasi, Arc::clone(&tool), input)
             .await;
         crate::kind::checked(out, |out| tool.check_output(out))
     }

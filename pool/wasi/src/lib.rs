@@ -36,4 +36,4 @@ pub use runtime::{
 };
 pub use spec::{Access, DirGrant, EntryKind, Limits, Mode, WasiManifest};
 pub use tool::{LoadedTool, read_module};
-pub use worker::{Held, WasiWorker, call_once};
+pub use worker::{Held, WasiWorker, run_once_unchecked};

@@ -73,7 +73,8 @@ impl WasiWorker {
     }
 
     /// Calls `tool` (the registry's `id`) with `input`, within its deadline.
-    pub fn call(
+    /// The tool's schemas are not checked here: `toolplane_pool::Tool` checks the input before and the output after, for every caller (call through the registry unless you check both yourself).
+    pub fn run_unchecked(
         &self,
         id: ToolId,
         tool: Arc<LoadedTool>,
@@ -108,8 +109,8 @@ impl WasiWorker {
 }
 
 /// Calls `tool` with `input` outside any engine: a fresh instance, or a
-/// live one for this call alone.
-pub async fn call_once(runtime: &Runtime, tool: Arc<LoadedTool>, input: &[u8]) -> Outcome {
+/// live one for this call alone. The tool's schemas are not checked here: `toolplane_pool::Tool` checks the input before and the output after, for every caller (call through the registry unless you check both yourself).
+pub async fn run_once_unchecked(runtime: &Runtime, tool: Arc<LoadedTool>, input: &[u8]) -> Outcome {
     call::once(runtime.clone(), tool, input).await
 }
 
@@ -132,7 +133,13 @@ impl std::fmt::Debug for Held {
 impl Held {
     /// Calls `tool` with `input` in the held instance (a new one when
     /// there is none, or it is of another version), within its deadline.
-    pub async fn call(&mut self, rt: &Runtime, tool: Arc<LoadedTool>, input: &[u8]) -> Outcome {
+    /// The tool's schemas are not checked here: `toolplane_pool::Tool` checks the input before and the output after, for every caller (call through the registry unless you check both yourself).
+    pub async fn run_unchecked(
+        &mut self,
+        rt: &Runtime,
+        tool: Arc<LoadedTool>,
+        input: &[u8],
+    ) -> Outcome {
         if !tool.has_fast_entry() {
             return Outcome::Error(
                 format!("tool {}: a live instance needs the fast entry", tool.name).into(),
