@@ -3,7 +3,7 @@
 //! The registry discovers manifests, checks them, lists them, watches their
 //! files and reloads them, and keeps every version's load state: the same
 //! for every kind of tool. What differs per kind is here, one `match` per
-//! step: what a load needs besides the manifest ([`Source`]), how it loads
+//! step: what a load needs besides the manifest ([`LoadInput`]), how it loads
 //! ([`load`]), which files a tool depends on ([`depends_on`]), whether a
 //! reload changed anything ([`unchanged`]), and the loaded tool itself
 //! ([`Tool`]), which the engine handler and [`crate::Registry::call`]
@@ -21,7 +21,7 @@ use toolplane_wasi::WasiWorker;
 pub use toolplane_process::ProcessStats;
 /// The upper bounds of the latency histograms in [`ProcessStats`], in
 /// seconds.
-pub use toolplane_process::stats::BUCKETS as LATENCY_BUCKETS;
+pub use toolplane_process::stats::LATENCY_BUCKETS;
 use toolplane_process::{ProcessHost, ProcessLoadError, ProcessTool};
 use toolplane_tool::Checks;
 use toolplane_wasi::{LoadedTool, PoolConfig, Runtime, read_module};
@@ -351,7 +351,7 @@ pub(crate) async fn call_once(runtimes: &Runtimes, tool: Tool, input: &[u8]) -> 
 }
 
 /// What a load needs besides the manifest.
-pub(crate) enum Source {
+pub(crate) enum LoadInput {
     /// A module built into this binary.
     Static(&'static [u8]),
     /// A module file, read by the loader.
@@ -362,29 +362,29 @@ pub(crate) enum Source {
     Program,
 }
 
-impl Source {
+impl LoadInput {
     /// The source of the tool described by the manifest file `path`.
-    pub(crate) fn of_file(manifest: &Manifest, path: &Path) -> Source {
+    pub(crate) fn of_file(manifest: &Manifest, path: &Path) -> LoadInput {
         match &manifest.runtime {
             RuntimeManifest::Wasi(w) => {
-                Source::File(path.parent().unwrap_or(Path::new(".")).join(&w.module))
+                LoadInput::File(path.parent().unwrap_or(Path::new(".")).join(&w.module))
             }
-            RuntimeManifest::Process(_) => Source::Program,
+            RuntimeManifest::Process(_) => LoadInput::Program,
         }
     }
 
     /// A reload's source: read now, so that [`unchanged`] can compare it.
     /// A file that cannot be read is left for the loader, which reports it.
-    pub(crate) fn read_for_reload(manifest: &Manifest, dir: &Path, cfg: &PoolConfig) -> Source {
+    pub(crate) fn read_for_reload(manifest: &Manifest, dir: &Path, cfg: &PoolConfig) -> LoadInput {
         match &manifest.runtime {
             RuntimeManifest::Wasi(w) => {
                 let path = dir.join(&w.module);
                 match read_module(cfg, &path) {
-                    Ok(bytes) => Source::Read(bytes, path),
-                    Err(_) => Source::File(path),
+                    Ok(bytes) => LoadInput::Read(bytes, path),
+                    Err(_) => LoadInput::File(path),
                 }
             }
-            RuntimeManifest::Process(_) => Source::Program,
+            RuntimeManifest::Process(_) => LoadInput::Program,
         }
     }
 }
@@ -395,7 +395,7 @@ pub(crate) fn load(
     runtimes: &Runtimes,
     manifest: &Arc<Manifest>,
     origin: &Origin,
-    source: Source,
+    source: LoadInput,
 ) -> (Result<Tool, LoadError>, Option<PathBuf>) {
     let base = match origin {
         Origin::File(p) => p.parent(),
@@ -410,13 +410,13 @@ pub(crate) fn load(
     match &manifest.runtime {
         RuntimeManifest::Wasi(spec) => {
             let (bytes, path) = match source {
-                Source::Static(b) => (Ok(std::borrow::Cow::Borrowed(b)), None),
-                Source::File(p) => (
+                LoadInput::Static(b) => (Ok(std::borrow::Cow::Borrowed(b)), None),
+                LoadInput::File(p) => (
                     read_module(runtime.config(), &p).map(std::borrow::Cow::Owned),
                     Some(p),
                 ),
-                Source::Read(b, p) => (Ok(std::borrow::Cow::Owned(b)), Some(p)),
-                Source::Program => (Ok(std::borrow::Cow::Borrowed(&[][..])), None),
+                LoadInput::Read(b, p) => (Ok(std::borrow::Cow::Owned(b)), Some(p)),
+                LoadInput::Program => (Ok(std::borrow::Cow::Borrowed(&[][..])), None),
             };
             let result = bytes
                 .and_then(|b| {
@@ -448,12 +448,12 @@ pub(crate) fn unchanged(
     tool: &Tool,
     manifest_digest: Option<[u8; 32]>,
     new_digest: [u8; 32],
-    source: &Source,
+    source: &LoadInput,
 ) -> bool {
     manifest_digest == Some(new_digest)
         && match (tool, source) {
-            (Tool::Wasi(t), Source::Read(bytes, _)) => t.digest == toolplane_wasi::digest(bytes),
-            (Tool::Process(_), Source::Program) => true,
+            (Tool::Wasi(t), LoadInput::Read(bytes, _)) => t.digest == toolplane_wasi::digest(bytes),
+            (Tool::Process(_), LoadInput::Program) => true,
             _ => false,
         }
 }

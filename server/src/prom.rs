@@ -9,8 +9,9 @@ use toolplane_core::{OutcomeKind, RejectReason};
 
 use crate::app::App;
 
-/// Bucket bounds of the latency histograms, in seconds.
-const BUCKETS: [f64; 20] = [
+/// Bucket bounds of the engine's latency histograms (by stage), in
+/// seconds.
+const STAGE_BUCKETS: [f64; 20] = [
     5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3,
     100e-3, 250e-3, 500e-3, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -342,7 +343,7 @@ fn head(o: &mut String, name: &str, kind: &str, help: &str) {
 /// One labelled histogram from nanosecond samples: cumulative buckets, sum
 /// and count.
 fn histogram(o: &mut String, stage: &str, h: &Histogram<u64>) {
-    for le in BUCKETS {
+    for le in STAGE_BUCKETS {
         let n = h.count_between(0, (le * 1e9) as u64);
         let _ = writeln!(
             o,

@@ -29,7 +29,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -39,21 +39,18 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use toolplane_core::Outcome;
 
 use super::codec::LineBuf;
-use super::life::{Life, STOP_GRACE};
+use super::life::{CANCEL_GRACE, Life, STOP_GRACE};
 use super::spawn::Child;
 use crate::error::Exit;
 use toolplane_tool::progress::{Progress, ProgressSink};
 
-/// How long a process has to answer a cancelled call before it is killed.
-pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
-
 /// The lines of one process: what is written to it, the calls waiting.
 pub(crate) struct Lines {
-    out: Mutex<Out>,
+    stdin: Mutex<Stdin>,
     /// Lines handed to the writer task and not yet written.
     backlog: Arc<AtomicUsize>,
     calls: Mutex<Calls>,
-    input: Mutex<In>,
+    stdout: Mutex<Stdout>,
     /// The threads whose reactors read the process's stdout now.
     readers: Mutex<HashMap<ThreadId, Reader>>,
     /// `readers.len()`: the host reads only while it is 0.
@@ -63,7 +60,7 @@ pub(crate) struct Lines {
 }
 
 /// The read side of the process's stdout, read by whoever holds the lock.
-struct In {
+struct Stdout {
     /// The pipe (non-blocking: the flag is on the open file description,
     /// which every duplicate shares).
     fd: OwnedFd,
@@ -95,7 +92,7 @@ struct Reader {
 /// no other thread is woken), and hands the writer task on the process
 /// host what the pipe would not take at once, and every line after it
 /// until that backlog is written (so lines keep their order).
-struct Out {
+struct Stdin {
     fd: Option<std::os::fd::OwnedFd>,
     tx: Option<mpsc::UnboundedSender<Vec<u8>>>,
 }
@@ -150,10 +147,10 @@ impl Lines {
         let backlog = Arc::new(AtomicUsize::new(0));
         tokio::spawn(write_lines(stdin, rx, Arc::clone(&backlog)));
         Ok(Lines {
-            out: Mutex::new(Out { fd, tx: Some(tx) }),
+            stdin: Mutex::new(Stdin { fd, tx: Some(tx) }),
             backlog,
             calls: Mutex::new(Calls::default()),
-            input: Mutex::new(In {
+            stdout: Mutex::new(Stdout {
                 fd: stdout,
                 lines: LineBuf::new(max_line),
                 ended: None,
@@ -166,7 +163,7 @@ impl Lines {
 
     /// Closes the process's stdin (both ways of writing to it).
     pub(crate) fn close(&self) {
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
         out.fd = None;
         out.tx = None;
     }
@@ -174,7 +171,7 @@ impl Lines {
     /// Writes `line` to the process's stdin, from this thread when the
     /// pipe takes it whole; false once stdin is closed or broken.
     fn send(&self, mut line: Vec<u8>) -> bool {
-        let out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let out = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
         let Some(tx) = &out.tx else { return false };
         // Acquire pairs with the writer task's AcqRel decrement (after its
         // write): a zero means every queued line is in the pipe already.
@@ -319,28 +316,28 @@ impl Lines {
     /// they name, from whichever thread calls it (under the read lock);
     /// false once the process's stdout has ended.
     fn drain(&self, proc: &Life) -> bool {
-        let mut guard = self.input.lock().unwrap_or_else(|p| p.into_inner());
-        let inp = &mut *guard;
-        if inp.ended.is_some() {
+        let mut guard = self.stdout.lock().unwrap_or_else(|p| p.into_inner());
+        let stdout = &mut *guard;
+        if stdout.ended.is_some() {
             return false;
         }
         let ended = loop {
-            let room = inp.lines.room(READ_CHUNK);
-            match rustix::io::read(&inp.fd, rustix::buffer::spare_capacity(room)) {
+            let room = stdout.lines.room(READ_CHUNK);
+            match rustix::io::read(&stdout.fd, rustix::buffer::spare_capacity(room)) {
                 Ok(0) => break Some(Ended::Eof),
                 Ok(_) => {}
                 Err(rustix::io::Errno::AGAIN) => break None,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => break Some(Ended::Bad(format!("could not be read: {e}"))),
             }
-            if let Err(why) = inp.lines.lines(|line| self.answer(proc, line)) {
+            if let Err(why) = stdout.lines.lines(|line| self.answer(proc, line)) {
                 break Some(Ended::Bad(why));
             }
         };
         match ended {
             None => true,
             Some(e) => {
-                inp.ended = Some(e);
+                stdout.ended = Some(e);
                 drop(guard);
                 self.broken.notify_one();
                 false
@@ -409,8 +406,8 @@ impl Lines {
     /// the process ends; why it ended.
     pub(crate) async fn read(&self, proc: &Life, child: &mut Child) -> Exit {
         let fd = {
-            let inp = self.input.lock().unwrap_or_else(|p| p.into_inner());
-            inp.fd.try_clone()
+            let stdout = self.stdout.lock().unwrap_or_else(|p| p.into_inner());
+            stdout.fd.try_clone()
         };
         let pipe = match fd.and_then(register) {
             Ok(p) => p,
@@ -454,7 +451,7 @@ impl Lines {
                 }
             }
             let ended = self
-                .input
+                .stdout
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .ended
@@ -520,8 +517,8 @@ async fn read_on_caller(turn: Turn) {
     } = &turn;
     // A duplicate per reactor: one descriptor is registered once per epoll.
     let fd = {
-        let inp = lines.input.lock().unwrap_or_else(|p| p.into_inner());
-        inp.fd.try_clone()
+        let stdout = lines.stdout.lock().unwrap_or_else(|p| p.into_inner());
+        stdout.fd.try_clone()
     };
     let Ok(pipe) = fd.and_then(register) else {
         return;
@@ -622,7 +619,7 @@ fn request(id: u64, tool: &str, input: &[u8], watched: bool) -> Vec<u8> {
     line
 }
 
-/// Writes what the pipe would not take at once (see [`Out`]).
+/// Writes what the pipe would not take at once (see [`Stdin`]).
 async fn write_lines(
     stdin: Option<tokio::process::ChildStdin>,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,

@@ -13,6 +13,11 @@ use toolplane_core::Outcome;
 /// is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a process has, after one of its calls is cancelled, to show it
+/// is not hung before it is killed: a jsonl worker answers the call, an MCP
+/// server a ping.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
 /// One process's life.
 pub(crate) struct Life {
     /// Its number within the tool, for messages.

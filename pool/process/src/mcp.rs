@@ -33,7 +33,7 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use std::sync::atomic::Ordering;
 use toolplane_core::Outcome;
 
-use super::life::Life;
+use super::life::{CANCEL_GRACE, Life};
 use super::shared::Shared;
 use super::spawn::Child;
 use crate::error::UpstreamError;
@@ -107,9 +107,6 @@ impl Watching {
         self.sinks.insert(token, sink);
     }
 }
-
-/// How long a process whose call was cancelled has to answer a ping.
-pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
 /// The client side of one upstream process.
 pub(crate) struct Upstream {

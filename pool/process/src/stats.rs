@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in seconds (Prometheus' `le`).
-pub const BUCKETS: [f64; 18] = [
+pub const LATENCY_BUCKETS: [f64; 18] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0, 30.0,
 ];
@@ -14,7 +14,7 @@ pub const BUCKETS: [f64; 18] = [
 /// A latency histogram with fixed buckets, lock-free to record.
 #[derive(Default)]
 pub(crate) struct Latency {
-    counts: [AtomicU64; BUCKETS.len()],
+    counts: [AtomicU64; LATENCY_BUCKETS.len()],
     count: AtomicU64,
     sum_ns: AtomicU64,
 }
@@ -22,7 +22,7 @@ pub(crate) struct Latency {
 impl Latency {
     pub(crate) fn record(&self, d: Duration) {
         let s = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|&b| s <= b) {
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| s <= b) {
             self.counts[i].fetch_add(1, Relaxed);
         }
         self.count.fetch_add(1, Relaxed);
@@ -31,7 +31,7 @@ impl Latency {
     }
 
     fn snapshot(&self) -> LatencySnapshot {
-        let mut cumulative = [0; BUCKETS.len()];
+        let mut cumulative = [0; LATENCY_BUCKETS.len()];
         let mut n = 0;
         for (c, b) in cumulative.iter_mut().zip(&self.counts) {
             n += b.load(Relaxed);
@@ -48,8 +48,8 @@ impl Latency {
 /// A histogram's counts at one moment.
 #[derive(Debug, Clone)]
 pub struct LatencySnapshot {
-    /// Observations at or below each of [`BUCKETS`].
-    pub cumulative: [u64; BUCKETS.len()],
+    /// Observations at or below each of [`LATENCY_BUCKETS`].
+    pub cumulative: [u64; LATENCY_BUCKETS.len()],
     /// All observations.
     pub count: u64,
     /// Their sum.

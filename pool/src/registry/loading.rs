@@ -12,12 +12,12 @@ use toolplane_core::ToolTable;
 use super::snapshot::{Deferred, LoadState, Snapshot, ToolEntry};
 use super::types::{RegistryError, RegistryEvent};
 use crate::kind::Runtimes;
-use crate::kind::{self, Source};
+use crate::kind::{self, LoadInput};
 use crate::manifest::{Manifest, ManifestError, Origin};
 
 /// A tool to list: its manifest, where it came from, what its load reads
 /// and its manifest file's digest.
-pub(super) type Staged = (Manifest, Origin, Source, Option<[u8; 32]>);
+pub(super) type Staged = (Manifest, Origin, LoadInput, Option<[u8; 32]>);
 
 pub(super) struct Inner {
     /// Itself, for the loads it defers (see [`Deferred`]).
@@ -56,7 +56,7 @@ impl std::fmt::Debug for Inner {
 /// One load for the loader threads.
 pub(super) struct Job {
     pub(super) entry: Arc<ToolEntry>,
-    pub(super) source: Source,
+    pub(super) source: LoadInput,
     pub(super) seq: u64,
     /// Publish only when loaded (a replacement), or at once (a new tool).
     pub(super) replace: bool,
@@ -151,7 +151,7 @@ impl Inner {
         &self,
         manifest: Manifest,
         origin: Origin,
-        source: Source,
+        source: LoadInput,
         digest: Option<[u8; 32]>,
         from_watch: bool,
     ) {

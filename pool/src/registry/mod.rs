@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use toolplane_core::{Outcome, ToolTable};
 
-use crate::kind::{Source, Tool};
+use crate::kind::{LoadInput, Tool};
 use crate::manifest::Manifest;
 use toolplane_wasi::Runtime;
 use toolplane_wasi::builtin;
@@ -235,7 +235,7 @@ impl RegistryBuilder {
             let mut items = Vec::new();
             for b in builtin::BUILTINS {
                 match Manifest::from_toml_str(b.manifest, Path::new(b.manifest_path)) {
-                    Ok(m) => items.push((m, Origin::Builtin, Source::Static(b.module), None)),
+                    Ok(m) => items.push((m, Origin::Builtin, LoadInput::Static(b.module), None)),
                     Err(e) => registry.inner.problem(&e.path, e.message.clone(), None),
                 }
             }
@@ -247,7 +247,7 @@ impl RegistryBuilder {
             for r in parallel_parse(&manifests) {
                 match r {
                     Ok((path, m, digest)) => {
-                        let source = Source::of_file(&m, &path);
+                        let source = LoadInput::of_file(&m, &path);
                         items.push((m, Origin::File(path), source, Some(digest)));
                     }
                     Err(e) => registry.inner.problem(&e.path, e.message.clone(), None),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::loading::Inner;
 use super::types::RegistryError;
-use crate::kind::{self, Source};
+use crate::kind::{self, LoadInput};
 use crate::manifest::{Manifest, Origin};
 
 /// Quiet time after a file event before the registry reloads.
@@ -39,7 +39,7 @@ impl Inner {
                 }
             };
             // Read here to compare: the loader takes what was read.
-            let source = Source::read_for_reload(&m, dir, self.runtimes.wasi.config());
+            let source = LoadInput::read_for_reload(&m, dir, self.runtimes.wasi.config());
             let unchanged = self.snapshot().by_name(&name).is_some_and(|e| {
                 matches!(e.loaded(), Some(Ok(t)) if kind::unchanged(t, e.manifest_digest, digest, &source))
             });
