@@ -20,13 +20,6 @@ pub(crate) struct Proc {
     pub(crate) wire: Wire,
 }
 
-impl std::ops::Deref for Proc {
-    type Target = Life;
-    fn deref(&self) -> &Life {
-        &self.life
-    }
-}
-
 /// How calls reach the process.
 pub(crate) enum Wire {
     Jsonl(Arc<jsonl::Lines>),
@@ -103,8 +96,8 @@ impl Proc {
         tokio::spawn(async move {
             let why = tokio::select! {
                 why = p.watch(&mut child) => why,
-                () = p.stop_asked() => p.wind_down(&mut child).await,
-                () = p.kill_asked() => Exit::Hung,
+                () = p.life.stop_asked() => p.wind_down(&mut child).await,
+                () = p.life.kill_asked() => Exit::Hung,
             };
             let status = child.kill().await;
             let status = match status {
@@ -112,7 +105,7 @@ impl Proc {
                 _ => String::new(),
             };
             let err = child.stderr_excerpt().await;
-            p.finish(format!("process {} {why}{status}{err}", p.pid));
+            p.finish(format!("process {} {why}{status}{err}", p.life.pid));
             on_exit(&p);
         });
         Ok(proc)
@@ -162,7 +155,7 @@ impl Proc {
             }
             Wire::Mcp(up) => up.call(&self.life, target, input, deadline, progress).await,
         };
-        self.touch();
+        self.life.touch();
         out
     }
 
@@ -171,7 +164,7 @@ impl Proc {
         let why: Arc<str> = why.into();
         match &self.wire {
             Wire::Jsonl(lines) => lines.fail_all(&self.life, Arc::clone(&why)),
-            Wire::Mcp(_) => self.set_exit(why),
+            Wire::Mcp(_) => self.life.set_exit(why),
         }
     }
 }

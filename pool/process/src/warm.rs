@@ -137,10 +137,10 @@ impl Warm {
                 let best = st
                     .procs
                     .iter()
-                    .filter(|p| p.exit().is_none())
-                    .min_by_key(|p| p.load());
-                if let Some(p) = best.filter(|p| p.load() < cap) {
-                    p.admit();
+                    .filter(|p| p.life.exit().is_none())
+                    .min_by_key(|p| p.life.load());
+                if let Some(p) = best.filter(|p| p.life.load() < cap) {
+                    p.life.admit();
                     return Ok(Arc::clone(p));
                 }
                 // Down: fail at once, unless a process runs (the
@@ -171,7 +171,7 @@ impl Warm {
                     // A jsonl process takes calls at once (its stdin
                     // buffers them while it starts); an MCP one has
                     // finished its handshake.
-                    p.admit();
+                    p.life.admit();
                     return Ok(p);
                 }
                 Some(at) => {
@@ -219,7 +219,7 @@ impl Warm {
         st.starting -= 1;
         match started {
             Ok(p) if st.closed => {
-                p.stop();
+                p.life.stop();
                 Err(Unavailable::Unloaded)
             }
             Ok(p) => {
@@ -261,16 +261,16 @@ impl Warm {
                     Ok(listed) => listed.map_err(ListError::Upstream),
                     Err(_) => {
                         // It may be stuck as a whole: the next call starts afresh.
-                        p.stop();
+                        p.life.stop();
                         Err(ListError::Timeout(wait))
                     }
                 }
             }
             super::proc::Wire::Jsonl(_) => Err(ListError::NotMcp),
         };
-        p.not_a_call();
+        p.life.not_a_call();
         if listed.is_ok() {
-            p.mark_answered();
+            p.life.mark_answered();
         }
         self.give_back(&p);
         listed
@@ -301,8 +301,8 @@ impl Warm {
 
     /// A call on `p` finished.
     fn give_back(&self, p: &Arc<Proc>) {
-        p.release();
-        if p.answered() {
+        p.life.release();
+        if p.life.answered() {
             let mut st = self.state();
             if st.failures > 0 || st.down.is_some() {
                 if st.down.is_some() {
@@ -318,12 +318,12 @@ impl Warm {
             .shared
             .pool
             .recycle_after
-            .is_some_and(|n| p.served() >= n);
+            .is_some_and(|n| p.life.served() >= n);
         if recycle {
             self.retire(p);
         }
-        if p.load() == 0 && p.stopping() {
-            p.stop();
+        if p.life.load() == 0 && p.life.stopping() {
+            p.life.stop();
         }
         self.changed.notify_waiters();
     }
@@ -336,27 +336,27 @@ impl Warm {
             self.shared.counters.alive.fetch_sub(1, Ordering::Relaxed);
         }
         drop(st);
-        p.retire();
-        if p.load() == 0 {
-            p.stop();
+        p.life.retire();
+        if p.life.load() == 0 {
+            p.life.stop();
         }
     }
 
     /// `p` ended (its calls are answered already).
     fn ended(&self, p: &Arc<Proc>) {
-        let why = Arc::clone(p.exit().expect("ended after finish"));
+        let why = Arc::clone(p.life.exit().expect("ended after finish"));
         let mut st = self.state();
         if let Some(i) = st.procs.iter().position(|q| Arc::ptr_eq(q, p)) {
             st.procs.swap_remove(i);
             self.shared.counters.alive.fetch_sub(1, Ordering::Relaxed);
         }
-        if p.stopping() {
+        if p.life.stopping() {
             tracing::debug!(tool = %self.shared.name, "{why}");
         } else {
             tracing::warn!(tool = %self.shared.name, "{why}");
             // A process that answered, or ran a while, had started well:
             // what ended it is not a crash loop.
-            let early = !p.answered() && p.started.elapsed() < STABLE_AFTER;
+            let early = !p.life.answered() && p.life.started.elapsed() < STABLE_AFTER;
             if early {
                 self.failed(&mut st, why, false);
             } else {
@@ -384,8 +384,8 @@ impl Warm {
             let mut running = st.procs.len();
             for p in &st.procs {
                 if running > min
-                    && p.load() == 0
-                    && (retired || p.last_used().elapsed() >= spec.idle_timeout)
+                    && p.life.load() == 0
+                    && (retired || p.life.last_used().elapsed() >= spec.idle_timeout)
                 {
                     idle.push(Arc::clone(p));
                     running -= 1;
@@ -405,7 +405,7 @@ impl Warm {
             start
         };
         for p in &idle {
-            tracing::debug!(tool = %self.shared.name, serial = p.serial, "idle: stopping");
+            tracing::debug!(tool = %self.shared.name, serial = p.life.serial, "idle: stopping");
             self.retire(p);
         }
         for i in 0..start {
@@ -430,10 +430,11 @@ impl Warm {
         };
         for p in &procs {
             self.shared.counters.alive.fetch_sub(1, Ordering::Relaxed);
-            p.stop();
+            p.life.stop();
         }
         for p in &procs {
-            p.exit_within(super::life::STOP_GRACE + Duration::from_secs(1))
+            p.life
+                .exit_within(super::life::STOP_GRACE + Duration::from_secs(1))
                 .await;
         }
         procs.len()
@@ -453,7 +454,7 @@ impl Drop for Warm {
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         st.closed = true;
         for p in st.procs.drain(..) {
-            p.stop();
+            p.life.stop();
         }
     }
 }
