@@ -41,6 +41,7 @@ mod codec;
 mod contain;
 pub mod error;
 mod exec;
+pub mod health;
 mod host;
 pub mod jsonl;
 mod life;
@@ -54,6 +55,7 @@ pub mod stats;
 pub mod warm;
 
 pub use host::ProcessHost;
+pub use life::{CANCEL_GRACE, STOP_GRACE};
 pub use shared::MembersChanged;
 use shared::Shared;
 pub use spawn::Files;

@@ -7,11 +7,10 @@
 //! Supervision: a process that ends without being asked to is replaced
 //! (the calls in flight on it end `Error` with its exit status and stderr
 //! tail). One that ends before it ever answered, within [`STABLE_AFTER`]
-//! of starting, is a failure: failures in a row back off
-//! (from [`BACKOFF_FIRST`], doubling, up to [`BACKOFF_MAX`]), and after
-//! [`DOWN_AFTER`] of them the tool is *down*: its calls fail at once with
-//! the reason until a process starts and answers again, and `tools list`,
-//! `/readyz` and `/metrics` show it failed.
+//! of starting, is a failure; the supervisor's verdict on failures (the
+//! back-off, *down*) is [`crate::health`]. While down, calls fail at once
+//! with the reason until a process starts and answers again, and `tools
+//! list`, `/readyz` and `/metrics` show it failed.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
@@ -20,18 +19,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use toolplane_core::Outcome;
 
+use super::health::Health;
 use super::proc::Proc;
 use super::shared::Shared;
 use crate::error::{ListError, Unavailable};
 
 /// A process that lived this long had started well, whatever ended it.
 pub const STABLE_AFTER: Duration = Duration::from_secs(10);
-/// The first pause after a failure.
-pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-/// The longest pause between starts.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Failures in a row after which the tool is down.
-pub const DOWN_AFTER: u32 = 3;
 /// How often the supervisor looks at the pool.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(500);
 
@@ -54,13 +48,8 @@ struct State {
     procs: Vec<Arc<Proc>>,
     starting: usize,
     serial: u64,
-    failures: u32,
-    retry_at: Option<Instant>,
-    last_failure: Option<Arc<str>>,
-    down: Option<Arc<str>>,
-    /// Down because its program could not be run: the next process that
-    /// starts brings it up (one that never answers would not, else).
-    down_missing: bool,
+    /// Failures in a row, the back-off, down or up.
+    health: Health,
     closed: bool,
     /// No longer listed: processes stop once idle, none is kept for
     /// `pool.min` (`ProcessTool::retire`).
@@ -89,7 +78,7 @@ impl Warm {
     /// Why the tool is down (its processes keep failing, and the last
     /// reason), if it is.
     pub(crate) fn down(&self) -> Option<Arc<str>> {
-        self.state().down.clone()
+        self.state().health.down().cloned()
     }
 
     /// Runs one call, on the caller's reactor (a process it needs started
@@ -145,13 +134,13 @@ impl Warm {
                 }
                 // Down: fail at once, unless a process runs (the
                 // supervisor's probe), which may answer and bring it up.
-                if let Some(why) = &st.down
+                if let Some(why) = st.health.down()
                     && best.is_none()
                 {
                     return Err(Unavailable::Down(Arc::clone(why)));
                 }
                 let now = Instant::now();
-                match st.retry_at {
+                match st.health.retry_at() {
                     Some(at) if at > now => Some(at),
                     // A process is starting (the supervisor's for pool.min,
                     // or another caller's): its room comes first, rather
@@ -224,13 +213,7 @@ impl Warm {
             }
             Ok(p) => {
                 s.counters.alive.fetch_add(1, Ordering::Relaxed);
-                if st.down_missing {
-                    tracing::info!(tool = %s.name, "its program runs again: up");
-                    st.down_missing = false;
-                    st.down = None;
-                    st.failures = 0;
-                    st.retry_at = None;
-                }
+                st.health.started(&s.name);
                 st.procs.push(Arc::clone(&p));
                 drop(st);
                 self.changed.notify_waiters();
@@ -242,7 +225,7 @@ impl Warm {
                 // way: the tool is down at once (and still retried, with
                 // back-off, in case someone installs it).
                 let missing = e.program_missing();
-                self.failed(&mut st, e.to_string().into(), missing);
+                self.failed(&mut st, &e.to_string(), missing);
                 drop(st);
                 self.changed.notify_waiters();
                 Err(Unavailable::Start(e))
@@ -276,43 +259,21 @@ impl Warm {
         listed
     }
 
-    /// A failure: the next start waits, and enough in a row (or one,
-    /// when the program is `missing`) put the tool down.
-    fn failed(&self, st: &mut State, why: Arc<str>, missing: bool) {
+    /// A failure (see [`Health::failed`]), counted as a restart.
+    fn failed(&self, st: &mut State, why: &str, missing: bool) {
         self.shared
             .counters
             .restarts
             .fetch_add(1, Ordering::Relaxed);
-        st.failures += 1;
-        let pause = BACKOFF_FIRST
-            .saturating_mul(1 << (st.failures - 1).min(16))
-            .min(BACKOFF_MAX);
-        st.retry_at = Some(Instant::now() + pause);
-        if missing && st.down.is_none() {
-            tracing::warn!(tool = %self.shared.name, "down: {why}");
-            st.down = Some(format!("its program cannot be run: {why}").into());
-            st.down_missing = true;
-        } else if st.failures >= DOWN_AFTER && st.down.is_none() {
-            tracing::warn!(tool = %self.shared.name, "down after {} failures in a row: {why}", st.failures);
-            st.down = Some(down_message(&why));
-        }
-        st.last_failure = Some(why);
+        st.health
+            .failed(&self.shared.name, why, missing, Instant::now());
     }
 
     /// A call on `p` finished.
     fn give_back(&self, p: &Arc<Proc>) {
         p.life.release();
         if p.life.answered() {
-            let mut st = self.state();
-            if st.failures > 0 || st.down.is_some() {
-                if st.down.is_some() {
-                    tracing::info!(tool = %self.shared.name, "up again");
-                }
-                st.failures = 0;
-                st.retry_at = None;
-                st.down = None;
-                st.down_missing = false;
-            }
+            self.state().health.answered(&self.shared.name);
         }
         let recycle = self
             .shared
@@ -358,7 +319,7 @@ impl Warm {
             // what ended it is not a crash loop.
             let early = !p.life.answered() && p.life.started.elapsed() < STABLE_AFTER;
             if early {
-                self.failed(&mut st, why, false);
+                self.failed(&mut st, &why, false);
             } else {
                 self.shared
                     .counters
@@ -391,10 +352,10 @@ impl Warm {
                     running -= 1;
                 }
             }
-            let ready = st.retry_at.is_none_or(|at| at <= Instant::now());
+            let ready = st.health.may_start(Instant::now());
             let start = if !ready || retired {
                 0
-            } else if st.down.is_some() && running + st.starting == 0 {
+            } else if st.health.down().is_some() && running + st.starting == 0 {
                 // A probe: calls fail at once while down, so only the
                 // supervisor tries again (after the back-off).
                 1
@@ -457,10 +418,6 @@ impl Drop for Warm {
             p.life.stop();
         }
     }
-}
-
-fn down_message(why: &str) -> Arc<str> {
-    format!("its processes keep failing ({DOWN_AFTER} in a row); the last: {why}").into()
 }
 
 async fn supervise(warm: Weak<Warm>) {
