@@ -270,8 +270,23 @@ pub enum OutputForm {
     Json,
     /// An upstream MCP server's unstructured result, `{"content": [...]}`:
     /// its content blocks, to serve as they came
-    /// ([`toolplane_process::mcp::content_blocks`] reads them back).
+    /// ([`OutputForm::content_blocks`] reads them back).
     Content,
+}
+
+impl OutputForm {
+    /// The content blocks of `output`, when it is in this form an
+    /// upstream MCP server's unstructured result (served to MCP clients as
+    /// the blocks it came as); `None` for any other output.
+    pub fn content_blocks(
+        self,
+        output: &[u8],
+    ) -> Option<Vec<toolplane_process::mcp::ContentBlock>> {
+        match self {
+            OutputForm::Content => toolplane_process::mcp::content_blocks(output),
+            OutputForm::Json => None,
+        }
+    }
 }
 
 /// What keeps a process tool's processes in, in words (as `tools list`

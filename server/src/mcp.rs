@@ -200,9 +200,7 @@ impl ServerHandler for Mcp {
         match result {
             Ok(answer) => {
                 let out = answer.output;
-                if answer.form == toolplane_pool::kind::OutputForm::Content
-                    && let Some(blocks) = toolplane_pool::process::mcp::content_blocks(&out)
-                {
+                if let Some(blocks) = answer.form.content_blocks(&out) {
                     return Ok(CallToolResult::success(blocks).into());
                 }
                 let text = String::from_utf8_lossy(&out).into_owned();

@@ -553,6 +553,9 @@ struct Unstructured {
     content: Vec<rmcp::model::ContentBlock>,
 }
 
+/// An MCP content block (text, image, audio, a resource), as rmcp models it.
+pub use rmcp::model::ContentBlock;
+
 /// The content blocks of an output an upstream's unstructured result made
 /// (a tool whose output form is content); `None` for any other output.
 pub fn content_blocks(output: &[u8]) -> Option<Vec<rmcp::model::ContentBlock>> {
