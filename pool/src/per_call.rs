@@ -5,31 +5,36 @@
 //!
 //! ```no_run
 //! # async fn f(registry: toolplane_pool::Registry, input: &[u8]) -> Option<()> {
-//! use std::sync::Arc;
 //! use toolplane_pool::PerCall;
 //!
 //! let entry = registry.resolve("echo").await?;
 //! let tool = entry.wait().await.as_ref().ok()?.clone();
 //! let (tx, mut progress) = toolplane_pool::progress::channel();
-//! // Checks the input now; the worker that runs this version does not.
-//! let per_call = Arc::new(PerCall::checked(&tool, input).ok()?.with_progress(tx));
-//! let event = toolplane_core::Event::new(entry.id, input).with_attached(per_call.clone());
+//! // Checks the input now and builds the event from the bytes it checked;
+//! // the worker that runs this version does not check them again.
+//! let (event, per_call) = PerCall::checked_event(entry.id, &tool, input, Some(tx)).ok()?;
 //! // … submit `event`; read `progress`; after the answer:
 //! let form = per_call.form();
 //! # let _ = (event, form, progress.try_recv()); Some(()) }
 //! ```
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use toolplane_core::{Event, ToolId};
 use toolplane_tool::progress::ProgressSink;
 
 use crate::kind::{OutputForm, Tool};
 
 /// One call's context, shared between its caller and the worker that runs
-/// it. Build it with [`PerCall::new`] or [`PerCall::checked`].
+/// it: one per call (a context attached to a second event, or to a clone,
+/// checks that event's input as if it had none). Build it with
+/// [`PerCall::checked_event`] or [`PerCall::new`].
 #[derive(Debug, Default)]
 pub struct PerCall {
     checked: Option<Tool>,
+    /// The skip of the input check was taken (it is taken once).
+    skip_taken: AtomicBool,
     progress: Option<ProgressSink>,
     form: OnceLock<OutputForm>,
 }
@@ -40,19 +45,29 @@ impl PerCall {
         PerCall::default()
     }
 
-    /// Checks `input` against `tool`'s input schema now: a worker that
-    /// resolves the same version of the tool for the call does not check
-    /// it again (one that resolves another, after a reload, does).
+    /// Checks `input` against `tool`'s input schema now and builds the
+    /// call's event (`id`, the registry's id of the tool, and the bytes
+    /// checked) with this context attached: a worker that runs the same
+    /// version of the tool does not check it again (one that runs another,
+    /// after a reload, does). `progress` gets the call's progress reports.
     ///
     /// # Errors
     ///
     /// The input does not match; the message names the tool and the field.
-    pub fn checked(tool: &Tool, input: &[u8]) -> Result<PerCall, String> {
+    pub fn checked_event(
+        id: ToolId,
+        tool: &Tool,
+        input: &[u8],
+        progress: Option<ProgressSink>,
+    ) -> Result<(Event, Arc<PerCall>), String> {
         tool.check_input(input)?;
-        Ok(PerCall {
+        let per_call = Arc::new(PerCall {
             checked: Some(tool.clone()),
+            progress,
             ..PerCall::default()
-        })
+        });
+        let event = Event::new(id, input).with_attached(Arc::clone(&per_call) as _);
+        Ok((event, per_call))
     }
 
     /// Sends the call's progress reports (an upstream MCP server's
@@ -70,9 +85,13 @@ impl PerCall {
         self.form.get().copied()
     }
 
-    /// Whether `tool`'s input check for this call ran already.
+    /// Whether the input check against `tool` ran already for this call:
+    /// the same version, and the first event to ask.
     pub(crate) fn checked_for(&self, tool: &Tool) -> bool {
+        // Relaxed: the swap alone decides who takes the skip; it guards
+        // no other data.
         self.checked.as_ref().is_some_and(|t| t.same(tool))
+            && !self.skip_taken.swap(true, Ordering::Relaxed)
     }
 
     /// The progress sink, for the call.
@@ -86,7 +105,7 @@ impl PerCall {
     }
 
     /// The context attached to `event`, if it is one of these.
-    pub(crate) fn of(event: &mut toolplane_core::Event) -> Option<Arc<PerCall>> {
+    pub(crate) fn of(event: &mut Event) -> Option<Arc<PerCall>> {
         event
             .take_attached()
             .and_then(|a| a.downcast::<PerCall>().ok())
@@ -100,9 +119,10 @@ mod tests {
     use toolplane_core::{Call, Outcome};
     use toolplane_wasi::WasiWorker;
 
-    /// A version the caller checked is not checked again by the worker:
-    /// a context marked checked for an input that never was (only this
-    /// module can make one) starts the call instead of refusing it.
+    /// A version the caller checked is not checked again by the worker,
+    /// once: a context marked checked for an input that never was (made
+    /// here, as `checked_event` never would) starts the call instead of
+    /// refusing it, and a second event carrying it is checked.
     #[test]
     fn the_version_its_caller_checked_is_not_checked_again() {
         let data = tempfile::tempdir().unwrap();
@@ -128,8 +148,9 @@ mod tests {
             checked: Some(tool.clone()),
             ..PerCall::default()
         };
-        assert!(marked.checked_for(&tool));
         assert!(!PerCall::new().checked_for(&tool));
+        assert!(marked.checked_for(&tool));
+        assert!(!marked.checked_for(&tool), "the skip is taken once");
         let refused = tool.start(&wasi, entry.id, bad.as_slice().into(), false, None);
         assert!(matches!(refused, Call::Done(Outcome::Error(_))));
         let started = tool.start(&wasi, entry.id, bad.as_slice().into(), true, None);

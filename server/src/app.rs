@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use toolplane_core::{
-    Engine, Event, Injector, Metrics, Payload, Priority, Report, ToolId, ToolTable,
-};
+use toolplane_core::{Engine, Injector, Metrics, Payload, Priority, Report, ToolId, ToolTable};
 use toolplane_pool::{LoadState, PerCall, Registry, ToolEntry};
 
 use crate::config::Settings;
@@ -307,14 +305,9 @@ impl App {
         };
         // Checked here, before admission (a bad call costs no engine slot);
         // the worker that runs this version does not check it again.
-        let mut per_call = PerCall::checked(&tool, call.input).map_err(CallError::InvalidInput)?;
-        if let Some(sink) = call.progress {
-            per_call = per_call.with_progress(sink);
-        }
-        let per_call = Arc::new(per_call);
-        let mut event = Event::new(entry.id, call.input)
-            .with_priority(call.priority)
-            .with_attached(Arc::clone(&per_call) as toolplane_core::Attached);
+        let (event, per_call) = PerCall::checked_event(entry.id, &tool, call.input, call.progress)
+            .map_err(CallError::InvalidInput)?;
+        let mut event = event.with_priority(call.priority);
         if let Some(k) = call.key {
             event = event.with_key(k);
         }

@@ -413,7 +413,8 @@ fn a_call_checked_by_its_caller_is_checked_again_only_by_another_version() {
     };
     let (id, v1) = current();
     let input = b"{\"a\":1}";
-    let checked_by_v1 = Arc::new(PerCall::checked(&v1, input).expect("v1 takes any object"));
+    let (event_v1, checked_by_v1) =
+        PerCall::checked_event(id, &v1, input, None).expect("v1 takes any object");
 
     // A reload between the caller's check and the run: v2 requires a field
     // the input lacks, so the worker running v2 checks again and refuses.
@@ -424,14 +425,12 @@ fn a_call_checked_by_its_caller_is_checked_again_only_by_another_version() {
     .unwrap();
     next_event(&events, |e| matches!(e, RegistryEvent::Replaced { .. }));
     let (_, v2) = current();
-    assert!(PerCall::checked(&v2, input).is_err());
+    assert!(PerCall::checked_event(id, &v2, input, None).is_err());
 
     let e = engine(&rig, 1, 4);
     let mut p = e.producer();
     let mut out = Vec::new();
-    let event = toolplane_core::Event::new(id, input.as_slice())
-        .with_attached(Arc::clone(&checked_by_v1) as toolplane_core::Attached);
-    crate::support::submit_all(&mut p, [event], &mut out);
+    crate::support::submit_all(&mut p, [event_v1], &mut out);
     drain_until(&mut p, &mut out, 1, Duration::from_secs(20));
     assert!(
         error_text(&out[0].outcome).contains("must"),
@@ -446,13 +445,28 @@ fn a_call_checked_by_its_caller_is_checked_again_only_by_another_version() {
 
     // Checked against the version that runs: it runs.
     let good = b"{\"must\":1}";
-    let checked_by_v2 = Arc::new(PerCall::checked(&v2, good).unwrap());
+    let (event, checked_by_v2) = PerCall::checked_event(id, &v2, good, None).unwrap();
     out.clear();
-    let event = toolplane_core::Event::new(id, good.as_slice())
-        .with_attached(Arc::clone(&checked_by_v2) as toolplane_core::Attached);
     crate::support::submit_all(&mut p, [event], &mut out);
     drain_until(&mut p, &mut out, 1, Duration::from_secs(20));
     assert_eq!(out[0].outcome, Outcome::Ok(b"v1".as_slice().into()));
+    assert_eq!(
+        checked_by_v2.form(),
+        Some(toolplane_pool::kind::OutputForm::Json)
+    );
+
+    // The context attached again, to an input v2 refuses: this event's
+    // input was never checked, and the worker checks it.
+    out.clear();
+    let reused = toolplane_core::Event::new(id, input.as_slice())
+        .with_attached(Arc::clone(&checked_by_v2) as toolplane_core::Attached);
+    crate::support::submit_all(&mut p, [reused], &mut out);
+    drain_until(&mut p, &mut out, 1, Duration::from_secs(20));
+    assert!(
+        error_text(&out[0].outcome).contains("must"),
+        "{:?}",
+        out[0].outcome
+    );
     drop(p);
     e.shutdown(Duration::from_secs(5));
 }
