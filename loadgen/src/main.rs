@@ -1,7 +1,7 @@
 //! `loadgen`: run, check and list workload profiles. See `loadgen --help`.
 //!
 //! Exit codes: 0 when the SLO holds, 1 when it does not, 2 for usage,
-//! profile or start-up errors.
+//! profile or start-up errors, and for output that could not be written.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -124,12 +124,16 @@ enum Command {
 
 /// Writes a line to stdout. A reader that went away (`loadgen list |
 /// head`) ends the output, not the program (`println!` panics); any other
-/// write error is logged once per line.
+/// write error is logged and makes the exit status 2.
 macro_rules! say {
     ($($arg:tt)*) => {
         emit(format_args!($($arg)*))
     };
 }
+
+/// A line could not be written (other than to a reader that went away):
+/// the run's output is incomplete, and the exit status says so.
+static WRITE_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn emit(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
@@ -138,13 +142,23 @@ fn emit(line: std::fmt::Arguments<'_>) {
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
         tracing::error!("cannot write to stdout: {e}");
+        WRITE_FAILED.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     toolplane_startup::init("loadgen", cli.log.log_format);
-    match cli.command {
+    let code = command(cli.command);
+    if WRITE_FAILED.load(std::sync::atomic::Ordering::Relaxed) {
+        ExitCode::from(2)
+    } else {
+        code
+    }
+}
+
+fn command(command: Command) -> ExitCode {
+    match command {
         Command::Run(RunArgs {
             profile,
             rate,
@@ -282,7 +296,11 @@ fn run(
         };
         profile.warmup = w;
     }
-    profile.slo.latency_judged = latency_slo == LatencySlo::Judge;
+    if latency_slo == LatencySlo::Report
+        && let Err(e) = profile.report_latency()
+    {
+        return fail(e);
+    }
     if let Err(e) = profile.check_tools(&profile::builtin_names()).or_else(|e| {
         if profile.pool.tools_dir.is_some() || remote.is_some() {
             Ok(())

@@ -214,6 +214,31 @@ impl Profile {
         }
     }
 
+    /// Reports the latency thresholds beside the verdict instead of
+    /// judging them (`--latency-slo report`): the verdict then rests on
+    /// the deterministic checks, each checked whether or not the profile
+    /// names it (no errors, no rejections, 99% of the rate, every accepted
+    /// event answered once, books balanced).
+    ///
+    /// # Errors
+    ///
+    /// A `find_max` profile, whose verdict is its latency.
+    pub fn report_latency(&mut self) -> Result<(), ProfileError> {
+        if self.find_max {
+            return Err(Check(&self.path).invalid(
+                "find_max",
+                "(--latency-slo report)",
+                "a profile whose verdict is not its p99; this one steps the rate up until its p99 breaks",
+            ));
+        }
+        let slo = &mut self.slo;
+        slo.latency_judged = false;
+        slo.max_error_pct.get_or_insert(0.0);
+        slo.max_shed_pct.get_or_insert(0.0);
+        slo.min_rate_pct.get_or_insert(99.0);
+        Ok(())
+    }
+
     /// Measured length: the phases without the warm-up.
     pub fn measured(&self) -> Duration {
         self.phases.iter().map(|p| p.duration).sum()

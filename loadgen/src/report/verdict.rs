@@ -156,7 +156,9 @@ pub(super) fn slo(profile: &Profile, r: &Report, d: &Driven, t: &Tally) -> Slo {
         ),
         r.engine.books_balanced,
     );
-    if !slo.latency_judged {
+    // Reported, not judged: a tail a machine's stall can move. A run with
+    // no latency sample at all (nothing answered) is still judged.
+    if !slo.latency_judged && r.latency_us.corrected.count > 0 {
         for c in checks.iter_mut().filter(|c| c.name.starts_with(LATENCY)) {
             c.judged = false;
         }

@@ -193,4 +193,37 @@ fn output_to_a_reader_that_went_away_ends_quietly() {
             out.status
         );
     }
+    // A write that fails otherwise (a full disk: /dev/full) is an error,
+    // not a silently cut report.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(bin).arg("list").stdout(full).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2) && err.contains("cannot write to stdout"),
+        "{:?}\n{err}",
+        out.status
+    );
+}
+
+#[test]
+fn reporting_latency_adds_the_deterministic_bounds_and_refuses_a_rate_search() {
+    let mut ramp = Profile::from_file(profiles_dir().join("ramp.toml")).unwrap();
+    let e = ramp.report_latency().unwrap_err().to_string();
+    assert!(
+        e.contains("find_max") && e.contains("--latency-slo report"),
+        "{e}"
+    );
+    let mut p = Profile::from_file(profiles_dir().join("smoke.toml")).unwrap();
+    p.slo.max_error_pct = None;
+    p.slo.max_shed_pct = None;
+    p.slo.min_rate_pct = None;
+    p.report_latency().unwrap();
+    assert!(!p.slo.latency_judged);
+    assert_eq!(
+        (p.slo.max_error_pct, p.slo.max_shed_pct, p.slo.min_rate_pct),
+        (Some(0.0), Some(0.0), Some(99.0))
+    );
 }
