@@ -1,6 +1,8 @@
 //! The engine's handler for the registry's tools: each worker resolves the
-//! event's tool in the registry, checks the input before anything runs,
-//! and runs the call as a pending call on its reactor, by the tool's kind
+//! event's tool in the registry, checks the input before anything runs
+//! (unless its caller checked it against the same version, see
+//! [`crate::PerCall`]), and runs the call as a pending call on its
+//! reactor, by the tool's kind
 //! ([`Tool`]): a WASI tool as an async wasmtime call, in a fresh instance
 //! or the worker's live one.
 
@@ -20,11 +22,13 @@ use crate::registry::{Registry, Snapshot, ToolEntry};
 ///
 /// ```no_run
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use toolplane_pool::{PoolConfig, Registry, Runtime, ToolHandler};
+/// use toolplane_pool::{PoolConfig, Registry, Runtime, SiteConfig, ToolHandler};
 ///
 /// let config = toolplane_core::Config::default();
 /// let runtime = Runtime::new(PoolConfig::for_engine(&config))?;
-/// let registry = Registry::builder(runtime).build()?;
+/// let registry = Registry::builder(runtime)
+///     .site(SiteConfig::for_engine(&config))
+///     .build()?;
 /// let engine = toolplane_core::Engine::builder()
 ///     .config(config)
 ///     .tools(registry.tool_table())

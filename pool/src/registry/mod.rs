@@ -100,7 +100,9 @@ pub struct RegistryBuilder {
 
 impl RegistryBuilder {
     /// Where the tools load: the data directory, its limit, the backlog
-    /// (default: [`SiteConfig::default`], no data directory).
+    /// (default: [`SiteConfig::default`], no data directory and a backlog
+    /// of 256; an engine's registry wants [`SiteConfig::for_engine`], the
+    /// backlog sized to what the engine runs at once).
     pub fn site(mut self, site: SiteConfig) -> Self {
         self.site = site;
         self

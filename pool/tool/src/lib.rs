@@ -53,15 +53,16 @@ pub struct Described {
 /// Where tools load: what the registry hands every kind of tool when it
 /// loads one, the places and budgets the kinds share, set once for the
 /// registry (not any one runtime's settings).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Site {
     /// The directory `{data}` in manifests refers to.
     pub data_dir: Option<std::path::PathBuf>,
     /// The data directory's size limit, spent by the tools that write
     /// there; `None` for no limit (or no data directory).
     pub quota: Option<std::sync::Arc<quota::DataQuota>>,
-    /// Directories no tool may see (the compiled-module cache: a tool that
-    /// could write there could change code the server runs).
+    /// Directories a process tool's processes may not see (the
+    /// compiled-module cache: one that could write there could change code
+    /// the server runs). WASI tools see only what their grants name.
     pub hidden: Vec<std::path::PathBuf>,
     /// Calls one tool may hold at once, running and waiting for a turn
     /// together (a process tool's `pool.queue` is cut to fit).
