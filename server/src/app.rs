@@ -117,12 +117,22 @@ impl ToolCounters {
 struct Count<'a> {
     counters: &'a ToolCounters,
     tool: ToolId,
+    name: &'a str,
+    started: Instant,
     result: CallResult,
 }
 
 impl Drop for Count<'_> {
     fn drop(&mut self) {
         self.counters.add(self.tool, self.result);
+        if self.result == CallResult::Abandoned {
+            tracing::debug!(
+                tool = self.name,
+                result = self.result.as_str(),
+                latency_us = self.started.elapsed().as_micros() as u64,
+                "call abandoned: its caller went away"
+            );
+        }
     }
 }
 
@@ -273,7 +283,9 @@ impl App {
     pub async fn call(&self, call: ToolCall<'_>) -> Result<Answer, CallError> {
         let Some(entry) = self.registry.resolve(call.tool).await else {
             self.counters.unknown.fetch_add(1, Ordering::Relaxed);
-            return Err(CallError::UnknownTool(call.tool.to_string()));
+            let e = CallError::UnknownTool(call.tool.to_string());
+            tracing::info!(tool = call.tool, result = "unknown_tool", error = %e, "call failed");
+            return Err(e);
         };
         // Counts the call even when its future is dropped unfinished (an
         // HTTP client that disconnects, an MCP request cancelled), which
@@ -281,12 +293,26 @@ impl App {
         let mut count = Count {
             counters: &self.counters,
             tool: entry.id,
+            name: call.tool,
+            started: Instant::now(),
             result: CallResult::Abandoned,
         };
         let result = self.call_entry(&entry, call).await;
         count.result = result
             .as_ref()
             .map_or_else(CallError::result, |_| CallResult::Ok);
+        // One line per call: at debug, and at info when it failed.
+        let latency_us = count.started.elapsed().as_micros() as u64;
+        match &result {
+            Ok(_) => tracing::debug!(tool = count.name, result = "ok", latency_us, "call"),
+            Err(e) => tracing::info!(
+                tool = count.name,
+                result = count.result.as_str(),
+                latency_us,
+                error = %e,
+                "call failed"
+            ),
+        }
         result
     }
 

@@ -138,8 +138,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
             token,
         } => {
             let mut s = settings(&sources)?;
-            if let Some(t) = token.filter(|t| !t.is_empty()) {
-                s.server.token = Some(config::TokenDigest::of(&t));
+            match token {
+                // `--token "$TOKEN"` with TOKEN unset, or TOOLPLANE_TOKEN=
+                // set empty: serving without authentication is not what
+                // was asked.
+                Some(t) if t.trim().is_empty() => {
+                    return Err(Failure::Usage(
+                        "--token (or TOOLPLANE_TOKEN) is empty: a variable it was read from is                          unset or blank? Give the token, or leave --token out to serve without one"
+                            .into(),
+                    ));
+                }
+                Some(t) => s.server.token = Some(config::TokenDigest::of(&t)),
+                None => {}
             }
             if let Some(a) = &http {
                 s.server.http =

@@ -606,3 +606,108 @@ async fn a_jsonl_tool_is_served_warm_and_a_failing_one_shows_everywhere() {
         .collect();
     assert!(left.is_empty(), "workers outlived the server: {left:?}");
 }
+
+#[test]
+fn an_empty_token_is_refused_not_served_without_authentication() {
+    // `--token "$TOKEN"` with TOKEN unset, and TOOLPLANE_TOKEN set blank.
+    let dirs = Dirs::new();
+    for (args, env) in [
+        (&["--token", ""][..], None),
+        (&["--token", "  "][..], None),
+        (&[][..], Some("")),
+    ] {
+        let mut cmd = crate::support::serve_command(&dirs);
+        cmd.args(["--http", "127.0.0.1:0"]).args(args);
+        if let Some(v) = env {
+            cmd.env("TOOLPLANE_TOKEN", v);
+        }
+        // A server that starts anyway would serve until killed: wait for
+        // the exit a bounded time.
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(
+            status.and_then(|s| s.code()) == Some(2)
+                && err.contains("--token (or TOOLPLANE_TOKEN) is empty"),
+            "{args:?} {env:?}: {status:?}\n{err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_logs_one_line_at_debug_and_a_failure_at_info() {
+    let dirs = Dirs::new();
+    let s = Server::start(
+        &dirs,
+        &[],
+        &[("TOOLPLANE_LOG", "toolplane_server=debug,info")],
+        None,
+    );
+    let c = client();
+    let ok = c
+        .post(s.url("/v1/tools/echo/call"))
+        .json(&json!({"x": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let bad = c
+        .post(s.url("/v1/tools/fs.read/call"))
+        .json(&json!({"nopath": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    // The human format: `toolplane: debug: call tool=… result=…`.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let find = |s: &Server| {
+        let log = s.stderr();
+        let good = log
+            .lines()
+            .find(|l| l.starts_with("toolplane: debug: call ") && l.contains("echo"))
+            .map(str::to_string);
+        let failed = log
+            .lines()
+            .find(|l| l.starts_with("toolplane: call failed ") && l.contains("fs.read"))
+            .map(str::to_string);
+        (good, failed)
+    };
+    let (mut good, mut failed) = find(&s);
+    while (good.is_none() || failed.is_none()) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        (good, failed) = find(&s);
+    }
+    let (Some(good), Some(failed)) = (good, failed) else {
+        panic!("no call lines:\n{}", s.stderr());
+    };
+    assert!(
+        good.contains("result=") && good.contains("ok") && good.contains("latency_us="),
+        "{good}"
+    );
+    assert!(
+        failed.contains("invalid_input") && failed.contains("path"),
+        "{failed}"
+    );
+    assert_eq!(
+        s.stderr().matches("debug: call ").count(),
+        1,
+        "one line per call:\n{}",
+        s.stderr()
+    );
+}
