@@ -296,6 +296,12 @@ fn run(
         };
         profile.warmup = w;
     }
+    if profile.needs_target && remote.is_none() {
+        return fail(format!(
+            "{}: drives a running server (needs_target = true): give --target http://HOST:PORT (a `toolplane serve --http` address)",
+            profile.path.display()
+        ));
+    }
     if latency_slo == LatencySlo::Report
         && let Err(e) = profile.report_latency()
     {

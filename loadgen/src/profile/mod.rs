@@ -40,6 +40,9 @@ pub struct Profile {
     /// Keep-alive connections to a server target (`--target`); each has
     /// one request outstanding.
     pub connections: usize,
+    /// It drives a running server (`loadgen run --target`) and is refused
+    /// against the embedded engine (`needs_target = true`).
+    pub needs_target: bool,
     /// The tool mix (weights add up to 100).
     pub tools: Vec<ToolMix>,
     /// Payload sizes with weights (adding up to 100).
@@ -107,6 +110,7 @@ impl Profile {
             find_max,
             concurrency,
             connections,
+            needs_target: raw.needs_target,
             tools,
             sizes,
             key_cardinality: raw.keys.cardinality,

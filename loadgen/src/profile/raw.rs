@@ -31,6 +31,8 @@ pub(super) struct RawProfile {
     pub(super) warmup: Option<Written<Time>>,
     pub(super) concurrency: Option<usize>,
     pub(super) connections: Option<usize>,
+    #[serde(default)]
+    pub(super) needs_target: bool,
     pub(super) drain_timeout: Option<Written<Time>>,
     pub(super) rate: RawRate,
     pub(super) tools: Vec<RawTool>,

@@ -227,3 +227,18 @@ fn reporting_latency_adds_the_deterministic_bounds_and_refuses_a_rate_search() {
         (Some(0.0), Some(0.0), Some(99.0))
     );
 }
+
+#[test]
+fn a_profile_that_needs_a_server_is_refused_without_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["run", "serve-rest", "--quiet"])
+        .current_dir(profiles_dir().join(".."))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2) && err.contains("needs_target") && err.contains("--target"),
+        "{:?}\n{err}",
+        out.status
+    );
+}
