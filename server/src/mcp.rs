@@ -105,6 +105,24 @@ impl Mcp {
     }
 }
 
+impl Mcp {
+    /// What a client is told at initialize: one sentence per kind of tool
+    /// served now (each kind says how its tools run), then the checks.
+    fn instructions(&self) -> String {
+        let mut runs: Vec<&'static str> = Vec::new();
+        for e in self.app.registry().snapshot().iter() {
+            let r = e.manifest.runtime.describe().runs;
+            if !runs.contains(&r) {
+                runs.push(r);
+            }
+        }
+        runs.push(
+            "A tool's inputSchema is enforced before it runs, and its outputSchema, when it has one, on what it returns.",
+        );
+        runs.join(" ")
+    }
+}
+
 impl ServerHandler for Mcp {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
@@ -114,9 +132,7 @@ impl ServerHandler for Mcp {
                 .build(),
         )
         .with_server_info(Implementation::new("toolplane", env!("CARGO_PKG_VERSION")))
-        .with_instructions(
-            "Each tool runs contained: a WebAssembly (WASI) tool in an instance of its own, a process tool in namespaces of its own with limited memory, processes and time. A tool's inputSchema is enforced before it runs, and its outputSchema, when it has one, on what it returns.",
-        )
+        .with_instructions(self.instructions())
     }
 
     async fn list_tools(

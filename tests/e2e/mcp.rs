@@ -46,10 +46,10 @@ async fn session_script<S: rmcp::service::Service<RoleClient>>(
     let info = client.peer_info().expect("the server introduced itself");
     assert_eq!(info.server_info.as_ref().unwrap().name, "toolplane");
     assert!(info.capabilities.tools.is_some());
-    // The instructions describe every kind of tool served, not WASI alone.
+    // The instructions describe the kinds of tool served: here WASI alone.
     let said = info.instructions.as_deref().unwrap_or("");
     assert!(
-        said.contains("WASI") && said.contains("process tool") && said.contains("outputSchema"),
+        said.contains("WASI") && !said.contains("process") && said.contains("outputSchema"),
         "{said}"
     );
 
@@ -493,6 +493,15 @@ async fn progress_from_an_upstream_and_a_jsonl_worker_reaches_the_caller() {
         .serve(StreamableHttpClientTransport::from_uri(s.url("/mcp")))
         .await
         .expect("MCP initialize over HTTP");
+    // Process tools served beside the built-in WASI ones: both kinds said.
+    let said = client
+        .peer_info()
+        .and_then(|i| i.instructions.clone())
+        .unwrap_or_default();
+    assert!(
+        said.contains("WASI") && said.contains("A process tool runs"),
+        "{said}"
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !client
         .list_all_tools()

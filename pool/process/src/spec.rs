@@ -146,6 +146,7 @@ impl ProcessManifest {
             kind: format!("process, {protocol}"),
             text,
             fields,
+            runs: "A process tool runs as a program in namespaces of its own, with limited memory, processes and time.",
         }
     }
 }

@@ -48,6 +48,9 @@ pub struct Described {
     pub text: String,
     /// The same as JSON fields (`runtime`, `mode`, `limits`, …).
     pub fields: serde_json::Map<String, serde_json::Value>,
+    /// How every tool of this kind runs, in one sentence for clients (the
+    /// MCP `instructions` carry one per kind served).
+    pub runs: &'static str,
 }
 
 /// Where tools load: what the registry hands every kind of tool when it

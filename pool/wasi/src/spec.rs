@@ -134,6 +134,7 @@ impl WasiManifest {
             kind: format!("wasi, {mode}"),
             text,
             fields,
+            runs: "A WebAssembly (WASI) tool runs each call in an instance of its own, within its memory and time limits, seeing only the directories its manifest grants.",
         }
     }
 }
