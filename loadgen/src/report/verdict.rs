@@ -39,6 +39,20 @@ pub(super) fn warnings(profile: &Profile, r: &Report, reported: &Reported) -> Ve
             ));
         }
     }
+    // Refusals in a sustained run: the rate asked is above what the engine
+    // holds here (a queue filled), which the counts alone do not say.
+    let refused: u64 = ["full", "shed", "inflight_limit"]
+        .iter()
+        .filter_map(|k| r.rejected.get(k))
+        .sum();
+    if refused > 0 && !profile.find_max && profile.concurrency.is_none() {
+        w.push(format!(
+            "the engine refused {refused} of {} events ({:.1}%) for load (full, shed or over the in-flight limit): {} is more than it sustains on this machine; `loadgen run ramp` finds the highest rate whose p99 holds",
+            r.scheduled,
+            100.0 * refused as f64 / r.scheduled.max(1) as f64,
+            fmt_rate(r.target_rate)
+        ));
+    }
     if r.memory.samples < 3 {
         w.push(format!(
             "only {} memory samples: the run is too short for the growth figure to mean much",

@@ -425,6 +425,14 @@ max_shed_pct = 0
     assert!(!r.slo.pass, "max_shed_pct = 0 must fail");
     let check = r.slo.checks.iter().find(|c| c.name == "rejected").unwrap();
     assert!(!check.pass);
+    // And the report says why, not just how many.
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("the engine refused") && w.contains("loadgen run ramp")),
+        "{:?}",
+        r.warnings
+    );
 }
 
 #[test]
