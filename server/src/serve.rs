@@ -369,7 +369,7 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
         .build(ToolHandler::new(registry.clone()))
         .map_err(Failure::start("the engine"))?;
     let workers = engine.workers();
-    let tools = registry.snapshot().len();
+    let tools = tools_count(&registry.snapshot());
     let source = match &settings.tools {
         Some(d) => format!("built-in tools and {}", d.display()),
         None => "built-in tools".to_string(),
@@ -378,7 +378,7 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
     let app = Arc::new(App::new(engine, registry, settings));
     let mcp = Mcp::new(Arc::clone(&app));
     tracing::info!(
-        "version {}: {tools} tools ({source}), {workers} workers, data in {}",
+        "version {}: {tools} ({source}), {workers} workers, data in {}",
         env!("CARGO_PKG_VERSION"),
         data.display()
     );
@@ -532,6 +532,17 @@ pub fn tools_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resul
     Ok(())
 }
 
+/// The tools a client is offered, as start-up and `check` say it (the
+/// count `tools/list` has), with the sets still listing theirs.
+fn tools_count(snapshot: &toolplane_pool::Snapshot) -> String {
+    let (n, loading) = (snapshot.callable(), snapshot.sets_loading());
+    match loading {
+        0 => format!("{n} tools"),
+        1 => format!("{n} tools, and 1 server still listing its own"),
+        k => format!("{n} tools, and {k} servers still listing their own"),
+    }
+}
+
 /// `toolplane call TOOL JSON`: the output on stdout.
 ///
 /// # Errors
@@ -605,8 +616,8 @@ pub fn check(settings: &Settings, out: &mut dyn Write) -> Result<(), Failure> {
     if problems.is_empty() {
         let _ = writeln!(
             out,
-            "ok: {} tools{}",
-            registry.snapshot().len(),
+            "ok: {}{}",
+            tools_count(&registry.snapshot()),
             settings
                 .tools
                 .as_deref()

@@ -130,3 +130,26 @@ fn tools_install_writes_the_builtins_as_a_tools_directory_that_serves() {
     let out = toolplane(&["check", "--tools", target.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn check_counts_the_tools_a_client_is_offered() {
+    // A set (a jsonl worker with [[tools]]) is offered as its members: the
+    // count is tools/list's, not the registry's entries.
+    let dirs = Dirs::new();
+    std::fs::write(
+        dirs.tools.path().join("text.toml"),
+        "name = \"text\"\nruntime = \"process\"\nprotocol = \"jsonl\"\ncommand = [\"cat\"]\n\
+         [[tools]]\nname = \"upper\"\ndescription = \"u\"\n\
+         [[tools]]\nname = \"lower\"\ndescription = \"l\"\n",
+    )
+    .unwrap();
+    let tools = dirs.tools.path().to_str().unwrap();
+    let data = dirs.data.path().to_str().unwrap();
+    let out = toolplane(&["check", "--tools", tools, "--data", data]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("ok: 7 tools ("),
+        "{}",
+        text(&out.stdout)
+    );
+}

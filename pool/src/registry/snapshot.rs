@@ -180,7 +180,22 @@ impl Snapshot {
         self.by_name.values().filter_map(|id| self.get(*id))
     }
 
-    /// How many tools are listed.
+    /// The tools a client is offered (`tools/list`, `/v1/tools`): every
+    /// entry but the sets, whose members are listed instead.
+    pub fn callable(&self) -> usize {
+        self.iter().filter(|e| !e.is_set()).count()
+    }
+
+    /// The sets (an MCP server, a jsonl worker with `[[tools]]`) not yet
+    /// loaded: their members are not listed yet.
+    pub fn sets_loading(&self) -> usize {
+        self.iter()
+            .filter(|e| e.is_set() && e.loaded().is_none())
+            .count()
+    }
+
+    /// How many entries are listed: tools and sets (see
+    /// [`Snapshot::callable`] for what a client is offered).
     pub fn len(&self) -> usize {
         self.by_name.len()
     }
