@@ -85,6 +85,36 @@ pub enum ConfigError {
     },
 }
 
+/// A TOML parser's message with the Rust types serde names in it said in
+/// words (`expected usize` is `expected a whole number, 0 or more`), for
+/// people who write the file, not the program.
+pub fn plain_types(message: &str) -> String {
+    const WORDS: [(&str, &str); 12] = [
+        ("usize", "a whole number, 0 or more"),
+        ("u64", "a whole number, 0 or more"),
+        ("u32", "a whole number, 0 or more"),
+        ("u16", "a whole number, 0 or more"),
+        ("u8", "a whole number, 0 or more"),
+        ("isize", "a whole number"),
+        ("i64", "a whole number"),
+        ("i32", "a whole number"),
+        ("i16", "a whole number"),
+        ("i8", "a whole number"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+    ];
+    let mut out = message.to_owned();
+    for (ty, words) in WORDS {
+        for lead in ["expected ", "expected an ", "expected a "] {
+            let from = format!("{lead}{ty}");
+            if out.contains(&from) {
+                out = out.replace(&from, &format!("expected {words}"));
+            }
+        }
+    }
+    out
+}
+
 /// Engine settings. Build one with [`Config::default`] and adjust fields, or
 /// load it with [`Config::from_file`] / [`Config::from_toml_str`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -194,7 +224,7 @@ impl Config {
     pub fn from_toml_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_path_buf(),
-            message: e.to_string().trim_end().to_owned(),
+            message: plain_types(e.to_string().trim_end()),
         })?;
         let table: toml::Table = toml::from_str(text).unwrap_or_default();
         for key in table.keys() {
@@ -429,6 +459,20 @@ mod humantime_serde_compat {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn parser_messages_say_types_in_words() {
+        assert_eq!(
+            plain_types("invalid type: string \"two\", expected usize"),
+            "invalid type: string \"two\", expected a whole number, 0 or more"
+        );
+        assert_eq!(
+            plain_types("invalid type: boolean `true`, expected f64"),
+            "invalid type: boolean `true`, expected a number"
+        );
+        assert_eq!(plain_types("unknown field `x`"), "unknown field `x`");
+    }
+
     use super::*;
 
     #[test]

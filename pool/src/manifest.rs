@@ -158,7 +158,9 @@ impl Manifest {
             message,
         };
         // toml's message names the key and the line; keep it on one line.
-        let toml_msg = |e: toml::de::Error| e.to_string().trim().replace('\n', " ");
+        let toml_msg = |e: toml::de::Error| {
+            toolplane_core::config::plain_types(e.to_string().trim()).replace('\n', " ")
+        };
         let runtime: RawRuntime = toml::from_str(text).map_err(|e| err(toml_msg(e)))?;
         // Each kind reads its keys with the shared ones (unknown keys are
         // errors); the shared keys are checked first, then the kind's.

@@ -282,8 +282,11 @@ impl Settings {
             path: origin.to_owned(),
             message,
         };
-        let file: File =
-            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_owned()))?;
+        let file: File = toml::from_str(text).map_err(|e| {
+            invalid(toolplane_core::config::plain_types(
+                e.to_string().trim_end(),
+            ))
+        })?;
         let base = origin.parent().unwrap_or(Path::new("."));
         let mut s = Settings {
             tools: file.tools.map(|p| base.join(p)),
@@ -291,8 +294,30 @@ impl Settings {
             ..Settings::default()
         };
         if let Some(engine) = file.engine {
-            s.engine = toolplane_core::Config::from_toml_str(&engine.to_string(), origin)
-                .map_err(|e| invalid(format!("[engine] {e}")))?;
+            s.engine = toolplane_core::Config::from_toml_str(&engine.to_string(), origin).map_err(
+                |e| match e {
+                    // The parse of `[engine]` alone names lines of that
+                    // table; the same parse of the whole file names the
+                    // file's own.
+                    toolplane_core::ConfigError::Parse { message, .. } => {
+                        #[derive(serde::Deserialize)]
+                        struct EngineOnly {
+                            #[allow(dead_code)]
+                            engine: toolplane_core::Config,
+                            #[serde(flatten)]
+                            _rest: toml::Table,
+                        }
+                        let message = match toml::from_str::<EngineOnly>(text) {
+                            Err(whole) => {
+                                toolplane_core::config::plain_types(whole.to_string().trim_end())
+                            }
+                            Ok(_) => message,
+                        };
+                        invalid(format!("[engine]: {message}"))
+                    }
+                    other => invalid(format!("[engine] {other}")),
+                },
+            )?;
         }
         s.pool_instances = file.pool.instances;
         s.pool_warm_slots = file.pool.warm_slots;
@@ -554,5 +579,19 @@ mod tests {
             assert!(e.contains("/etc/toolplane/toolplane.toml"), "{text}: {e}");
             assert!(e.contains(key), "{text}: {e} does not name {key}");
         }
+    }
+
+    /// An error under `[engine]` names the file's line, not the table's,
+    /// and a type in words, not Rust's.
+    #[test]
+    fn an_engine_error_names_the_files_line_and_the_type_in_words() {
+        let e = parse("data = \"/tmp/x\"\n\n[engine]\nmax_inflight = 10\nworkers = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 5") && e.contains("workers = -1"), "{e}");
+        assert!(
+            e.contains("expected a whole number, 0 or more") && !e.contains("usize"),
+            "{e}"
+        );
     }
 }

@@ -86,7 +86,7 @@ impl Profile {
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Profile, ProfileError> {
         let mut raw: RawProfile = toml::from_str(text).map_err(|e| ProfileError::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            message: toolplane_core::config::plain_types(e.to_string().trim_end()),
         })?;
         let c = Check(path);
         let name = raw.name(&c)?;
