@@ -69,6 +69,15 @@ pub enum RuntimeManifest {
 }
 
 impl RuntimeManifest {
+    /// How every tool of this kind runs, in one sentence for clients
+    /// ([`Described::runs`], without building the rest).
+    pub fn runs(&self) -> &'static str {
+        match self {
+            RuntimeManifest::Wasi(_) => toolplane_wasi::spec::RUNS,
+            RuntimeManifest::Process(_) => toolplane_process::spec::RUNS,
+        }
+    }
+
     /// The runtime's keys in words and as JSON, as its kind writes them.
     pub fn describe(&self) -> toolplane_tool::Described {
         match self {

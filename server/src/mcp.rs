@@ -111,7 +111,7 @@ impl Mcp {
     fn instructions(&self) -> String {
         let mut runs: Vec<&'static str> = Vec::new();
         for e in self.app.registry().snapshot().iter() {
-            let r = e.manifest.runtime.describe().runs;
+            let r = e.manifest.runtime.runs();
             if !runs.contains(&r) {
                 runs.push(r);
             }

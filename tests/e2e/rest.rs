@@ -660,20 +660,8 @@ async fn every_call_logs_one_line_at_debug_and_a_failure_at_info() {
         None,
     );
     let c = client();
-    let ok = c
-        .post(s.url("/v1/tools/echo/call"))
-        .json(&json!({"x": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
-    let bad = c
-        .post(s.url("/v1/tools/fs.read/call"))
-        .json(&json!({"nopath": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+    assert_eq!(post(&c, &s, "echo", r#"{"x":1}"#).await.0, 200);
+    assert_eq!(post(&c, &s, "fs.read", r#"{"nopath":1}"#).await.0, 400);
     // The human format: `toolplane: debug: call tool=… result=…`.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let find = |s: &Server| {

@@ -102,6 +102,9 @@ pub struct ProcessManifest {
     pub host_network: bool,
 }
 
+/// How every process tool runs, in one sentence for clients.
+pub const RUNS: &str = "A process tool runs as a program in namespaces of its own, with limited memory, processes and time.";
+
 impl ProcessManifest {
     /// Its runtime keys in words and as JSON (`tools list`).
     pub fn describe(&self) -> toolplane_tool::Described {
@@ -146,7 +149,7 @@ impl ProcessManifest {
             kind: format!("process, {protocol}"),
             text,
             fields,
-            runs: "A process tool runs as a program in namespaces of its own, with limited memory, processes and time.",
+            runs: RUNS,
         }
     }
 }

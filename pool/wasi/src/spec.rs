@@ -88,6 +88,9 @@ pub struct WasiManifest {
     pub dirs: Vec<DirGrant>,
 }
 
+/// How every WASI tool runs, in one sentence for clients.
+pub const RUNS: &str = "A WebAssembly (WASI) tool runs each call in an instance of its own, within its memory and time limits, seeing only the directories its manifest grants.";
+
 impl WasiManifest {
     /// Its runtime keys in words and as JSON (`tools list`).
     pub fn describe(&self) -> toolplane_tool::Described {
@@ -134,7 +137,7 @@ impl WasiManifest {
             kind: format!("wasi, {mode}"),
             text,
             fields,
-            runs: "A WebAssembly (WASI) tool runs each call in an instance of its own, within its memory and time limits, seeing only the directories its manifest grants.",
+            runs: RUNS,
         }
     }
 }
