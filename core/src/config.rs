@@ -16,6 +16,7 @@
 //! | `max_concurrent_per_worker` | `TOOLPLANE_MAX_CONCURRENT_PER_WORKER` | 256 | 1..=1048576 |
 //! | `pin_workers` | `TOOLPLANE_PIN_WORKERS` | true | true, false |
 //! | `idle_spin` | `TOOLPLANE_IDLE_SPIN` | "50us" | 0..=1s |
+//! | `worker_slice` | `TOOLPLANE_WORKER_SLICE` | "100us" | 0 (the kernel's), 100us..=100ms |
 //! | `call_timeout` | `TOOLPLANE_CALL_TIMEOUT` | none | 1ms..=1h |
 //! | `span_export` | `TOOLPLANE_SPAN_EXPORT` | none | a file path (JSON lines) |
 //!
@@ -144,6 +145,12 @@ pub struct Config {
     /// before it parks.
     #[serde(with = "humantime_serde_compat")]
     pub idle_spin: Duration,
+    /// The time slice each worker thread (and its blocking threads) asks
+    /// the kernel for: how long another thread keeps the worker's core
+    /// once it runs there (see the `slice` module; Linux 6.12 and later).
+    /// Zero leaves the kernel's default (about 3 ms).
+    #[serde(with = "humantime_serde_compat")]
+    pub worker_slice: Duration,
     /// Deadline for calls that wait (async handlers); they end in
     /// `Outcome::Timeout` past it. `None`: no engine-side deadline.
     #[serde(with = "humantime_serde_compat::option")]
@@ -173,6 +180,7 @@ impl Default for Config {
             max_concurrent_per_worker: 256,
             pin_workers: true,
             idle_spin: Duration::from_micros(50),
+            worker_slice: Duration::from_micros(100),
             call_timeout: None,
             span_export: None,
             provenance: Provenance::default(),
@@ -187,6 +195,8 @@ const RING_CAPACITY: (usize, usize) = (2, 1 << 20);
 const SAMPLE_EVERY: u64 = 1_000_000_000;
 const MAX_CONCURRENT: (usize, usize) = (1, 1 << 20);
 const IDLE_SPIN_MAX: Duration = Duration::from_secs(1);
+/// The kernel's own bounds on a custom slice.
+const WORKER_SLICE: (Duration, Duration) = (Duration::from_micros(100), Duration::from_millis(100));
 const CALL_TIMEOUT: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(3600));
 
 /// The environment variables read by [`Config::with_env`], with their
@@ -210,6 +220,7 @@ const ENV: &[(&str, &[&str])] = &[
     ),
     ("pin_workers", &["TOOLPLANE_PIN_WORKERS"]),
     ("idle_spin", &["TOOLPLANE_IDLE_SPIN"]),
+    ("worker_slice", &["TOOLPLANE_WORKER_SLICE"]),
     ("call_timeout", &["TOOLPLANE_CALL_TIMEOUT"]),
     ("span_export", &["TOOLPLANE_SPAN_EXPORT"]),
 ];
@@ -311,6 +322,13 @@ impl Config {
                     self.idle_spin =
                         humantime::parse_duration(value).map_err(|_| bad(accepted(key)))?;
                 }
+                "worker_slice" => {
+                    self.worker_slice = if value == "0" {
+                        Duration::ZERO
+                    } else {
+                        humantime::parse_duration(value).map_err(|_| bad(accepted(key)))?
+                    };
+                }
                 "call_timeout" => {
                     self.call_timeout = if value.is_empty() || value == "none" {
                         None
@@ -373,6 +391,11 @@ impl Config {
         if self.idle_spin > IDLE_SPIN_MAX {
             return Err(bad("idle_spin", format!("{:?}", self.idle_spin)));
         }
+        if !self.worker_slice.is_zero()
+            && !(WORKER_SLICE.0..=WORKER_SLICE.1).contains(&self.worker_slice)
+        {
+            return Err(bad("worker_slice", format!("{:?}", self.worker_slice)));
+        }
         if let Some(t) = self.call_timeout
             && !(CALL_TIMEOUT.0..=CALL_TIMEOUT.1).contains(&t)
         {
@@ -420,6 +443,9 @@ fn accepted(key: &str) -> &'static str {
         "max_concurrent_per_worker" => "an integer in 1..=1048576",
         "pin_workers" => "true or false",
         "idle_spin" => "a duration from 0us to 1s, like \"50us\"",
+        "worker_slice" => {
+            "0 (the kernel's slice) or a duration from 100us to 100ms, like \"100us\""
+        }
         "call_timeout" => "a duration from 1ms to 1h, like \"5s\", or none",
         "span_export" => "a file path",
         _ => "see the toolplane_core::config docs",
@@ -491,5 +517,32 @@ mod tests {
         assert_eq!(c.batch_size, 32);
         assert_eq!(c.idle_spin, Duration::from_micros(10));
         assert_eq!(c.call_timeout, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn worker_slice_is_zero_or_within_the_kernels_bounds() {
+        let parse = |t: &str| Config::from_toml_str(t, Path::new("t.toml"));
+        assert_eq!(Config::default().worker_slice, Duration::from_micros(100));
+        assert_eq!(
+            parse("worker_slice = \"0s\"\n").unwrap().worker_slice,
+            Duration::ZERO
+        );
+        assert_eq!(
+            parse("worker_slice = \"1ms\"\n").unwrap().worker_slice,
+            Duration::from_millis(1)
+        );
+        for bad in ["\"50us\"", "\"1s\""] {
+            let e = parse(&format!("worker_slice = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("worker_slice") && e.contains("100us to 100ms"),
+                "{e}"
+            );
+        }
+        let c = Config::default()
+            .with_env_from(|k| (k == "TOOLPLANE_WORKER_SLICE").then(|| "0".to_owned()))
+            .unwrap();
+        assert_eq!(c.worker_slice, Duration::ZERO);
     }
 }

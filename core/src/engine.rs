@@ -383,6 +383,17 @@ impl Engine {
         self.shared.workers.len()
     }
 
+    /// Each worker thread's kernel id (Linux), for watching it from
+    /// outside (`/proc/self/task/TID`: its scheduling counters); 0 where
+    /// there is none. Workers have all started when the engine is built.
+    pub fn worker_tids(&self) -> Vec<i32> {
+        self.shared
+            .workers
+            .iter()
+            .map(|w| w.counters.tid.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
+    }
+
     /// Counters, gauges and merged latency histograms. Counters are read
     /// directly; histograms are copied by each worker on request (waiting
     /// at most one second for a busy worker).

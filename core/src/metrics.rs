@@ -221,6 +221,8 @@ pub(crate) struct WorkerCounters {
     queue_depth: AtomicU64,
     calls_in_flight: AtomicU64,
     pub(crate) alive: AtomicBool,
+    /// The worker thread's kernel id (Linux; 0 elsewhere or before it runs).
+    pub(crate) tid: std::sync::atomic::AtomicI32,
 }
 
 /// The worker-local side of [`WorkerCounters`].

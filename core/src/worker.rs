@@ -89,6 +89,13 @@ pub(crate) fn run<H: Handler>(launch: Launch<H>) {
         // Pinning is best effort: a restricted cpuset may refuse it.
         let _ = core_affinity::set_for_current(id);
     }
+    // Best effort too: a seccomp filter or an old kernel may refuse it.
+    let slice = shared.config.worker_slice;
+    let _ = crate::slice::request(slice);
+    shared.workers[index]
+        .counters
+        .tid
+        .store(crate::slice::tid(), Ordering::Relaxed);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         // Our calls are polled inside the worker's own future; these keep a
@@ -99,6 +106,10 @@ pub(crate) fn run<H: Handler>(launch: Launch<H>) {
         .global_queue_interval(1)
         .max_blocking_threads(4)
         .thread_name(format!("toolplane-worker-{index}-blocking"))
+        // Its file operations are calls' work (`fs_inline = false`).
+        .on_thread_start(move || {
+            let _ = crate::slice::request(slice);
+        })
         .build()
     {
         Ok(rt) => rt,
@@ -466,19 +477,12 @@ impl<H: WorkerHandler> Worker<H> {
         if self.runner.calls.is_empty() && self.stopping.is_none() && self.idle_spin_ns > 0 {
             let clock = &self.runner.clock;
             let start = clock.raw();
-            let mut rounds = 0u32;
             loop {
                 for _ in 0..64 {
                     std::hint::spin_loop();
                 }
                 if self.has_work() {
                     return;
-                }
-                rounds += 1;
-                if rounds.is_multiple_of(8) {
-                    // Give the core to another runnable thread, if any: a
-                    // spinning worker must not starve a 2-core machine.
-                    std::thread::yield_now();
                 }
                 if clock.delta_as_nanos(start, clock.raw()) >= self.idle_spin_ns {
                     break;
