@@ -24,6 +24,7 @@
 
 pub mod driver;
 pub mod error;
+pub mod held;
 pub mod machine;
 pub mod memory;
 pub mod placement;
@@ -150,6 +151,18 @@ pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOu
         ),
         None => None,
     };
+    // What the machine takes from the embedded engine's workers (a
+    // server's are in another process).
+    let held = match &target.backend {
+        target::Backend::Engine(e) => {
+            let start = || held::Sampler::start(e.worker_tids(), profile.warmup).ok();
+            match &placement {
+                Some(p) => p.others(start),
+                None => start(),
+            }
+        }
+        target::Backend::Remote(_) => None,
+    };
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let backend = &target.backend;
     let (driven, entered) = std::thread::scope(|s| {
@@ -210,6 +223,7 @@ pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOu
         _ => None,
     };
     let reported = reporter.join().unwrap_or_default();
+    let held = held.map(held::Sampler::finish);
     let workers = match &target.backend {
         target::Backend::Engine(e) => e.workers(),
         target::Backend::Remote(_) => 0,
@@ -229,6 +243,7 @@ pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOu
         driven: &driven,
         reported: &reported,
         engine: &engine,
+        held: held.as_ref(),
     });
     Ok(RunOutput {
         report,

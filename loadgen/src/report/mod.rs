@@ -137,6 +137,7 @@ impl Report {
                 books_balanced: engine.is_balanced(),
                 shutdown_ms: engine.shutdown_took.as_secs_f64() * 1e3,
             },
+            machine: None,
             warnings: Vec::new(),
             slo: Slo {
                 pass: true,
@@ -145,6 +146,7 @@ impl Report {
         };
         report.warnings = warnings(profile, &report, reported);
         report.slo = slo(profile, &report, d, t);
+        report.machine = parts.held.map(|h| verdict::machine(profile, &report, h));
         report
     }
 }

@@ -214,6 +214,9 @@ pub struct Report {
     pub memory: MemoryReport,
     /// The engine's accounting.
     pub engine: EngineReport,
+    /// What the machine took from the workers (embedded targets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<MachineReport>,
     /// Things a reader must know before trusting the figures.
     pub warnings: Vec<String>,
     /// The verdict.
@@ -248,6 +251,30 @@ pub struct Parts<'a> {
     pub reported: &'a Reported,
     /// The engine's accounting.
     pub engine: &'a toolplane_core::Report,
+    /// What the machine took from the workers (embedded targets).
+    pub held: Option<&'a crate::held::Held>,
+}
+
+/// What the machine took from the engine's workers, and whether that alone
+/// explains a failed latency check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MachineReport {
+    /// The holds.
+    #[serde(flatten)]
+    pub held: crate::held::Held,
+    /// The first failed latency check the holds alone explain.
+    pub explains: Option<Explained>,
+}
+
+/// A failed latency check the machine's holds explain.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explained {
+    /// The check's name.
+    pub check: String,
+    /// About how many events the holds alone made later than its limit.
+    pub late: u64,
+    /// How many the percentile allows.
+    pub allowed: u64,
 }
 
 pub(crate) fn pct(part: u64, whole: u64) -> f64 {

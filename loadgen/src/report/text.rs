@@ -166,6 +166,30 @@ impl Report {
                 p.start, p.warmup, p.peak, p.end,
             );
         }
+        if let Some(mr) = &self.machine {
+            let h = &mr.held;
+            let _ = write!(
+                o,
+                "  machine   workers waited for their core {:.1} ms (wake-ups included); host steal on their cpus {:.1} ms",
+                h.waited_ms, h.stolen_ms
+            );
+            match h.longest() {
+                Some(l) => {
+                    let _ = writeln!(
+                        o,
+                        "; held {:.1} ms in {} holds, longest {:.1} ms at {:.1} s (worker {})",
+                        h.held_ms(),
+                        h.holds.len(),
+                        l.ms,
+                        l.at_s,
+                        l.worker
+                    );
+                }
+                None => {
+                    let _ = writeln!(o, "; no hold (2 ms or more lost in 10 ms)");
+                }
+            }
+        }
     }
 
     /// The engine's books, the warnings, the SLO checks and the one-line
@@ -219,10 +243,24 @@ impl Report {
     pub fn headline(&self) -> String {
         let lag = &self.schedule_lag_us;
         let p99 = self.latency_us.corrected.p99;
+        let machine = self
+            .machine
+            .as_ref()
+            .and_then(|m| Some((m.explains.as_ref()?, m.held.longest()?, &m.held)));
         let whose = if self.generator_behind() {
             format!(
                 "the generator fell behind (lag p99 {}), so part of that latency is its own",
                 Nanos(lag.p99 * 1e3)
+            )
+        } else if let Some((e, longest, held)) = machine {
+            format!(
+                "the machine held the worker's core for {:.1} ms at {:.1} s ({:.1} ms in all): that alone makes about {} events later than the {} limit, where {} are allowed, so that latency is the machine's, not the engine's",
+                longest.ms,
+                longest.at_s,
+                held.held_ms(),
+                e.late,
+                e.check,
+                e.allowed
             )
         } else {
             format!(

@@ -2,7 +2,7 @@
 //! generator fell behind", and the warnings about what makes a run's
 //! figures less than they seem.
 
-use super::model::{Check, Report, Slo, pct};
+use super::model::{Check, Explained, MachineReport, Report, Slo, pct};
 use crate::driver::Driven;
 use crate::profile::Profile;
 use crate::progress::Reported;
@@ -16,6 +16,30 @@ impl Report {
     pub fn generator_behind(&self) -> bool {
         let lag = self.schedule_lag_us.p99;
         lag > 100.0 && lag > 0.2 * self.latency_us.corrected.p99
+    }
+}
+
+/// What the machine took, and the first failed latency check its holds
+/// alone explain: they make more events later than the check's limit than
+/// its percentile allows.
+pub(super) fn machine(profile: &Profile, r: &Report, held: &crate::held::Held) -> MachineReport {
+    let explains = profile.slo.latency.iter().find_map(|(key, q, limit)| {
+        let name = format!("{LATENCY}{key}");
+        let failed = r.slo.checks.iter().any(|c| c.name == name && !c.pass);
+        if !failed {
+            return None;
+        }
+        let late = held.late_past(*limit, r.achieved_rate, r.engine.workers);
+        let allowed = (r.completed as f64 * (1.0 - q / 100.0)).floor() as u64;
+        (late > allowed).then_some(Explained {
+            check: name,
+            late,
+            allowed,
+        })
+    });
+    MachineReport {
+        held: held.clone(),
+        explains,
     }
 }
 

@@ -135,7 +135,15 @@ fn a_planted_stall_is_charged_to_every_event_behind_it() {
         h.starts_with("FAIL: corrected p99 ")
             && h.contains("(limit <= 10ms); all 6000 accepted events answered, each exactly once")
             && h.contains("the generator kept to its schedule"),
-        "{h}"
+        "{h}\n{}",
+        r.text()
+    );
+    // The worker blocked itself (it slept): not a wait for its core, so
+    // the machine is not blamed.
+    let machine = r.machine.as_ref().expect("embedded runs watch the workers");
+    assert!(
+        machine.explains.is_none() && machine.held.holds.is_empty(),
+        "{machine:?}"
     );
     let (c, u) = (&r.latency_us.corrected, &r.latency_us.uncorrected);
     assert!(
@@ -158,6 +166,78 @@ fn a_planted_stall_is_charged_to_every_event_behind_it() {
         r.schedule_lag_us.p99 < 20_000.0,
         "open-loop sends kept to the schedule\n{}",
         r.text()
+    );
+}
+
+/// A handler that, once, 1 s after its first call, starts a thread on its
+/// own cpu at real-time priority that spins for 300 ms: a neighbour that
+/// holds the worker's core, as a machine's other work can.
+fn neighbour() -> impl Fn(Event) -> Outcome + Clone + Send + Sync + 'static {
+    let origin = Instant::now();
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    move |_| {
+        if origin.elapsed() >= Duration::from_secs(1) && !started.swap(true, Ordering::Relaxed) {
+            let cpu = rustix::thread::sched_getcpu();
+            std::thread::spawn(move || {
+                let mut one = rustix::thread::CpuSet::new();
+                one.set(cpu);
+                rustix::thread::sched_setaffinity(None, &one).unwrap();
+                let param = libc::sched_param { sched_priority: 1 };
+                // SAFETY: a valid `sched_param` for the calling thread.
+                #[allow(unsafe_code)]
+                let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &raw const param) };
+                assert_eq!(
+                    rc,
+                    0,
+                    "real-time priority: {}",
+                    std::io::Error::last_os_error()
+                );
+                spin_for(Duration::from_millis(300));
+            });
+        }
+        Outcome::Ok(Payload::new())
+    }
+}
+
+#[test]
+fn a_neighbour_holding_the_workers_core_is_named_as_the_cause() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let p = profile(&format!(
+        "{}[slo]\np99 = \"10ms\"\n",
+        STALL_PROFILE
+            .replace("CONCURRENCY", "")
+            .replace("duration = \"6s\"", "duration = \"3s\"")
+            .replace("name = \"stall\"", "name = \"held\"")
+    ));
+    // Pinned, as the engine's workers are by default: unpinned, the
+    // worker would move to the other cpu.
+    let engine = Engine::builder()
+        .workers(1)
+        .sample_every(0)
+        .build(handler_fn(neighbour()))
+        .expect("engine builds");
+    let target = Target::engine(engine, vec!["held".to_owned()], "native");
+    let out = run_quiet(&p, target, RunOptions::default());
+    let r = &out.report;
+    let machine = r.machine.as_ref().expect("embedded runs watch the workers");
+    let longest = machine.held.longest().expect("the hold is seen");
+    assert!(
+        (200.0..=400.0).contains(&longest.ms) && (0.8..=1.6).contains(&longest.at_s),
+        "{machine:?}\n{}",
+        r.text()
+    );
+    let explained = machine
+        .explains
+        .as_ref()
+        .expect("the hold explains the p99");
+    assert_eq!(explained.check, "corrected p99");
+    assert!(explained.late > explained.allowed, "{explained:?}");
+    let h = r.headline();
+    assert!(
+        h.starts_with("FAIL: corrected p99 ")
+            && h.contains("the machine held the worker's core for ")
+            && h.contains("so that latency is the machine's, not the engine's"),
+        "{h}"
     );
 }
 

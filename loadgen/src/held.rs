@@ -1,0 +1,291 @@
+//! What the machine took from the engine's workers during a run: the time
+//! each worker was ready to run but another thread had its core (the
+//! kernel's run-queue wait, `/proc/self/task/TID/schedstat`), and, for
+//! information, the time the hypervisor took its core (`steal` in
+//! `/proc/stat`, which some hypervisors also count while a cpu idles). A
+//! latency failure is the machine's when the waits alone delay more events
+//! than the percentile allows; the report says which (PERF.md, "The main
+//! job beside a neighbour").
+//!
+//! A thread at nice 19 reads both every 10 ms (or later, when it waits):
+//! cumulative counters, so a late read loses no time, it only blurs when a
+//! hold began. A hold is a run of windows in each of which a worker lost
+//! 2 ms or more and a quarter of the window or more.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// How often the counters are read.
+const PERIOD: Duration = Duration::from_millis(10);
+
+/// A window in which a worker lost less than this is not a hold: a worker
+/// that wakes thousands of times a second waits tens of microseconds at
+/// each wake-up (about 1 ms per 10 ms window beside a busy neighbour at
+/// 10k events/s), which is scheduling, not a stall.
+const HOLD_MIN_NS: u64 = 2_000_000;
+
+/// One stretch of consecutive windows in which the machine held a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Hold {
+    /// When it began, seconds from the start of the run.
+    pub at_s: f64,
+    /// How long the worker was kept from running, in milliseconds.
+    pub ms: f64,
+    /// The worker (its index in the engine).
+    pub worker: usize,
+}
+
+/// What the machine took from the workers after the warm-up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Held {
+    /// Time the workers were ready but another thread ran on their core,
+    /// wake-ups included.
+    pub waited_ms: f64,
+    /// Time the hypervisor took their cores (`steal`; on some hypervisors
+    /// idle time too, so not part of the holds).
+    pub stolen_ms: f64,
+    /// Every hold, in time order.
+    pub holds: Vec<Hold>,
+}
+
+impl Held {
+    /// The time in holds.
+    pub fn held_ms(&self) -> f64 {
+        self.holds.iter().map(|h| h.ms).sum()
+    }
+
+    /// The longest hold.
+    pub fn longest(&self) -> Option<&Hold> {
+        self.holds.iter().max_by(|a, b| a.ms.total_cmp(&b.ms))
+    }
+
+    /// About how many events the holds alone made later than `limit`, at
+    /// `rate` events/s spread over `workers`: an event that arrives during
+    /// a hold waits for the rest of it, so a hold of `h` delays those of
+    /// its first `h − limit` past the limit.
+    pub fn late_past(&self, limit: Duration, rate: f64, workers: usize) -> u64 {
+        let limit_ms = limit.as_secs_f64() * 1e3;
+        let per_worker = rate / workers.max(1) as f64;
+        self.holds
+            .iter()
+            .map(|h| (h.ms - limit_ms).max(0.0) / 1e3 * per_worker)
+            .sum::<f64>()
+            .round() as u64
+    }
+}
+
+/// The running sampler.
+#[derive(Debug)]
+pub struct Sampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Held>,
+}
+
+impl Sampler {
+    /// Starts reading the counters of this process's engine workers
+    /// (their kernel ids, `Engine::worker_tids`); `warmup`: how long from
+    /// now not to count.
+    pub fn start(tids: Vec<i32>, warmup: Duration) -> std::io::Result<Sampler> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("loadgen-held".into())
+            .spawn(move || {
+                // Nice 19: it must not take the worker's core itself; a
+                // late read only blurs when a hold began.
+                let _ = rustix::process::setpriority_process(None, 19);
+                sample(&flag, &tids, warmup)
+            })?;
+        Ok(Sampler { stop, thread })
+    }
+
+    /// Stops and returns what it saw.
+    pub fn finish(self) -> Held {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// One worker's counters, and the hold it is in.
+struct Worker {
+    index: usize,
+    tid: String,
+    waited_ns: u64,
+    steal_ticks: u64,
+    open: Option<Hold>,
+}
+
+fn sample(stop: &AtomicBool, tids: &[i32], warmup: Duration) -> Held {
+    let start = Instant::now();
+    // SAFETY: sysconf reads a constant of the C library.
+    #[allow(unsafe_code)]
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let tick_ns = 1_000_000_000 / hz;
+    let mut held = Held::default();
+    let steal = steal_by_cpu();
+    let mut workers: Vec<Worker> = tids
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| **t > 0)
+        .filter_map(|(index, t)| {
+            let tid = t.to_string();
+            let (waited_ns, cpu) = worker_counters(&tid)?;
+            Some(Worker {
+                index,
+                tid,
+                waited_ns,
+                steal_ticks: steal.get(cpu).copied().unwrap_or(0),
+                open: None,
+            })
+        })
+        .collect();
+    let mut last_s = 0.0;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(PERIOD);
+        let counting = start.elapsed() >= warmup;
+        let t_s = start.elapsed().as_secs_f64();
+        let window_ns = ((t_s - last_s) * 1e9) as u64;
+        let began_s = last_s;
+        last_s = t_s;
+        let steal = steal_by_cpu();
+        for w in &mut workers {
+            let Some((waited, cpu)) = worker_counters(&w.tid) else {
+                continue;
+            };
+            let stolen = steal.get(cpu).copied().unwrap_or(w.steal_ticks);
+            let dw = waited.saturating_sub(w.waited_ns);
+            let ds = stolen.saturating_sub(w.steal_ticks) * tick_ns;
+            w.waited_ns = waited;
+            w.steal_ticks = stolen;
+            if !counting {
+                continue;
+            }
+            held.waited_ms += dw as f64 / 1e6;
+            held.stolen_ms += ds as f64 / 1e6;
+            // Steal is not a hold: some hypervisors count an idle cpu's
+            // time as stolen (a worker asleep for 200 ms "lost" 90 ms
+            // here), and a task the host preempts is running, for its
+            // kernel. Only the run queue says the worker was kept waiting.
+            let lost = dw;
+            if lost >= HOLD_MIN_NS && lost >= window_ns / 4 {
+                let h = w.open.get_or_insert(Hold {
+                    at_s: began_s,
+                    ms: 0.0,
+                    worker: w.index,
+                });
+                h.ms += lost as f64 / 1e6;
+            } else if let Some(h) = w.open.take() {
+                held.holds.push(h);
+            }
+        }
+    }
+    held.holds
+        .extend(workers.iter_mut().filter_map(|w| w.open.take()));
+    held.holds.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    held
+}
+
+/// A thread's run-queue wait (ns) and the cpu it last ran on.
+fn worker_counters(tid: &str) -> Option<(u64, usize)> {
+    let schedstat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    let waited = schedstat.split_whitespace().nth(1)?.parse().ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // Fields after the name, which is in parentheses and may hold spaces:
+    // `processor` is field 39, the 37th after `) `.
+    let after = stat.rsplit_once(") ")?.1;
+    let cpu = after.split_whitespace().nth(36)?.parse().ok()?;
+    Some((waited, cpu))
+}
+
+/// Each cpu's `steal` ticks (index = cpu number).
+fn steal_by_cpu() -> Vec<u64> {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in stat.lines() {
+        let Some(rest) = line.strip_prefix("cpu") else {
+            break;
+        };
+        let mut f = rest.split_whitespace();
+        let Some(Ok(n)) = f.next().map(str::parse::<usize>) else {
+            continue; // the "cpu" total line
+        };
+        // user nice system idle iowait irq softirq steal
+        let steal = f.nth(7).and_then(|s| s.parse().ok()).unwrap_or(0);
+        if out.len() <= n {
+            out.resize(n + 1, 0);
+        }
+        out[n] = steal;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_delays_past_the_limit_only_what_arrives_in_its_excess() {
+        let held = Held {
+            waited_ms: 40.0,
+            stolen_ms: 0.0,
+            holds: vec![
+                Hold {
+                    at_s: 6.1,
+                    ms: 31.0,
+                    worker: 0,
+                },
+                Hold {
+                    at_s: 7.0,
+                    ms: 1.5,
+                    worker: 0,
+                },
+            ],
+        };
+        // 29 ms over a 2 ms limit at 10k/s: 290 events; the 1.5 ms hold none.
+        assert_eq!(held.late_past(Duration::from_millis(2), 10_000.0, 1), 290);
+        assert_eq!(held.late_past(Duration::from_millis(2), 10_000.0, 2), 145);
+        assert_eq!(held.longest().map(|h| h.at_s), Some(6.1));
+        assert_eq!(held.held_ms(), 32.5);
+    }
+
+    #[test]
+    fn a_busy_neighbour_on_the_workers_core_is_seen() {
+        // A "worker" pinned beside a thread that spins on the same cpu: the
+        // kernel makes one wait for the other, and the sampler sees it.
+        let cpu = rustix::thread::sched_getcpu();
+        let mut one = rustix::thread::CpuSet::new();
+        one.set(cpu);
+        let spin = Arc::new(AtomicBool::new(true));
+        let s2 = Arc::clone(&spin);
+        let neighbour = std::thread::spawn(move || {
+            let _ = rustix::thread::sched_setaffinity(None, &one);
+            while s2.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        let s3 = Arc::clone(&spin);
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            let _ = rustix::thread::sched_setaffinity(None, &one);
+            let _ = tid_tx.send(rustix::thread::gettid().as_raw_nonzero().get());
+            while s3.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        let tid = tid_rx.recv().unwrap();
+        let sampler = Sampler::start(vec![tid], Duration::ZERO).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        let held = sampler.finish();
+        spin.store(false, Ordering::Relaxed);
+        neighbour.join().unwrap();
+        worker.join().unwrap();
+        // Two spinners share one cpu: each waits about half the time.
+        assert!(held.waited_ms > 50.0, "{held:?}");
+        assert!(!held.holds.is_empty(), "{held:?}");
+    }
+}
