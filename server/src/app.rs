@@ -293,7 +293,8 @@ impl App {
         let mut count = Count {
             counters: &self.counters,
             tool: entry.id,
-            name: call.tool,
+            // Its canonical name, whichever name the caller used.
+            name: &entry.manifest.name,
             started: Instant::now(),
             result: CallResult::Abandoned,
         };

@@ -2,8 +2,13 @@
 //! keys of [`toolplane_core::Config`]) and the pool's (`[pool]`).
 //!
 //! ```toml
-//! tools = "tools"            # tools directory (default: the built-in tools only)
 //! data = "data"              # data directory of the fs tools
+//!
+//! [tools]                    # or `tools = "tools"`, the directory alone
+//! dir = "tools"              # tools directory (default: the built-in tools only)
+//! builtins = true            # serve the built-in demo tools too
+//! expose = ["echo", "files.*"] # serve only the tools matching one (default: all)
+//! mcp_separator = "_"        # MCP names put this for each dot: fs.read is fs_read
 //!
 //! [server]
 //! http = "127.0.0.1:7070"
@@ -64,10 +69,15 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// The tools directory (`None`: the built-in tools only).
     pub tools: Option<PathBuf>,
+    /// Whether the built-in tools are served (`[tools] builtins`).
+    pub builtins: bool,
+    /// What is served and its MCP names (`[tools] expose`,
+    /// `[tools] mcp_separator`).
+    pub names: toolplane_pool::names::Names,
     /// The data directory of the fs tools (`None`: the default).
     pub data: Option<PathBuf>,
     /// HTTP and lifecycle settings.
@@ -84,6 +94,24 @@ pub struct Settings {
     pub pool_data_dir_limit: Option<u64>,
     /// The WASI pool: `fs_inline` override.
     pub pool_fs_inline: Option<bool>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            tools: None,
+            builtins: true,
+            names: toolplane_pool::names::Names::default(),
+            data: None,
+            server: ServerSettings::default(),
+            engine: toolplane_core::Config::default(),
+            pool_instances: None,
+            pool_warm_slots: None,
+            pool_max_module_size: None,
+            pool_data_dir_limit: None,
+            pool_fs_inline: None,
+        }
+    }
 }
 
 /// The `[server]` table.
@@ -219,7 +247,8 @@ impl Default for ServerSettings {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
-    tools: Option<PathBuf>,
+    /// A directory, or the `[tools]` table.
+    tools: Option<toml::Value>,
     data: Option<PathBuf>,
     #[serde(default)]
     server: ServerFile,
@@ -245,6 +274,15 @@ struct ServerFile {
     body_timeout: Option<String>,
     max_sessions: Option<usize>,
     session_idle: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ToolsFile {
+    dir: Option<PathBuf>,
+    builtins: Option<bool>,
+    expose: Option<Vec<String>>,
+    mcp_separator: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -288,8 +326,52 @@ impl Settings {
             ))
         })?;
         let base = origin.parent().unwrap_or(Path::new("."));
+        let tools = match file.tools {
+            None => ToolsFile::default(),
+            Some(toml::Value::String(dir)) => ToolsFile {
+                dir: Some(dir.into()),
+                ..ToolsFile::default()
+            },
+            // Parsed again from the text, so that an error names its line.
+            Some(toml::Value::Table(_)) => {
+                #[derive(Deserialize)]
+                struct Only {
+                    tools: ToolsFile,
+                }
+                toml::from_str::<Only>(text)
+                    .map_err(|e| {
+                        invalid(format!(
+                            "[tools]: {}",
+                            toolplane_core::config::plain_types(e.to_string().trim_end())
+                        ))
+                    })?
+                    .tools
+            }
+            Some(other) => {
+                return Err(invalid(format!(
+                    "tools: expected a directory (a string) or a [tools] table, found {}",
+                    other.type_str()
+                )));
+            }
+        };
+        let mut names = toolplane_pool::names::Names::default();
+        if let Some(sep) = &tools.mcp_separator {
+            names.separator = toolplane_pool::names::Separator::parse(sep)
+                .map_err(|e| invalid(format!("[tools] mcp_separator: {e}")))?;
+        }
+        if let Some(globs) = &tools.expose {
+            names.expose = Some(
+                globs
+                    .iter()
+                    .map(|g| toolplane_pool::names::Glob::parse(g))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| invalid(format!("[tools] expose: {e}")))?,
+            );
+        }
         let mut s = Settings {
-            tools: file.tools.map(|p| base.join(p)),
+            tools: tools.dir.map(|p| base.join(p)),
+            builtins: tools.builtins.unwrap_or(true),
+            names,
             data: file.data.map(|p| base.join(p)),
             ..Settings::default()
         };
@@ -573,12 +655,36 @@ mod tests {
             ("[engine]\nbatch_size = 0", "batch_size"),
             ("[pool]\ninstances = 0", "pool.instances"),
             ("colour = \"blue\"", "colour"),
+            ("tools = 3", "tools"),
+            ("[tools]\nexpose = [\"a/b\"]", "[tools] expose"),
+            ("[tools]\nexpose = [\"\"]", "[tools] expose"),
+            ("[tools]\nmcp_separator = \"/\"", "[tools] mcp_separator"),
+            ("[tools]\nbuiltin = false", "builtin"),
+            ("[tools]\nbuiltins = \"no\"", "builtins"),
         ];
         for (text, key) in cases {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains("/etc/toolplane/toolplane.toml"), "{text}: {e}");
             assert!(e.contains(key), "{text}: {e} does not name {key}");
         }
+    }
+
+    /// `tools` is a directory, or a table with the directory and what is
+    /// served.
+    #[test]
+    fn tools_is_a_directory_or_a_table() {
+        let s = parse(
+            "[tools]\ndir = \"t\"\nbuiltins = false\nexpose = [\"files.*\"]\nmcp_separator = \"__\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.tools.unwrap(), Path::new("/etc/toolplane/t"));
+        assert!(!s.builtins);
+        assert!(s.names.serves("files.read_file") && !s.names.serves("echo"));
+        assert_eq!(s.names.mcp_name("files.read_file"), "files__read_file");
+        let s = parse("tools = \"t\"\n").unwrap();
+        assert_eq!(s.tools.unwrap(), Path::new("/etc/toolplane/t"));
+        assert!(s.builtins && s.names.serves("echo"));
+        assert_eq!(s.names.mcp_name("fs.read"), "fs_read");
     }
 
     /// An error under `[engine]` names the file's line, not the table's,

@@ -104,15 +104,15 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 /// Every tool: name, description, input schema and load state.
 async fn tools(State(app): State<Arc<App>>) -> Response {
-    let list: Vec<serde_json::Value> = app
-        .registry()
-        .snapshot()
+    let snap = app.registry().snapshot();
+    let list: Vec<serde_json::Value> = snap
         .iter()
         // A set is listed by its members.
         .filter(|e| !e.is_set())
         .map(|e| {
             let mut row = serde_json::json!({
                 "name": e.manifest.name,
+                "mcp_name": snap.mcp_name(e),
                 "description": e.manifest.description,
                 "title": e.manifest.title,
                 "input_schema": e.manifest.input_schema,

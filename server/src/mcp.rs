@@ -73,10 +73,8 @@ impl Mcp {
     }
 
     fn tools(&self) -> Vec<Tool> {
-        self.app
-            .registry()
-            .snapshot()
-            .iter()
+        let snap = self.app.registry().snapshot();
+        snap.iter()
             // A set is listed by its members.
             .filter(|e| !e.is_set())
             .map(|e| {
@@ -85,7 +83,9 @@ impl Mcp {
                     _ => serde_json::Map::from_iter([("type".to_string(), "object".into())]),
                 };
                 let m = &e.manifest;
-                let mut tool = Tool::new(m.name.clone(), m.description.clone(), Arc::new(schema));
+                // Each `.` as the separator: names every client accepts.
+                let name = snap.mcp_name(e).into_owned();
+                let mut tool = Tool::new(name, m.description.clone(), Arc::new(schema));
                 tool.title = m.title.clone();
                 if let Some(serde_json::Value::Object(o)) = &m.output_schema {
                     tool.output_schema = Some(Arc::new(o.clone()));

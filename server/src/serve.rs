@@ -173,6 +173,8 @@ fn start_registry(
     let runtime = Runtime::new(pool).map_err(Failure::start("the WASI pool"))?;
     let mut b = Registry::builder(runtime)
         .site(site)
+        .builtins(settings.builtins)
+        .names(settings.names.clone())
         .watch(watch)
         .on_demand(on_demand);
     if let Some(dir) = &settings.tools {

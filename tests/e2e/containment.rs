@@ -327,7 +327,7 @@ async fn a_stdio_clients_first_list_has_the_members_of_sets_loading() {
     let client = ().serve(transport).await.expect("MCP initialize over stdio");
     let tools = client.list_all_tools().await.unwrap();
     assert!(
-        tools.iter().any(|t| t.name == "up.echo"),
+        tools.iter().any(|t| t.name == "up_echo"),
         "{:?}",
         tools.iter().map(|t| t.name.to_string()).collect::<Vec<_>>()
     );

@@ -55,14 +55,24 @@ async fn session_script<S: rmcp::service::Service<RoleClient>>(
 
     let tools = client.list_all_tools().await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    for n in ["echo", "fs.read", "fs.write", "hash.sha256", "sleep"] {
+    // MCP names every client accepts: `.` as `_` by default.
+    for n in ["echo", "fs_read", "fs_write", "hash_sha256", "sleep"] {
         assert!(names.contains(&n), "{n} not listed in {names:?}");
+    }
+    for n in &names {
+        assert!(
+            !n.is_empty()
+                && n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            "{n:?} is not ^[a-zA-Z0-9_-]{{1,64}}$"
+        );
     }
     let sleep = tools.iter().find(|t| t.name == "sleep").unwrap();
     assert_eq!(sleep.input_schema["required"], json!(["ms"]));
     assert!(!sleep.description.as_deref().unwrap_or("").is_empty());
     // Title, output schema and annotations, from the manifests.
-    let read = tools.iter().find(|t| t.name == "fs.read").unwrap();
+    let read = tools.iter().find(|t| t.name == "fs_read").unwrap();
     assert_eq!(read.title.as_deref(), Some("Read a file"));
     let hints = read
         .annotations
@@ -72,7 +82,7 @@ async fn session_script<S: rmcp::service::Service<RoleClient>>(
         (hints.read_only_hint, hints.destructive_hint),
         (Some(true), Some(false))
     );
-    let write = tools.iter().find(|t| t.name == "fs.write").unwrap();
+    let write = tools.iter().find(|t| t.name == "fs_write").unwrap();
     let hints = write
         .annotations
         .as_ref()
@@ -81,7 +91,7 @@ async fn session_script<S: rmcp::service::Service<RoleClient>>(
         (hints.read_only_hint, hints.destructive_hint),
         (Some(false), Some(true))
     );
-    let hash = tools.iter().find(|t| t.name == "hash.sha256").unwrap();
+    let hash = tools.iter().find(|t| t.name == "hash_sha256").unwrap();
     let out = hash
         .output_schema
         .as_ref()
@@ -90,11 +100,19 @@ async fn session_script<S: rmcp::service::Service<RoleClient>>(
 
     let r = client
         .call_tool(
-            CallToolRequestParams::new("hash.sha256").with_arguments(args(json!({"data":"abc"}))),
+            CallToolRequestParams::new("hash_sha256").with_arguments(args(json!({"data":"abc"}))),
         )
         .await
         .unwrap();
     assert_eq!(r.is_error, Some(false), "{r:?}");
+    // The canonical name is accepted too (a client configured before).
+    let canonical = client
+        .call_tool(
+            CallToolRequestParams::new("hash.sha256").with_arguments(args(json!({"data":"abc"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(canonical.structured_content, r.structured_content);
     let structured = r
         .structured_content
         .clone()
@@ -329,7 +347,7 @@ async fn upstream_mcp_servers_through_mcp_and_rest() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let n = names(&client).await;
-        if n.iter().any(|t| t == "files.write_file") && n.iter().any(|t| t == "up.add") {
+        if n.iter().any(|t| t == "files_write_file") && n.iter().any(|t| t == "up_add") {
             assert!(
                 !n.iter().any(|t| t == "files" || t == "up"),
                 "a set is listed by its members: {n:?}"
@@ -347,7 +365,8 @@ async fn upstream_mcp_servers_through_mcp_and_rest() {
     let note = data.join("note.txt");
     let r = client
         .call_tool(
-            CallToolRequestParams::new("files.write_file")
+            // A member by its MCP name (a REST call below uses the other).
+            CallToolRequestParams::new("files_write_file")
                 .with_arguments(args(json!({"path": note, "content": "via MCP"}))),
         )
         .await
@@ -406,7 +425,7 @@ async fn upstream_mcp_servers_through_mcp_and_rest() {
             .await
             .expect("notifications/tools/list_changed listing up.late within 20 s")
             .unwrap();
-        if names(&client).await.iter().any(|t| t == "up.late") {
+        if names(&client).await.iter().any(|t| t == "up_late") {
             break;
         }
     }
@@ -508,7 +527,7 @@ async fn progress_from_an_upstream_and_a_jsonl_worker_reaches_the_caller() {
         .await
         .unwrap()
         .iter()
-        .any(|t| t.name == "up.count")
+        .any(|t| t.name == "up_count")
     {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -615,4 +634,84 @@ async fn progress_from_an_upstream_and_a_jsonl_worker_reaches_the_caller() {
             "{tool}: {body}"
         );
     }
+}
+
+/// `[tools]`: MCP names under a chosen separator, an allow-list, and a
+/// clash between two tools' MCP names refused, naming both; REST keeps the
+/// canonical names and takes either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tools_table_names_and_exposes_what_is_served() {
+    let dirs = Dirs::new();
+    // `fs__read`: an echo whose MCP name under "__" is fs.read's too.
+    let t = dirs.tools.path();
+    let echo = std::fs::read_to_string(t.join("echo.toml")).unwrap();
+    std::fs::write(
+        t.join("fs__read.toml"),
+        echo.replace("name = \"echo\"", "name = \"fs__read\""),
+    )
+    .unwrap();
+    std::fs::copy(t.join("echo.wasm"), t.join("fs__read.wasm")).unwrap();
+    let config = r#"
+[tools]
+builtins = false
+expose = ["echo", "fs.*", "fs__read", "hash.sha*"]
+mcp_separator = "__"
+"#;
+    let s = Server::start(&dirs, &[], &[], Some(config));
+    let transport = StreamableHttpClientTransport::from_uri(s.url("/mcp"));
+    let client = ().serve(transport).await.expect("MCP initialize over HTTP");
+    let mut names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.into_owned())
+        .collect();
+    names.sort();
+    // `sleep` is not exposed; `fs__read` lost its name to fs.read (the
+    // first by name).
+    assert_eq!(
+        names,
+        ["echo", "fs__read", "fs__write", "hash__sha256"],
+        "{}",
+        s.stderr()
+    );
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("fs__read").with_arguments(args(json!({"path": "x"}))),
+        )
+        .await
+        .unwrap();
+    // fs.read answered (no such file), not the echo.
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    let log = s.stderr();
+    assert!(
+        log.contains("tool fs__read: its MCP name fs__read is also tool fs.read's"),
+        "{log}"
+    );
+    // An unexposed tool is not callable by either name.
+    let e = client
+        .call_tool(CallToolRequestParams::new("sleep").with_arguments(args(json!({"ms": 1}))))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("sleep"), "{e}");
+    let _ = client.cancel().await;
+
+    let c = crate::support::client();
+    for name in ["hash.sha256", "hash__sha256"] {
+        let (st, v) = crate::rest::post(&c, &s, name, r#"{"data":"abc"}"#).await;
+        assert_eq!(st, 200, "{name}: {v}");
+        assert!(v.to_string().contains("ba7816bf"), "{v}");
+    }
+    let listed: Vec<serde_json::Value> = c
+        .get(s.url("/v1/tools"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hash = listed.iter().find(|t| t["name"] == "hash.sha256").unwrap();
+    assert_eq!(hash["mcp_name"], "hash__sha256");
+    assert_eq!(listed.len(), 4, "{listed:?}");
 }

@@ -117,6 +117,49 @@ impl Inner {
             .retain(|(p, n), _| p != path || name.is_some_and(|name| n != name && !n.is_empty()));
     }
 
+    /// Whether `manifest` may be listed beside what `snap` lists and the
+    /// names `batch` takes (MCP name → tool): it is served
+    /// (`[tools] expose`), and its MCP name is no other tool's. A clash is
+    /// a problem of its file naming both tools.
+    pub(super) fn admit(
+        &self,
+        snap: &Snapshot,
+        batch: &HashMap<String, String>,
+        manifest: &Manifest,
+        origin: &Origin,
+    ) -> bool {
+        let names = snap.names();
+        let name = &manifest.name;
+        let served = if manifest.is_set() {
+            names.may_serve_set(name)
+        } else {
+            names.serves(name)
+        };
+        if !served {
+            tracing::debug!(tool = %name, "not served: no [tools] expose pattern matches it");
+            return false;
+        }
+        let mcp = names.mcp_name(name);
+        let other = snap
+            .mcp_clash(name)
+            .map(|e| e.manifest.name.clone())
+            .or_else(|| batch.get(mcp.as_ref()).filter(|o| *o != name).cloned());
+        let Some(other) = other else {
+            return true;
+        };
+        let path = match origin {
+            Origin::File(p) => p.clone(),
+            Origin::Builtin => PathBuf::from(format!("<builtin>/{name}.toml")),
+        };
+        let why = format!(
+            "tool {name}: its MCP name {mcp} is also tool {other}'s (MCP names put {sep:?} for each dot); rename one, or set [tools] mcp_separator",
+            sep = names.separator.as_str()
+        );
+        tracing::warn!("{why}");
+        self.problem(&path, why, Some(name.clone()));
+        false
+    }
+
     /// Lists (or stages the replacement of) a tool and queues its load.
     /// A new (loading) entry for `manifest`, made the newest load of its
     /// name; returns it with its load's sequence number.
@@ -155,6 +198,9 @@ impl Inner {
         digest: Option<[u8; 32]>,
         from_watch: bool,
     ) {
+        if !self.admit(&self.snapshot(), &HashMap::new(), &manifest, &origin) {
+            return;
+        }
         let name = manifest.name.clone();
         let (entry, seq) = self.new_entry(manifest, origin, digest);
         // A tool already callable keeps serving until its new version is
@@ -221,10 +267,21 @@ impl Inner {
 
     /// [`Inner::stage`] for many new tools at once (discovery): one
     /// published listing for all of them, not one per tool.
-    pub(super) fn stage_many(&self, items: Vec<Staged>) {
+    pub(super) fn stage_many(&self, mut items: Vec<Staged>) {
+        // By name: of two tools whose MCP names clash, the first listed
+        // keeps it, the same one at every start.
+        items.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         let snap = self.snapshot();
         let mut jobs = Vec::with_capacity(items.len());
+        let mut batch = HashMap::new();
         for (manifest, origin, source, digest) in items {
+            if !self.admit(&snap, &batch, &manifest, &origin) {
+                continue;
+            }
+            batch.insert(
+                snap.names().mcp_name(&manifest.name).into_owned(),
+                manifest.name.clone(),
+            );
             if matches!(
                 snap.by_name(&manifest.name).map(|e| e.state()),
                 Some(LoadState::Ready)

@@ -2,6 +2,7 @@
 //! `<set>.<tool>`, each a view of the set's loaded tool; published when the
 //! set loads and again whenever its members change.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::loading::Inner;
@@ -48,6 +49,9 @@ impl Inner {
                     manifest.name
                 );
                 self.problem(&problem_path, e, Some(manifest.name.clone()));
+                continue;
+            }
+            if !self.admit(&snap, &HashMap::new(), &manifest, &set.origin) {
                 continue;
             }
             let manifest = Arc::new(manifest);

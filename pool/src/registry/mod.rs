@@ -25,6 +25,7 @@ use toolplane_core::{Outcome, ToolTable};
 
 use crate::kind::{LoadInput, Tool};
 use crate::manifest::Manifest;
+use toolplane_tool::names::Names;
 use toolplane_wasi::Runtime;
 use toolplane_wasi::builtin;
 
@@ -96,9 +97,17 @@ pub struct RegistryBuilder {
     table: Option<Arc<ToolTable>>,
     loaders: usize,
     on_demand: bool,
+    names: Names,
 }
 
 impl RegistryBuilder {
+    /// What is served and how MCP names it (default: every tool, `.` in
+    /// MCP names as `_`): see [`toolplane_tool::names`].
+    pub fn names(mut self, names: Names) -> Self {
+        self.names = names;
+        self
+    }
+
     /// Where the tools load: the data directory, its limit, the backlog
     /// (default: [`SiteConfig::default`], no data directory and a backlog
     /// of 256; an engine's registry wants [`SiteConfig::for_engine`], the
@@ -210,7 +219,7 @@ impl RegistryBuilder {
             runtimes: crate::kind::Runtimes::new(self.runtime, site),
             table: self.table.unwrap_or_default(),
             dir: self.dir.clone(),
-            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            snapshot: RwLock::new(Arc::new(Snapshot::new(Arc::new(self.names)))),
             version: AtomicU64::new(0),
             subscribers: Mutex::new(Vec::new()),
             problems: Mutex::new(BTreeMap::new()),
@@ -282,6 +291,7 @@ impl Registry {
             table: None,
             loaders: std::thread::available_parallelism().map_or(2, |n| n.get()),
             on_demand: false,
+            names: Names::default(),
         }
     }
 
@@ -379,24 +389,30 @@ impl Registry {
     /// waits for it. A member of a set that failed to load resolves to
     /// the set, so that calling it says why.
     pub async fn resolve(&self, name: &str) -> Option<Arc<ToolEntry>> {
-        if let Some(e) = self.snapshot().by_name(name) {
+        let snap = self.snapshot();
+        if let Some(e) = snap.by_either(name) {
             return Some(Arc::clone(e));
         }
-        let set = self
-            .snapshot()
+        // `<set>.<tool>`, or its MCP name `<set's MCP name><separator><tool>`.
+        let sep = snap.names().separator.as_str();
+        let member_of = |e: &ToolEntry| {
+            let set = e.manifest.name.as_str();
+            let mcp = snap.names().mcp_name(set);
+            name.strip_prefix(set)
+                .is_some_and(|rest| rest.starts_with('.'))
+                || name
+                    .strip_prefix(mcp.as_ref())
+                    .is_some_and(|rest| rest.starts_with(sep))
+        };
+        let set = snap
             .iter()
-            .filter(|e| {
-                e.is_set()
-                    && name
-                        .strip_prefix(e.manifest.name.as_str())
-                        .is_some_and(|rest| rest.starts_with('.'))
-            })
+            .filter(|e| e.is_set() && member_of(e))
             .max_by_key(|e| e.manifest.name.len())
             .cloned()?;
         let failed = set.wait().await.is_err();
         // A set that failed answers for its members: a call gets why.
         self.snapshot()
-            .by_name(name)
+            .by_either(name)
             .cloned()
             .or_else(|| failed.then_some(set))
     }

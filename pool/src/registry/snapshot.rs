@@ -1,8 +1,11 @@
 //! What the registry lists: each tool's entry and load state, and the
 //! snapshot of every entry at one moment (what workers and listings read).
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
+
+use toolplane_tool::names::Names;
 
 use toolplane_core::{Outcome, ToolId};
 
@@ -157,14 +160,50 @@ impl ToolEntry {
     }
 }
 
-/// The tools listed at one moment, by [`ToolId`].
+/// The tools listed at one moment, by [`ToolId`], by name and by the name
+/// MCP clients see ([`toolplane_tool::names`]).
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     by_id: Vec<Option<Arc<ToolEntry>>>,
     by_name: BTreeMap<String, ToolId>,
+    by_mcp: HashMap<String, ToolId>,
+    names: Arc<Names>,
 }
 
 impl Snapshot {
+    /// An empty listing that names tools by `names`.
+    pub(super) fn new(names: Arc<Names>) -> Snapshot {
+        Snapshot {
+            names,
+            ..Snapshot::default()
+        }
+    }
+
+    /// The registry's naming policy.
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// The name MCP clients see for `entry`.
+    pub fn mcp_name<'a>(&self, entry: &'a ToolEntry) -> Cow<'a, str> {
+        self.names.mcp_name(&entry.manifest.name)
+    }
+
+    /// The tool with this name, or with this MCP name.
+    pub fn by_either(&self, name: &str) -> Option<&Arc<ToolEntry>> {
+        self.by_name(name)
+            .or_else(|| self.by_mcp.get(name).and_then(|id| self.get(*id)))
+    }
+
+    /// Another tool (not `name`) listed whose MCP name is `name`'s.
+    pub fn mcp_clash(&self, name: &str) -> Option<&Arc<ToolEntry>> {
+        let mcp = self.names.mcp_name(name);
+        self.by_mcp
+            .get(mcp.as_ref())
+            .and_then(|id| self.get(*id))
+            .filter(|e| e.manifest.name != name)
+    }
+
     /// The tool with this id.
     pub fn get(&self, id: ToolId) -> Option<&Arc<ToolEntry>> {
         self.by_id.get(id.0 as usize).and_then(Option::as_ref)
@@ -211,11 +250,20 @@ impl Snapshot {
             self.by_id.resize(i + 1, None);
         }
         self.by_name.insert(entry.manifest.name.clone(), entry.id);
+        // The first tool keeps an MCP name (callers check `mcp_clash`
+        // before they list another).
+        self.by_mcp
+            .entry(self.names.mcp_name(&entry.manifest.name).into_owned())
+            .or_insert(entry.id);
         self.by_id[i] = Some(entry);
     }
 
     pub(super) fn remove(&mut self, name: &str) -> Option<Arc<ToolEntry>> {
         let id = self.by_name.remove(name)?;
+        let mcp = self.names.mcp_name(name);
+        if self.by_mcp.get(mcp.as_ref()) == Some(&id) {
+            self.by_mcp.remove(mcp.as_ref());
+        }
         self.by_id.get_mut(id.0 as usize).and_then(Option::take)
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod checks;
 pub mod files;
+pub mod names;
 pub mod progress;
 pub mod quota;
 
