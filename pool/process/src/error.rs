@@ -19,6 +19,16 @@ pub enum ProcessLoadError {
         /// The key.
         key: &'static str,
     },
+    /// A value of `env` given by reference could not be resolved (the
+    /// message names the variable or the file, never a value).
+    #[error("env.{key}: {source}")]
+    Secret {
+        /// The variable of the program's environment.
+        key: String,
+        /// Why.
+        #[source]
+        source: toolplane_tool::secret::SecretError,
+    },
     /// The program is not found on `PATH` or is not executable.
     #[error("command[0] = {program:?}: not an executable file (looked in {looked})")]
     NoProgram {

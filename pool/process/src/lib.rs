@@ -122,6 +122,12 @@ impl ProcessTool {
         contain::harden_server();
         let launch =
             spawn::Launch::resolve(&name, spec, base, site.data_dir.as_deref(), &site.hidden)?;
+        for key in spec.literal_secrets() {
+            tracing::warn!(
+                tool = %name,
+                "env.{key} is written in the manifest: keep secrets out of files with {key} = {{ env = \"VARIABLE\" }} or {key} = {{ file = \"path\" }}"
+            );
+        }
         if matches!(launch.files, spawn::Files::Unsupported) {
             tracing::warn!(
                 tool = %name,

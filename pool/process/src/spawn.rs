@@ -13,6 +13,7 @@ use tokio::io::AsyncReadExt;
 use crate::error::ProcessLoadError;
 use crate::spec::ProcessManifest;
 use toolplane_tool::DATA_PLACEHOLDER;
+use toolplane_tool::secret::Value;
 
 /// How many bytes of a process's stderr its errors carry.
 pub(crate) const STDERR_TAIL: usize = 2048;
@@ -537,12 +538,23 @@ impl Launch {
             Some(p) => Needs::of(p, (name, &program, &args, &cwd), &env, (data_dir, base))?,
             None => Needs::default(),
         };
-        for (k, v) in needs.env.iter().cloned().chain(
-            spec.env
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), data("env", v)?)))
-                .collect::<Result<Vec<_>, ProcessLoadError>>()?,
-        ) {
+        // A reference is resolved here, once per load; `{data}` is
+        // replaced in values written in place only.
+        let own = spec
+            .env
+            .iter()
+            .map(|(k, v)| match v {
+                Value::Plain(text) => Ok((k.clone(), data("env", text)?)),
+                reference => reference
+                    .resolve(base)
+                    .map(|s| (k.clone(), s.expose().to_owned()))
+                    .map_err(|source| ProcessLoadError::Secret {
+                        key: k.clone(),
+                        source,
+                    }),
+            })
+            .collect::<Result<Vec<_>, ProcessLoadError>>()?;
+        for (k, v) in needs.env.iter().cloned().chain(own) {
             env.retain(|(e, _)| *e != k);
             env.push((k, v));
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use toolplane_tool::secret::Value;
 use toolplane_tool::{Annotations, Common, Keys};
 use toolplane_units::{Size, fmt_size, parse_duration_key};
 
@@ -79,8 +80,10 @@ pub struct ProcessManifest {
     /// The program and its arguments; `{data}` in an argument is the data
     /// directory.
     pub command: Vec<String>,
-    /// The only environment the program gets, besides `PATH` and `HOME`.
-    pub env: BTreeMap<String, String>,
+    /// The only environment the program gets, besides `PATH` and `HOME`:
+    /// each value in place or a reference (`{ env = … }`, `{ file = … }`,
+    /// [`toolplane_tool::secret`]), resolved when the tool loads.
+    pub env: BTreeMap<String, Value>,
     /// Its working directory (`{data}` allowed); the manifest's directory
     /// when unset.
     pub cwd: Option<String>,
@@ -106,6 +109,19 @@ pub struct ProcessManifest {
 pub const RUNS: &str = "A process tool runs as a program in namespaces of its own, with limited memory, processes and time.";
 
 impl ProcessManifest {
+    /// The `env` keys whose names say they hold a credential and whose
+    /// values are written in the manifest itself (warned about at load).
+    pub fn literal_secrets(&self) -> Vec<&str> {
+        self.env
+            .iter()
+            .filter(|(k, v)| {
+                matches!(v, Value::Plain(t) if !t.is_empty())
+                    && toolplane_tool::secret::looks_secret(k)
+            })
+            .map(|(k, _)| k.as_str())
+            .collect()
+    }
+
     /// Its runtime keys in words and as JSON (`tools list`).
     pub fn describe(&self) -> toolplane_tool::Described {
         let (limits, pool) = (&self.limits, &self.pool);
@@ -303,7 +319,7 @@ pub struct Unchecked {
     protocol: String,
     command: Vec<String>,
     #[serde(default)]
-    env: BTreeMap<String, String>,
+    env: BTreeMap<String, Value>,
     cwd: Option<String>,
     #[serde(default)]
     pool: RawPool,

@@ -16,6 +16,7 @@ pub mod files;
 pub mod names;
 pub mod progress;
 pub mod quota;
+pub mod secret;
 
 pub use checks::{Checks, SchemaError};
 
