@@ -17,6 +17,7 @@ pub mod config;
 mod connections;
 mod error;
 pub mod http;
+pub mod import;
 mod listen;
 pub mod mcp;
 pub mod prom;

@@ -73,6 +73,25 @@ enum Command {
         #[command(flatten)]
         sources: Sources,
     },
+    /// Make process tools of the MCP servers in a Claude Desktop, Cursor,
+    /// VS Code or Windsurf configuration: a dry run unless --write.
+    Import {
+        /// The configuration (claude_desktop_config.json, .cursor/mcp.json,
+        /// .vscode/mcp.json, mcp_config.json).
+        file: PathBuf,
+        /// The tools directory to write the manifests into.
+        #[arg(long, value_name = "DIR")]
+        tools: PathBuf,
+        /// Write the manifests (and secret files); without it, show them.
+        #[arg(long)]
+        write: bool,
+        /// Replace files that exist.
+        #[arg(long)]
+        force: bool,
+        /// The file's format, when its name and content do not say.
+        #[arg(long, value_enum)]
+        format: Option<toolplane_server::import::Format>,
+    },
     /// Bearer tokens: `toolplane token hash` reads a token on stdin and
     /// prints the `token_sha256` line for toolplane.toml.
     Token {
@@ -144,7 +163,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 // was asked.
                 Some(t) if t.trim().is_empty() => {
                     return Err(Failure::Usage(
-                        "--token (or TOOLPLANE_TOKEN) is empty: a variable it was read from is                          unset or blank? Give the token, or leave --token out to serve without one"
+                        "--token (or TOOLPLANE_TOKEN) is empty: is the variable it was read from unset or blank? Give the token, or leave --token out to serve without one"
                             .into(),
                     ));
                 }
@@ -183,6 +202,40 @@ fn run(cli: Cli) -> Result<(), Failure> {
             sources,
         } => serve::call(&settings(&sources)?, &tool, &input, &mut stdout),
         Command::Check { sources } => serve::check(&settings(&sources)?, &mut stdout),
+        Command::Import {
+            file,
+            tools,
+            write,
+            force,
+            format,
+        } => {
+            use toolplane_server::import;
+            let imported = import::read(&file, format)?;
+            let say = |out: &mut std::io::StdoutLock<'_>, text: &str| {
+                out.write_all(text.as_bytes())
+                    .map_err(Failure::io("writing"))
+            };
+            if write {
+                let written = import::write(&imported, &tools, force)?;
+                say(&mut stdout, &import::report(&imported, &tools, false))?;
+                say(
+                    &mut stdout,
+                    &format!(
+                        "\nwrote {} manifests and {} secret files (mode 0600) in {}; `toolplane check --tools {}` loads them\n",
+                        written.manifests.len(),
+                        written.secrets.len(),
+                        tools.display(),
+                        tools.display()
+                    ),
+                )
+            } else {
+                say(&mut stdout, &import::report(&imported, &tools, true))?;
+                say(
+                    &mut stdout,
+                    "\ndry run: nothing written; --write writes these (--force replaces files that exist)\n",
+                )
+            }
+        }
         Command::Token {
             command: TokenCommand::Hash,
         } => {

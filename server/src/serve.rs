@@ -72,6 +72,9 @@ pub enum Failure {
     /// `check` found problems, each naming its file.
     #[error("{} problems:\n  {}", .0.len(), .0.join("\n  "))]
     Problems(Vec<String>),
+    /// `import` could not read its file or write the manifests.
+    #[error(transparent)]
+    Import(#[from] crate::import::ImportError),
     /// Reading input or writing output failed.
     #[error("{what}: {source}")]
     Io {
@@ -95,6 +98,7 @@ impl Failure {
             Failure::UnknownTool { .. }
             | Failure::Call(_)
             | Failure::Problems(_)
+            | Failure::Import(_)
             | Failure::Io { .. } => 1,
         }
     }
