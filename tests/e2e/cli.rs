@@ -115,6 +115,78 @@ fn check_lists_every_problem_with_its_path() {
     assert!(e.contains("toolplane.toml") && e.contains("port"), "{e}");
 }
 
+/// The commented sample configuration is a file `check` accepts, and it
+/// names every key the server reads.
+#[test]
+fn the_example_configuration_is_accepted_and_complete() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../toolplane.example.toml");
+    let dirs = Dirs::new();
+    let data = dirs.data.path().to_str().unwrap();
+    let out = toolplane(&[
+        "check",
+        "--config",
+        example.to_str().unwrap(),
+        "--data",
+        data,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).starts_with("ok: 5 tools"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Every key of the server's configuration appears, set or commented.
+    let written = std::fs::read_to_string(&example).unwrap();
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config.rs"),
+    )
+    .unwrap();
+    let engine = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/src/config.rs"),
+    )
+    .unwrap();
+    // The keys: the fields of config.rs's file structs, and the engine's
+    // table of keys.
+    let mut keys: Vec<String> = Vec::new();
+    let mut in_file_struct = false;
+    for line in source.lines() {
+        if line.starts_with("struct ") && line.contains("File") || line.starts_with("struct File") {
+            in_file_struct = true;
+        } else if line.starts_with('}') {
+            in_file_struct = false;
+        } else if in_file_struct
+            && let Some((field, _)) = line.trim().split_once(": ")
+            && !field.starts_with("//")
+            && !field.starts_with('#')
+        {
+            keys.push(field.trim_start_matches("pub ").to_owned());
+        }
+    }
+    for line in engine.lines() {
+        if let Some(rest) = line.strip_prefix("//! | `")
+            && let Some((key, _)) = rest.split_once('`')
+        {
+            keys.push(key.to_owned());
+        }
+    }
+    assert!(keys.len() > 30, "{keys:?}");
+    for key in ["server", "engine", "pool", "token"] {
+        keys.retain(|k| k != key);
+    }
+    for key in &keys {
+        assert!(
+            written.contains(&format!("{key} =")) || written.contains(&format!("# {key} =")),
+            "toolplane.example.toml does not name {key}"
+        );
+    }
+}
+
 #[test]
 fn tools_install_writes_the_builtins_as_a_tools_directory_that_serves() {
     let dirs = Dirs::new();
