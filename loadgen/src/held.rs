@@ -95,7 +95,7 @@ impl Sampler {
     /// resident (82 against 31 MiB at smoke's 3 s, the same sleeping loop
     /// without its first allocations at 31 MiB), which the soak's memory
     /// check would have charged to the engine.
-    pub fn start(tids: Vec<i32>, warmup: Duration) -> std::io::Result<Sampler> {
+    pub fn start(tids: Vec<i32>, warmup: Duration, run: Duration) -> std::io::Result<Sampler> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let mut buf = vec![0u8; STAT_BUF];
@@ -115,8 +115,12 @@ impl Sampler {
                 })
             })
             .collect();
+        // Room for every hold the run can have: holds are separated by at
+        // least one window, so at most one every other window per worker.
+        let windows = (run + Duration::from_secs(5)).as_millis() / PERIOD.as_millis();
+        let room = (windows as usize / 2 + 1) * workers.len().max(1);
         let held = Held {
-            holds: Vec::with_capacity(MAX_HOLDS),
+            holds: Vec::with_capacity(room),
             ..Held::default()
         };
         let thread = std::thread::Builder::new()
@@ -138,10 +142,6 @@ impl Sampler {
         held
     }
 }
-
-/// Holds kept (the room is made before the run; more are summed, not
-/// listed).
-const MAX_HOLDS: usize = 4096;
 
 /// Room for `/proc/stat`'s cpu lines (about 100 bytes a cpu) and a
 /// thread's `stat`.
@@ -173,11 +173,12 @@ fn sample(
 ) -> Held {
     let start = Instant::now();
     let mut last_s = 0.0;
+    // The room was made for the whole run (and 5 s more); a hold past it
+    // would be a run far longer than planned, and is left out rather than
+    // grow the vector here.
     let close = |held: &mut Held, h: Hold| {
         if held.holds.len() < held.holds.capacity() {
             held.holds.push(h);
-        } else if let Some(last) = held.holds.last_mut() {
-            last.ms += h.ms;
         }
     };
     while !stop.load(Ordering::Relaxed) {
@@ -340,7 +341,7 @@ mod tests {
             }
         });
         let tid = tid_rx.recv().unwrap();
-        let sampler = Sampler::start(vec![tid], Duration::ZERO).unwrap();
+        let sampler = Sampler::start(vec![tid], Duration::ZERO, Duration::from_secs(1)).unwrap();
         std::thread::sleep(Duration::from_millis(400));
         let held = sampler.finish();
         spin.store(false, Ordering::Relaxed);

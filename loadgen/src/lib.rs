@@ -155,7 +155,8 @@ pub fn run(profile: &Profile, target: Target, opts: &RunOptions) -> Result<RunOu
     // server's are in another process).
     let held = match &target.backend {
         target::Backend::Engine(e) => {
-            let start = || held::Sampler::start(e.worker_tids(), profile.warmup).ok();
+            let start =
+                || held::Sampler::start(e.worker_tids(), profile.warmup, profile.total()).ok();
             match &placement {
                 Some(p) => p.others(start),
                 None => start(),

@@ -28,7 +28,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use toolplane_pool::secret::looks_secret;
+use toolplane_pool::secret::{SECRETS_DIR, looks_secret};
 
 /// Where an import stops.
 #[derive(Debug, thiserror::Error)]
@@ -359,9 +359,22 @@ fn server(cx: &Context<'_>, name: &str, tool: String, spec: &serde_json::Value) 
     let remote = str_of("url").or_else(|| str_of("serverUrl"));
     let kind = str_of("type").unwrap_or("stdio");
     if remote.is_some() || matches!(kind, "http" | "sse" | "streamable-http" | "streamableHttp") {
+        // Its address without what may be a credential (user, query).
+        let shown = remote.map_or_else(
+            || kind.to_owned(),
+            |u| {
+                let u = u.split(['?', '#']).next().unwrap_or(u);
+                match u.split_once("://") {
+                    Some((scheme, rest)) => {
+                        let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                        format!("{scheme}://{rest}")
+                    }
+                    None => u.to_owned(),
+                }
+            },
+        );
         out.manifest = Err(format!(
-            "a remote MCP server ({}): not carried, toolplane runs no remote upstream yet",
-            remote.unwrap_or(kind)
+            "a remote MCP server ({shown}): not carried, toolplane runs no remote upstream yet"
         ));
         return out;
     }
@@ -382,7 +395,14 @@ fn server(cx: &Context<'_>, name: &str, tool: String, spec: &serde_json::Value) 
             return out;
         };
         match resolve(cx, a) {
-            Resolved::Text(t) => argv.push(t),
+            Resolved::Text(t) => {
+                if url_with_credentials(&t) || flag_with_credential(&t) {
+                    out.notes.push(format!(
+                        "args[{i}] holds what looks like a credential, carried as written: the manifest is written readable by you alone, but the tools see it; pass it in [env] as {{ file = … }} if the server reads one"
+                    ));
+                }
+                argv.push(t);
+            }
             _ => {
                 out.manifest = Err(format!(
                     "args[{i}] = {a:?} takes a value from the editor at start: not carried (write the value in, then import again)"
@@ -451,6 +471,19 @@ fn server(cx: &Context<'_>, name: &str, tool: String, spec: &serde_json::Value) 
         .into_iter()
         .flatten()
     {
+        // A variable's name: what the secret file is named after too, so
+        // nothing that could leave `secrets/` (`KEY/../../x`).
+        let portable = k
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !portable {
+            out.notes.push(format!(
+                "env.{k:?}: not a variable name (A-Z a-z 0-9 _, not first a digit), not carried"
+            ));
+            continue;
+        }
         let text = match v {
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Number(n) => n.to_string(),
@@ -482,7 +515,7 @@ fn server(cx: &Context<'_>, name: &str, tool: String, spec: &serde_json::Value) 
                 "env.{k} = {raw:?} takes part of its value from the editor: not carried"
             )),
             Resolved::Text(t) if looks_secret(k) && !t.is_empty() => {
-                let rel = PathBuf::from("secrets").join(format!("{}.{k}", out.tool));
+                let rel = PathBuf::from(SECRETS_DIR).join(format!("{}.{k}", out.tool));
                 env.insert(k.clone(), reference("file", &rel.display().to_string()));
                 out.notes.push(format!(
                     "env.{k}: a credential in plain text in {}: moved to {} (mode 0600) and referenced",
@@ -521,6 +554,22 @@ fn server(cx: &Context<'_>, name: &str, tool: String, spec: &serde_json::Value) 
         .map(|body| format!("{header}{body}"))
         .map_err(|e| e.to_string());
     out
+}
+
+/// `scheme://user:password@host…`.
+fn url_with_credentials(arg: &str) -> bool {
+    arg.split_once("://").is_some_and(|(_, rest)| {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        authority.contains('@')
+    })
+}
+
+/// `--api-key=…`, `--token=…`.
+fn flag_with_credential(arg: &str) -> bool {
+    arg.starts_with('-')
+        && arg
+            .split_once('=')
+            .is_some_and(|(flag, value)| !value.is_empty() && looks_secret(&flag.replace('-', "_")))
 }
 
 fn reference(kind: &str, value: &str) -> toml::Value {
@@ -562,7 +611,12 @@ pub fn write(imported: &Imported, dir: &Path, force: bool) -> Result<Written, Im
                 .chain(s.secrets.iter().map(|f| dir.join(&f.path)))
         })
         .collect();
-    let existing: Vec<PathBuf> = targets.iter().filter(|p| p.exists()).cloned().collect();
+    // A symlink there counts, dangling or not.
+    let existing: Vec<PathBuf> = targets
+        .iter()
+        .filter(|p| p.symlink_metadata().is_ok())
+        .cloned()
+        .collect();
     if !force && !existing.is_empty() {
         return Err(ImportError::Exists(existing));
     }
@@ -580,7 +634,9 @@ pub fn write(imported: &Imported, dir: &Path, force: bool) -> Result<Written, Im
         }
         let path = dir.join(format!("{}.toml", s.tool));
         if let Ok(text) = &s.manifest {
-            std::fs::write(&path, text).map_err(werr(&path))?;
+            // Readable by its owner alone: an argument may hold what the
+            // file it came from held (a database URL with its password).
+            write_private(&path, text.trim_end()).map_err(werr(&path))?;
         }
         written.manifests.push(path);
     }
@@ -829,6 +885,58 @@ mod tests {
         let e = write(&i, dir.path(), false).unwrap_err().to_string();
         assert!(e.contains("k.toml") && e.contains("--force"), "{e}");
         write(&i, dir.path(), true).unwrap();
+    }
+
+    /// An env key is a file name too: one that could leave `secrets/` is
+    /// not carried, and nothing is written outside the tools directory.
+    #[test]
+    fn an_env_key_cannot_write_outside_the_secrets_directory() {
+        let i = import(
+            "claude_desktop_config.json",
+            r#"{"mcpServers": {"a": {"command": "node", "env": {
+                "TOKEN/../../evil.toml": "name = evil",
+                "../TOKEN": "x",
+                "GOOD_TOKEN": "y"}}}}"#,
+        );
+        let a = named(&i, "a");
+        let m = manifest(a);
+        assert_eq!(m["env"].as_table().unwrap().len(), 1, "{m}");
+        assert_eq!(a.secrets.len(), 1);
+        assert!(
+            a.notes
+                .iter()
+                .filter(|n| n.contains("not a variable name"))
+                .count()
+                == 2
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let tools = dir.path().join("tools");
+        write(&i, &tools, false).unwrap();
+        assert!(!dir.path().join("evil.toml").exists() && !tools.join("evil.toml").exists());
+    }
+
+    #[test]
+    fn credentials_in_arguments_and_addresses_are_not_shown_or_are_flagged() {
+        let i = import(
+            ".cursor/mcp.json",
+            r#"{"mcpServers": {
+                "pg": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-postgres", "postgresql://u:hunter2@db/x"]},
+                "r": {"url": "https://user:hunter3@mcp.example.com/mcp?key=hunter4"}}}"#,
+        );
+        assert!(
+            named(&i, "pg")
+                .notes
+                .iter()
+                .any(|n| n.starts_with("args[2] holds"))
+        );
+        let r = report(&i, Path::new("t"), false);
+        assert!(
+            !r.contains("hunter3")
+                && !r.contains("hunter4")
+                && r.contains("https://mcp.example.com/mcp"),
+            "{r}"
+        );
+        assert!(flag_with_credential("--api-key=abc") && !flag_with_credential("--port=3"));
     }
 
     #[test]

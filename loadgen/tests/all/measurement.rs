@@ -142,7 +142,7 @@ fn a_planted_stall_is_charged_to_every_event_behind_it() {
     // the machine is not blamed.
     let machine = r.machine.as_ref().expect("embedded runs watch the workers");
     assert!(
-        machine.explains.is_none() && machine.held.holds.is_empty(),
+        machine.explains.is_none() && machine.held.holds.iter().all(|h| h.ms < 100.0),
         "{machine:?}"
     );
     let (c, u) = (&r.latency_us.corrected, &r.latency_us.uncorrected);

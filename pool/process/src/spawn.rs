@@ -601,10 +601,21 @@ impl Launch {
             ),
             Files::Unrestricted | Files::Unsupported => None,
         };
+        // `secrets/` beside the manifests holds the files `{ file = … }`
+        // references name (`toolplane import` writes them there): hidden
+        // from every process tool, which runs as the server's user.
+        let secrets = base
+            .map(|b| b.join(toolplane_tool::secret::SECRETS_DIR))
+            .filter(|d| d.is_dir());
+        let hidden: Vec<&Path> = hidden
+            .iter()
+            .map(PathBuf::as_path)
+            .chain(secrets.as_deref())
+            .collect();
         let contain = Arc::new(super::contain::Contain::new(
             spec.host_network,
             &base.into_iter().collect::<Vec<_>>(),
-            &hidden.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+            &hidden,
             grants.as_deref(),
         ));
         Ok(Launch {

@@ -140,6 +140,18 @@ impl Inner {
             return false;
         }
         let mcp = names.mcp_name(name);
+        if names.separator.as_str() != "." && !toolplane_tool::names::Separator::portable(&mcp) {
+            let path = match origin {
+                Origin::File(p) => p.clone(),
+                Origin::Builtin => PathBuf::from(format!("<builtin>/{name}.toml")),
+            };
+            let why = format!(
+                "tool {name}: its MCP name {mcp} is longer than the 64 characters clients accept; shorten the name (or its set's)"
+            );
+            tracing::warn!("{why}");
+            self.problem(&path, why, Some(name.clone()));
+            return false;
+        }
         let other = snap
             .mcp_clash(name)
             .map(|e| e.manifest.name.clone())
@@ -158,6 +170,24 @@ impl Inner {
         tracing::warn!("{why}");
         self.problem(&path, why, Some(name.clone()));
         false
+    }
+
+    /// `entry` lost its MCP name to `other` while it was being listed.
+    pub(super) fn refuse_clash(&self, entry: &ToolEntry, other: &str) {
+        let name = &entry.manifest.name;
+        let path = match &entry.origin {
+            Origin::File(p) => p.clone(),
+            Origin::Builtin => PathBuf::from(format!("<builtin>/{name}.toml")),
+        };
+        let snap = self.snapshot();
+        let names = snap.names();
+        let why = format!(
+            "tool {name}: its MCP name {} is also tool {other}'s (MCP names put {:?} for each dot); rename one, or set [tools] mcp_separator",
+            names.mcp_name(name),
+            names.separator.as_str()
+        );
+        tracing::warn!("{why}");
+        self.problem(&path, why, Some(name.clone()));
     }
 
     /// Lists (or stages the replacement of) a tool and queues its load.
@@ -211,7 +241,17 @@ impl Inner {
         );
         if !serving {
             let existed = self.snapshot().by_name(&name).is_some();
-            self.publish(|s| s.insert(Arc::clone(&entry)));
+            // Checked again under the lock: a set's members may have taken
+            // the MCP name since.
+            let mut clash = None;
+            self.publish(|s| match s.mcp_clash(&name) {
+                Some(other) => clash = Some(other.manifest.name.clone()),
+                None => s.insert(Arc::clone(&entry)),
+            });
+            if let Some(other) = clash {
+                self.refuse_clash(&entry, &other);
+                return;
+            }
             if !existed || from_watch {
                 self.emit(RegistryEvent::Listed { name: name.clone() });
             }
@@ -297,11 +337,23 @@ impl Inner {
                 replace: false,
             });
         }
+        // Checked again under the lock, as `stage` does.
+        let mut clashed = Vec::new();
         self.publish(|s| {
-            for j in &jobs {
-                s.insert(Arc::clone(&j.entry));
-            }
+            jobs.retain(|j| match s.mcp_clash(&j.entry.manifest.name) {
+                Some(other) => {
+                    clashed.push((Arc::clone(&j.entry), other.manifest.name.clone()));
+                    false
+                }
+                None => {
+                    s.insert(Arc::clone(&j.entry));
+                    true
+                }
+            });
         });
+        for (e, other) in clashed {
+            self.refuse_clash(&e, &other);
+        }
         for j in &jobs {
             self.emit(RegistryEvent::Listed {
                 name: j.entry.manifest.name.clone(),

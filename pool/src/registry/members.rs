@@ -67,6 +67,7 @@ impl Inner {
             }));
         }
         let mut events = Vec::new();
+        let mut clashed = Vec::new();
         self.publish(|s| {
             let old: Vec<String> = s
                 .iter()
@@ -81,6 +82,12 @@ impl Inner {
             }
             for e in &fresh {
                 let name = e.manifest.name.clone();
+                // Checked again under the lock: another set's members or a
+                // file's tool may have taken the MCP name since.
+                if let Some(other) = s.mcp_clash(&name) {
+                    clashed.push((Arc::clone(e), other.manifest.name.clone()));
+                    continue;
+                }
                 let event = if s.by_name(&name).is_some() {
                     RegistryEvent::Replaced { name }
                 } else {
@@ -92,6 +99,9 @@ impl Inner {
         });
         for e in events {
             self.emit(e);
+        }
+        for (e, other) in clashed {
+            self.refuse_clash(&e, &other);
         }
     }
 }

@@ -41,6 +41,11 @@ pub fn looks_secret(name: &str) -> bool {
     SECRET_WORDS.iter().any(|w| upper.contains(w))
 }
 
+/// The directory beside the manifests for secret files (`toolplane
+/// import` writes them there): hidden from every process tool, which runs
+/// as the server's user and would otherwise read the others' secrets.
+pub const SECRETS_DIR: &str = "secrets";
+
 /// The largest secret file read.
 pub const MAX_FILE: u64 = 64 << 10;
 
@@ -194,8 +199,15 @@ fn read_owner_only(path: &Path) -> Result<Secret, SecretError> {
         path: path.to_owned(),
         why,
     };
-    // The checks are of the file opened (not followed by name twice).
-    let file = std::fs::File::open(path).map_err(read)?;
+    // The checks are of the file opened (not followed by name twice);
+    // opened without blocking, so that a FIFO (or a device) put there
+    // fails the checks below instead of holding the loader for ever.
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(read)?;
     let meta = file.metadata().map_err(read)?;
     if !meta.is_file() {
         return Err(exposed("not a regular file".into()));
@@ -221,6 +233,12 @@ fn read_owner_only(path: &Path) -> Result<Secret, SecretError> {
     file.take(MAX_FILE + 1)
         .read_to_end(&mut bytes)
         .map_err(read)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(SecretError::Unreadable {
+            path: path.to_owned(),
+            why: format!("more than {MAX_FILE} bytes"),
+        });
+    }
     let mut text = String::from_utf8(bytes).map_err(|_| SecretError::Unreadable {
         path: path.to_owned(),
         why: "not UTF-8".into(),
@@ -290,6 +308,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing"), "{e}");
+        // A FIFO fails the checks at once rather than blocking the load.
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string; mkfifo only reads it.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+        assert_eq!(rc, 0);
+        let e = Value::File("fifo".into())
+            .resolve(Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
         let e = Value::File(".".into())
             .resolve(Some(dir.path()))
             .unwrap_err()
