@@ -96,7 +96,8 @@ pub(crate) fn run<H: Handler>(launch: Launch<H>) {
         .counters
         .tid
         .store(crate::slice::tid(), Ordering::Relaxed);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder
         .enable_all()
         // Our calls are polled inside the worker's own future; these keep a
         // task that a handler spawns from delaying timers and I/O: tokio
@@ -105,13 +106,14 @@ pub(crate) fn run<H: Handler>(launch: Launch<H>) {
         .event_interval(8)
         .global_queue_interval(1)
         .max_blocking_threads(4)
-        .thread_name(format!("toolplane-worker-{index}-blocking"))
-        // Its file operations are calls' work (`fs_inline = false`).
-        .on_thread_start(move || {
-            let _ = crate::slice::request(slice);
-        })
-        .build()
-    {
+        .thread_name(format!("toolplane-worker-{index}-blocking"));
+    // Its file operations are calls' work (`fs_inline = false`). (tokio
+    // built for loom has no thread hooks.)
+    #[cfg(not(loom))]
+    builder.on_thread_start(move || {
+        let _ = crate::slice::request(slice);
+    });
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             let _ = ready.send(Err(format!("cannot build its runtime: {e}")));
