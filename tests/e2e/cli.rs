@@ -4,10 +4,16 @@ use std::process::{Command, Output};
 
 use crate::support::{Dirs, binary, cache_dir};
 
-fn toolplane(args: &[&str]) -> Output {
+pub(crate) fn toolplane(args: &[&str]) -> Output {
+    toolplane_with(args, &[])
+}
+
+/// `toolplane ARGS` with extra environment variables.
+pub(crate) fn toolplane_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(binary())
         .args(args)
         .env("TOOLPLANE_CACHE_DIR", cache_dir())
+        .envs(env.iter().copied())
         .output()
         .expect("the toolplane binary runs")
 }

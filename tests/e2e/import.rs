@@ -3,17 +3,9 @@
 //! called: the npm filesystem MCP server the process-tool tests use.
 
 use std::path::Path;
-use std::process::Command;
 
-use crate::support::{Dirs, Server, binary, cache_dir, client};
-
-fn toolplane(args: &[&str]) -> std::process::Output {
-    Command::new(binary())
-        .args(args)
-        .env("TOOLPLANE_CACHE_DIR", cache_dir())
-        .output()
-        .expect("the toolplane binary runs")
-}
+use crate::cli::toolplane;
+use crate::support::{Dirs, Server, client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configurations_of_four_applications_are_imported_loaded_and_called() {

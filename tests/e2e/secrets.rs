@@ -3,9 +3,9 @@
 //! resolved at load; the values reach the program and are shown nowhere.
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::Command;
 
-use crate::support::{Dirs, Server, binary, cache_dir, client};
+use crate::cli::toolplane_with;
+use crate::support::{Dirs, Server, client};
 
 const FROM_ENV: &str = "env-s3cret-7c1d";
 const FROM_FILE: &str = "file-s3cret-1b9e";
@@ -74,24 +74,16 @@ async fn secrets_by_reference_reach_the_program_and_are_shown_nowhere() {
         log.contains("env.API_TOKEN is written in the manifest") && !log.contains("env.C is"),
         "{log}"
     );
-    let listing = Command::new(binary())
-        .args(["tools", "list", "--json", "--tools"])
-        .arg(dirs.tools.path())
-        .arg("--data")
-        .arg(dirs.data.path())
-        .env("TOOLPLANE_CACHE_DIR", cache_dir())
-        .env("TP_E2E_SECRET", FROM_ENV)
-        .output()
-        .unwrap();
-    let check = Command::new(binary())
-        .args(["check", "--tools"])
-        .arg(dirs.tools.path())
-        .arg("--data")
-        .arg(dirs.data.path())
-        .env("TOOLPLANE_CACHE_DIR", cache_dir())
-        .env("TP_E2E_SECRET", FROM_ENV)
-        .output()
-        .unwrap();
+    let (tools, data) = (
+        dirs.tools.path().to_str().unwrap(),
+        dirs.data.path().to_str().unwrap(),
+    );
+    let secret_env = [("TP_E2E_SECRET", FROM_ENV)];
+    let listing = toolplane_with(
+        &["tools", "list", "--json", "--tools", tools, "--data", data],
+        &secret_env,
+    );
+    let check = toolplane_with(&["check", "--tools", tools, "--data", data], &secret_env);
     let check_text = format!(
         "{}{}",
         String::from_utf8_lossy(&check.stdout),

@@ -69,6 +69,15 @@ pub(super) static SEQ: AtomicU64 = AtomicU64::new(1);
 const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
 const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// The file a tool's problem is reported against (a built-in's made-up
+/// path).
+fn problem_path(origin: &Origin, name: &str) -> PathBuf {
+    match origin {
+        Origin::File(p) => p.clone(),
+        Origin::Builtin => PathBuf::from(format!("<builtin>/{name}.toml")),
+    }
+}
+
 impl Inner {
     pub(super) fn snapshot(&self) -> Arc<Snapshot> {
         Arc::clone(&self.snapshot.read().unwrap_or_else(|p| p.into_inner()))
@@ -141,10 +150,7 @@ impl Inner {
         }
         let mcp = names.mcp_name(name);
         if names.separator.as_str() != "." && !toolplane_tool::names::Separator::portable(&mcp) {
-            let path = match origin {
-                Origin::File(p) => p.clone(),
-                Origin::Builtin => PathBuf::from(format!("<builtin>/{name}.toml")),
-            };
+            let path = problem_path(origin, name);
             let why = format!(
                 "tool {name}: its MCP name {mcp} is longer than the 64 characters clients accept; shorten the name (or its set's)"
             );
@@ -159,10 +165,7 @@ impl Inner {
         let Some(other) = other else {
             return true;
         };
-        let path = match origin {
-            Origin::File(p) => p.clone(),
-            Origin::Builtin => PathBuf::from(format!("<builtin>/{name}.toml")),
-        };
+        let path = problem_path(origin, name);
         let why = format!(
             "tool {name}: its MCP name {mcp} is also tool {other}'s (MCP names put {sep:?} for each dot); rename one, or set [tools] mcp_separator",
             sep = names.separator.as_str()
@@ -175,10 +178,7 @@ impl Inner {
     /// `entry` lost its MCP name to `other` while it was being listed.
     pub(super) fn refuse_clash(&self, entry: &ToolEntry, other: &str) {
         let name = &entry.manifest.name;
-        let path = match &entry.origin {
-            Origin::File(p) => p.clone(),
-            Origin::Builtin => PathBuf::from(format!("<builtin>/{name}.toml")),
-        };
+        let path = problem_path(&entry.origin, name);
         let snap = self.snapshot();
         let names = snap.names();
         let why = format!(
