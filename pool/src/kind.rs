@@ -107,6 +107,7 @@ impl Tool {
     pub fn containment(&self) -> Option<Containment> {
         match self {
             Tool::Wasi(_) => None,
+            Tool::Process(t) if t.is_remote() => None,
             Tool::Process(t) => Some(Containment {
                 files: t.files(),
                 contained: t.containment(),
@@ -384,7 +385,7 @@ impl LoadInput {
             RuntimeManifest::Wasi(w) => {
                 LoadInput::File(path.parent().unwrap_or(Path::new(".")).join(&w.module))
             }
-            RuntimeManifest::Process(_) => LoadInput::Program,
+            RuntimeManifest::Process(_) | RuntimeManifest::Remote(_) => LoadInput::Program,
         }
     }
 
@@ -399,7 +400,7 @@ impl LoadInput {
                     Err(_) => LoadInput::File(path),
                 }
             }
-            RuntimeManifest::Process(_) => LoadInput::Program,
+            RuntimeManifest::Process(_) | RuntimeManifest::Remote(_) => LoadInput::Program,
         }
     }
 }
@@ -454,6 +455,19 @@ pub(crate) fn load(
                 .map_err(LoadError::from);
             (result, None)
         }
+        RuntimeManifest::Remote(spec) => {
+            let at = toolplane_process::Context {
+                base,
+                site: &runtimes.site,
+            };
+            let result = runtimes
+                .process_host()
+                .map_err(ProcessLoadError::Host)
+                .and_then(|host| ProcessTool::load_remote(name, spec, checks, at, host))
+                .map(|t| Tool::Process(Arc::new(t)))
+                .map_err(LoadError::from);
+            (result, None)
+        }
     }
 }
 
@@ -480,7 +494,8 @@ pub(crate) fn depends_on(manifest: &Manifest, origin: &Origin, path: &Path) -> b
         (RuntimeManifest::Wasi(w), Origin::File(m)) => {
             m.parent().map(|d| d.join(&w.module)).as_deref() == Some(path)
         }
-        (RuntimeManifest::Wasi(_), Origin::Builtin) | (RuntimeManifest::Process(_), _) => false,
+        (RuntimeManifest::Wasi(_), Origin::Builtin)
+        | (RuntimeManifest::Process(_) | RuntimeManifest::Remote(_), _) => false,
     }
 }
 

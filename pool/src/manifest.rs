@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 pub use toolplane_process::spec::{
     DEFAULT_MEMORY, DEFAULT_PROCESSES, FsGrants, MAX_MEMBER_NAME, Member, PRESETS, PROTOCOLS,
-    PoolSpec, Preset, ProcessLimits, ProcessManifest, Protocol, member_name,
+    PoolSpec, Preset, ProcessLimits, ProcessManifest, Protocol, RemoteManifest, member_name,
 };
 pub use toolplane_tool::{
     Annotations, Common, DATA_PLACEHOLDER, Described, Keys, MAX_NAME, valid_name,
@@ -66,6 +66,9 @@ pub enum RuntimeManifest {
     Wasi(WasiManifest),
     /// `runtime = "process"`: a program run as processes (`toolplane-process`).
     Process(ProcessManifest),
+    /// `runtime = "remote"`: an MCP server elsewhere, over streamable HTTP
+    /// (`toolplane-process`, pooled as processes are).
+    Remote(RemoteManifest),
 }
 
 impl RuntimeManifest {
@@ -75,6 +78,7 @@ impl RuntimeManifest {
         match self {
             RuntimeManifest::Wasi(_) => toolplane_wasi::spec::RUNS,
             RuntimeManifest::Process(_) => toolplane_process::spec::RUNS,
+            RuntimeManifest::Remote(_) => toolplane_process::spec::RUNS_REMOTE,
         }
     }
 
@@ -83,12 +87,13 @@ impl RuntimeManifest {
         match self {
             RuntimeManifest::Wasi(w) => w.describe(),
             RuntimeManifest::Process(p) => p.describe(),
+            RuntimeManifest::Remote(r) => r.describe(),
         }
     }
 }
 
 /// The runtimes a manifest may name, as written in its `runtime` key.
-pub const RUNTIMES: [&str; 2] = ["wasi", "process"];
+pub const RUNTIMES: [&str; 3] = ["wasi", "process", "remote"];
 
 /// A manifest that cannot be used, with its file and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -181,10 +186,16 @@ impl Manifest {
                 keys.title.as_deref(),
             )
         };
-        let process = match runtime.runtime {
-            None => false,
-            Some(toml::Value::String(r)) if r == "wasi" => false,
-            Some(toml::Value::String(r)) if r == "process" => true,
+        enum Kind {
+            Wasi,
+            Process,
+            Remote,
+        }
+        let kind = match runtime.runtime {
+            None => Kind::Wasi,
+            Some(toml::Value::String(r)) if r == "wasi" => Kind::Wasi,
+            Some(toml::Value::String(r)) if r == "process" => Kind::Process,
+            Some(toml::Value::String(r)) if r == "remote" => Kind::Remote,
             Some(other) => {
                 return Err(err(format!(
                     "runtime = {other} is not a runtime: accepted {}",
@@ -192,16 +203,26 @@ impl Manifest {
                 )));
             }
         };
-        let (keys, common, spec) = if process {
-            let (keys, raw) = toolplane_process::spec::parse(text, toml_msg).map_err(err)?;
-            let common = common(&keys).map_err(err)?;
-            let spec = RuntimeManifest::Process(raw.check().map_err(err)?);
-            (keys, common, spec)
-        } else {
-            let (keys, raw) = toolplane_wasi::spec::parse(text, toml_msg).map_err(err)?;
-            let common = common(&keys).map_err(err)?;
-            let spec = RuntimeManifest::Wasi(raw.check().map_err(err)?);
-            (keys, common, spec)
+        let (keys, common, spec) = match kind {
+            Kind::Process => {
+                let (keys, raw) = toolplane_process::spec::parse(text, toml_msg).map_err(err)?;
+                let common = common(&keys).map_err(err)?;
+                let spec = RuntimeManifest::Process(raw.check().map_err(err)?);
+                (keys, common, spec)
+            }
+            Kind::Remote => {
+                let (keys, raw) =
+                    toolplane_process::spec::parse_remote(text, toml_msg).map_err(err)?;
+                let common = common(&keys).map_err(err)?;
+                let spec = RuntimeManifest::Remote(raw.check().map_err(err)?);
+                (keys, common, spec)
+            }
+            Kind::Wasi => {
+                let (keys, raw) = toolplane_wasi::spec::parse(text, toml_msg).map_err(err)?;
+                let common = common(&keys).map_err(err)?;
+                let spec = RuntimeManifest::Wasi(raw.check().map_err(err)?);
+                (keys, common, spec)
+            }
         };
         Ok(Manifest {
             name: common.name,
@@ -218,7 +239,15 @@ impl Manifest {
     pub fn process(&self) -> Option<&ProcessManifest> {
         match &self.runtime {
             RuntimeManifest::Process(p) => Some(p),
-            RuntimeManifest::Wasi(_) => None,
+            RuntimeManifest::Wasi(_) | RuntimeManifest::Remote(_) => None,
+        }
+    }
+
+    /// The remote keys, for a remote MCP server.
+    pub fn remote(&self) -> Option<&RemoteManifest> {
+        match &self.runtime {
+            RuntimeManifest::Remote(r) => Some(r),
+            RuntimeManifest::Wasi(_) | RuntimeManifest::Process(_) => None,
         }
     }
 
@@ -226,7 +255,7 @@ impl Manifest {
     pub fn wasi(&self) -> Option<&WasiManifest> {
         match &self.runtime {
             RuntimeManifest::Wasi(w) => Some(w),
-            RuntimeManifest::Process(_) => None,
+            RuntimeManifest::Process(_) | RuntimeManifest::Remote(_) => None,
         }
     }
 }
@@ -237,7 +266,11 @@ impl Manifest {
     /// tools (an MCP server, or a jsonl worker with `[[tools]]`) rather
     /// than one tool.
     pub fn is_set(&self) -> bool {
-        self.process().is_some_and(ProcessManifest::is_set)
+        match &self.runtime {
+            RuntimeManifest::Process(p) => p.is_set(),
+            RuntimeManifest::Remote(_) => true,
+            RuntimeManifest::Wasi(_) => false,
+        }
     }
 
     /// The manifest of the member `m` of this set: `<set>.<m>`, with the
@@ -336,7 +369,7 @@ mod tests {
                 .to_string();
             assert!(
                 e.starts_with("t.toml: runtime = ")
-                    && e.ends_with("is not a runtime: accepted \"wasi\", \"process\""),
+                    && e.ends_with("is not a runtime: accepted \"wasi\", \"process\", \"remote\""),
                 "{e}"
             );
         }

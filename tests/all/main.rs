@@ -16,6 +16,9 @@ mod ordering;
 mod overload;
 mod process;
 mod registry;
+mod remote;
+#[path = "../upstreams/http_server.rs"]
+mod remote_server;
 mod shutdown;
 mod spans;
 mod support;

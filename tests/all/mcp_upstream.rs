@@ -30,7 +30,7 @@ fn filesystem_server() -> String {
     installed("tests/upstreams/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js")
 }
 
-fn fastmcp() -> (String, String) {
+pub fn fastmcp() -> (String, String) {
     (
         installed("target/interop-venv-1.30.0/bin/python"),
         installed("tests/upstreams/fastmcp_server.py"),

@@ -10,6 +10,8 @@ mod hostile;
 mod import;
 mod loadgen;
 mod mcp;
+#[path = "../upstreams/http_server.rs"]
+mod remote_server;
 mod rest;
 mod secrets;
 mod support;

@@ -10,7 +10,7 @@ use rmcp::model::{
     ServerResult,
 };
 use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::json;
 
@@ -158,7 +158,7 @@ async fn session_script<S: rmcp::service::Service<RoleClient>>(
 async fn mcp_over_streamable_http() {
     let dirs = Dirs::new();
     let s = Server::start(&dirs, &[], &[], None);
-    let transport = StreamableHttpClientTransport::from_uri(s.url("/mcp"));
+    let transport = crate::support::mcp_transport(s.url("/mcp"));
     let client = ().serve(transport).await.expect("MCP initialize over HTTP");
     session_script(&client).await;
     client.cancel().await.unwrap();
@@ -330,7 +330,7 @@ async fn upstream_mcp_servers_through_mcp_and_rest() {
     let s = Server::start(&dirs, &[], &[], None);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let client = Watcher(tx)
-        .serve(StreamableHttpClientTransport::from_uri(s.url("/mcp")))
+        .serve(crate::support::mcp_transport(s.url("/mcp")))
         .await
         .expect("MCP initialize over HTTP");
     let names = |client: &RunningService<RoleClient, Watcher>| {
@@ -505,11 +505,26 @@ async fn progress_from_an_upstream_and_a_jsonl_worker_reaches_the_caller() {
         ),
     )
     .unwrap();
+    // The same server over streamable HTTP, as a remote upstream: its
+    // progress travels the same way.
+    let remote = crate::remote_server::HttpServer::start(
+        (python.display().to_string(), fastmcp.display().to_string()),
+        0,
+        "k",
+    );
+    std::fs::write(
+        dirs.tools.path().join("rem.toml"),
+        format!(
+            "name = \"rem\"\nruntime = \"remote\"\nurl = \"{}\"\n[headers]\nx-api-key = \"k\"\n",
+            remote.url()
+        ),
+    )
+    .unwrap();
     let s = Server::start(&dirs, &[], &[], None);
     let seen = ProgressWatcher(Default::default());
     let client = seen
         .clone()
-        .serve(StreamableHttpClientTransport::from_uri(s.url("/mcp")))
+        .serve(crate::support::mcp_transport(s.url("/mcp")))
         .await
         .expect("MCP initialize over HTTP");
     // Process tools served beside the built-in WASI ones: both kinds said.
@@ -553,6 +568,33 @@ async fn progress_from_an_upstream_and_a_jsonl_worker_reaches_the_caller() {
     let got = std::mem::take(&mut *seen.0.lock().unwrap());
     assert_eq!(got, three);
 
+    // A remote server's, the same way (listed under its MCP name).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .iter()
+        .any(|t| t.name == "rem_count")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rem.count not listed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = client
+        .call_tool(CallToolRequestParams::new("rem_count").with_arguments(args(json!({"n": 3}))))
+        .await
+        .unwrap();
+    assert_eq!(r.structured_content, Some(json!({"result": 3})), "{r:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while seen.0.lock().unwrap().len() < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = std::mem::take(&mut *seen.0.lock().unwrap());
+    assert_eq!(got, three, "a remote server's progress");
+
     // A jsonl worker's progress lines, the same way.
     let r = client
         .call_tool(
@@ -573,8 +615,13 @@ async fn progress_from_an_upstream_and_a_jsonl_worker_reaches_the_caller() {
 
     // Nobody watches a REST call: the worker is told so, its progress
     // lines are dropped, and the call answers as usual.
-    let (status, v) =
-        crate::rest::post(&reqwest::Client::new(), &s, "jl", r#"{"do":"count","n":3}"#).await;
+    let (status, v) = crate::rest::post(
+        &crate::support::client(),
+        &s,
+        "jl",
+        r#"{"do":"count","n":3}"#,
+    )
+    .await;
     assert_eq!((status, v), (200, json!({"result": 3, "watched": false})));
     let _ = client.cancel().await;
 
@@ -658,7 +705,7 @@ expose = ["echo", "fs.*", "fs__read", "hash.sha*"]
 mcp_separator = "__"
 "#;
     let s = Server::start(&dirs, &[], &[], Some(config));
-    let transport = StreamableHttpClientTransport::from_uri(s.url("/mcp"));
+    let transport = crate::support::mcp_transport(s.url("/mcp"));
     let client = ().serve(transport).await.expect("MCP initialize over HTTP");
     let mut names: Vec<String> = client
         .list_all_tools()

@@ -183,6 +183,7 @@ pub fn cache_dir() -> PathBuf {
 }
 
 pub fn client() -> reqwest::Client {
+    toolplane_pool::process::install_tls_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -209,4 +210,13 @@ pub async fn mcp_post(
             .header("mcp-protocol-version", "2025-06-18");
     }
     r.body(body.to_string()).send().await.unwrap()
+}
+
+/// rmcp's streamable-HTTP client transport for `url` (its reqwest client
+/// needs the process's TLS provider, `install_tls_provider`).
+pub fn mcp_transport(
+    url: String,
+) -> rmcp::transport::StreamableHttpClientTransport<reqwest::Client> {
+    toolplane_pool::process::install_tls_provider();
+    rmcp::transport::StreamableHttpClientTransport::from_uri(url)
 }

@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """An MCP server written with the Python `mcp` SDK (FastMCP), run over stdio
-as an upstream by the process-tool tests."""
+as an upstream by the process-tool tests; with `--http PORT`, served over
+streamable HTTP on 127.0.0.1:PORT/mcp, as a remote upstream (PORT 0: any
+free port, printed as `listening on PORT` once bound); with `--require
+HEADER=VALUE` too, a request without that header is answered 401."""
 import asyncio
 import secrets
+import sys
 import time
 
 from mcp.server.fastmcp import Context, FastMCP
@@ -68,5 +72,38 @@ async def grow(name: str, ctx: Context) -> str:
     return f"added {name}"
 
 
+def serve_http(port: int, require: str | None) -> None:
+    import socket
+
+    import uvicorn
+    from starlette.responses import PlainTextResponse
+
+    app = mcp.streamable_http_app()
+    if require:
+        name, _, value = require.partition("=")
+        inner = app
+
+        async def app(scope, receive, send):  # noqa: F811
+            if scope["type"] == "http":
+                headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+                if headers.get(name.lower()) != value:
+                    await PlainTextResponse("unauthorized", status_code=401)(scope, receive, send)
+                    return
+            await inner(scope, receive, send)
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(128)
+    print(f"listening on {sock.getsockname()[1]}", flush=True)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
 if __name__ == "__main__":
-    mcp.run("stdio")
+    args = sys.argv[1:]
+    if args[:1] == ["--http"]:
+        require = args[3] if args[2:3] == ["--require"] else None
+        serve_http(int(args[1]), require)
+    else:
+        mcp.run("stdio")

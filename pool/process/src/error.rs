@@ -29,6 +29,27 @@ pub enum ProcessLoadError {
         #[source]
         source: toolplane_tool::secret::SecretError,
     },
+    /// A header given by reference could not be resolved (the message
+    /// names the variable or the file, never a value).
+    #[error("headers.{key}: {source}")]
+    HeaderSecret {
+        /// The header.
+        key: String,
+        /// Why.
+        #[source]
+        source: toolplane_tool::secret::SecretError,
+    },
+    /// A header's resolved value cannot be sent.
+    #[error("headers.{key}: {why}")]
+    Header {
+        /// The header.
+        key: String,
+        /// Why, never the value.
+        why: &'static str,
+    },
+    /// The HTTP client for a remote server could not be built.
+    #[error("the HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
     /// The program is not found on `PATH` or is not executable.
     #[error("command[0] = {program:?}: not an executable file (looked in {looked})")]
     NoProgram {
@@ -158,9 +179,38 @@ pub enum StartError {
         /// The tail of its stderr (empty, or starting with `; `).
         stderr: String,
     },
+    /// A remote server's session did not open: it could not be reached,
+    /// or its `initialize` failed.
+    #[error("cannot open a session with {url}: {source}")]
+    Connect {
+        /// The server's endpoint.
+        url: String,
+        /// What went wrong.
+        #[source]
+        source: UpstreamError,
+    },
+    /// A remote server's session did not open within
+    /// `limits.startup_timeout`.
+    #[error(
+        "cannot open a session with {url}: no answer to initialize within limits.startup_timeout = {timeout:?}"
+    )]
+    ConnectTimeout {
+        /// The server's endpoint.
+        url: String,
+        /// `limits.startup_timeout`.
+        timeout: Duration,
+    },
 }
 
 impl StartError {
+    /// A remote server's session could not be opened.
+    pub(crate) fn connect(url: &str, source: UpstreamError) -> StartError {
+        StartError::Connect {
+            url: url.into(),
+            source,
+        }
+    }
+
     /// The program is not there, or may not be run: every start fails the
     /// same way until someone installs it (not a crash loop). The start
     /// failed for want of a file or a permission *and* the program is now
@@ -184,10 +234,10 @@ pub enum UpstreamError {
     #[error("its stdio is not piped")]
     NotPiped,
     /// rmcp's handshake failed.
-    #[error("{0}")]
+    #[error("{}", initialize_words(.0))]
     Initialize(#[source] Box<rmcp::service::ClientInitializeError>),
     /// Its `tools/list` failed.
-    #[error("tools/list: {0}")]
+    #[error("tools/list: {}", service_words(.0))]
     List(#[source] rmcp::ServiceError),
     /// `nextCursor` never ended.
     #[error("its tools/list went on past {MAX_PAGES} pages (nextCursor never ended)")]
@@ -276,6 +326,16 @@ pub enum Exit {
     /// It did not answer a ping after a cancelled call.
     #[error("was hung: no answer to a ping after a cancelled call")]
     Hung,
+    /// A remote session whose transport failed (the server went away, or
+    /// a call's request could not be carried), closed.
+    #[error("was closed: {0}")]
+    Broken(String),
+    /// A remote session the pool closed (idle, retired, unloaded).
+    #[error("was closed")]
+    Closed,
+    /// A remote session's transport ended by itself.
+    #[error("ended: its transport closed")]
+    SessionEnded,
     /// Its stdout could not be read, or it could not be waited for.
     #[error("could not be {what}: {source}")]
     Io {
@@ -295,5 +355,50 @@ impl Exit {
             self,
             Exit::Exited(_) | Exit::Stopped(_) | Exit::StopKilled(_)
         )
+    }
+}
+
+/// An error and its sources, each said once: `a: b: c`.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        next = s.source();
+    }
+    out
+}
+
+/// A failed `initialize` in words: what was sent and why it failed, down to
+/// the socket's error (not the transport's Rust type, which rmcp's message
+/// names).
+pub(crate) fn initialize_words(e: &rmcp::service::ClientInitializeError) -> String {
+    match e {
+        rmcp::service::ClientInitializeError::TransportError { error, context } => {
+            format!("{context}: {}", transport_chain(&*error.error))
+        }
+        other => chain(other),
+    }
+}
+
+/// A failed request in words, as [`initialize_words`].
+pub(crate) fn service_words(e: &rmcp::ServiceError) -> String {
+    match e {
+        rmcp::ServiceError::TransportSend(t) => transport_chain(&*t.error),
+        other => chain(other),
+    }
+}
+
+/// A transport's error as [`chain`] says it; the HTTP client's own error
+/// (which rmcp's wrapper does not give as a source) down to the socket's.
+fn transport_chain(e: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
+    use rmcp::transport::streamable_http_client::StreamableHttpError;
+    match e.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
+        Some(StreamableHttpError::Client(inner)) => chain(inner),
+        _ => chain(e),
     }
 }

@@ -34,16 +34,19 @@ pub(crate) async fn call(
 
 async fn run(tool: &Shared, input: &[u8], deadline: tokio::time::Instant) -> Outcome {
     let name = &tool.name;
+    let super::shared::Origin::Spawn(launch) = &tool.origin else {
+        return Outcome::Error(format!("tool {name}: a remote tool has no program to run").into());
+    };
     // The start waits its turn on the fork thread: within the deadline
     // too (a fork given up before its turn is not made).
-    let mut child = match tokio::time::timeout_at(deadline, tool.launch.spawn()).await {
+    let mut child = match tokio::time::timeout_at(deadline, launch.spawn()).await {
         Err(_) => return Outcome::Timeout,
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             return Outcome::Error(
                 format!(
                     "tool {name}: cannot start {}: {e}",
-                    tool.launch.program.display()
+                    launch.program.display()
                 )
                 .into(),
             );

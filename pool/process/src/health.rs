@@ -19,8 +19,10 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub const DOWN_AFTER: u32 = 3;
 
 /// See the module documentation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Health {
+    /// What fails, in messages: `processes`, `sessions`.
+    noun: &'static str,
     failures: u32,
     retry_at: Option<Instant>,
     down: Option<Arc<str>>,
@@ -29,7 +31,24 @@ pub(crate) struct Health {
     down_missing: bool,
 }
 
+impl Default for Health {
+    fn default() -> Health {
+        Health::new("processes")
+    }
+}
+
 impl Health {
+    /// A tool's health, its `noun`s (`processes`, `sessions`) failing.
+    pub(crate) fn new(noun: &'static str) -> Health {
+        Health {
+            noun,
+            failures: 0,
+            retry_at: None,
+            down: None,
+            down_missing: false,
+        }
+    }
+
     /// Why the tool is down, if it is.
     pub(crate) fn down(&self) -> Option<&Arc<str>> {
         self.down.as_ref()
@@ -65,8 +84,11 @@ impl Health {
                 self.failures
             );
             self.down = Some(
-                format!("its processes keep failing ({DOWN_AFTER} in a row); the last: {why}")
-                    .into(),
+                format!(
+                    "its {} keep failing ({DOWN_AFTER} in a row); the last: {why}",
+                    self.noun
+                )
+                .into(),
             );
         }
     }
@@ -75,7 +97,7 @@ impl Health {
     pub(crate) fn started(&mut self, tool: &str) {
         if self.down_missing {
             tracing::info!(tool, "its program runs again: up");
-            *self = Health::default();
+            *self = Health::new(self.noun);
         }
     }
 
@@ -85,7 +107,7 @@ impl Health {
             if self.down.is_some() {
                 tracing::info!(tool, "up again");
             }
-            *self = Health::default();
+            *self = Health::new(self.noun);
         }
     }
 }

@@ -33,7 +33,7 @@ use toolplane_core::Outcome;
 
 pub use crate::codec::LineError;
 pub use crate::error::{Exit, ListError, ProcessLoadError, StartError, Unavailable, UpstreamError};
-pub use crate::spec::{Member, PoolSpec, ProcessLimits, ProcessManifest, Protocol};
+pub use crate::spec::{Member, PoolSpec, ProcessLimits, ProcessManifest, Protocol, RemoteManifest};
 use toolplane_tool::Checks;
 
 mod cgroup;
@@ -47,6 +47,7 @@ pub mod jsonl;
 mod life;
 pub mod mcp;
 pub mod proc;
+mod remote;
 mod seccomp;
 mod shared;
 mod spawn;
@@ -56,8 +57,9 @@ pub mod warm;
 
 pub use host::ProcessHost;
 pub use life::{CANCEL_GRACE, STOP_GRACE};
+pub use remote::install_tls_provider;
 pub use shared::MembersChanged;
-use shared::Shared;
+use shared::{Origin, Shared};
 pub use spawn::Files;
 pub use stats::ProcessStats;
 
@@ -70,6 +72,30 @@ pub struct Context<'a> {
     pub base: Option<&'a Path>,
     /// The registry's.
     pub site: &'a toolplane_tool::Site,
+}
+
+/// What [`ProcessTool::assemble`] builds a tool of.
+struct Parts {
+    protocol: Protocol,
+    origin: Origin,
+    pool: PoolSpec,
+    limits: ProcessLimits,
+    members: Vec<Member>,
+    quota: Option<Arc<toolplane_tool::quota::DataQuota>>,
+    set: bool,
+}
+
+/// Whether `url`'s host is a loopback address (`localhost`, 127/8, ::1).
+fn loopback(url: &str) -> bool {
+    let Ok(u) = url::Url::parse(url) else {
+        return false;
+    };
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    }
 }
 
 /// A process tool ready to call.
@@ -93,10 +119,13 @@ enum Runner {
 
 impl std::fmt::Debug for ProcessTool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcessTool")
-            .field("name", &self.shared.name)
-            .field("program", &self.shared.launch.program)
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("ProcessTool");
+        d.field("name", &self.shared.name);
+        match &self.shared.origin {
+            Origin::Spawn(l) => d.field("program", &l.program),
+            Origin::Remote(r) => d.field("url", &r.url),
+        };
+        d.finish_non_exhaustive()
     }
 }
 
@@ -134,9 +163,86 @@ impl ProcessTool {
                 "[permissions] asks for Landlock, which this kernel does not support: its processes see the file system as the server's user does"
             );
         }
-        let turns = match spec.protocol {
-            Protocol::Exec => spec.pool.max,
-            Protocol::Jsonl | Protocol::Mcp => spec.pool.max * spec.pool.max_inflight_per_process,
+        let quota = site
+            .quota
+            .as_ref()
+            .filter(|q| launch.files.may_write(&q.dir))
+            .map(Arc::clone);
+        let parts = Parts {
+            protocol: spec.protocol,
+            origin: Origin::Spawn(launch),
+            pool: spec.pool.clone(),
+            limits: spec.limits.clone(),
+            members: spec.tools.clone(),
+            quota,
+            set: spec.is_set(),
+        };
+        ProcessTool::assemble(name, parts, checks, backlog, host)
+    }
+
+    /// Resolves a remote MCP server's manifest (`runtime = "remote"`, its
+    /// headers read now) for the set `name`, and lists its tools through
+    /// a first session.
+    ///
+    /// # Errors
+    ///
+    /// A header cannot be resolved; the server cannot be reached, does not
+    /// finish `initialize` or does not list its tools within
+    /// `limits.startup_timeout`.
+    pub fn load_remote(
+        name: Arc<str>,
+        spec: &RemoteManifest,
+        checks: Checks,
+        at: Context<'_>,
+        host: ProcessHost,
+    ) -> Result<ProcessTool, ProcessLoadError> {
+        let remote = remote::Remote::resolve(spec, at.base)?;
+        for key in spec.literal_secrets() {
+            tracing::warn!(
+                tool = %name,
+                "headers.{key} is written in the manifest: keep secrets out of files with {key} = {{ env = \"VARIABLE\" }} or {key} = {{ file = \"path\" }}"
+            );
+        }
+        if spec.url.starts_with("http://") && !spec.headers.is_empty() && !loopback(&spec.url) {
+            tracing::warn!(
+                tool = %name,
+                "its headers go to {} unencrypted (http://, not a loopback address)",
+                spec.url
+            );
+        }
+        let parts = Parts {
+            protocol: Protocol::Mcp,
+            origin: Origin::Remote(remote),
+            pool: spec.pool.clone(),
+            limits: spec.limits.clone(),
+            members: Vec::new(),
+            quota: None,
+            set: true,
+        };
+        ProcessTool::assemble(name, parts, checks, at.site.backlog, host)
+    }
+
+    /// The pool, its supervisor and (for an MCP server) its first list of
+    /// tools, whatever the origin.
+    fn assemble(
+        name: Arc<str>,
+        parts: Parts,
+        checks: Checks,
+        backlog: usize,
+        host: ProcessHost,
+    ) -> Result<ProcessTool, ProcessLoadError> {
+        let Parts {
+            protocol,
+            origin,
+            mut pool,
+            limits,
+            members,
+            quota,
+            set,
+        } = parts;
+        let turns = match protocol {
+            Protocol::Exec => pool.max,
+            Protocol::Jsonl | Protocol::Mcp => pool.max * pool.max_inflight_per_process,
         };
         // Running and waiting together stay within the backlog a tool may
         // hold (`Site::backlog`). The calls it runs at once are
@@ -147,7 +253,6 @@ impl ProcessTool {
                 "runs {turns} calls at once (pool.max times pool.max_inflight_per_process), more than the {backlog} a tool's backlog may hold: at its busiest it can take that many of the engine's worker slots from other tools"
             );
         }
-        let mut pool = spec.pool.clone();
         let queue = backlog.saturating_sub(turns).min(pool.queue);
         if queue < pool.queue {
             tracing::info!(
@@ -157,31 +262,27 @@ impl ProcessTool {
             );
             pool.queue = queue;
         }
-        let quota = site
-            .quota
-            .as_ref()
-            .filter(|q| launch.files.may_write(&q.dir))
-            .map(Arc::clone);
+        let startup_timeout = limits.startup_timeout;
         let shared = Arc::new(Shared {
             name: Arc::clone(&name),
-            protocol: spec.protocol,
-            launch,
+            protocol,
+            origin,
             pool,
-            limits: spec.limits.clone(),
+            limits,
             counters: stats::Counters::default(),
             turns: Arc::new(tokio::sync::Semaphore::new(turns)),
-            members: std::sync::Mutex::new(spec.tools.clone()),
+            members: std::sync::Mutex::new(members),
             on_members: std::sync::Mutex::new(None),
             quota,
         });
-        let runner = match spec.protocol {
+        let runner = match protocol {
             Protocol::Exec => Runner::Exec,
             Protocol::Jsonl | Protocol::Mcp => {
                 let _in = host.handle().enter();
                 Runner::Warm(warm::Warm::start(Arc::clone(&shared)))
             }
         };
-        if let (Protocol::Mcp, Runner::Warm(w)) = (spec.protocol, &runner) {
+        if let (Protocol::Mcp, Runner::Warm(w)) = (protocol, &runner) {
             // Its members are whatever it lists: ask one process now.
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
             let w = Arc::clone(w);
@@ -191,13 +292,13 @@ impl ProcessTool {
             // Each step is bounded (the start and the list, each by
             // limits.startup_timeout): this bound only guards the loader
             // thread against a host that never answers.
-            let bound = spec.limits.startup_timeout * 2 + std::time::Duration::from_secs(5);
+            let bound = startup_timeout * 2 + std::time::Duration::from_secs(5);
             let listed = rx
                 .recv_timeout(bound)
                 .map_err(|_| ProcessLoadError::HostSilent(bound))?;
             shared.set_members(listed?);
         }
-        let target = (!spec.is_set()).then(|| Arc::clone(&shared.name));
+        let target = (!set).then(|| Arc::clone(&shared.name));
         Ok(ProcessTool {
             name,
             checks,
@@ -233,9 +334,18 @@ impl ProcessTool {
         self.shared.protocol == Protocol::Mcp && !self.checks.declares_output()
     }
 
+    /// Whether it is a remote MCP server's (`runtime = "remote"`): no
+    /// process of ours, so nothing to contain.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.shared.origin, Origin::Remote(_))
+    }
+
     /// What its processes see of the file system, in words.
     pub fn files(&self) -> &'static str {
-        self.shared.launch.files.describe()
+        match &self.shared.origin {
+            Origin::Spawn(l) => l.files.describe(),
+            Origin::Remote(_) => "none here: a remote server",
+        }
     }
 
     /// What else keeps its processes in (namespaces, capabilities), in
@@ -247,12 +357,18 @@ impl ProcessTool {
             }
             Err(_) => "no seccomp filter",
         };
-        format!("{}; {filter}", self.shared.launch.contain.describe())
+        match &self.shared.origin {
+            Origin::Spawn(l) => format!("{}; {filter}", l.contain.describe()),
+            Origin::Remote(r) => format!("a remote server at {}: no process here", r.url),
+        }
     }
 
     /// How its memory and process-count limits are held, in words.
     pub fn limits(&self) -> String {
-        cgroup::describe(self.shared.launch.limits)
+        match &self.shared.origin {
+            Origin::Spawn(l) => cgroup::describe(l.limits),
+            Origin::Remote(_) => "none here: a remote server".into(),
+        }
     }
 
     /// Whether this is a set (see the module's comment).

@@ -38,6 +38,9 @@ pub(crate) struct Life {
     /// Asks its watcher to stop it gracefully, or to kill it now.
     stop: Notify,
     kill: Notify,
+    /// Why it is to be killed, when the pool said (a remote session's
+    /// broken transport).
+    kill_why: OnceLock<String>,
     /// Why it ended, once it has.
     exit: OnceLock<Arc<str>>,
     ended: Notify,
@@ -57,6 +60,7 @@ impl Life {
             last_used: Mutex::new(Instant::now()),
             stop: Notify::new(),
             kill: Notify::new(),
+            kill_why: OnceLock::new(),
             exit: OnceLock::new(),
             ended: Notify::new(),
         }
@@ -155,6 +159,17 @@ impl Life {
     /// Kills it now (its group; every call on it ends `Error`).
     pub(crate) fn kill(&self) {
         self.kill.notify_one();
+    }
+
+    /// Kills it now, for `why` (the first reason given is kept).
+    pub(crate) fn kill_because(&self, why: String) {
+        let _ = self.kill_why.set(why);
+        self.kill.notify_one();
+    }
+
+    /// Why [`Life::kill_because`] killed it, if it did.
+    pub(crate) fn kill_why(&self) -> Option<String> {
+        self.kill_why.get().cloned()
     }
 
     /// Resolves once it is asked to stop ([`Life::stop`]).

@@ -1,5 +1,6 @@
 //! `protocol = "mcp"`: an upstream MCP server over stdio, spoken with
-//! rmcp's client.
+//! rmcp's client; and a remote one over streamable HTTP (`remote.rs`),
+//! the same from the session on.
 //!
 //! Its tools are the set's members, listed as `<set>.<tool>` with their own
 //! schemas and annotations; its `notifications/tools/list_changed` makes
@@ -34,9 +35,10 @@ use std::sync::atomic::Ordering;
 use toolplane_core::Outcome;
 
 use super::life::{CANCEL_GRACE, Life};
+use super::remote::Remote;
 use super::shared::Shared;
 use super::spawn::Child;
-use crate::error::UpstreamError;
+use crate::error::{UpstreamError, service_words};
 use crate::spec::{MAX_PAGES, MAX_SCHEMA, MAX_TOOLS, Member};
 use toolplane_tool::Annotations;
 use toolplane_tool::progress::{Progress, ProgressSink};
@@ -116,6 +118,10 @@ pub(crate) struct Upstream {
     watchers: Watchers,
     stop: Mutex<Option<RunningServiceCancellationToken>>,
     overlong: Arc<Overlong>,
+    /// A remote server's session (`remote.rs`), not a process's stdio.
+    remote: bool,
+    /// Becomes true when its transport ends (the stream closed).
+    ended: tokio::sync::watch::Receiver<bool>,
     /// Kept so the service runs as long as the process does.
     _service: RunningService<RoleClient, Notified>,
 }
@@ -188,6 +194,8 @@ impl ClientHandler for Notified {
 struct InOrder<T> {
     inner: T,
     watchers: Watchers,
+    /// Told when the stream ends.
+    ended: tokio::sync::watch::Sender<bool>,
 }
 
 impl<T: Transport<RoleClient>> Transport<RoleClient> for InOrder<T> {
@@ -201,7 +209,10 @@ impl<T: Transport<RoleClient>> Transport<RoleClient> for InOrder<T> {
     }
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
-        let message = self.inner.receive().await?;
+        let Some(message) = self.inner.receive().await else {
+            self.ended.send_replace(true);
+            return None;
+        };
         if let JsonRpcMessage::Notification(JsonRpcNotification {
             notification: ServerNotification::ProgressNotification(n),
             ..
@@ -301,7 +312,6 @@ impl Upstream {
             return Err(UpstreamError::NotPiped);
         };
         let max_line = usize::try_from(shared.limits.max_output).unwrap_or(usize::MAX);
-        let watchers = Watchers::default();
         let overlong = Arc::new(Overlong::default());
         let stdout = LineGuard {
             inner: stdout,
@@ -309,12 +319,39 @@ impl Upstream {
             run: 0,
             overlong: Arc::clone(&overlong),
         };
+        // The guard ends the stream first (rmcp would drop the line and
+        // leave its request unanswered).
+        let transport = AsyncRwTransport::new_client(stdout, stdin)
+            .with_max_line_length(max_line.saturating_add(1));
+        Upstream::serve(transport, shared, overlong, false).await
+    }
+
+    /// Opens a session with a remote server over streamable HTTP: the
+    /// `initialize` handshake.
+    pub(crate) async fn open(
+        remote: &Remote,
+        shared: &Arc<Shared>,
+    ) -> Result<Upstream, UpstreamError> {
+        let transport = remote.transport(&shared.limits, shared.pool.max_inflight_per_process);
+        Upstream::serve(transport, shared, Arc::default(), true).await
+    }
+
+    /// The client over `transport`, once `initialize` is done.
+    async fn serve<T>(
+        transport: T,
+        shared: &Arc<Shared>,
+        overlong: Arc<Overlong>,
+        remote: bool,
+    ) -> Result<Upstream, UpstreamError>
+    where
+        T: Transport<RoleClient> + Send + 'static,
+    {
+        let watchers = Watchers::default();
+        let (ended_tx, ended) = tokio::sync::watch::channel(false);
         let transport = InOrder {
-            // The guard ends the stream first (rmcp would drop the line
-            // and leave its request unanswered).
-            inner: AsyncRwTransport::new_client(stdout, stdin)
-                .with_max_line_length(max_line.saturating_add(1)),
+            inner: transport,
             watchers: Arc::clone(&watchers),
+            ended: ended_tx,
         };
         let handler = Notified {
             shared: Arc::downgrade(shared),
@@ -330,8 +367,17 @@ impl Upstream {
             watchers,
             stop: Mutex::new(Some(service.cancellation_token())),
             overlong,
+            remote,
+            ended,
             _service: service,
         })
+    }
+
+    /// Resolves once its transport has ended.
+    pub(crate) async fn ended(&self) {
+        let mut ended = self.ended.clone();
+        // An error: the transport is gone, which is an end too.
+        let _ = ended.wait_for(|e| *e).await;
     }
 
     /// Resolves once the upstream wrote a line over `limits.max_output`
@@ -391,9 +437,28 @@ impl Upstream {
                 proc.mark_answered();
                 outcome(&proc.tool, result)
             }
+            // The server's own error answer: the session is well.
+            Ok(Err(e @ rmcp::ServiceError::McpError(_))) => {
+                Outcome::Error(format!("tool {}: {e}", proc.tool).into())
+            }
+            // A session whose transport failed the call is closed: the next
+            // call opens a new one.
+            Ok(Err(e)) if self.remote => {
+                // The session ended under the call: say why, with its URL.
+                let wait = match e {
+                    rmcp::ServiceError::TransportClosed => Duration::from_millis(200),
+                    _ => Duration::ZERO,
+                };
+                if let Some(why) = proc.exit_within(wait).await {
+                    return proc.ended(&why);
+                }
+                let e = service_words(&e);
+                proc.kill_because(format!("a call's request failed: {e}"));
+                Outcome::Error(format!("tool {}: the remote server: {e}", proc.tool).into())
+            }
             Ok(Err(e)) => match proc.exit_within(Duration::from_secs(1)).await {
                 Some(why) => proc.ended(&why),
-                None => Outcome::Error(format!("tool {}: {e}", proc.tool).into()),
+                None => Outcome::Error(format!("tool {}: {}", proc.tool, service_words(&e)).into()),
             },
             Err(_) => {
                 self.check_alive(proc);
@@ -434,16 +499,29 @@ impl Upstream {
         }
     }
 
-    /// After a cancel: a process that does not answer a ping within
-    /// [`CANCEL_GRACE`] is hung, and is killed.
+    /// After a cancel: a process (a session) that does not answer a ping
+    /// within [`CANCEL_GRACE`] is hung, and is killed (closed); one whose
+    /// ping cannot be sent is broken, and is too.
     fn check_alive(&self, proc: &Arc<Life>) {
         let peer = self.peer.clone();
         let proc = Arc::clone(proc);
         self.host.spawn(async move {
             let ping = peer.send_request(ClientRequest::PingRequest(PingRequest::default()));
-            if tokio::time::timeout(CANCEL_GRACE, ping).await.is_err() && proc.exit().is_none() {
-                tracing::warn!(tool = %proc.tool, pid = proc.pid, "no answer to a ping {CANCEL_GRACE:?} after a cancel: killing it");
-                proc.kill();
+            let answer = tokio::time::timeout(CANCEL_GRACE, ping).await;
+            if proc.exit().is_some() {
+                return;
+            }
+            match answer {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    let e = service_words(&e);
+                    tracing::warn!(tool = %proc.tool, serial = proc.serial, "its ping after a cancel failed: {e}");
+                    proc.kill_because(format!("its ping after a cancel failed: {e}"));
+                }
+                Err(_) => {
+                    tracing::warn!(tool = %proc.tool, pid = proc.pid, serial = proc.serial, "no answer to a ping {CANCEL_GRACE:?} after a cancel: killing it");
+                    proc.kill();
+                }
             }
         });
     }

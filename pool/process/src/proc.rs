@@ -7,7 +7,8 @@ use std::sync::Arc;
 use toolplane_core::Outcome;
 
 use super::life::{Life, STOP_GRACE};
-use super::shared::Shared;
+use super::remote::Remote;
+use super::shared::{Origin, Shared};
 use super::spawn::Child;
 use super::{jsonl, mcp};
 use crate::error::{Exit, StartError};
@@ -35,9 +36,13 @@ impl Proc {
         serial: u64,
         on_exit: impl FnOnce(&Arc<Proc>) + Send + 'static,
     ) -> Result<Arc<Proc>, StartError> {
-        let program = &shared.launch.program;
+        let launch = match &shared.origin {
+            Origin::Spawn(l) => l,
+            Origin::Remote(r) => return Proc::open(shared, r, serial, on_exit).await,
+        };
+        let program = &launch.program;
         let startup = shared.limits.startup_timeout;
-        let mut child = tokio::time::timeout(startup, shared.launch.spawn())
+        let mut child = tokio::time::timeout(startup, launch.spawn())
             .await
             .map_err(|_| StartError::SpawnTimeout {
                 program: program.clone(),
@@ -106,6 +111,49 @@ impl Proc {
             };
             let err = child.stderr_excerpt().await;
             p.finish(format!("process {} {why}{status}{err}", p.life.pid));
+            on_exit(&p);
+        });
+        Ok(proc)
+    }
+
+    /// Opens a session with a remote MCP server (its `initialize`, within
+    /// `limits.startup_timeout`); `on_exit` is told when it ends: closed
+    /// by the pool, its transport failed, or ended by itself.
+    async fn open(
+        shared: &Arc<Shared>,
+        remote: &Remote,
+        serial: u64,
+        on_exit: impl FnOnce(&Arc<Proc>) + Send + 'static,
+    ) -> Result<Arc<Proc>, StartError> {
+        let startup = shared.limits.startup_timeout;
+        let up = match tokio::time::timeout(startup, mcp::Upstream::open(remote, shared)).await {
+            Ok(Ok(up)) => up,
+            Ok(Err(source)) => return Err(StartError::connect(&remote.url, source)),
+            Err(_) => {
+                return Err(StartError::ConnectTimeout {
+                    url: remote.url.to_string(),
+                    timeout: startup,
+                });
+            }
+        };
+        let life = Arc::new(Life::new(serial, 0, Arc::clone(&shared.name)));
+        let proc = Arc::new(Proc {
+            life,
+            wire: Wire::Mcp(Box::new(up)),
+        });
+        let p = Arc::clone(&proc);
+        let url = Arc::clone(&remote.url);
+        tokio::spawn(async move {
+            let Wire::Mcp(up) = &p.wire else {
+                unreachable!("a session speaks MCP")
+            };
+            let why = tokio::select! {
+                () = up.ended() => Exit::SessionEnded,
+                () = p.life.stop_asked() => Exit::Closed,
+                () = p.life.kill_asked() => p.life.kill_why().map_or(Exit::Hung, Exit::Broken),
+            };
+            up.close();
+            p.finish(format!("session {} with {url} {why}", p.life.serial));
             on_exit(&p);
         });
         Ok(proc)

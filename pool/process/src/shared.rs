@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use toolplane_core::{Outcome, RejectReason};
 
+use super::remote::Remote;
 use super::spawn::Launch;
 use super::stats;
 use crate::spec::{Member, PoolSpec, ProcessLimits, Protocol};
@@ -14,7 +15,9 @@ use crate::spec::{Member, PoolSpec, ProcessLimits, Protocol};
 pub(crate) struct Shared {
     pub(crate) name: Arc<str>,
     pub(crate) protocol: Protocol,
-    pub(crate) launch: Launch,
+    /// Where its sessions come from: processes it starts, or a remote
+    /// server.
+    pub(crate) origin: Origin,
     pub(crate) pool: PoolSpec,
     pub(crate) limits: ProcessLimits,
     pub(crate) counters: stats::Counters,
@@ -28,6 +31,14 @@ pub(crate) struct Shared {
     /// refused while the directory is at its limit, and each call asks
     /// for a walk when it ends (`toolplane_tool::quota`).
     pub(crate) quota: Option<Arc<toolplane_tool::quota::DataQuota>>,
+}
+
+/// Where a pooled tool's sessions come from.
+pub(crate) enum Origin {
+    /// A program it starts (`runtime = "process"`).
+    Spawn(Launch),
+    /// An MCP server elsewhere (`runtime = "remote"`).
+    Remote(Remote),
 }
 
 /// Told when a set's members change (an upstream's `list_changed`).

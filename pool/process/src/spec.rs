@@ -345,7 +345,7 @@ struct RawMember {
     annotations: Annotations,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawPool {
     min: Option<usize>,
@@ -604,4 +604,235 @@ impl RawLimits {
             processes,
         })
     }
+}
+
+/// Headers a remote server's manifest may not set: the transport's own
+/// (rmcp refuses to send them), and what the HTTP client writes.
+pub const RESERVED_HEADERS: [&str; 8] = [
+    "accept",
+    "content-type",
+    "content-length",
+    "host",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+    "transfer-encoding",
+];
+
+/// How every remote tool runs, in one sentence for clients.
+pub const RUNS_REMOTE: &str =
+    "A remote tool is served by an MCP server elsewhere, reached over streamable HTTP.";
+
+/// The keys of a remote MCP server (`runtime = "remote"`): its tools are
+/// the manifest's members, as a process upstream's are. A session plays a
+/// process's part in `[pool]`: `pool.max` sessions at most, each carrying
+/// `pool.max_inflight_per_process` calls at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteManifest {
+    /// Its streamable-HTTP endpoint: `http://` or `https://`, no
+    /// credentials in it.
+    pub url: String,
+    /// Sent with every request: each value in place or a reference
+    /// (`{ env = … }`, `{ file = … }`), resolved when the tool loads.
+    pub headers: BTreeMap<String, Value>,
+    /// Sessions, and calls each carries at once.
+    pub pool: PoolSpec,
+    /// A call's deadline, a session's start (connect and `initialize`),
+    /// one answer's size. (`limits.memory` and `limits.processes` are a
+    /// process's, and not keys here.)
+    pub limits: ProcessLimits,
+}
+
+impl RemoteManifest {
+    /// The headers whose names say they carry a credential and whose
+    /// values are written in the manifest itself (warned about at load).
+    pub fn literal_secrets(&self) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, v)| {
+                matches!(v, Value::Plain(t) if !t.is_empty())
+                    && toolplane_tool::secret::looks_secret(k)
+            })
+            .map(|(k, _)| k.as_str())
+            .collect()
+    }
+
+    /// Its runtime keys in words and as JSON (`tools list`): header names,
+    /// never their values.
+    pub fn describe(&self) -> toolplane_tool::Described {
+        let (limits, pool) = (&self.limits, &self.pool);
+        let text = format!(
+            "remote (mcp): {}; {}..={} sessions, {} calls each at once; limits: timeout {}, output {} KiB",
+            self.url,
+            pool.min,
+            pool.max,
+            pool.max_inflight_per_process,
+            humantime::format_duration(limits.timeout),
+            limits.max_output >> 10,
+        );
+        let headers: Vec<&str> = self.headers.keys().map(String::as_str).collect();
+        let serde_json::Value::Object(fields) = serde_json::json!({
+            "runtime": "remote",
+            "protocol": "mcp",
+            "url": self.url,
+            "headers": headers,
+            "pool": {
+                "min": pool.min,
+                "max": pool.max,
+                "idle_timeout_ms": pool.idle_timeout.as_millis() as u64,
+                "max_inflight_per_process": pool.max_inflight_per_process,
+                "recycle_after": pool.recycle_after,
+                "queue": pool.queue,
+            },
+            "limits": {
+                "timeout_ms": limits.timeout.as_millis() as u64,
+                "startup_timeout_ms": limits.startup_timeout.as_millis() as u64,
+                "max_output_bytes": limits.max_output,
+            },
+        }) else {
+            unreachable!("an object literal")
+        };
+        toolplane_tool::Described {
+            kind: "remote, mcp".into(),
+            text,
+            fields,
+            runs: RUNS_REMOTE,
+        }
+    }
+}
+
+/// Reads a remote tool's manifest, as [`parse`] does a process tool's.
+///
+/// # Errors
+///
+/// Not valid TOML, or an unknown key; the message names the key.
+pub fn parse_remote(
+    text: &str,
+    toml_err: impl Fn(toml::de::Error) -> String,
+) -> Result<(Keys, UncheckedRemote), String> {
+    let raw: UncheckedRemote = toml::from_str(text).map_err(toml_err)?;
+    let keys = Keys {
+        name: raw.name.clone(),
+        description: raw.description.clone(),
+        input_schema: None,
+        title: raw.title.clone(),
+        output_schema: None,
+        annotations: raw.annotations,
+    };
+    Ok((keys, raw))
+}
+
+/// A remote tool's manifest, read and not yet checked. No schemas: the
+/// server lists its tools with theirs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UncheckedRemote {
+    #[serde(rename = "runtime")]
+    _runtime: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    title: Option<String>,
+    #[serde(default)]
+    annotations: Annotations,
+    url: String,
+    #[serde(default)]
+    headers: BTreeMap<String, Value>,
+    #[serde(default)]
+    pool: RawPool,
+    #[serde(default)]
+    limits: RawRemoteLimits,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRemoteLimits {
+    timeout: Option<String>,
+    startup_timeout: Option<String>,
+    max_output: Option<Size>,
+}
+
+/// Sessions at most unless `pool.max` says: one session carries many
+/// calls at once.
+pub const REMOTE_SESSIONS: usize = 1;
+/// Calls one session carries at once unless
+/// `pool.max_inflight_per_process` says (rmcp's POSTs in flight).
+pub const REMOTE_INFLIGHT: usize = 16;
+
+impl UncheckedRemote {
+    /// The remote keys, checked; the message names the key.
+    ///
+    /// # Errors
+    ///
+    /// A bad value; the message names the key.
+    pub fn check(&self) -> Result<RemoteManifest, String> {
+        let url = check_url(&self.url)?;
+        for name in self.headers.keys() {
+            check_header_name(name)?;
+        }
+        let pool = RawPool {
+            max: Some(self.pool.max.unwrap_or(REMOTE_SESSIONS)),
+            max_inflight_per_process: Some(
+                self.pool
+                    .max_inflight_per_process
+                    .unwrap_or(REMOTE_INFLIGHT),
+            ),
+            ..self.pool.clone()
+        }
+        .check(Protocol::Mcp)?;
+        let limits = RawLimits {
+            timeout: self.limits.timeout.clone(),
+            startup_timeout: self.limits.startup_timeout.clone(),
+            max_output: self.limits.max_output.clone(),
+            memory: None,
+            processes: None,
+        }
+        .check()?;
+        Ok(RemoteManifest {
+            url,
+            headers: self.headers.clone(),
+            pool,
+            limits,
+        })
+    }
+}
+
+/// `url`, checked: http or https, a host, no credentials, no fragment.
+fn check_url(raw: &str) -> Result<String, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("url = {raw:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "url = {raw:?}: a remote MCP server is reached over http:// or https://, not {}:",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("url = {raw:?} names no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("url: credentials are not written in a URL (it is shown by `tools list`): send them as a header, e.g. [headers] Authorization = { env = \"VARIABLE\" }".into());
+    }
+    if url.fragment().is_some() {
+        return Err(format!(
+            "url = {raw:?}: a fragment (#…) is never sent; remove it"
+        ));
+    }
+    Ok(url.to_string())
+}
+
+/// A header name the manifest may set.
+fn check_header_name(name: &str) -> Result<(), String> {
+    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(format!("headers.{name:?} is not an HTTP header name"));
+    }
+    if RESERVED_HEADERS
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
+    {
+        return Err(format!(
+            "headers.{name}: the transport sets this header itself (not settable: {})",
+            RESERVED_HEADERS.join(", ")
+        ));
+    }
+    Ok(())
 }

@@ -60,11 +60,18 @@ impl Warm {
     /// A pool for `shared`, its supervisor running on the current runtime
     /// (the process host's).
     pub(crate) fn start(shared: Arc<Shared>) -> Arc<Warm> {
+        let noun = match shared.origin {
+            super::shared::Origin::Spawn(_) => "processes",
+            super::shared::Origin::Remote(_) => "sessions",
+        };
         let warm = Arc::new_cyclic(|me| Warm {
             me: me.clone(),
             shared,
             host: tokio::runtime::Handle::current(),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                health: Health::new(noun),
+                ..State::default()
+            }),
             changed: Notify::new(),
         });
         tokio::spawn(supervise(Arc::downgrade(&warm)));

@@ -43,7 +43,7 @@ pub fn fmt_size(bytes: u64) -> impl fmt::Display {
 }
 
 /// A byte size: an integer, or a string such as `"16 MiB"`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Size {
     /// An integer.
     Bytes(u64),
