@@ -16,14 +16,16 @@
 //!
 //! Each server with a command becomes `<name>.toml` (`runtime = "process"`,
 //! `protocol = "mcp"`), its command, arguments, environment and working
-//! directory carried over. A literal value under a key that names a
-//! credential (`…TOKEN`, `…KEY`, …) is moved to an owner-only file
-//! beside the manifest (`secrets/<tool>.<KEY>`, mode 0600) and referenced
-//! (`{ file = … }`); `${env:NAME}` becomes `{ env = "NAME" }`, and an
-//! editor's prompted input a variable the server must be given. What
-//! cannot be carried is said, per server: remote servers (toolplane runs
-//! no remote upstream yet), `envFile`, partly interpolated values, keys
-//! the manifest has no place for.
+//! directory carried over; each remote one (`url`, `serverUrl`, `type =
+//! "http"`) a `runtime = "remote"` manifest with its URL and headers. A
+//! literal value under a key that names a credential (`…TOKEN`, `…KEY`,
+//! `Authorization`, …) is moved to an owner-only file beside the manifest
+//! (`secrets/<tool>.<KEY>`, mode 0600) and referenced (`{ file = … }`);
+//! `${env:NAME}` becomes `{ env = "NAME" }`, and an editor's prompted
+//! input a variable the server must be given. What cannot be carried is
+//! said, per server: the old HTTP+SSE transport, credentials in a URL,
+//! `envFile`, partly interpolated values, keys the manifest has no place
+//! for.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -359,23 +361,7 @@ fn server(cx: &Context<'_>, name: &str, tool: String, spec: &serde_json::Value) 
     let remote = str_of("url").or_else(|| str_of("serverUrl"));
     let kind = str_of("type").unwrap_or("stdio");
     if remote.is_some() || matches!(kind, "http" | "sse" | "streamable-http" | "streamableHttp") {
-        // Its address without what may be a credential (user, query).
-        let shown = remote.map_or_else(
-            || kind.to_owned(),
-            |u| {
-                let u = u.split(['?', '#']).next().unwrap_or(u);
-                match u.split_once("://") {
-                    Some((scheme, rest)) => {
-                        let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-                        format!("{scheme}://{rest}")
-                    }
-                    None => u.to_owned(),
-                }
-            },
-        );
-        out.manifest = Err(format!(
-            "a remote MCP server ({shown}): not carried, toolplane runs no remote upstream yet"
-        ));
+        remote_server(cx, name, remote, kind, obj, &mut out);
         return out;
     }
     let Some(command) = str_of("command") else {
@@ -554,6 +540,176 @@ fn server(cx: &Context<'_>, name: &str, tool: String, spec: &serde_json::Value) 
         .map(|body| format!("{header}{body}"))
         .map_err(|e| e.to_string());
     out
+}
+
+/// Its address without what may be a credential (user, query).
+fn shown_url(u: &str) -> String {
+    let u = u.split(['?', '#']).next().unwrap_or(u);
+    match u.split_once("://") {
+        Some((scheme, rest)) => {
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            format!("{scheme}://{rest}")
+        }
+        None => u.to_owned(),
+    }
+}
+
+/// The keys a remote server's entry may have that the manifest carries or
+/// says why not.
+const KNOWN_REMOTE: [&str; 6] = [
+    "url",
+    "serverUrl",
+    "type",
+    "headers",
+    "disabled",
+    "description",
+];
+
+/// A remote server (`url`, `serverUrl`, `type = "http"`): a
+/// `runtime = "remote"` manifest, its headers carried as [env] values are
+/// (credentials moved to secret files, the editor's variables to
+/// references).
+fn remote_server(
+    cx: &Context<'_>,
+    name: &str,
+    url: Option<&str>,
+    kind: &str,
+    obj: &serde_json::Map<String, serde_json::Value>,
+    out: &mut Server,
+) {
+    let Some(url) = url else {
+        out.manifest = Err(format!("type = {kind:?} and no \"url\" to reach it at"));
+        return;
+    };
+    let shown = shown_url(url);
+    if kind == "sse" {
+        out.manifest = Err(format!(
+            "a remote MCP server ({shown}) over HTTP+SSE (type \"sse\", the 2024-11-05 transport): not carried, toolplane speaks streamable HTTP; if the server serves that too (often at /mcp), import it with that URL"
+        ));
+        return;
+    }
+    let url = match resolve(cx, url) {
+        Resolved::Text(t) => t,
+        _ => {
+            out.manifest = Err(format!(
+                "a remote MCP server ({shown}) whose url takes a value from the editor at start: not carried (write the value in, then import again)"
+            ));
+            return;
+        }
+    };
+    if url_with_credentials(&url) {
+        out.manifest = Err(format!(
+            "a remote MCP server ({shown}) with credentials in its url: not carried; send them as a header instead, and import again"
+        ));
+        return;
+    }
+    if url.contains('?') {
+        out.notes.push(
+            "url: its query is carried as written (if it holds a key, the manifest, readable by you alone, holds it too)".into(),
+        );
+    }
+    if shown.ends_with("/sse") {
+        out.notes.push(
+            "url ends in /sse: a server that speaks only the old HTTP+SSE transport fails to load; streamable HTTP is often at /mcp".into(),
+        );
+    }
+    let mut table = toml::Table::new();
+    table.insert("name".into(), out.tool.clone().into());
+    let description = obj
+        .get("description")
+        .and_then(serde_json::Value::as_str)
+        .map_or_else(
+            || format!("The MCP server {name:?} of {}", cx.format.name()),
+            str::to_owned,
+        );
+    table.insert("description".into(), description.into());
+    table.insert("runtime".into(), "remote".into());
+    table.insert("url".into(), url.into());
+    let mut headers = toml::Table::new();
+    for (k, v) in obj
+        .get("headers")
+        .and_then(serde_json::Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        // A header's name: what its secret file is named after too.
+        let token = !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !token
+            || toolplane_pool::process::spec::RESERVED_HEADERS
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(k))
+        {
+            out.notes.push(format!(
+                "headers.{k:?}: not a header toolplane sends, not carried"
+            ));
+            continue;
+        }
+        let Some(text) = v.as_str() else {
+            out.notes
+                .push(format!("headers.{k}: not a string, not carried"));
+            continue;
+        };
+        match resolve(cx, text) {
+            Resolved::Env(var) => {
+                headers.insert(k.clone(), reference("env", &var));
+                out.notes.push(format!(
+                    "headers.{k}: from the server's own variable {var}, as {} took it",
+                    cx.format.name()
+                ));
+            }
+            Resolved::Input(id) => {
+                let var = k.to_ascii_uppercase().replace('-', "_");
+                headers.insert(k.clone(), reference("env", &var));
+                let what = cx.inputs.get(&id).map(String::as_str).unwrap_or("");
+                out.notes.push(format!(
+                    "headers.{k}: {} prompted for it (input {id:?}{}); give toolplane's server the variable {var} (or write it to a file only you can read and use {{ file = … }})",
+                    cx.format.name(),
+                    if what.is_empty() { String::new() } else { format!(": {what}") }
+                ));
+            }
+            Resolved::Unknown(raw) => out.notes.push(format!(
+                "headers.{k} = {raw:?} takes part of its value from the editor: not carried; write the whole value (e.g. \"Bearer …\") to a file only you can read and set headers.{k} = {{ file = \"…\" }}"
+            )),
+            Resolved::Text(t) if !t.is_empty() && (looks_secret(k) || k.eq_ignore_ascii_case("authorization")) => {
+                let rel = PathBuf::from(SECRETS_DIR).join(format!("{}.{k}", out.tool));
+                headers.insert(k.clone(), reference("file", &rel.display().to_string()));
+                out.notes.push(format!(
+                    "headers.{k}: a credential in plain text in {}: moved to {} (mode 0600) and referenced",
+                    cx.file.display(),
+                    rel.display()
+                ));
+                out.secrets.push(SecretFile {
+                    path: rel,
+                    value: t,
+                });
+            }
+            Resolved::Text(t) => {
+                headers.insert(k.clone(), t.into());
+            }
+        }
+    }
+    if !headers.is_empty() {
+        table.insert("headers".into(), toml::Value::Table(headers));
+    }
+    for k in obj.keys().filter(|k| !KNOWN_REMOTE.contains(&k.as_str())) {
+        out.notes.push(match k.as_str() {
+            "disabledTools" => format!(
+                "disabledTools: not carried; [tools] expose in toolplane.toml chooses what is served (e.g. \"{}.*\")",
+                out.tool
+            ),
+            other => format!("{other}: not carried (no such setting for a remote server here)"),
+        });
+    }
+    let header = format!(
+        "# The remote MCP server {name:?}, imported by `toolplane import` from\n# {} ({}).\n",
+        cx.file.display(),
+        cx.format.name()
+    );
+    out.manifest = toml::to_string(&table)
+        .map(|body| format!("{header}{body}"))
+        .map_err(|e| e.to_string());
 }
 
 /// `scheme://user:password@host…`.
@@ -830,14 +986,9 @@ mod tests {
             "{:?}",
             notes.notes
         );
-        let remote = named(&i, "remote");
-        assert!(
-            remote
-                .manifest
-                .as_ref()
-                .unwrap_err()
-                .contains("https://api.example.com/mcp")
-        );
+        let remote = manifest(named(&i, "remote"));
+        assert_eq!(remote["runtime"].as_str(), Some("remote"));
+        assert_eq!(remote["url"].as_str(), Some("https://api.example.com/mcp"));
     }
 
     #[test]
@@ -847,7 +998,17 @@ mod tests {
             r#"{"mcpServers": {"a": {"command": "uvx", "args": ["mcp-server-time"]}, "b": {"url": "https://x.example/mcp", "headers": {"Authorization": "Bearer t"}}}}"#,
         );
         assert_eq!(cursor.format, Format::Cursor);
-        assert!(named(&cursor, "b").manifest.is_err());
+        // A remote server, its bearer token moved to a secret file.
+        let b = named(&cursor, "b");
+        let m = manifest(b);
+        assert_eq!(m["runtime"].as_str(), Some("remote"));
+        assert_eq!(
+            m["headers"]["Authorization"]["file"].as_str(),
+            Some("secrets/b.Authorization")
+        );
+        assert_eq!(b.secrets.len(), 1);
+        assert_eq!(b.secrets[0].value, "Bearer t");
+        assert!(!b.manifest.as_ref().unwrap().contains("Bearer t"));
         let windsurf = import(
             "windsurf/mcp_config.json",
             r#"{"mcpServers": {"time": {"command": "uvx", "args": ["mcp-server-time"], "disabledTools": ["convert_time"], "env": {"TZ": "${env:TZ}"}}, "off": {"command": "x", "disabled": true}, "r": {"serverUrl": "https://y.example/sse"}}}"#,
@@ -863,7 +1024,21 @@ mod tests {
                 .unwrap_err()
                 .contains("disabled")
         );
-        assert!(named(&windsurf, "r").manifest.is_err());
+        // Carried (Windsurf names no transport), the /sse path said.
+        let r = named(&windsurf, "r");
+        assert_eq!(manifest(r)["url"].as_str(), Some("https://y.example/sse"));
+        assert!(r.notes.iter().any(|n| n.contains("/sse")), "{:?}", r.notes);
+        let sse = import(
+            ".vscode/mcp.json",
+            r#"{"servers": {"old": {"type": "sse", "url": "https://z.example/sse"}}}"#,
+        );
+        assert!(
+            named(&sse, "old")
+                .manifest
+                .as_ref()
+                .unwrap_err()
+                .contains("HTTP+SSE")
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "toolplane",
     version,
-    about = "A data plane for tool calls: contained WASI and process tools over MCP and HTTP"
+    about = "A data plane for tool calls: contained WASI and process tools, and remote MCP servers, over MCP and HTTP"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -73,8 +73,9 @@ enum Command {
         #[command(flatten)]
         sources: Sources,
     },
-    /// Make process tools of the MCP servers in a Claude Desktop, Cursor,
-    /// VS Code or Windsurf configuration: a dry run unless --write.
+    /// Make tools of the MCP servers in a Claude Desktop, Cursor, VS Code
+    /// or Windsurf configuration (process tools, remote servers): a dry run
+    /// unless --write.
     Import {
         /// The configuration (claude_desktop_config.json, .cursor/mcp.json,
         /// .vscode/mcp.json, mcp_config.json).

@@ -25,6 +25,21 @@ async fn configurations_of_four_applications_are_imported_loaded_and_called() {
         .to_string();
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
+    // A remote MCP server on loopback (the Python SDK's, over streamable
+    // HTTP) that wants a key in a header.
+    let remote = crate::remote_server::HttpServer::start(
+        (
+            repo.join("target/interop-venv-1.30.0/bin/python")
+                .display()
+                .to_string(),
+            repo.join("tests/upstreams/fastmcp_server.py")
+                .display()
+                .to_string(),
+        ),
+        0,
+        "plain-text-credential-3f9",
+    );
+    let url = remote.url();
     // Claude Desktop: `mcpServers`, command/args/env; a credential in
     // plain text.
     let claude = h.join("claude_desktop_config.json");
@@ -43,7 +58,7 @@ async fn configurations_of_four_applications_are_imported_loaded_and_called() {
         ),
     )
     .unwrap();
-    // Cursor: the same, and a remote server it cannot carry.
+    // Cursor: the same, and a remote server with its key in plain text.
     std::fs::create_dir_all(h.join(".cursor")).unwrap();
     let cursor = h.join(".cursor/mcp.json");
     std::fs::write(
@@ -51,7 +66,7 @@ async fn configurations_of_four_applications_are_imported_loaded_and_called() {
         format!(
             r#"{{"mcpServers": {{
   "fs-cursor": {{ "command": "node", "args": [{server:?}, {data:?}] }},
-  "remote": {{ "url": "https://mcp.example.com/mcp", "headers": {{ "Authorization": "Bearer x" }} }}
+  "rem-cursor": {{ "url": {url:?}, "headers": {{ "X-Api-Key": "plain-text-credential-3f9" }} }}
 }}}}"#
         ),
     )
@@ -78,7 +93,7 @@ async fn configurations_of_four_applications_are_imported_loaded_and_called() {
         ),
     )
     .unwrap();
-    // Windsurf: `mcpServers`, ${{env:…}}, `serverUrl`.
+    // Windsurf: `mcpServers`, ${{env:…}}, a remote one by `serverUrl`.
     std::fs::create_dir_all(h.join(".codeium/windsurf")).unwrap();
     let windsurf = h.join(".codeium/windsurf/mcp_config.json");
     std::fs::write(
@@ -86,7 +101,7 @@ async fn configurations_of_four_applications_are_imported_loaded_and_called() {
         format!(
             r#"{{"mcpServers": {{
   "fs-windsurf": {{ "command": "node", "args": [{server:?}, {data:?}], "env": {{ "HOME": "${{env:HOME}}" }} }},
-  "sse": {{ "serverUrl": "https://mcp.example.com/sse" }}
+  "rem-windsurf": {{ "serverUrl": {url:?}, "headers": {{ "X-Api-Key": "plain-text-credential-3f9" }} }}
 }}}}"#
         ),
     )
@@ -122,7 +137,10 @@ async fn configurations_of_four_applications_are_imported_loaded_and_called() {
         );
         assert!(!said.contains("plain-text-credential-3f9"), "{said}");
         if format == "Cursor" || format == "Windsurf" {
-            assert!(said.contains("NOT CARRIED: a remote MCP server"), "{said}");
+            assert!(
+                said.contains("headers.X-Api-Key: a credential in plain text"),
+                "{said}"
+            );
         }
     }
     // Written again without --force: refused, naming the file.
@@ -152,6 +170,31 @@ async fn configurations_of_four_applications_are_imported_loaded_and_called() {
             let (st, v) = crate::rest::post(&c, &s, &name, "{}").await;
             if st == 200 {
                 assert!(v.to_string().contains("Allowed directories"), "{v}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: {st} {v}\n{}",
+                s.stderr()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    // The remote servers, imported with their key moved to a secret file.
+    for tool in ["rem-cursor", "rem-windsurf"] {
+        let manifest =
+            std::fs::read_to_string(dirs.tools.path().join(format!("{tool}.toml"))).unwrap();
+        assert!(
+            manifest.contains("runtime = \"remote\"")
+                && !manifest.contains("plain-text-credential-3f9"),
+            "{manifest}"
+        );
+        let name = format!("{tool}.add");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (st, v) = crate::rest::post(&c, &s, &name, r#"{"a":20,"b":22}"#).await;
+            if st == 200 {
+                assert_eq!(v, serde_json::json!({"result": 42}));
                 break;
             }
             assert!(
