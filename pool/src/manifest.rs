@@ -172,8 +172,28 @@ impl Manifest {
             message,
         };
         // toml's message names the key and the line; keep it on one line.
+        // Where, the key, and what: not the value, which may be a secret
+        // (an env value, a header).
         let toml_msg = |e: toml::de::Error| {
-            toolplane_core::config::plain_types(e.to_string().trim()).replace('\n', " ")
+            let at = e
+                .span()
+                .and_then(|span| text.get(..span.start).map(|b| (b, span.start)))
+                .map(|(before, start)| {
+                    let line = before.matches('\n').count() + 1;
+                    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+                    let column = before.len() - line_start + 1;
+                    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+                    let whole = text[line_start..end].trim();
+                    let key = match whole.split_once('=') {
+                        Some((k, _)) => format!(" ({} = …)", k.trim()),
+                        None if whole.starts_with('[') => format!(" ({whole})"),
+                        None => String::new(),
+                    };
+                    format!("line {line}, column {column}{key}: ")
+                })
+                .unwrap_or_default();
+            toolplane_core::config::plain_types(&format!("{at}{}", e.message().trim()))
+                .replace('\n', " ")
         };
         let runtime: RawRuntime = toml::from_str(text).map_err(|e| err(toml_msg(e)))?;
         // Each kind reads its keys with the shared ones (unknown keys are

@@ -47,10 +47,12 @@ pub fn init(name: &'static str, format: Format) {
         .with_env_var(FILTER_VAR)
         .from_env_lossy();
     // rmcp's client logs every upstream session's start at info, with the
-    // whole handshake: ours say what matters. TOOLPLANE_LOG still decides
-    // when it names rmcp.
+    // whole handshake, and its transport's failures at error as Rust values
+    // (`reqwest::Error { … }`, a remote server's whole URL, query and all),
+    // repeated at every retry: ours say what matters, once, in words, and
+    // name the tool. TOOLPLANE_LOG still decides when it names rmcp.
     if !std::env::var(FILTER_VAR).is_ok_and(|f| f.contains("rmcp")) {
-        filter = filter.add_directive("rmcp=warn".parse().expect("a valid directive"));
+        filter = filter.add_directive("rmcp=off".parse().expect("a valid directive"));
     }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

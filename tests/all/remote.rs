@@ -228,6 +228,19 @@ fn a_remote_manifest_is_checked_key_by_key() {
             "url = \"http://h/mcp\"\n[limits]\nmemory = \"1 GiB\"",
             "unknown field `memory`",
         ),
+        ("url = \"http:///mcp\"", "names no host"),
+        (
+            "url = \"http://h/mcp\"\n[headers]\nMcp-Method = \"tools/call\"",
+            "headers.Mcp-Method",
+        ),
+        (
+            "url = \"http://h/mcp\"\n[headers]\nConnection = \"close\"",
+            "headers.Connection",
+        ),
+        (
+            "url = \"http://h/mcp\"\n[headers]\nX-Key = \"a\"\nx-key = \"b\"",
+            "name one header",
+        ),
     ];
     for (keys, want) in bad {
         let text = format!("name = \"r\"\nruntime = \"remote\"\n{keys}\n");
@@ -236,6 +249,49 @@ fn a_remote_manifest_is_checked_key_by_key() {
             .to_string();
         assert!(e.starts_with("r.toml: ") && e.contains(want), "{keys}: {e}");
     }
+    // What may hold a secret is never in a message: a password in a URL
+    // that fails another check, a header's line in a TOML error.
+    for (keys, secret) in [
+        ("url = \"ftp://alice:hunter2@h/mcp\"", "hunter2"),
+        ("url = \"http://alice:hunter2@h:99999/mcp\"", "hunter2"),
+        ("url = \"http://h/mcp?key=hunter2#x\"", "hunter2"),
+        (
+            "url = \"http://h/mcp\"\n[headers]\nx-api-key = \"hunter2\" junk",
+            "hunter2",
+        ),
+        (
+            "url = \"http://h/mcp\"\n[headers]\nx-api-key = { env = \"X\", value = \"hunter2\" }",
+            "hunter2",
+        ),
+    ] {
+        let text = format!("name = \"r\"\nruntime = \"remote\"\n{keys}\n");
+        let e = toolplane_pool::manifest::Manifest::from_toml_str(&text, Path::new("r.toml"))
+            .expect_err(keys)
+            .to_string();
+        assert!(!e.contains(secret), "{keys}: {e}");
+    }
+    let long = format!("url = \"http://h/mcp?q={}\"", "a".repeat(4000));
+    let e = toolplane_pool::manifest::Manifest::from_toml_str(
+        &format!("name = \"r\"\nruntime = \"remote\"\n{long}\n"),
+        Path::new("r.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("2048") && e.len() < 400, "{e}");
+    // A key in the query is kept for the wire, never shown.
+    let q = toolplane_pool::manifest::Manifest::from_toml_str(
+        "name = \"r\"\nruntime = \"remote\"\nurl = \"https://h.example/mcp?token=hunter2\"\n",
+        Path::new("r.toml"),
+    )
+    .unwrap();
+    assert!(q.remote().unwrap().url.contains("hunter2"));
+    let d = q.runtime.describe();
+    let shown = format!("{} {}", d.text, serde_json::Value::Object(d.fields));
+    assert!(
+        !shown.contains("hunter2") && shown.contains("https://h.example/mcp?…"),
+        "{shown}"
+    );
+
     let ok = toolplane_pool::manifest::Manifest::from_toml_str(
         "name = \"r\"\nruntime = \"remote\"\nurl = \"https://mcp.example.com/mcp\"\n",
         Path::new("r.toml"),
@@ -244,4 +300,32 @@ fn a_remote_manifest_is_checked_key_by_key() {
     let r = ok.remote().unwrap();
     assert_eq!((r.pool.max, r.pool.max_inflight_per_process), (1, 16));
     assert!(ok.is_set());
+}
+
+#[test]
+fn a_remote_server_restarted_while_idle_is_called_again_at_once() {
+    let server = HttpServer::start(fastmcp(), 0, "k");
+    let url = server.url();
+    let port = server.port;
+    let rig = rig_with(
+        |_| {},
+        |dir| {
+            key_file(dir, "k");
+            remote_manifest(dir, "rem", &url, "");
+        },
+        |b| b.builtins(false).watch(false),
+    );
+    assert_eq!(
+        ok_json(&call(&rig, "rem.add", r#"{"a":1,"b":1}"#)),
+        serde_json::json!({"result": 2})
+    );
+    // Gone and back while no call ran: the session it had is unknown to
+    // the new server (404), which is no reason to fail the next call.
+    drop(server);
+    std::thread::sleep(Duration::from_millis(300));
+    let _back = HttpServer::start(fastmcp(), port, "k");
+    assert_eq!(
+        ok_json(&call(&rig, "rem.add", r#"{"a":2,"b":2}"#)),
+        serde_json::json!({"result": 4})
+    );
 }

@@ -358,7 +358,8 @@ impl Exit {
     }
 }
 
-/// An error and its sources, each said once: `a: b: c`.
+/// An error and its sources, each said once: `a: b: c` (with rmcp's one
+/// Rust type name in words).
 pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut next = e.source();
@@ -370,17 +371,21 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         }
         next = s.source();
     }
-    out
+    out.replace("ServerJsonRpcMessage", "a JSON-RPC message")
 }
 
 /// A failed `initialize` in words: what was sent and why it failed, down to
 /// the socket's error (not the transport's Rust type, which rmcp's message
 /// names).
 pub(crate) fn initialize_words(e: &rmcp::service::ClientInitializeError) -> String {
+    use rmcp::service::ClientInitializeError as E;
     match e {
-        rmcp::service::ClientInitializeError::TransportError { error, context } => {
+        E::TransportError { error, context } => {
             format!("{context}: {}", transport_chain(&*error.error))
         }
+        // rmcp's messages print what came as Rust values.
+        E::ExpectedInitResponse(_) => "its answer to initialize is not a JSON-RPC response".into(),
+        E::ExpectedInitResult(_) => "its answer to initialize is not an initialize result".into(),
         other => chain(other),
     }
 }
@@ -400,5 +405,22 @@ fn transport_chain(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Strin
     match e.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
         Some(StreamableHttpError::Client(inner)) => chain(inner),
         _ => chain(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_initialize_answer_of_the_wrong_kind_is_said_in_words() {
+        use rmcp::service::ClientInitializeError as E;
+        for e in [E::ExpectedInitResult(None), E::ExpectedInitResponse(None)] {
+            let said = UpstreamError::Initialize(Box::new(e)).to_string();
+            assert!(
+                said.contains("initialize") && !said.contains("None"),
+                "{said}"
+            );
+        }
     }
 }

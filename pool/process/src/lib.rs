@@ -123,7 +123,7 @@ impl std::fmt::Debug for ProcessTool {
         d.field("name", &self.shared.name);
         match &self.shared.origin {
             Origin::Spawn(l) => d.field("program", &l.program),
-            Origin::Remote(r) => d.field("url", &r.url),
+            Origin::Remote(r) => d.field("url", &r.shown),
         };
         d.finish_non_exhaustive()
     }
@@ -207,7 +207,7 @@ impl ProcessTool {
             tracing::warn!(
                 tool = %name,
                 "its headers go to {} unencrypted (http://, not a loopback address)",
-                spec.url
+                spec::shown_url(&spec.url)
             );
         }
         let parts = Parts {
@@ -359,7 +359,7 @@ impl ProcessTool {
         };
         match &self.shared.origin {
             Origin::Spawn(l) => format!("{}; {filter}", l.contain.describe()),
-            Origin::Remote(r) => format!("a remote server at {}: no process here", r.url),
+            Origin::Remote(r) => format!("a remote server at {}: no process here", r.shown),
         }
     }
 

@@ -128,10 +128,10 @@ impl Proc {
         let startup = shared.limits.startup_timeout;
         let up = match tokio::time::timeout(startup, mcp::Upstream::open(remote, shared)).await {
             Ok(Ok(up)) => up,
-            Ok(Err(source)) => return Err(StartError::connect(&remote.url, source)),
+            Ok(Err(source)) => return Err(StartError::connect(&remote.shown, source)),
             Err(_) => {
                 return Err(StartError::ConnectTimeout {
-                    url: remote.url.to_string(),
+                    url: remote.shown.to_string(),
                     timeout: startup,
                 });
             }
@@ -142,7 +142,7 @@ impl Proc {
             wire: Wire::Mcp(Box::new(up)),
         });
         let p = Arc::clone(&proc);
-        let url = Arc::clone(&remote.url);
+        let url = Arc::clone(&remote.shown);
         tokio::spawn(async move {
             let Wire::Mcp(up) = &p.wire else {
                 unreachable!("a session speaks MCP")

@@ -59,7 +59,9 @@ pub fn install_tls_provider() {
 /// Where a remote tool's sessions go, and what they send.
 pub(crate) struct Remote {
     /// The endpoint, as checked.
-    pub(crate) url: Arc<str>,
+    url: Arc<str>,
+    /// The endpoint as shown: without its query (`spec::shown_url`).
+    pub(crate) shown: Arc<str>,
     headers: HashMap<HeaderName, HeaderValue>,
     client: reqwest::Client,
 }
@@ -102,6 +104,7 @@ impl Remote {
             .map_err(ProcessLoadError::HttpClient)?;
         Ok(Remote {
             url: spec.url.as_str().into(),
+            shown: crate::spec::shown_url(&spec.url).into(),
             headers,
             client,
         })
@@ -122,9 +125,10 @@ impl Remote {
             .max_sse_event_size(max)
             .control_request_timeout(limits.startup_timeout)
             .session_recovery_timeout(limits.startup_timeout)
-            // A lost session is the pool's to replace (it counts and
-            // reports it), not retried underneath.
-            .reinit_on_expired_session(false);
+            // A server that restarted answers the old session 404: rmcp
+            // opens a new one and sends the request again (the server never
+            // ran it), rather than failing the next call.
+            .reinit_on_expired_session(true);
         config.retry_config = Arc::new(Resume);
         StreamableHttpClientTransport::with_client(self.client.clone(), config)
     }

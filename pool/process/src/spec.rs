@@ -608,15 +608,22 @@ impl RawLimits {
 
 /// Headers a remote server's manifest may not set: the transport's own
 /// (rmcp refuses to send them), and what the HTTP client writes.
-pub const RESERVED_HEADERS: [&str; 8] = [
+/// (Any `mcp-…` header is the protocol's too: `Mcp-Session-Id`,
+/// `MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`, `Mcp-Param-…`.)
+pub const RESERVED_HEADERS: [&str; 13] = [
     "accept",
-    "content-type",
+    "accept-encoding",
+    "connection",
     "content-length",
+    "content-type",
     "host",
-    "mcp-session-id",
-    "mcp-protocol-version",
+    "keep-alive",
     "last-event-id",
+    "proxy-connection",
+    "te",
+    "trailer",
     "transfer-encoding",
+    "upgrade",
 ];
 
 /// How every remote tool runs, in one sentence for clients.
@@ -661,9 +668,9 @@ impl RemoteManifest {
     /// never their values.
     pub fn describe(&self) -> toolplane_tool::Described {
         let (limits, pool) = (&self.limits, &self.pool);
+        let url = shown_url(&self.url);
         let text = format!(
-            "remote (mcp): {}; {}..={} sessions, {} calls each at once; limits: timeout {}, output {} KiB",
-            self.url,
+            "remote (mcp): {url}; {}..={} sessions, {} calls each at once; limits: timeout {}, output {} KiB",
             pool.min,
             pool.max,
             pool.max_inflight_per_process,
@@ -674,7 +681,7 @@ impl RemoteManifest {
         let serde_json::Value::Object(fields) = serde_json::json!({
             "runtime": "remote",
             "protocol": "mcp",
-            "url": self.url,
+            "url": url,
             "headers": headers,
             "pool": {
                 "min": pool.min,
@@ -767,8 +774,14 @@ impl UncheckedRemote {
     /// A bad value; the message names the key.
     pub fn check(&self) -> Result<RemoteManifest, String> {
         let url = check_url(&self.url)?;
+        let mut seen = std::collections::BTreeMap::new();
         for name in self.headers.keys() {
             check_header_name(name)?;
+            if let Some(first) = seen.insert(name.to_ascii_lowercase(), name) {
+                return Err(format!(
+                    "headers.{name} and headers.{first} name one header (names ignore case): keep one"
+                ));
+            }
         }
         let pool = RawPool {
             max: Some(self.pool.max.unwrap_or(REMOTE_SESSIONS)),
@@ -797,24 +810,65 @@ impl UncheckedRemote {
     }
 }
 
-/// `url`, checked: http or https, a host, no credentials, no fragment.
-fn check_url(raw: &str) -> Result<String, String> {
-    let url = url::Url::parse(raw).map_err(|e| format!("url = {raw:?} is not a URL: {e}"))?;
+/// The longest `url` accepted.
+pub const MAX_URL: usize = 2048;
+
+/// `url` as toolplane shows it (`tools list`, errors, logs): scheme, host,
+/// port and path; never a user, a password or the query, which may carry
+/// a key (`?api_key=…` is common). Works on text that does not parse too.
+pub fn shown_url(raw: &str) -> String {
+    let cut = raw.split(['?', '#']).next().unwrap_or(raw);
+    let (shown, rest) = match cut.split_once("://") {
+        Some((scheme, rest)) => {
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            (format!("{scheme}://{rest}"), raw.len() > cut.len())
+        }
+        None => (
+            cut.rsplit_once('@').map_or(cut, |(_, h)| h).to_owned(),
+            raw.len() > cut.len(),
+        ),
+    };
+    let mut shown: String = shown.chars().take(200).collect();
+    if rest && raw[cut.len()..].starts_with('?') {
+        shown.push_str("?…");
+    }
+    shown
+}
+
+/// `url`, checked: http or https, a host, no credentials, no fragment;
+/// messages show it as [`shown_url`] does.
+///
+/// # Errors
+///
+/// What is wrong with it, naming the key.
+pub fn check_url(raw: &str) -> Result<String, String> {
+    let shown = shown_url(raw);
+    if raw.len() > MAX_URL {
+        return Err(format!(
+            "url ({shown}) is {} bytes, over the {MAX_URL} a url may have",
+            raw.len()
+        ));
+    }
+    let url = url::Url::parse(raw).map_err(|e| format!("url = {shown:?} is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
-            "url = {raw:?}: a remote MCP server is reached over http:// or https://, not {}:",
+            "url = {shown:?}: a remote MCP server is reached over http:// or https://, not {}:",
             url.scheme()
         ));
     }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("url = {raw:?} names no host"));
+    // `http:///mcp` parses as the host `mcp`: what was written named none.
+    let authority = raw.split_once("://").map_or("", |(_, r)| r);
+    if url.host_str().is_none_or(str::is_empty) || authority.starts_with('/') {
+        return Err(format!("url = {shown:?} names no host"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("url: credentials are not written in a URL (it is shown by `tools list`): send them as a header, e.g. [headers] Authorization = { env = \"VARIABLE\" }".into());
+        return Err(format!(
+            "url = {shown:?}: credentials are not written in a URL (it is shown by `tools list`): send them as a header, e.g. [headers] Authorization = {{ env = \"VARIABLE\" }}"
+        ));
     }
     if url.fragment().is_some() {
         return Err(format!(
-            "url = {raw:?}: a fragment (#…) is never sent; remove it"
+            "url = {shown:?}: a fragment (#…) is never sent; remove it"
         ));
     }
     Ok(url.to_string())
@@ -825,12 +879,10 @@ fn check_header_name(name: &str) -> Result<(), String> {
     if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
         return Err(format!("headers.{name:?} is not an HTTP header name"));
     }
-    if RESERVED_HEADERS
-        .iter()
-        .any(|r| r.eq_ignore_ascii_case(name))
-    {
+    let lower = name.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("mcp-") {
         return Err(format!(
-            "headers.{name}: the transport sets this header itself (not settable: {})",
+            "headers.{name}: the transport sets this header itself (not settable: {}, or any mcp-…)",
             RESERVED_HEADERS.join(", ")
         ));
     }
