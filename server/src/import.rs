@@ -542,18 +542,6 @@ fn server(cx: &Context<'_>, name: &str, tool: String, spec: &serde_json::Value) 
     out
 }
 
-/// Its address without what may be a credential (user, query).
-fn shown_url(u: &str) -> String {
-    let u = u.split(['?', '#']).next().unwrap_or(u);
-    match u.split_once("://") {
-        Some((scheme, rest)) => {
-            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-            format!("{scheme}://{rest}")
-        }
-        None => u.to_owned(),
-    }
-}
-
 /// The keys a remote server's entry may have that the manifest carries or
 /// says why not.
 const KNOWN_REMOTE: [&str; 6] = [
@@ -581,7 +569,7 @@ fn remote_server(
         out.manifest = Err(format!("type = {kind:?} and no \"url\" to reach it at"));
         return;
     };
-    let shown = shown_url(url);
+    let shown = toolplane_pool::process::spec::shown_url(url);
     if kind == "sse" {
         out.manifest = Err(format!(
             "a remote MCP server ({shown}) over HTTP+SSE (type \"sse\", the 2024-11-05 transport): not carried, toolplane speaks streamable HTTP; if the server serves that too (often at /mcp), import it with that URL"
@@ -603,9 +591,13 @@ fn remote_server(
         ));
         return;
     }
+    if let Err(why) = toolplane_pool::process::spec::check_url(&url) {
+        out.manifest = Err(format!("a remote MCP server: not carried: {why}"));
+        return;
+    }
     if url.contains('?') {
         out.notes.push(
-            "url: its query is carried as written (if it holds a key, the manifest, readable by you alone, holds it too)".into(),
+            "url: its query is carried as written, in the manifest (readable by you alone; the dry run above shows it): toolplane shows the url without it elsewhere; a key there is better sent as a header".into(),
         );
     }
     if shown.ends_with("/sse") {
@@ -636,22 +628,34 @@ fn remote_server(
         let token = !k.is_empty()
             && k.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !token
-            || toolplane_pool::process::spec::RESERVED_HEADERS
-                .iter()
-                .any(|r| r.eq_ignore_ascii_case(k))
-        {
+        let reserved = toolplane_pool::process::spec::RESERVED_HEADERS
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(k))
+            || k.to_ascii_lowercase().starts_with("mcp-");
+        if !token || reserved {
             out.notes.push(format!(
-                "headers.{k:?}: not a header toolplane sends, not carried"
+                "headers.{k:?}: not a header toolplane sends (the transport sets it, or not a header name), not carried"
             ));
             continue;
         }
-        let Some(text) = v.as_str() else {
-            out.notes
-                .push(format!("headers.{k}: not a string, not carried"));
-            continue;
+        let text = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            _ => {
+                out.manifest = Err(format!(
+                    "a remote MCP server ({shown}): headers.{k} is not a string: not carried (a server without its headers would refuse the calls)"
+                ));
+                return;
+            }
         };
-        match resolve(cx, text) {
+        if headers.keys().any(|h: &String| h.eq_ignore_ascii_case(k)) {
+            out.manifest = Err(format!(
+                "a remote MCP server ({shown}): headers.{k} is given twice (names ignore case): not carried; keep one, and import again"
+            ));
+            return;
+        }
+        match resolve(cx, &text) {
             Resolved::Env(var) => {
                 headers.insert(k.clone(), reference("env", &var));
                 out.notes.push(format!(
@@ -669,10 +673,17 @@ fn remote_server(
                     if what.is_empty() { String::new() } else { format!(": {what}") }
                 ));
             }
-            Resolved::Unknown(raw) => out.notes.push(format!(
-                "headers.{k} = {raw:?} takes part of its value from the editor: not carried; write the whole value (e.g. \"Bearer …\") to a file only you can read and set headers.{k} = {{ file = \"…\" }}"
-            )),
-            Resolved::Text(t) if !t.is_empty() && (looks_secret(k) || k.eq_ignore_ascii_case("authorization")) => {
+            Resolved::Unknown(_) => {
+                // Not its value: the written part may be a key's.
+                out.manifest = Err(format!(
+                    "a remote MCP server ({shown}): headers.{k} takes part of its value from the editor (e.g. \"Bearer ${{env:TOKEN}}\"): not carried; write the whole value to a file only you can read and set headers.{k} = {{ file = \"…\" }} in the manifest, or write the value in and import again"
+                ));
+                return;
+            }
+            Resolved::Text(t)
+                if !t.is_empty()
+                    && (looks_secret(k) || k.eq_ignore_ascii_case("authorization")) =>
+            {
                 let rel = PathBuf::from(SECRETS_DIR).join(format!("{}.{k}", out.tool));
                 headers.insert(k.clone(), reference("file", &rel.display().to_string()));
                 out.notes.push(format!(
@@ -714,10 +725,9 @@ fn remote_server(
 
 /// `scheme://user:password@host…`.
 fn url_with_credentials(arg: &str) -> bool {
-    arg.split_once("://").is_some_and(|(_, rest)| {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        authority.contains('@')
-    })
+    // Up to the query, not the first `/`: a password may hold one.
+    arg.split_once("://")
+        .is_some_and(|(_, rest)| rest.split(['?', '#']).next().unwrap_or("").contains('@'))
 }
 
 /// `--api-key=…`, `--token=…`.
@@ -1112,6 +1122,30 @@ mod tests {
             "{r}"
         );
         assert!(flag_with_credential("--api-key=abc") && !flag_with_credential("--port=3"));
+    }
+
+    #[test]
+    fn remote_servers_that_would_not_load_are_not_carried_and_no_value_is_shown() {
+        let i = import(
+            ".cursor/mcp.json",
+            r#"{"mcpServers": {
+                "bearer": {"url": "https://a.example/mcp", "headers": {"Authorization": "Bearer sk-PARTIAL-${env:SUFFIX}"}},
+                "ws": {"url": "wss://b.example/mcp"},
+                "frag": {"url": "https://c.example/mcp#x"},
+                "slash": {"url": "https://user:PW/SECRET@d.example/mcp"},
+                "twice": {"url": "https://e.example/mcp", "headers": {"Authorization": "a", "authorization": "b"}},
+                "num": {"url": "https://f.example/mcp", "headers": {"X-Tenant": 42}}}}"#,
+        );
+        for name in ["bearer", "ws", "frag", "slash", "twice"] {
+            assert!(named(&i, name).manifest.is_err(), "{name} carried");
+        }
+        let num = manifest(named(&i, "num"));
+        assert_eq!(num["headers"]["X-Tenant"].as_str(), Some("42"));
+        let r = report(&i, Path::new("t"), false);
+        assert!(
+            !r.contains("sk-PARTIAL") && !r.contains("SECRET") && !r.contains("PW"),
+            "{r}"
+        );
     }
 
     #[test]
