@@ -323,6 +323,47 @@ fn hot_reload_adds_replaces_and_removes_tools_and_says_so() {
     assert!(error_text(&call(&rig, "t", "{}")).contains("unknown tool"));
 }
 
+/// Of two tools with one MCP name, the one refused is listed once the
+/// other goes, without its own file changing.
+#[test]
+fn a_tool_refused_for_a_name_clash_is_listed_when_the_other_goes() {
+    let rig = rig_with(|_| {}, |_| {}, |b| b.builtins(false));
+    let events = rig.registry.subscribe();
+    let dir = rig.tools.path();
+    write_tool(dir, "a.b", &constant("dotted"), "");
+    next_event(
+        &events,
+        |e| matches!(e, RegistryEvent::Loaded { name } if name == "a.b"),
+    );
+    write_tool(dir, "a_b", &constant("under"), "");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !rig
+        .registry
+        .problems()
+        .iter()
+        .any(|p| p.reason.contains("also tool a.b"))
+    {
+        assert!(std::time::Instant::now() < deadline, "no clash reported");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(rig.registry.snapshot().by_name("a_b").is_none());
+
+    std::fs::remove_file(dir.join("a.b.toml")).unwrap();
+    next_event(
+        &events,
+        |e| matches!(e, RegistryEvent::Loaded { name } if name == "a_b"),
+    );
+    assert_eq!(
+        call(&rig, "a_b", "{}"),
+        Outcome::Ok(b"under".as_slice().into())
+    );
+    assert!(
+        rig.registry.problems().is_empty(),
+        "{:?}",
+        rig.registry.problems()
+    );
+}
+
 #[test]
 fn reload_under_load_loses_no_call_and_serves_no_half_loaded_tool() {
     let rig = rig_with(

@@ -31,6 +31,9 @@ pub(super) struct Inner {
     pub(super) subscribers: Mutex<Vec<flume::Sender<RegistryEvent>>>,
     /// By file and tool: tools sharing a module each keep their own.
     pub(super) problems: Mutex<BTreeMap<(PathBuf, String), String>>,
+    /// Tools of the directory refused because another tool has their MCP
+    /// name: read again when a tool is removed (the name may be free).
+    pub(super) clashed: Mutex<std::collections::BTreeSet<String>>,
     /// Loads not finished yet.
     pub(super) pending: Mutex<usize>,
     pub(super) settled: Condvar,
@@ -172,7 +175,19 @@ impl Inner {
         );
         tracing::warn!("{why}");
         self.problem(&path, why, Some(name.clone()));
+        self.note_clash(name, origin);
         false
+    }
+
+    /// `name` (found at `origin`) was refused for a clash: a file's tool
+    /// is read again when a tool goes away.
+    fn note_clash(&self, name: &str, origin: &Origin) {
+        if matches!(origin, Origin::File(_)) {
+            self.clashed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_owned());
+        }
     }
 
     /// `entry` lost its MCP name to `other` while it was being listed.
@@ -188,6 +203,10 @@ impl Inner {
         );
         tracing::warn!("{why}");
         self.problem(&path, why, Some(name.clone()));
+        // A set's member comes back with its set's next list.
+        if entry.set.is_none() {
+            self.note_clash(name, &entry.origin);
+        }
     }
 
     /// Lists (or stages the replacement of) a tool and queues its load.
@@ -525,6 +544,16 @@ impl Inner {
         }
         for name in removed {
             self.emit(RegistryEvent::Removed { name });
+        }
+        // A tool refused for taking this one's MCP name may be listed now
+        // (read again; refused again if its name is still taken).
+        let clashed: std::collections::HashSet<String> =
+            std::mem::take(&mut *self.clashed.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .filter(|n| n != name)
+                .collect();
+        if !clashed.is_empty() {
+            self.reload_names(clashed);
         }
     }
 }

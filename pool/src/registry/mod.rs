@@ -223,6 +223,7 @@ impl RegistryBuilder {
             version: AtomicU64::new(0),
             subscribers: Mutex::new(Vec::new()),
             problems: Mutex::new(BTreeMap::new()),
+            clashed: Mutex::new(std::collections::BTreeSet::new()),
             pending: Mutex::new(0),
             settled: Condvar::new(),
             jobs: jobs_tx,
