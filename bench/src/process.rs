@@ -151,6 +151,15 @@ impl DirectMcp {
         Ok(DirectMcp { client })
     }
 
+    /// Opens a session with the MCP server at `url` over streamable HTTP.
+    pub async fn connect(url: &str) -> Result<DirectMcp, String> {
+        use rmcp::ServiceExt;
+        toolplane_pool::process::install_tls_provider();
+        let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_owned());
+        let client = ().serve(transport).await.map_err(|e| e.to_string())?;
+        Ok(DirectMcp { client })
+    }
+
     /// `calls` calls of `tool` with `input` (a JSON object), `k` in flight.
     pub async fn round(
         &self,
@@ -265,4 +274,53 @@ pub fn manifest(dir: &Path, name: &str, protocol: &str, command: &[&str], extra:
         ),
     )
     .expect("a manifest written");
+}
+
+/// `toolplane serve --http` on a free loopback port, killed when dropped.
+#[derive(Debug)]
+pub struct HttpServer {
+    child: std::process::Child,
+    /// Its MCP endpoint.
+    pub url: String,
+}
+
+impl HttpServer {
+    /// Starts `exe serve --http 127.0.0.1:<port> --data <data>` and waits
+    /// (up to 30 s) until it accepts connections.
+    pub fn start(exe: &Path, data: &Path) -> Result<HttpServer, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new(exe)
+            .args(["serve", "--http", &addr, "--data"])
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", exe.display()))?;
+        let server = HttpServer {
+            child,
+            url: format!("http://{addr}/mcp"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} serve --http {addr}: not listening after 30 s",
+                    exe.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -704,6 +704,25 @@ fn process_tools(a: &ProcessArgs) -> Result<(), Box<dyn std::error::Error>> {
         &format!("[pool]\nmax = 1\nmax_inflight_per_process = 256\n{long}"),
     );
     let member = format!("up.{up_tool}");
+    // The same server over streamable HTTP, as a remote upstream (only
+    // with the default upstream, which can serve HTTP).
+    let remote = match &a.upstream {
+        Some(_) => None,
+        None => {
+            let exe = std::env::current_exe()?.with_file_name("toolplane");
+            let up_data = dir.path().join("rem-data");
+            std::fs::create_dir_all(&up_data)?;
+            let server = process::HttpServer::start(&exe, &up_data)?;
+            std::fs::write(
+                tools.join("rem.toml"),
+                format!(
+                    "name = \"rem\"\nruntime = \"remote\"\nurl = \"{}\"\n[pool]\nmax = 1\nmax_inflight_per_process = 256\n{long}",
+                    server.url
+                ),
+            )?;
+            Some(server)
+        }
+    };
     let registry = process::registry(&tools, &data)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -748,6 +767,28 @@ fn process_tools(a: &ProcessArgs) -> Result<(), Box<dyn std::error::Error>> {
         Ok((t, d))
     })?;
     rt.block_on(mcp.stop());
+
+    if let Some(server) = &remote {
+        println!(
+            "## A remote MCP server over streamable HTTP, called directly and through toolplane\n"
+        );
+        let member = format!("rem.{up_tool}");
+        let direct = rt.block_on(process::DirectMcp::connect(&server.url))?;
+        rt.block_on(async {
+            direct.round(up_tool, &input, 500, 8).await?;
+            process::through(&registry, &member, &input, 500, 8).await
+        })?;
+        println!(
+            "The same driver on one current-thread runtime: `direct` is rmcp's streamable-HTTP client on the driver's runtime, talking to `toolplane serve --http` at {}; `toolplane` is `Registry::call` of `{member}`, the same server as a `runtime = \"remote\"` tool (schema check, pool, process host, rmcp's client there). {calls} calls per side and round, {rounds} rounds, interleaved; 64-byte input.\n",
+            server.url
+        );
+        overhead(&a.inflight, rounds, |k| {
+            let t = rt.block_on(process::through(&registry, &member, &input, calls, k))?;
+            let d = rt.block_on(direct.round(up_tool, &input, calls, k))?;
+            Ok((t, d))
+        })?;
+        rt.block_on(direct.stop());
+    }
 
     println!("## The same work (echo, 64 bytes) as exec, jsonl and WASI, one call at a time\n");
     let names = ["exec (cat)", "jsonl (node)", "WASI echo"];
