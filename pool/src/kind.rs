@@ -442,7 +442,7 @@ pub(crate) fn load(
                 .map_err(LoadError::from);
             (result, path)
         }
-        RuntimeManifest::Process(spec) => {
+        RuntimeManifest::Process(_) | RuntimeManifest::Remote(_) => {
             let at = toolplane_process::Context {
                 base,
                 site: &runtimes.site,
@@ -450,20 +450,15 @@ pub(crate) fn load(
             let result = runtimes
                 .process_host()
                 .map_err(ProcessLoadError::Host)
-                .and_then(|host| ProcessTool::load(name, spec, checks, at, host))
-                .map(|t| Tool::Process(Arc::new(t)))
-                .map_err(LoadError::from);
-            (result, None)
-        }
-        RuntimeManifest::Remote(spec) => {
-            let at = toolplane_process::Context {
-                base,
-                site: &runtimes.site,
-            };
-            let result = runtimes
-                .process_host()
-                .map_err(ProcessLoadError::Host)
-                .and_then(|host| ProcessTool::load_remote(name, spec, checks, at, host))
+                .and_then(|host| match &manifest.runtime {
+                    RuntimeManifest::Remote(spec) => {
+                        ProcessTool::load_remote(name, spec, checks, at, host)
+                    }
+                    RuntimeManifest::Process(spec) => {
+                        ProcessTool::load(name, spec, checks, at, host)
+                    }
+                    RuntimeManifest::Wasi(_) => unreachable!("matched above"),
+                })
                 .map(|t| Tool::Process(Arc::new(t)))
                 .map_err(LoadError::from);
             (result, None)

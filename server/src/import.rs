@@ -501,17 +501,7 @@ fn server(cx: &Context<'_>, name: &str, tool: String, spec: &serde_json::Value) 
                 "env.{k} = {raw:?} takes part of its value from the editor: not carried"
             )),
             Resolved::Text(t) if looks_secret(k) && !t.is_empty() => {
-                let rel = PathBuf::from(SECRETS_DIR).join(format!("{}.{k}", out.tool));
-                env.insert(k.clone(), reference("file", &rel.display().to_string()));
-                out.notes.push(format!(
-                    "env.{k}: a credential in plain text in {}: moved to {} (mode 0600) and referenced",
-                    cx.file.display(),
-                    rel.display()
-                ));
-                out.secrets.push(SecretFile {
-                    path: rel,
-                    value: t,
-                });
+                env.insert(k.clone(), to_secret_file(cx, &mut out, "env", k, t));
             }
             Resolved::Text(t) => {
                 env.insert(k.clone(), t.into());
@@ -523,11 +513,11 @@ fn server(cx: &Context<'_>, name: &str, tool: String, spec: &serde_json::Value) 
     }
     for k in obj.keys().filter(|k| !KNOWN.contains(&k.as_str())) {
         out.notes.push(match k.as_str() {
-            "envFile" => "envFile: not carried; put its variables under [env] (secrets as { file = … })".into(),
-            "disabledTools" => format!(
-                "disabledTools: not carried; [tools] expose in toolplane.toml chooses what is served (e.g. \"{}.*\")",
-                out.tool
-            ),
+            "envFile" => {
+                "envFile: not carried; put its variables under [env] (secrets as { file = … })"
+                    .into()
+            }
+            "disabledTools" => disabled_tools(&out.tool),
             other => format!("{other}: not carried (no such setting here)"),
         });
     }
@@ -684,17 +674,7 @@ fn remote_server(
                 if !t.is_empty()
                     && (looks_secret(k) || k.eq_ignore_ascii_case("authorization")) =>
             {
-                let rel = PathBuf::from(SECRETS_DIR).join(format!("{}.{k}", out.tool));
-                headers.insert(k.clone(), reference("file", &rel.display().to_string()));
-                out.notes.push(format!(
-                    "headers.{k}: a credential in plain text in {}: moved to {} (mode 0600) and referenced",
-                    cx.file.display(),
-                    rel.display()
-                ));
-                out.secrets.push(SecretFile {
-                    path: rel,
-                    value: t,
-                });
+                headers.insert(k.clone(), to_secret_file(cx, out, "headers", k, t));
             }
             Resolved::Text(t) => {
                 headers.insert(k.clone(), t.into());
@@ -706,10 +686,7 @@ fn remote_server(
     }
     for k in obj.keys().filter(|k| !KNOWN_REMOTE.contains(&k.as_str())) {
         out.notes.push(match k.as_str() {
-            "disabledTools" => format!(
-                "disabledTools: not carried; [tools] expose in toolplane.toml chooses what is served (e.g. \"{}.*\")",
-                out.tool
-            ),
+            "disabledTools" => disabled_tools(&out.tool),
             other => format!("{other}: not carried (no such setting for a remote server here)"),
         });
     }
@@ -736,6 +713,34 @@ fn flag_with_credential(arg: &str) -> bool {
         && arg
             .split_once('=')
             .is_some_and(|(flag, value)| !value.is_empty() && looks_secret(&flag.replace('-', "_")))
+}
+
+/// A credential `value` written in the file (under `table.k`), moved to
+/// `secrets/<tool>.<k>` (mode 0600 when written) and said so: the
+/// reference that replaces it.
+fn to_secret_file(
+    cx: &Context<'_>,
+    out: &mut Server,
+    table: &str,
+    k: &str,
+    value: String,
+) -> toml::Value {
+    let rel = PathBuf::from(SECRETS_DIR).join(format!("{}.{k}", out.tool));
+    out.notes.push(format!(
+        "{table}.{k}: a credential in plain text in {}: moved to {} (mode 0600) and referenced",
+        cx.file.display(),
+        rel.display()
+    ));
+    let r = reference("file", &rel.display().to_string());
+    out.secrets.push(SecretFile { path: rel, value });
+    r
+}
+
+/// What is said of `disabledTools`.
+fn disabled_tools(tool: &str) -> String {
+    format!(
+        "disabledTools: not carried; [tools] expose in toolplane.toml chooses what is served (e.g. \"{tool}.*\")"
+    )
 }
 
 fn reference(kind: &str, value: &str) -> toml::Value {

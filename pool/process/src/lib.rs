@@ -85,6 +85,16 @@ struct Parts {
     set: bool,
 }
 
+/// Warns of each credential written in `tool`'s manifest under `table`.
+fn warn_literal_secrets(tool: &str, table: &str, keys: &[&str]) {
+    for key in keys {
+        tracing::warn!(
+            tool,
+            "{table}.{key} is written in the manifest: keep secrets out of files with {key} = {{ env = \"VARIABLE\" }} or {key} = {{ file = \"path\" }}"
+        );
+    }
+}
+
 /// Whether `url`'s host is a loopback address (`localhost`, 127/8, ::1).
 fn loopback(url: &str) -> bool {
     let Ok(u) = url::Url::parse(url) else {
@@ -151,12 +161,7 @@ impl ProcessTool {
         contain::harden_server();
         let launch =
             spawn::Launch::resolve(&name, spec, base, site.data_dir.as_deref(), &site.hidden)?;
-        for key in spec.literal_secrets() {
-            tracing::warn!(
-                tool = %name,
-                "env.{key} is written in the manifest: keep secrets out of files with {key} = {{ env = \"VARIABLE\" }} or {key} = {{ file = \"path\" }}"
-            );
-        }
+        warn_literal_secrets(&name, "env", &spec.literal_secrets());
         if matches!(launch.files, spawn::Files::Unsupported) {
             tracing::warn!(
                 tool = %name,
@@ -197,12 +202,7 @@ impl ProcessTool {
         host: ProcessHost,
     ) -> Result<ProcessTool, ProcessLoadError> {
         let remote = remote::Remote::resolve(spec, at.base)?;
-        for key in spec.literal_secrets() {
-            tracing::warn!(
-                tool = %name,
-                "headers.{key} is written in the manifest: keep secrets out of files with {key} = {{ env = \"VARIABLE\" }} or {key} = {{ file = \"path\" }}"
-            );
-        }
+        warn_literal_secrets(&name, "headers", &spec.literal_secrets());
         if spec.url.starts_with("http://") && !spec.headers.is_empty() && !loopback(&spec.url) {
             tracing::warn!(
                 tool = %name,

@@ -143,14 +143,7 @@ impl ProcessManifest {
             "runtime": "process",
             "protocol": protocol,
             "command": self.command,
-            "pool": {
-                "min": pool.min,
-                "max": pool.max,
-                "idle_timeout_ms": pool.idle_timeout.as_millis() as u64,
-                "max_inflight_per_process": pool.max_inflight_per_process,
-                "recycle_after": pool.recycle_after,
-                "queue": pool.queue,
-            },
+            "pool": pool.to_json(),
             "limits": {
                 "timeout_ms": limits.timeout.as_millis() as u64,
                 "startup_timeout_ms": limits.startup_timeout.as_millis() as u64,
@@ -230,6 +223,20 @@ pub struct PoolSpec {
     pub recycle_after: Option<u64>,
     /// Calls that may wait for a turn; one more is refused at once.
     pub queue: usize,
+}
+
+impl PoolSpec {
+    /// As `tools list --json` shows it.
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "min": self.min,
+            "max": self.max,
+            "idle_timeout_ms": self.idle_timeout.as_millis() as u64,
+            "max_inflight_per_process": self.max_inflight_per_process,
+            "recycle_after": self.recycle_after,
+            "queue": self.queue,
+        })
+    }
 }
 
 /// Limits of one call and one process of a process tool.
@@ -683,14 +690,7 @@ impl RemoteManifest {
             "protocol": "mcp",
             "url": url,
             "headers": headers,
-            "pool": {
-                "min": pool.min,
-                "max": pool.max,
-                "idle_timeout_ms": pool.idle_timeout.as_millis() as u64,
-                "max_inflight_per_process": pool.max_inflight_per_process,
-                "recycle_after": pool.recycle_after,
-                "queue": pool.queue,
-            },
+            "pool": pool.to_json(),
             "limits": {
                 "timeout_ms": limits.timeout.as_millis() as u64,
                 "startup_timeout_ms": limits.startup_timeout.as_millis() as u64,
