@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use toolplane_core::{Engine, Injector, Metrics, Payload, Priority, Report, ToolId, ToolTable};
 use toolplane_pool::{LoadState, PerCall, Registry, ToolEntry};
 
+use crate::clients::{Client, ClientStats, Directory};
 use crate::config::Settings;
 pub use crate::error::{CallError, CallResult};
 
@@ -37,6 +38,9 @@ pub struct ToolCall<'a> {
     pub priority: Priority,
     /// Where the call's progress goes, when someone watches it.
     pub progress: Option<toolplane_pool::progress::ProgressSink>,
+    /// Who calls, when the server has `[[clients]]`: its scope, rates and
+    /// slots apply (`None`: the local user, or a server without clients).
+    pub client: Option<Arc<Client>>,
 }
 
 impl<'a> ToolCall<'a> {
@@ -48,6 +52,7 @@ impl<'a> ToolCall<'a> {
             key: None,
             priority: Priority::Normal,
             progress: None,
+            client: None,
         }
     }
 }
@@ -120,11 +125,15 @@ struct Count<'a> {
     name: &'a str,
     started: Instant,
     result: CallResult,
+    client: Option<&'a ClientStats>,
 }
 
 impl Drop for Count<'_> {
     fn drop(&mut self) {
         self.counters.add(self.tool, self.result);
+        if let Some(c) = self.client {
+            c.finish(self.result, self.started.elapsed());
+        }
         if self.result == CallResult::Abandoned {
             tracing::debug!(
                 tool = self.name,
@@ -188,6 +197,7 @@ pub struct App {
     started: Instant,
     connections: Arc<crate::connections::Connections>,
     sessions: Arc<crate::mcp::front::Sessions>,
+    clients: Option<Arc<Directory>>,
 }
 
 impl std::fmt::Debug for App {
@@ -221,6 +231,10 @@ impl App {
                 settings.server.max_sessions,
                 settings.server.session_idle,
             ),
+            clients: settings
+                .clients
+                .as_deref()
+                .map(|c| Arc::new(Directory::new(c))),
             settings,
         }
     }
@@ -243,6 +257,11 @@ impl App {
     /// The MCP sessions of streamable HTTP.
     pub fn sessions(&self) -> &Arc<crate::mcp::front::Sessions> {
         &self.sessions
+    }
+
+    /// The `[[clients]]` served, when the configuration has them.
+    pub fn clients(&self) -> Option<&Arc<Directory>> {
+        self.clients.as_ref()
     }
 
     /// Per-tool call counters.
@@ -281,8 +300,12 @@ impl App {
     /// See [`CallError`]: every way a call can fail, each with a message
     /// naming the tool, the field or the limit.
     pub async fn call(&self, call: ToolCall<'_>) -> Result<Answer, CallError> {
+        let client = call.client.clone();
         let Some(entry) = self.registry.resolve(call.tool).await else {
             self.counters.unknown.fetch_add(1, Ordering::Relaxed);
+            if let Some(c) = &client {
+                c.stats().finish(CallResult::UnknownTool, Duration::ZERO);
+            }
             let e = CallError::UnknownTool(call.tool.to_string());
             tracing::info!(tool = call.tool, result = "unknown_tool", error = %e, "call failed");
             return Err(e);
@@ -297,17 +320,37 @@ impl App {
             name: &entry.manifest.name,
             started: Instant::now(),
             result: CallResult::Abandoned,
+            client: client.as_deref().map(|c| &**c.stats()),
         };
-        let result = self.call_entry(&entry, call).await;
+        let result = match &client {
+            // Scope and rates before anything else (a refused call costs
+            // no slot and no engine work), then a slot, held to the end.
+            Some(c) => match c.admit(&entry.manifest.name) {
+                Err(r) => Err(r.into()),
+                Ok(()) => match c.slot().await {
+                    Err(r) => Err(r.into()),
+                    Ok(_slot) => self.call_entry(&entry, call).await,
+                },
+            },
+            None => self.call_entry(&entry, call).await,
+        };
         count.result = result
             .as_ref()
             .map_or_else(CallError::result, |_| CallResult::Ok);
         // One line per call: at debug, and at info when it failed.
         let latency_us = count.started.elapsed().as_micros() as u64;
+        let who = client.as_deref().map_or("", |c| &**c.name());
         match &result {
-            Ok(_) => tracing::debug!(tool = count.name, result = "ok", latency_us, "call"),
+            Ok(_) => tracing::debug!(
+                tool = count.name,
+                client = who,
+                result = "ok",
+                latency_us,
+                "call"
+            ),
             Err(e) => tracing::info!(
                 tool = count.name,
+                client = who,
                 result = count.result.as_str(),
                 latency_us,
                 error = %e,

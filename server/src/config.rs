@@ -35,6 +35,11 @@
 //! max_module_size = "32 MiB" # the largest module a manifest may name
 //! data_dir_limit = "1 GiB"   # writes that would take the data directory past it are refused
 //! fs_inline = false          # file operations on the workers (see PoolConfig::fs_inline)
+//!
+//! [[clients]]                # who may call, which tools, how much (see `crate::clients`)
+//! name = "ci-bot"
+//! token_sha256 = "..."
+//! tools = ["echo", "files.*"]
 //! ```
 //!
 //! Paths are relative to the file. Command-line flags win over the file;
@@ -45,6 +50,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+pub use crate::token::TokenDigest;
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +101,9 @@ pub struct Settings {
     pub pool_data_dir_limit: Option<u64>,
     /// The WASI pool: `fs_inline` override.
     pub pool_fs_inline: Option<bool>,
+    /// `[[clients]]`: who may call, which tools, how much (`None`: no
+    /// list; the server is open, or takes `server.token_sha256`).
+    pub clients: Option<Vec<crate::clients::ClientSpec>>,
 }
 
 impl Default for Settings {
@@ -110,6 +120,7 @@ impl Default for Settings {
             pool_max_module_size: None,
             pool_data_dir_limit: None,
             pool_fs_inline: None,
+            clients: None,
         }
     }
 }
@@ -159,68 +170,6 @@ pub const MAX_HTTP_THREADS: usize = 256;
 /// Most connections accepted by `server.max_connections`.
 pub const MAX_CONNECTIONS: usize = 1 << 20;
 
-/// The SHA-256 digest of a bearer token: what the server keeps and
-/// compares, so that neither a config file nor the process holds the token
-/// itself, and a comparison takes the same time whatever the token's length.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct TokenDigest(pub [u8; 32]);
-
-impl TokenDigest {
-    /// The digest of `token`.
-    pub fn of(token: &str) -> TokenDigest {
-        use sha2::Digest;
-        TokenDigest(sha2::Sha256::digest(token.as_bytes()).into())
-    }
-
-    /// Parses 64 hex digits.
-    ///
-    /// # Errors
-    ///
-    /// A message naming what is accepted.
-    pub fn from_hex(text: &str) -> Result<TokenDigest, String> {
-        let text = text.trim();
-        let bytes = text.as_bytes();
-        if bytes.len() != 64 {
-            return Err(format!(
-                "{} characters: accepted 64 hex digits (the SHA-256 of the token; `toolplane token hash` prints it)",
-                bytes.len()
-            ));
-        }
-        let mut out = [0u8; 32];
-        for (i, pair) in bytes.chunks(2).enumerate() {
-            let hex = std::str::from_utf8(pair)
-                .ok()
-                .and_then(|p| u8::from_str_radix(p, 16).ok());
-            out[i] = hex.ok_or_else(|| {
-                "not hex: accepted 64 hex digits (the SHA-256 of the token; `toolplane token hash` prints it)"
-                    .to_string()
-            })?;
-        }
-        Ok(TokenDigest(out))
-    }
-
-    /// Lower-case hex.
-    pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// Whether `given` is the token: its digest compared without an early
-    /// exit, so the time taken says nothing of where they differ.
-    pub fn matches(&self, given: &str) -> bool {
-        let d = TokenDigest::of(given);
-        d.0.iter()
-            .zip(&self.0)
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-    }
-}
-
-impl std::fmt::Debug for TokenDigest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenDigest(..)")
-    }
-}
-
 /// The default address: loopback only.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:7070";
 
@@ -255,6 +204,7 @@ struct File {
     engine: Option<toml::Table>,
     #[serde(default)]
     pool: PoolFile,
+    clients: Option<Vec<crate::clients::ClientFile>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -433,6 +383,14 @@ impl Settings {
                  with --token or TOOLPLANE_TOKEN"
                     .into(),
             ));
+        }
+        if let Some(list) = file.clients {
+            if srv.token_sha256.is_some() {
+                return Err(invalid(
+                    "server.token_sha256 and [[clients]]: give one; with [[clients]] each client has its own token".into(),
+                ));
+            }
+            s.clients = Some(crate::clients::parse(list).map_err(invalid)?);
         }
         if let Some(h) = srv.token_sha256 {
             s.server.token = Some(

@@ -6,6 +6,7 @@
 //! `mcp.rs`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use toolplane_core::{Outcome, Payload, RejectReason};
@@ -75,6 +76,10 @@ pub enum CallError {
     /// server).
     #[error("internal fault: {0}")]
     Lost(#[from] toolplane_core::Lost),
+    /// The caller's client may not make this call now: the tool is outside
+    /// its scope, it is over a rate, or its queue is full or timed out.
+    #[error(transparent)]
+    Client(#[from] Refusal),
 }
 
 impl CallError {
@@ -130,6 +135,21 @@ impl CallError {
             CallError::Timeout(_) => CallResult::Timeout,
             CallError::Cancelled => CallResult::Cancelled,
             CallError::Panicked { .. } | CallError::Lost(_) => CallResult::Internal,
+            CallError::Client(r) => match r {
+                Refusal::OutOfScope { .. } => CallResult::OutOfScope,
+                Refusal::RateLimited { .. } => CallResult::RateLimited,
+                Refusal::QueueFull { .. } => CallResult::QueueFull,
+                Refusal::QueueTimeout { .. } => CallResult::QueueTimeout,
+            },
+        }
+    }
+
+    /// How long the caller should wait before trying again, for the
+    /// refusals that say (a rate's next cell).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CallError::Client(r) => Some(r.retry_after()),
+            _ => None,
         }
     }
 
@@ -151,6 +171,79 @@ impl CallError {
             CallError::Tool(_) | CallError::Trapped { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             CallError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             CallError::Panicked { .. } | CallError::Lost(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            CallError::Client(Refusal::OutOfScope { .. }) => StatusCode::FORBIDDEN,
+            CallError::Client(_) => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+}
+
+/// Why a client's call was refused before it reached the engine.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    /// The tool is not in the client's `tools`.
+    #[error("client {client:?} may not call tool {tool:?} (clients.tools)")]
+    OutOfScope {
+        /// The client.
+        client: Arc<str>,
+        /// The tool (canonical name).
+        tool: String,
+    },
+    /// Over the client's rate, or its rate for the tool.
+    #[error(
+        "client {client:?} is over its rate{}, {rate} ({}): retry in {}",
+        .rule.as_ref().map(|r| format!(" for {r:?}")).unwrap_or_default(),
+        if .rule.is_some() { "clients.tools_rate" } else { "clients.rate" },
+        humantime::format_duration(round_ms(*.retry_after))
+    )]
+    RateLimited {
+        /// The client.
+        client: Arc<str>,
+        /// The `tools_rate` pattern, when that rate was the one.
+        rule: Option<String>,
+        /// The rate, as the file gives it.
+        rate: String,
+        /// When a call would pass.
+        retry_after: Duration,
+    },
+    /// Every slot busy and the queue full.
+    #[error(
+        "client {client:?} has {max_inflight} calls running (clients.max_inflight) and {queue} waiting (clients.queue): retry later"
+    )]
+    QueueFull {
+        /// The client.
+        client: Arc<str>,
+        /// Its slots.
+        max_inflight: u32,
+        /// Its queue.
+        queue: u32,
+    },
+    /// Waited `queue_timeout` without a slot.
+    #[error(
+        "client {client:?} waited {} for one of its {max_inflight} slots (clients.queue_timeout): retry later",
+        humantime::format_duration(*.waited)
+    )]
+    QueueTimeout {
+        /// The client.
+        client: Arc<str>,
+        /// Its slots.
+        max_inflight: u32,
+        /// The wait.
+        waited: Duration,
+    },
+}
+
+/// To the millisecond, at least 1 ms (a wait shown as "0s" reads wrong).
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis((d.as_millis() as u64).max(1))
+}
+
+impl Refusal {
+    /// How long a caller should wait before trying again.
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            Refusal::RateLimited { retry_after, .. } => *retry_after,
+            Refusal::OutOfScope { .. } => Duration::ZERO,
+            Refusal::QueueFull { .. } | Refusal::QueueTimeout { .. } => Duration::from_secs(1),
         }
     }
 }
@@ -190,11 +283,19 @@ pub enum CallResult {
     Internal,
     /// The caller went away first.
     Abandoned,
+    /// The tool is outside the client's `tools`.
+    OutOfScope,
+    /// Over the client's rate (or its rate for the tool).
+    RateLimited,
+    /// The client's slots busy and its queue full.
+    QueueFull,
+    /// The client's queue wait ran out.
+    QueueTimeout,
 }
 
 impl CallResult {
     /// Every result, in the order counters keep them.
-    pub const ALL: [CallResult; 14] = [
+    pub const ALL: [CallResult; 18] = [
         CallResult::Ok,
         CallResult::UnknownTool,
         CallResult::Unavailable,
@@ -209,6 +310,10 @@ impl CallResult {
         CallResult::Cancelled,
         CallResult::Internal,
         CallResult::Abandoned,
+        CallResult::OutOfScope,
+        CallResult::RateLimited,
+        CallResult::QueueFull,
+        CallResult::QueueTimeout,
     ];
 
     /// Its metrics label.
@@ -228,6 +333,10 @@ impl CallResult {
             CallResult::Cancelled => "cancelled",
             CallResult::Internal => "internal",
             CallResult::Abandoned => "abandoned",
+            CallResult::OutOfScope => "out_of_scope",
+            CallResult::RateLimited => "rate_limited",
+            CallResult::QueueFull => "queue_full",
+            CallResult::QueueTimeout => "queue_timeout",
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -19,6 +19,7 @@ use toolplane_core::Priority;
 
 pub use self::edge::{HttpError, Policy};
 use crate::app::{App, CallError, Readiness, ToolCall};
+use crate::clients::Caller;
 use crate::mcp::Mcp;
 
 pub mod edge;
@@ -102,13 +103,19 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-/// Every tool: name, description, input schema and load state.
-async fn tools(State(app): State<Arc<App>>) -> Response {
+/// Every tool (a client's: those it may call): name, description, input
+/// schema and load state.
+async fn tools(State(app): State<Arc<App>>, caller: Option<Extension<Caller>>) -> Response {
     let snap = app.registry().snapshot();
     let list: Vec<serde_json::Value> = snap
         .iter()
         // A set is listed by its members.
         .filter(|e| !e.is_set())
+        .filter(|e| {
+            caller
+                .as_ref()
+                .is_none_or(|c| c.0.0.may_call(&e.manifest.name))
+        })
         .map(|e| {
             let mut row = serde_json::json!({
                 "name": e.manifest.name,
@@ -142,6 +149,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 
 async fn call(
     State(app): State<Arc<App>>,
+    caller: Option<Extension<Caller>>,
     name: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
@@ -196,6 +204,7 @@ async fn call(
         key,
         priority,
         progress: None,
+        client: caller.map(|Extension(c)| c.0),
     };
     match app.call(call).await {
         Ok(answer) => {
@@ -215,7 +224,9 @@ async fn call(
 /// A failed call's answer: its status, its result label as the kind.
 impl From<CallError> for HttpError {
     fn from(e: CallError) -> HttpError {
-        HttpError::new(e.status(), e.label(), e.to_string())
+        let mut h = HttpError::new(e.status(), e.label(), e.to_string());
+        h.retry_after = e.retry_after();
+        h
     }
 }
 

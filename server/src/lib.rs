@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod clients;
 pub mod config;
 mod connections;
 mod error;
@@ -21,10 +22,12 @@ pub mod import;
 mod listen;
 pub mod mcp;
 pub mod prom;
+pub mod reload;
 pub mod serve;
+mod token;
 
 pub use app::{App, Readiness, ToolCall};
 pub use config::{ConfigError, ServerSettings, Settings};
 pub use connections::Connections;
-pub use error::{CallError, CallResult};
+pub use error::{CallError, CallResult, Refusal};
 pub use mcp::Mcp;

@@ -168,6 +168,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                             .into(),
                     ));
                 }
+                Some(_) if s.clients.is_some() => {
+                    return Err(Failure::Usage(
+                        "--token (or TOOLPLANE_TOKEN) and [[clients]] in the configuration: give one; with [[clients]] each client has its own token"
+                            .into(),
+                    ));
+                }
                 Some(t) => s.server.token = Some(config::TokenDigest::of(&t)),
                 None => {}
             }
@@ -180,7 +186,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 stdio,
             };
             drop(stdout);
-            serve::serve(s, listen)
+            serve::serve(s, listen, sources.config.clone())
         }
         Command::Tools {
             command: ToolsCommand::List { sources, json },

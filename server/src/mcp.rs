@@ -16,6 +16,8 @@ use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use tokio::sync::watch;
 
 use crate::app::{App, CallError, ToolCall};
+use crate::clients::{Caller, Client};
+use crate::error::Refusal;
 
 pub mod front;
 pub mod jsonrpc;
@@ -72,11 +74,13 @@ impl Mcp {
         mcp
     }
 
-    fn tools(&self) -> Vec<Tool> {
+    /// The tools `client` may call (every tool without one).
+    fn tools(&self, client: Option<&Client>) -> Vec<Tool> {
         let snap = self.app.registry().snapshot();
         snap.iter()
             // A set is listed by its members.
             .filter(|e| !e.is_set())
+            .filter(|e| client.is_none_or(|c| c.may_call(&e.manifest.name)))
             .map(|e| {
                 let schema = match &e.manifest.input_schema {
                     serde_json::Value::Object(o) => o.clone(),
@@ -138,7 +142,7 @@ impl ServerHandler for Mcp {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         // Sets still loading have no members yet: a client's first list
         // (a stdio client's comes as the server starts) waits for them,
@@ -161,7 +165,9 @@ impl ServerHandler for Mcp {
             };
             let _ = tokio::time::timeout(LIST_WAIT, all).await;
         }
-        Ok(ListToolsResult::with_all_items(self.tools()))
+        Ok(ListToolsResult::with_all_items(
+            self.tools(caller(&context).as_deref()),
+        ))
     }
 
     async fn call_tool(
@@ -181,6 +187,7 @@ impl ServerHandler for Mcp {
         // the answer: once answered, the token means nothing, and rmcp
         // routes a late notification to another stream.
         let mut call = ToolCall::new(&request.name, &input);
+        call.client = caller(&context);
         let mut watch = context.meta.get_progress_token().map(|token| {
             let (tx, rx) = toolplane_pool::progress::channel();
             call.progress = Some(tx);
@@ -230,6 +237,11 @@ impl ServerHandler for Mcp {
                 format!("unknown tool {name:?}"),
                 None,
             )),
+            // Not listed to this client, so refused as a tool it does not
+            // know, in the words that say why.
+            Err(e @ CallError::Client(Refusal::OutOfScope { .. })) => {
+                Err(ErrorData::invalid_params(e.to_string(), None))
+            }
             Err(e) => Ok(CallToolResult::error(vec![ContentBlock::text(e.to_string())]).into()),
         }
     }
@@ -264,6 +276,16 @@ impl ServerHandler for Mcp {
             }
         }
     }
+}
+
+/// The client an HTTP request was authenticated as (`None` on stdio, or
+/// when the server has no `[[clients]]`).
+fn caller(context: &RequestContext<RoleServer>) -> Option<Arc<Client>> {
+    context
+        .extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|p| p.extensions.get::<Caller>())
+        .map(|c| Arc::clone(&c.0))
 }
 
 /// Sends one progress report of the call that `token` names.

@@ -27,6 +27,9 @@ pub fn render(app: &App) -> String {
         engine(&mut out, &m);
     }
     processes(&mut out, app);
+    if let Some(c) = app.clients() {
+        clients(&mut out, c);
+    }
     if let Some((rss, vsz)) = process_memory() {
         let o = &mut out;
         one(
@@ -333,6 +336,101 @@ fn processes(o: &mut String, app: &App) {
                 h.count
             );
         }
+    }
+}
+
+/// Each client's: calls by result (refusals by reason among them), in
+/// flight, queued, the queue's wait and latency; requests refused for
+/// their token. Only a client with `metrics = true` reads these.
+fn clients(o: &mut String, dir: &crate::clients::Directory) {
+    let list = dir.list();
+    let help = "Clients served ([[clients]]).";
+    one(o, "toolplane_clients", GAUGE, help, list.clients().len());
+    let help = "HTTP requests refused for their bearer token (missing, or no client's).";
+    one(
+        o,
+        "toolplane_unauthorized_total",
+        COUNTER,
+        help,
+        dir.unauthorized(),
+    );
+    let help = "Keys held by the clients' rate limiters.";
+    one(
+        o,
+        "toolplane_rate_limiter_keys",
+        GAUGE,
+        help,
+        dir.limiter_keys(),
+    );
+    let views: Vec<(String, crate::clients::StatsView)> = list
+        .clients()
+        .iter()
+        .map(|c| (escape(c.name()), c.stats().view()))
+        .collect();
+    head(
+        o,
+        "toolplane_client_calls_total",
+        COUNTER,
+        "Calls by client and result (out_of_scope, rate_limited, queue_full and queue_timeout are the client's own refusals).",
+    );
+    for (c, v) in &views {
+        for (result, n) in &v.by_result {
+            let _ = writeln!(
+                o,
+                "toolplane_client_calls_total{{client=\"{c}\",result=\"{result}\"}} {n}"
+            );
+        }
+    }
+    type PerClient = fn(&crate::clients::StatsView) -> u64;
+    let gauges: [(&str, &str, PerClient); 2] = [
+        (
+            "toolplane_client_calls_in_flight",
+            "A client's calls running (holding one of its max_inflight slots).",
+            |v| v.in_flight,
+        ),
+        (
+            "toolplane_client_calls_queued",
+            "A client's calls waiting for a slot.",
+            |v| v.queued,
+        ),
+    ];
+    for (name, help, f) in gauges {
+        head(o, name, GAUGE, help);
+        for (c, v) in &views {
+            let _ = writeln!(o, "{name}{{client=\"{c}\"}} {}", f(v));
+        }
+    }
+    head(
+        o,
+        "toolplane_client_queue_wait_seconds",
+        "summary",
+        "Time a client's calls waited for a slot (those that waited).",
+    );
+    for (c, v) in &views {
+        let (sum, n) = v.queue_wait;
+        let _ = writeln!(
+            o,
+            "toolplane_client_queue_wait_seconds_sum{{client=\"{c}\"}} {sum:.6}\n\
+             toolplane_client_queue_wait_seconds_count{{client=\"{c}\"}} {n}"
+        );
+    }
+    let name = "toolplane_client_call_duration_seconds";
+    head(
+        o,
+        name,
+        "histogram",
+        "A client's calls from arrival to answer, queue included.",
+    );
+    for (c, v) in &views {
+        let (buckets, count, sum) = &v.latency;
+        for (le, n) in crate::clients::LATENCY_BUCKETS.iter().zip(buckets) {
+            let _ = writeln!(o, "{name}_bucket{{client=\"{c}\",le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(
+            o,
+            "{name}_bucket{{client=\"{c}\",le=\"+Inf\"}} {count}\n\
+             {name}_sum{{client=\"{c}\"}} {sum:.6}\n{name}_count{{client=\"{c}\"}} {count}"
+        );
     }
 }
 

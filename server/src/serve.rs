@@ -293,7 +293,8 @@ async fn start_http(
     let local = listener
         .local_addr()
         .map_err(Failure::start(format!("listening on {addr}")))?;
-    if !local.ip().is_loopback() && app.settings().server.token.is_none() {
+    if !local.ip().is_loopback() && app.settings().server.token.is_none() && app.clients().is_none()
+    {
         tracing::warn!(
             "listening on {local}, beyond loopback, with no token: anyone who can reach it can call every tool (set --token or TOOLPLANE_TOKEN)"
         );
@@ -354,7 +355,9 @@ fn log_accounting(report: Option<&toolplane_core::Report>) {
 /// # Errors
 ///
 /// Start-up failures (exit 2).
-pub fn serve(settings: Settings, listen: Listen) -> Result<(), Failure> {
+/// `config`, the file the settings came from, is read again for its
+/// `[[clients]]` when it changes and on SIGHUP.
+pub fn serve(settings: Settings, listen: Listen, config: Option<PathBuf>) -> Result<(), Failure> {
     // The control runtime: start-up, signals, the acceptor, MCP on stdio
     // and shutdown. HTTP connections are served on their own threads
     // (`crate::listen`).
@@ -362,10 +365,14 @@ pub fn serve(settings: Settings, listen: Listen) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(Failure::start("the control runtime"))?;
-    rt.block_on(serve_async(settings, listen))
+    rt.block_on(serve_async(settings, listen, config))
 }
 
-async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> {
+async fn serve_async(
+    settings: Settings,
+    listen: Listen,
+    config: Option<PathBuf>,
+) -> Result<(), Failure> {
     let (registry, data) = start_registry(&settings, true, false)?;
     log_problems(&registry);
     wait_builtins(&registry)?;
@@ -389,8 +396,16 @@ async fn serve_async(settings: Settings, listen: Listen) -> Result<(), Failure> 
         data.display()
     );
 
+    if let Some(c) = app.clients() {
+        tracing::info!(
+            "{} clients, each with its own token, tools and limits ([[clients]])",
+            c.list().clients().len()
+        );
+    }
     let mcp_stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
+    crate::reload::spawn(Arc::clone(&app), config, mcp_stop.clone())
+        .map_err(Failure::start("reloading the clients"))?;
     let http_task = match listen.http {
         Some(addr) => Some(start_http(&app, &mcp, addr, &mcp_stop, &http_stop).await?),
         None => None,

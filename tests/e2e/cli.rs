@@ -157,11 +157,16 @@ fn the_example_configuration_is_accepted_and_complete() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/src/config.rs"),
     )
     .unwrap();
+    let clients = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/clients.rs"),
+    )
+    .unwrap();
     // The keys: the fields of config.rs's file structs, and the engine's
     // table of keys.
     let mut keys: Vec<String> = Vec::new();
     let mut in_file_struct = false;
-    for line in source.lines() {
+    for line in source.lines().chain(clients.lines()) {
+        let line = line.strip_prefix("pub ").unwrap_or(line);
         if line.starts_with("struct ") && line.contains("File") || line.starts_with("struct File") {
             in_file_struct = true;
         } else if line.starts_with('}') {
@@ -182,12 +187,14 @@ fn the_example_configuration_is_accepted_and_complete() {
         }
     }
     assert!(keys.len() > 30, "{keys:?}");
-    for key in ["server", "engine", "pool", "token"] {
+    for key in ["server", "engine", "pool", "token", "clients"] {
         keys.retain(|k| k != key);
     }
+    assert!(written.contains("# [[clients]]"));
     for key in &keys {
+        // A key, or a table's header (`[clients.tools_rate]`).
         assert!(
-            written.contains(&format!("{key} =")) || written.contains(&format!("# {key} =")),
+            written.contains(&format!("{key} =")) || written.contains(&format!(".{key}]")),
             "toolplane.example.toml does not name {key}"
         );
     }

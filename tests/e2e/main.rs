@@ -4,6 +4,7 @@
 //! child process's stdio.
 
 mod cli;
+mod clients;
 mod containment;
 mod edge;
 mod hostile;

@@ -133,6 +133,21 @@ impl Server {
         self.child.id()
     }
 
+    /// The configuration file it was started with.
+    pub fn config_path(&self) -> &Path {
+        self._config.as_ref().expect("started with a config").path()
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`...).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -210,6 +225,19 @@ pub async fn mcp_post(
             .header("mcp-protocol-version", "2025-06-18");
     }
     r.body(body.to_string()).send().await.unwrap()
+}
+
+/// rmcp's streamable-HTTP client transport for `url` sending `token` as
+/// its bearer token.
+pub fn mcp_transport_with_token(
+    url: String,
+    token: &str,
+) -> rmcp::transport::StreamableHttpClientTransport<reqwest::Client> {
+    toolplane_pool::process::install_tls_provider();
+    rmcp::transport::StreamableHttpClientTransport::from_config(
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url)
+            .auth_header(token),
+    )
 }
 
 /// rmcp's streamable-HTTP client transport for `url` (its reqwest client

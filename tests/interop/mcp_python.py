@@ -11,6 +11,7 @@ streamable HTTP client's name and what it yields) are read either way.
 """
 
 import asyncio
+import hashlib
 import logging
 import os
 import re
@@ -19,6 +20,7 @@ import sys
 import tempfile
 
 from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 try:  # mcp 2.x
     from mcp.client.streamable_http import streamable_http_client as http_client
 except ImportError:  # mcp 1.x
@@ -105,11 +107,75 @@ async def over_http(binary: str, data: str) -> None:
     assert not failed, failed
 
 
+def clients_config(path: str) -> None:
+    """Two clients: `bot` may call echo and the hash tools, `ops` all."""
+    entries = [("bot", "bot-token", '["echo", "hash.*"]'), ("ops", "ops-token", '["*"]')]
+    with open(path, "w") as f:
+        for name, token, tools in entries:
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            f.write(f'[[clients]]\nname = "{name}"\ntoken_sha256 = "{digest}"\ntools = {tools}\n')
+
+
+async def over_http_as_a_client(binary: str, data: str) -> None:
+    """With [[clients]]: the SDK's client with a bearer token lists only
+    its client's tools and is refused the others; without a token it
+    cannot connect."""
+    config = os.path.join(data, "toolplane.toml")
+    clients_config(config)
+    proc = subprocess.Popen(
+        [binary, "serve", "--http", "127.0.0.1:0", "--data", data, "--config", config],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = None
+        for line in proc.stderr:
+            m = re.search(r"listening on (http://\S+)", line)
+            if m:
+                url = m.group(1) + "/mcp"
+                break
+        assert url, "the server did not start listening"
+        http = create_mcp_http_client(headers={"Authorization": "Bearer bot-token"})
+        async with http:
+            async with http_client(url, http_client=http) as streams:
+                async with ClientSession(streams[0], streams[1]) as session:
+                    await session.initialize()
+                    names = sorted(t.name for t in (await session.list_tools()).tools)
+                    assert names == ["echo", "hash_sha256"], names
+                    r = await session.call_tool("hash_sha256", {"data": "abc"})
+                    assert not attr(r, "is_error", "isError"), r
+                    refused = None
+                    try:
+                        r = await session.call_tool("sleep", {"ms": 1})
+                        refused = r.content[0].text if attr(r, "is_error", "isError") else None
+                    except Exception as e:  # a JSON-RPC error, as for an unknown tool
+                        refused = str(e)
+                    assert refused and "may not call tool" in refused, refused
+        try:
+            nobody = create_mcp_http_client()
+            async with nobody:
+                async with http_client(url, http_client=nobody) as streams:
+                    async with ClientSession(streams[0], streams[1]) as session:
+                        await asyncio.wait_for(session.initialize(), 10)
+            raise AssertionError("initialize without a token succeeded")
+        except AssertionError:
+            raise
+        except BaseException as e:  # each major surfaces the 401 its own way
+            seen = repr(e)
+            assert any(w in seen for w in ("401", "nauthorized", "error response")), seen
+        print("python mcp over streamable HTTP as a client: scoped tools/list, refused tools/call, 401 without a token: ok")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, f"exit {proc.returncode}"
+
+
 def main() -> None:
     binary = sys.argv[1] if len(sys.argv) > 1 else "target/release/toolplane"
     with tempfile.TemporaryDirectory() as data:
         asyncio.run(over_stdio(binary, data))
         asyncio.run(over_http(binary, data))
+        asyncio.run(over_http_as_a_client(binary, data))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::app::App;
+use crate::clients::{Caller, Directory, Unauthorized};
 use crate::config::{ServerSettings, TokenDigest};
 
 /// Paths a connection over the cap may still ask for.
@@ -39,6 +40,10 @@ pub struct HttpError {
     pub kind: &'static str,
     /// What was wrong, naming the header, the limit or the key.
     pub message: String,
+    /// `Retry-After` of a 429 or 503 (default: 1 s).
+    pub retry_after: Option<Duration>,
+    /// `WWW-Authenticate` of a 401 (default: `Bearer`).
+    pub challenge: Option<&'static str>,
 }
 
 impl HttpError {
@@ -48,6 +53,8 @@ impl HttpError {
             status,
             kind,
             message: message.into(),
+            retry_after: None,
+            challenge: None,
         }
     }
 }
@@ -58,12 +65,18 @@ impl IntoResponse for HttpError {
         let mut r = (self.status, axum::Json(body)).into_response();
         match self.status {
             StatusCode::UNAUTHORIZED => {
-                r.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(self.challenge.unwrap_or("Bearer")),
+                );
             }
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                // Whole seconds, rounded up: a client that waits that long
+                // finds the next cell.
+                let d = self.retry_after.unwrap_or(Duration::from_secs(1));
+                let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
                 r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
             _ => {}
         }
@@ -221,6 +234,42 @@ impl Policy {
     }
 }
 
+/// The client whose bearer token `headers` carry. A token is taken from
+/// the `Authorization` header only, never from the query string (where
+/// logs and `Referer` would keep it).
+///
+/// # Errors
+///
+/// 401 naming what was wrong: no token, or one that is no client's.
+pub fn authenticate(
+    clients: &Directory,
+    headers: &axum::http::HeaderMap,
+) -> Result<Caller, HttpError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer);
+    match clients.authenticate(given) {
+        Ok(c) => Ok(Caller(c)),
+        Err(why) => {
+            let (message, challenge) = match why {
+                Unauthorized::Missing => (
+                    "this server requires Authorization: Bearer <token>, a client's token",
+                    "Bearer",
+                ),
+                Unauthorized::Unknown => (
+                    "the bearer token is no client's (or no longer is)",
+                    "Bearer error=\"invalid_token\"",
+                ),
+            };
+            tracing::debug!(reason = ?why, "request refused: {message}");
+            let mut e = HttpError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+            e.challenge = Some(challenge);
+            Err(e)
+        }
+    }
+}
+
 /// The token of an `Authorization: Bearer TOKEN` value; the scheme is
 /// matched without regard to case (RFC 7235 §2.1).
 fn bearer(value: &str) -> Option<&str> {
@@ -298,7 +347,7 @@ pub struct Edge {
 /// The middleware: see the module docs.
 pub async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Response {
     let draining = edge.app.is_draining();
-    let mut response = match admit(&edge.policy, request).await {
+    let mut response = match admit(&edge.policy, &edge.app, request).await {
         Ok(request) => next.run(request).await,
         Err(e) => e.into_response(),
     };
@@ -310,7 +359,7 @@ pub async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Res
     response
 }
 
-async fn admit(policy: &Policy, request: Request) -> Result<Request, HttpError> {
+async fn admit(policy: &Policy, app: &App, mut request: Request) -> Result<Request, HttpError> {
     let path = request.uri().path();
     if request.extensions().get::<Reserve>().is_some() && !RESERVED_PATHS.contains(&path) {
         return Err(HttpError::new(
@@ -323,7 +372,25 @@ async fn admit(policy: &Policy, request: Request) -> Result<Request, HttpError> 
         return Ok(request);
     }
     policy.check_site(request.headers())?;
-    policy.check_token(request.headers())?;
+    match app.clients() {
+        Some(clients) => {
+            let caller = authenticate(clients, request.headers())?;
+            // Every client's numbers are on /metrics: only a client let
+            // read them may.
+            if request.uri().path() == "/metrics" && !caller.0.reads_metrics() {
+                return Err(HttpError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!(
+                        "client {:?} may not read /metrics (clients.metrics)",
+                        caller.0.name()
+                    ),
+                ));
+            }
+            request.extensions_mut().insert(caller);
+        }
+        None => policy.check_token(request.headers())?,
+    }
     if request.method() == Method::GET
         || request.method() == Method::HEAD
         || request.method() == Method::DELETE

@@ -6,7 +6,10 @@
 //!   beyond it gets 503 and a JSON-RPC error naming the key) and expire
 //!   after `server.session_idle` with no request;
 //! - `DELETE` of a session answers 204 (rmcp answers 202, which the SDKs
-//!   log as a failed termination).
+//!   log as a failed termination);
+//! - with `[[clients]]`, a session belongs to the client that opened it:
+//!   another client's request naming it is answered 404, as for a session
+//!   that does not exist.
 //!
 //! ## Metrics
 //! - `toolplane_mcp_sessions` — MCP sessions open (gauge).
@@ -28,15 +31,20 @@ use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 
 use super::jsonrpc;
+use crate::clients::Caller;
 
 const SESSION_HEADER: &str = "mcp-session-id";
+
+/// When a session was last used, and the client that opened it.
+type Used = (Instant, Option<Arc<str>>);
 
 /// The open MCP sessions: rmcp's in-memory manager plus when each was last
 /// used.
 #[derive(Debug)]
 pub struct Sessions {
     manager: Arc<LocalSessionManager>,
-    last_used: Mutex<HashMap<Arc<str>, Instant>>,
+    /// When each session was last used, and the client that opened it.
+    last_used: Mutex<HashMap<Arc<str>, Used>>,
     max: usize,
     idle: Duration,
     open: AtomicUsize,
@@ -82,21 +90,27 @@ impl Sessions {
         self.expired.load(Ordering::Relaxed)
     }
 
-    /// A request of session `id`: only sessions this server made are
-    /// recorded, so made-up ids cannot grow the table.
-    fn touch(&self, id: &str) {
+    /// A request of session `id` by `client`: only sessions this server
+    /// made are recorded, so made-up ids cannot grow the table. False when
+    /// the session is another client's.
+    fn touch(&self, id: &str, client: Option<&Arc<str>>) -> bool {
         let mut m = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = m.get_mut(id) {
-            *t = Instant::now();
+        match m.get_mut(id) {
+            Some((_, owner)) if owner.as_ref() != client => false,
+            Some((t, _)) => {
+                *t = Instant::now();
+                true
+            }
+            None => true,
         }
     }
 
-    /// Session `id` was just made.
-    fn created(&self, id: &str) {
+    /// Session `id` was just made by `client`.
+    fn created(&self, id: &str, client: Option<Arc<str>>) {
         self.last_used
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(Arc::from(id), Instant::now());
+            .insert(Arc::from(id), (Instant::now(), client));
     }
 
     fn forget(&self, id: &str) {
@@ -122,8 +136,8 @@ impl Sessions {
             let now = Instant::now();
             ids.iter()
                 .filter(|id| {
-                    let last = *m.entry(Arc::clone(id)).or_insert(now);
-                    now.duration_since(last) >= self.idle
+                    let (last, _) = m.entry(Arc::clone(id)).or_insert((now, None));
+                    now.duration_since(*last) >= self.idle
                 })
                 .cloned()
                 .collect()
@@ -171,8 +185,15 @@ pub async fn front(
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    if let Some(id) = &session {
-        sessions.touch(id);
+    let client = request
+        .extensions()
+        .get::<Caller>()
+        .map(|c| Arc::clone(c.0.name()));
+    if let Some(id) = &session
+        && !sessions.touch(id, client.as_ref())
+    {
+        // rmcp's answer to a session it does not have.
+        return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
     }
     match *request.method() {
         Method::POST => {}
@@ -236,7 +257,7 @@ pub async fn front(
             .get(SESSION_HEADER)
             .and_then(|v| v.to_str().ok())
     {
-        sessions.created(id);
+        sessions.created(id, client);
         sessions.open.fetch_add(1, Ordering::Relaxed);
     }
     response
@@ -250,11 +271,21 @@ mod tests {
     fn made_up_session_ids_are_not_recorded() {
         let s = Sessions::new(4, Duration::from_secs(60));
         for i in 0..1000 {
-            s.touch(&format!("made-up-{i}"));
+            s.touch(&format!("made-up-{i}"), None);
         }
-        s.created("real");
-        s.touch("real");
+        s.created("real", None);
+        s.touch("real", None);
         let m = s.last_used.lock().unwrap();
         assert_eq!(m.keys().map(|k| &**k).collect::<Vec<_>>(), ["real"]);
+    }
+
+    #[test]
+    fn a_session_is_its_clients_alone() {
+        let s = Sessions::new(4, Duration::from_secs(60));
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        s.created("s1", Some(Arc::clone(&a)));
+        assert!(s.touch("s1", Some(&a)));
+        assert!(!s.touch("s1", Some(&b)));
+        assert!(!s.touch("s1", None));
     }
 }

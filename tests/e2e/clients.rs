@@ -1,0 +1,458 @@
+//! `[[clients]]`: tokens, tool scopes, rates and queues over REST and MCP,
+//! `/metrics` per client, and the list read again while serving.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use serde_json::json;
+use toolplane_server::config::TokenDigest;
+
+use crate::support::{Dirs, MCP_INIT, Server, client};
+
+fn entry(name: &str, token: &str, rest: &str) -> String {
+    format!(
+        "[[clients]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\n{rest}\n",
+        TokenDigest::of(token).to_hex()
+    )
+}
+
+fn config() -> String {
+    [
+        entry("ops", "ops-token", "tools = [\"*\"]\nmetrics = true"),
+        entry("bot", "bot-token", "tools = [\"echo\", \"hash.*\"]"),
+        entry(
+            "limited",
+            "limited-token",
+            "tools = [\"echo\"]\nrate = \"3/h\"",
+        ),
+        entry(
+            "slow",
+            "slow-token",
+            "tools = [\"sleep\"]\nmax_inflight = 1\nqueue = 1\nqueue_timeout = \"1s\"",
+        ),
+    ]
+    .concat()
+}
+
+async fn post(
+    s: &Server,
+    tool: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    let mut r = client()
+        .post(s.url(&format!("/v1/tools/{tool}/call")))
+        .json(&body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    r.send().await.unwrap()
+}
+
+async fn error_of(r: reqwest::Response) -> (StatusCode, String, String) {
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.unwrap();
+    (
+        status,
+        v["error"]["kind"].as_str().unwrap().to_string(),
+        v["error"]["message"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn metrics(s: &Server) -> String {
+    let r = client()
+        .get(s.url("/metrics"))
+        .bearer_auth("ops-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+fn sample(text: &str, series: &str) -> f64 {
+    crate::rest::parse_metrics(text)
+        .into_iter()
+        .find(|(n, _)| n == series)
+        .map_or(0.0, |(_, v)| v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_client_has_its_token_its_tools_and_its_limits_over_rest() {
+    let dirs = Dirs::new();
+    let s = Server::start(&dirs, &[], &[], Some(&config()));
+
+    // No token, a token that is no client's, a token in the query string.
+    let r = post(&s, "echo", None, json!({})).await;
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_eq!(error_of(r).await.0, 401);
+    let r = post(&s, "echo", Some("guess"), json!({})).await;
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer error=\"invalid_token\""
+    );
+    assert_eq!(error_of(r).await.0, 401);
+    let r = client()
+        .post(s.url("/v1/tools/echo/call?access_token=bot-token"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a token in the query string is not taken");
+
+    // Scope: listed and callable, or 403 naming the client and the tool.
+    let r = client()
+        .get(s.url("/v1/tools"))
+        .bearer_auth("bot-token")
+        .send()
+        .await
+        .unwrap();
+    let listed: Vec<String> = r
+        .json::<Vec<serde_json::Value>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(
+        listed.contains(&"echo".into()) && listed.contains(&"hash.sha256".into()),
+        "{listed:?}"
+    );
+    let r = post(&s, "echo", Some("bot-token"), json!({"a": 1})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        json!({"a": 1})
+    );
+    let (status, kind, message) =
+        error_of(post(&s, "sleep", Some("bot-token"), json!({"ms": 1})).await).await;
+    assert_eq!((status.as_u16(), kind.as_str()), (403, "out_of_scope"));
+    assert_eq!(
+        message,
+        "client \"bot\" may not call tool \"sleep\" (clients.tools)"
+    );
+
+    // Metrics: every client's numbers, so only a client let read them.
+    let r = client()
+        .get(s.url("/metrics"))
+        .bearer_auth("bot-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await.0, 403);
+
+    // A rate: 3 an hour, then 429 saying when.
+    for _ in 0..3 {
+        assert_eq!(
+            post(&s, "echo", Some("limited-token"), json!({}))
+                .await
+                .status(),
+            200
+        );
+    }
+    let r = post(&s, "echo", Some("limited-token"), json!({})).await;
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1100..=1200).contains(&retry), "Retry-After {retry}");
+    let (status, kind, message) = error_of(r).await;
+    assert_eq!((status.as_u16(), kind.as_str()), (429, "rate_limited"));
+    assert!(
+        message.starts_with(
+            "client \"limited\" is over its rate, 3/h (burst 3) (clients.rate): retry in "
+        ),
+        "{message}"
+    );
+
+    // One slot and a queue of one: the second call waits, the third is
+    // refused at once, the second times out after 1 s; the first answers.
+    let first = tokio::spawn({
+        let url = s.url("/v1/tools/sleep/call");
+        async move {
+            client()
+                .post(url)
+                .bearer_auth("slow-token")
+                .json(&json!({"ms": 3000}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sample(
+        &metrics(&s).await,
+        "toolplane_client_calls_in_flight{client=\"slow\"}",
+    ) < 1.0
+    {
+        assert!(Instant::now() < deadline, "the first call never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = tokio::spawn({
+        let url = s.url("/v1/tools/sleep/call");
+        async move {
+            let started = Instant::now();
+            let r = client()
+                .post(url)
+                .bearer_auth("slow-token")
+                .json(&json!({"ms": 1}))
+                .send()
+                .await
+                .unwrap();
+            (r.status(), started.elapsed(), r.text().await.unwrap())
+        }
+    });
+    while sample(
+        &metrics(&s).await,
+        "toolplane_client_calls_queued{client=\"slow\"}",
+    ) < 1.0
+    {
+        assert!(Instant::now() < deadline, "the second call never queued");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, kind, message) =
+        error_of(post(&s, "sleep", Some("slow-token"), json!({"ms": 1})).await).await;
+    assert_eq!(
+        (status.as_u16(), kind.as_str()),
+        (429, "queue_full"),
+        "{message}"
+    );
+    assert!(
+        message.contains("(clients.max_inflight) and 1 waiting (clients.queue)"),
+        "{message}"
+    );
+    let (status, waited, body) = second.await.unwrap();
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body.contains("queue_timeout") && body.contains("waited 1s"),
+        "{body}"
+    );
+    assert!(waited >= Duration::from_millis(950), "{waited:?}");
+    assert_eq!(first.await.unwrap(), 200);
+
+    // What each client did, by result.
+    let m = metrics(&s).await;
+    for (series, want) in [
+        (
+            "toolplane_client_calls_total{client=\"bot\",result=\"ok\"}",
+            1.0,
+        ),
+        (
+            "toolplane_client_calls_total{client=\"bot\",result=\"out_of_scope\"}",
+            1.0,
+        ),
+        (
+            "toolplane_client_calls_total{client=\"limited\",result=\"ok\"}",
+            3.0,
+        ),
+        (
+            "toolplane_client_calls_total{client=\"limited\",result=\"rate_limited\"}",
+            1.0,
+        ),
+        (
+            "toolplane_client_calls_total{client=\"slow\",result=\"ok\"}",
+            1.0,
+        ),
+        (
+            "toolplane_client_calls_total{client=\"slow\",result=\"queue_full\"}",
+            1.0,
+        ),
+        (
+            "toolplane_client_calls_total{client=\"slow\",result=\"queue_timeout\"}",
+            1.0,
+        ),
+        ("toolplane_client_calls_in_flight{client=\"slow\"}", 0.0),
+        (
+            "toolplane_client_queue_wait_seconds_count{client=\"slow\"}",
+            1.0,
+        ),
+        (
+            "toolplane_client_call_duration_seconds_count{client=\"limited\"}",
+            4.0,
+        ),
+        ("toolplane_clients", 4.0),
+    ] {
+        assert_eq!(sample(&m, series), want, "{series}\n{m}");
+    }
+    // Unknown tokens: counted, and no limiter state made for them (the
+    // limiter holds the one key of `limited`).
+    assert!(sample(&m, "toolplane_unauthorized_total") >= 3.0);
+    assert_eq!(sample(&m, "toolplane_rate_limiter_keys"), 1.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_client_sees_and_calls_only_its_tools_and_its_sessions() {
+    let dirs = Dirs::new();
+    let s = Server::start(&dirs, &[], &[], Some(&config()));
+
+    let transport = crate::support::mcp_transport_with_token(s.url("/mcp"), "bot-token");
+    let mcp = ().serve(transport).await.expect("MCP initialize with a bearer token");
+    let mut names: Vec<String> = mcp
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["echo", "hash_sha256"]);
+    let r = mcp
+        .call_tool(
+            CallToolRequestParams::new("echo")
+                .with_arguments(json!({"k": 2}).as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.structured_content, Some(json!({"k": 2})));
+    let e = mcp
+        .call_tool(
+            CallToolRequestParams::new("sleep")
+                .with_arguments(json!({"ms": 1}).as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("may not call tool") && e.contains("clients.tools"),
+        "{e}"
+    );
+    mcp.cancel().await.unwrap();
+
+    // A rate over MCP: an isError result with the REST answer's words.
+    let transport = crate::support::mcp_transport_with_token(s.url("/mcp"), "limited-token");
+    let mcp = ().serve(transport).await.unwrap();
+    for _ in 0..3 {
+        let r = mcp
+            .call_tool(CallToolRequestParams::new("echo").with_arguments(serde_json::Map::new()))
+            .await
+            .unwrap();
+        assert_eq!(r.is_error, Some(false), "{r:?}");
+    }
+    let r = mcp
+        .call_tool(CallToolRequestParams::new("echo").with_arguments(serde_json::Map::new()))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    let text = format!("{:?}", r.content);
+    assert!(
+        text.contains("is over its rate, 3/h (burst 3) (clients.rate): retry in"),
+        "{text}"
+    );
+    mcp.cancel().await.unwrap();
+
+    // A session is its client's: another client naming it is told there
+    // is no such session; no token at all is 401.
+    let c = client();
+    let r = c
+        .post(s.url("/mcp"))
+        .bearer_auth("bot-token")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(MCP_INIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    for (token, want) in [(Some("ops-token"), 404), (None, 401)] {
+        let mut req = c
+            .post(s.url("/mcp"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-06-18")
+            .body(list);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        assert_eq!(req.send().await.unwrap().status(), want, "{token:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_list_is_read_again_while_serving() {
+    let dirs = Dirs::new();
+    let a = entry("a", "a-token", "tools = [\"*\"]");
+    let b = entry("b", "b-token", "tools = [\"*\"]");
+    let s = Server::start(&dirs, &[], &[], Some(&a));
+    let status = |token: &'static str| {
+        let url = s.url("/v1/tools/echo/call");
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let until = |what: &'static str, token: &'static str, want: u16| {
+        let status = &status;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while status(token).await != want {
+                assert!(Instant::now() < deadline, "{what} within 10 s");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(status("a-token").await, 200);
+    assert_eq!(status("b-token").await, 401);
+
+    // A call in flight as `a` finishes after `a` is removed.
+    let running = tokio::spawn({
+        let url = s.url("/v1/tools/sleep/call");
+        async move {
+            client()
+                .post(url)
+                .bearer_auth("a-token")
+                .json(&json!({"ms": 1500}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(s.config_path(), &b).unwrap();
+    until("b's token works", "b-token", 200).await;
+    assert_eq!(status("a-token").await, 401);
+    assert_eq!(running.await.unwrap(), 200, "the call in flight finished");
+
+    // A file that does not parse keeps the list served, and says why.
+    std::fs::write(s.config_path(), format!("{b}rate = \"fast\"\n")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.stderr().contains("clients[0] (b): rate: \"fast\"") {
+        assert!(
+            Instant::now() < deadline,
+            "the error logged:\n{}",
+            s.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        s.stderr().contains("keeping the 1 clients served"),
+        "{}",
+        s.stderr()
+    );
+    assert_eq!(status("b-token").await, 200);
+
+    // SIGHUP reads the file again (and does not end the process).
+    std::fs::write(s.config_path(), format!("{b}{a}")).unwrap();
+    until("a's token works again", "a-token", 200).await;
+    s.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.stderr().contains("SIGHUP: 2 clients served") {
+        assert!(Instant::now() < deadline, "SIGHUP logged:\n{}", s.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status("b-token").await, 200);
+}
