@@ -4,7 +4,9 @@
 //!   per-batch function on this thread), with span sampling off and on
 //!   every event (the difference is 64 span records);
 //! - one fresh-instance `echo` call with a 64-byte input (pooled instance,
-//!   fast entry), after a first call warmed the slot.
+//!   fast entry), after a first call warmed the slot;
+//! - a call's `[[clients]]` check (token, scope, rate, slot) with 1 and
+//!   1000 clients configured.
 //!
 //! Run with `bench/iai.sh` (it installs the matching runner), which also
 //! compares the counts with `bench/iai-baseline.json`.
@@ -97,6 +99,27 @@ fn fresh_echo_call(f: EchoFixture) -> (EchoFixture, Outcome) {
     (f, black_box(out))
 }
 
+type Clients = (toolplane_server::clients::Directory, String);
+
+/// A client list of `n`, and the token of the one in the middle, after
+/// one check (so the limiter's key exists, as it does in a running
+/// server).
+fn clients(n: usize) -> Clients {
+    let d = toolplane_bench::clients::directory(n);
+    let t = toolplane_bench::clients::token(n / 2);
+    toolplane_bench::clients::check(&d, &t, "hash.sha256");
+    (d, t)
+}
+
+#[library_benchmark]
+#[bench::one_client(setup = clients, args = (1))]
+#[bench::thousand_clients(setup = clients, args = (1000))]
+fn client_check(f: Clients) -> Clients {
+    black_box(toolplane_bench::clients::check(&f.0, &f.1, "hash.sha256"));
+    f
+}
+
 library_benchmark_group!(name = worker; benchmarks = worker_batch_of_64);
 library_benchmark_group!(name = wasi; benchmarks = fresh_echo_call);
-main!(library_benchmark_groups = worker, wasi);
+library_benchmark_group!(name = clients; benchmarks = client_check);
+main!(library_benchmark_groups = worker, wasi, clients);

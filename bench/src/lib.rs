@@ -12,6 +12,7 @@
 //! - [`registry`]: many tools on disk, and a registry started over them;
 //! - [`mcp`]: a load client for MCP servers on stdio (the peer comparison).
 
+pub mod clients;
 pub mod crew;
 pub mod mcp;
 pub mod pools;

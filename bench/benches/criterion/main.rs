@@ -9,6 +9,7 @@
 //! cargo bench --workspace --profile release --bench criterion -- '^spans/'
 //! cargo bench --workspace --profile release --bench criterion -- '^wasi/'
 //! cargo bench --workspace --profile release --bench criterion -- '^registry/'
+//! cargo bench --workspace --profile release --bench criterion -- '^clients/'
 //! ```
 //!
 //! The release profile and `--workspace` reuse the test build (`cargo
@@ -16,6 +17,7 @@
 //! would compile wasmtime again). Fixtures of areas the filter leaves out
 //! are still set up (a second or two), not measured.
 
+mod clients;
 mod engine;
 mod registry;
 mod rings;
@@ -40,5 +42,6 @@ fn main() {
     wasi::calls(&mut c);
     registry::startup(&mut c);
     registry::hot_reload(&mut c);
+    clients::check_per_call(&mut c);
     c.final_summary();
 }
