@@ -198,6 +198,7 @@ pub struct App {
     connections: Arc<crate::connections::Connections>,
     sessions: Arc<crate::mcp::front::Sessions>,
     clients: Option<Arc<Directory>>,
+    oauth: Option<Arc<crate::oauth::Verifier>>,
 }
 
 impl std::fmt::Debug for App {
@@ -231,10 +232,14 @@ impl App {
                 settings.server.max_sessions,
                 settings.server.session_idle,
             ),
-            clients: settings
-                .clients
-                .as_deref()
-                .map(|c| Arc::new(Directory::new(c))),
+            // With [oauth] and no list, the list is empty: OAuth clients
+            // are counted in it all the same.
+            clients: (settings.clients.is_some() || settings.oauth.is_some()).then(|| {
+                Arc::new(Directory::new(
+                    settings.clients.as_deref().unwrap_or_default(),
+                ))
+            }),
+            oauth: None,
             settings,
         }
     }
@@ -262,6 +267,17 @@ impl App {
     /// The `[[clients]]` served, when the configuration has them.
     pub fn clients(&self) -> Option<&Arc<Directory>> {
         self.clients.as_ref()
+    }
+
+    /// The OAuth resource server, when `[oauth]` is set.
+    pub fn oauth(&self) -> Option<&Arc<crate::oauth::Verifier>> {
+        self.oauth.as_ref()
+    }
+
+    /// Serves `[oauth]` with `verifier` (before the app is shared).
+    pub fn with_oauth(mut self, verifier: Arc<crate::oauth::Verifier>) -> App {
+        self.oauth = Some(verifier);
+        self
     }
 
     /// Per-tool call counters.

@@ -139,8 +139,9 @@ impl std::fmt::Display for Rate {
 pub struct ClientSpec {
     /// Its name, in logs, metrics and errors.
     pub name: Arc<str>,
-    /// The SHA-256 of its token.
-    pub token: TokenDigest,
+    /// The SHA-256 of its token (`None`: it comes with OAuth access
+    /// tokens only, named by their client claim).
+    pub token: Option<TokenDigest>,
     /// The tools it may call (canonical names, globs).
     pub tools: Vec<Glob>,
     /// Its rate over every tool.
@@ -187,7 +188,7 @@ pub struct ClientFile {
 /// # Errors
 ///
 /// A message naming the entry, the key and what is accepted.
-pub fn parse(files: Vec<ClientFile>) -> Result<Vec<ClientSpec>, String> {
+pub fn parse(files: Vec<ClientFile>, oauth: bool) -> Result<Vec<ClientSpec>, String> {
     if files.len() > MAX_CLIENTS {
         return Err(format!(
             "clients: {} entries; accepted at most {MAX_CLIENTS}",
@@ -197,11 +198,14 @@ pub fn parse(files: Vec<ClientFile>) -> Result<Vec<ClientSpec>, String> {
     let mut out: Vec<ClientSpec> = Vec::with_capacity(files.len());
     for (i, f) in files.into_iter().enumerate() {
         let at = format!("clients[{i}] ({})", f.name);
-        let spec = parse_one(f).map_err(|m| format!("{at}: {m}"))?;
+        let spec = parse_one(f, oauth).map_err(|m| format!("{at}: {m}"))?;
         if let Some(j) = out.iter().position(|c| c.name == spec.name) {
             return Err(format!("{at}: name: clients[{j}] has this name too"));
         }
-        if let Some(j) = out.iter().position(|c| c.token == spec.token) {
+        if let Some(j) = out
+            .iter()
+            .position(|c| c.token.is_some() && c.token == spec.token)
+        {
             return Err(format!(
                 "{at}: token_sha256: clients[{j}] ({}) has the same token; each client needs its own",
                 out[j].name
@@ -212,7 +216,7 @@ pub fn parse(files: Vec<ClientFile>) -> Result<Vec<ClientSpec>, String> {
     Ok(out)
 }
 
-fn parse_one(f: ClientFile) -> Result<ClientSpec, String> {
+fn parse_one(f: ClientFile, oauth: bool) -> Result<ClientSpec, String> {
     let name = f.name.trim();
     if name.is_empty()
         || name.len() > 64
@@ -232,12 +236,14 @@ fn parse_one(f: ClientFile) -> Result<ClientSpec, String> {
                 .into(),
         );
     }
-    let token = TokenDigest::from_hex(
-        f.token_sha256
-            .as_deref()
-            .ok_or("token_sha256: missing (`toolplane token hash` prints the line)")?,
-    )
-    .map_err(|m| format!("token_sha256: {m}"))?;
+    let token = match f.token_sha256.as_deref() {
+        Some(h) => Some(TokenDigest::from_hex(h).map_err(|m| format!("token_sha256: {m}"))?),
+        // Its access tokens come from the authorization server.
+        None if oauth => None,
+        None => {
+            return Err("token_sha256: missing (`toolplane token hash` prints the line)".into());
+        }
+    };
     let tools = f
         .tools
         .ok_or("tools: missing: name the tools this client may call (names or globs; [\"*\"] for every tool)")?
@@ -322,6 +328,7 @@ fn parse_one(f: ClientFile) -> Result<ClientSpec, String> {
 type Limiter = RateLimiter<Arc<str>, DashMapStateStore<Arc<str>>, DefaultClock>;
 
 /// One rate check: a limiter and this client's key in it.
+#[derive(Clone)]
 struct Bucket {
     limiter: Arc<Limiter>,
     key: Arc<str>,
@@ -453,6 +460,9 @@ impl ClientStats {
 pub struct Client {
     name: Arc<str>,
     tools: Vec<Glob>,
+    /// The tools its OAuth access token's scopes grant (`None`: it came
+    /// with a `[[clients]]` token).
+    scope: Option<Vec<Glob>>,
     metrics: bool,
     rate: Option<Bucket>,
     tools_rate: Vec<(Glob, Bucket)>,
@@ -504,9 +514,19 @@ impl Client {
         &self.stats
     }
 
-    /// Whether it may call `tool` (a canonical name).
+    /// Whether it may call `tool` (a canonical name): its `tools`, and
+    /// its token's scopes when it came with an OAuth access token.
     pub fn may_call(&self, tool: &str) -> bool {
         self.tools.iter().any(|g| g.matches(tool))
+            && self
+                .scope
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|g| g.matches(tool)))
+    }
+
+    /// Whether it came with an OAuth access token.
+    pub fn is_oauth(&self) -> bool {
+        self.scope.is_some()
     }
 
     /// Its scope, then its rate for `tool` (the first `tools_rate` rule
@@ -631,7 +651,15 @@ pub struct Directory {
     limiters: Mutex<HashMap<(u128, u32), Arc<Limiter>>>,
     kept: Mutex<HashMap<Arc<str>, Kept>>,
     unauthorized: AtomicU64,
+    /// The numbers of OAuth clients not in the list, by client id, at
+    /// most [`MAX_OAUTH_CLIENTS`]; the rest share [`OTHER_OAUTH`].
+    oauth_stats: Mutex<HashMap<Arc<str>, Arc<ClientStats>>>,
 }
+
+/// OAuth clients (not in the list) counted each under its own name.
+pub const MAX_OAUTH_CLIENTS: usize = 1000;
+/// The name the rest are counted under.
+pub const OTHER_OAUTH: &str = "(other oauth clients)";
 
 /// Why a request's token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -650,6 +678,7 @@ impl Directory {
             limiters: Mutex::default(),
             kept: Mutex::default(),
             unauthorized: AtomicU64::new(0),
+            oauth_stats: Mutex::default(),
         };
         d.replace(specs);
         d
@@ -680,6 +709,70 @@ impl Directory {
             self.unauthorized.fetch_add(1, Ordering::Relaxed);
         }
         found
+    }
+
+    /// The client an OAuth access token names, with the tools its scopes
+    /// grant: the list's entry of that name when there is one (its tools,
+    /// limits and numbers apply too), else a client of that name with the
+    /// scopes' tools alone, no limits, and its numbers kept apart (the
+    /// first [`MAX_OAUTH_CLIENTS`] names; the rest together).
+    pub fn oauth_client(&self, id: &str, granted: Vec<Glob>) -> Arc<Client> {
+        let list = self.list();
+        if let Some(c) = list.in_order.iter().find(|c| &*c.name == id) {
+            return Arc::new(Client {
+                name: Arc::clone(&c.name),
+                tools: c.tools.clone(),
+                scope: Some(granted),
+                metrics: c.metrics,
+                rate: c.rate.clone(),
+                tools_rate: c.tools_rate.clone(),
+                slots: c.slots.clone(),
+                stats: Arc::clone(&c.stats),
+            });
+        }
+        let (name, stats) = {
+            let mut m = self.oauth_stats.lock().unwrap_or_else(|p| p.into_inner());
+            match m.get_key_value(id) {
+                Some((k, v)) => (Arc::clone(k), Arc::clone(v)),
+                None if m.len() < MAX_OAUTH_CLIENTS => {
+                    let k: Arc<str> = Arc::from(id);
+                    let v: Arc<ClientStats> = Arc::default();
+                    m.insert(Arc::clone(&k), Arc::clone(&v));
+                    (k, v)
+                }
+                None => {
+                    let k: Arc<str> = Arc::from(OTHER_OAUTH);
+                    let v = Arc::clone(m.entry(Arc::clone(&k)).or_default());
+                    (k, v)
+                }
+            }
+        };
+        Arc::new(Client {
+            name,
+            tools: vec![Glob::parse("*").expect("a valid glob")],
+            scope: Some(granted),
+            metrics: false,
+            rate: None,
+            tools_rate: Vec::new(),
+            slots: None,
+            stats,
+        })
+    }
+
+    /// The numbers of OAuth clients not in the list, by name.
+    pub fn oauth_stats(&self) -> Vec<(Arc<str>, Arc<ClientStats>)> {
+        let m = self.oauth_stats.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = m
+            .iter()
+            .map(|(k, s)| (Arc::clone(k), Arc::clone(s)))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Counts a request refused for its token (an OAuth one).
+    pub fn refused(&self) {
+        self.unauthorized.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Requests refused for their token.
@@ -732,6 +825,7 @@ impl Directory {
             let client = Arc::new(Client {
                 name: Arc::clone(&s.name),
                 tools: s.tools.clone(),
+                scope: None,
                 metrics: s.metrics,
                 rate: s.rate.as_ref().map(|r| bucket(&s.name, "", r)),
                 tools_rate: s
@@ -742,7 +836,9 @@ impl Directory {
                 slots: k.slots.clone(),
                 stats: Arc::clone(&k.stats),
             });
-            list.by_token.insert(s.token, Arc::clone(&client));
+            if let Some(t) = s.token {
+                list.by_token.insert(t, Arc::clone(&client));
+            }
             list.in_order.push(client);
         }
         let old = std::mem::replace(
@@ -783,6 +879,7 @@ mod tests {
             toml::from_str::<F>(text)
                 .map_err(|e| e.to_string())?
                 .clients,
+            false,
         )
     }
 
@@ -807,7 +904,7 @@ mod tests {
         .unwrap();
         let c = &c[0];
         assert_eq!(&*c.name, "bot");
-        assert!(c.token.matches("a"));
+        assert!(c.token.unwrap().matches("a"));
         let r = c.rate.as_ref().unwrap();
         assert_eq!(
             (r.count, r.per, r.burst.get()),

@@ -104,6 +104,9 @@ pub struct Settings {
     /// `[[clients]]`: who may call, which tools, how much (`None`: no
     /// list; the server is open, or takes `server.token_sha256`).
     pub clients: Option<Vec<crate::clients::ClientSpec>>,
+    /// `[oauth]`: OAuth access tokens accepted too (JWTs), their scopes
+    /// granting tools.
+    pub oauth: Option<crate::oauth::OauthSpec>,
 }
 
 impl Default for Settings {
@@ -121,6 +124,7 @@ impl Default for Settings {
             pool_data_dir_limit: None,
             pool_fs_inline: None,
             clients: None,
+            oauth: None,
         }
     }
 }
@@ -205,6 +209,7 @@ struct File {
     #[serde(default)]
     pool: PoolFile,
     clients: Option<Vec<crate::clients::ClientFile>>,
+    oauth: Option<crate::oauth::OauthFile>,
 }
 
 #[derive(Deserialize, Default)]
@@ -384,13 +389,21 @@ impl Settings {
                     .into(),
             ));
         }
+        if let Some(o) = file.oauth {
+            s.oauth = Some(crate::oauth::parse(o, base).map_err(invalid)?);
+        }
         if let Some(list) = file.clients {
             if srv.token_sha256.is_some() {
                 return Err(invalid(
                     "server.token_sha256 and [[clients]]: give one; with [[clients]] each client has its own token".into(),
                 ));
             }
-            s.clients = Some(crate::clients::parse(list).map_err(invalid)?);
+            s.clients = Some(crate::clients::parse(list, s.oauth.is_some()).map_err(invalid)?);
+        }
+        if s.oauth.is_some() && srv.token_sha256.is_some() {
+            return Err(invalid(
+                "server.token_sha256 and [oauth]: give one; with [oauth] clients come with access tokens (and [[clients]] tokens)".into(),
+            ));
         }
         if let Some(h) = srv.token_sha256 {
             s.server.token = Some(

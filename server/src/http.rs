@@ -20,6 +20,7 @@ use toolplane_core::Priority;
 pub use self::edge::{HttpError, Policy};
 use crate::app::{App, CallError, Readiness, ToolCall};
 use crate::clients::Caller;
+use crate::error::Refusal;
 use crate::mcp::Mcp;
 
 pub mod edge;
@@ -59,7 +60,17 @@ pub fn router(app: Arc<App>, mcp: Mcp, policy: Policy, shutdown: CancellationTok
         policy: Arc::new(policy),
         app: Arc::clone(&app),
     };
-    Router::new()
+    let mut router = Router::new();
+    if let Some(v) = app.oauth() {
+        // The root document, and the path-aware one of the resource (RFC
+        // 9728 §3.1: `/.well-known/oauth-protected-resource/mcp`).
+        let path = crate::oauth::metadata_path(&v.spec().resource);
+        router = router.route(edge::METADATA_PREFIX, get(protected_resource));
+        if path != edge::METADATA_PREFIX {
+            router = router.route(&path, get(protected_resource));
+        }
+    }
+    router
         .route("/healthz", get(healthz))
         .route("/v1/tools", get(tools))
         .route("/v1/tools/{name}/call", post(call))
@@ -84,6 +95,15 @@ async fn method_not_allowed() -> HttpError {
         "method_not_allowed",
         "this route does not take that method",
     )
+}
+
+/// The protected-resource metadata (RFC 9728): this resource, its
+/// authorization servers and scopes.
+async fn protected_resource(State(app): State<Arc<App>>) -> Response {
+    match app.oauth() {
+        Some(v) => axum::Json(v.metadata()).into_response(),
+        None => not_found().await.into_response(),
+    }
 }
 
 /// Liveness: constant, never touches the engine.
@@ -198,13 +218,15 @@ async fn call(
             ));
         }
     };
+    let client = caller.map(|Extension(c)| c.0);
+    let oauth = client.as_ref().is_some_and(|c| c.is_oauth());
     let call = ToolCall {
         tool: &name,
         input: &body,
         key,
         priority,
         progress: None,
-        client: caller.map(|Extension(c)| c.0),
+        client,
     };
     match app.call(call).await {
         Ok(answer) => {
@@ -217,7 +239,19 @@ async fn call(
             };
             Ok(([(header::CONTENT_TYPE, ct)], out.into_vec()).into_response())
         }
-        Err(e) => Err(e.into()),
+        Err(e) => {
+            // An access token without a scope for the tool: the scopes
+            // that would grant it (step-up authorization).
+            let challenge = match (&e, app.oauth()) {
+                (CallError::Client(Refusal::OutOfScope { tool, .. }), Some(v)) if oauth => {
+                    Some(v.insufficient(tool))
+                }
+                _ => None,
+            };
+            let mut h = HttpError::from(e);
+            h.challenge = challenge;
+            Err(h)
+        }
     }
 }
 

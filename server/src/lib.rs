@@ -21,6 +21,7 @@ pub mod http;
 pub mod import;
 mod listen;
 pub mod mcp;
+pub mod oauth;
 pub mod prom;
 pub mod reload;
 pub mod serve;

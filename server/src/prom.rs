@@ -362,10 +362,13 @@ fn clients(o: &mut String, dir: &crate::clients::Directory) {
         help,
         dir.limiter_keys(),
     );
+    // The list's clients, then OAuth clients not in it (bounded: see
+    // `Directory::oauth_client`).
     let views: Vec<(String, crate::clients::StatsView)> = list
         .clients()
         .iter()
         .map(|c| (escape(c.name()), c.stats().view()))
+        .chain(dir.oauth_stats().iter().map(|(n, s)| (escape(n), s.view())))
         .collect();
     head(
         o,

@@ -388,7 +388,33 @@ async fn serve_async(
         None => "built-in tools".to_string(),
     };
     let drain = settings.server.drain;
-    let app = Arc::new(App::new(engine, registry, settings));
+    let oauth = match &settings.oauth {
+        Some(spec) => {
+            let v = Arc::new(
+                crate::oauth::Verifier::new(spec.clone())
+                    .map_err(Failure::start("the OAuth resource server"))?,
+            );
+            // Tokens are refused until the keys are read; a token naming
+            // a key re-reads them (at most every 30 s), as does the timer.
+            match v.refresh().await {
+                Ok(n) => tracing::info!(
+                    "oauth: {n} keys read; access tokens for {} from {}",
+                    spec.resource,
+                    spec.authorization_servers.join(", ")
+                ),
+                Err(e) => {
+                    tracing::warn!("oauth: {e}; access tokens are refused until the keys are read")
+                }
+            }
+            Some(v)
+        }
+        None => None,
+    };
+    let mut app = App::new(engine, registry, settings);
+    if let Some(v) = &oauth {
+        app = app.with_oauth(Arc::clone(v));
+    }
+    let app = Arc::new(app);
     let mcp = Mcp::new(Arc::clone(&app));
     tracing::info!(
         "version {}: {tools} ({source}), {workers} workers, data in {}",
@@ -406,6 +432,9 @@ async fn serve_async(
     let http_stop = CancellationToken::new();
     crate::reload::spawn(Arc::clone(&app), config, mcp_stop.clone())
         .map_err(Failure::start("reloading the clients"))?;
+    if let Some(v) = &oauth {
+        v.spawn_refresher(mcp_stop.clone());
+    }
     let http_task = match listen.http {
         Some(addr) => Some(start_http(&app, &mcp, addr, &mcp_stop, &http_stop).await?),
         None => None,

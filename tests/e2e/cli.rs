@@ -161,11 +161,15 @@ fn the_example_configuration_is_accepted_and_complete() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/clients.rs"),
     )
     .unwrap();
+    let oauth = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/oauth.rs"),
+    )
+    .unwrap();
     // The keys: the fields of config.rs's file structs, and the engine's
     // table of keys.
     let mut keys: Vec<String> = Vec::new();
     let mut in_file_struct = false;
-    for line in source.lines().chain(clients.lines()) {
+    for line in source.lines().chain(clients.lines()).chain(oauth.lines()) {
         let line = line.strip_prefix("pub ").unwrap_or(line);
         if line.starts_with("struct ") && line.contains("File") || line.starts_with("struct File") {
             in_file_struct = true;
@@ -187,10 +191,10 @@ fn the_example_configuration_is_accepted_and_complete() {
         }
     }
     assert!(keys.len() > 30, "{keys:?}");
-    for key in ["server", "engine", "pool", "token", "clients"] {
+    for key in ["server", "engine", "pool", "token", "clients", "oauth"] {
         keys.retain(|k| k != key);
     }
-    assert!(written.contains("# [[clients]]"));
+    assert!(written.contains("# [[clients]]") && written.contains("# [oauth]"));
     for key in &keys {
         // A key, or a table's header (`[clients.tools_rate]`).
         assert!(

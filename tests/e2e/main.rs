@@ -11,6 +11,7 @@ mod hostile;
 mod import;
 mod loadgen;
 mod mcp;
+mod oauth;
 #[path = "../upstreams/http_server.rs"]
 mod remote_server;
 mod rest;

@@ -42,8 +42,8 @@ pub struct HttpError {
     pub message: String,
     /// `Retry-After` of a 429 or 503 (default: 1 s).
     pub retry_after: Option<Duration>,
-    /// `WWW-Authenticate` of a 401 (default: `Bearer`).
-    pub challenge: Option<&'static str>,
+    /// `WWW-Authenticate` (a 401's default: `Bearer`).
+    pub challenge: Option<String>,
 }
 
 impl HttpError {
@@ -63,13 +63,15 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": { "kind": self.kind, "message": self.message } });
         let mut r = (self.status, axum::Json(body)).into_response();
+        let challenge = match (self.challenge, self.status) {
+            (Some(c), _) => HeaderValue::from_str(&c).ok(),
+            (None, StatusCode::UNAUTHORIZED) => Some(HeaderValue::from_static("Bearer")),
+            (None, _) => None,
+        };
+        if let Some(c) = challenge {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+        }
         match self.status {
-            StatusCode::UNAUTHORIZED => {
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(self.challenge.unwrap_or("Bearer")),
-                );
-            }
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
                 // Whole seconds, rounded up: a client that waits that long
                 // finds the next cell.
@@ -234,39 +236,83 @@ impl Policy {
     }
 }
 
-/// The client whose bearer token `headers` carry. A token is taken from
-/// the `Authorization` header only, never from the query string (where
-/// logs and `Referer` would keep it).
+/// The client whose bearer token `headers` carry: an OAuth access token
+/// (a JWT, with `[oauth]`) checked against the authorization server's
+/// keys, or a `[[clients]]` token looked up by its digest. A token is taken
+/// from the `Authorization` header only, never from the query string
+/// (where logs and `Referer` would keep it).
 ///
 /// # Errors
 ///
-/// 401 naming what was wrong: no token, or one that is no client's.
-pub fn authenticate(
+/// 401 naming what was wrong (the log says more of an access token): no
+/// token, or one that is no client's.
+pub async fn authenticate(
     clients: &Directory,
+    oauth: Option<&crate::oauth::Verifier>,
     headers: &axum::http::HeaderMap,
 ) -> Result<Caller, HttpError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer);
+    let refuse = |message: &str, given: bool| {
+        let mut e = HttpError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        e.challenge = Some(match (oauth, given) {
+            (Some(v), g) => v.challenge(g),
+            (None, false) => "Bearer".into(),
+            (None, true) => "Bearer error=\"invalid_token\"".into(),
+        });
+        e
+    };
+    // A JWT has three dot-separated parts; a `[[clients]]` token need not
+    // look like one, and is looked up first either way.
+    if let (Some(v), Some(t)) = (oauth, given)
+        && t.split('.').count() == 3
+        && clients.authenticate(Some(t)).is_err()
+    {
+        return match v.verify(t).await {
+            Ok(grant) => {
+                let tools = v.tools_of(&grant.scopes);
+                Ok(Caller(clients.oauth_client(&grant.client, tools)))
+            }
+            Err(why) => {
+                log_refusal(&why);
+                Err(refuse("the access token is not accepted", true))
+            }
+        };
+    }
     match clients.authenticate(given) {
         Ok(c) => Ok(Caller(c)),
-        Err(why) => {
-            let (message, challenge) = match why {
-                Unauthorized::Missing => (
-                    "this server requires Authorization: Bearer <token>, a client's token",
-                    "Bearer",
-                ),
-                Unauthorized::Unknown => (
-                    "the bearer token is no client's (or no longer is)",
-                    "Bearer error=\"invalid_token\"",
-                ),
-            };
-            tracing::debug!(reason = ?why, "request refused: {message}");
-            let mut e = HttpError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
-            e.challenge = Some(challenge);
-            Err(e)
+        Err(Unauthorized::Missing) => {
+            tracing::debug!("request refused: no bearer token");
+            Err(refuse(
+                "this server requires Authorization: Bearer <token>, a client's token",
+                false,
+            ))
         }
+        Err(Unauthorized::Unknown) => {
+            tracing::debug!("request refused: a bearer token that is no client's");
+            Err(refuse(
+                "the bearer token is no client's (or no longer is)",
+                true,
+            ))
+        }
+    }
+}
+
+/// Logs why an access token was refused, at most 10 lines a second (a
+/// flood of bad tokens is counted in `/metrics`, not written out).
+fn log_refusal(why: &crate::oauth::JwtError) {
+    use std::sync::OnceLock;
+    type Direct = governor::DefaultDirectRateLimiter;
+    static LOG: OnceLock<Direct> = OnceLock::new();
+    let limiter = LOG.get_or_init(|| {
+        governor::RateLimiter::direct(governor::Quota::per_second(
+            std::num::NonZeroU32::new(10).unwrap_or(std::num::NonZeroU32::MIN),
+        ))
+    });
+    if limiter.check().is_ok() {
+        tracing::info!("access token refused: {why}");
     }
 }
 
@@ -359,6 +405,10 @@ pub async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Res
     response
 }
 
+/// Where the protected-resource metadata is answered: a client reads it
+/// before it has a token.
+pub const METADATA_PREFIX: &str = "/.well-known/oauth-protected-resource";
+
 async fn admit(policy: &Policy, app: &App, mut request: Request) -> Result<Request, HttpError> {
     let path = request.uri().path();
     if request.extensions().get::<Reserve>().is_some() && !RESERVED_PATHS.contains(&path) {
@@ -372,9 +422,13 @@ async fn admit(policy: &Policy, app: &App, mut request: Request) -> Result<Reque
         return Ok(request);
     }
     policy.check_site(request.headers())?;
+    if app.oauth().is_some() && request.uri().path().starts_with(METADATA_PREFIX) {
+        return Ok(request);
+    }
     match app.clients() {
         Some(clients) => {
-            let caller = authenticate(clients, request.headers())?;
+            let caller =
+                authenticate(clients, app.oauth().map(|v| &**v), request.headers()).await?;
             // Every client's numbers are on /metrics: only a client let
             // read them may.
             if request.uri().path() == "/metrics" && !caller.0.reads_metrics() {
