@@ -112,6 +112,30 @@ struct RawRuntime {
     runtime: Option<toml::Value>,
 }
 
+/// A TOML error of `text` on one line: where (line, column), the key, and
+/// what is wrong; never the value, which may be a secret (an env value, a
+/// header, a token written where its digest belongs).
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let at = e
+        .span()
+        .and_then(|span| text.get(..span.start).map(|b| (b, span.start)))
+        .map(|(before, start)| {
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before.len() - line_start + 1;
+            let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+            let whole = text[line_start..end].trim();
+            let key = match whole.split_once('=') {
+                Some((k, _)) => format!(" ({} = …)", k.trim()),
+                None if whole.starts_with('[') => format!(" ({whole})"),
+                None => String::new(),
+            };
+            format!("line {line}, column {column}{key}: ")
+        })
+        .unwrap_or_default();
+    toolplane_core::config::plain_types(&format!("{at}{}", e.message().trim())).replace('\n', " ")
+}
+
 /// The largest manifest read: manifests are a few KiB of TOML.
 pub const MAX_MANIFEST: u64 = 1 << 20;
 
@@ -171,30 +195,7 @@ impl Manifest {
             path: origin.to_owned(),
             message,
         };
-        // toml's message names the key and the line; keep it on one line.
-        // Where, the key, and what: not the value, which may be a secret
-        // (an env value, a header).
-        let toml_msg = |e: toml::de::Error| {
-            let at = e
-                .span()
-                .and_then(|span| text.get(..span.start).map(|b| (b, span.start)))
-                .map(|(before, start)| {
-                    let line = before.matches('\n').count() + 1;
-                    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-                    let column = before.len() - line_start + 1;
-                    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-                    let whole = text[line_start..end].trim();
-                    let key = match whole.split_once('=') {
-                        Some((k, _)) => format!(" ({} = …)", k.trim()),
-                        None if whole.starts_with('[') => format!(" ({whole})"),
-                        None => String::new(),
-                    };
-                    format!("line {line}, column {column}{key}: ")
-                })
-                .unwrap_or_default();
-            toolplane_core::config::plain_types(&format!("{at}{}", e.message().trim()))
-                .replace('\n', " ")
-        };
+        let toml_msg = |e: toml::de::Error| toml_error(text, &e);
         let runtime: RawRuntime = toml::from_str(text).map_err(|e| err(toml_msg(e)))?;
         // Each kind reads its keys with the shared ones (unknown keys are
         // errors); the shared keys are checked first, then the kind's.

@@ -355,16 +355,23 @@ impl App {
             .map_or_else(CallError::result, |_| CallResult::Ok);
         // One line per call: at debug, and at info when it failed.
         let latency_us = count.started.elapsed().as_micros() as u64;
-        let who = client.as_deref().map_or("", |c| &**c.name());
-        match &result {
-            Ok(_) => tracing::debug!(
+        match (&result, client.as_deref().map(|c| &**c.name())) {
+            (Ok(_), None) => tracing::debug!(tool = count.name, result = "ok", latency_us, "call"),
+            (Ok(_), Some(who)) => tracing::debug!(
                 tool = count.name,
                 client = who,
                 result = "ok",
                 latency_us,
                 "call"
             ),
-            Err(e) => tracing::info!(
+            (Err(e), None) => tracing::info!(
+                tool = count.name,
+                result = count.result.as_str(),
+                latency_us,
+                error = %e,
+                "call failed"
+            ),
+            (Err(e), Some(who)) => tracing::info!(
                 tool = count.name,
                 client = who,
                 result = count.result.as_str(),

@@ -29,7 +29,7 @@
 //! clients, so memory is bounded by the file; a request with an unknown
 //! token is refused before any limiter is consulted, and creates nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -95,9 +95,24 @@ impl Rate {
             }
             other => return Err(format!("a {}: {ACCEPTED}", other.type_str())),
         };
-        if !(count.is_finite() && count > 0.0 && count / per.as_secs_f64() <= 1e9) {
+        // From one a day to 1e9 a second: governor keeps times in u64
+        // nanoseconds, and a slower rate (or a burst whose refill outlasts
+        // ~584 years) would overflow them.
+        let per_second = count / per.as_secs_f64();
+        if !(count.is_finite() && (1.0 / 86_400.0..=1e9).contains(&per_second)) {
+            // As written, not as its full decimal expansion.
+            let shown = if count == 0.0 || (1e-3..1e9).contains(&count) {
+                format!("{count}")
+            } else {
+                format!("{count:e}")
+            };
             return Err(format!(
-                "{count}: accepted above 0 and at most 1e9 per second"
+                "{shown}/{}: accepted from 1 a day (\"1/h\" is 24 a day) to 1e9 a second",
+                match per.as_secs() {
+                    60 => "m",
+                    3600 => "h",
+                    _ => "s",
+                }
             ));
         }
         let burst = match burst {
@@ -105,6 +120,14 @@ impl Rate {
             None => NonZeroU32::new(count.ceil().clamp(1.0, f64::from(u32::MAX)) as u32)
                 .unwrap_or(NonZeroU32::MIN),
         };
+        // The whole burst refills in period × (burst − 1): it must fit.
+        let period = per.div_f64(count).as_nanos();
+        if period.saturating_mul(u128::from(burst.get() - 1)) > u128::from(u64::MAX / 2) {
+            return Err(format!(
+                "burst = {burst} at {count} per {}s: the burst would take centuries to refill; accepted a burst the rate refills within ~290 years",
+                per.as_secs()
+            ));
+        }
         Ok(Rate { count, per, burst })
     }
 
@@ -196,15 +219,16 @@ pub fn parse(files: Vec<ClientFile>, oauth: bool) -> Result<Vec<ClientSpec>, Str
         ));
     }
     let mut out: Vec<ClientSpec> = Vec::with_capacity(files.len());
+    let mut names: HashMap<Arc<str>, usize> = HashMap::with_capacity(files.len());
+    let mut tokens: HashMap<TokenDigest, usize> = HashMap::with_capacity(files.len());
     for (i, f) in files.into_iter().enumerate() {
         let at = format!("clients[{i}] ({})", f.name);
         let spec = parse_one(f, oauth).map_err(|m| format!("{at}: {m}"))?;
-        if let Some(j) = out.iter().position(|c| c.name == spec.name) {
+        if let Some(j) = names.insert(Arc::clone(&spec.name), i) {
             return Err(format!("{at}: name: clients[{j}] has this name too"));
         }
-        if let Some(j) = out
-            .iter()
-            .position(|c| c.token.is_some() && c.token == spec.token)
+        if let Some(t) = spec.token
+            && let Some(j) = tokens.insert(t, i)
         {
             return Err(format!(
                 "{at}: token_sha256: clients[{j}] ({}) has the same token; each client needs its own",
@@ -285,6 +309,14 @@ fn parse_one(f: ClientFile, oauth: bool) -> Result<ClientSpec, String> {
         };
         tools_rate.push((glob, r));
     }
+    // The most specific rule is the one a tool's calls count against: a
+    // name before any glob, then the glob with the most characters that
+    // are not wildcards (a table's keys have no order to go by).
+    tools_rate.sort_by_key(|(g, _)| {
+        let p = g.as_str();
+        let literal = p.chars().filter(|c| !matches!(c, '*' | '?')).count();
+        (p.contains(['*', '?']), std::cmp::Reverse(literal))
+    });
     let slots = match f.max_inflight {
         Some(0) => return Err("max_inflight = 0: accepted 1..=4294967295".into()),
         Some(n) => {
@@ -357,8 +389,40 @@ impl std::fmt::Debug for Bucket {
 /// bound on calls waiting for one.
 #[derive(Debug)]
 pub struct Slots {
-    spec: SlotSpec,
+    spec: Mutex<SlotSpec>,
     permits: Arc<Semaphore>,
+}
+
+impl Slots {
+    fn spec(&self) -> SlotSpec {
+        *self.spec.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes `spec`: more permits at once, or fewer as calls give theirs
+    /// back (those free now are forgotten; the rest are taken, and
+    /// forgotten, as they come back).
+    fn resize(&self, spec: SlotSpec) {
+        let old = std::mem::replace(
+            &mut *self.spec.lock().unwrap_or_else(|p| p.into_inner()),
+            spec,
+        );
+        let (from, to) = (old.max_inflight as usize, spec.max_inflight as usize);
+        if to > from {
+            self.permits.add_permits(to - from);
+        } else if from > to {
+            let debt = (from - to) - self.permits.forget_permits(from - to);
+            if debt > 0
+                && let Ok(rt) = tokio::runtime::Handle::try_current()
+            {
+                let permits = Arc::clone(&self.permits);
+                rt.spawn(async move {
+                    if let Ok(p) = permits.acquire_many_owned(debt as u32).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
+    }
 }
 
 /// Bucket bounds of the per-client latency histogram, in seconds.
@@ -529,9 +593,10 @@ impl Client {
         self.scope.is_some()
     }
 
-    /// Its scope, then its rate for `tool` (the first `tools_rate` rule
-    /// that matches), then its own rate; each check that passes takes its
-    /// cell.
+    /// Its scope, then its rate for `tool` (the most specific
+    /// `tools_rate` rule that matches: a name, else the glob with the most
+    /// literal characters), then its own rate; each check that passes
+    /// takes its cell.
     ///
     /// # Errors
     ///
@@ -584,7 +649,7 @@ impl Client {
                 // the last place cannot both take it.
                 let before = stats.queued.fetch_add(1, Ordering::Relaxed);
                 let _queued = Queued(&stats);
-                let spec = slots.spec;
+                let spec = slots.spec();
                 if before >= u64::from(spec.queue) {
                     return Err(Refusal::QueueFull {
                         client: Arc::clone(&self.name),
@@ -654,6 +719,8 @@ pub struct Directory {
     /// The numbers of OAuth clients not in the list, by client id, at
     /// most [`MAX_OAUTH_CLIENTS`]; the rest share [`OTHER_OAUTH`].
     oauth_stats: Mutex<HashMap<Arc<str>, Arc<ClientStats>>>,
+    /// Counts reloads, for those who announce a client's list changed.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// OAuth clients (not in the list) counted each under its own name.
@@ -679,6 +746,7 @@ impl Directory {
             kept: Mutex::default(),
             unauthorized: AtomicU64::new(0),
             oauth_stats: Mutex::default(),
+            changed: tokio::sync::watch::Sender::new(0),
         };
         d.replace(specs);
         d
@@ -770,6 +838,11 @@ impl Directory {
         v
     }
 
+    /// Changes at each reload.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     /// Counts a request refused for its token (an OAuth one).
     pub fn refused(&self) {
         self.unauthorized.fetch_add(1, Ordering::Relaxed);
@@ -814,13 +887,18 @@ impl Directory {
                 stats: Arc::default(),
                 slots: None,
             });
-            if k.slots.as_ref().map(|x| x.spec) != s.slots {
-                k.slots = s.slots.map(|spec| {
-                    Arc::new(Slots {
-                        spec,
-                        permits: Arc::new(Semaphore::new(spec.max_inflight as usize)),
-                    })
-                });
+            match (&k.slots, s.slots) {
+                // The same semaphore, resized: calls running and waiting
+                // keep counting against the new bound.
+                (Some(x), Some(spec)) => x.resize(spec),
+                (_, spec) => {
+                    k.slots = spec.map(|spec| {
+                        Arc::new(Slots {
+                            spec: Mutex::new(spec),
+                            permits: Arc::new(Semaphore::new(spec.max_inflight as usize)),
+                        })
+                    });
+                }
             }
             let client = Arc::new(Client {
                 name: Arc::clone(&s.name),
@@ -845,8 +923,8 @@ impl Directory {
             &mut *self.list.write().unwrap_or_else(|p| p.into_inner()),
             Arc::new(list),
         );
-        let now: Vec<Arc<str>> = specs.iter().map(|s| Arc::clone(&s.name)).collect();
-        let before: Vec<Arc<str>> = old.in_order.iter().map(|c| Arc::clone(&c.name)).collect();
+        let now: HashSet<Arc<str>> = specs.iter().map(|s| Arc::clone(&s.name)).collect();
+        let before: HashSet<Arc<str>> = old.in_order.iter().map(|c| Arc::clone(&c.name)).collect();
         kept.retain(|name, _| now.contains(name));
         drop(old);
         // Limiters no client uses go; the rest forget keys whose state is
@@ -856,12 +934,11 @@ impl Directory {
             l.retain_recent();
             l.shrink_to_fit();
         }
-        let added = now
-            .iter()
-            .filter(|n| !before.contains(n))
-            .cloned()
-            .collect();
-        let removed = before.into_iter().filter(|n| !now.contains(n)).collect();
+        let mut added: Vec<Arc<str>> = now.difference(&before).cloned().collect();
+        let mut removed: Vec<Arc<str>> = before.difference(&now).cloned().collect();
+        added.sort();
+        removed.sort();
+        self.changed.send_modify(|v| *v += 1);
         (added, removed)
     }
 }
@@ -952,7 +1029,7 @@ mod tests {
             ),
             (
                 format!("name = \"x\"\ntoken_sha256 = \"{A}\"\ntools = [\"*\"]\nrate = 0"),
-                "clients[0] (x): rate: 0: accepted above 0",
+                "clients[0] (x): rate: 0/s: accepted from 1 a day",
             ),
             (
                 format!("name = \"x\"\ntoken_sha256 = \"{A}\"\ntools = [\"*\"]\nrate = \"5/d\""),
@@ -1035,6 +1112,54 @@ mod tests {
     }
 
     #[test]
+    fn the_most_specific_tool_rate_applies_whatever_the_order() {
+        let d = directory(&format!(
+            "[[clients]]\nname = \"a\"\ntoken_sha256 = \"{A}\"\ntools = [\"*\"]\n\
+             [clients.tools_rate]\n\"hash.sha256\" = \"1/h\"\n\"hash.*\" = \"100/s\"\n\"*\" = \"1000/s\"\n"
+        ));
+        let c = d.authenticate(Some("a")).unwrap();
+        c.admit("hash.sha256").unwrap();
+        match c.admit("hash.sha256").unwrap_err() {
+            Refusal::RateLimited { rule, .. } => assert_eq!(rule.as_deref(), Some("hash.sha256")),
+            e => panic!("{e}"),
+        }
+        c.admit("hash.md5").unwrap();
+        c.admit("hash.md5").unwrap();
+    }
+
+    #[test]
+    fn rates_that_would_overflow_the_limiter_are_refused() {
+        for (rate, want) in [
+            ("rate = 1e-300", "rate: "),
+            ("rate = 1e-12", "rate: "),
+            ("rate = \"1e-20/h\"", "rate: "),
+            ("rate = \"nan/s\"", "rate: "),
+            (
+                "rate = \"1/h\"\nburst = 4000000000",
+                "rate: burst = 4000000000",
+            ),
+        ] {
+            let e = spec(&format!(
+                "[[clients]]\nname = \"x\"\ntoken_sha256 = \"{A}\"\ntools = [\"*\"]\n{rate}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.starts_with(&format!("clients[0] (x): {want}")),
+                "{rate}: {e}"
+            );
+        }
+        // The slowest and the largest accepted still work.
+        let d = directory(&format!(
+            "[[clients]]\nname = \"a\"\ntoken_sha256 = \"{A}\"\ntools = [\"*\"]\nrate = \"1/h\"\nburst = 2000000\n\
+             [clients.tools_rate]\nslow = \"0.5/h\"\n"
+        ));
+        let c = d.authenticate(Some("a")).unwrap();
+        for _ in 0..100 {
+            c.admit("echo").unwrap();
+        }
+    }
+
+    #[test]
     fn scope_then_tool_rate_then_client_rate() {
         let d = directory(&format!(
             "[[clients]]\nname = \"a\"\ntoken_sha256 = \"{A}\"\ntools = [\"echo\", \"fs.*\"]\n\
@@ -1088,6 +1213,40 @@ mod tests {
             Unauthorized::Unknown
         );
         assert_eq!(d.limiter_keys(), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reload_resizes_the_slots_it_does_not_replace_them() {
+        let text = |n: u32, q: u32| {
+            format!(
+                "[[clients]]\nname = \"a\"\ntoken_sha256 = \"{A}\"\ntools = [\"*\"]\n\
+                 max_inflight = {n}\nqueue = {q}\nqueue_timeout = \"50ms\"\n"
+            )
+        };
+        let d = directory(&text(1, 0));
+        let held = d.authenticate(Some("a")).unwrap().slot().await.unwrap();
+        // Only the queue changes: the call running still holds the one slot.
+        d.replace(&spec(&text(1, 5)).unwrap());
+        let c = d.authenticate(Some("a")).unwrap();
+        assert!(matches!(
+            c.slot().await.unwrap_err(),
+            Refusal::QueueTimeout { .. }
+        ));
+        // Two slots: one more runs beside it.
+        d.replace(&spec(&text(2, 5)).unwrap());
+        let c = d.authenticate(Some("a")).unwrap();
+        let second = c.slot().await.unwrap();
+        assert_eq!(c.stats().view().in_flight, 2);
+        // Back to one: both finish, then one at a time.
+        d.replace(&spec(&text(1, 5)).unwrap());
+        drop((held, second));
+        tokio::task::yield_now().await;
+        let one = c.slot().await.unwrap();
+        assert!(matches!(
+            c.slot().await.unwrap_err(),
+            Refusal::QueueTimeout { .. }
+        ));
+        drop(one);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -275,11 +275,10 @@ impl Settings {
             path: origin.to_owned(),
             message,
         };
-        let file: File = toml::from_str(text).map_err(|e| {
-            invalid(toolplane_core::config::plain_types(
-                e.to_string().trim_end(),
-            ))
-        })?;
+        // Where and which key, never the value: a token pasted where its
+        // digest belongs must not reach the log.
+        let file: File = toml::from_str(text)
+            .map_err(|e| invalid(toolplane_pool::manifest::toml_error(text, &e)))?;
         let base = origin.parent().unwrap_or(Path::new("."));
         let tools = match file.tools {
             None => ToolsFile::default(),

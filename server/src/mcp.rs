@@ -53,13 +53,33 @@ impl Mcp {
         };
         let events = mcp.app.registry().subscribe();
         let peers = Arc::clone(&mcp.peers);
+        // A reload of the client list changes what a client's list holds.
+        let mut clients = mcp.app.clients().map(|d| d.subscribe());
         tokio::spawn(async move {
-            while let Ok(event) = events.recv_async().await {
-                if !event.changes_list() {
-                    continue;
+            loop {
+                let reloaded = async {
+                    match &mut clients {
+                        Some(rx) => rx.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    event = events.recv_async() => {
+                        let Ok(event) = event else { return };
+                        if !event.changes_list() {
+                            continue;
+                        }
+                        // Coalesce a burst (a directory of files replaced
+                        // at once).
+                        while events.try_recv().is_ok() {}
+                    }
+                    ok = reloaded => {
+                        if !ok {
+                            clients = None;
+                            continue;
+                        }
+                    }
                 }
-                // Coalesce a burst (a directory of files replaced at once).
-                while events.try_recv().is_ok() {}
                 tx.send_modify(|v| *v += 1);
                 let live: Vec<Peer<RoleServer>> = {
                     let mut p = peers.lock().unwrap_or_else(|e| e.into_inner());

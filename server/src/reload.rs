@@ -18,6 +18,9 @@ use crate::config::Settings;
 /// editor's write is several events).
 const SETTLE: Duration = Duration::from_millis(50);
 
+/// How often the file is looked at when no event came.
+const POLL: Duration = Duration::from_secs(2);
+
 /// Why the reloader could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -37,9 +40,9 @@ pub enum ReloadError {
     Signal(#[source] std::io::Error),
 }
 
-/// Starts reloading `app`'s clients from `path` (when given) on change and
-/// on SIGHUP, until `stop`. Without `[[clients]]`, SIGHUP is logged and
-/// ignored (it used to end the process).
+/// Starts reloading `app`'s clients from `path` on change and on SIGHUP,
+/// until `stop`. Without `[[clients]]` (or a file) nothing starts, and
+/// SIGHUP ends the process as it always did.
 ///
 /// # Errors
 ///
@@ -49,28 +52,79 @@ pub fn spawn(
     path: Option<PathBuf>,
     stop: CancellationToken,
 ) -> Result<(), ReloadError> {
+    let (Some(path), Some(_)) = (path, app.clients()) else {
+        return Ok(());
+    };
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(ReloadError::Signal)?;
     let (tx, mut rx) = mpsc::channel::<()>(1);
-    let watcher = match (&path, app.clients()) {
-        (Some(p), Some(_)) => Some(watch(p, tx)?),
-        _ => None,
-    };
+    let watcher = watch(&path, tx)?;
     tokio::spawn(async move {
         // Held for as long as the loop runs.
         let _watcher = watcher;
+        // What the list was read from last: a change event that leaves the
+        // file as it was (another file of the directory, a touch) is not a
+        // reload.
+        let mut applied = std::fs::read(&path).ok();
+        // Besides the watcher: a look every POLL, for the changes no event
+        // reports (a symlinked file whose link is swapped in another
+        // directory, network filesystems).
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let cause = tokio::select! {
                 () = stop.cancelled() => return,
                 _ = hup.recv() => "SIGHUP",
                 Some(()) = rx.recv() => "the file changed",
+                _ = poll.tick() => "the file changed",
             };
-            tokio::time::sleep(SETTLE).await;
+            let Some(text) = settled(&path).await else {
+                tracing::warn!(
+                    "{cause}: {} cannot be read; keeping the clients served",
+                    path.display()
+                );
+                continue;
+            };
             while rx.try_recv().is_ok() {}
-            reload(&app, path.as_deref(), cause);
+            if cause != "SIGHUP" && applied.as_deref() == Some(&text[..]) {
+                continue;
+            }
+            let (app2, path2) = (Arc::clone(&app), path.clone());
+            // Off the control thread (a long list takes a while to check),
+            // and a fault in it is logged, not the end of reloading.
+            let done = tokio::task::spawn_blocking(move || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    reload(&app2, &path2, &text, cause)
+                }))
+            })
+            .await;
+            match done {
+                Ok(Ok(Some(text))) => applied = Some(text),
+                Ok(Ok(None)) => {}
+                Ok(Err(_)) | Err(_) => {
+                    tracing::error!(
+                        "{cause}: reading the clients failed (a fault of this server); keeping the clients served"
+                    );
+                }
+            }
         }
     });
     Ok(())
+}
+
+/// The file's content once two reads [`SETTLE`] apart agree (an editor
+/// writing in place is not read half-way), at most a second's worth.
+async fn settled(path: &Path) -> Option<Vec<u8>> {
+    let mut last = None;
+    for _ in 0..20 {
+        tokio::time::sleep(SETTLE).await;
+        let now = tokio::fs::read(path).await.ok()?;
+        if last.as_ref() == Some(&now) {
+            return Some(now);
+        }
+        last = Some(now);
+    }
+    last
 }
 
 fn watch(path: &Path, tx: mpsc::Sender<()>) -> Result<notify::RecommendedWatcher, ReloadError> {
@@ -95,41 +149,52 @@ fn watch(path: &Path, tx: mpsc::Sender<()>) -> Result<notify::RecommendedWatcher
         file: path.to_path_buf(),
         source,
     })?;
-    w.watch(&dir, notify::RecursiveMode::NonRecursive)
-        .map_err(|source| ReloadError::Watch {
-            dir,
-            file: path.to_path_buf(),
-            source,
-        })?;
+    let mut dirs = vec![dir];
+    if let Some(target_dir) = std::fs::canonicalize(path)
+        .ok()
+        .and_then(|t| t.parent().map(Path::to_path_buf))
+        && std::fs::canonicalize(&dirs[0]).ok().as_ref() != Some(&target_dir)
+    {
+        dirs.push(target_dir);
+    }
+    for dir in dirs {
+        w.watch(&dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|source| ReloadError::Watch {
+                dir,
+                file: path.to_path_buf(),
+                source,
+            })?;
+    }
     Ok(w)
 }
 
-/// One reload: the file read whole; its clients served, or the error
-/// logged and the list kept.
-pub fn reload(app: &App, path: Option<&Path>, cause: &str) {
-    let Some(clients) = app.clients() else {
-        tracing::info!(
-            "{cause}: nothing to reload (the server has no [[clients]]; other settings need a restart)"
-        );
-        return;
-    };
-    let Some(path) = path else {
-        tracing::info!("{cause}: nothing to reload (no --config file)");
-        return;
-    };
+/// One reload of `text`, read from `path`: its clients served, or the
+/// error logged and the list kept. Returns the text when it was served.
+pub fn reload(app: &App, path: &Path, text: &[u8], cause: &str) -> Option<Vec<u8>> {
+    let clients = app.clients()?;
     let served = clients.list().clients().len();
-    let settings = match Settings::from_file(path) {
+    let parsed = std::str::from_utf8(text)
+        .map_err(|_| format!("{}: not UTF-8", path.display()))
+        .and_then(|t| Settings::from_toml_str(t, path).map_err(|e| e.to_string()));
+    let settings = match parsed {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("{cause}: {e}; keeping the {served} clients served");
-            return;
+            return None;
         }
     };
-    let specs = settings.clients.unwrap_or_default();
+    let Some(specs) = settings.clients else {
+        // Most likely a file caught while it is written; `clients = []`
+        // says "nobody" on purpose.
+        tracing::warn!(
+            "{cause}: {} has no [[clients]]; keeping the {served} clients served (write `clients = []` to refuse every client)",
+            path.display()
+        );
+        return None;
+    };
     if specs.is_empty() {
         tracing::warn!(
-            "{cause}: {} has no [[clients]] now: every request but /healthz is refused until it has one (a restart serves without clients)",
-            path.display()
+            "{cause}: clients = []: every request but /healthz is refused until the list has a client"
         );
     }
     let (added, removed) = clients.replace(&specs);
@@ -153,4 +218,5 @@ pub fn reload(app: &App, path: Option<&Path>, cause: &str) {
             names(&removed)
         },
     );
+    Some(text.to_vec())
 }

@@ -135,6 +135,16 @@ async fn each_client_has_its_token_its_tools_and_its_limits_over_rest() {
         "client \"bot\" may not call tool \"sleep\" (clients.tools)"
     );
 
+    // Readiness says nothing of other tools to a client that may not read
+    // every client's numbers.
+    let r = client()
+        .get(s.url("/readyz"))
+        .bearer_auth("bot-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "ready\n");
+
     // Metrics: every client's numbers, so only a client let read them.
     let r = client()
         .get(s.url("/metrics"))
@@ -427,25 +437,46 @@ async fn the_client_list_is_read_again_while_serving() {
     assert_eq!(status("a-token").await, 401);
     assert_eq!(running.await.unwrap(), 200, "the call in flight finished");
 
-    // A file that does not parse keeps the list served, and says why.
+    // Files that do not parse, or would fault the limiter, or hold no
+    // list (an editor's write caught half-way) keep the list served and
+    // say why, without the values they hold.
+    let logged = |what: &'static str| {
+        let s = &s;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !s.stderr().contains(what) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what:?} logged:\n{}",
+                    s.stderr()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
     std::fs::write(s.config_path(), format!("{b}rate = \"fast\"\n")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !s.stderr().contains("clients[0] (b): rate: \"fast\"") {
-        assert!(
-            Instant::now() < deadline,
-            "the error logged:\n{}",
-            s.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    logged("clients[0] (b): rate: \"fast\"").await;
     assert!(
         s.stderr().contains("keeping the 1 clients served"),
         "{}",
         s.stderr()
     );
     assert_eq!(status("b-token").await, 200);
+    std::fs::write(s.config_path(), format!("{b}rate = 1e-300\n")).unwrap();
+    logged("clients[0] (b): rate: 1e-300/s: accepted from 1 a day").await;
+    std::fs::write(s.config_path(), format!("{b}tokn = \"s3cr3t-plain\"\n")).unwrap();
+    logged("(tokn = …): unknown field").await;
+    assert!(
+        !s.stderr().contains("s3cr3t"),
+        "a value reached the log:\n{}",
+        s.stderr()
+    );
+    std::fs::write(s.config_path(), "").unwrap();
+    logged("has no [[clients]]; keeping the 1 clients served").await;
+    assert_eq!(status("b-token").await, 200);
 
-    // SIGHUP reads the file again (and does not end the process).
+    // SIGHUP reads the file again (and does not end the process); the
+    // reloads above (a faulty rate among them) did not stop reloading.
     std::fs::write(s.config_path(), format!("{b}{a}")).unwrap();
     until("a's token works again", "a-token", 200).await;
     s.signal("HUP");
@@ -455,4 +486,98 @@ async fn the_client_list_is_read_again_while_serving() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status("b-token").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlinked_configuration_is_followed_and_sighup_without_clients_still_ends_the_server() {
+    // A ConfigMap's layout: the file a link into a directory swapped whole.
+    let root = tempfile::tempdir().unwrap();
+    let (v1, v2) = (root.path().join("v1"), root.path().join("v2"));
+    std::fs::create_dir_all(&v1).unwrap();
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::write(
+        v1.join("toolplane.toml"),
+        entry("a", "a-token", "tools = [\"*\"]"),
+    )
+    .unwrap();
+    std::fs::write(
+        v2.join("toolplane.toml"),
+        entry("b", "b-token", "tools = [\"*\"]"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&v1, root.path().join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/toolplane.toml", root.path().join("toolplane.toml"))
+        .unwrap();
+    let dirs = Dirs::new();
+    let config = root.path().join("toolplane.toml");
+    let s = Server::start(&dirs, &["--config", config.to_str().unwrap()], &[], None);
+    let status = |token: &'static str| {
+        let url = s.url("/v1/tools/echo/call");
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(status("a-token").await, 200);
+    // Swap the link, as kubelet does (a new link renamed over the old).
+    std::os::unix::fs::symlink(&v2, root.path().join("..data_tmp")).unwrap();
+    std::fs::rename(root.path().join("..data_tmp"), root.path().join("..data")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status("b-token").await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the swapped file read within 10 s:\n{}",
+            s.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status("a-token").await, 401);
+
+    // Without [[clients]] nothing reloads, and SIGHUP ends the server as
+    // it always did.
+    let mut plain = Server::start(&dirs, &[], &[], None);
+    plain.signal("HUP");
+    plain.wait(Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_widens_a_clients_tools_is_announced_over_mcp() {
+    let dirs = Dirs::new();
+    let narrow = entry("a", "a-token", "tools = [\"echo\"]");
+    let s = Server::start(&dirs, &[], &[], Some(&narrow));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let transport = crate::support::mcp_transport_with_token(s.url("/mcp"), "a-token");
+    let mcp = crate::mcp::Watcher(tx).serve(transport).await.unwrap();
+    assert_eq!(names(&mcp).await, ["echo"]);
+    std::fs::write(
+        s.config_path(),
+        entry("a", "a-token", "tools = [\"echo\", \"sleep\"]"),
+    )
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("notifications/tools/list_changed within 10 s of the reload")
+        .unwrap();
+    assert_eq!(names(&mcp).await, ["echo", "sleep"]);
+    mcp.cancel().await.unwrap();
+}
+
+async fn names(
+    mcp: &rmcp::service::RunningService<rmcp::RoleClient, crate::mcp::Watcher>,
+) -> Vec<String> {
+    let mut n: Vec<String> = mcp
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.into_owned())
+        .collect();
+    n.sort();
+    n
 }

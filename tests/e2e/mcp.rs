@@ -18,7 +18,7 @@ use crate::support::{Dirs, MCP_INIT, Server, mcp_post, serve_command};
 
 /// A client that reports `notifications/tools/list_changed`.
 #[derive(Clone)]
-struct Watcher(tokio::sync::mpsc::UnboundedSender<()>);
+pub(crate) struct Watcher(pub(crate) tokio::sync::mpsc::UnboundedSender<()>);
 
 impl ClientHandler for Watcher {
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {

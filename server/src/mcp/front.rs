@@ -129,10 +129,13 @@ impl Sessions {
     /// Closes every session unused for `idle`; forgets the ones rmcp no
     /// longer has.
     pub async fn sweep(&self) {
+        let listed = Instant::now();
         let ids: HashSet<Arc<str>> = self.manager.sessions.read().await.keys().cloned().collect();
         let stale: Vec<Arc<str>> = {
             let mut m = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
-            m.retain(|id, _| ids.contains(id));
+            // A session made since the list was taken is not in it, and
+            // keeps its owner.
+            m.retain(|id, (last, _)| ids.contains(id) || *last >= listed);
             let now = Instant::now();
             ids.iter()
                 .filter(|id| {
