@@ -10,6 +10,13 @@
 # under valgrind, so the threshold only has to absorb differences of
 # toolchain and host libraries, not noise. Installs the iai-callgrind-runner
 # matching the library version pinned in bench/Cargo.toml when missing.
+#
+# The baseline holds the counts of CI's build, which compiles the workspace
+# with clippy-driver as its rustc wrapper (.ci/run); clippy-driver turns
+# MIR optimisations off, which moves the counts by a few percent. Compare
+# (or --update) as CI builds:
+#   RUSTC_WORKSPACE_WRAPPER=clippy-driver \
+#   CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__ bench/iai.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
