@@ -523,6 +523,9 @@ impl ClientStats {
 #[derive(Debug)]
 pub struct Client {
     name: Arc<str>,
+    /// Whose MCP sessions are its: the name, and for an OAuth access
+    /// token the user (`sub`) too.
+    owner: Arc<str>,
     tools: Vec<Glob>,
     /// The tools its OAuth access token's scopes grant (`None`: it came
     /// with a `[[clients]]` token).
@@ -591,6 +594,22 @@ impl Client {
     /// Whether it came with an OAuth access token.
     pub fn is_oauth(&self) -> bool {
         self.scope.is_some()
+    }
+
+    /// Whose MCP sessions are its (the client, and the user of an OAuth
+    /// access token).
+    pub fn owner(&self) -> &Arc<str> {
+        &self.owner
+    }
+
+    /// Whether `tool` is refused by its token's scopes alone (its `tools`
+    /// allow it): a wider scope would do.
+    pub fn scope_refuses(&self, tool: &str) -> bool {
+        self.tools.iter().any(|g| g.matches(tool))
+            && self
+                .scope
+                .as_ref()
+                .is_some_and(|s| !s.iter().any(|g| g.matches(tool)))
     }
 
     /// Its scope, then its rate for `tool` (the most specific
@@ -692,6 +711,8 @@ impl Client {
 #[derive(Debug, Default)]
 pub struct List {
     by_token: HashMap<TokenDigest, Arc<Client>>,
+    /// Entries without a token: OAuth clients, by client id.
+    by_oauth_name: HashMap<Arc<str>, Arc<Client>>,
     in_order: Vec<Arc<Client>>,
 }
 
@@ -784,11 +805,18 @@ impl Directory {
     /// limits and numbers apply too), else a client of that name with the
     /// scopes' tools alone, no limits, and its numbers kept apart (the
     /// first [`MAX_OAUTH_CLIENTS`] names; the rest together).
-    pub fn oauth_client(&self, id: &str, granted: Vec<Glob>) -> Arc<Client> {
+    pub fn oauth_client(&self, id: &str, subject: Option<&str>, granted: Vec<Glob>) -> Arc<Client> {
+        let owner: Arc<str> = match subject {
+            Some(sub) => Arc::from(format!("{id}\0{sub}")),
+            None => Arc::from(id),
+        };
         let list = self.list();
-        if let Some(c) = list.in_order.iter().find(|c| &*c.name == id) {
+        // Only an entry without a token is an OAuth client's: an access
+        // token does not take the place of a [[clients]] token by naming it.
+        if let Some(c) = list.by_oauth_name.get(id) {
             return Arc::new(Client {
                 name: Arc::clone(&c.name),
+                owner,
                 tools: c.tools.clone(),
                 scope: Some(granted),
                 metrics: c.metrics,
@@ -817,6 +845,7 @@ impl Directory {
         };
         Arc::new(Client {
             name,
+            owner,
             tools: vec![Glob::parse("*").expect("a valid glob")],
             scope: Some(granted),
             metrics: false,
@@ -846,6 +875,17 @@ impl Directory {
     /// Counts a request refused for its token (an OAuth one).
     pub fn refused(&self) {
         self.unauthorized.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The client whose `[[clients]]` token this is, if any, counting
+    /// nothing (an OAuth access token is looked up here first).
+    pub fn find(&self, token: &str) -> Option<Arc<Client>> {
+        if token.len() > MAX_TOKEN {
+            return None;
+        }
+        let d = TokenDigest::of(token);
+        let list = self.list.read().unwrap_or_else(|p| p.into_inner());
+        list.by_token.get(&d).cloned()
     }
 
     /// Requests refused for their token.
@@ -902,6 +942,7 @@ impl Directory {
             }
             let client = Arc::new(Client {
                 name: Arc::clone(&s.name),
+                owner: Arc::clone(&s.name),
                 tools: s.tools.clone(),
                 scope: None,
                 metrics: s.metrics,
@@ -914,9 +955,12 @@ impl Directory {
                 slots: k.slots.clone(),
                 stats: Arc::clone(&k.stats),
             });
-            if let Some(t) = s.token {
-                list.by_token.insert(t, Arc::clone(&client));
-            }
+            match s.token {
+                Some(t) => list.by_token.insert(t, Arc::clone(&client)),
+                None => list
+                    .by_oauth_name
+                    .insert(Arc::clone(&s.name), Arc::clone(&client)),
+            };
             list.in_order.push(client);
         }
         let old = std::mem::replace(

@@ -51,7 +51,10 @@ pub fn router(app: Arc<App>, mcp: Mcp, policy: Policy, shutdown: CancellationTok
     );
     let mcp_service = tower::ServiceBuilder::new()
         .layer(middleware::from_fn_with_state(
-            Arc::clone(app.sessions()),
+            crate::mcp::front::Front {
+                sessions: Arc::clone(app.sessions()),
+                step_up: step_up(&app),
+            },
             crate::mcp::front::front,
         ))
         .service(mcp_service);
@@ -95,6 +98,28 @@ async fn method_not_allowed() -> HttpError {
         "method_not_allowed",
         "this route does not take that method",
     )
+}
+
+/// With `[oauth]`: a tool's challenge when an OAuth client's scopes (not
+/// its `[[clients]]` tools) are what refuse it, and a scope would grant it.
+fn step_up(app: &Arc<App>) -> Option<crate::mcp::front::StepUp> {
+    app.oauth()?;
+    let app = Arc::clone(app);
+    Some(Arc::new(
+        move |client: &crate::clients::Client, name: &str| {
+            let v = app.oauth()?;
+            if !client.is_oauth() {
+                return None;
+            }
+            let snap = app.registry().snapshot();
+            let entry = snap
+                .iter()
+                .find(|e| !e.is_set() && (e.manifest.name == name || snap.mcp_name(e) == name))?;
+            let tool = &entry.manifest.name;
+            (client.scope_refuses(tool) && !v.scopes_for(tool).is_empty())
+                .then(|| v.insufficient(tool))
+        },
+    ))
 }
 
 /// The protected-resource metadata (RFC 9728): this resource, its
@@ -224,7 +249,7 @@ async fn call(
         }
     };
     let client = caller.map(|Extension(c)| c.0);
-    let oauth = client.as_ref().is_some_and(|c| c.is_oauth());
+    let who = client.clone();
     let call = ToolCall {
         tool: &name,
         input: &body,
@@ -247,8 +272,11 @@ async fn call(
         Err(e) => {
             // An access token without a scope for the tool: the scopes
             // that would grant it (step-up authorization).
-            let challenge = match (&e, app.oauth()) {
-                (CallError::Client(Refusal::OutOfScope { tool, .. }), Some(v)) if oauth => {
+            // Only when a scope is what is missing, and one would grant it.
+            let challenge = match (&e, app.oauth(), &who) {
+                (CallError::Client(Refusal::OutOfScope { tool, .. }), Some(v), Some(c))
+                    if c.scope_refuses(tool) && !v.scopes_for(tool).is_empty() =>
+                {
                     Some(v.insufficient(tool))
                 }
                 _ => None,

@@ -168,9 +168,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                             .into(),
                     ));
                 }
-                Some(_) if s.clients.is_some() => {
+                Some(_) if s.clients.is_some() || s.oauth.is_some() => {
                     return Err(Failure::Usage(
-                        "--token (or TOOLPLANE_TOKEN) and [[clients]] in the configuration: give one; with [[clients]] each client has its own token"
+                        "--token (or TOOLPLANE_TOKEN) and [[clients]] or [oauth] in the configuration: give one; with them each client has its own token"
                             .into(),
                     ));
                 }

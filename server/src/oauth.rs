@@ -45,6 +45,15 @@ pub const REFETCH_EVERY: Duration = Duration::from_secs(30);
 pub const MAX_JWKS: usize = 1 << 20;
 /// The longest token looked at.
 pub const MAX_JWT: usize = 16 << 10;
+/// How long a token that passed is taken again without a check (less when
+/// it expires sooner): a key removed from the JWKS stops its tokens within
+/// this.
+pub const CACHE_FOR: Duration = Duration::from_secs(60);
+/// How long a token naming an unknown key waits for the JWKS read it
+/// started (or found running).
+pub const FETCH_WAIT: Duration = Duration::from_secs(10);
+/// Tokens kept checked at most.
+pub const CACHE_MAX: usize = 10_000;
 
 /// Where the keys are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +134,17 @@ pub fn parse(f: OauthFile, base: &std::path::Path) -> Result<OauthSpec, String> 
             .as_deref()
             .ok_or("oauth.resource: missing: this server's canonical URI, as tokens name it in aud (e.g. \"https://tools.example.com/mcp\")")?,
     )?;
+    // Its path becomes a route (the metadata's): no pattern characters.
+    if let Some(c) = resource
+        .split_once("://")
+        .map_or("", |(_, r)| r)
+        .chars()
+        .find(|c| matches!(c, '{' | '}' | '*' | '?' | ' '))
+    {
+        return Err(format!(
+            "oauth.resource = {resource:?}: {c:?} cannot be in this server's URI"
+        ));
+    }
     let authorization_servers = f
         .authorization_servers
         .filter(|v| !v.is_empty())
@@ -245,6 +265,8 @@ pub enum JwtError {
 pub struct Grant {
     /// The client.
     pub client: String,
+    /// The user (`sub`), when the token names one.
+    pub subject: Option<String>,
     /// Its scopes that this server knows.
     pub scopes: Vec<String>,
 }
@@ -254,12 +276,26 @@ struct Keys {
     read: Instant,
 }
 
+/// The JWKS read a token naming an unknown key starts.
+#[derive(Default)]
+struct Fetch {
+    /// When the last one started.
+    last: Option<Instant>,
+    /// Whether one runs now.
+    running: bool,
+}
+
 /// Checks tokens against the spec and the keys it holds.
 pub struct Verifier {
     spec: OauthSpec,
     keys: RwLock<Option<Keys>>,
-    refetch: Mutex<Option<Instant>>,
+    refetch: Mutex<Fetch>,
+    /// Counts reads of the JWKS (and failed ones), for those waiting.
+    refreshed: tokio::sync::watch::Sender<u64>,
     http: Option<reqwest::Client>,
+    /// Tokens that passed, by their SHA-256, with how long they may be
+    /// taken without a check.
+    cache: Mutex<HashMap<crate::token::TokenDigest, (Grant, Instant)>>,
     /// The metadata document's URL (RFC 9728, path-aware).
     pub metadata_url: String,
 }
@@ -297,8 +333,10 @@ impl Verifier {
             metadata_url: metadata_url(&spec.resource),
             spec,
             keys: RwLock::new(None),
-            refetch: Mutex::new(None),
+            refetch: Mutex::default(),
+            refreshed: tokio::sync::watch::Sender::new(0),
             http,
+            cache: Mutex::default(),
         })
     }
 
@@ -315,7 +353,13 @@ impl Verifier {
     pub async fn refresh(&self) -> Result<usize, JwtError> {
         let text = match (&self.spec.jwks, &self.http) {
             (JwksSource::File(p), _) => {
-                let bytes = tokio::fs::read(p)
+                use tokio::io::AsyncReadExt;
+                let f = tokio::fs::File::open(p)
+                    .await
+                    .map_err(|e| JwtError::Jwks(format!("{}: {e}", p.display())))?;
+                let mut bytes = Vec::new();
+                f.take(MAX_JWKS as u64 + 1)
+                    .read_to_end(&mut bytes)
                     .await
                     .map_err(|e| JwtError::Jwks(format!("{}: {e}", p.display())))?;
                 if bytes.len() > MAX_JWKS {
@@ -327,20 +371,29 @@ impl Verifier {
                 bytes
             }
             (JwksSource::Url(u), Some(http)) => {
-                let r = http
+                let mut r = http
                     .get(u)
                     .send()
                     .await
                     .and_then(reqwest::Response::error_for_status)
                     .map_err(|e| JwtError::Jwks(format!("{u}: {e}")))?;
-                let bytes = r
-                    .bytes()
-                    .await
-                    .map_err(|e| JwtError::Jwks(format!("{u}: {e}")))?;
-                if bytes.len() > MAX_JWKS {
-                    return Err(JwtError::Jwks(format!("{u}: larger than {MAX_JWKS} bytes")));
+                let too_large = || JwtError::Jwks(format!("{u}: larger than {MAX_JWKS} bytes"));
+                if r.content_length().is_some_and(|n| n > MAX_JWKS as u64) {
+                    return Err(too_large());
                 }
-                bytes.to_vec()
+                // Read by chunks, and no further than the limit.
+                let mut bytes = Vec::new();
+                while let Some(chunk) = r
+                    .chunk()
+                    .await
+                    .map_err(|e| JwtError::Jwks(format!("{u}: {e}")))?
+                {
+                    if bytes.len() + chunk.len() > MAX_JWKS {
+                        return Err(too_large());
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                bytes
             }
             (JwksSource::Url(u), None) => return Err(JwtError::Jwks(format!("{u}: no client"))),
         };
@@ -394,28 +447,109 @@ impl Verifier {
     /// # Errors
     ///
     /// [`JwtError`], saying why.
-    pub async fn verify(&self, token: &str) -> Result<Grant, JwtError> {
+    pub async fn verify(self: &Arc<Self>, token: &str) -> Result<Grant, JwtError> {
         if token.len() > MAX_JWT {
             return Err(JwtError::Malformed(format!("longer than {MAX_JWT} bytes")));
         }
+        // A token checked a moment ago is not checked again (a signature
+        // check is tens of microseconds); only tokens that passed are kept,
+        // so a flood of bad ones cannot fill the cache.
+        let digest = crate::token::TokenDigest::of(token);
+        if let Some(g) = self.cached(&digest) {
+            return Ok(g);
+        }
+        let (grant, exp) = self.check(token).await?;
+        self.remember(digest, &grant, exp);
+        Ok(grant)
+    }
+
+    fn cached(&self, digest: &crate::token::TokenDigest) -> Option<Grant> {
+        let c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        c.get(digest)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(g, _)| g.clone())
+    }
+
+    /// Keeps `grant` until its `exp` (unix seconds) or [`CACHE_FOR`],
+    /// whichever comes first; at most [`CACHE_MAX`] tokens (the expired go
+    /// first, then all).
+    fn remember(&self, digest: crate::token::TokenDigest, grant: &Grant, exp: u64) {
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let left = Duration::from_secs(exp.saturating_sub(now_unix)).min(CACHE_FOR);
+        if left.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if c.len() >= CACHE_MAX {
+            c.retain(|_, (_, until)| *until > now);
+            if c.len() >= CACHE_MAX {
+                c.clear();
+            }
+        }
+        c.insert(digest, (grant.clone(), now + left));
+    }
+
+    /// The whole check, the cache neither read nor written: what a token
+    /// not seen before costs (for benchmarks).
+    ///
+    /// # Errors
+    ///
+    /// As [`Verifier::verify`].
+    pub async fn verify_uncached(self: &Arc<Self>, token: &str) -> Result<Grant, JwtError> {
+        self.check(token).await.map(|(g, _)| g)
+    }
+
+    /// Tokens held checked (for `/metrics`).
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The whole check of a token not cached; its grant and its `exp`.
+    async fn check(self: &Arc<Self>, token: &str) -> Result<(Grant, u64), JwtError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
         if !self.spec.algorithms.contains(&header.alg) {
             return Err(JwtError::Algorithm(format!("{:?}", header.alg)));
         }
+        // An access token (RFC 9068: `at+jwt`), or a plain JWT; not an ID
+        // token or another kind of JWT meant for someone else.
+        if let Some(t) = &header.typ
+            && !["jwt", "at+jwt", "application/at+jwt"].contains(&t.to_ascii_lowercase().as_str())
+        {
+            return Err(JwtError::Invalid(format!(
+                "typ {t:?} is not an access token's"
+            )));
+        }
         let jwk = match self.find(header.kid.as_deref(), header.alg) {
             Some(k) => k,
             None => {
-                let due = {
-                    let mut last = self.refetch.lock().unwrap_or_else(|p| p.into_inner());
-                    let due = last.is_none_or(|t| t.elapsed() >= REFETCH_EVERY);
-                    if due {
-                        *last = Some(Instant::now());
+                // The JWKS is read again in a task of its own (a caller
+                // that hangs up does not cancel it), at most every
+                // REFETCH_EVERY; every token naming an unknown key while it
+                // runs waits for it (bounded), not only the one that
+                // started it.
+                let mut done = self.refreshed.subscribe();
+                let running = {
+                    let mut f = self.refetch.lock().unwrap_or_else(|p| p.into_inner());
+                    if !f.running && f.last.is_none_or(|t| t.elapsed() >= REFETCH_EVERY) {
+                        f.last = Some(Instant::now());
+                        f.running = true;
+                        let me = Arc::clone(self);
+                        tokio::spawn(async move {
+                            if let Err(e) = me.refresh().await {
+                                tracing::warn!("oauth: {e}; keeping the keys read before");
+                            }
+                            me.refetch.lock().unwrap_or_else(|p| p.into_inner()).running = false;
+                            me.refreshed.send_modify(|g| *g += 1);
+                        });
                     }
-                    due
+                    f.running
                 };
-                if due && let Err(e) = self.refresh().await {
-                    tracing::warn!("oauth: {e}; keeping the keys read before");
+                if running {
+                    let _ = tokio::time::timeout(FETCH_WAIT, done.changed()).await;
                 }
                 self.find(header.kid.as_deref(), header.alg)
                     .ok_or_else(|| JwtError::UnknownKey(header.kid.clone().unwrap_or_default()))?
@@ -434,6 +568,10 @@ impl Verifier {
             jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &v)
                 .map_err(|e| JwtError::Invalid(describe(e.kind())))?;
         let claims = data.claims;
+        // One issuer, a string (the library takes any overlap of a list).
+        if !claims.get("iss").is_some_and(serde_json::Value::is_string) {
+            return Err(JwtError::Invalid("iss is not one string".into()));
+        }
         let client = claims
             .get(&self.spec.client_claim)
             .and_then(|c| c.as_str())
@@ -451,10 +589,22 @@ impl Verifier {
             .filter(|(s, _)| granted.contains(&s.as_str()))
             .map(|(s, _)| s.clone())
             .collect();
-        Ok(Grant {
-            client: client.to_string(),
-            scopes,
-        })
+        let exp = claims
+            .get("exp")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        Ok((
+            Grant {
+                client: client.to_string(),
+                subject: claims
+                    .get("sub")
+                    .and_then(|v| v.as_str())
+                    .filter(|v| v.len() <= 256)
+                    .map(str::to_owned),
+                scopes,
+            },
+            exp,
+        ))
     }
 
     /// The key for `kid` (or, without one, the only key of the family of
@@ -462,12 +612,27 @@ impl Verifier {
     fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<Jwk> {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         let set = &keys.as_ref()?.set;
+        // A key for signatures, of the token's algorithm when it names
+        // one (RFC 7517 §4.2, §4.4).
+        let fits = |k: &Jwk| {
+            !matches!(
+                k.common.public_key_use,
+                Some(
+                    jsonwebtoken::jwk::PublicKeyUse::Encryption
+                        | jsonwebtoken::jwk::PublicKeyUse::Other(_)
+                )
+            ) && k
+                .common
+                .key_algorithm
+                .is_none_or(|a| a == jsonwebtoken::jwk::KeyAlgorithm::from(alg))
+        };
         match kid {
-            Some(kid) => set.find(kid).cloned(),
+            Some(kid) => set.find(kid).filter(|k| fits(k)).cloned(),
             None => {
                 let family: Vec<&Jwk> = set
                     .keys
                     .iter()
+                    .filter(|k| fits(k))
                     .filter(|k| DecodingKey::from_jwk(k).is_ok_and(|d| d.family() == alg.family()))
                     .collect();
                 (family.len() == 1).then(|| family[0].clone())
@@ -637,6 +802,14 @@ mod tests {
                 "oauth.scopes: \"a b\": a scope is one word",
             ),
             (("read = [\"echo\"]", ""), "oauth.scopes: missing"),
+            (
+                ("https://t.example/mcp", "https://t.example/a{b"),
+                "oauth.resource = \"https://t.example/a{b\": '{' cannot be",
+            ),
+            (
+                ("https://t.example/mcp", "https://t.example/{*x}/y"),
+                "oauth.resource = \"https://t.example/{*x}/y\": '{' cannot be",
+            ),
         ] {
             let e = spec(&OK.replace(change.0, change.1)).unwrap_err();
             assert!(

@@ -30,6 +30,16 @@ pub fn render(app: &App) -> String {
     if let Some(c) = app.clients() {
         clients(&mut out, c);
     }
+    if let Some(v) = app.oauth() {
+        let help = "OAuth access tokens held checked (taken again without a check for up to 60 s).";
+        one(
+            &mut out,
+            "toolplane_oauth_tokens_cached",
+            GAUGE,
+            help,
+            v.cached_tokens(),
+        );
+    }
     if let Some((rss, vsz)) = process_memory() {
         let o = &mut out;
         one(

@@ -89,7 +89,7 @@ pub fn spawn(
             if cause != "SIGHUP" && applied.as_deref() == Some(&text[..]) {
                 continue;
             }
-            let (app2, path2) = (Arc::clone(&app), path.clone());
+            let (app2, path2, seen) = (Arc::clone(&app), path.clone(), text.clone());
             // Off the control thread (a long list takes a while to check),
             // and a fault in it is logged, not the end of reloading.
             let done = tokio::task::spawn_blocking(move || {
@@ -98,10 +98,12 @@ pub fn spawn(
                 }))
             })
             .await;
+            // What was seen, served or not: a file that stays wrong is
+            // reported once, not at every look.
             match done {
-                Ok(Ok(Some(text))) => applied = Some(text),
-                Ok(Ok(None)) => {}
+                Ok(Ok(text)) => applied = Some(text),
                 Ok(Err(_)) | Err(_) => {
+                    applied = Some(seen);
                     tracing::error!(
                         "{cause}: reading the clients failed (a fault of this server); keeping the clients served"
                     );
@@ -169,9 +171,12 @@ fn watch(path: &Path, tx: mpsc::Sender<()>) -> Result<notify::RecommendedWatcher
 }
 
 /// One reload of `text`, read from `path`: its clients served, or the
-/// error logged and the list kept. Returns the text when it was served.
-pub fn reload(app: &App, path: &Path, text: &[u8], cause: &str) -> Option<Vec<u8>> {
-    let clients = app.clients()?;
+/// error logged and the list kept. Returns the text, as seen.
+pub fn reload(app: &App, path: &Path, text: &[u8], cause: &str) -> Vec<u8> {
+    let seen = text.to_vec();
+    let Some(clients) = app.clients() else {
+        return seen;
+    };
     let served = clients.list().clients().len();
     let parsed = std::str::from_utf8(text)
         .map_err(|_| format!("{}: not UTF-8", path.display()))
@@ -180,19 +185,25 @@ pub fn reload(app: &App, path: &Path, text: &[u8], cause: &str) -> Option<Vec<u8
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("{cause}: {e}; keeping the {served} clients served");
-            return None;
+            return seen;
         }
     };
-    let Some(specs) = settings.clients else {
-        // Most likely a file caught while it is written; `clients = []`
-        // says "nobody" on purpose.
-        tracing::warn!(
-            "{cause}: {} has no [[clients]]; keeping the {served} clients served (write `clients = []` to refuse every client)",
-            path.display()
-        );
-        return None;
+    let specs = match settings.clients {
+        Some(specs) => specs,
+        // With [oauth], access tokens are clients enough: no list is a
+        // list of none.
+        None if settings.oauth.is_some() => Vec::new(),
+        None => {
+            // Most likely a file caught while it is written; `clients =
+            // []` says "nobody" on purpose.
+            tracing::warn!(
+                "{cause}: {} has no [[clients]]; keeping the {served} clients served (write `clients = []` to refuse every client)",
+                path.display()
+            );
+            return seen;
+        }
     };
-    if specs.is_empty() {
+    if specs.is_empty() && settings.oauth.is_none() {
         tracing::warn!(
             "{cause}: clients = []: every request but /healthz is refused until the list has a client"
         );
@@ -218,5 +229,5 @@ pub fn reload(app: &App, path: &Path, text: &[u8], cause: &str) -> Option<Vec<u8
             names(&removed)
         },
     );
-    Some(text.to_vec())
+    seen
 }

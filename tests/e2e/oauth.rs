@@ -41,6 +41,7 @@ impl Key {
             .args(args)
             .arg("-out")
             .arg(&private)
+            .stderr(std::process::Stdio::null())
             .status()
             .expect("openssl runs")
             .success();
@@ -150,11 +151,22 @@ async fn access_tokens_are_checked_as_the_mcp_authorization_spec_asks() {
     let ed = Key::generate(keys.path(), "ed-1", Algorithm::EdDSA);
     let jwks = keys.path().join("jwks.json");
     write_jwks(&jwks, &[&rsa, &ec, &ed]);
+    // The RSA key again, declared for PS256 only: an RS256 token naming it
+    // must not pass (RFC 7517 §4.4).
+    let mut set: JwkSet = serde_json::from_slice(&std::fs::read(&jwks).unwrap()).unwrap();
+    let mut ps = rsa.jwk();
+    ps.common.key_id = Some("rsa-ps".into());
+    ps.common.key_algorithm = Some(jsonwebtoken::jwk::KeyAlgorithm::PS256);
+    set.keys.push(ps);
+    std::fs::write(&jwks, serde_json::to_vec(&set).unwrap()).unwrap();
     let config = format!(
         "[oauth]\nresource = \"{RESOURCE}\"\nauthorization_servers = [\"{ISSUER}\"]\n\
          jwks = {:?}\nleeway = \"5s\"\n\
-         [oauth.scopes]\n\"tools.read\" = [\"echo\", \"hash.*\"]\n\"tools.sleep\" = [\"sleep\"]\n",
-        jwks.display().to_string()
+         [oauth.scopes]\n\"tools.read\" = [\"echo\", \"hash.*\"]\n\"tools.sleep\" = [\"sleep\"]\n\
+         [[clients]]\nname = \"ops\"\ntoken_sha256 = \"{}\"\ntools = []\nmetrics = true\n\
+         [[clients]]\nname = \"agent-2\"\ntools = [\"echo\"]\n",
+        jwks.display().to_string(),
+        toolplane_server::config::TokenDigest::of("ops-token").to_hex()
     );
     let dirs = Dirs::new();
     let s = Server::start(&dirs, &[], &[], Some(&config));
@@ -194,6 +206,108 @@ async fn access_tokens_are_checked_as_the_mcp_authorization_spec_asks() {
             "Bearer error=\"insufficient_scope\", scope=\"tools.sleep\", resource_metadata=\"https://tools.example.test/.well-known/oauth-protected-resource/mcp\""
         );
     }
+
+    // Tokens that passed are held checked (one per algorithm above); a
+    // [[clients]] token is looked up as before, beside access tokens.
+    let r = client()
+        .get(s.url("/metrics"))
+        .bearer_auth("ops-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m = r.text().await.unwrap();
+    let cached = crate::rest::parse_metrics(&m)
+        .into_iter()
+        .find(|(n, _)| n == "toolplane_oauth_tokens_cached")
+        .map(|(_, v)| v);
+    assert_eq!(cached, Some(3.0), "{m}");
+
+    // Accepted access tokens are not counted as refused tokens.
+    assert_eq!(
+        crate::rest::parse_metrics(&m)
+            .into_iter()
+            .find(|(n, _)| n == "toolplane_unauthorized_total")
+            .map(|(_, v)| v),
+        Some(1.0),
+        "only the request without a token: {m}"
+    );
+    // An access token naming a client that has a [[clients]] token does
+    // not get that client's rights (here: /metrics).
+    let mut as_ops = claims("tools.read");
+    as_ops["client_id"] = json!("ops");
+    let r = client()
+        .get(s.url("/metrics"))
+        .bearer_auth(rsa.sign(Some("rsa-1"), &as_ops))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // A [[clients]] entry without a token is the OAuth client of its
+    // name: its tools narrow the scopes', and a refusal by its tools is no
+    // scope's (a plain 403, no challenge).
+    let mut agent2 = claims("tools.read");
+    agent2["client_id"] = json!("agent-2");
+    let t2 = rsa.sign(Some("rsa-1"), &agent2);
+    assert_eq!(call(&s, "echo", Some(&t2)).await.status(), 200);
+    let r = call(&s, "hash.sha256", Some(&t2)).await;
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.headers().get("www-authenticate").is_none(),
+        "{:?}",
+        r.headers()
+    );
+
+    // Over MCP, a tool no scope of the token grants is 403 with the
+    // challenge too (step-up); and a session is its user's: another user
+    // of the same client cannot use it.
+    let alice = {
+        let mut c = claims("tools.read");
+        c["sub"] = json!("alice");
+        rsa.sign(Some("rsa-1"), &c)
+    };
+    let bob = {
+        let mut c = claims("tools.read");
+        c["sub"] = json!("bob");
+        rsa.sign(Some("rsa-1"), &c)
+    };
+    let post = |token: &str, session: Option<&str>, body: &'static str| {
+        let mut r = client()
+            .post(s.url("/mcp"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body);
+        if let Some(id) = session {
+            r = r
+                .header("mcp-session-id", id)
+                .header("mcp-protocol-version", "2025-06-18");
+        }
+        r.send()
+    };
+    let r = post(&alice, None, crate::support::MCP_INIT).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let call_sleep = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":1}}}"#;
+    let r = post(&alice, Some(&session), call_sleep).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer error=\"insufficient_scope\", scope=\"tools.sleep\""),
+        "{:?}",
+        r.headers()
+    );
+    let list = r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#;
+    assert_eq!(
+        post(&bob, Some(&session), list).await.unwrap().status(),
+        404
+    );
+    assert_eq!(
+        post(&alice, Some(&session), list).await.unwrap().status(),
+        200
+    );
 
     // A key rotated in: a token naming it makes the server read the JWKS
     // again.
@@ -269,6 +383,50 @@ async fn access_tokens_are_checked_as_the_mcp_authorization_spec_asks() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // More that must not pass, past the log's 10 lines a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut two_issuers = claims("tools.read");
+    two_issuers["iss"] = json!(["https://evil.example.test", ISSUER]);
+    let mut id_token = Header::new(Algorithm::RS256);
+    id_token.kid = Some("rsa-1".into());
+    id_token.typ = Some("id_token+jwt".into());
+    let forged = format!(
+        "{}.{}.x",
+        b64(b"{\"alg\":\"RS256\\nFORGED LINE\",\"kid\":\"rsa-1\"}"),
+        b64(claims("tools.read").to_string().as_bytes())
+    );
+    let more = [
+        (
+            rsa.sign(Some("rsa-1"), &two_issuers),
+            "iss is not one string",
+        ),
+        (
+            jsonwebtoken::encode(&id_token, &claims("tools.read"), &rsa.encoding()).unwrap(),
+            "typ \"id_token+jwt\" is not an access token's",
+        ),
+        (
+            rsa.sign(Some("rsa-ps"), &claims("tools.read")),
+            "no key \"rsa-ps\"",
+        ),
+        (forged, "not a JWT"),
+    ];
+    for (token, why) in &more {
+        assert_eq!(call(&s, "echo", Some(token)).await.status(), 401, "{why}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while more
+        .iter()
+        .any(|(_, why)| !s.stderr().contains(&format!("access token refused: {why}")))
+    {
+        assert!(Instant::now() < deadline, "not logged:\n{}", s.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !s.stderr().lines().any(|l| l.starts_with("FORGED")),
+        "a token forged a log line:\n{}",
+        s.stderr()
+    );
+
     // The MCP SDK's client with an access token lists its scopes' tools.
     let t = ed.sign(Some("ed-1"), &claims("tools.read"));
     let transport = crate::support::mcp_transport_with_token(s.url("/mcp"), &t);
@@ -283,4 +441,128 @@ async fn access_tokens_are_checked_as_the_mcp_authorization_spec_asks() {
     names.sort();
     assert_eq!(names, ["echo", "hash_sha256"]);
     mcp.cancel().await.unwrap();
+}
+
+/// The JWKS from a URL that answers slowly: a token naming a new key
+/// waits for the read it starts, or finds running, even when the request
+/// that started it has gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_is_read_once_for_every_token_that_names_it() {
+    let keys = tempfile::tempdir().unwrap();
+    let rsa = Key::generate(keys.path(), "rsa-1", Algorithm::RS256);
+    let rsa2 = Key::generate(keys.path(), "rsa-2", Algorithm::RS256);
+    let body = std::sync::Arc::new(std::sync::Mutex::new(
+        serde_json::to_vec(&JwkSet {
+            keys: vec![rsa.jwk()],
+        })
+        .unwrap(),
+    ));
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    {
+        let (body, fetches) = (body.clone(), fetches.clone());
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (body, fetches) = (body.clone(), fetches.clone());
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(700)).await;
+                    let b = body.lock().unwrap().clone();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        b.len()
+                    );
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(&b).await;
+                });
+            }
+        });
+    }
+    let config = format!(
+        "[oauth]\nresource = \"{RESOURCE}\"\nauthorization_servers = [\"{ISSUER}\"]\n\
+         jwks = \"http://127.0.0.1:{port}/jwks.json\"\n[oauth.scopes]\n\"tools.read\" = [\"echo\"]\n"
+    );
+    let dirs = Dirs::new();
+    let s = Server::start(&dirs, &[], &[], Some(&config));
+    let t1 = rsa.sign(Some("rsa-1"), &claims("tools.read"));
+    assert_eq!(call(&s, "echo", Some(&t1)).await.status(), 200);
+    assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // rsa-2 published; the first token naming it hangs up at once, three
+    // more arrive while the read runs: all three pass, one read in all.
+    *body.lock().unwrap() = serde_json::to_vec(&JwkSet {
+        keys: vec![rsa.jwk(), rsa2.jwk()],
+    })
+    .unwrap();
+    let t2 = rsa2.sign(Some("rsa-2"), &claims("tools.read"));
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .post(s.url("/v1/tools/echo/call"))
+        .bearer_auth(&t2)
+        .json(&json!({}))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the impatient request timed out");
+    let waiting: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, t) = (s.url("/v1/tools/echo/call"), t2.clone());
+            tokio::spawn(async move {
+                client()
+                    .post(url)
+                    .bearer_auth(t)
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for w in waiting {
+        assert_eq!(w.await.unwrap(), 200);
+    }
+    assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// `--token` beside `[oauth]` is refused, not ignored.
+#[test]
+fn a_token_flag_beside_oauth_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("toolplane.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[oauth]\nresource = \"{RESOURCE}\"\nauthorization_servers = [\"{ISSUER}\"]\n\
+             jwks = \"jwks.json\"\n[oauth.scopes]\nread = [\"echo\"]\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(crate::support::binary())
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--token",
+            "s3cret",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("--token (or TOOLPLANE_TOKEN) and [[clients]] or [oauth]"),
+        "{e}"
+    );
 }

@@ -26,3 +26,33 @@ pub fn check_per_call(c: &mut Criterion) {
     }
     g.finish();
 }
+
+/// An OAuth access token's check: the signature and claims of a token not
+/// seen before (each algorithm), and a token checked a moment ago (the
+/// cache).
+pub fn oauth(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, tokens) = toolplane_bench::clients::oauth(dir.path());
+    let mut g = c.benchmark_group("clients/oauth");
+    // Neither waits: the keys are held, so each check completes when
+    // first polled.
+    let ok = |r: Option<Result<_, _>>| assert!(r.is_some_and(|r| r.is_ok()));
+    for (alg, t) in &tokens {
+        g.bench_function(format!("{alg}: signature and claims"), |b| {
+            b.iter(|| {
+                ok(futures_util::FutureExt::now_or_never(
+                    v.verify_uncached(black_box(t)),
+                ))
+            })
+        });
+    }
+    let t = &tokens[0].1;
+    g.bench_function("a token checked before (cached)", |b| {
+        b.iter(|| {
+            ok(futures_util::FutureExt::now_or_never(
+                v.verify(black_box(t)),
+            ))
+        })
+    });
+    g.finish();
+}

@@ -43,5 +43,6 @@ fn main() {
     registry::startup(&mut c);
     registry::hot_reload(&mut c);
     clients::check_per_call(&mut c);
+    clients::oauth(&mut c);
     c.final_summary();
 }

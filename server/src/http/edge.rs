@@ -248,7 +248,7 @@ impl Policy {
 /// token, or one that is no client's.
 pub async fn authenticate(
     clients: &Directory,
-    oauth: Option<&crate::oauth::Verifier>,
+    oauth: Option<&Arc<crate::oauth::Verifier>>,
     headers: &axum::http::HeaderMap,
 ) -> Result<Caller, HttpError> {
     let given = headers
@@ -268,14 +268,19 @@ pub async fn authenticate(
     // look like one, and is looked up first either way.
     if let (Some(v), Some(t)) = (oauth, given)
         && t.split('.').count() == 3
-        && clients.authenticate(Some(t)).is_err()
+        && clients.find(t).is_none()
     {
         return match v.verify(t).await {
             Ok(grant) => {
                 let tools = v.tools_of(&grant.scopes);
-                Ok(Caller(clients.oauth_client(&grant.client, tools)))
+                Ok(Caller(clients.oauth_client(
+                    &grant.client,
+                    grant.subject.as_deref(),
+                    tools,
+                )))
             }
             Err(why) => {
+                clients.refused();
                 log_refusal(&why);
                 Err(refuse("the access token is not accepted", true))
             }
@@ -312,7 +317,21 @@ fn log_refusal(why: &crate::oauth::JwtError) {
         ))
     });
     if limiter.check().is_ok() {
-        tracing::info!("access token refused: {why}");
+        // The reason may quote the token's header: no control character
+        // of it reaches the log (a newline would forge a line).
+        let text: String = why
+            .to_string()
+            .chars()
+            .flat_map(|c| {
+                let esc: Vec<char> = if c.is_control() {
+                    c.escape_default().collect()
+                } else {
+                    vec![c]
+                };
+                esc
+            })
+            .collect();
+        tracing::info!("access token refused: {text}");
     }
 }
 
@@ -427,8 +446,7 @@ async fn admit(policy: &Policy, app: &App, mut request: Request) -> Result<Reque
     }
     match app.clients() {
         Some(clients) => {
-            let caller =
-                authenticate(clients, app.oauth().map(|v| &**v), request.headers()).await?;
+            let caller = authenticate(clients, app.oauth(), request.headers()).await?;
             // Every client's numbers are on /metrics: only a client let
             // read them may.
             if request.uri().path() == "/metrics" && !caller.0.reads_metrics() {

@@ -177,12 +177,29 @@ fn json_rpc_answer(status: StatusCode, body: Vec<u8>) -> Response {
     r
 }
 
+/// For an OAuth client's `tools/call` (the client, the tool's name as
+/// called): the `WWW-Authenticate` of a 403 when a wider scope would grant
+/// the tool, so the client can ask for it (step-up authorization).
+pub type StepUp = Arc<dyn Fn(&crate::clients::Client, &str) -> Option<String> + Send + Sync>;
+
+/// The state of [`front`].
+#[derive(Clone)]
+pub struct Front {
+    /// The sessions.
+    pub sessions: Arc<Sessions>,
+    /// The scope challenge, with `[oauth]`.
+    pub step_up: Option<StepUp>,
+}
+
+impl std::fmt::Debug for Front {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Front").finish_non_exhaustive()
+    }
+}
+
 /// The middleware: see the module docs.
-pub async fn front(
-    State(sessions): State<Arc<Sessions>>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn front(State(front): State<Front>, request: Request, next: Next) -> Response {
+    let sessions = front.sessions;
     let session = request
         .headers()
         .get(SESSION_HEADER)
@@ -191,7 +208,7 @@ pub async fn front(
     let client = request
         .extensions()
         .get::<Caller>()
-        .map(|c| Arc::clone(c.0.name()));
+        .map(|c| Arc::clone(c.0.owner()));
     if let Some(id) = &session
         && !sessions.touch(id, client.as_ref())
     {
@@ -229,6 +246,27 @@ pub async fn front(
             return json_rpc_answer(status, r.to_json());
         }
     };
+    // An OAuth client calling a tool its token's scopes do not grant:
+    // 403 with the scopes that would, as the authorization spec asks.
+    if let (Some(step_up), Some(caller), JsonRpcMessage::Request(r)) =
+        (&front.step_up, parts.extensions.get::<Caller>(), &message)
+        && let ClientRequest::CallToolRequest(call) = &r.request
+        && let Some(challenge) = step_up(&caller.0, &call.params.name)
+        && let Ok(value) = HeaderValue::from_str(&challenge)
+    {
+        let body = jsonrpc::Rejection {
+            id: serde_json::to_value(&r.id).ok(),
+            code: -32003,
+            message: format!(
+                "tool {:?} needs a scope this access token does not have",
+                call.params.name
+            ),
+            notification: false,
+        };
+        let mut resp = json_rpc_answer(StatusCode::FORBIDDEN, body.to_json());
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        return resp;
+    }
     let initialize = matches!(&message, JsonRpcMessage::Request(r)
         if matches!(r.request, ClientRequest::InitializeRequest(_)));
     if initialize && session.is_none() && sessions.count().await >= sessions.max {
