@@ -566,3 +566,57 @@ fn a_token_flag_beside_oauth_is_a_usage_error() {
         "{e}"
     );
 }
+
+/// A JWKS URL that answers without end (chunked, no length): the read
+/// stops past 1 MiB, rather than holding the whole answer first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_answer_is_read_no_further_than_its_limit() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let sent = std::sync::Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let sent = sent.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                    if sock.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = vec![b' '; 64 << 10];
+                    // 64 MiB at most, in 64 KiB chunks, until the reader
+                    // hangs up.
+                    for _ in 0..1024 {
+                        let frame = format!("{:x}\r\n", chunk.len());
+                        if sock.write_all(frame.as_bytes()).await.is_err()
+                            || sock.write_all(&chunk).await.is_err()
+                            || sock.write_all(b"\r\n").await.is_err()
+                        {
+                            return;
+                        }
+                        sent.fetch_add(chunk.len(), Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+    }
+    let config = format!(
+        "[oauth]\nresource = \"{RESOURCE}\"\nauthorization_servers = [\"{ISSUER}\"]\n\
+         jwks = \"http://127.0.0.1:{port}/jwks.json\"\n[oauth.scopes]\n\"tools.read\" = [\"echo\"]\n"
+    );
+    let dirs = Dirs::new();
+    let s = Server::start(&dirs, &[], &[], Some(&config));
+    assert!(
+        s.stderr().contains("larger than 1048576 bytes"),
+        "{}",
+        s.stderr()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let n = sent.load(Ordering::SeqCst);
+    assert!(n < 16 << 20, "{n} bytes were sent before the read stopped");
+}
