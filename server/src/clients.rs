@@ -325,14 +325,12 @@ fn parse_one(f: ClientFile, oauth: bool) -> Result<ClientSpec, String> {
                 return Err(format!("queue = {queue}: accepted 0..={MAX_QUEUE}"));
             }
             let queue_timeout = match &f.queue_timeout {
-                Some(t) => humantime::parse_duration(t)
-                    .ok()
-                    .filter(|d| (Duration::from_millis(1)..=Duration::from_secs(3600)).contains(d))
-                    .ok_or_else(|| {
-                        format!(
-                            "queue_timeout: {t:?}: accepted a duration from 1ms to 1h, e.g. \"10s\""
-                        )
-                    })?,
+                Some(t) => crate::token::parse_duration_in(
+                    t,
+                    Duration::from_millis(1),
+                    Duration::from_secs(3600),
+                )
+                .map_err(|m| format!("queue_timeout: {m}"))?,
                 None => DEFAULT_QUEUE_TIMEOUT,
             };
             Some(SlotSpec {

@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::token::TokenDigest;
+pub use crate::token::{TokenDigest, parse_duration_in};
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -510,24 +510,6 @@ pub fn parse_body_limit(text: &str) -> Result<usize, String> {
         ));
     }
     usize::try_from(n).map_err(|_| format!("{text:?} does not fit this machine"))
-}
-
-/// Parses a duration (`10s`, `5m`) within `min ..= max`.
-///
-/// # Errors
-///
-/// A message naming the value and the accepted range.
-pub fn parse_duration_in(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text)
-        .map_err(|e| format!("{text:?} is not a duration ({e}): accepted e.g. \"10s\""))?;
-    if d < min || d > max {
-        return Err(format!(
-            "{text:?} is out of range: accepted {} ..= {}",
-            humantime::format_duration(min),
-            humantime::format_duration(max)
-        ));
-    }
-    Ok(d)
 }
 
 /// Parses the drain deadline (`10s`), 0 ..= 1 h.

@@ -183,17 +183,11 @@ pub fn parse(f: OauthFile, base: &std::path::Path) -> Result<OauthSpec, String> 
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
-    let duration = |key: &str, text: &Option<String>, default: Duration, max: Duration| match text {
-        None => Ok(default),
-        Some(t) => humantime::parse_duration(t)
-            .ok()
-            .filter(|d| *d <= max)
-            .ok_or_else(|| {
-                format!(
-                    "oauth.{key} = {t:?}: accepted a duration up to {}",
-                    humantime::format_duration(max)
-                )
-            }),
+    let duration = |key: &str, text: &Option<String>, default: Duration, max: Duration| {
+        text.as_deref().map_or(Ok(default), |t| {
+            crate::token::parse_duration_in(t, Duration::ZERO, max)
+                .map_err(|m| format!("oauth.{key}: {m}"))
+        })
     };
     let leeway = duration("leeway", &f.leeway, Duration::from_secs(30), MAX_LEEWAY)?;
     let jwks_refresh = duration(
@@ -795,7 +789,7 @@ mod tests {
                     "jwks = \"keys.json\"",
                     "jwks = \"keys.json\"\nleeway = \"10m\"",
                 ),
-                "oauth.leeway = \"10m\": accepted a duration up to 5m",
+                "oauth.leeway: \"10m\" is out of range: accepted 0s ..= 5m",
             ),
             (
                 ("read = [\"echo\"]", "\"a b\" = [\"echo\"]"),

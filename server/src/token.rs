@@ -1,5 +1,8 @@
-//! Bearer tokens as the server keeps them: their SHA-256, compared in
-//! constant time.
+//! Bearer tokens as the server keeps them (their SHA-256, compared in
+//! constant time), and the duration parser every settings file shares: a
+//! leaf the configuration, the client list and `[oauth]` all read.
+
+use std::time::Duration;
 
 /// The SHA-256 digest of a bearer token: what the server keeps and
 /// compares, so that neither a config file nor the process holds the token
@@ -81,4 +84,22 @@ impl std::fmt::Debug for TokenDigest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TokenDigest(..)")
     }
+}
+
+/// Parses a duration (`10s`, `5m`) within `min ..= max`.
+///
+/// # Errors
+///
+/// A message naming the value and the accepted range.
+pub fn parse_duration_in(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration ({e}): accepted e.g. \"10s\""))?;
+    if d < min || d > max {
+        return Err(format!(
+            "{text:?} is out of range: accepted {} ..= {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
 }

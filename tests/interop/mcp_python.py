@@ -82,27 +82,35 @@ async def over_stdio(binary: str, data: str) -> None:
             await script(session, "stdio")
 
 
-async def over_http(binary: str, data: str) -> None:
+def start_http(binary: str, data: str, *extra: str) -> tuple[subprocess.Popen, str]:
+    """`toolplane serve` on an ephemeral loopback port; its MCP URL."""
     proc = subprocess.Popen(
-        [binary, "serve", "--http", "127.0.0.1:0", "--data", data],
+        [binary, "serve", "--http", "127.0.0.1:0", "--data", data, *extra],
         stderr=subprocess.PIPE,
         text=True,
     )
+    for line in proc.stderr:
+        m = re.search(r"listening on (http://\S+)", line)
+        if m:
+            return proc, m.group(1) + "/mcp"
+    proc.kill()
+    raise AssertionError("the server did not start listening")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=30)
+    assert proc.returncode == 0, f"exit {proc.returncode}"
+
+
+async def over_http(binary: str, data: str) -> None:
+    proc, url = start_http(binary, data)
     try:
-        url = None
-        for line in proc.stderr:
-            m = re.search(r"listening on (http://\S+)", line)
-            if m:
-                url = m.group(1) + "/mcp"
-                break
-        assert url, "the server did not start listening"
         async with http_client(url) as streams:
             async with ClientSession(streams[0], streams[1]) as session:
                 await script(session, "streamable HTTP")
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    assert proc.returncode == 0, f"exit {proc.returncode}"
+        stop(proc)
     failed = [w for w in WARNINGS.seen if "termination failed" in w]
     assert not failed, failed
 
@@ -122,19 +130,8 @@ async def over_http_as_a_client(binary: str, data: str) -> None:
     cannot connect."""
     config = os.path.join(data, "toolplane.toml")
     clients_config(config)
-    proc = subprocess.Popen(
-        [binary, "serve", "--http", "127.0.0.1:0", "--data", data, "--config", config],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, url = start_http(binary, data, "--config", config)
     try:
-        url = None
-        for line in proc.stderr:
-            m = re.search(r"listening on (http://\S+)", line)
-            if m:
-                url = m.group(1) + "/mcp"
-                break
-        assert url, "the server did not start listening"
         http = create_mcp_http_client(headers={"Authorization": "Bearer bot-token"})
         async with http:
             async with http_client(url, http_client=http) as streams:
@@ -165,9 +162,7 @@ async def over_http_as_a_client(binary: str, data: str) -> None:
             assert any(w in seen for w in ("401", "nauthorized", "error response")), seen
         print("python mcp over streamable HTTP as a client: scoped tools/list, refused tools/call, 401 without a token: ok")
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    assert proc.returncode == 0, f"exit {proc.returncode}"
+        stop(proc)
 
 
 def main() -> None:
