@@ -199,7 +199,14 @@ pub struct App {
     sessions: Arc<crate::mcp::front::Sessions>,
     clients: Option<Arc<Directory>>,
     oauth: Option<Arc<crate::oauth::Verifier>>,
+    /// Failed calls are logged at most [`FAILED_LINES`] a second: a caller
+    /// can fail calls as fast as it sends them.
+    failed_log: crate::budget::LogBudget,
 }
+
+/// Lines a second at most for failed calls (each one is counted in
+/// `/metrics` all the same).
+pub const FAILED_LINES: u32 = 20;
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -226,6 +233,7 @@ impl App {
                 Readiness::NotReady("starting".into()),
             )),
             counters: ToolCounters::default(),
+            failed_log: crate::budget::LogBudget::new(FAILED_LINES),
             started: Instant::now(),
             connections: Arc::default(),
             sessions: crate::mcp::front::Sessions::new(
@@ -323,7 +331,10 @@ impl App {
                 c.stats().finish(CallResult::UnknownTool, Duration::ZERO);
             }
             let e = CallError::UnknownTool(call.tool.to_string());
-            tracing::info!(tool = call.tool, result = "unknown_tool", error = %e, "call failed");
+            if let Some(n) = self.failed_log.take() {
+                let not_logged = (n > 0).then_some(n);
+                tracing::info!(tool = call.tool, result = "unknown_tool", error = %e, not_logged, "call failed");
+            }
             return Err(e);
         };
         // Counts the call even when its future is dropped unfinished (an
@@ -353,32 +364,32 @@ impl App {
         count.result = result
             .as_ref()
             .map_or_else(CallError::result, |_| CallResult::Ok);
-        // One line per call: at debug, and at info when it failed.
+        // One line per call: at debug, and at info when it failed (at most
+        // FAILED_LINES a second, the next line naming those left out).
         let latency_us = count.started.elapsed().as_micros() as u64;
-        match (&result, client.as_deref().map(|c| &**c.name())) {
-            (Ok(_), None) => tracing::debug!(tool = count.name, result = "ok", latency_us, "call"),
-            (Ok(_), Some(who)) => tracing::debug!(
+        let who = client.as_deref().map(|c| &**c.name());
+        match &result {
+            Ok(_) => tracing::debug!(
                 tool = count.name,
                 client = who,
                 result = "ok",
                 latency_us,
                 "call"
             ),
-            (Err(e), None) => tracing::info!(
-                tool = count.name,
-                result = count.result.as_str(),
-                latency_us,
-                error = %e,
-                "call failed"
-            ),
-            (Err(e), Some(who)) => tracing::info!(
-                tool = count.name,
-                client = who,
-                result = count.result.as_str(),
-                latency_us,
-                error = %e,
-                "call failed"
-            ),
+            Err(e) => {
+                if let Some(n) = self.failed_log.take() {
+                    let not_logged = (n > 0).then_some(n);
+                    tracing::info!(
+                        tool = count.name,
+                        client = who,
+                        result = count.result.as_str(),
+                        latency_us,
+                        error = %e,
+                        not_logged,
+                        "call failed"
+                    );
+                }
+            }
         }
         result
     }

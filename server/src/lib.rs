@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+mod budget;
 pub mod clients;
 pub mod config;
 mod connections;

@@ -581,3 +581,46 @@ async fn names(
     n.sort();
     n
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_refused_at_will_does_not_flood_the_log() {
+    // 300 calls over a rate of 3 an hour, 300 out of scope, 300 for a tool
+    // that does not exist: each refused and counted, but the log holds at
+    // most FAILED_LINES lines a second of them, and the next line written
+    // names how many were left out.
+    let dirs = Dirs::new();
+    let s = Server::start(&dirs, &[], &[], Some(&config()));
+    let started = Instant::now();
+    let mut refused = 0;
+    for tool in ["echo", "sleep", "no.such.tool"] {
+        for _ in 0..300 {
+            let status = post(&s, tool, Some("limited-token"), json!({}))
+                .await
+                .status();
+            if status != 200 {
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused >= 897, "{refused} refused");
+    let lines = |log: &str| log.lines().filter(|l| l.contains("call failed")).count();
+    let seconds = started.elapsed().as_secs_f64().ceil() as usize;
+    let logged = lines(&s.stderr());
+    assert!(
+        logged <= toolplane_server::app::FAILED_LINES as usize * (seconds + 1),
+        "{logged} lines in {seconds} s"
+    );
+    // A second later there is budget again: the next refusal's line says
+    // how many were not written.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let _ = post(&s, "echo", Some("limited-token"), json!({})).await;
+    s.logged(&["not_logged="]).await;
+    let m = metrics(&s).await;
+    assert!(
+        sample(
+            &m,
+            "toolplane_client_calls_total{client=\"limited\",result=\"rate_limited\"}"
+        ) >= 297.0,
+        "{m}"
+    );
+}

@@ -7,6 +7,36 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// How long a test waits for what the server does in the background (a
+/// reload, a log line, a call to start), and how often it looks.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(20);
+
+/// Waits until `done` answers true (10 s at most); fails naming `what`.
+pub async fn eventually<F, Fut>(what: &str, done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(soon(done).await, "{what}: not within {PATIENCE:?}");
+}
+
+/// Whether `done` answers true within 10 s, asking every 20 ms.
+pub async fn soon<F, Fut>(mut done: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !done().await {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    true
+}
+
 /// The binary cargo built for these tests.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_toolplane")
@@ -154,6 +184,28 @@ impl Server {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until the log holds every one of `lines` (10 s at most);
+    /// fails naming those missing, with the log.
+    pub async fn logged<S: AsRef<str>>(&self, lines: &[S]) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let log = self.stderr();
+            let missing: Vec<&str> = lines
+                .iter()
+                .map(AsRef::as_ref)
+                .filter(|l| !log.contains(l))
+                .collect();
+            if missing.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not logged within {PATIENCE:?}: {missing:?}\n{log}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// Sends SIGTERM.

@@ -309,28 +309,27 @@ pub async fn authenticate(
 /// flood of bad tokens is counted in `/metrics`, not written out).
 fn log_refusal(why: &crate::oauth::JwtError) {
     use std::sync::OnceLock;
-    type Direct = governor::DefaultDirectRateLimiter;
-    static LOG: OnceLock<Direct> = OnceLock::new();
-    let limiter = LOG.get_or_init(|| {
-        governor::RateLimiter::direct(governor::Quota::per_second(
-            std::num::NonZeroU32::new(10).unwrap_or(std::num::NonZeroU32::MIN),
-        ))
-    });
-    if limiter.check().is_ok() {
-        // The reason may quote the token's header: no control character
-        // of it reaches the log (a newline would forge a line).
-        let text: String = why
-            .to_string()
-            .chars()
-            .flat_map(|c| {
-                let esc: Vec<char> = if c.is_control() {
-                    c.escape_default().collect()
-                } else {
-                    vec![c]
-                };
-                esc
-            })
-            .collect();
+    static LOG: OnceLock<crate::budget::LogBudget> = OnceLock::new();
+    let Some(n) = LOG.get_or_init(|| crate::budget::LogBudget::new(10)).take() else {
+        return;
+    };
+    // The reason may quote the token's header: no control character of it
+    // reaches the log (a newline would forge a line).
+    let text: String = why
+        .to_string()
+        .chars()
+        .flat_map(|c| {
+            let esc: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            esc
+        })
+        .collect();
+    if n > 0 {
+        tracing::info!("access token refused: {text} ({n} more refused since the last line)");
+    } else {
         tracing::info!("access token refused: {text}");
     }
 }
