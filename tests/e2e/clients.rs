@@ -9,7 +9,7 @@ use rmcp::model::CallToolRequestParams;
 use serde_json::json;
 use toolplane_server::config::TokenDigest;
 
-use crate::support::{Dirs, MCP_INIT, Server, client};
+use crate::support::{Dirs, MCP_INIT, Server, client, eventually, soon};
 
 fn entry(name: &str, token: &str, rest: &str) -> String {
     format!(
@@ -194,15 +194,14 @@ async fn each_client_has_its_token_its_tools_and_its_limits_over_rest() {
                 .status()
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sample(
-        &metrics(&s).await,
-        "toolplane_client_calls_in_flight{client=\"slow\"}",
-    ) < 1.0
-    {
-        assert!(Instant::now() < deadline, "the first call never ran");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let gauge = |name: &'static str| {
+        let s = &s;
+        async move { sample(&metrics(s).await, name) >= 1.0 }
+    };
+    eventually("the first call runs", || {
+        gauge("toolplane_client_calls_in_flight{client=\"slow\"}")
+    })
+    .await;
     let second = tokio::spawn({
         let url = s.url("/v1/tools/sleep/call");
         async move {
@@ -217,14 +216,10 @@ async fn each_client_has_its_token_its_tools_and_its_limits_over_rest() {
             (r.status(), started.elapsed(), r.text().await.unwrap())
         }
     });
-    while sample(
-        &metrics(&s).await,
-        "toolplane_client_calls_queued{client=\"slow\"}",
-    ) < 1.0
-    {
-        assert!(Instant::now() < deadline, "the second call never queued");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the second call queues", || {
+        gauge("toolplane_client_calls_queued{client=\"slow\"}")
+    })
+    .await;
     let (status, kind, message) =
         error_of(post(&s, "sleep", Some("slow-token"), json!({"ms": 1})).await).await;
     assert_eq!(
@@ -406,13 +401,7 @@ async fn the_client_list_is_read_again_while_serving() {
     };
     let until = |what: &'static str, token: &'static str, want: u16| {
         let status = &status;
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while status(token).await != want {
-                assert!(Instant::now() < deadline, "{what} within 10 s");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        eventually(what, move || async move { status(token).await == want })
     };
     assert_eq!(status("a-token").await, 200);
     assert_eq!(status("b-token").await, 401);
@@ -440,22 +429,8 @@ async fn the_client_list_is_read_again_while_serving() {
     // Files that do not parse, or would fault the limiter, or hold no
     // list (an editor's write caught half-way) keep the list served and
     // say why, without the values they hold.
-    let logged = |what: &'static str| {
-        let s = &s;
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !s.stderr().contains(what) {
-                assert!(
-                    Instant::now() < deadline,
-                    "{what:?} logged:\n{}",
-                    s.stderr()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
     std::fs::write(s.config_path(), format!("{b}rate = \"fast\"\n")).unwrap();
-    logged("clients[0] (b): rate: \"fast\"").await;
+    s.logged(&["clients[0] (b): rate: \"fast\""]).await;
     assert!(
         s.stderr().contains("keeping the 1 clients served"),
         "{}",
@@ -463,16 +438,18 @@ async fn the_client_list_is_read_again_while_serving() {
     );
     assert_eq!(status("b-token").await, 200);
     std::fs::write(s.config_path(), format!("{b}rate = 1e-300\n")).unwrap();
-    logged("clients[0] (b): rate: 1e-300/s: accepted from 1 a day").await;
+    s.logged(&["clients[0] (b): rate: 1e-300/s: accepted from 1 a day"])
+        .await;
     std::fs::write(s.config_path(), format!("{b}tokn = \"s3cr3t-plain\"\n")).unwrap();
-    logged("(tokn = …): unknown field").await;
+    s.logged(&["(tokn = …): unknown field"]).await;
     assert!(
         !s.stderr().contains("s3cr3t"),
         "a value reached the log:\n{}",
         s.stderr()
     );
     std::fs::write(s.config_path(), "").unwrap();
-    logged("has no [[clients]]; keeping the 1 clients served").await;
+    s.logged(&["has no [[clients]]; keeping the 1 clients served"])
+        .await;
     assert_eq!(status("b-token").await, 200);
 
     // SIGHUP reads the file again (and does not end the process); the
@@ -480,11 +457,7 @@ async fn the_client_list_is_read_again_while_serving() {
     std::fs::write(s.config_path(), format!("{b}{a}")).unwrap();
     until("a's token works again", "a-token", 200).await;
     s.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !s.stderr().contains("SIGHUP: 2 clients served") {
-        assert!(Instant::now() < deadline, "SIGHUP logged:\n{}", s.stderr());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    s.logged(&["SIGHUP: 2 clients served"]).await;
     assert_eq!(status("b-token").await, 200);
 }
 
@@ -528,15 +501,11 @@ async fn a_symlinked_configuration_is_followed_and_sighup_without_clients_still_
     // Swap the link, as kubelet does (a new link renamed over the old).
     std::os::unix::fs::symlink(&v2, root.path().join("..data_tmp")).unwrap();
     std::fs::rename(root.path().join("..data_tmp"), root.path().join("..data")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while status("b-token").await != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the swapped file read within 10 s:\n{}",
-            s.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        soon(|| async { status("b-token").await == 200 }).await,
+        "the swapped file read within 10 s:\n{}",
+        s.stderr()
+    );
     assert_eq!(status("a-token").await, 401);
 
     // Without [[clients]] nothing reloads, and SIGHUP ends the server as
