@@ -124,43 +124,110 @@ def clients_config(path: str) -> None:
             f.write(f'[[clients]]\nname = "{name}"\ntoken_sha256 = "{digest}"\ntools = {tools}\n')
 
 
-async def over_http_as_a_client(binary: str, data: str) -> None:
-    """With [[clients]]: the SDK's client with a bearer token lists only
-    its client's tools and is refused the others; without a token it
-    cannot connect."""
-    config = os.path.join(data, "toolplane.toml")
-    clients_config(config)
-    proc, url = start_http(binary, data, "--config", config)
+async def scoped(url: str, token: str, refusal: tuple[str, ...]) -> None:
+    """The SDK's client with `token` as its bearer token lists exactly echo
+    and hash_sha256, may call hash_sha256, and is refused sleep with one of
+    the `refusal` words (a JSON-RPC error or an `isError` result for a
+    client's token; for an access token without the scope, the step-up
+    403 `insufficient_scope`, which each major raises its own way)."""
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+    async with http:
+        async with http_client(url, http_client=http) as streams:
+            async with ClientSession(streams[0], streams[1]) as session:
+                await session.initialize()
+                names = sorted(t.name for t in (await session.list_tools()).tools)
+                assert names == ["echo", "hash_sha256"], names
+                r = await session.call_tool("hash_sha256", {"data": "abc"})
+                assert not attr(r, "is_error", "isError"), r
+    refused = None
     try:
-        http = create_mcp_http_client(headers={"Authorization": "Bearer bot-token"})
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
         async with http:
             async with http_client(url, http_client=http) as streams:
                 async with ClientSession(streams[0], streams[1]) as session:
                     await session.initialize()
-                    names = sorted(t.name for t in (await session.list_tools()).tools)
-                    assert names == ["echo", "hash_sha256"], names
-                    r = await session.call_tool("hash_sha256", {"data": "abc"})
-                    assert not attr(r, "is_error", "isError"), r
-                    refused = None
-                    try:
-                        r = await session.call_tool("sleep", {"ms": 1})
-                        refused = r.content[0].text if attr(r, "is_error", "isError") else None
-                    except Exception as e:  # a JSON-RPC error, as for an unknown tool
-                        refused = str(e)
-                    assert refused and "may not call tool" in refused, refused
-        try:
-            nobody = create_mcp_http_client()
-            async with nobody:
-                async with http_client(url, http_client=nobody) as streams:
-                    async with ClientSession(streams[0], streams[1]) as session:
-                        await asyncio.wait_for(session.initialize(), 10)
-            raise AssertionError("initialize without a token succeeded")
-        except AssertionError:
-            raise
-        except BaseException as e:  # each major surfaces the 401 its own way
-            seen = repr(e)
-            assert any(w in seen for w in ("401", "nauthorized", "error response")), seen
+                    r = await asyncio.wait_for(session.call_tool("sleep", {"ms": 1}), 10)
+                    refused = r.content[0].text if attr(r, "is_error", "isError") else None
+    except BaseException as e:  # a JSON-RPC error, or the 403 raised
+        refused = repr(e)
+    assert refused and any(w in refused for w in refusal), refused
+
+
+async def unauthorized(url: str, token: str | None) -> None:
+    """The SDK's client cannot even initialize with `token` (or none)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    try:
+        http = create_mcp_http_client(headers=headers)
+        async with http:
+            async with http_client(url, http_client=http) as streams:
+                async with ClientSession(streams[0], streams[1]) as session:
+                    await asyncio.wait_for(session.initialize(), 10)
+        raise AssertionError(f"initialize with token {token!r} succeeded")
+    except AssertionError:
+        raise
+    except BaseException as e:  # each major surfaces the 401 its own way
+        seen = repr(e)
+        assert any(w in seen for w in ("401", "nauthorized", "error response")), seen
+
+
+async def over_http_as_a_client(binary: str, data: str) -> None:
+    """With [[clients]]: the SDK's client with a bearer token lists only
+    its client's tools and is refused the others; without a token, or with
+    a wrong one, it cannot connect."""
+    config = os.path.join(data, "toolplane.toml")
+    clients_config(config)
+    proc, url = start_http(binary, data, "--config", config)
+    try:
+        await scoped(url, "bot-token", ("may not call tool",))
+        await unauthorized(url, None)
+        await unauthorized(url, "not-a-token")
         print("python mcp over streamable HTTP as a client: scoped tools/list, refused tools/call, 401 without a token: ok")
+    finally:
+        stop(proc)
+
+
+async def over_http_with_an_access_token(binary: str, data: str) -> None:
+    """With [oauth]: the SDK's client with a JWT access token (ES256, signed
+    here by PyJWT, which both majors of `mcp` depend on, with a key made for
+    this run) lists the tools its scope grants and is refused the others;
+    an expired token, one for another audience and one signed by another
+    key cannot connect."""
+    import json
+    import time
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="k1", alg="ES256", use="sig")
+    jwks = os.path.join(data, "jwks.json")
+    with open(jwks, "w") as f:
+        json.dump({"keys": [jwk]}, f)
+    resource, issuer = "http://127.0.0.1/mcp", "https://auth.example.com"
+    config = os.path.join(data, "oauth.toml")
+    with open(config, "w") as f:
+        f.write(
+            f'[oauth]\nresource = "{resource}"\nauthorization_servers = ["{issuer}"]\n'
+            f'jwks = "{jwks}"\nalgorithms = ["ES256"]\n'
+            '[oauth.scopes]\n"tools.read" = ["echo", "hash.*"]\n"tools.all" = ["*"]\n'
+        )
+
+    def token(signer=key, **over) -> str:
+        now = int(time.time())
+        claims = {"iss": issuer, "aud": resource, "exp": now + 300, "iat": now,
+                  "sub": "agent-7", "client_id": "bot", "scope": "tools.read"}
+        claims.update(over)
+        return jwt.encode(claims, signer, algorithm="ES256", headers={"kid": "k1"})
+
+    proc, url = start_http(binary, data, "--config", config)
+    try:
+        await scoped(url, token(), ("needs a scope", "403 Forbidden"))
+        await unauthorized(url, token(exp=int(time.time()) - 3600))
+        await unauthorized(url, token(aud="https://elsewhere.example.com/mcp"))
+        await unauthorized(url, token(signer=other))
+        print("python mcp over streamable HTTP with a JWT access token: scoped tools/list, refused tools/call, "
+              "expired/other audience/other key refused: ok")
     finally:
         stop(proc)
 
@@ -171,6 +238,7 @@ def main() -> None:
         asyncio.run(over_stdio(binary, data))
         asyncio.run(over_http(binary, data))
         asyncio.run(over_http_as_a_client(binary, data))
+        asyncio.run(over_http_with_an_access_token(binary, data))
 
 
 if __name__ == "__main__":
