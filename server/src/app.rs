@@ -41,6 +41,42 @@ pub struct ToolCall<'a> {
     /// Who calls, when the server has `[[clients]]`: its scope, rates and
     /// slots apply (`None`: the local user, or a server without clients).
     pub client: Option<Arc<Client>>,
+    /// Its id, as the audit log and the answer's `x-toolplane-call-id` name it.
+    pub id: CallId,
+    /// Who calls when no client does: `anonymous` over HTTP, `local`
+    /// over stdio and the CLI (as the audit log names them).
+    pub origin: &'static str,
+}
+
+/// A call's id: 64 random bits drawn when the process starts and a
+/// counter, so ids differ across restarts and nodes; 32 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CallId(pub u128);
+
+impl CallId {
+    /// The next id of this process.
+    pub fn next() -> CallId {
+        use std::sync::OnceLock;
+        static PREFIX: OnceLock<u64> = OnceLock::new();
+        static COUNT: AtomicU64 = AtomicU64::new(0);
+        let prefix = *PREFIX.get_or_init(|| {
+            getrandom::u64().unwrap_or_else(|_| {
+                // No entropy source: the start time and the pid.
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                t ^ (u64::from(std::process::id()) << 32)
+            })
+        });
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        CallId((u128::from(prefix) << 64) | u128::from(n))
+    }
+}
+
+impl std::fmt::Display for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
 }
 
 impl<'a> ToolCall<'a> {
@@ -53,6 +89,8 @@ impl<'a> ToolCall<'a> {
             priority: Priority::Normal,
             progress: None,
             client: None,
+            id: CallId::next(),
+            origin: "local",
         }
     }
 }
@@ -202,6 +240,11 @@ pub struct App {
     /// Failed calls are logged at most [`FAILED_LINES`] a second: a caller
     /// can fail calls as fast as it sends them.
     failed_log: crate::budget::LogBudget,
+    /// `[audit]`: every call's record.
+    audit: Option<Arc<toolplane_audit::AuditLog>>,
+    /// Calls whose record the ring could not take (`async`), at most so
+    /// many lines a second.
+    audit_log: crate::budget::LogBudget,
 }
 
 /// Lines a second at most for failed calls (each one is counted in
@@ -234,6 +277,8 @@ impl App {
             )),
             counters: ToolCounters::default(),
             failed_log: crate::budget::LogBudget::new(FAILED_LINES),
+            audit: None,
+            audit_log: crate::budget::LogBudget::new(1),
             started: Instant::now(),
             connections: Arc::default(),
             sessions: crate::mcp::front::Sessions::new(
@@ -286,6 +331,17 @@ impl App {
     pub fn with_oauth(mut self, verifier: Arc<crate::oauth::Verifier>) -> App {
         self.oauth = Some(verifier);
         self
+    }
+
+    /// Writes every call's record to `log` (before the app is shared).
+    pub fn with_audit(mut self, log: Arc<toolplane_audit::AuditLog>) -> App {
+        self.audit = Some(log);
+        self
+    }
+
+    /// The audit log, when `[audit]` is set.
+    pub fn audit(&self) -> Option<&Arc<toolplane_audit::AuditLog>> {
+        self.audit.as_ref()
     }
 
     /// Per-tool call counters.
@@ -349,6 +405,44 @@ impl App {
             result: CallResult::Abandoned,
             client: client.as_deref().map(|c| &**c.stats()),
         };
+        // What the audit record needs of the call, taken before it runs.
+        // The call's record, but for its outcome: written when the call
+        // ends, or when its caller goes away first (`abandoned`).
+        let mut audit = self.audit.as_deref().map(|log| Pending {
+            log,
+            started: count.started,
+            record: Some(toolplane_audit::Record {
+                time_us: toolplane_audit::Record::micros(std::time::SystemTime::now()),
+                call: call.id.to_string(),
+                client: client
+                    .as_deref()
+                    .map_or_else(|| Arc::from(call.origin), |c| Arc::clone(c.name())),
+                tool: Arc::from(entry.manifest.name.as_str()),
+                key: call.key,
+                outcome: String::new(),
+                latency_us: 0,
+                input_sha256: sha256_hex(call.input),
+                input_bytes: call.input.len() as u64,
+                output_bytes: 0,
+                trace: None,
+                node: Arc::clone(&log.options().node),
+                arguments: log
+                    .options()
+                    .arguments
+                    .then(|| String::from_utf8(call.input.to_vec()).ok())
+                    .flatten(),
+            }),
+        });
+        if let Some(p) = &mut audit
+            && p.log.options().durability == toolplane_audit::Durability::BeforeAnswer
+            && let Some(e) = p.log.failing()
+        {
+            // No call runs that could not be answered; nor is it recorded
+            // (the log is what fails).
+            p.record = None;
+            count.result = CallResult::AuditUnavailable;
+            return Err(CallError::Audit(e));
+        }
         let result = match &client {
             // Scope and rates before anything else (a refused call costs
             // no slot and no engine work), then a slot, held to the end.
@@ -364,9 +458,25 @@ impl App {
         count.result = result
             .as_ref()
             .map_or_else(CallError::result, |_| CallResult::Ok);
+        let latency_us = count.started.elapsed().as_micros() as u64;
+        let mut result = result;
+        if let Some(mut p) = audit
+            && let Some(mut record) = p.record.take()
+        {
+            record.outcome = count.result.as_str().to_string();
+            record.latency_us = latency_us;
+            record.output_bytes = result.as_ref().map_or(0, |a| a.output.len() as u64);
+            if let Err(e) = p.log.append(record).await {
+                if p.log.options().durability == toolplane_audit::Durability::BeforeAnswer {
+                    result = Err(CallError::Audit(Arc::new(e)));
+                } else if let Some(n) = self.audit_log.take() {
+                    let not_logged = (n > 0).then_some(n);
+                    tracing::warn!(tool = count.name, error = %e, not_logged, "a call's audit record was dropped");
+                }
+            }
+        }
         // One line per call: at debug, and at info when it failed (at most
         // FAILED_LINES a second, the next line naming those left out).
-        let latency_us = count.started.elapsed().as_micros() as u64;
         let who = client.as_deref().map(|c| &**c.name());
         match &result {
             Ok(_) => tracing::debug!(
@@ -452,6 +562,12 @@ impl App {
     }
 
     fn compute_readiness(&self) -> Readiness {
+        if let Some(log) = &self.audit
+            && log.options().durability == toolplane_audit::Durability::BeforeAnswer
+            && let Some(e) = log.failing()
+        {
+            return Readiness::NotReady(format!("calls wait for their audit records: {e}"));
+        }
         let g = self.engine.read().unwrap_or_else(|p| p.into_inner());
         let Some(engine) = g.as_ref() else {
             return Readiness::NotReady("the engine has stopped".into());
@@ -540,6 +656,35 @@ impl App {
         }
         n
     }
+}
+
+/// A call's audit record until the call ends; dropped before that (its
+/// caller went away), it is written as `abandoned`, without waiting.
+struct Pending<'a> {
+    log: &'a toolplane_audit::AuditLog,
+    started: Instant,
+    record: Option<toolplane_audit::Record>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(mut r) = self.record.take() {
+            r.outcome = CallResult::Abandoned.as_str().to_string();
+            r.latency_us = self.started.elapsed().as_micros() as u64;
+            self.log.try_append(r);
+        }
+    }
+}
+
+/// Lower-case hex of the SHA-256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    use std::fmt::Write as _;
+    let mut hex = String::with_capacity(64);
+    for b in sha2::Sha256::digest(bytes) {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }
 
 struct InFlight<'a>(&'a App);

@@ -36,6 +36,9 @@
 //! data_dir_limit = "1 GiB"   # writes that would take the data directory past it are refused
 //! fs_inline = false          # file operations on the workers (see PoolConfig::fs_inline)
 //!
+//! [audit]                    # a record of every call (see `crate::audit`)
+//! dir = "audit"
+//!
 //! [[clients]]                # who may call, which tools, how much (see `crate::clients`)
 //! name = "ci-bot"
 //! token_sha256 = "..."
@@ -107,6 +110,8 @@ pub struct Settings {
     /// `[oauth]`: OAuth access tokens accepted too (JWTs), their scopes
     /// granting tools.
     pub oauth: Option<crate::oauth::OauthSpec>,
+    /// `[audit]`: a record of every call, written durably (`None`: off).
+    pub audit: Option<toolplane_audit::Options>,
 }
 
 impl Default for Settings {
@@ -125,6 +130,7 @@ impl Default for Settings {
             pool_fs_inline: None,
             clients: None,
             oauth: None,
+            audit: None,
         }
     }
 }
@@ -210,6 +216,7 @@ struct File {
     pool: PoolFile,
     clients: Option<Vec<crate::clients::ClientFile>>,
     oauth: Option<crate::oauth::OauthFile>,
+    audit: Option<crate::audit::AuditFile>,
 }
 
 #[derive(Deserialize, Default)]
@@ -390,6 +397,9 @@ impl Settings {
         }
         if let Some(o) = file.oauth {
             s.oauth = Some(crate::oauth::parse(o, base).map_err(invalid)?);
+        }
+        if let Some(a) = file.audit {
+            s.audit = Some(crate::audit::parse(a, base).map_err(invalid)?);
         }
         if let Some(list) = file.clients {
             if srv.token_sha256.is_some() {

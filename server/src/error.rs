@@ -80,6 +80,12 @@ pub enum CallError {
     /// its scope, it is over a rate, or its queue is full or timed out.
     #[error(transparent)]
     Client(#[from] Refusal),
+    /// The audit log cannot take the call's record, and answers wait for
+    /// their records (`audit.durability = "before-answer"`): refused before
+    /// running while the log fails, or, for a call that ran meanwhile, its
+    /// answer withheld.
+    #[error("{0}")]
+    Audit(#[source] std::sync::Arc<toolplane_audit::AuditError>),
 }
 
 impl CallError {
@@ -141,6 +147,7 @@ impl CallError {
                 Refusal::QueueFull { .. } => CallResult::QueueFull,
                 Refusal::QueueTimeout { .. } => CallResult::QueueTimeout,
             },
+            CallError::Audit(_) => CallResult::AuditUnavailable,
         }
     }
 
@@ -164,7 +171,9 @@ impl CallError {
             CallError::UnknownTool(_) => StatusCode::NOT_FOUND,
             CallError::InvalidInput(_) => StatusCode::BAD_REQUEST,
             CallError::Rejected(_) | CallError::Refused { .. } => StatusCode::TOO_MANY_REQUESTS,
-            CallError::ShuttingDown | CallError::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
+            CallError::ShuttingDown | CallError::Cancelled | CallError::Audit(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             // Not 503: the tool stays broken until its files change, so a
             // client must not be told to retry.
             CallError::Unavailable { .. } => StatusCode::FAILED_DEPENDENCY,
@@ -291,11 +300,13 @@ pub enum CallResult {
     QueueFull,
     /// The client's queue wait ran out.
     QueueTimeout,
+    /// [`CallError::Audit`].
+    AuditUnavailable,
 }
 
 impl CallResult {
     /// Every result, in the order counters keep them.
-    pub const ALL: [CallResult; 18] = [
+    pub const ALL: [CallResult; 19] = [
         CallResult::Ok,
         CallResult::UnknownTool,
         CallResult::Unavailable,
@@ -314,6 +325,7 @@ impl CallResult {
         CallResult::RateLimited,
         CallResult::QueueFull,
         CallResult::QueueTimeout,
+        CallResult::AuditUnavailable,
     ];
 
     /// Its metrics label.
@@ -337,6 +349,7 @@ impl CallResult {
             CallResult::RateLimited => "rate_limited",
             CallResult::QueueFull => "queue_full",
             CallResult::QueueTimeout => "queue_timeout",
+            CallResult::AuditUnavailable => "audit_unavailable",
         }
     }
 }

@@ -257,8 +257,11 @@ async fn call(
         priority,
         progress: None,
         client,
+        id: crate::app::CallId::next(),
+        origin: "anonymous",
     };
-    match app.call(call).await {
+    let id = call.id;
+    let mut answer = match app.call(call).await {
         Ok(answer) => {
             let out = answer.output;
             let json = serde_json::from_slice::<serde::de::IgnoredAny>(&out).is_ok();
@@ -267,7 +270,7 @@ async fn call(
             } else {
                 "text/plain; charset=utf-8"
             };
-            Ok(([(header::CONTENT_TYPE, ct)], out.into_vec()).into_response())
+            ([(header::CONTENT_TYPE, ct)], out.into_vec()).into_response()
         }
         Err(e) => {
             // An access token without a scope for the tool: the scopes
@@ -283,10 +286,18 @@ async fn call(
             };
             let mut h = HttpError::from(e);
             h.challenge = challenge;
-            Err(h)
+            h.into_response()
         }
+    };
+    // The call's id, as its audit record names it.
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        answer.headers_mut().insert(CALL_ID_HEADER, v);
     }
+    Ok(answer)
 }
+
+/// The header naming a call's id in its answer.
+pub const CALL_ID_HEADER: &str = "x-toolplane-call-id";
 
 /// A failed call's answer: its status, its result label as the kind.
 impl From<CallError> for HttpError {

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod audit;
 mod budget;
 pub mod clients;
 pub mod config;

@@ -93,6 +93,31 @@ enum Command {
         #[arg(long, value_enum)]
         format: Option<toolplane_server::import::Format>,
     },
+    /// Read the audit log: one line per call (or JSON), oldest first; says
+    /// where a file ends torn (a crash) or a record is corrupted.
+    Audit {
+        /// The configuration whose [audit] dir to read.
+        #[arg(long, value_name = "FILE", conflicts_with = "dir")]
+        config: Option<PathBuf>,
+        /// The audit directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Only this client's calls (`local`, `anonymous` for calls without one).
+        #[arg(long, value_name = "NAME")]
+        client: Option<String>,
+        /// Only calls of tools matching this name or glob (`files.*`).
+        #[arg(long, value_name = "TOOL")]
+        tool: Option<String>,
+        /// Only calls since: a duration ago (`10m`) or a time (RFC 3339).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Keep printing calls as they are recorded.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Bearer tokens: `toolplane token hash` reads a token on stdin and
     /// prints the `token_sha256` line for toolplane.toml.
     Token {
@@ -242,6 +267,62 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     "\ndry run: nothing written; --write writes these (--force replaces files that exist)\n",
                 )
             }
+        }
+        Command::Audit {
+            config,
+            dir,
+            client,
+            tool,
+            since,
+            follow,
+            json,
+        } => {
+            use toolplane_server::audit;
+            let dir = match (dir, config) {
+                (Some(d), _) => d,
+                (None, Some(c)) => {
+                    Settings::from_file(&c)?
+                        .audit
+                        .map(|a| a.dir)
+                        .ok_or_else(|| {
+                            Failure::Usage(format!("{}: no [audit] table (audit.dir)", c.display()))
+                        })?
+                }
+                (None, None) => {
+                    return Err(Failure::Usage(
+                        "toolplane audit: give --config FILE (its [audit] dir) or --dir DIR".into(),
+                    ));
+                }
+            };
+            let query = audit::Query {
+                client,
+                tool: tool
+                    .map(|t| {
+                        toolplane_pool::names::Glob::parse(&t)
+                            .map_err(|e| Failure::Usage(format!("--tool {t:?}: {e}")))
+                    })
+                    .transpose()?,
+                since: since
+                    .map(|s| audit::parse_since(&s).map_err(Failure::Usage))
+                    .transpose()?,
+                json,
+                follow,
+            };
+            if !dir.is_dir() {
+                return Err(Failure::Usage(format!(
+                    "{}: no such directory (the audit log's dir)",
+                    dir.display()
+                )));
+            }
+            let found = audit::show(&dir, &query, &mut stdout, &mut std::io::stderr())?;
+            if found.corrupt > 0 {
+                return Err(Failure::Problems(vec![format!(
+                    "{} corrupted records in {} (their offsets above); the records around them were read",
+                    found.corrupt,
+                    dir.display()
+                )]));
+            }
+            Ok(())
         }
         Command::Token {
             command: TokenCommand::Hash,

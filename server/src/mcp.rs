@@ -208,6 +208,13 @@ impl ServerHandler for Mcp {
         // routes a late notification to another stream.
         let mut call = ToolCall::new(&request.name, &input);
         call.client = caller(&context);
+        if context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .is_some()
+        {
+            call.origin = "anonymous";
+        }
         let mut watch = context.meta.get_progress_token().map(|token| {
             let (tx, rx) = toolplane_pool::progress::channel();
             call.progress = Some(tx);

@@ -40,6 +40,9 @@ pub fn render(app: &App) -> String {
             v.cached_tokens(),
         );
     }
+    if let Some(log) = app.audit() {
+        audit(&mut out, log);
+    }
     if let Some((rss, vsz)) = process_memory() {
         let o = &mut out;
         one(
@@ -237,6 +240,75 @@ fn engine(o: &mut String, m: &toolplane_core::Metrics) {
 }
 
 /// A metric with one unlabelled sample.
+/// The audit log: records written, batches and their syncs, records
+/// dropped, calls that waited for room, write errors, the ring's depth.
+fn audit(o: &mut String, log: &toolplane_audit::AuditLog) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = log.stats();
+    let rows: [(&str, &str, &str, u64); 7] = [
+        (
+            "toolplane_audit_records_total",
+            COUNTER,
+            "Audit records on disk.",
+            s.written.load(Relaxed),
+        ),
+        (
+            "toolplane_audit_batches_total",
+            COUNTER,
+            "Audit batches written, one write and one fdatasync each.",
+            s.batches.load(Relaxed),
+        ),
+        (
+            "toolplane_audit_bytes_total",
+            COUNTER,
+            "Bytes written to the audit log.",
+            s.bytes.load(Relaxed),
+        ),
+        (
+            "toolplane_audit_dropped_total",
+            COUNTER,
+            "Audit records dropped because the ring stayed full (audit.on_full).",
+            s.dropped.load(Relaxed),
+        ),
+        (
+            "toolplane_audit_full_waits_total",
+            COUNTER,
+            "Calls that found the audit ring full and waited for room.",
+            s.full_waits.load(Relaxed),
+        ),
+        (
+            "toolplane_audit_errors_total",
+            COUNTER,
+            "Audit writes or syncs that failed (the disk full or failing).",
+            s.errors.load(Relaxed),
+        ),
+        (
+            "toolplane_audit_queued",
+            GAUGE,
+            "Audit records waiting in the ring.",
+            log.queued() as u64,
+        ),
+    ];
+    for (name, kind, help, v) in rows {
+        one(o, name, kind, help, v);
+    }
+    let sync = s.sync_ns.load(Relaxed) as f64 / 1e9;
+    one(
+        o,
+        "toolplane_audit_sync_seconds_total",
+        COUNTER,
+        "Time spent in the audit log's fdatasync.",
+        sync,
+    );
+    one(
+        o,
+        "toolplane_audit_failing",
+        GAUGE,
+        "1 while writing the audit log fails.",
+        u8::from(log.failing().is_some()),
+    );
+}
+
 fn one(o: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
     head(o, name, kind, help);
     let _ = writeln!(o, "{name} {value}");

@@ -75,6 +75,9 @@ pub enum Failure {
     /// `import` could not read its file or write the manifests.
     #[error(transparent)]
     Import(#[from] crate::import::ImportError),
+    /// The audit log cannot be read.
+    #[error(transparent)]
+    Audit(#[from] toolplane_audit::AuditError),
     /// Reading input or writing output failed.
     #[error("{what}: {source}")]
     Io {
@@ -99,6 +102,7 @@ impl Failure {
             | Failure::Call(_)
             | Failure::Problems(_)
             | Failure::Import(_)
+            | Failure::Audit(_)
             | Failure::Io { .. } => 1,
         }
     }
@@ -410,9 +414,30 @@ async fn serve_async(
         }
         None => None,
     };
+    let audit = match &settings.audit {
+        Some(o) => {
+            let log = toolplane_audit::AuditLog::open(o.clone())
+                .map_err(Failure::start("the audit log"))?;
+            tracing::info!(
+                "audit: every call recorded in {} ({}, batches of up to {} every {:?})",
+                o.dir.display(),
+                match o.durability {
+                    toolplane_audit::Durability::Async => "async",
+                    toolplane_audit::Durability::BeforeAnswer => "before the answer",
+                },
+                o.max_batch,
+                o.max_delay
+            );
+            Some(Arc::new(log))
+        }
+        None => None,
+    };
     let mut app = App::new(engine, registry, settings);
     if let Some(v) = &oauth {
         app = app.with_oauth(Arc::clone(v));
+    }
+    if let Some(log) = &audit {
+        app = app.with_audit(Arc::clone(log));
     }
     let app = Arc::new(app);
     let mcp = Mcp::new(Arc::clone(&app));
@@ -481,6 +506,11 @@ async fn serve_async(
     // answer with `Connection: close` (the edge), so clients move off
     // their keep-alive connections before those close.
     let report = app.shutdown(drain).await;
+    // Every call's record written, then the file closed.
+    if let Some(log) = &audit {
+        let log = Arc::clone(log);
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+    }
     mcp_stop.cancel();
     if let Some((ct, done, finished)) = stdio {
         ct.cancel();

@@ -165,11 +165,20 @@ fn the_example_configuration_is_accepted_and_complete() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/oauth.rs"),
     )
     .unwrap();
+    let audit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/audit.rs"),
+    )
+    .unwrap();
     // The keys: the fields of config.rs's file structs, and the engine's
     // table of keys.
     let mut keys: Vec<String> = Vec::new();
     let mut in_file_struct = false;
-    for line in source.lines().chain(clients.lines()).chain(oauth.lines()) {
+    for line in source
+        .lines()
+        .chain(clients.lines())
+        .chain(oauth.lines())
+        .chain(audit.lines())
+    {
         let line = line.strip_prefix("pub ").unwrap_or(line);
         if line.starts_with("struct ") && line.contains("File") || line.starts_with("struct File") {
             in_file_struct = true;
@@ -191,10 +200,16 @@ fn the_example_configuration_is_accepted_and_complete() {
         }
     }
     assert!(keys.len() > 30, "{keys:?}");
-    for key in ["server", "engine", "pool", "token", "clients", "oauth"] {
+    for key in [
+        "server", "engine", "pool", "token", "clients", "oauth", "audit",
+    ] {
         keys.retain(|k| k != key);
     }
-    assert!(written.contains("# [[clients]]") && written.contains("# [oauth]"));
+    assert!(
+        written.contains("# [[clients]]")
+            && written.contains("# [oauth]")
+            && written.contains("# [audit]")
+    );
     for key in &keys {
         // A key, or a table's header (`[clients.tools_rate]`).
         assert!(

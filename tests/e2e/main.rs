@@ -3,6 +3,7 @@
 //! with reqwest, MCP with rmcp's client over streamable HTTP and over a
 //! child process's stdio.
 
+mod audit;
 mod cli;
 mod clients;
 mod containment;
