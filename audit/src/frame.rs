@@ -13,12 +13,17 @@ pub const HEADER: usize = 8;
 /// The largest payload a frame may hold; a length above it is corruption.
 pub const MAX_PAYLOAD: usize = 16 << 20;
 
-/// Appends one frame holding `payload` to `out`.
-pub fn encode(payload: &[u8], out: &mut Vec<u8>) {
-    debug_assert!(payload.len() <= MAX_PAYLOAD);
+/// Appends one frame holding `payload` to `out`; a payload past
+/// [`MAX_PAYLOAD`] (or empty) is not framed (the writer keeps records
+/// below it) and `false` says so.
+pub fn encode(payload: &[u8], out: &mut Vec<u8>) -> bool {
+    if payload.is_empty() || payload.len() > MAX_PAYLOAD {
+        return false;
+    }
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     out.extend_from_slice(payload);
+    true
 }
 
 /// What the bytes at an offset hold.
@@ -28,7 +33,8 @@ pub enum Frame<'a> {
     Whole(&'a [u8], usize),
     /// The bytes end before the frame does: a torn tail if nothing follows.
     Short,
-    /// A length above [`MAX_PAYLOAD`] or a CRC that does not check.
+    /// A length of 0 or above [`MAX_PAYLOAD`], or a CRC that does not
+    /// check.
     Corrupt,
 }
 
@@ -39,7 +45,9 @@ pub fn decode(bytes: &[u8]) -> Frame<'_> {
     }
     let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
     let crc = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-    if len > MAX_PAYLOAD {
+    // No frame is empty: zeros (an extent a crash left unwritten) are not
+    // a frame, though their CRC would check.
+    if len == 0 || len > MAX_PAYLOAD {
         return Frame::Corrupt;
     }
     let Some(payload) = bytes.get(HEADER..HEADER + len) else {
@@ -58,7 +66,9 @@ mod tests {
     #[test]
     fn a_frame_reads_back_and_any_flipped_byte_is_caught() {
         let mut buf = Vec::new();
-        encode(br#"{"a":1}"#, &mut buf);
+        assert!(encode(br#"{"a":1}"#, &mut buf));
+        assert!(!encode(b"", &mut buf));
+        assert_eq!(decode(&[0; 16]), Frame::Corrupt);
         assert_eq!(decode(&buf), Frame::Whole(br#"{"a":1}"#, buf.len()));
         for i in 0..buf.len() {
             let mut bad = buf.clone();

@@ -7,8 +7,12 @@ use std::time::Duration;
 /// When a call's answer may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
-    /// Once its record is in the ring: a crash loses at most the records
-    /// of one commit interval (`max_delay`).
+    /// Once its record is in the ring: a crash loses the records not yet
+    /// written, at most those of one commit interval (`max_delay` and the
+    /// batch's own write and `fdatasync`) while the disk takes them; while
+    /// it does not, those in the ring (at most `capacity`), and calls do
+    /// not wait for room that is not coming (their records are dropped,
+    /// counted).
     Async,
     /// Once its record is on disk: the answer waits for the batch's
     /// `fdatasync` (the worker that ran the call does not).

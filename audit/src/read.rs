@@ -54,6 +54,12 @@ pub enum Problem {
         /// The file.
         file: PathBuf,
     },
+    /// A name of the log's files on something else (a link, a directory,
+    /// a FIFO): not read.
+    NotAFile {
+        /// The name.
+        file: PathBuf,
+    },
 }
 
 impl std::fmt::Display for Problem {
@@ -65,7 +71,7 @@ impl std::fmt::Display for Problem {
                 bytes,
             } => write!(
                 f,
-                "{}: torn tail at offset {offset} ({bytes} bytes): the last write did not finish (a crash); every record before it is whole",
+                "{}: torn tail at offset {offset} ({bytes} bytes): a write that did not finish (a crash), or one being written now; every record before it is whole",
                 file.display()
             ),
             Problem::Corrupt {
@@ -102,17 +108,13 @@ impl std::fmt::Display for Problem {
                     file.display()
                 )
             }
+            Problem::NotAFile { file } => write!(
+                f,
+                "{}: not a regular file (a link, a directory or a device): not read",
+                file.display()
+            ),
         }
     }
-}
-
-/// Where a reader is in a file.
-#[derive(Debug, Clone)]
-pub struct Cursor {
-    /// The file.
-    pub file: PathBuf,
-    /// The offset of the next frame.
-    pub offset: u64,
 }
 
 /// Reads `bytes`, a file's content from offset `base` on (0: the whole
@@ -148,6 +150,15 @@ pub fn scan(file: &Path, bytes: &[u8], base: u64, complete: bool) -> (Vec<Item>,
                 });
                 at += len;
             }
+            // Zeros to the end: an extent the crash left unwritten.
+            Frame::Short | Frame::Corrupt if complete && bytes[at..].iter().all(|b| *b == 0) => {
+                items.push(Item::Problem(Problem::TornTail {
+                    file: file.to_owned(),
+                    offset: off(at),
+                    bytes: (bytes.len() - at) as u64,
+                }));
+                at = bytes.len();
+            }
             Frame::Short if !complete => break,
             Frame::Short => {
                 items.push(Item::Problem(Problem::TornTail {
@@ -158,9 +169,17 @@ pub fn scan(file: &Path, bytes: &[u8], base: u64, complete: bool) -> (Vec<Item>,
                 at = bytes.len();
             }
             Frame::Corrupt => {
+                // The next frame that checks: only where a record's JSON
+                // could begin is a CRC computed (else a run of bytes that
+                // read as lengths would cost a CRC each).
                 let next = (at + 1..bytes.len()).find(|&i| {
-                    matches!(frame::decode(&bytes[i..]), Frame::Whole(p, _) if p.starts_with(b"{"))
+                    bytes.get(i + frame::HEADER) == Some(&b'{')
+                        && matches!(frame::decode(&bytes[i..]), Frame::Whole(p, _) if p.ends_with(b"}"))
                 });
+                if next.is_none() && !complete {
+                    // The file grows: the next record may not be whole yet.
+                    break;
+                }
                 items.push(Item::Problem(Problem::Corrupt {
                     file: file.to_owned(),
                     offset: off(at),
@@ -173,6 +192,40 @@ pub fn scan(file: &Path, bytes: &[u8], base: u64, complete: bool) -> (Vec<Item>,
     (items, off(at))
 }
 
+/// The bytes of the log's file `path` from `from` on: `Ok(None)` when it
+/// is gone (removed as old), a [`Problem::NotAFile`] when the name is not
+/// on a regular file (a link is not followed).
+///
+/// # Errors
+///
+/// The file cannot be read.
+pub fn read_file(path: &Path, from: u64) -> Result<Option<Result<Vec<u8>, Problem>>, AuditError> {
+    use std::io::{Read, Seek};
+    let io = |source| AuditError::Io {
+        path: path.to_owned(),
+        doing: "reading",
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+        Ok(m) if !m.file_type().is_file() => {
+            return Ok(Some(Err(Problem::NotAFile {
+                file: path.to_owned(),
+            })));
+        }
+        Ok(_) => {}
+    }
+    let mut f = match std::fs::File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        r => r.map_err(io)?,
+    };
+    f.seek(std::io::SeekFrom::Start(from)).map_err(io)?;
+    let mut v = Vec::new();
+    f.read_to_end(&mut v).map_err(io)?;
+    Ok(Some(Ok(v)))
+}
+
 /// Every item of every file of the log in `dir`, oldest first.
 ///
 /// # Errors
@@ -181,12 +234,11 @@ pub fn scan(file: &Path, bytes: &[u8], base: u64, complete: bool) -> (Vec<Item>,
 pub fn read_all(dir: &Path) -> Result<Vec<Item>, AuditError> {
     let mut out = Vec::new();
     for (_, path) in log::list(dir)? {
-        let bytes = std::fs::read(&path).map_err(|e| AuditError::Io {
-            path: path.clone(),
-            doing: "reading",
-            source: e,
-        })?;
-        out.extend(scan(&path, &bytes, 0, true).0);
+        match read_file(&path, 0)? {
+            None => {}
+            Some(Err(p)) => out.push(Item::Problem(p)),
+            Some(Ok(bytes)) => out.extend(scan(&path, &bytes, 0, true).0),
+        }
     }
     Ok(out)
 }
@@ -210,7 +262,9 @@ mod tests {
             output_bytes: 2,
             trace: None,
             node: Arc::from("n1"),
+            subject: None,
             arguments: None,
+            arguments_omitted: false,
         }
     }
 
@@ -274,11 +328,56 @@ mod tests {
     }
 
     #[test]
+    fn a_tail_of_zeros_is_a_torn_tail_not_corruption() {
+        let mut bytes = file_of(2);
+        bytes.extend_from_slice(&[0; 4096]);
+        let (items, _) = scan(Path::new("f"), &bytes, 0, true);
+        assert_eq!(records(&items), [0, 1]);
+        assert_eq!(items.len(), 3, "{items:?}");
+        assert!(matches!(
+            &items[2],
+            Item::Problem(Problem::TornTail { bytes: 4096, .. })
+        ));
+    }
+
+    #[test]
+    fn a_growing_file_with_a_corrupt_record_is_read_on_once_the_next_is_whole() {
+        let whole = file_of(3);
+        let second = file_of(1).len();
+        let mut bad = whole.clone();
+        bad[second + 20] ^= 0x01;
+        // The third record half written: nothing said yet past the first.
+        let cut = whole.len() - 10;
+        let (items, stop) = scan(Path::new("f"), &bad[..cut], 0, false);
+        assert_eq!(records(&items), [0]);
+        assert_eq!(items.len(), 1, "{items:?}");
+        // Written on: the corruption said once, the third record read.
+        let (items, _) = scan(Path::new("f"), &bad[stop as usize..], stop, false);
+        assert_eq!(records(&items), [2], "{items:?}");
+        assert_eq!(items.len(), 2);
+    }
+
+    #[test]
     fn a_file_that_is_not_an_audit_file_is_named() {
         let (items, _) = scan(Path::new("f"), b"hello world", 0, true);
         assert!(matches!(
             &items[..],
             [Item::Problem(Problem::NotAudit { .. })]
         ));
+    }
+
+    #[test]
+    fn a_name_of_ours_on_a_link_or_a_directory_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("audit-0000000001.log"), file_of(1)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("audit-0000000002.log")).unwrap();
+        std::fs::create_dir(dir.path().join("audit-0000000003.log")).unwrap();
+        let items = read_all(dir.path()).unwrap();
+        assert_eq!(records(&items), [0]);
+        let not_files = items
+            .iter()
+            .filter(|i| matches!(i, Item::Problem(Problem::NotAFile { .. })))
+            .count();
+        assert_eq!(not_files, 2, "{items:?}");
     }
 }

@@ -37,10 +37,18 @@ pub struct Record {
     pub trace: Option<String>,
     /// The node that took the call.
     pub node: Arc<str>,
+    /// With an OAuth access token: its subject (`sub`), the user or agent
+    /// the client acted for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     /// The input itself, with `audit.arguments = true` (as JSON text when
     /// it is UTF-8, else not kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<String>,
+    /// The input was to be kept but was left out: the record would have
+    /// been larger than a frame holds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub arguments_omitted: bool,
 }
 
 impl Record {
@@ -55,20 +63,71 @@ impl Record {
             .map_or(0, |d| d.as_micros().min(u128::from(u64::MAX)) as u64)
     }
 
-    /// One line for people: time, client, tool, outcome, latency, call id.
+    /// One line for people: time, node, client, tool, outcome, latency,
+    /// sizes, call id. Names are printed escaped (a client name from an
+    /// access token could hold a newline or a terminal's escape sequence),
+    /// and quoted when they hold a space.
     pub fn line(&self) -> String {
         let key = self.key.map(|k| format!(" key={k}")).unwrap_or_default();
+        let sub = self
+            .subject
+            .as_deref()
+            .map(|s| format!(" sub={}", plain(s)))
+            .unwrap_or_default();
         format!(
-            "{} {} {} {}{key} {} {}µs in={}B out={}B call={}",
+            "{} {} {}{sub} {}{key} {} {}µs in={}B out={}B call={}",
             humantime::format_rfc3339_micros(self.time()),
-            self.node,
-            self.client,
-            self.tool,
-            self.outcome,
+            plain(&self.node),
+            plain(&self.client),
+            plain(&self.tool),
+            plain(&self.outcome),
             self.latency_us,
             self.input_bytes,
             self.output_bytes,
-            self.call
+            plain(&self.call)
         )
+    }
+}
+
+/// `text` as one word of a line: control characters escaped, quoted if it
+/// holds a space or a quote.
+fn plain(text: &str) -> String {
+    if !text.is_empty()
+        && !text
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '"')
+    {
+        return text.to_string();
+    }
+    format!("{:?}", text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_cannot_be_forged_through_a_name() {
+        let r = Record {
+            time_us: 0,
+            call: "c".into(),
+            client: Arc::from("evil\n2026-01-01T00:00:00Z n1 admin echo ok\x1b[2J"),
+            tool: Arc::from("echo"),
+            key: None,
+            outcome: "ok".into(),
+            latency_us: 1,
+            input_sha256: String::new(),
+            input_bytes: 0,
+            output_bytes: 0,
+            trace: None,
+            node: Arc::from("n1"),
+            subject: Some("a b".into()),
+            arguments: None,
+            arguments_omitted: false,
+        };
+        let line = r.line();
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(!line.contains('\x1b'), "{line}");
+        assert!(line.contains("sub=\"a b\""), "{line}");
     }
 }

@@ -344,6 +344,56 @@ impl App {
         self.audit.as_ref()
     }
 
+    /// A call's audit record, but for its outcome, latency and output.
+    fn audit_record(
+        &self,
+        log: &toolplane_audit::AuditLog,
+        entry: &ToolEntry,
+        call: &ToolCall<'_>,
+        client: Option<&Client>,
+    ) -> toolplane_audit::Record {
+        let (name, subject) = match client {
+            None => (Arc::from(call.origin), None),
+            Some(c) => (
+                Arc::clone(c.name()),
+                c.is_oauth()
+                    .then(|| c.owner().split_once('\0').map(|(_, sub)| sub.to_string()))
+                    .flatten(),
+            ),
+        };
+        toolplane_audit::Record {
+            time_us: toolplane_audit::Record::micros(std::time::SystemTime::now()),
+            call: call.id.to_string(),
+            client: name,
+            tool: Arc::from(entry.manifest.name.as_str()),
+            key: call.key,
+            outcome: String::new(),
+            latency_us: 0,
+            input_sha256: sha256_hex(call.input),
+            input_bytes: call.input.len() as u64,
+            output_bytes: 0,
+            trace: None,
+            node: Arc::clone(&log.options().node),
+            subject,
+            arguments: log
+                .options()
+                .arguments
+                .then(|| String::from_utf8(call.input.to_vec()).ok())
+                .flatten(),
+            arguments_omitted: false,
+        }
+    }
+
+    /// A call that runs without its record (async: the ring stayed full,
+    /// or the log is closing): counted by the log, said at most once a
+    /// second.
+    fn audit_dropped(&self, tool: &str, e: &CallError) {
+        if let Some(n) = self.audit_log.take() {
+            let not_logged = (n > 0).then_some(n);
+            tracing::warn!(tool, error = %e, not_logged, "a call runs without its audit record");
+        }
+    }
+
     /// Per-tool call counters.
     pub fn counters(&self) -> &ToolCounters {
         &self.counters
@@ -405,44 +455,43 @@ impl App {
             result: CallResult::Abandoned,
             client: client.as_deref().map(|c| &**c.stats()),
         };
-        // What the audit record needs of the call, taken before it runs.
-        // The call's record, but for its outcome: written when the call
-        // ends, or when its caller goes away first (`abandoned`).
-        let mut audit = self.audit.as_deref().map(|log| Pending {
-            log,
-            started: count.started,
-            record: Some(toolplane_audit::Record {
-                time_us: toolplane_audit::Record::micros(std::time::SystemTime::now()),
-                call: call.id.to_string(),
-                client: client
-                    .as_deref()
-                    .map_or_else(|| Arc::from(call.origin), |c| Arc::clone(c.name())),
-                tool: Arc::from(entry.manifest.name.as_str()),
-                key: call.key,
-                outcome: String::new(),
-                latency_us: 0,
-                input_sha256: sha256_hex(call.input),
-                input_bytes: call.input.len() as u64,
-                output_bytes: 0,
-                trace: None,
-                node: Arc::clone(&log.options().node),
-                arguments: log
-                    .options()
-                    .arguments
-                    .then(|| String::from_utf8(call.input.to_vec()).ok())
-                    .flatten(),
-            }),
-        });
-        if let Some(p) = &mut audit
-            && p.log.options().durability == toolplane_audit::Durability::BeforeAnswer
-            && let Some(e) = p.log.failing()
-        {
-            // No call runs that could not be answered; nor is it recorded
-            // (the log is what fails).
-            p.record = None;
-            count.result = CallResult::AuditUnavailable;
-            return Err(CallError::Audit(e));
-        }
+        // Its audit record, but for the outcome: a place in the log's ring
+        // held before the call runs, the record pushed when the call ends,
+        // or when its caller goes away first (`abandoned`). The drain waits
+        // for it (the call is in flight until its record is pushed).
+        let _held = self.audit.is_some().then(|| InFlight::enter(self));
+        let mut audit = match self.audit.as_deref() {
+            None => None,
+            Some(log) => {
+                let before_answer =
+                    log.options().durability == toolplane_audit::Durability::BeforeAnswer;
+                let failing = before_answer.then(|| log.failing()).flatten();
+                let slot = match failing {
+                    // No call runs that could not be answered.
+                    Some(e) => Err(CallError::Audit(e)),
+                    None => log
+                        .reserve()
+                        .await
+                        .map_err(|e| CallError::Audit(Arc::new(e))),
+                };
+                match slot {
+                    Err(e) if before_answer => {
+                        count.result = CallResult::AuditUnavailable;
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        self.audit_dropped(count.name, &e);
+                        None
+                    }
+                    Ok(None) => None,
+                    Ok(Some(slot)) => Some(Pending {
+                        slot: Some(slot),
+                        started: count.started,
+                        record: Some(self.audit_record(log, &entry, &call, client.as_deref())),
+                    }),
+                }
+            }
+        };
         let result = match &client {
             // Scope and rates before anything else (a refused call costs
             // no slot and no engine work), then a slot, held to the end.
@@ -460,19 +509,22 @@ impl App {
             .map_or_else(CallError::result, |_| CallResult::Ok);
         let latency_us = count.started.elapsed().as_micros() as u64;
         let mut result = result;
-        if let Some(mut p) = audit
-            && let Some(mut record) = p.record.take()
+        if let Some(p) = &mut audit
+            && let (Some(slot), Some(mut record)) = (p.slot.take(), p.record.take())
         {
             record.outcome = count.result.as_str().to_string();
             record.latency_us = latency_us;
             record.output_bytes = result.as_ref().map_or(0, |a| a.output.len() as u64);
-            if let Err(e) = p.log.append(record).await {
-                if p.log.options().durability == toolplane_audit::Durability::BeforeAnswer {
-                    result = Err(CallError::Audit(Arc::new(e)));
-                } else if let Some(n) = self.audit_log.take() {
-                    let not_logged = (n > 0).then_some(n);
-                    tracing::warn!(tool = count.name, error = %e, not_logged, "a call's audit record was dropped");
-                }
+            let ticket = slot.push(record);
+            if let Some(log) = self.audit.as_deref()
+                && log.options().durability == toolplane_audit::Durability::BeforeAnswer
+                && let Err(e) = log.durable(ticket).await
+            {
+                // The call ran; its answer waits for a record the disk
+                // does not take. Its record stays queued and is written
+                // when the disk allows (with the call's own outcome).
+                count.result = CallResult::AuditUnavailable;
+                result = Err(CallError::Audit(Arc::new(e)));
             }
         }
         // One line per call: at debug, and at info when it failed (at most
@@ -658,20 +710,21 @@ impl App {
     }
 }
 
-/// A call's audit record until the call ends; dropped before that (its
-/// caller went away), it is written as `abandoned`, without waiting.
+/// A call's audit record until the call ends, and the place held for it
+/// in the log's ring; dropped before that (its caller went away), it is
+/// pushed as `abandoned` (the place is held: it never waits).
 struct Pending<'a> {
-    log: &'a toolplane_audit::AuditLog,
+    slot: Option<toolplane_audit::log::Slot<'a>>,
     started: Instant,
     record: Option<toolplane_audit::Record>,
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        if let Some(mut r) = self.record.take() {
+        if let (Some(slot), Some(mut r)) = (self.slot.take(), self.record.take()) {
             r.outcome = CallResult::Abandoned.as_str().to_string();
             r.latency_us = self.started.elapsed().as_micros() as u64;
-            self.log.try_append(r);
+            slot.push(r);
         }
     }
 }

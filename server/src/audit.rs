@@ -50,7 +50,9 @@ pub struct AuditFile {
 }
 
 /// Most records a ring may hold.
-pub const MAX_CAPACITY: usize = 1 << 24;
+/// (The ring is allocated whole at start, and holds what callers sent when
+/// `arguments = true`: its memory is `capacity` records.)
+pub const MAX_CAPACITY: usize = 1 << 20;
 
 /// The log's options from `[audit]`, paths relative to `base`.
 ///
@@ -71,6 +73,12 @@ pub fn parse(f: AuditFile, base: &Path) -> Result<Options, String> {
     o.max_batch = count("max_batch", f.max_batch, 1 << 20, o.max_batch)?;
     o.capacity = count("capacity", f.capacity, MAX_CAPACITY, o.capacity)?;
     o.keep_files = count("keep_files", f.keep_files, 1 << 20, o.keep_files)?;
+    if o.max_batch > o.capacity {
+        return Err(format!(
+            "audit.max_batch = {} is above audit.capacity = {}: a batch is at most the ring",
+            o.max_batch, o.capacity
+        ));
+    }
     let duration = |key: &str, v: &Option<String>, min: Duration, max: Duration| {
         v.as_deref()
             .map(|t| parse_duration_in(t, min, max).map_err(|m| format!("audit.{key}: {m}")))
@@ -96,9 +104,9 @@ pub fn parse(f: AuditFile, base: &Path) -> Result<Options, String> {
     )?;
     if let Some(t) = &f.max_file {
         o.max_file = toolplane_pool::manifest::parse_size(t)
-            .filter(|n| (4096..=1 << 40).contains(n))
+            .filter(|n| (4096..=1 << 30).contains(n))
             .ok_or_else(|| {
-                format!("audit.max_file = {t:?}: accepted a size from \"4 KiB\" to \"1 TiB\"")
+                format!("audit.max_file = {t:?}: accepted a size from \"4 KiB\" to \"1 GiB\"")
             })?;
     }
     o.durability = match f.durability.as_deref() {
@@ -233,12 +241,19 @@ pub fn show(
         for (index, path) in &files {
             let from = match &at {
                 Some((i, _, _)) if index < i => continue,
+                // A name not on a file, said once.
+                Some((i, _, u64::MAX)) if index == i => continue,
                 Some((i, _, off)) if index == i => *off,
                 _ => 0,
             };
             let complete = !q.follow || Some(*index) != newest;
-            let bytes = read_from(path, from).map_err(io(path, "reading"))?;
-            let (items, stop) = scan(path, &bytes, from, complete);
+            let items_and_stop = match toolplane_audit::read::read_file(path, from)? {
+                // Removed as old since it was listed.
+                None => continue,
+                Some(Err(p)) => (vec![Item::Problem(p)], u64::MAX),
+                Some(Ok(bytes)) => scan(path, &bytes, from, complete),
+            };
+            let (items, stop) = items_and_stop;
             for item in items {
                 match item {
                     Item::Record(r) if q.wants(&r) => {
@@ -269,15 +284,6 @@ pub fn show(
         out.flush().map_err(io(dir, "printing"))?;
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn read_from(path: &Path, from: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Seek};
-    let mut f = std::fs::File::open(path)?;
-    f.seek(std::io::SeekFrom::Start(from))?;
-    let mut v = Vec::new();
-    f.read_to_end(&mut v)?;
-    Ok(v)
 }
 
 #[cfg(test)]
@@ -316,6 +322,10 @@ mod tests {
                 "cannot be dropped",
             ),
             ("dir = \"a\"\nmax_batch = 0", "audit.max_batch = 0"),
+            (
+                "dir = \"a\"\ncapacity = 8\nmax_batch = 16",
+                "above audit.capacity",
+            ),
             ("dir = \"a\"\nmax_delay = \"5s\"", "audit.max_delay"),
             ("dir = \"a\"\nmax_file = \"1 KiB\"", "audit.max_file"),
             ("dir = \"a\"\nnode = \"a\\nb\"", "audit.node"),

@@ -116,7 +116,11 @@ async fn every_call_is_recorded_with_its_id_and_read_back() {
     assert_eq!(records.len(), 5, "{records:#?}");
     let abandoned = &records[4];
     assert_eq!(
-        (&abandoned["tool"], &abandoned["outcome"], &abandoned["client"]),
+        (
+            &abandoned["tool"],
+            &abandoned["outcome"],
+            &abandoned["client"]
+        ),
         (&json!("sleep"), &json!("abandoned"), &json!("ops"))
     );
     let by_id = |id: &str| records.iter().find(|r| r["call"] == id).unwrap();

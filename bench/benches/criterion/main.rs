@@ -10,6 +10,7 @@
 //! cargo bench --workspace --profile release --bench criterion -- '^wasi/'
 //! cargo bench --workspace --profile release --bench criterion -- '^registry/'
 //! cargo bench --workspace --profile release --bench criterion -- '^clients/'
+//! cargo bench --workspace --profile release --bench criterion -- '^audit/'
 //! ```
 //!
 //! The release profile and `--workspace` reuse the test build (`cargo
@@ -17,6 +18,7 @@
 //! would compile wasmtime again). Fixtures of areas the filter leaves out
 //! are still set up (a second or two), not measured.
 
+mod audit;
 mod clients;
 mod engine;
 mod registry;
@@ -44,5 +46,7 @@ fn main() {
     registry::hot_reload(&mut c);
     clients::check_per_call(&mut c);
     clients::oauth(&mut c);
+    audit::per_call(&mut c);
+    audit::throughput(&mut c);
     c.final_summary();
 }
