@@ -3,9 +3,12 @@
 //! that must not run without its record is refused before it runs), then
 //! pushes its record there (crossbeam's bounded `ArrayQueue`: no lock, no
 //! system call). One thread takes the records in batches, each batch one
-//! `write` and one `fdatasync` (group commit): every `max_delay` while
-//! records come, at once when the first comes after a quiet spell or
-//! when `max_batch` wait.
+//! `write` and one `fdatasync` (group commit). With `durability = "async"`
+//! a batch every `max_delay` while records come (fewer syncs; nobody
+//! waits), at once when the first comes after a quiet spell or when
+//! `max_batch` wait. With `"before-answer"` callers wait, so a batch
+//! begins as soon as the last one is on disk: it holds the records that
+//! came during that `fdatasync`.
 //!
 //! Durability is counted in batches. The writer numbers a batch (`begun`)
 //! before it looks at the ring, and takes exactly the records the ring held
@@ -440,9 +443,11 @@ fn writer(s: &Shared, mut files: Files) -> Files {
                 std::thread::park_timeout(IDLE);
             }
             s.idle.store(false, Ordering::SeqCst);
-        } else {
+        } else if s.opts.durability == Durability::Async {
             std::thread::park_timeout(s.opts.max_delay);
         }
+        // Before the answer, callers wait: the next batch begins at once,
+        // with the records that came during this one's `fdatasync`.
     }
 }
 

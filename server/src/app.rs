@@ -46,6 +46,8 @@ pub struct ToolCall<'a> {
     /// Who calls when no client does: `anonymous` over HTTP, `local`
     /// over stdio and the CLI (as the audit log names them).
     pub origin: &'static str,
+    /// The caller's W3C trace context, if it sent one.
+    pub trace: Option<crate::trace::TraceParent>,
 }
 
 /// A call's id: 64 random bits drawn when the process starts and a
@@ -91,6 +93,7 @@ impl<'a> ToolCall<'a> {
             client: None,
             id: CallId::next(),
             origin: "local",
+            trace: None,
         }
     }
 }
@@ -372,7 +375,7 @@ impl App {
             input_sha256: sha256_hex(call.input),
             input_bytes: call.input.len() as u64,
             output_bytes: 0,
-            trace: None,
+            trace: call.trace.map(|t| t.trace_hex()),
             node: Arc::clone(&log.options().node),
             subject,
             arguments: log
@@ -732,10 +735,11 @@ impl Drop for Pending<'_> {
 /// Lower-case hex of the SHA-256 of `bytes`.
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    use std::fmt::Write as _;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut hex = String::with_capacity(64);
     for b in sha2::Sha256::digest(bytes) {
-        let _ = write!(hex, "{b:02x}");
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 15)]));
     }
     hex
 }

@@ -259,6 +259,10 @@ async fn call(
         client,
         id: crate::app::CallId::next(),
         origin: "anonymous",
+        trace: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::trace::TraceParent::parse),
     };
     let id = call.id;
     let mut answer = match app.call(call).await {

@@ -28,6 +28,7 @@ pub mod prom;
 pub mod reload;
 pub mod serve;
 mod token;
+pub mod trace;
 
 pub use app::{App, Readiness, ToolCall};
 pub use config::{ConfigError, ServerSettings, Settings};

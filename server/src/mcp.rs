@@ -208,13 +208,22 @@ impl ServerHandler for Mcp {
         // routes a late notification to another stream.
         let mut call = ToolCall::new(&request.name, &input);
         call.client = caller(&context);
-        if context
-            .extensions
-            .get::<axum::http::request::Parts>()
-            .is_some()
-        {
+        let parts = context.extensions.get::<axum::http::request::Parts>();
+        if parts.is_some() {
             call.origin = "anonymous";
         }
+        // The trace context: in the request's `_meta` (where MCP places
+        // it), else the HTTP request's header.
+        call.trace = context
+            .meta
+            .get("traceparent")
+            .and_then(|v| v.as_str())
+            .or_else(|| {
+                parts
+                    .and_then(|p| p.headers.get("traceparent"))
+                    .and_then(|v| v.to_str().ok())
+            })
+            .and_then(crate::trace::TraceParent::parse);
         let mut watch = context.meta.get_progress_token().map(|token| {
             let (tx, rx) = toolplane_pool::progress::channel();
             call.progress = Some(tx);

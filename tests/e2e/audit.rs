@@ -58,10 +58,13 @@ fn read_log(args: &[&str]) -> (Vec<Value>, String, i32) {
     )
 }
 
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 async fn call(s: &Server, tool: &str, token: &str, body: &str) -> (u16, String) {
     let r = client()
         .post(s.url(&format!("/v1/tools/{tool}/call")))
         .bearer_auth(token)
+        .header("traceparent", TRACEPARENT)
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()
@@ -89,12 +92,16 @@ async fn every_call_is_recorded_with_its_id_and_read_back() {
     // Over MCP too, as the client that calls.
     let transport = crate::support::mcp_transport_with_token(s.url("/mcp"), "bot-token");
     let mcp = ().serve(transport).await.unwrap();
-    mcp.call_tool(
-        CallToolRequestParams::new("echo")
-            .with_arguments(json!({"over": "mcp"}).as_object().unwrap().clone()),
-    )
-    .await
-    .unwrap();
+    // Its trace context in the request's _meta, where MCP places it.
+    let mut params = CallToolRequestParams::new("echo")
+        .with_arguments(json!({"over": "mcp"}).as_object().unwrap().clone());
+    params.meta = Some(
+        serde_json::from_value(json!({
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        }))
+        .unwrap(),
+    );
+    mcp.call_tool(params).await.unwrap();
     mcp.cancel().await.unwrap();
     // A caller that goes away before the answer: the call is recorded as
     // abandoned.
@@ -137,13 +144,18 @@ async fn every_call_is_recorded_with_its_id_and_read_back() {
         r.get("arguments").is_none(),
         "inputs are not kept by default"
     );
+    assert_eq!(r["trace"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(by_id(&scope_id)["outcome"], "out_of_scope");
     assert_eq!(by_id(&bad_id)["outcome"], "invalid_input");
     assert_eq!(by_id(&bad_id)["client"], "ops");
     let over_mcp = &records[3];
     assert_eq!(
-        (&over_mcp["client"], &over_mcp["tool"]),
-        (&json!("bot"), &json!("echo"))
+        (&over_mcp["client"], &over_mcp["tool"], &over_mcp["trace"]),
+        (
+            &json!("bot"),
+            &json!("echo"),
+            &json!("0af7651916cd43dd8448eb211c80319c")
+        )
     );
 
     // Filters: by client and tool, by time.
