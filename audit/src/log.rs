@@ -623,26 +623,7 @@ impl Files {
 mod tests {
     use super::*;
     use crate::read::{Item, read_all};
-
-    fn record(n: u64) -> Record {
-        Record {
-            time_us: n,
-            call: format!("{n:032x}"),
-            client: Arc::from("bot"),
-            tool: Arc::from("echo"),
-            key: Some(n),
-            outcome: "ok".into(),
-            latency_us: 1,
-            input_sha256: "0".repeat(64),
-            input_bytes: 2,
-            output_bytes: 2,
-            trace: None,
-            node: Arc::from("n1"),
-            subject: None,
-            arguments: None,
-            arguments_omitted: false,
-        }
-    }
+    use crate::record::sample as record;
 
     fn keys(dir: &Path) -> Vec<u64> {
         read_all(dir)

@@ -38,7 +38,8 @@ pub struct Options {
     pub arguments: bool,
     /// A batch is written when this many records wait…
     pub max_batch: usize,
-    /// …or this long after the last batch.
+    /// …or this long after the last batch (`async`; before the answer a
+    /// batch begins as soon as the last is on disk).
     pub max_delay: Duration,
     /// Records the ring holds.
     pub capacity: usize,

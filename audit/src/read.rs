@@ -246,27 +246,7 @@ pub fn read_all(dir: &Path) -> Result<Vec<Item>, AuditError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-
-    fn record(n: u64) -> Record {
-        Record {
-            time_us: 1_700_000_000_000_000 + n,
-            call: format!("{n:032x}"),
-            client: Arc::from("bot"),
-            tool: Arc::from("echo"),
-            key: Some(n),
-            outcome: "ok".into(),
-            latency_us: 12,
-            input_sha256: "0".repeat(64),
-            input_bytes: 2,
-            output_bytes: 2,
-            trace: None,
-            node: Arc::from("n1"),
-            subject: None,
-            arguments: None,
-            arguments_omitted: false,
-        }
-    }
+    use crate::record::sample as record;
 
     fn file_of(n: u64) -> Vec<u8> {
         let mut bytes = frame::MAGIC.to_vec();

@@ -89,6 +89,28 @@ impl Record {
     }
 }
 
+/// A record for tests: call `n`, keyed `n`.
+#[cfg(test)]
+pub(crate) fn sample(n: u64) -> Record {
+    Record {
+        time_us: 1_700_000_000_000_000 + n,
+        call: format!("{n:032x}"),
+        client: Arc::from("bot"),
+        tool: Arc::from("echo"),
+        key: Some(n),
+        outcome: "ok".into(),
+        latency_us: 12,
+        input_sha256: "0".repeat(64),
+        input_bytes: 2,
+        output_bytes: 2,
+        trace: None,
+        node: Arc::from("n1"),
+        subject: None,
+        arguments: None,
+        arguments_omitted: false,
+    }
+}
+
 /// `text` as one word of a line: control characters escaped, quoted if it
 /// holds a space or a quote.
 fn plain(text: &str) -> String {

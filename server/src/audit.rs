@@ -6,7 +6,8 @@
 //! dir = "audit"                  # turns it on; relative to the file
 //! durability = "async"           # or "before-answer": the answer waits for its record's fdatasync
 //! max_batch = 256                # a batch is written when this many records wait…
-//! max_delay = "2ms"              # …or this long after the last one
+//! max_delay = "2ms"              # …or this long after the last one (async; before-answer
+//!                                # writes a batch as soon as the last is on disk)
 //! capacity = 65536               # records the ring holds
 //! on_full = "wait"               # or "drop-and-count" (async only)
 //! full_wait = "1s"               # how long a call waits for room
