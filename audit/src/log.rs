@@ -85,6 +85,12 @@ struct Shared {
     begun: AtomicU64,
     state: tokio::sync::watch::Sender<State>,
     stop: AtomicBool,
+    /// Set once `close` has written the last records: a push after it is
+    /// counted as dropped. (An atomic, so a push takes no lock.)
+    closed: AtomicBool,
+    /// Whether the last write failed: the state's `error` without its
+    /// lock, for the check every call makes.
+    failing: AtomicBool,
     /// The writer is parked for long (nothing came): the next push wakes it.
     idle: AtomicBool,
     writer: Mutex<Option<Thread>>,
@@ -109,13 +115,16 @@ impl Slot<'_> {
     pub fn push(mut self, record: Record) -> Ticket {
         self.used = true;
         let s = &*self.log.shared;
-        if s.state.borrow().closed || s.ring.push(record).is_err() {
+        if s.closed.load(Ordering::Acquire) || s.ring.push(record).is_err() {
             // After close (a call that outlived the drain), or a ring
             // fuller than its permits allow (a bug): counted, not hidden.
             s.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
         fence(Ordering::SeqCst);
-        if s.idle.swap(false, Ordering::SeqCst) || s.ring.len() >= s.opts.max_batch {
+        // A plain load first: while records come the writer is not idle,
+        // and a push then writes no shared line.
+        let idle = s.idle.load(Ordering::SeqCst) && s.idle.swap(false, Ordering::SeqCst);
+        if idle || s.ring.len() >= s.opts.max_batch {
             s.wake();
         }
         Ticket(s.begun.load(Ordering::SeqCst))
@@ -153,6 +162,8 @@ impl AuditLog {
             begun: AtomicU64::new(0),
             state: tokio::sync::watch::Sender::new(State::default()),
             stop: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
             idle: AtomicBool::new(false),
             writer: Mutex::new(None),
             stats: Stats::default(),
@@ -186,6 +197,9 @@ impl AuditLog {
 
     /// Why writing fails, while it does.
     pub fn failing(&self) -> Option<Arc<AuditError>> {
+        if !self.shared.failing.load(Ordering::Acquire) {
+            return None;
+        }
         self.shared.state.borrow().error.clone()
     }
 
@@ -297,6 +311,7 @@ impl AuditLog {
                 s.stats.written.fetch_add(taken, Ordering::Relaxed);
             }
         }
+        s.closed.store(true, Ordering::Release);
         s.state.send_modify(|st| st.closed = true);
         s.room.close();
     }
@@ -393,6 +408,7 @@ fn writer(s: &Shared, mut files: Files) -> Files {
                 if failed.take().is_some() {
                     tracing::warn!("audit: writing again; the records held meanwhile are on disk");
                 }
+                s.failing.store(false, Ordering::Release);
                 s.state.send_modify(|st| {
                     st.durable = g;
                     st.error = None;
@@ -413,6 +429,7 @@ fn writer(s: &Shared, mut files: Files) -> Files {
                     );
                 }
                 s.state.send_modify(|st| st.error = Some(Arc::new(e)));
+                s.failing.store(true, Ordering::Release);
                 if stopping {
                     s.stats.dropped.fetch_add(taken, Ordering::Relaxed);
                     return files;

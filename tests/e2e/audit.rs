@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use toolplane_server::config::TokenDigest;
 
-use crate::support::{Dirs, Server, binary, client, eventually};
+use crate::support::{Dirs, Server, binary, client, eventually, metric};
 
 fn clients() -> String {
     [
@@ -380,15 +380,8 @@ async fn a_full_disk_is_reported_and_no_answer_goes_without_its_record() {
     let r = client().get(s.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert!(r.text().await.unwrap().contains("audit"));
-    let metrics = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(metrics.contains("toolplane_audit_failing 1"), "{metrics}");
+    let failing = metric(&client(), &s.url("/metrics"), "toolplane_audit_failing").await;
+    assert_eq!(failing, 1.0);
     // Room again: the log catches up, calls are answered, ready.
     std::fs::remove_file(&filler).unwrap();
     eventually("calls answered again", || async {
