@@ -16,6 +16,7 @@ use toolplane_wasi::WasiWorker;
 use crate::kind::Tool;
 use crate::per_call::PerCall;
 use crate::registry::{Registry, Snapshot, ToolEntry};
+use toolplane_tool::CallMeta;
 
 /// Runs events as calls of the registry's tools. Build the engine with the
 /// registry's tool table so the ids agree:
@@ -108,9 +109,9 @@ impl WorkerHandler for ToolWorker {
             Some(Ok(tool)) => match per_call {
                 Some(p) => {
                     p.ran(tool);
-                    tool.start(&self.wasi, id, input, p.checked_for(tool), p.progress())
+                    tool.start(&self.wasi, id, input, p.checked_for(tool), p.meta())
                 }
-                None => tool.start(&self.wasi, id, input, false, None),
+                None => tool.start(&self.wasi, id, input, false, CallMeta::default()),
             },
             Some(Err(reason)) => Call::Done(reason.outcome(&entry.manifest.name)),
             None => {
@@ -120,11 +121,13 @@ impl WorkerHandler for ToolWorker {
                 Call::pending(async move {
                     match entry.ready_for(&input).await {
                         Ok(tool) => {
-                            let progress = per_call.and_then(|p| {
-                                p.ran(&tool);
-                                p.progress()
-                            });
-                            tool.run(wasi, id, input, progress).await
+                            let meta = per_call
+                                .map(|p| {
+                                    p.ran(&tool);
+                                    p.meta()
+                                })
+                                .unwrap_or_default();
+                            tool.run(wasi, id, input, meta).await
                         }
                         Err(o) => o,
                     }

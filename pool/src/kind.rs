@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use toolplane_core::{Call, Outcome, Payload, ToolId};
-use toolplane_tool::progress::ProgressSink;
+use toolplane_tool::CallMeta;
 use toolplane_wasi::WasiWorker;
 
 pub use toolplane_process::ProcessStats;
@@ -147,7 +147,8 @@ impl Tool {
     /// Starts a call on a worker: the input checked before anything runs
     /// (unless `input_checked`: its caller checked it against this version,
     /// [`crate::PerCall::checked`]), then run by the tool's kind (WASI on
-    /// the worker's `wasi` state, a process tool with its `progress` sink),
+    /// the worker's `wasi` state, a process tool with its `meta`: progress
+    /// sink and trace),
     /// its output checked.
     pub(crate) fn start(
         &self,
@@ -155,7 +156,7 @@ impl Tool {
         id: ToolId,
         input: Payload,
         input_checked: bool,
-        progress: Option<ProgressSink>,
+        meta: CallMeta,
     ) -> Call {
         if !input_checked && let Err(e) = self.check_input(&input) {
             return Call::Done(Outcome::Error(e.into()));
@@ -169,7 +170,7 @@ impl Tool {
             Tool::Process(t) => {
                 let t = Arc::clone(t);
                 Call::pending(async move {
-                    let out = t.run_unchecked(&input, progress).await;
+                    let out = t.run_unchecked(&input, meta).await;
                     checked(out, |out| t.check_output(out))
                 })
             }
@@ -183,7 +184,7 @@ impl Tool {
         wasi: WasiWorker,
         id: ToolId,
         input: Payload,
-        progress: Option<ProgressSink>,
+        meta: CallMeta,
     ) -> Outcome {
         match self {
             Tool::Wasi(t) => {
@@ -192,7 +193,7 @@ impl Tool {
             }
             Tool::Process(t) => {
                 // Boxed: a process call's future is kilobytes.
-                let out = Box::pin(t.run_unchecked(&input, progress)).await;
+                let out = Box::pin(t.run_unchecked(&input, meta)).await;
                 checked(out, |out| t.check_output(out))
             }
         }
@@ -360,7 +361,7 @@ pub(crate) async fn call_once(runtimes: &Runtimes, tool: Tool, input: &[u8]) -> 
         // Boxed: a process call's future is kilobytes, and a WASI call's
         // future would otherwise be as large (and moved as often).
         Tool::Process(t) => {
-            let out = Box::pin(t.run_unchecked(input, None)).await;
+            let out = Box::pin(t.run_unchecked(input, CallMeta::default())).await;
             checked(out, |out| t.check_output(out))
         }
     }

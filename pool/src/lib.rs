@@ -40,7 +40,7 @@ pub use registry::{
     RegistryEvent, SiteConfig, Snapshot, ToolEntry,
 };
 pub use toolplane_process as process;
-pub use toolplane_tool::{checks, files, names, progress, secret};
+pub use toolplane_tool::{CallMeta, TraceContext, checks, files, names, progress, secret};
 pub use toolplane_wasi::{
     CacheStats, CompileError, ExportError, LoadedTool, ModuleCache, PoolConfig, Runtime,
     RuntimeError, SlotUse, WasiLoadError, builtin, cache, default_cache_dir, default_data_dir,

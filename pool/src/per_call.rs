@@ -1,6 +1,6 @@
 //! What a caller attaches to one call's event for the registry's handler
-//! (core's [`toolplane_core::Attached`]): where the call's progress goes,
-//! the tool version whose input check the caller ran already, and — written
+//! (core's [`toolplane_core::Attached`]): where the call's progress goes
+//! and the trace it is part of ([`CallMeta`]), the tool version whose input check the caller ran already, and — written
 //! by the worker — the form of the output of the version that ran.
 //!
 //! ```no_run
@@ -10,9 +10,10 @@
 //! let entry = registry.resolve("echo").await?;
 //! let tool = entry.wait().await.as_ref().ok()?.clone();
 //! let (tx, mut progress) = toolplane_pool::progress::channel();
+//! let meta = toolplane_pool::CallMeta { progress: Some(tx), trace: None };
 //! // Checks the input now and builds the event from the bytes it checked;
 //! // the worker that runs this version does not check them again.
-//! let (event, per_call) = PerCall::checked_event(entry.id, &tool, input, Some(tx)).ok()?;
+//! let (event, per_call) = PerCall::checked_event(entry.id, &tool, input, meta).ok()?;
 //! // … submit `event`; read `progress`; after the answer:
 //! let form = per_call.form();
 //! # let _ = (event, form, progress.try_recv()); Some(()) }
@@ -22,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use toolplane_core::{Event, ToolId};
+use toolplane_tool::CallMeta;
 use toolplane_tool::progress::ProgressSink;
 
 use crate::kind::{OutputForm, Tool};
@@ -35,12 +37,12 @@ pub struct PerCall {
     checked: Option<Tool>,
     /// The skip of the input check was taken (it is taken once).
     skip_taken: AtomicBool,
-    progress: Option<ProgressSink>,
+    meta: CallMeta,
     form: OnceLock<OutputForm>,
 }
 
 impl PerCall {
-    /// A context with nothing checked and no progress sink.
+    /// A context with nothing checked, no progress sink and no trace.
     pub fn new() -> PerCall {
         PerCall::default()
     }
@@ -49,7 +51,8 @@ impl PerCall {
     /// call's event (`id`, the registry's id of the tool, and the bytes
     /// checked) with this context attached: a worker that runs the same
     /// version of the tool does not check it again (one that runs another,
-    /// after a reload, does). `progress` gets the call's progress reports.
+    /// after a reload, does). `meta` goes with the call to the tool (its
+    /// progress reports into `meta.progress`).
     ///
     /// # Errors
     ///
@@ -58,12 +61,12 @@ impl PerCall {
         id: ToolId,
         tool: &Tool,
         input: &[u8],
-        progress: Option<ProgressSink>,
+        meta: CallMeta,
     ) -> Result<(Event, Arc<PerCall>), String> {
         tool.check_input(input)?;
         let per_call = Arc::new(PerCall {
             checked: Some(tool.clone()),
-            progress,
+            meta,
             ..PerCall::default()
         });
         let event = Event::new(id, input).with_attached(Arc::clone(&per_call) as _);
@@ -75,7 +78,15 @@ impl PerCall {
     /// `sink`.
     #[must_use]
     pub fn with_progress(mut self, sink: ProgressSink) -> PerCall {
-        self.progress = Some(sink);
+        self.meta.progress = Some(sink);
+        self
+    }
+
+    /// Passes `trace` on to the tool (an upstream MCP server gets it in
+    /// its request's `_meta`).
+    #[must_use]
+    pub fn with_trace(mut self, trace: toolplane_tool::TraceContext) -> PerCall {
+        self.meta.trace = Some(trace);
         self
     }
 
@@ -94,9 +105,9 @@ impl PerCall {
             && !self.skip_taken.swap(true, Ordering::Relaxed)
     }
 
-    /// The progress sink, for the call.
-    pub(crate) fn progress(&self) -> Option<ProgressSink> {
-        self.progress.clone()
+    /// What goes with the call to its tool.
+    pub(crate) fn meta(&self) -> CallMeta {
+        self.meta.clone()
     }
 
     /// Records the form of `tool`, the version that runs the call.
@@ -151,9 +162,21 @@ mod tests {
         assert!(!PerCall::new().checked_for(&tool));
         assert!(marked.checked_for(&tool));
         assert!(!marked.checked_for(&tool), "the skip is taken once");
-        let refused = tool.start(&wasi, entry.id, bad.as_slice().into(), false, None);
+        let refused = tool.start(
+            &wasi,
+            entry.id,
+            bad.as_slice().into(),
+            false,
+            CallMeta::default(),
+        );
         assert!(matches!(refused, Call::Done(Outcome::Error(_))));
-        let started = tool.start(&wasi, entry.id, bad.as_slice().into(), true, None);
+        let started = tool.start(
+            &wasi,
+            entry.id,
+            bad.as_slice().into(),
+            true,
+            CallMeta::default(),
+        );
         assert!(matches!(started, Call::Pending(_)), "checked twice");
     }
 }

@@ -47,7 +47,9 @@ pub struct ToolCall<'a> {
     /// over stdio and the CLI (as the audit log names them).
     pub origin: &'static str,
     /// The caller's W3C trace context, if it sent one.
-    pub trace: Option<crate::trace::TraceParent>,
+    pub trace: Option<crate::trace::Parent>,
+    /// Where it came in, as its span says (filled in when traced).
+    pub front: crate::otel::Front,
 }
 
 /// A call's id: 64 random bits drawn when the process starts and a
@@ -94,6 +96,7 @@ impl<'a> ToolCall<'a> {
             id: CallId::next(),
             origin: "local",
             trace: None,
+            front: crate::otel::Front::Local,
         }
     }
 }
@@ -248,6 +251,10 @@ pub struct App {
     /// Calls whose record the ring could not take (`async`), at most so
     /// many lines a second.
     audit_log: crate::budget::LogBudget,
+    /// OpenTelemetry traces, when the environment asks for them.
+    tracing: Option<Arc<crate::otel::Tracing>>,
+    /// The engine's clock, which stamps a call's phases.
+    clock: quanta::Clock,
 }
 
 /// Lines a second at most for failed calls (each one is counted in
@@ -267,7 +274,10 @@ impl App {
     /// Serves `engine`, whose handler runs `registry`'s tools.
     pub fn new(engine: Engine, registry: Registry, settings: Settings) -> App {
         let injector = engine.injector();
+        let clock = engine.clock().clone();
         App {
+            tracing: None,
+            clock,
             engine: RwLock::new(Some(engine)),
             injector,
             registry,
@@ -342,6 +352,17 @@ impl App {
         self
     }
 
+    /// Traces every call with `tracing` (before the app is shared).
+    pub fn with_tracing(mut self, tracing: Arc<crate::otel::Tracing>) -> App {
+        self.tracing = Some(tracing);
+        self
+    }
+
+    /// The tracer, when the environment turned traces on.
+    pub fn tracing(&self) -> Option<&Arc<crate::otel::Tracing>> {
+        self.tracing.as_ref()
+    }
+
     /// The audit log, when `[audit]` is set.
     pub fn audit(&self) -> Option<&Arc<toolplane_audit::AuditLog>> {
         self.audit.as_ref()
@@ -354,6 +375,7 @@ impl App {
         entry: &ToolEntry,
         call: &ToolCall<'_>,
         client: Option<&Client>,
+        trace: Option<String>,
     ) -> toolplane_audit::Record {
         let (name, subject) = match client {
             None => (Arc::from(call.origin), None),
@@ -375,7 +397,7 @@ impl App {
             input_sha256: sha256_hex(call.input),
             input_bytes: call.input.len() as u64,
             output_bytes: 0,
-            trace: call.trace.map(|t| t.trace_hex()),
+            trace,
             node: Arc::clone(&log.options().node),
             subject,
             arguments: log
@@ -440,6 +462,13 @@ impl App {
                 c.stats().finish(CallResult::UnknownTool, Duration::ZERO);
             }
             let e = CallError::UnknownTool(call.tool.to_string());
+            if let Some(t) = &self.tracing {
+                t.start(&call.front, None, call.trace.as_ref()).end(
+                    Err(&e),
+                    CallResult::UnknownTool,
+                    None,
+                );
+            }
             if let Some(n) = self.failed_log.take() {
                 let not_logged = (n > 0).then_some(n);
                 tracing::info!(tool = call.tool, result = "unknown_tool", error = %e, not_logged, "call failed");
@@ -458,6 +487,19 @@ impl App {
             result: CallResult::Abandoned,
             client: client.as_deref().map(|c| &**c.stats()),
         };
+        // Its span, a child of the caller's; the trace its record names and
+        // its upstream gets: the span's (the caller's, when not traced).
+        let span = self
+            .tracing
+            .as_deref()
+            .map(|t| t.start(&call.front, Some(&entry.manifest.name), call.trace.as_ref()));
+        let on = span.as_ref().map(|s| s.context()).or(call.trace.as_ref());
+        let trace_id = match &span {
+            Some(s) if !s.is_sampled() => call.trace.as_ref().map(|t| t.trace_id().to_string()),
+            _ => on.map(|t| t.trace_id().to_string()),
+        };
+        let passed = on.map(crate::trace::context_of);
+        let mut phases = None;
         // Its audit record, but for the outcome: a place in the log's ring
         // held before the call runs, the record pushed when the call ends,
         // or when its caller goes away first (`abandoned`). The drain waits
@@ -490,7 +532,13 @@ impl App {
                     Ok(Some(slot)) => Some(Pending {
                         slot: Some(slot),
                         started: count.started,
-                        record: Some(self.audit_record(log, &entry, &call, client.as_deref())),
+                        record: Some(self.audit_record(
+                            log,
+                            &entry,
+                            &call,
+                            client.as_deref(),
+                            trace_id.clone(),
+                        )),
                     }),
                 }
             }
@@ -502,10 +550,10 @@ impl App {
                 Err(r) => Err(r.into()),
                 Ok(()) => match c.slot().await {
                     Err(r) => Err(r.into()),
-                    Ok(_slot) => self.call_entry(&entry, call).await,
+                    Ok(_slot) => self.call_entry(&entry, call, passed, &mut phases).await,
                 },
             },
-            None => self.call_entry(&entry, call).await,
+            None => self.call_entry(&entry, call, passed, &mut phases).await,
         };
         count.result = result
             .as_ref()
@@ -529,6 +577,9 @@ impl App {
                 count.result = CallResult::AuditUnavailable;
                 result = Err(CallError::Audit(Arc::new(e)));
             }
+        }
+        if let Some(s) = span {
+            s.end(result.as_ref().map(|_| ()), count.result, phases);
         }
         // One line per call: at debug, and at info when it failed (at most
         // FAILED_LINES a second, the next line naming those left out).
@@ -559,7 +610,15 @@ impl App {
         result
     }
 
-    async fn call_entry(&self, entry: &ToolEntry, call: ToolCall<'_>) -> Result<Answer, CallError> {
+    /// Runs a call of a resolved tool: `trace` goes with it to the tool;
+    /// `phases` gets when the engine queued, ran and answered it.
+    async fn call_entry(
+        &self,
+        entry: &ToolEntry,
+        call: ToolCall<'_>,
+        trace: Option<toolplane_pool::TraceContext>,
+        phases: &mut Option<crate::otel::Phases>,
+    ) -> Result<Answer, CallError> {
         if self.is_draining() {
             return Err(CallError::ShuttingDown);
         }
@@ -574,7 +633,11 @@ impl App {
         };
         // Checked here, before admission (a bad call costs no engine slot);
         // the worker that runs this version does not check it again.
-        let (event, per_call) = PerCall::checked_event(entry.id, &tool, call.input, call.progress)
+        let meta = toolplane_pool::CallMeta {
+            progress: call.progress,
+            trace,
+        };
+        let (event, per_call) = PerCall::checked_event(entry.id, &tool, call.input, meta)
             .map_err(CallError::InvalidInput)?;
         let mut event = event.with_priority(call.priority);
         if let Some(k) = call.key {
@@ -593,6 +656,13 @@ impl App {
             }
             Err(toolplane_core::InjectError::Lost(l)) => return Err(l.into()),
         };
+        if self.tracing.is_some() {
+            *phases = Some(crate::otel::Phases::of(
+                &completion.times,
+                completion.worker,
+                &self.clock,
+            ));
+        }
         // The output was checked by the registry's handler, as for every
         // caller; its form is that of the version the worker ran (a reload
         // since admission may have replaced the one checked here).

@@ -160,6 +160,18 @@ impl CallError {
         }
     }
 
+    /// The JSON-RPC error code an MCP `tools/call` answers with (the rest
+    /// are `isError` results): a tool the client does not know, or may not
+    /// see, is invalid params.
+    pub fn mcp_error_code(&self) -> Option<i32> {
+        match self {
+            CallError::UnknownTool(_) | CallError::Client(Refusal::OutOfScope { .. }) => {
+                Some(rmcp::model::ErrorCode::INVALID_PARAMS.0)
+            }
+            _ => None,
+        }
+    }
+
     /// A short label for metrics and for the `kind` of an HTTP error.
     pub fn label(&self) -> &'static str {
         self.result().as_str()

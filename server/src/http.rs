@@ -259,10 +259,8 @@ async fn call(
         client,
         id: crate::app::CallId::next(),
         origin: "anonymous",
-        trace: headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::trace::TraceParent::parse),
+        trace: crate::trace::from_headers(&headers),
+        front: crate::otel::Front::Rest,
     };
     let id = call.id;
     let mut answer = match app.call(call).await {

@@ -24,6 +24,7 @@ pub mod import;
 mod listen;
 pub mod mcp;
 pub mod oauth;
+pub mod otel;
 pub mod prom;
 pub mod reload;
 pub mod serve;

@@ -15,9 +15,9 @@ use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use tokio::sync::watch;
 
-use crate::app::{App, CallError, ToolCall};
+use crate::app::{App, ToolCall};
 use crate::clients::{Caller, Client};
-use crate::error::Refusal;
+use crate::otel::{Front, McpFront};
 
 pub mod front;
 pub mod jsonrpc;
@@ -213,17 +213,41 @@ impl ServerHandler for Mcp {
             call.origin = "anonymous";
         }
         // The trace context: in the request's `_meta` (where MCP places
-        // it), else the HTTP request's header.
-        call.trace = context
-            .meta
-            .get("traceparent")
-            .and_then(|v| v.as_str())
-            .or_else(|| {
+        // it), else the HTTP request's header; when both, the header's is
+        // linked to the call's span.
+        let from_meta = crate::trace::from_meta(&context.meta.0.0);
+        let from_http = parts.and_then(|p| crate::trace::from_headers(&p.headers));
+        if self.app.tracing().is_some() {
+            let header = |name: &str| {
                 parts
-                    .and_then(|p| p.headers.get("traceparent"))
+                    .and_then(|p| p.headers.get(name))
                     .and_then(|v| v.to_str().ok())
-            })
-            .and_then(crate::trace::TraceParent::parse);
+                    .map(str::to_string)
+            };
+            call.front = Front::Mcp(McpFront {
+                request_id: Some(match &context.id {
+                    rmcp::model::NumberOrString::Number(n) => n.to_string(),
+                    rmcp::model::NumberOrString::String(s) => s.to_string(),
+                }),
+                session: header("mcp-session-id"),
+                protocol: header("mcp-protocol-version").or_else(|| {
+                    context
+                        .meta
+                        .0
+                        .0
+                        .get("io.modelcontextprotocol/protocolVersion")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string)
+                }),
+                http: parts.is_some(),
+                link: from_meta
+                    .as_ref()
+                    .and(from_http.as_ref())
+                    .filter(|h| Some(h.span_id()) != from_meta.as_ref().map(|m| m.span_id()))
+                    .cloned(),
+            });
+        }
+        call.trace = from_meta.or(from_http);
         let mut watch = context.meta.get_progress_token().map(|token| {
             let (tx, rx) = toolplane_pool::progress::channel();
             call.progress = Some(tx);
@@ -269,13 +293,9 @@ impl ServerHandler for Mcp {
                 }
                 Ok(result.into())
             }
-            Err(CallError::UnknownTool(name)) => Err(ErrorData::invalid_params(
-                format!("unknown tool {name:?}"),
-                None,
-            )),
-            // Not listed to this client, so refused as a tool it does not
-            // know, in the words that say why.
-            Err(e @ CallError::Client(Refusal::OutOfScope { .. })) => {
+            // A tool the client does not know, or may not see (not listed
+            // to it, so refused as unknown, in the words that say why).
+            Err(e) if e.mcp_error_code().is_some() => {
                 Err(ErrorData::invalid_params(e.to_string(), None))
             }
             Err(e) => Ok(CallToolResult::error(vec![ContentBlock::text(e.to_string())]).into()),

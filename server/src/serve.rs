@@ -432,7 +432,24 @@ async fn serve_async(
         }
         None => None,
     };
+    // Traces, when the OTEL_* environment asks for them.
+    let node = settings
+        .audit
+        .as_ref()
+        .map_or_else(crate::audit::host_name, |o| o.node.to_string());
+    let traces = crate::otel::Tracing::from_env(settings.engine.sample_every, &node)
+        .map_err(Failure::start("OpenTelemetry traces"))?
+        .map(Arc::new);
+    if traces.is_some() {
+        tracing::info!(
+            "traces: exported over OTLP/HTTP to {}",
+            crate::otel::endpoint_shown()
+        );
+    }
     let mut app = App::new(engine, registry, settings);
+    if let Some(t) = &traces {
+        app = app.with_tracing(Arc::clone(t));
+    }
     if let Some(v) = &oauth {
         app = app.with_oauth(Arc::clone(v));
     }
@@ -510,6 +527,10 @@ async fn serve_async(
     if let Some(log) = &audit {
         let log = Arc::clone(log);
         let _ = tokio::task::spawn_blocking(move || log.close()).await;
+    }
+    // The last spans exported.
+    if let Some(t) = traces {
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
     }
     mcp_stop.cancel();
     if let Some((ct, done, finished)) = stdio {

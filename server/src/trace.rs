@@ -1,92 +1,109 @@
-//! W3C Trace Context: a caller's `traceparent` (from an HTTP header, or an
-//! MCP request's `_meta`), so that a call's records name the trace it was
-//! part of. <https://www.w3.org/TR/trace-context/#traceparent-header>
+//! W3C Trace Context from a caller: `traceparent` and `tracestate` from an
+//! HTTP request's headers or an MCP request's `_meta` (where the MCP
+//! specification places them), read by the OpenTelemetry SDK's
+//! propagator. A call's span joins the caller's trace through it, its
+//! audit record names the trace, and an upstream MCP server gets it on.
+//! An invalid `traceparent` is ignored, as the specification asks.
+//! <https://www.w3.org/TR/trace-context/>
 
-/// A parsed `traceparent`: `VERSION-TRACEID-PARENTID-FLAGS`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TraceParent {
-    /// The trace's id (16 bytes, not all zero).
-    pub trace_id: [u8; 16],
-    /// The caller's span (8 bytes, not all zero).
-    pub parent_id: [u8; 8],
-    /// The trace flags (bit 0: sampled).
-    pub flags: u8,
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, TraceContextExt};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+/// The caller's span: the remote parent of the call's span.
+pub type Parent = SpanContext;
+
+/// The caller's context from HTTP headers, if it sent a valid one.
+pub fn from_headers(headers: &axum::http::HeaderMap) -> Option<Parent> {
+    struct Headers<'a>(&'a axum::http::HeaderMap);
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(|k| k.as_str()).collect()
+        }
+    }
+    extract(&Headers(headers))
 }
 
-impl TraceParent {
-    /// Parses a `traceparent` value; `None` when it is not one (the
-    /// specification asks that an invalid one be ignored, not refused).
-    /// A future version's longer value is read for its first four fields.
-    pub fn parse(text: &str) -> Option<TraceParent> {
-        let text = text.trim();
-        let b = text.as_bytes();
-        if b.len() < 55 || (b.len() > 55 && b[55] != b'-') {
-            return None;
+/// The caller's context from an MCP request's `_meta`, if it sent a valid
+/// one.
+pub fn from_meta(meta: &serde_json::Map<String, serde_json::Value>) -> Option<Parent> {
+    struct Meta<'a>(&'a serde_json::Map<String, serde_json::Value>);
+    impl Extractor for Meta<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.as_str())
         }
-        let version = hex::<1>(&b[0..2])?[0];
-        if version == 0xff || (version == 0 && b.len() != 55) {
-            return None;
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(String::as_str).collect()
         }
-        if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
-            return None;
-        }
-        let trace_id = hex::<16>(&b[3..35])?;
-        let parent_id = hex::<8>(&b[36..52])?;
-        let flags = hex::<1>(&b[53..55])?[0];
-        if trace_id == [0; 16] || parent_id == [0; 8] {
-            return None;
-        }
-        Some(TraceParent {
-            trace_id,
-            parent_id,
-            flags,
-        })
     }
-
-    /// The trace id as 32 lower-case hex digits.
-    pub fn trace_hex(&self) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(32);
-        for b in self.trace_id {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 15)]));
-        }
-        s
-    }
+    extract(&Meta(meta))
 }
 
-/// `N` bytes from `2N` lower-case hex digits (upper case is invalid in a
-/// `traceparent`).
-fn hex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
-    if digits.len() != 2 * N {
-        return None;
+fn extract(carrier: &dyn Extractor) -> Option<Parent> {
+    carrier.get("traceparent")?;
+    let cx = TraceContextPropagator::new().extract(carrier);
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then_some(sc)
+}
+
+/// `traceparent` and `tracestate` naming `span` (the caller's, or the
+/// call's own span), to pass on.
+pub fn context_of(span: &SpanContext) -> toolplane_pool::TraceContext {
+    let state = span.trace_state().header();
+    toolplane_pool::TraceContext {
+        traceparent: format!(
+            "00-{}-{}-{:02x}",
+            span.trace_id(),
+            span.span_id(),
+            span.trace_flags().to_u8() & 1
+        ),
+        tracestate: (!state.is_empty()).then_some(state),
     }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; N];
-    for (i, pair) in digits.chunks(2).enumerate() {
-        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn meta(traceparent: &str, tracestate: Option<&str>) -> Option<Parent> {
+        let mut m = serde_json::Map::new();
+        m.insert("traceparent".into(), traceparent.into());
+        if let Some(s) = tracestate {
+            m.insert("tracestate".into(), s.into());
+        }
+        from_meta(&m)
+    }
+
     #[test]
     fn a_traceparent_is_read_and_an_invalid_one_ignored() {
-        let t =
-            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        assert_eq!(t.trace_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(t.flags, 1);
+        let t = meta(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"),
+        )
+        .unwrap();
+        assert_eq!(t.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(t.is_sampled() && t.is_remote());
+        // Passed on as it came.
+        let on = context_of(&t);
+        assert_eq!(
+            on.traceparent,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(
+            on.tracestate.as_deref(),
+            Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")
+        );
         // A later version may carry more fields.
         assert!(
-            TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra")
-                .is_some()
+            meta(
+                "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+                None
+            )
+            .is_some()
         );
         for bad in [
             "",
@@ -95,11 +112,19 @@ mod tests {
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
             "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e473\u{e9}-00f067aa0ba902b7-01",
         ] {
-            assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
+            assert_eq!(meta(bad, None), None, "{bad:?}");
         }
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+                .parse()
+                .unwrap(),
+        );
+        let t = from_headers(&h).unwrap();
+        assert!(!t.is_sampled());
     }
 }

@@ -455,7 +455,7 @@ fn a_call_checked_by_its_caller_is_checked_again_only_by_another_version() {
     let (id, v1) = current();
     let input = b"{\"a\":1}";
     let (event_v1, checked_by_v1) =
-        PerCall::checked_event(id, &v1, input, None).expect("v1 takes any object");
+        PerCall::checked_event(id, &v1, input, Default::default()).expect("v1 takes any object");
 
     // A reload between the caller's check and the run: v2 requires a field
     // the input lacks, so the worker running v2 checks again and refuses.
@@ -466,7 +466,7 @@ fn a_call_checked_by_its_caller_is_checked_again_only_by_another_version() {
     .unwrap();
     next_event(&events, |e| matches!(e, RegistryEvent::Replaced { .. }));
     let (_, v2) = current();
-    assert!(PerCall::checked_event(id, &v2, input, None).is_err());
+    assert!(PerCall::checked_event(id, &v2, input, Default::default()).is_err());
 
     let e = engine(&rig, 1, 4);
     let mut p = e.producer();
@@ -486,7 +486,7 @@ fn a_call_checked_by_its_caller_is_checked_again_only_by_another_version() {
 
     // Checked against the version that runs: it runs.
     let good = b"{\"must\":1}";
-    let (event, checked_by_v2) = PerCall::checked_event(id, &v2, good, None).unwrap();
+    let (event, checked_by_v2) = PerCall::checked_event(id, &v2, good, Default::default()).unwrap();
     out.clear();
     crate::support::submit_all(&mut p, [event], &mut out);
     drain_until(&mut p, &mut out, 1, Duration::from_secs(20));

@@ -18,3 +18,4 @@ mod remote_server;
 mod rest;
 mod secrets;
 mod support;
+mod traces;

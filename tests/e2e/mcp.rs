@@ -478,25 +478,8 @@ impl ClientHandler for ProgressWatcher {
 #[tokio::test(flavor = "current_thread")]
 async fn progress_from_an_upstream_and_a_jsonl_worker_reaches_the_caller() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = repo.join("target/interop-venv-1.30.0/bin/python");
-    let fastmcp = repo.join("tests/upstreams/fastmcp_server.py");
-    for p in [&python, &fastmcp] {
-        assert!(
-            p.exists(),
-            "{} is missing: run tests/upstreams/setup.sh (./dev test does)",
-            p.display()
-        );
-    }
     let dirs = Dirs::new();
-    std::fs::write(
-        dirs.tools.path().join("up.toml"),
-        format!(
-            "name = \"up\"\nruntime = \"process\"\nprotocol = \"mcp\"\ncommand = [{:?}, {:?}]\n",
-            python.display().to_string(),
-            fastmcp.display().to_string()
-        ),
-    )
-    .unwrap();
+    let (python, fastmcp) = crate::support::fastmcp_upstream(&dirs);
     std::fs::write(
         dirs.tools.path().join("jl.toml"),
         format!(

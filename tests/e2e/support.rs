@@ -86,6 +86,32 @@ pub fn serve_command(dirs: &Dirs) -> Command {
     cmd
 }
 
+/// Writes tool `up` into `dirs`: the FastMCP server of
+/// tests/upstreams/fastmcp_server.py over stdio, run by the Python `mcp`
+/// SDK's venv; returns that Python and that script.
+pub fn fastmcp_upstream(dirs: &Dirs) -> (PathBuf, PathBuf) {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = repo.join("target/interop-venv-1.30.0/bin/python");
+    let fastmcp = repo.join("tests/upstreams/fastmcp_server.py");
+    for p in [&python, &fastmcp] {
+        assert!(
+            p.exists(),
+            "{} is missing: run tests/upstreams/setup.sh (./dev test does)",
+            p.display()
+        );
+    }
+    std::fs::write(
+        dirs.tools.path().join("up.toml"),
+        format!(
+            "name = \"up\"\nruntime = \"process\"\nprotocol = \"mcp\"\ncommand = [{:?}, {:?}]\n",
+            python.display().to_string(),
+            fastmcp.display().to_string()
+        ),
+    )
+    .unwrap();
+    (python, fastmcp)
+}
+
 /// One sample of `url`'s Prometheus text (`/metrics`), 0 when absent.
 pub async fn metric(c: &reqwest::Client, url: &str, name: &str) -> f64 {
     let text = c.get(url).send().await.unwrap().text().await.unwrap();

@@ -53,6 +53,15 @@ async def freeze() -> str:
     return "unreachable"
 
 
+@mcp.tool(structured_output=False)
+def traced(ctx: Context) -> str:
+    """Answers with the W3C trace context its request's `_meta` carried:
+    `TRACEPARENT TRACESTATE` (`None` for one not sent)."""
+    meta = ctx.request_context.meta
+    extra = (meta.model_extra or {}) if meta is not None else {}
+    return f"{extra.get('traceparent')} {extra.get('tracestate')}"
+
+
 @mcp.tool()
 def fail(why: str) -> str:
     """Fails with `why` (a tool error, isError)."""

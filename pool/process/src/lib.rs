@@ -409,13 +409,10 @@ impl ProcessTool {
     }
 
     /// Runs one call (on the process host), within `limits.timeout`, its
-    /// progress (an MCP upstream's, a jsonl worker's) going to `progress`
-    /// when given. The tool's schemas are not checked here: `toolplane_pool::Tool` checks the input before and the output after, for every caller (call through the registry unless you check both yourself).
-    pub async fn run_unchecked(
-        &self,
-        input: &[u8],
-        progress: Option<toolplane_tool::progress::ProgressSink>,
-    ) -> Outcome {
+    /// progress (an MCP upstream's, a jsonl worker's) going to
+    /// `meta.progress` when given, `meta.trace` passed on to an MCP
+    /// upstream. The tool's schemas are not checked here: `toolplane_pool::Tool` checks the input before and the output after, for every caller (call through the registry unless you check both yourself).
+    pub async fn run_unchecked(&self, input: &[u8], meta: toolplane_tool::CallMeta) -> Outcome {
         let Some(target) = &self.target else {
             let names: Vec<String> = self
                 .members()
@@ -446,7 +443,7 @@ impl ProcessTool {
             }
             // On this reactor: the request is written from this thread, and
             // the host's reader wakes this call with its answer.
-            Runner::Warm(w) => w.call(target, input, deadline, progress).await,
+            Runner::Warm(w) => w.call(target, input, deadline, meta).await,
         };
         if let Some(q) = &self.shared.quota {
             q.touched();

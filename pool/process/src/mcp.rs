@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use std::collections::{HashMap, VecDeque};
 
+use rmcp::model::RequestParamsMeta;
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, ClientCapabilities, ClientConfig, ClientRequest,
     Implementation, JsonRpcMessage, JsonRpcNotification, NumberOrString, PingRequest,
@@ -403,14 +404,17 @@ impl Upstream {
     }
 
     /// One `tools/call` of `target` until `deadline`; the upstream's
-    /// progress notifications for it go to `progress`, when given.
+    /// progress notifications for it go to `meta.progress`, when given;
+    /// `meta.trace` goes in the request's `_meta` (`traceparent`,
+    /// `tracestate`), so that the upstream's span of the call joins the
+    /// caller's trace.
     pub(crate) async fn call(
         &self,
         proc: &Arc<Life>,
         target: &str,
         input: &[u8],
         deadline: tokio::time::Instant,
-        progress: Option<ProgressSink>,
+        meta: toolplane_tool::CallMeta,
     ) -> Outcome {
         let arguments =
             match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(input) {
@@ -425,8 +429,14 @@ impl Upstream {
                     );
                 }
             };
-        let params = CallToolRequestParams::new(target.to_string()).with_arguments(arguments);
-        let result = match progress {
+        let mut params = CallToolRequestParams::new(target.to_string()).with_arguments(arguments);
+        if let Some(trace) = &meta.trace {
+            params.set_traceparent(&trace.traceparent);
+            if let Some(state) = &trace.tracestate {
+                params.set_tracestate(state);
+            }
+        }
+        let result = match meta.progress {
             // Dropped at the deadline (or with the caller): rmcp then
             // sends `notifications/cancelled` for it.
             None => tokio::time::timeout_at(deadline, self.peer.call_tool(params)).await,

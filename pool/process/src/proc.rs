@@ -193,15 +193,16 @@ impl Proc {
         target: &str,
         input: &[u8],
         deadline: tokio::time::Instant,
-        progress: Option<toolplane_tool::progress::ProgressSink>,
+        meta: toolplane_tool::CallMeta,
     ) -> Outcome {
         let out = match &self.wire {
+            // The jsonl protocol has no place for a trace.
             Wire::Jsonl(lines) => {
                 lines
-                    .call(&self.life, target, input, deadline, progress)
+                    .call(&self.life, target, input, deadline, meta.progress)
                     .await
             }
-            Wire::Mcp(up) => up.call(&self.life, target, input, deadline, progress).await,
+            Wire::Mcp(up) => up.call(&self.life, target, input, deadline, meta).await,
         };
         self.life.touch();
         out

@@ -95,7 +95,7 @@ impl Warm {
         target: &str,
         input: &[u8],
         deadline: tokio::time::Instant,
-        progress: Option<toolplane_tool::progress::ProgressSink>,
+        meta: toolplane_tool::CallMeta,
     ) -> Outcome {
         let s = &self.shared;
         let began = Instant::now();
@@ -110,7 +110,7 @@ impl Warm {
         };
         s.counters.queue_wait.record(began.elapsed());
         let served = Instant::now();
-        let out = proc.call(target, input, deadline, progress).await;
+        let out = proc.call(target, input, deadline, meta).await;
         s.counters.service.record(served.elapsed());
         self.give_back(&proc);
         drop(turn);

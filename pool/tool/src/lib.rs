@@ -7,18 +7,21 @@
 //!   (only a regular file, within a size limit and a deadline);
 //! - [`quota`]: the data directory's size limit and a call's write quota;
 //! - [`progress`]: a call's progress reports, from the tool to its caller;
+//! - [`meta`]: what travels with a call besides its input (progress, trace);
 //! - [`Annotations`]: what a client may assume of a tool.
 
 #![deny(unsafe_code)]
 
 pub mod checks;
 pub mod files;
+pub mod meta;
 pub mod names;
 pub mod progress;
 pub mod quota;
 pub mod secret;
 
 pub use checks::{Checks, SchemaError};
+pub use meta::{CallMeta, TraceContext};
 
 use serde::Deserialize;
 
