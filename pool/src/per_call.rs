@@ -86,7 +86,7 @@ impl PerCall {
     /// its request's `_meta`).
     #[must_use]
     pub fn with_trace(mut self, trace: toolplane_tool::TraceContext) -> PerCall {
-        self.meta.trace = Some(trace);
+        self.meta.trace = Some(Arc::new(trace));
         self
     }
 

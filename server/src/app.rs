@@ -493,13 +493,22 @@ impl App {
             .tracing
             .as_deref()
             .map(|t| t.start(&call.front, Some(&entry.manifest.name), call.trace.as_ref()));
-        let on = span.as_ref().map(|s| s.context()).or(call.trace.as_ref());
-        let trace_id = match &span {
-            Some(s) if !s.is_sampled() => call.trace.as_ref().map(|t| t.trace_id().to_string()),
-            _ => on.map(|t| t.trace_id().to_string()),
+        // Sampled, the call's span; not, the caller's context (an unsampled
+        // span of ours names a trace nobody will find); without tracing,
+        // the caller's, passed on as it came.
+        let on = match &span {
+            Some(s) if s.is_sampled() && s.context().is_valid() => Some(s.context()),
+            Some(s) if s.context().is_valid() && call.trace.is_some() => Some(s.context()),
+            _ => call.trace.as_ref(),
         };
-        let passed = on.map(crate::trace::context_of);
+        let trace_id = self
+            .audit
+            .is_some()
+            .then(|| on.map(|t| t.trace_id().to_string()))
+            .flatten();
+        let passed = on.map(|t| Arc::new(crate::trace::context_of(t)));
         let mut phases = None;
+        let sampled = span.as_ref().is_some_and(crate::otel::CallSpan::is_sampled);
         // Its audit record, but for the outcome: a place in the log's ring
         // held before the call runs, the record pushed when the call ends,
         // or when its caller goes away first (`abandoned`). The drain waits
@@ -522,6 +531,9 @@ impl App {
                 match slot {
                     Err(e) if before_answer => {
                         count.result = CallResult::AuditUnavailable;
+                        if let Some(s) = span {
+                            s.end(Err(&e), count.result, None);
+                        }
                         return Err(e);
                     }
                     Err(e) => {
@@ -550,10 +562,16 @@ impl App {
                 Err(r) => Err(r.into()),
                 Ok(()) => match c.slot().await {
                     Err(r) => Err(r.into()),
-                    Ok(_slot) => self.call_entry(&entry, call, passed, &mut phases).await,
+                    Ok(_slot) => {
+                        self.call_entry(&entry, call, passed, sampled.then_some(&mut phases))
+                            .await
+                    }
                 },
             },
-            None => self.call_entry(&entry, call, passed, &mut phases).await,
+            None => {
+                self.call_entry(&entry, call, passed, sampled.then_some(&mut phases))
+                    .await
+            }
         };
         count.result = result
             .as_ref()
@@ -611,13 +629,14 @@ impl App {
     }
 
     /// Runs a call of a resolved tool: `trace` goes with it to the tool;
-    /// `phases` gets when the engine queued, ran and answered it.
+    /// `phases`, when given, gets when the engine queued, ran and answered
+    /// it.
     async fn call_entry(
         &self,
         entry: &ToolEntry,
         call: ToolCall<'_>,
-        trace: Option<toolplane_pool::TraceContext>,
-        phases: &mut Option<crate::otel::Phases>,
+        trace: Option<Arc<toolplane_pool::TraceContext>>,
+        phases: Option<&mut Option<crate::otel::Phases>>,
     ) -> Result<Answer, CallError> {
         if self.is_draining() {
             return Err(CallError::ShuttingDown);
@@ -656,7 +675,7 @@ impl App {
             }
             Err(toolplane_core::InjectError::Lost(l)) => return Err(l.into()),
         };
-        if self.tracing.is_some() {
+        if let Some(phases) = phases {
             *phases = Some(crate::otel::Phases::of(
                 &completion.times,
                 completion.worker,

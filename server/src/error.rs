@@ -5,6 +5,7 @@
 //! `IntoResponse`, is in `http.rs`; MCP's, from the same type, in
 //! `mcp.rs`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -169,6 +170,23 @@ impl CallError {
                 Some(rmcp::model::ErrorCode::INVALID_PARAMS.0)
             }
             _ => None,
+        }
+    }
+
+    /// What failed, without what the caller sent or the tool wrote (a
+    /// schema error quotes the input, a tool's error is its own text, a
+    /// trap or panic may hold either): for records that leave the server
+    /// (a span's status).
+    pub fn described(&self) -> Cow<'static, str> {
+        match self {
+            CallError::UnknownTool(_) => "unknown tool".into(),
+            CallError::InvalidInput(_) => "the input does not match the tool's input schema".into(),
+            CallError::Tool(_) => "the tool answered with an error".into(),
+            CallError::Trapped { tool, .. } => format!("tool {tool} trapped").into(),
+            CallError::Panicked { tool, .. } => {
+                format!("internal fault: the handler of tool {tool} panicked").into()
+            }
+            e => e.to_string().into(),
         }
     }
 

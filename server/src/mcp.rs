@@ -216,8 +216,12 @@ impl ServerHandler for Mcp {
         // it), else the HTTP request's header; when both, the header's is
         // linked to the call's span.
         let from_meta = crate::trace::from_meta(&context.meta.0.0);
-        let from_http = parts.and_then(|p| crate::trace::from_headers(&p.headers));
-        if self.app.tracing().is_some() {
+        let traced = self.app.tracing().is_some();
+        // The header is read when it is the parent, or, traced, a link.
+        let from_http = (from_meta.is_none() || traced)
+            .then(|| parts.and_then(|p| crate::trace::from_headers(&p.headers)))
+            .flatten();
+        if traced {
             let header = |name: &str| {
                 parts
                     .and_then(|p| p.headers.get(name))
@@ -240,11 +244,14 @@ impl ServerHandler for Mcp {
                         .map(str::to_string)
                 }),
                 http: parts.is_some(),
-                link: from_meta
-                    .as_ref()
-                    .and(from_http.as_ref())
-                    .filter(|h| Some(h.span_id()) != from_meta.as_ref().map(|m| m.span_id()))
-                    .cloned(),
+                link: match (&from_meta, &from_http) {
+                    (Some(m), Some(h))
+                        if (m.trace_id(), m.span_id()) != (h.trace_id(), h.span_id()) =>
+                    {
+                        Some(h.clone())
+                    }
+                    _ => None,
+                },
             });
         }
         call.trace = from_meta.or(from_http);

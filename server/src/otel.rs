@@ -1,22 +1,33 @@
 //! OpenTelemetry traces of calls, exported over OTLP.
 //!
 //! Configured by the standard environment variables only, and off (no
-//! thread, no exporter, nothing per call but the caller's context read for
-//! the audit log) unless one of `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set or `OTEL_TRACES_EXPORTER=otlp`;
-//! `OTEL_TRACES_EXPORTER=none` and `OTEL_SDK_DISABLED=true` keep it off.
+//! thread, no exporter, no span) unless one of
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT` is
+//! set or `OTEL_TRACES_EXPORTER` lists `otlp`; `OTEL_TRACES_EXPORTER=none`
+//! and `OTEL_SDK_DISABLED=true` keep it off. Off, a caller's trace context
+//! is still read (the audit log names its trace) and passed on to an MCP
+//! upstream as it came, as an intermediary that does not trace should.
 //!
 //! - Export: OTLP over HTTP with protobuf (`OTEL_EXPORTER_OTLP_*`: endpoint,
-//!   headers, timeout, compression none), through the SDK's batch span
+//!   headers, timeout; no compression), through the SDK's batch span
 //!   processor (`OTEL_BSP_*`), which runs on its own thread: a call's span
 //!   is handed to a bounded queue when it ends (spans past it are dropped,
 //!   never waited for), and the HTTP requests are that thread's, never a
-//!   worker's or a front door's.
-//! - Sampling: `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`, checked
-//!   here (a wrong value stops the start with the variable named, where the
-//!   SDK would fall back silently). Unset: a caller's sampled trace is
-//!   followed, and one in `sample_every` (the engine's span sampling, 100
-//!   by default) of the rest is sampled (`parentbased_traceidratio`).
+//!   worker's or a front door's. Spans exported and spans whose export
+//!   failed are counted (`/metrics`), and a failure is logged (at most one
+//!   line a second).
+//! - Sampling: `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`, read and
+//!   checked here (a wrong value stops the start with the variable named,
+//!   where the SDK would fall back silently to sampling everything). Unset:
+//!   a caller's sampled trace is followed, and one in `sample_every` (the
+//!   engine's span sampling, 100 by default) of the rest is sampled
+//!   (`parentbased_traceidratio`).
+//! - What a caller sends is bounded in a span: a request id, protocol
+//!   version or tool name over 128 bytes is cut; the MCP session id is
+//!   exported as a digest (the id itself lets one post into the session);
+//!   a failed call's status says what failed, never the input it quoted or
+//!   the tool's own error text (the audit log keeps arguments out unless
+//!   asked; spans go to a third party).
 //! - Spans: one SERVER span per call, named and attributed as the
 //!   OpenTelemetry MCP conventions say (`tools/call {gen_ai.tool.name}`,
 //!   `mcp.method.name`, `gen_ai.tool.name`, `gen_ai.operation.name`,
@@ -30,6 +41,8 @@
 //!   `service.instance.id` (the node's name).
 
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::trace::{
@@ -55,20 +68,11 @@ pub enum OtelError {
         /// What it takes.
         accepted: &'static str,
     },
-    /// The OTLP exporter could not be built (a bad endpoint, …).
+    /// The OTLP exporter could not be built (a bad endpoint, …); the
+    /// message shows the endpoint without its credentials.
     #[error("cannot build the OTLP trace exporter: {0}")]
-    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    Exporter(String),
 }
-
-/// The samplers `OTEL_TRACES_SAMPLER` may name.
-const SAMPLERS: &[&str] = &[
-    "always_on",
-    "always_off",
-    "traceidratio",
-    "parentbased_always_on",
-    "parentbased_always_off",
-    "parentbased_traceidratio",
-];
 
 /// The tracer and its provider (whose batch processor owns the export
 /// thread).
@@ -76,6 +80,83 @@ const SAMPLERS: &[&str] = &[
 pub struct Tracing {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
+    stats: Arc<ExportStats>,
+}
+
+/// Spans exported, and spans whose export failed.
+#[derive(Debug)]
+pub struct ExportStats {
+    /// Spans the collector took.
+    pub exported: AtomicU64,
+    /// Spans in batches the collector did not take (or never answered).
+    pub failed: AtomicU64,
+    log: crate::budget::LogBudget,
+}
+
+/// The exporter, counting what it exports and logging what fails.
+#[derive(Debug)]
+struct Counted<E> {
+    inner: E,
+    stats: Arc<ExportStats>,
+}
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for Counted<E>
+{
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        let n = batch.len() as u64;
+        let r = self.inner.export(batch).await;
+        match &r {
+            Ok(()) => self.stats.exported.fetch_add(n, Ordering::Relaxed),
+            Err(e) => {
+                if let Some(left_out) = self.stats.log.take() {
+                    let not_logged = (left_out > 0).then_some(left_out);
+                    tracing::warn!(spans = n, error = %e, not_logged, "traces: an export failed");
+                }
+                self.stats.failed.fetch_add(n, Ordering::Relaxed)
+            }
+        };
+        r
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The longest text a caller's value keeps in a span.
+const MAX_VALUE: usize = 128;
+
+/// `v` cut to [`MAX_VALUE`] bytes (at a character boundary).
+fn bounded(v: &str) -> String {
+    if v.len() <= MAX_VALUE {
+        return v.to_string();
+    }
+    let mut end = MAX_VALUE;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    v[..end].to_string()
+}
+
+/// The first 16 hex digits of `v`'s SHA-256.
+fn digest(v: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(v.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Where a call came in, as its span describes it.
@@ -124,39 +205,55 @@ impl Tracing {
         if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
             return Ok(None);
         }
-        let exporter = var("OTEL_TRACES_EXPORTER");
-        match exporter.as_deref().map(str::trim) {
-            Some("none") => return Ok(None),
-            None | Some("otlp") => {}
-            Some(v) => {
-                return Err(OtelError::Env {
-                    var: "OTEL_TRACES_EXPORTER",
-                    value: v.to_string(),
-                    accepted: "otlp or none",
-                });
+        let listed = var("OTEL_TRACES_EXPORTER");
+        let exporters: Vec<String> = listed
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(|e| e.trim().to_ascii_lowercase())
+            .filter(|e| !e.is_empty())
+            .collect();
+        let otlp = exporters.iter().any(|e| e == "otlp");
+        if !exporters.is_empty() && !otlp {
+            if exporters.iter().any(|e| e != "none") {
+                tracing::warn!(
+                    "traces: OTEL_TRACES_EXPORTER={:?} names no exporter this build has (otlp): no traces",
+                    listed.unwrap_or_default()
+                );
             }
-        }
-        let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
-            .is_some();
-        if !endpoint && exporter.is_none() {
             return Ok(None);
         }
-        for name in [
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-        ] {
-            if let Some(v) = var(name)
-                && v.trim() != "http/protobuf"
+        let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        if endpoint.is_none() && !otlp {
+            return Ok(None);
+        }
+        // The exporter reads the traces' own variable first.
+        let checks: [(&'static str, &'static str, &'static str, &'static str); 2] = [
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                "http/protobuf",
+                "http/protobuf (this build exports OTLP over HTTP only)",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+                "none",
+                "none (this build does not compress)",
+            ),
+        ];
+        for (own, general, want, accepted) in checks {
+            let set = var(own)
+                .map(|v| (own, v))
+                .or_else(|| var(general).map(|v| (general, v)));
+            if let Some((n, v)) = set
+                && !v.trim().eq_ignore_ascii_case(want)
             {
                 return Err(OtelError::Env {
-                    var: if name.contains("TRACES") {
-                        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
-                    } else {
-                        "OTEL_EXPORTER_OTLP_PROTOCOL"
-                    },
+                    var: n,
                     value: v,
-                    accepted: "http/protobuf (this build exports OTLP over HTTP only)",
+                    accepted,
                 });
             }
         }
@@ -165,7 +262,26 @@ impl Tracing {
         toolplane_pool::process::install_tls_provider();
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
-            .build()?;
+            .build()
+            .map_err(|e| {
+                // Its message may quote the endpoint, credentials and all.
+                let mut m = e.to_string();
+                if let Some(raw) = &endpoint {
+                    m = m.replace(raw.as_str(), &shown(raw));
+                }
+                OtelError::Exporter(m)
+            })?;
+        Ok(Some(Tracing::with_exporter(exporter, Some(sampler), node)))
+    }
+
+    /// Traces into `exporter` through the SDK's batch processor, sampled
+    /// by `sampler` (`None`: as the SDK's defaults say); `node` names this
+    /// server.
+    pub fn with_exporter(
+        exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
+        sampler: Option<Sampler>,
+        node: &str,
+    ) -> Tracing {
         let mut resource = Resource::builder();
         let named = Resource::builder()
             .build()
@@ -180,6 +296,15 @@ impl Tracing {
                 KeyValue::new("service.instance.id", node.to_string()),
             ])
             .build();
+        let stats = Arc::new(ExportStats {
+            exported: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            log: crate::budget::LogBudget::new(1),
+        });
+        let exporter = Counted {
+            inner: exporter,
+            stats: Arc::clone(&stats),
+        };
         let mut provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(resource);
@@ -192,7 +317,16 @@ impl Tracing {
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
         );
-        Ok(Some(Tracing { provider, tracer }))
+        Tracing {
+            provider,
+            tracer,
+            stats,
+        }
+    }
+
+    /// Spans exported and failed so far.
+    pub fn stats(&self) -> &ExportStats {
+        &self.stats
     }
 
     /// Starts a call's span: a child of `parent` (the caller's), named for
@@ -209,14 +343,19 @@ impl Tracing {
             Front::Rest | Front::Local => "execute_tool",
         };
         let name: Cow<'static, str> = match tool {
-            Some(t) => format!("{method} {t}").into(),
+            Some(t) => format!("{method} {}", bounded(t)).into(),
             None => method.into(),
         };
         let cx = match parent {
             Some(p) => Context::new().with_remote_span_context(p.clone()),
             None => Context::new(),
         };
-        let mut builder = self.tracer.span_builder(name).with_kind(SpanKind::Server);
+        let started = SystemTime::now();
+        let mut builder = self
+            .tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Server)
+            .with_start_time(started);
         if let Front::Mcp(McpFront { link: Some(l), .. }) = front {
             builder = builder.with_links(vec![Link::with_context(l.clone())]);
         }
@@ -225,19 +364,19 @@ impl Tracing {
             let mut a = Vec::with_capacity(10);
             a.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
             if let Some(t) = tool {
-                a.push(KeyValue::new("gen_ai.tool.name", t.to_string()));
+                a.push(KeyValue::new("gen_ai.tool.name", bounded(t)));
             }
             match front {
                 Front::Mcp(m) => {
                     a.push(KeyValue::new("mcp.method.name", "tools/call"));
                     if let Some(id) = &m.request_id {
-                        a.push(KeyValue::new("jsonrpc.request.id", id.clone()));
+                        a.push(KeyValue::new("jsonrpc.request.id", bounded(id)));
                     }
                     if let Some(s) = &m.session {
-                        a.push(KeyValue::new("mcp.session.id", s.clone()));
+                        a.push(KeyValue::new("mcp.session.id", digest(s)));
                     }
                     if let Some(v) = &m.protocol {
-                        a.push(KeyValue::new("mcp.protocol.version", v.clone()));
+                        a.push(KeyValue::new("mcp.protocol.version", bounded(v)));
                     }
                     a.push(KeyValue::new(
                         "network.transport",
@@ -258,6 +397,7 @@ impl Tracing {
         }
         CallSpan {
             span,
+            started,
             front: match front {
                 Front::Local => 0,
                 Front::Rest => 1,
@@ -267,7 +407,8 @@ impl Tracing {
     }
 
     /// Exports what is queued and stops the export thread (blocking, for
-    /// at most the exporter's timeout).
+    /// at most 5 s: the last batch to a collector that does not answer is
+    /// lost, and said so).
     pub fn shutdown(&self) {
         if let Err(e) = self.provider.shutdown_with_timeout(Duration::from_secs(5)) {
             tracing::warn!(error = %e, "traces not all exported at shutdown");
@@ -278,13 +419,20 @@ impl Tracing {
 /// Where spans go, for the start's log line: the endpoint variable's
 /// URL without credentials or query, or the default.
 pub fn endpoint_shown() -> String {
-    let url = match var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-        Some(e) => e,
+    match var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        Some(e) => shown(&e),
         None => match var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-            Some(e) => format!("{}/v1/traces", e.trim_end_matches('/')),
+            Some(e) => {
+                let base = shown(&e);
+                format!("{}/v1/traces", base.trim_end_matches('/'))
+            }
             None => "http://localhost:4318/v1/traces".into(),
         },
-    };
+    }
+}
+
+/// `url` without its credentials and query.
+fn shown(url: &str) -> String {
     match reqwest::Url::parse(url.trim()) {
         Ok(mut u) => {
             let _ = u.set_username("");
@@ -296,43 +444,50 @@ pub fn endpoint_shown() -> String {
     }
 }
 
-/// `OTEL_TRACES_SAMPLER` checked (the SDK reads it itself when set);
-/// unset, the default this server picks. `var` reads the environment.
+/// The sampler `OTEL_TRACES_SAMPLER` / `_ARG` name, checked and built here
+/// (the SDK would read them again, untrimmed, and fall back to sampling
+/// everything on a value it does not take); unset, the default this
+/// server picks. `var` reads the environment.
 fn sampler_from(
     var: &dyn Fn(&str) -> Option<String>,
     sample_every: u64,
-) -> Result<Option<Sampler>, OtelError> {
+) -> Result<Sampler, OtelError> {
     let Some(name) = var("OTEL_TRACES_SAMPLER") else {
         let root = if sample_every == 0 {
             Sampler::AlwaysOff
         } else {
             Sampler::TraceIdRatioBased(1.0 / sample_every as f64)
         };
-        return Ok(Some(Sampler::ParentBased(Box::new(root))));
+        return Ok(Sampler::ParentBased(Box::new(root)));
     };
-    let name = name.trim().to_string();
-    if !SAMPLERS.contains(&name.as_str()) {
-        return Err(OtelError::Env {
-            var: "OTEL_TRACES_SAMPLER",
-            value: name,
-            accepted: "always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio",
-        });
-    }
-    if name.ends_with("traceidratio") {
+    let name = name.trim().to_ascii_lowercase();
+    let ratio = || {
         let arg = var("OTEL_TRACES_SAMPLER_ARG");
-        let ok = arg
-            .as_deref()
+        arg.as_deref()
             .and_then(|a| a.trim().parse::<f64>().ok())
-            .is_some_and(|r| (0.0..=1.0).contains(&r));
-        if !ok {
-            return Err(OtelError::Env {
+            .filter(|r| (0.0..=1.0).contains(r))
+            .ok_or_else(|| OtelError::Env {
                 var: "OTEL_TRACES_SAMPLER_ARG",
-                value: arg.unwrap_or_default(),
+                value: arg.clone().unwrap_or_default(),
                 accepted: "a ratio in 0..=1 (the traceidratio samplers need it)",
+            })
+    };
+    let parent = |root: Sampler| Sampler::ParentBased(Box::new(root));
+    Ok(match name.as_str() {
+        "always_on" => Sampler::AlwaysOn,
+        "always_off" => Sampler::AlwaysOff,
+        "traceidratio" => Sampler::TraceIdRatioBased(ratio()?),
+        "parentbased_always_on" => parent(Sampler::AlwaysOn),
+        "parentbased_always_off" => parent(Sampler::AlwaysOff),
+        "parentbased_traceidratio" => parent(Sampler::TraceIdRatioBased(ratio()?)),
+        _ => {
+            return Err(OtelError::Env {
+                var: "OTEL_TRACES_SAMPLER",
+                value: name,
+                accepted: "always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio",
             });
         }
-    }
-    Ok(None)
+    })
 }
 
 /// When a call's phases happened, from the engine's timestamps.
@@ -373,12 +528,14 @@ impl Phases {
 #[derive(Debug)]
 pub struct CallSpan {
     span: opentelemetry_sdk::trace::Span,
+    /// When it started (the wall clock the phases are kept within).
+    started: SystemTime,
     /// 0 local, 1 REST, 2 MCP.
     front: u8,
 }
 
 impl CallSpan {
-    /// The span's context (valid, sampled or not).
+    /// The span's context (valid, sampled or not, while tracing runs).
     pub fn context(&self) -> &SpanContext {
         self.span.span_context()
     }
@@ -399,17 +556,21 @@ impl CallSpan {
         if !self.span.is_recording() {
             return;
         }
+        let now = SystemTime::now();
         if let Some(p) = phases {
+            // The engine's clock and the wall clock drift apart: the
+            // events are kept within the span.
+            let within = |t: SystemTime| t.clamp(self.started, now);
             self.span
-                .add_event_with_timestamp("queued", p.queued, vec![]);
+                .add_event_with_timestamp("queued", within(p.queued), vec![]);
             self.span.add_event_with_timestamp(
                 "running",
-                p.running,
+                within(p.running),
                 vec![KeyValue::new("toolplane.worker", i64::from(p.worker))],
             );
             self.span.add_event_with_timestamp(
                 "answered",
-                p.answered,
+                within(p.answered),
                 vec![KeyValue::new("toolplane.result", counted.as_str())],
             );
         }
@@ -446,10 +607,10 @@ impl CallSpan {
                 };
                 self.span
                     .set_attribute(KeyValue::new("error.type", error_type));
-                self.span.set_status(Status::error(e.to_string()));
+                self.span.set_status(Status::error(e.described()));
             }
         }
-        self.span.end();
+        self.span.end_with_timestamp(now);
     }
 }
 
@@ -484,7 +645,7 @@ mod tests {
 
     #[test]
     fn the_default_sampler_follows_the_engine_and_bad_values_are_named() {
-        let by_engine = sampler_from(&env(&[]), 100).unwrap().unwrap();
+        let by_engine = sampler_from(&env(&[]), 100).unwrap();
         assert_eq!(
             format!("{by_engine:?}"),
             format!(
@@ -492,21 +653,29 @@ mod tests {
                 Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.01)))
             )
         );
-        let off = sampler_from(&env(&[]), 0).unwrap().unwrap();
+        let off = sampler_from(&env(&[]), 0).unwrap();
         assert!(format!("{off:?}").contains("AlwaysOff"), "{off:?}");
-        // Set and right: the SDK reads it.
-        for ok in [
-            &[("OTEL_TRACES_SAMPLER", "always_on")][..],
-            &[
-                ("OTEL_TRACES_SAMPLER", "traceidratio"),
-                ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
-            ],
-            &[
-                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
-                ("OTEL_TRACES_SAMPLER_ARG", "1"),
-            ],
+        // Set: built here, spaces and a trailing newline (a ConfigMap's
+        // block scalar) taken as the SDK would not.
+        for (ok, built) in [
+            (&[("OTEL_TRACES_SAMPLER", "always_on\n")][..], "AlwaysOn"),
+            (
+                &[
+                    ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                    ("OTEL_TRACES_SAMPLER_ARG", " 0.25\n"),
+                ],
+                "TraceIdRatioBased(0.25)",
+            ),
+            (
+                &[
+                    ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                    ("OTEL_TRACES_SAMPLER_ARG", "1"),
+                ],
+                "ParentBased",
+            ),
         ] {
-            assert!(sampler_from(&env(ok), 100).unwrap().is_none(), "{ok:?}");
+            let s = format!("{:?}", sampler_from(&env(ok), 100).unwrap());
+            assert!(s.contains(built), "{ok:?}: {s}");
         }
         for (bad, named) in [
             (

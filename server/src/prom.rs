@@ -43,6 +43,24 @@ pub fn render(app: &App) -> String {
     if let Some(log) = app.audit() {
         audit(&mut out, log);
     }
+    if let Some(t) = app.tracing() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = t.stats();
+        one(
+            &mut out,
+            "toolplane_trace_spans_exported_total",
+            COUNTER,
+            "Spans the OTLP collector took.",
+            s.exported.load(Relaxed),
+        );
+        one(
+            &mut out,
+            "toolplane_trace_spans_failed_total",
+            COUNTER,
+            "Spans in OTLP exports that failed (the collector refused them, or did not answer in time).",
+            s.failed.load(Relaxed),
+        );
+    }
     if let Some((rss, vsz)) = process_memory() {
         let o = &mut out;
         one(

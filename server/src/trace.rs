@@ -7,7 +7,7 @@
 //! <https://www.w3.org/TR/trace-context/>
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{SpanContext, TraceContextExt};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceState};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 /// The caller's span: the remote parent of the call's span.
@@ -43,10 +43,51 @@ pub fn from_meta(meta: &serde_json::Map<String, serde_json::Value>) -> Option<Pa
 }
 
 fn extract(carrier: &dyn Extractor) -> Option<Parent> {
-    carrier.get("traceparent")?;
+    if !well_formed(carrier.get("traceparent")?) {
+        return None;
+    }
     let cx = TraceContextPropagator::new().extract(carrier);
     let sc = cx.span().span_context().clone();
-    sc.is_valid().then_some(sc)
+    if !sc.is_valid() {
+        return None;
+    }
+    // A `tracestate` is passed on to upstreams and exported: one that is
+    // not the specification's (printable ASCII, 512 bytes at most here) is
+    // dropped, the `traceparent` kept.
+    let state = sc.trace_state().header();
+    if state.len() > MAX_TRACESTATE || !state.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Some(SpanContext::new(
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags(),
+            true,
+            TraceState::default(),
+        ));
+    }
+    Some(sc)
+}
+
+/// The longest `tracestate` passed on (the specification asks that 512
+/// bytes be kept, and lets longer lists be cut).
+const MAX_TRACESTATE: usize = 512;
+
+/// `VERSION-TRACEID-PARENTID-FLAGS` in exactly 2, 32, 16 and 2 lower-case
+/// hex digits (a later version may add fields after a `-`): the SDK's
+/// propagator reads shorter fields as numbers and would take `00-1-1-1`.
+fn well_formed(v: &str) -> bool {
+    let b = v.trim().as_bytes();
+    let hex =
+        |r: std::ops::Range<usize>| b[r].iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    b.len() >= 55
+        && (b.len() == 55 || b[55] == b'-')
+        && b[2] == b'-'
+        && b[35] == b'-'
+        && b[52] == b'-'
+        && hex(0..2)
+        && hex(3..35)
+        && hex(36..52)
+        && hex(53..55)
+        && !(b[..2] == *b"00" && b.len() != 55)
 }
 
 /// `traceparent` and `tracestate` naming `span` (the caller's, or the
@@ -109,6 +150,9 @@ mod tests {
             "",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+            "00-1-1-1",
+            "0-+4bf92f3577b34da6a3ce929d0e0e4736-+1-1",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
@@ -116,6 +160,15 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e473\u{e9}-00f067aa0ba902b7-01",
         ] {
             assert_eq!(meta(bad, None), None, "{bad:?}");
+        }
+        // A tracestate that is not one is dropped, the traceparent kept.
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let long: Vec<String> = (0..5)
+            .map(|i| format!("k{i}={}", "x".repeat(200)))
+            .collect();
+        for bad in ["a=b\r\nx-evil: 1", &long.join(","), "a=\u{e9}"] {
+            let t = meta(parent, Some(bad)).unwrap();
+            assert_eq!(context_of(&t).tracestate, None, "{bad:?}");
         }
         let mut h = axum::http::HeaderMap::new();
         h.insert(

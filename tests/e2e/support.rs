@@ -83,6 +83,12 @@ pub fn serve_command(dirs: &Dirs) -> Command {
         .arg(dirs.data.path())
         .env_remove("TOOLPLANE_TOKEN")
         .env("TOOLPLANE_CACHE_DIR", cache_dir());
+    // Traces only where a test asks for them.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("OTEL_") {
+            cmd.env_remove(k);
+        }
+    }
     cmd
 }
 

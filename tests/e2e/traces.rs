@@ -46,6 +46,19 @@ impl Receiver {
         (format!("http://{addr}"), got)
     }
 
+    /// Waits until no span has come for 300 ms (at most 10 s).
+    async fn settled(&self) {
+        let mut last = usize::MAX;
+        for _ in 0..33 {
+            let n = self.0.lock().unwrap().len();
+            if n == last {
+                return;
+            }
+            last = n;
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    }
+
     fn spans(&self) -> Vec<Got> {
         self.0.lock().unwrap().clone()
     }
@@ -143,7 +156,9 @@ async fn a_call_joins_its_callers_trace_and_its_upstream_joins_the_call() {
     let (endpoint, got) = Receiver::start().await;
     let dirs = Dirs::new();
     crate::support::fastmcp_upstream(&dirs);
-    let s = Server::start(&dirs, &[], &otel_env(&endpoint), None);
+    let audit = tempfile::tempdir().unwrap();
+    let config = format!("[audit]\ndir = \"{}\"\n", audit.path().display());
+    let s = Server::start(&dirs, &[], &otel_env(&endpoint), Some(&config));
 
     // REST, a sampled caller: the call's span is its child; the upstream
     // gets the call's span as its parent, with the caller's tracestate.
@@ -247,7 +262,6 @@ async fn a_call_joins_its_callers_trace_and_its_upstream_joins_the_call() {
         ("gen_ai.tool.name", "echo"),
         ("gen_ai.operation.name", "execute_tool"),
         ("jsonrpc.request.id", "7"),
-        ("mcp.session.id", session.as_str()),
         ("mcp.protocol.version", "2025-06-18"),
         ("network.transport", "tcp"),
         ("network.protocol.name", "http"),
@@ -256,6 +270,9 @@ async fn a_call_joins_its_callers_trace_and_its_upstream_joins_the_call() {
         assert_eq!(attr(a, k).as_deref(), Some(v), "{k}");
     }
     assert!(attr(a, "error.type").is_none());
+    // The session id itself lets one post into the session: a digest.
+    let digest = attr(a, "mcp.session.id").unwrap();
+    assert!(digest.len() == 16 && digest != session, "{digest}");
     assert_eq!(echo.links.len(), 1);
     assert_eq!(
         hex(&echo.links[0].trace_id),
@@ -282,7 +299,8 @@ async fn a_call_joins_its_callers_trace_and_its_upstream_joins_the_call() {
     );
     let status = nope.status.as_ref().unwrap();
     assert_eq!(status.code, 2, "ERROR");
-    assert!(status.message.contains("nope"), "{}", status.message);
+    // What failed, not the name the caller sent.
+    assert_eq!(status.message, "unknown tool");
 
     // A failed REST call: its status code is the error's type.
     let failed = format!("00-{}-00f067aa0ba902b7-01", "a".repeat(32));
@@ -298,6 +316,20 @@ async fn a_call_joins_its_callers_trace_and_its_upstream_joins_the_call() {
         attr(&span.attributes, "toolplane.result").as_deref(),
         Some("invalid_input")
     );
+    // Not the input the schema error quotes.
+    assert_eq!(
+        span.status.as_ref().unwrap().message,
+        "the input does not match the tool's input schema"
+    );
+    let unknown = format!("00-{}-00f067aa0ba902b7-01", "c".repeat(32));
+    assert_eq!(rest(&s, "nope", Some(&unknown), "{}").await.0, 404);
+    eventually("the unknown tool's span", || async {
+        !got.of_trace(&"c".repeat(32)).is_empty()
+    })
+    .await;
+    let span = &got.of_trace(&"c".repeat(32))[0].span;
+    assert_eq!(span.name, "execute_tool");
+    assert_eq!(attr(&span.attributes, "error.type").as_deref(), Some("404"));
 
     // Sampling: a caller's unsampled trace is not recorded, yet its
     // context reaches the upstream (with the call's span, unsampled);
@@ -314,7 +346,7 @@ async fn a_call_joins_its_callers_trace_and_its_upstream_joins_the_call() {
         let (status, _) = rest(&s, "echo", None, "{}").await;
         assert_eq!(status, 200);
     }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    got.settled().await;
     let roots = got.spans()[before..]
         .iter()
         .filter(|g| g.span.name == "execute_tool echo" && g.span.parent_span_id.is_empty())
@@ -324,10 +356,27 @@ async fn a_call_joins_its_callers_trace_and_its_upstream_joins_the_call() {
         "{roots} of 1000 sampled at 1 in 100"
     );
     assert!(got.of_trace(&"b".repeat(32)).is_empty());
-    // Every span has a trace id the audit log could name, and none lost.
+    // Every span names the node.
     assert!(got.spans().iter().all(|g| g.resource.iter().any(|k| {
         k.key == "service.instance.id" && k.value.as_ref().and_then(string).is_some()
     })));
+    // The audit record of the first call names its trace.
+    let out = std::process::Command::new(crate::support::binary())
+        .args(["audit", "--json", "--tool", "up.traced", "--dir"])
+        .arg(audit.path())
+        .output()
+        .unwrap();
+    let first: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(first["trace"], TRACE, "{first}");
+    // And /metrics counts what was exported.
+    let exported = crate::support::metric(
+        &c,
+        &s.url("/metrics"),
+        "toolplane_trace_spans_exported_total",
+    )
+    .await;
+    assert!(exported >= got.spans().len() as f64 - 1.0, "{exported}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,7 +393,7 @@ async fn the_sampling_ratio_is_the_environments() {
     for _ in 0..2000 {
         assert_eq!(rest(&s, "echo", None, "{}").await.0, 200);
     }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    got.settled().await;
     let spans = got.spans();
     // 500 expected; the standard deviation is 19.4.
     assert!(
@@ -392,6 +441,29 @@ async fn nothing_starts_unless_asked_and_a_wrong_setting_is_named() {
         "traces: exported over OTLP/HTTP to {endpoint}/v1/traces"
     )));
     drop(s);
+    // The traces' own protocol variable is the one the exporter reads.
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "HTTP/protobuf"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+    ];
+    let s = Server::start(&dirs, &[], &env, None);
+    assert!(
+        threads(s.pid())
+            .iter()
+            .any(|t| t.starts_with("OpenTelemetry"))
+    );
+    drop(s);
+    // An exporter this build does not have: said, and no traces.
+    let s = Server::start(&dirs, &[], &[("OTEL_TRACES_EXPORTER", "zipkin")], None);
+    s.logged(&["OTEL_TRACES_EXPORTER=\"zipkin\" names no exporter"])
+        .await;
+    assert!(
+        !threads(s.pid())
+            .iter()
+            .any(|t| t.starts_with("OpenTelemetry"))
+    );
+    drop(s);
     for (env, named) in [
         (
             &[
@@ -408,12 +480,15 @@ async fn nothing_starts_unless_asked_and_a_wrong_setting_is_named() {
             "OTEL_TRACES_SAMPLER=\"sometimes\"",
         ),
         (
-            &[("OTEL_TRACES_EXPORTER", "zipkin")],
-            "OTEL_TRACES_EXPORTER=\"zipkin\"",
-        ),
-        (
             &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "not a url")],
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ),
+        (
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ],
+            "OTEL_EXPORTER_OTLP_COMPRESSION=\"gzip\"",
         ),
     ] {
         let out = crate::support::serve_command(&dirs)
@@ -425,4 +500,28 @@ async fn nothing_starts_unless_asked_and_a_wrong_setting_is_named() {
         assert_eq!(out.status.code(), Some(2), "{env:?}: {stderr}");
         assert!(stderr.contains(named), "{env:?}: {stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_is_counted_and_said_and_calls_go_on() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let dirs = Dirs::new();
+    let s = Server::start(&dirs, &[], &otel_env(&endpoint), None);
+    let sampled = format!("00-{TRACE}-00f067aa0ba902b7-01");
+    for _ in 0..20 {
+        assert_eq!(rest(&s, "echo", Some(&sampled), "{}").await.0, 200);
+    }
+    let c = client();
+    eventually("the failed export counted", || async {
+        crate::support::metric(&c, &s.url("/metrics"), "toolplane_trace_spans_failed_total").await
+            >= 1.0
+    })
+    .await;
+    s.logged(&["traces: an export failed"]).await;
 }

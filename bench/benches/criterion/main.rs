@@ -11,6 +11,7 @@
 //! cargo bench --workspace --profile release --bench criterion -- '^registry/'
 //! cargo bench --workspace --profile release --bench criterion -- '^clients/'
 //! cargo bench --workspace --profile release --bench criterion -- '^audit/'
+//! cargo bench --workspace --profile release --bench criterion -- '^traces/'
 //! ```
 //!
 //! The release profile and `--workspace` reuse the test build (`cargo
@@ -24,6 +25,7 @@ mod engine;
 mod registry;
 mod rings;
 mod spans;
+mod traces;
 mod wasi;
 
 use criterion::Criterion;
@@ -48,5 +50,6 @@ fn main() {
     clients::oauth(&mut c);
     audit::per_call(&mut c);
     audit::throughput(&mut c);
+    traces::per_call(&mut c);
     c.final_summary();
 }

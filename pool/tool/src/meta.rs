@@ -11,8 +11,9 @@ use crate::progress::ProgressSink;
 pub struct CallMeta {
     /// Where the call's progress reports go, when someone watches it.
     pub progress: Option<ProgressSink>,
-    /// The trace context to pass on to an upstream.
-    pub trace: Option<TraceContext>,
+    /// The trace context to pass on to an upstream (shared: a call's
+    /// companions are cloned for the worker that runs it).
+    pub trace: Option<std::sync::Arc<TraceContext>>,
 }
 
 /// W3C Trace Context, as sent on: `traceparent` names the caller's span
