@@ -45,7 +45,7 @@ done
 for side in async:7392 before:7393; do
     IFS=: read -r name port <<< "$side"
     curl -s -H "authorization: Bearer $token" "http://127.0.0.1:$port/metrics" \
-        | awk -v n="$name" '/^toolplane_audit_(records|batches|dropped|errors)_total/ {print n": "$0}'
+        | awk -v n="$name" '/^toolplane_audit_(records|batches|dropped|errors)_total|^toolplane_audit_sync_seconds_total|^toolplane_trace_spans_(exported|failed)_total/ {print n": "$0}'
 done
 kill -TERM "$sink"
 wait "$sink" 2>/dev/null || true
