@@ -158,7 +158,7 @@ fn a_fastmcp_upstream_answers_cancels_recovers_and_grows() {
                 dir,
                 "up",
                 &[&python, &script],
-                "[pool]\nmin = 1\nmax = 1\nmax_inflight_per_process = 16\n[limits]\ntimeout = \"1s\"\n",
+                "[pool]\nmin = 1\nmax = 1\nmax_inflight_per_process = 16\n[limits]\ntimeout = \"2s\"\n",
             )
         },
         |b| b.builtins(false).watch(false),
