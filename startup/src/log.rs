@@ -42,18 +42,7 @@ pub struct LogArgs {
 
 /// Installs the subscriber. A second call (tests) leaves the first one.
 pub fn init(name: &'static str, format: Format) {
-    let mut filter = EnvFilter::builder()
-        .with_default_directive(tracing::level_filters::LevelFilter::INFO.into())
-        .with_env_var(FILTER_VAR)
-        .from_env_lossy();
-    // rmcp's client logs every upstream session's start at info, with the
-    // whole handshake, and its transport's failures at error as Rust values
-    // (`reqwest::Error { … }`, a remote server's whole URL, query and all),
-    // repeated at every retry: ours say what matters, once, in words, and
-    // name the tool. TOOLPLANE_LOG still decides when it names rmcp.
-    if !std::env::var(FILTER_VAR).is_ok_and(|f| f.contains("rmcp")) {
-        filter = filter.add_directive("rmcp=off".parse().expect("a valid directive"));
-    }
+    let filter = filter(std::env::var(FILTER_VAR).ok().as_deref());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -64,6 +53,32 @@ pub fn init(name: &'static str, format: Format) {
             .try_init(),
         Format::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// The filter: `TOOLPLANE_LOG` (`info` when unset or unreadable), quieter
+/// for the crates that say too much at `info` unless it names them.
+fn filter(directives: Option<&str>) -> EnvFilter {
+    let mut filter = EnvFilter::builder()
+        .with_default_directive(tracing::level_filters::LevelFilter::INFO.into())
+        .parse_lossy(directives.unwrap_or_default());
+    let names = |krate: &str| directives.is_some_and(|d| d.contains(krate));
+    // rmcp's client logs every upstream session's start at info, with the
+    // whole handshake, and its transport's failures at error as Rust values
+    // (`reqwest::Error { … }`, a remote server's whole URL, query and all),
+    // repeated at every retry: ours say what matters, once, in words, and
+    // name the tool.
+    if !names("rmcp") {
+        filter = filter.add_directive("rmcp=off".parse().expect("a valid directive"));
+    }
+    // wasmtime-wasi opens an info span (`#[instrument]`) around every WASI
+    // call a guest makes, its arguments formatted into the span: a dozen
+    // per tool call, none of them ever shown, 7% of a worker's time in the
+    // main job (PERF.md, "The main job on a slower machine"). Its warnings
+    // still pass.
+    if !names("wasmtime_wasi") {
+        filter = filter.add_directive("wasmtime_wasi=warn".parse().expect("a valid directive"));
+    }
+    filter
 }
 
 /// The human format: the program's name, the level when it is not `info`,
@@ -114,6 +129,30 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn wasi_call_spans_are_off_unless_asked_for_and_warnings_pass() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let enabled = |directives: Option<&str>| {
+            let subscriber = tracing_subscriber::registry().with(super::filter(directives));
+            tracing::subscriber::with_default(subscriber, || {
+                (
+                    !tracing::info_span!(target: "wasmtime_wasi::p1", "fd_prestat_get")
+                        .is_disabled(),
+                    tracing::enabled!(target: "wasmtime_wasi::p1", tracing::Level::WARN),
+                    tracing::enabled!(target: "toolplane_pool", tracing::Level::INFO),
+                    tracing::enabled!(target: "rmcp::service", tracing::Level::ERROR),
+                )
+            })
+        };
+        assert_eq!(enabled(None), (false, true, true, false));
+        assert_eq!(enabled(Some("warn")), (false, true, false, false));
+        assert_eq!(
+            enabled(Some("info,wasmtime_wasi=info")),
+            (true, true, true, false)
+        );
+        assert_eq!(enabled(Some("info,rmcp=error")), (false, true, true, true));
     }
 
     #[test]
