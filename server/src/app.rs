@@ -506,7 +506,15 @@ impl App {
             .is_some()
             .then(|| on.map(|t| t.trace_id().to_string()))
             .flatten();
-        let passed = on.map(|t| Arc::new(crate::trace::context_of(t)));
+        // Only an MCP upstream (a process or remote tool) takes a trace;
+        // a WASI tool never reads one, so none is formatted for it.
+        let passed = (!matches!(
+            entry.manifest.runtime,
+            toolplane_pool::manifest::RuntimeManifest::Wasi(_)
+        ))
+        .then_some(on)
+        .flatten()
+        .map(|t| Arc::new(crate::trace::context_of(t)));
         let mut phases = None;
         let sampled = span.as_ref().is_some_and(crate::otel::CallSpan::is_sampled);
         // Its audit record, but for the outcome: a place in the log's ring
@@ -549,7 +557,7 @@ impl App {
                             &entry,
                             &call,
                             client.as_deref(),
-                            trace_id.clone(),
+                            trace_id,
                         )),
                     }),
                 }

@@ -36,9 +36,9 @@
 //!   `execute_tool {gen_ai.tool.name}` span with the HTTP server
 //!   attributes. The engine's phases are its events: `queued` (admitted),
 //!   `running` (a worker started it), `answered` (its outcome known).
-//! - Resource: `service.name` `toolplane` unless `OTEL_SERVICE_NAME` or
-//!   `OTEL_RESOURCE_ATTRIBUTES` name one; `service.version`,
-//!   `service.instance.id` (the node's name).
+//! - Resource: what `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`
+//!   say, and where they are silent `service.name` `toolplane`,
+//!   `service.version`, `service.instance.id` (the node's name).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -282,20 +282,27 @@ impl Tracing {
         sampler: Option<Sampler>,
         node: &str,
     ) -> Tracing {
+        // What the environment says (OTEL_SERVICE_NAME,
+        // OTEL_RESOURCE_ATTRIBUTES) wins; ours fill in what it leaves out.
+        let from_env = Resource::builder().build();
+        let says = |key: &'static str| {
+            from_env
+                .get(&opentelemetry::Key::from_static_str(key))
+                .is_some_and(|v| !v.as_str().starts_with("unknown_service"))
+        };
         let mut resource = Resource::builder();
-        let named = Resource::builder()
-            .build()
-            .get(&opentelemetry::Key::from_static_str("service.name"))
-            .is_some_and(|n| !n.as_str().starts_with("unknown_service"));
-        if !named {
+        if !says("service.name") {
             resource = resource.with_service_name("toolplane");
         }
-        let resource = resource
-            .with_attributes([
-                KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-                KeyValue::new("service.instance.id", node.to_string()),
-            ])
-            .build();
+        if !says("service.version") {
+            resource = resource
+                .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+        }
+        if !says("service.instance.id") {
+            resource =
+                resource.with_attribute(KeyValue::new("service.instance.id", node.to_string()));
+        }
+        let resource = resource.build();
         let stats = Arc::new(ExportStats {
             exported: AtomicU64::new(0),
             failed: AtomicU64::new(0),

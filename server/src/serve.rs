@@ -369,7 +369,14 @@ pub fn serve(settings: Settings, listen: Listen, config: Option<PathBuf>) -> Res
         .enable_all()
         .build()
         .map_err(Failure::start("the control runtime"))?;
-    rt.block_on(serve_async(settings, listen, config))
+    let served = rt.block_on(serve_async(settings, listen, config));
+    // Not a plain drop, which waits for every blocking thread: tokio reads
+    // stdin on one, blocked in read(2) until the client closes its end, so
+    // a client that keeps stdin open after SIGTERM would hold the exit
+    // forever. What must finish has (the drain, the audit log closed, the
+    // last spans exported, every process stopped).
+    rt.shutdown_background();
+    served
 }
 
 async fn serve_async(

@@ -166,8 +166,11 @@ async fn a_call_joins_its_callers_trace_and_its_upstream_joins_the_call() {
     let (status, text) = rest(&s, "up.traced", Some(&caller), "{}").await;
     assert_eq!(status, 200, "{text}");
     let text = upstream_text(&text);
-    let (sent, state) = text.trim().split_once(' ').unwrap();
-    assert_eq!(state, "congo=t61rcWkgMzE");
+    let [sent, state, progress] = text.trim().split(' ').collect::<Vec<_>>()[..] else {
+        panic!("{text}")
+    };
+    // (rmcp's client sends every request a progress token: `progress`.)
+    assert_eq!((state, progress), ("congo=t61rcWkgMzE", "True"));
     let parts: Vec<&str> = sent.split('-').collect();
     assert_eq!(
         (parts[0], parts[1], parts[3]),
@@ -388,6 +391,11 @@ async fn the_sampling_ratio_is_the_environments() {
         ("OTEL_TRACES_SAMPLER", "traceidratio"),
         ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
         ("OTEL_SERVICE_NAME", "tp-ratio"),
+        // The deployment's own values win over ours.
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "service.instance.id=pod-7,deployment.environment.name=staging",
+        ),
     ]);
     let s = Server::start(&dirs, &[], &env, None);
     for _ in 0..2000 {
@@ -401,9 +409,19 @@ async fn the_sampling_ratio_is_the_environments() {
         "{} of 2000",
         spans.len()
     );
+    let resource = &spans[0].resource;
+    assert_eq!(attr(resource, "service.name").as_deref(), Some("tp-ratio"));
     assert_eq!(
-        attr(&spans[0].resource, "service.name").as_deref(),
-        Some("tp-ratio")
+        attr(resource, "service.instance.id").as_deref(),
+        Some("pod-7")
+    );
+    assert_eq!(
+        attr(resource, "deployment.environment.name").as_deref(),
+        Some("staging")
+    );
+    assert_eq!(
+        attr(resource, "service.version").as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
     );
 }
 
@@ -524,4 +542,126 @@ async fn a_collector_that_is_down_is_counted_and_said_and_calls_go_on() {
     })
     .await;
     s.logged(&["traces: an export failed"]).await;
+}
+
+/// Over stdio: a call's span says `pipe`; the upstream gets the trace and
+/// the progress token together in one `_meta`; a call cancelled before its
+/// answer ends its span as `abandoned`; the spans still queued reach the
+/// collector when the server stops at SIGTERM (the batch's delay here is
+/// ten minutes: only the shutdown's flush can send them); and the server
+/// exits though its client keeps stdin open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_spans_a_cancelled_call_and_the_flush_at_sigterm() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (endpoint, got) = Receiver::start().await;
+    let dirs = Dirs::new();
+    crate::support::fastmcp_upstream(&dirs);
+    let mut cmd = tokio::process::Command::from(crate::support::serve_command(&dirs));
+    cmd.arg("--stdio")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut send = async |m: Value| {
+        stdin.write_all(format!("{m}\n").as_bytes()).await.unwrap();
+        stdin.flush().await.unwrap();
+    };
+    send(
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "traces", "version": "1"}}}),
+    )
+    .await;
+    send(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+    let traced = "5bf92f3577b34da6a3ce929d0e0e4736";
+    send(
+        serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "up.traced", "arguments": {},
+        "_meta": {"progressToken": "p-2", "tracestate": "congo=t61rcWkgMzE",
+                  "traceparent": format!("00-{traced}-00f067aa0ba902b7-01")}}}),
+    )
+    .await;
+    let cancelled = "6bf92f3577b34da6a3ce929d0e0e4736";
+    send(
+        serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": "up.slow", "arguments": {"seconds": 30},
+        "_meta": {"traceparent": format!("00-{cancelled}-00f067aa0ba902b7-01")}}}),
+    )
+    .await;
+    // The answer to 2 (progress notifications may come first).
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("an answer to 2");
+            let m: Value = serde_json::from_str(&line).unwrap();
+            if m["id"] == 2 {
+                break m;
+            }
+        }
+    })
+    .await
+    .expect("up.traced answered within 30 s");
+    let text = answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"));
+    let [sent, state, progress] = text.split(' ').collect::<Vec<_>>()[..] else {
+        panic!("{text}")
+    };
+    assert!(
+        sent.starts_with(&format!("00-{traced}-")) && sent.ends_with("-01"),
+        "{sent}"
+    );
+    assert_eq!(
+        (state, progress),
+        ("congo=t61rcWkgMzE", "True"),
+        "trace and progress token in one _meta"
+    );
+    send(
+        serde_json::json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 3, "reason": "the test is done with it"}}),
+    )
+    .await;
+    // Nothing exported yet: the batch waits ten minutes.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(got.spans().is_empty(), "{:?}", got.spans());
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .expect("the server ends within 20 s of SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    got.settled().await;
+    let spans = got.of_trace(traced);
+    let span = &spans.first().expect("the traced call's span").span;
+    assert_eq!(span.name, "tools/call up.traced");
+    assert_eq!(hex(&span.span_id), sent.split('-').nth(2).unwrap());
+    assert_eq!(
+        attr(&span.attributes, "network.transport").as_deref(),
+        Some("pipe")
+    );
+    assert_eq!(
+        attr(&span.attributes, "jsonrpc.request.id").as_deref(),
+        Some("2")
+    );
+    assert!(attr(&span.attributes, "network.protocol.name").is_none());
+    let spans = got.of_trace(cancelled);
+    let span = &spans.first().expect("the cancelled call's span").span;
+    assert_eq!(span.name, "tools/call up.slow");
+    assert_eq!(
+        attr(&span.attributes, "toolplane.result").as_deref(),
+        Some("abandoned")
+    );
+    assert!(
+        span.end_time_unix_nano - span.start_time_unix_nano < 20_000_000_000,
+        "ended when cancelled, not after the tool's 30 s"
+    );
 }

@@ -55,11 +55,13 @@ async def freeze() -> str:
 
 @mcp.tool(structured_output=False)
 def traced(ctx: Context) -> str:
-    """Answers with the W3C trace context its request's `_meta` carried:
-    `TRACEPARENT TRACESTATE` (`None` for one not sent)."""
+    """Answers with the W3C trace context its request's `_meta` carried,
+    and whether a progress token came beside it:
+    `TRACEPARENT TRACESTATE PROGRESS` (`None` for one not sent)."""
     meta = ctx.request_context.meta
     extra = (meta.model_extra or {}) if meta is not None else {}
-    return f"{extra.get('traceparent')} {extra.get('tracestate')}"
+    progress = meta.progressToken is not None if meta is not None else False
+    return f"{extra.get('traceparent')} {extra.get('tracestate')} {progress}"
 
 
 @mcp.tool()
