@@ -6,7 +6,14 @@
 //! - one fresh-instance `echo` call with a 64-byte input (pooled instance,
 //!   fast entry), after a first call warmed the slot;
 //! - a call's `[[clients]]` check (token, scope, rate, slot) with 1 and
-//!   1000 clients configured.
+//!   1000 clients configured;
+//! - a call's audit record: a place held in the log's ring, the record
+//!   built as the server builds it (the input's SHA-256 among it), pushed
+//!   (the writer's thread, which writes it, is not counted);
+//! - a call's span with traces on: started and ended unsampled (99 calls
+//!   in 100 by default), and sampled (attributes, the engine's three
+//!   phases, handed to the batch processor; its export thread is not
+//!   counted).
 //!
 //! Run with `bench/iai.sh` (it installs the matching runner), which also
 //! compares the counts with `bench/iai-baseline.json`.
@@ -14,7 +21,11 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use iai_callgrind::{library_benchmark, library_benchmark_group, main};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{Sampler, SpanData, SpanExporter};
+use toolplane_audit::{AuditLog, Options, Record};
 use toolplane_bench::pools::noop;
 use toolplane_core::bench_hook::WorkerBatch;
 use toolplane_core::{Event, Outcome};
@@ -119,7 +130,134 @@ fn client_check(f: Clients) -> Clients {
     f
 }
 
+/// An audit log on a temporary directory that took one record already.
+struct AuditFixture {
+    log: AuditLog,
+    input: Vec<u8>,
+    _dir: tempfile::TempDir,
+}
+
+fn audit_record(input: &[u8]) -> Record {
+    // As the server's `sha256_hex`.
+    use sha2::Digest;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(64);
+    for b in sha2::Sha256::digest(input) {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    Record {
+        time_us: 1_796_000_000_000_000,
+        call: format!("{:032x}", 7u128),
+        client: std::sync::Arc::from("ci-bot"),
+        tool: std::sync::Arc::from("echo"),
+        key: None,
+        outcome: "ok".to_string(),
+        latency_us: 180,
+        input_sha256: hex,
+        input_bytes: input.len() as u64,
+        output_bytes: 64,
+        trace: None,
+        node: std::sync::Arc::from("tp-1"),
+        subject: None,
+        arguments: None,
+        arguments_omitted: false,
+    }
+}
+
+fn audit() -> AuditFixture {
+    let dir = tempfile::TempDir::new().expect("a temporary directory");
+    let log = AuditLog::open(Options::new(dir.path().to_owned())).expect("the audit log");
+    let input = toolplane_bench::wasi::input(64);
+    let slot = log
+        .reserve()
+        .now_or_never()
+        .expect("a free place")
+        .unwrap()
+        .unwrap();
+    slot.push(audit_record(&input));
+    while log.queued() > 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    AuditFixture {
+        log,
+        input,
+        _dir: dir,
+    }
+}
+
+#[library_benchmark]
+#[bench::hold_build_push(setup = audit)]
+fn audit_push(f: AuditFixture) -> AuditFixture {
+    // A free place is taken without waiting: the future is ready.
+    let slot = f.log.reserve().now_or_never().unwrap().unwrap().unwrap();
+    black_box(slot.push(audit_record(black_box(&f.input))));
+    f
+}
+
+/// Takes every batch of spans and drops it.
+#[derive(Debug)]
+struct Drop;
+
+impl SpanExporter for Drop {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        black_box(batch);
+        Ok(())
+    }
+}
+
+type Spans = (
+    toolplane_server::otel::Tracing,
+    toolplane_server::otel::Phases,
+);
+
+/// Traces on, every span sampled or none, after one span went through.
+fn traces(sampled: bool) -> Spans {
+    use toolplane_server::otel::{Front, Phases, Tracing};
+    let sampler = if sampled {
+        Sampler::AlwaysOn
+    } else {
+        Sampler::AlwaysOff
+    };
+    let t = Tracing::with_exporter(Drop, Some(sampler), "bench");
+    let now = std::time::SystemTime::now();
+    let phases = Phases {
+        queued: now,
+        running: now,
+        answered: now,
+        worker: 1,
+    };
+    t.start(&Front::Rest, Some("echo"), None).end(
+        Ok(()),
+        toolplane_server::CallResult::Ok,
+        Some(phases),
+    );
+    (t, phases)
+}
+
+#[library_benchmark]
+#[bench::not_sampled(setup = traces, args = (false))]
+#[bench::sampled(setup = traces, args = (true))]
+fn call_span(f: Spans) -> Spans {
+    let span = f.0.start(
+        &toolplane_server::otel::Front::Rest,
+        Some(black_box("echo")),
+        None,
+    );
+    let phases = span.is_sampled().then_some(f.1);
+    span.end(Ok(()), toolplane_server::CallResult::Ok, phases);
+    f
+}
+
 library_benchmark_group!(name = worker; benchmarks = worker_batch_of_64);
 library_benchmark_group!(name = wasi; benchmarks = fresh_echo_call);
 library_benchmark_group!(name = clients; benchmarks = client_check);
-main!(library_benchmark_groups = worker, wasi, clients);
+library_benchmark_group!(name = audit; benchmarks = audit_push);
+library_benchmark_group!(name = traces; benchmarks = call_span);
+main!(
+    library_benchmark_groups = worker,
+    wasi,
+    clients,
+    audit,
+    traces
+);
