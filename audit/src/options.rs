@@ -43,6 +43,11 @@ pub struct Options {
     pub max_delay: Duration,
     /// Records the ring holds.
     pub capacity: usize,
+    /// Bytes of callers' inputs the ring holds, when `arguments` keeps
+    /// them: a record holds its input's size (in KiB, rounded up) until
+    /// it is written, so a slow disk cannot make the ring hold
+    /// `capacity` inputs of the largest size.
+    pub max_queued: usize,
     /// When the answer may go.
     pub durability: Durability,
     /// What a full ring does.
@@ -68,6 +73,7 @@ impl Options {
             max_batch: 256,
             max_delay: Duration::from_millis(2),
             capacity: 65_536,
+            max_queued: 64 << 20,
             durability: Durability::Async,
             on_full: OnFull::Wait,
             full_wait: Duration::from_secs(1),

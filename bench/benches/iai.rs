@@ -170,7 +170,7 @@ fn audit() -> AuditFixture {
     let log = AuditLog::open(Options::new(dir.path().to_owned())).expect("the audit log");
     let input = toolplane_bench::wasi::input(64);
     let slot = log
-        .reserve()
+        .reserve(64)
         .now_or_never()
         .expect("a free place")
         .unwrap()
@@ -190,7 +190,7 @@ fn audit() -> AuditFixture {
 #[bench::hold_build_push(setup = audit)]
 fn audit_push(f: AuditFixture) -> AuditFixture {
     // A free place is taken without waiting: the future is ready.
-    let slot = f.log.reserve().now_or_never().unwrap().unwrap().unwrap();
+    let slot = f.log.reserve(64).now_or_never().unwrap().unwrap().unwrap();
     black_box(slot.push(audit_record(black_box(&f.input))));
     f
 }

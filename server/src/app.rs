@@ -532,7 +532,7 @@ impl App {
                     // No call runs that could not be answered.
                     Some(e) => Err(CallError::Audit(e)),
                     None => log
-                        .reserve()
+                        .reserve(call.input.len())
                         .await
                         .map_err(|e| CallError::Audit(Arc::new(e))),
                 };

@@ -9,6 +9,7 @@
 //! max_delay = "2ms"              # …or this long after the last one (async; before-answer
 //!                                # writes a batch as soon as the last is on disk)
 //! capacity = 65536               # records the ring holds
+//! max_queued = "64 MiB"          # and bytes of inputs, with arguments = true
 //! on_full = "wait"               # or "drop-and-count" (async only)
 //! full_wait = "1s"               # how long a call waits for room
 //! max_file = "64 MiB"            # a new file past this size
@@ -41,6 +42,7 @@ pub struct AuditFile {
     max_batch: Option<usize>,
     max_delay: Option<String>,
     capacity: Option<usize>,
+    max_queued: Option<String>,
     durability: Option<String>,
     on_full: Option<String>,
     full_wait: Option<String>,
@@ -51,8 +53,8 @@ pub struct AuditFile {
 }
 
 /// Most records a ring may hold.
-/// (The ring is allocated whole at start, and holds what callers sent when
-/// `arguments = true`: its memory is `capacity` records.)
+/// (The ring is allocated whole at start; the inputs its records hold when
+/// `arguments = true` are bounded by `max_queued`.)
 pub const MAX_CAPACITY: usize = 1 << 20;
 
 /// The log's options from `[audit]`, paths relative to `base`.
@@ -103,6 +105,14 @@ pub fn parse(f: AuditFile, base: &Path) -> Result<Options, String> {
         Duration::from_secs(60),
         Duration::from_secs(100 * 365 * 86_400),
     )?;
+    if let Some(t) = &f.max_queued {
+        o.max_queued = toolplane_pool::manifest::parse_size(t)
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| (64 << 10..=4 << 30).contains(n))
+            .ok_or_else(|| {
+                format!("audit.max_queued = {t:?}: accepted a size from \"64 KiB\" to \"4 GiB\"")
+            })?;
+    }
     if let Some(t) = &f.max_file {
         o.max_file = toolplane_pool::manifest::parse_size(t)
             .filter(|n| (4096..=1 << 30).contains(n))
@@ -312,6 +322,9 @@ mod tests {
         assert_eq!(o.durability, Durability::BeforeAnswer);
         assert_eq!(o.max_delay, Duration::from_millis(1));
         assert_eq!(&*o.node, "n1");
+        let o =
+            parse_str("[audit]\ndir = \"a\"\narguments = true\nmax_queued = \"1 MiB\"\n").unwrap();
+        assert_eq!((o.arguments, o.max_queued), (true, 1 << 20));
         for (text, says) in [
             ("arguments = true", "audit.dir: missing"),
             (
@@ -323,6 +336,10 @@ mod tests {
                 "cannot be dropped",
             ),
             ("dir = \"a\"\nmax_batch = 0", "audit.max_batch = 0"),
+            (
+                "dir = \"a\"\nmax_queued = \"1 KiB\"",
+                "audit.max_queued = \"1 KiB\"",
+            ),
             (
                 "dir = \"a\"\ncapacity = 8\nmax_batch = 16",
                 "above audit.capacity",
