@@ -20,13 +20,11 @@ pub enum AuditError {
     },
     /// The ring stayed full.
     #[error(
-        "audit log: its ring of {capacity} records and {max_queued} bytes of inputs stayed full for {waited:?} (the disk is slower than the calls; audit.capacity, audit.max_queued, audit.on_full)"
+        "audit log: its ring of {capacity} records stayed full for {waited:?} (the disk is slower than the calls; audit.capacity, audit.on_full)"
     )]
     Full {
         /// The ring's size.
         capacity: usize,
-        /// The bytes of inputs it holds (`arguments = true`).
-        max_queued: usize,
         /// How long the call waited.
         waited: Duration,
     },

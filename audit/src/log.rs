@@ -79,15 +79,13 @@ pub struct AuditLog {
 #[derive(Debug)]
 struct Shared {
     opts: Options,
-    /// Each record with the KiB of input it holds.
-    ring: ArrayQueue<(Record, u32)>,
+    /// Each record with the bytes of its input it holds.
+    ring: ArrayQueue<(Record, usize)>,
     /// Places in the ring not held by a call: a permit per free slot.
     room: tokio::sync::Semaphore,
-    /// KiB of inputs the ring may still take (`arguments`): a permit per
-    /// KiB.
+    /// Bytes of inputs the ring may still take (`arguments`): a permit
+    /// per byte.
     bytes: tokio::sync::Semaphore,
-    /// All of them: a larger input holds this many.
-    kib_total: u32,
     begun: AtomicU64,
     state: tokio::sync::watch::Sender<State>,
     stop: AtomicBool,
@@ -109,8 +107,6 @@ struct Shared {
 pub struct Slot<'a> {
     log: &'a AuditLog,
     used: bool,
-    /// KiB of input held.
-    kib: u32,
 }
 
 /// What a caller waits on for its record to be on disk.
@@ -120,12 +116,34 @@ pub struct Ticket(u64);
 impl Slot<'_> {
     /// Puts `record` in the place held for it (never waits, never fails:
     /// the place was held).
-    pub fn push(mut self, record: Record) -> Ticket {
+    pub fn push(mut self, mut record: Record) -> Ticket {
         self.used = true;
         let s = &*self.log.shared;
-        if s.closed.load(Ordering::Acquire) || s.ring.push((record, self.kib)).is_err() {
+        // Its input (`arguments`) only when the inputs already waiting
+        // leave room for it (`max_queued`); else the record goes without
+        // it, said in the record and counted. Never a wait: the call has
+        // run, and a big input must not hold up the records behind it.
+        let mut held = 0;
+        if let Some(input) = &record.arguments {
+            match u32::try_from(input.len())
+                .ok()
+                .and_then(|n| s.bytes.try_acquire_many(n).ok())
+            {
+                Some(p) => {
+                    p.forget();
+                    held = input.len();
+                }
+                None => {
+                    record.arguments = None;
+                    record.arguments_omitted = true;
+                    s.stats.arguments_omitted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if s.closed.load(Ordering::Acquire) || s.ring.push((record, held)).is_err() {
             // After close (a call that outlived the drain), or a ring
             // fuller than its permits allow (a bug): counted, not hidden.
+            s.bytes.add_permits(held);
             s.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
         fence(Ordering::SeqCst);
@@ -143,7 +161,6 @@ impl Drop for Slot<'_> {
     fn drop(&mut self) {
         if !self.used {
             self.log.shared.room.add_permits(1);
-            self.log.shared.bytes.add_permits(self.kib as usize);
         }
     }
 }
@@ -164,12 +181,12 @@ impl AuditLog {
             .map_err(|e| AuditError::io(&opts.dir, "making", e))?;
         let files = Files::open(&opts.dir, opts.max_file, opts.keep_files, opts.keep_age)?;
         let capacity = opts.capacity.max(1);
-        let kib_total = u32::try_from(opts.max_queued.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
         let shared = Arc::new(Shared {
             ring: ArrayQueue::new(capacity),
             room: tokio::sync::Semaphore::new(capacity),
-            bytes: tokio::sync::Semaphore::new(kib_total as usize),
-            kib_total,
+            bytes: tokio::sync::Semaphore::new(
+                opts.max_queued.min(tokio::sync::Semaphore::MAX_PERMITS),
+            ),
             opts,
             begun: AtomicU64::new(0),
             state: tokio::sync::watch::Sender::new(State::default()),
@@ -216,46 +233,27 @@ impl AuditLog {
     }
 
     /// Holds a place in the ring for a call's record, before the call
-    /// runs; with `arguments`, also room for its input of `input` bytes
-    /// (`max_queued`). A full ring: with `on_full = "drop-and-count"`, or
-    /// `async` while writing fails (no room is coming), `None` at once
-    /// (counted); with `"wait"`, waits for room up to `full_wait`.
+    /// runs. A full ring: with `on_full = "drop-and-count"`, or `async`
+    /// while writing fails (no room is coming), `None` at once (counted);
+    /// with `"wait"`, waits for room up to `full_wait`.
     ///
     /// # Errors
     ///
     /// No room within `full_wait` ([`AuditError::Full`]; the caller decides
     /// whether the call may run without its record), or the log is closed.
-    pub async fn reserve(&self, input: usize) -> Result<Option<Slot<'_>>, AuditError> {
+    pub async fn reserve(&self) -> Result<Option<Slot<'_>>, AuditError> {
         let s = &*self.shared;
         if s.stop.load(Ordering::Relaxed) {
             s.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return Err(AuditError::Closed);
         }
-        // An input larger than all of `max_queued` holds all of it: it
-        // goes when the ring has no other input.
-        let kib = if s.opts.arguments {
-            u32::try_from(input.div_ceil(1024))
-                .unwrap_or(u32::MAX)
-                .min(s.kib_total)
-        } else {
-            0
-        };
         let slot = || Slot {
             log: self,
             used: false,
-            kib,
         };
         if let Ok(p) = s.room.try_acquire() {
-            if kib == 0 {
-                p.forget();
-                return Ok(Some(slot()));
-            }
-            if let Ok(b) = s.bytes.try_acquire_many(kib) {
-                p.forget();
-                b.forget();
-                return Ok(Some(slot()));
-            }
-            // The place goes back (dropped, not forgotten): waited for below.
+            p.forget();
+            return Ok(Some(slot()));
         }
         let dead_disk = s.opts.durability == Durability::Async && self.failing().is_some();
         if s.opts.on_full == OnFull::DropAndCount || dead_disk {
@@ -264,20 +262,9 @@ impl AuditLog {
         }
         s.stats.full_waits.fetch_add(1, Ordering::Relaxed);
         s.wake();
-        let room = async {
-            let p = s.room.acquire().await?;
-            let b = match kib {
-                0 => None,
-                n => Some(s.bytes.acquire_many(n).await?),
-            };
-            Ok::<_, tokio::sync::AcquireError>((p, b))
-        };
-        match tokio::time::timeout(s.opts.full_wait, room).await {
-            Ok(Ok((p, b))) => {
+        match tokio::time::timeout(s.opts.full_wait, s.room.acquire()).await {
+            Ok(Ok(p)) => {
                 p.forget();
-                if let Some(b) = b {
-                    b.forget();
-                }
                 Ok(Some(slot()))
             }
             Ok(Err(_)) => Err(AuditError::Closed),
@@ -285,7 +272,6 @@ impl AuditLog {
                 s.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 Err(AuditError::Full {
                     capacity: s.opts.capacity,
-                    max_queued: s.opts.max_queued,
                     waited: s.opts.full_wait,
                 })
             }
@@ -324,8 +310,7 @@ impl AuditLog {
     ///
     /// As [`AuditLog::reserve`] and [`AuditLog::durable`].
     pub async fn append(&self, record: Record) -> Result<(), AuditError> {
-        let input = record.arguments.as_ref().map_or(0, String::len);
-        let Some(slot) = self.reserve(input).await? else {
+        let Some(slot) = self.reserve().await? else {
             return Ok(());
         };
         let ticket = slot.push(record);
@@ -392,7 +377,7 @@ fn encode_ring(s: &Shared, buf: &mut Vec<u8>) -> u64 {
     let mut json: Vec<u8> = Vec::with_capacity(1024);
     let mut taken = 0;
     let mut framed = 0;
-    let mut kib = 0usize;
+    let mut bytes = 0usize;
     while taken < n {
         // `pop` waits out a slot that `len` counted and its caller is
         // still writing.
@@ -400,7 +385,7 @@ fn encode_ring(s: &Shared, buf: &mut Vec<u8>) -> u64 {
             std::hint::spin_loop();
             continue;
         };
-        kib += held as usize;
+        bytes += held;
         json.clear();
         if serde_json::to_writer(&mut json, &r).is_ok() && json.len() > frame::MAX_PAYLOAD {
             // Too large for a frame (its input, with `arguments`): the
@@ -420,7 +405,7 @@ fn encode_ring(s: &Shared, buf: &mut Vec<u8>) -> u64 {
     }
     if taken > 0 {
         s.room.add_permits(taken);
-        s.bytes.add_permits(kib);
+        s.bytes.add_permits(bytes);
     }
     framed
 }
@@ -806,62 +791,60 @@ mod tests {
         opts.capacity = 1;
         opts.full_wait = Duration::from_millis(50);
         let log = AuditLog::open(opts).unwrap();
-        let held = log.reserve(0).await.unwrap().unwrap();
+        let held = log.reserve().await.unwrap().unwrap();
         // The only place is held: another call waits, then is refused.
-        assert!(matches!(log.reserve(0).await, Err(AuditError::Full { .. })));
+        assert!(matches!(log.reserve().await, Err(AuditError::Full { .. })));
         drop(held);
-        let slot = log.reserve(0).await.unwrap().unwrap();
+        let slot = log.reserve().await.unwrap().unwrap();
         let ticket = slot.push(record(1));
         log.durable(ticket).await.unwrap();
         log.close();
-        assert!(matches!(log.reserve(0).await, Err(AuditError::Closed)));
+        assert!(matches!(log.reserve().await, Err(AuditError::Closed)));
         assert_eq!(keys(dir.path()), [1]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn inputs_kept_in_the_ring_are_bounded_by_their_bytes() {
+    async fn inputs_waiting_in_the_ring_are_bounded_by_their_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let mut opts = Options::new(dir.path().to_owned());
         opts.arguments = true;
-        opts.max_queued = 8 << 10;
-        opts.full_wait = Duration::from_millis(50);
-        let log = AuditLog::open(opts.clone()).unwrap();
-        // 6 KiB and 2 KiB of inputs held: places are free, bytes are not.
-        let held = log.reserve(6 << 10).await.unwrap().unwrap();
-        let small = log.reserve(2 << 10).await.unwrap().unwrap();
-        assert!(matches!(
-            log.reserve(1).await,
-            Err(AuditError::Full {
-                max_queued: 8192,
-                ..
-            })
-        ));
-        drop(small);
-        // An input larger than all of max_queued holds all of it: it waits
-        // for every other input to be written.
-        assert!(matches!(
-            log.reserve(1 << 20).await,
-            Err(AuditError::Full { .. })
-        ));
-        drop(held);
-        let big = log.reserve(1 << 20).await.unwrap().unwrap();
-        let mut r = record(1);
-        r.arguments = Some(format!("\"{}\"", "x".repeat(1 << 20)));
-        log.durable(big.push(r)).await.unwrap();
-        // Written, its bytes are free again.
-        drop(log.reserve(8 << 10).await.unwrap().unwrap());
-        log.close();
-        assert_eq!(keys(dir.path()), [1]);
-
-        // Without `arguments` an input holds nothing.
-        let dir = tempfile::tempdir().unwrap();
-        opts.dir = dir.path().to_owned();
-        opts.arguments = false;
+        opts.max_queued = 4 << 10;
         let log = AuditLog::open(opts).unwrap();
-        let a = log.reserve(1 << 20).await.unwrap().unwrap();
-        let b = log.reserve(1 << 20).await.unwrap().unwrap();
-        drop((a, b));
+        let with = |key: u64, size: usize| {
+            let mut r = record(key);
+            r.arguments = Some(format!("\"{}\"", "x".repeat(size - 2)));
+            r
+        };
+        // 3 KiB fits; written, it gives its bytes back, so the next 3 KiB
+        // fits too; 5 KiB never does: its record goes without it. No call
+        // waits for any of this.
+        for (key, size) in [(1, 3 << 10), (2, 3 << 10), (3, 5 << 10)] {
+            let slot = log.reserve().await.unwrap().unwrap();
+            log.durable(slot.push(with(key, size))).await.unwrap();
+        }
+        assert_eq!(log.stats().arguments_omitted.load(Ordering::Relaxed), 1);
+        assert_eq!(log.stats().full_waits.load(Ordering::Relaxed), 0);
         log.close();
+        let got: Vec<(u64, Option<usize>, bool)> = read_all(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|i| match i {
+                Item::Record(r) => (
+                    r.key.unwrap(),
+                    r.arguments.as_ref().map(String::len),
+                    r.arguments_omitted,
+                ),
+                Item::Problem(p) => panic!("{p}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, Some(3 << 10), false),
+                (2, Some(3 << 10), false),
+                (3, None, true)
+            ]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,10 +43,10 @@ pub struct Options {
     pub max_delay: Duration,
     /// Records the ring holds.
     pub capacity: usize,
-    /// Bytes of callers' inputs the ring holds, when `arguments` keeps
-    /// them: a record holds its input's size (in KiB, rounded up) until
-    /// it is written, so a slow disk cannot make the ring hold
-    /// `capacity` inputs of the largest size.
+    /// Bytes of callers' inputs waiting in the ring to be written, when
+    /// `arguments` keeps them: a record whose input does not fit goes
+    /// without it (`arguments_omitted`, counted), so a slow disk cannot
+    /// make the ring hold `capacity` inputs of the largest size.
     pub max_queued: usize,
     /// When the answer may go.
     pub durability: Durability,

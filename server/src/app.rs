@@ -506,8 +506,9 @@ impl App {
             .is_some()
             .then(|| on.map(|t| t.trace_id().to_string()))
             .flatten();
-        // Only an MCP upstream (a process or remote tool) takes a trace;
-        // a WASI tool never reads one, so none is formatted for it.
+        // Only an MCP upstream (a process or remote tool speaking MCP)
+        // passes a trace on; a WASI tool never reads one, so none is
+        // formatted for it.
         let passed = (!matches!(
             entry.manifest.runtime,
             toolplane_pool::manifest::RuntimeManifest::Wasi(_)
@@ -532,7 +533,7 @@ impl App {
                     // No call runs that could not be answered.
                     Some(e) => Err(CallError::Audit(e)),
                     None => log
-                        .reserve(call.input.len())
+                        .reserve()
                         .await
                         .map_err(|e| CallError::Audit(Arc::new(e))),
                 };

@@ -61,7 +61,19 @@ fn filter(directives: Option<&str>) -> EnvFilter {
     let mut filter = EnvFilter::builder()
         .with_default_directive(tracing::level_filters::LevelFilter::INFO.into())
         .parse_lossy(directives.unwrap_or_default());
-    let names = |krate: &str| directives.is_some_and(|d| d.contains(krate));
+    // A directive names a crate when its target is the crate or a module
+    // of it (`wasmtime_wasi_io=debug` does not name `wasmtime_wasi`).
+    let names = |krate: &str| {
+        directives.is_some_and(|d| {
+            d.split(',').any(|directive| {
+                let target = directive.trim().split(['=', '[']).next().unwrap_or("");
+                target == krate
+                    || target
+                        .strip_prefix(krate)
+                        .is_some_and(|rest| rest.starts_with("::"))
+            })
+        })
+    };
     // rmcp's client logs every upstream session's start at info, with the
     // whole handshake, and its transport's failures at error as Rust values
     // (`reqwest::Error { … }`, a remote server's whole URL, query and all),
@@ -153,6 +165,15 @@ mod tests {
             (true, true, true, false)
         );
         assert_eq!(enabled(Some("info,rmcp=error")), (false, true, true, true));
+        assert_eq!(
+            enabled(Some("info,wasmtime_wasi::p1=info,rmcp::service=error")),
+            (true, true, true, true)
+        );
+        // Another crate whose name begins the same does not count.
+        assert_eq!(
+            enabled(Some("info,wasmtime_wasi_io=debug,rmcpx=info")),
+            (false, true, true, false)
+        );
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub fn per_call(c: &mut Criterion) {
                 for _ in 0..run {
                     n += 1;
                     // A free place is taken without waiting: the future is ready.
-                    let slot = log.reserve(64).now_or_never().unwrap().unwrap().unwrap();
+                    let slot = log.reserve().now_or_never().unwrap().unwrap().unwrap();
                     black_box(slot.push(build(black_box(n))));
                 }
                 total += t.elapsed();
