@@ -1,0 +1,399 @@
+//! The cluster path against a real `nats-server` (Debian's 2.9.10, started
+//! per test on loopback with its own store): the checks at start, and the
+//! call path with an engine stand-in that records what ran where.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use toolplane_cluster::local::LocalNats;
+use toolplane_cluster::{Cluster, ClusterError, Execute, Job, Options, Request, Verdict, names};
+
+fn options(nats: &LocalNats, node: &str) -> Options {
+    let mut o = Options::new(vec![nats.url()], node.into());
+    o.partitions = 8;
+    o.max_inflight = 64;
+    o.ack_wait = Duration::from_secs(2);
+    o
+}
+
+fn request<'a>(call: &'a str, key: Option<u64>, input: &'a [u8]) -> Request<'a> {
+    Request {
+        call,
+        tool: "echo",
+        key,
+        input,
+        client: "test",
+        wait: Duration::from_secs(10),
+        start_by: Duration::from_secs(5),
+        traceparent: None,
+        tracestate: None,
+    }
+}
+
+/// Each run: the node, the key, the stream sequence, the call.
+type Runs = Arc<Mutex<Vec<(&'static str, Option<u64>, u64, String)>>>;
+
+/// An engine stand-in: answers with its input, after `delay`; records
+/// each run (node, key, stream sequence) in the order runs start.
+struct Recorder {
+    node: &'static str,
+    delay: Duration,
+    runs: Runs,
+    /// Refuse this many first deliveries (as a full engine does).
+    refuse_first: AtomicU64,
+    protected: bool,
+}
+
+impl Recorder {
+    fn new(node: &'static str, runs: &Runs) -> Recorder {
+        Recorder {
+            node,
+            delay: Duration::ZERO,
+            runs: Arc::clone(runs),
+            refuse_first: AtomicU64::new(0),
+            protected: false,
+        }
+    }
+}
+
+impl Execute for Recorder {
+    async fn execute(&self, job: Job) -> Verdict {
+        if self
+            .refuse_first
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Verdict::Retry {
+                after: Duration::from_millis(10),
+                why: "full".into(),
+            };
+        }
+        self.runs
+            .lock()
+            .unwrap()
+            .push((self.node, job.key, job.sequence, job.call.clone()));
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        Verdict::Done {
+            result: "ok".into(),
+            message: String::new(),
+            output: job.input,
+        }
+    }
+
+    fn protected(&self, _tool: &str) -> bool {
+        self.protected
+    }
+}
+
+async fn raw(nats: &LocalNats) -> async_nats::jetstream::Context {
+    async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_named_and_nothing_falls_back() {
+    let mut o = Options::new(vec!["nats://127.0.0.1:1".into()], "a".into());
+    o.connect_timeout = Duration::from_millis(300);
+    let e = Cluster::connect(o).await.unwrap_err();
+    assert!(matches!(e, ClusterError::Connect { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.starts_with("cluster.nats: cannot reach nats://127.0.0.1:1"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_jetstream_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = LocalNats::without_jetstream(dir.path()).unwrap();
+    let e = Cluster::connect(options(&nats, "a")).await.unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("is version 2.9.10") && text.contains("-js"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_that_differ_from_the_clusters_are_refused_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = LocalNats::start(dir.path()).unwrap();
+    let first = Cluster::connect(options(&nats, "a")).await.unwrap();
+
+    // Another partition count: keys would move.
+    let mut o = options(&nats, "b");
+    o.partitions = 4;
+    let text = Cluster::connect(o).await.unwrap_err().to_string();
+    assert!(
+        text.contains("stream TOOLPLANE_CALLS exists with partitions = 8, this node asks 4 (cluster.partitions)"),
+        "{text}"
+    );
+    // Another ack_wait: the consumers' echo is compared.
+    let mut o = options(&nats, "b");
+    o.ack_wait = Duration::from_secs(3);
+    let text = Cluster::connect(o).await.unwrap_err().to_string();
+    assert!(
+        text.contains("consumer k0 of stream TOOLPLANE_CALLS exists with ack_wait = 2s, this node asks 3s (cluster.ack_wait)"),
+        "{text}"
+    );
+    // Another stream limit.
+    let mut o = options(&nats, "b");
+    o.max_pending = 10;
+    let text = Cluster::connect(o).await.unwrap_err().to_string();
+    assert!(
+        text.contains("max_msgs = 1000000, this node asks 10 (cluster.max_pending)"),
+        "{text}"
+    );
+    // A live node's name.
+    let text = Cluster::connect(options(&nats, "a"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.starts_with("cluster.node: a node named \"a\" is alive"),
+        "{text}"
+    );
+    // The same settings join.
+    Cluster::connect(options(&nats, "b")).await.unwrap();
+    drop(first);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_the_same_name_made_otherwise_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = LocalNats::start(dir.path()).unwrap();
+    raw(&nats)
+        .await
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: names::STREAM.into(),
+            description: Some("toolplane calls, 8 partitions".into()),
+            subjects: vec!["tp.call.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let text = Cluster::connect(options(&nats, "a"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("exists with retention = Limits, this node asks WorkQueue"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_run_on_every_node_once_each_and_in_order_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = LocalNats::start(dir.path()).unwrap();
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let a = Cluster::connect(options(&nats, "a")).await.unwrap();
+    let b = Cluster::connect(options(&nats, "b")).await.unwrap();
+    let mut ra = Recorder::new("a", &runs);
+    ra.delay = Duration::from_millis(1);
+    a.serve(Arc::new(ra));
+    let mut rb = Recorder::new("b", &runs);
+    rb.delay = Duration::from_millis(1);
+    b.serve(Arc::new(rb));
+
+    // 40 keys, 10 calls each, all at once through both nodes, and 100
+    // keyless calls.
+    let mut tasks = Vec::new();
+    for i in 0..500u64 {
+        let ingress = if i % 2 == 0 {
+            Arc::clone(&a)
+        } else {
+            Arc::clone(&b)
+        };
+        tasks.push(tokio::spawn(async move {
+            let call = format!("{:032x}", 0x00c0_ffee_0000 + i);
+            let key = (i < 400).then_some(i % 40);
+            let input = format!("{{\"i\":{i}}}");
+            let o = ingress
+                .call(request(&call, key, input.as_bytes()))
+                .await
+                .unwrap();
+            (i, o)
+        }));
+    }
+    for t in tasks {
+        let (i, o) = t.await.unwrap();
+        assert_eq!(o.result, "ok");
+        assert_eq!(o.output, Bytes::from(format!("{{\"i\":{i}}}")), "call {i}");
+    }
+    let runs = runs.lock().unwrap().clone();
+    // Each call ran once.
+    assert_eq!(runs.len(), 500);
+    let mut calls: Vec<_> = runs.iter().map(|r| r.3.clone()).collect();
+    calls.sort();
+    calls.dedup();
+    assert_eq!(calls.len(), 500);
+    // Both nodes ran calls.
+    for n in ["a", "b"] {
+        assert!(
+            runs.iter().filter(|r| r.0 == n).count() > 50,
+            "node {n}: {runs:?}"
+        );
+    }
+    // Per key, in the stream's order, whichever node ran each.
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    for (_, key, seq, _) in &runs {
+        if let Some(k) = key {
+            let prev = last.insert(*k, *seq).unwrap_or(0);
+            assert!(*seq > prev, "key {k}: {seq} ran after {prev}");
+        }
+    }
+    assert_eq!(a.stats().duplicates_suppressed.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_result_is_answered_again_not_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = LocalNats::start(dir.path()).unwrap();
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let a = Cluster::connect(options(&nats, "a")).await.unwrap();
+    a.serve(Arc::new(Recorder::new("a", &runs)));
+    // A result stored by a node that then died before its ack.
+    let stored = toolplane_cluster::Outcome {
+        call: "0000000000000000000000000000abcd".into(),
+        node: "gone".into(),
+        result: "ok".into(),
+        message: String::new(),
+        output: Bytes::from_static(b"{\"first\":true}"),
+    };
+    let kv = raw(&nats)
+        .await
+        .get_key_value(names::RESULTS)
+        .await
+        .unwrap();
+    kv.create(&stored.call, stored.encode()).await.unwrap();
+    let o = a
+        .call(request(&stored.call, Some(3), b"{\"second\":true}"))
+        .await
+        .unwrap();
+    assert_eq!(o, stored);
+    assert!(runs.lock().unwrap().is_empty());
+    assert_eq!(a.stats().duplicates_suppressed.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_engine_sends_the_call_back_and_it_runs_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = LocalNats::start(dir.path()).unwrap();
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let a = Cluster::connect(options(&nats, "a")).await.unwrap();
+    let r = Recorder::new("a", &runs);
+    r.refuse_first.store(2, Ordering::SeqCst);
+    a.serve(Arc::new(r));
+    let o = a
+        .call(request("00000000000000000000000000000001", Some(1), b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(o.result, "ok");
+    assert_eq!(runs.lock().unwrap().len(), 1);
+    assert_eq!(a.stats().sent_back.load(Ordering::Relaxed), 2);
+    assert_eq!(a.stats().redelivered.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_call_that_started_elsewhere_is_not_run_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = LocalNats::start(dir.path()).unwrap();
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let a = Cluster::connect(options(&nats, "a")).await.unwrap();
+    let mut r = Recorder::new("a", &runs);
+    r.protected = true;
+    a.serve(Arc::new(r));
+    // A protected call runs once, with its marker.
+    let o = a
+        .call(request("00000000000000000000000000000002", None, b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(o.result, "ok");
+    // One whose node died after starting it: the marker is there, no
+    // result.
+    let kv = raw(&nats)
+        .await
+        .get_key_value(names::RESULTS)
+        .await
+        .unwrap();
+    let call = "00000000000000000000000000000003";
+    kv.create(names::run_marker(call), Bytes::from_static(b"gone"))
+        .await
+        .unwrap();
+    let o = a.call(request(call, None, b"{}")).await.unwrap();
+    assert_eq!(o.result, "error");
+    assert!(
+        o.message
+            .contains("outcome unknown: the call started on node \"gone\""),
+        "{}",
+        o.message
+    );
+    assert_eq!(runs.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stream_refuses_the_call_naming_the_limit_and_an_unanswered_call_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = LocalNats::start(dir.path()).unwrap();
+    let mut o = options(&nats, "a");
+    o.max_pending = 2;
+    // Nobody pulls: calls wait in the stream.
+    let a = Cluster::connect(o).await.unwrap();
+    for n in 0..2 {
+        let call = format!("{n:032x}");
+        let mut r = request(&call, None, b"{}");
+        r.wait = Duration::from_millis(200);
+        let e = a.call(r).await.unwrap_err();
+        assert!(matches!(e, ClusterError::NoAnswer { .. }), "{e}");
+    }
+    let e = a
+        .call(request("00000000000000000000000000000009", None, b"{}"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClusterError::NotAccepted { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("nothing ran): the stream holds cluster.max_pending (2) calls"),
+        "{e}"
+    );
+    assert_eq!(a.stats().refused.load(Ordering::Relaxed), 1);
+    assert_eq!(a.stats().no_answer.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_is_rejoined_and_calls_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = LocalNats::start(dir.path()).unwrap();
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let a = Cluster::connect(options(&nats, "a")).await.unwrap();
+    a.serve(Arc::new(Recorder::new("a", &runs)));
+    let o = a
+        .call(request(&format!("{:032x}", 1), Some(5), b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(o.result, "ok");
+    nats.restart().unwrap();
+    // The node reconnects by itself; its pulls are asked again once
+    // JetStream has recovered the consumers. A delivery lost in the
+    // restart comes again after ack_wait (2s): the call is answered
+    // within that, not lost.
+    let t = std::time::Instant::now();
+    let o = a
+        .call(request(&format!("{:032x}", 2), Some(5), b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(o.result, "ok");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "{:?}\n{}",
+        t.elapsed(),
+        nats.log()
+    );
+    assert_eq!(runs.lock().unwrap().len(), 2);
+}
