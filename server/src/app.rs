@@ -189,6 +189,18 @@ impl Drop for Count<'_> {
     }
 }
 
+/// How long a call of this tool may run at most (its limit, and a
+/// process's start).
+fn tool_timeout(m: &toolplane_pool::manifest::Manifest) -> Duration {
+    use toolplane_pool::manifest::RuntimeManifest;
+    match &m.runtime {
+        RuntimeManifest::Wasi(w) => w.limits.timeout,
+        RuntimeManifest::Process(p) => p.limits.timeout + p.limits.startup_timeout,
+        RuntimeManifest::Remote(r) => r.limits.timeout + r.limits.startup_timeout,
+        _ => Duration::from_secs(60),
+    }
+}
+
 /// A manifest's annotations as JSON (`{"read_only": true, ...}`, unset
 /// hints left out).
 pub fn annotations_json(a: &toolplane_pool::Annotations) -> serde_json::Value {
@@ -255,6 +267,8 @@ pub struct App {
     tracing: Option<Arc<crate::otel::Tracing>>,
     /// The engine's clock, which stamps a call's phases.
     clock: quanta::Clock,
+    /// `[cluster]`: calls go through NATS JetStream, to run on any node.
+    cluster: Option<Arc<toolplane_cluster::Cluster>>,
 }
 
 /// Lines a second at most for failed calls (each one is counted in
@@ -277,6 +291,7 @@ impl App {
         let clock = engine.clock().clone();
         App {
             tracing: None,
+            cluster: None,
             clock,
             engine: RwLock::new(Some(engine)),
             injector,
@@ -308,6 +323,17 @@ impl App {
             oauth: None,
             settings,
         }
+    }
+
+    /// Serves as a node of `cluster`: calls taken here run on any node.
+    pub fn with_cluster(mut self, cluster: Arc<toolplane_cluster::Cluster>) -> App {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The cluster this server is a node of.
+    pub fn cluster(&self) -> Option<&Arc<toolplane_cluster::Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// The tool registry.
@@ -572,13 +598,13 @@ impl App {
                 Ok(()) => match c.slot().await {
                     Err(r) => Err(r.into()),
                     Ok(_slot) => {
-                        self.call_entry(&entry, call, passed, sampled.then_some(&mut phases))
+                        self.run(&entry, call, passed, sampled.then_some(&mut phases))
                             .await
                     }
                 },
             },
             None => {
-                self.call_entry(&entry, call, passed, sampled.then_some(&mut phases))
+                self.run(&entry, call, passed, sampled.then_some(&mut phases))
                     .await
             }
         };
@@ -637,10 +663,85 @@ impl App {
         result
     }
 
-    /// Runs a call of a resolved tool: `trace` goes with it to the tool;
-    /// `phases`, when given, gets when the engine queued, ran and answered
-    /// it.
-    async fn call_entry(
+    /// Runs a call of a resolved tool here, or on the cluster when this
+    /// server is a node of one.
+    async fn run(
+        &self,
+        entry: &ToolEntry,
+        call: ToolCall<'_>,
+        trace: Option<Arc<toolplane_pool::TraceContext>>,
+        phases: Option<&mut Option<crate::otel::Phases>>,
+    ) -> Result<Answer, CallError> {
+        match &self.cluster {
+            Some(c) => self.call_remote(c, entry, call, trace).await,
+            None => self.call_entry(entry, call, trace, phases).await,
+        }
+    }
+
+    /// Publishes a call to the cluster and waits for its one answer, from
+    /// whichever node ran it (docs/cluster.md, "The call path").
+    async fn call_remote(
+        &self,
+        cluster: &toolplane_cluster::Cluster,
+        entry: &ToolEntry,
+        call: ToolCall<'_>,
+        trace: Option<Arc<toolplane_pool::TraceContext>>,
+    ) -> Result<Answer, CallError> {
+        if self.is_draining() {
+            return Err(CallError::ShuttingDown);
+        }
+        let _guard = InFlight::enter(self);
+        if self.is_draining() {
+            return Err(CallError::ShuttingDown);
+        }
+        let (start_by, wait) =
+            crate::cluster::waits(cluster.options(), tool_timeout(&entry.manifest));
+        let id = call.id.to_string();
+        let client = call.client.as_deref().map(|c| &**c.name());
+        let (traceparent, tracestate) = match trace.as_deref() {
+            Some(t) => (Some(t.traceparent.clone()), t.tracestate.clone()),
+            None => (None, None),
+        };
+        let outcome = cluster
+            .call(toolplane_cluster::Request {
+                call: &id,
+                tool: &entry.manifest.name,
+                key: call.key,
+                input: call.input,
+                client: client.unwrap_or(call.origin),
+                wait,
+                start_by,
+                traceparent,
+                tracestate,
+            })
+            .await
+            .map_err(|e| CallError::Cluster(Arc::new(e)))?;
+        if outcome.result == "ok" {
+            let form = match entry.wait().await {
+                Ok(t) => t.output_form(),
+                Err(reason) => {
+                    return Err(CallError::Unavailable {
+                        tool: entry.manifest.name.clone(),
+                        reason: Arc::clone(reason),
+                    });
+                }
+            };
+            return Ok(Answer {
+                output: Payload::from_slice(&outcome.output),
+                form,
+            });
+        }
+        Err(CallError::Remote {
+            result: CallResult::from_label(&outcome.result).unwrap_or(CallResult::Internal),
+            node: outcome.node,
+            message: outcome.message,
+        })
+    }
+
+    /// Runs a call of a resolved tool on this node's engine: `trace` goes
+    /// with it to the tool; `phases`, when given, gets when the engine
+    /// queued, ran and answered it.
+    pub(crate) async fn call_entry(
         &self,
         entry: &ToolEntry,
         call: ToolCall<'_>,
@@ -715,6 +816,14 @@ impl App {
     }
 
     fn compute_readiness(&self) -> Readiness {
+        if let Some(c) = &self.cluster
+            && !c.connected()
+        {
+            return Readiness::NotReady(format!(
+                "the connection to NATS ({}) is down; the cluster takes no call",
+                c.options().nats.join(", ")
+            ));
+        }
         if let Some(log) = &self.audit
             && log.options().durability == toolplane_audit::Durability::BeforeAnswer
             && let Some(e) = log.failing()

@@ -39,6 +39,9 @@
 //! [audit]                    # a record of every call (see `crate::audit`)
 //! dir = "audit"
 //!
+//! [cluster]                  # a node of a cluster on NATS JetStream (see `crate::cluster`)
+//! nats = "nats://127.0.0.1:4222"
+//!
 //! [[clients]]                # who may call, which tools, how much (see `crate::clients`)
 //! name = "ci-bot"
 //! token_sha256 = "..."
@@ -112,6 +115,9 @@ pub struct Settings {
     pub oauth: Option<crate::oauth::OauthSpec>,
     /// `[audit]`: a record of every call, written durably (`None`: off).
     pub audit: Option<toolplane_audit::Options>,
+    /// `[cluster]`: this server as a node of a cluster on NATS JetStream
+    /// (`None`: the embedded engine alone).
+    pub cluster: Option<toolplane_cluster::Options>,
 }
 
 impl Default for Settings {
@@ -131,6 +137,7 @@ impl Default for Settings {
             clients: None,
             oauth: None,
             audit: None,
+            cluster: None,
         }
     }
 }
@@ -217,6 +224,7 @@ struct File {
     clients: Option<Vec<crate::clients::ClientFile>>,
     oauth: Option<crate::oauth::OauthFile>,
     audit: Option<crate::audit::AuditFile>,
+    cluster: Option<crate::cluster::ClusterFile>,
 }
 
 #[derive(Deserialize, Default)]
@@ -400,6 +408,9 @@ impl Settings {
         }
         if let Some(a) = file.audit {
             s.audit = Some(crate::audit::parse(a, base).map_err(invalid)?);
+        }
+        if let Some(c) = file.cluster {
+            s.cluster = Some(crate::cluster::parse(c, base).map_err(invalid)?);
         }
         if let Some(list) = file.clients {
             if srv.token_sha256.is_some() {

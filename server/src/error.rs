@@ -87,6 +87,21 @@ pub enum CallError {
     /// answer withheld.
     #[error("{0}")]
     Audit(#[source] std::sync::Arc<toolplane_audit::AuditError>),
+    /// The call ran on another node of the cluster and did not produce
+    /// the tool's output there: that node's result and words.
+    #[error("{message}")]
+    Remote {
+        /// The node that ran it.
+        node: String,
+        /// Its result there.
+        result: CallResult,
+        /// Why, as that node said (naming the tool, the limit, the node).
+        message: String,
+    },
+    /// The cluster did not take the call (nothing ran), or took it and
+    /// gave no answer in time.
+    #[error("{0}")]
+    Cluster(#[source] Arc<toolplane_cluster::ClusterError>),
 }
 
 impl CallError {
@@ -149,6 +164,12 @@ impl CallError {
                 Refusal::QueueTimeout { .. } => CallResult::QueueTimeout,
             },
             CallError::Audit(_) => CallResult::AuditUnavailable,
+            CallError::Remote { result, .. } => *result,
+            CallError::Cluster(e) => match **e {
+                toolplane_cluster::ClusterError::NoAnswer { .. }
+                | toolplane_cluster::ClusterError::Unconfirmed { .. } => CallResult::Timeout,
+                _ => CallResult::ClusterUnavailable,
+            },
         }
     }
 
@@ -186,6 +207,9 @@ impl CallError {
             CallError::Panicked { tool, .. } => {
                 format!("internal fault: the handler of tool {tool} panicked").into()
             }
+            CallError::Remote { node, result, .. } => {
+                format!("{} on node {node}", result.as_str()).into()
+            }
             e => e.to_string().into(),
         }
     }
@@ -198,6 +222,8 @@ impl CallError {
     /// The HTTP status of a failed call.
     pub fn status(&self) -> StatusCode {
         match self {
+            CallError::Remote { result, .. } => result.status(),
+            CallError::Cluster(_) => self.result().status(),
             CallError::UnknownTool(_) => StatusCode::NOT_FOUND,
             CallError::InvalidInput(_) => StatusCode::BAD_REQUEST,
             CallError::Rejected(_) | CallError::Refused { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -332,11 +358,13 @@ pub enum CallResult {
     QueueTimeout,
     /// [`CallError::Audit`].
     AuditUnavailable,
+    /// [`CallError::Cluster`]: the cluster did not take the call.
+    ClusterUnavailable,
 }
 
 impl CallResult {
     /// Every result, in the order counters keep them.
-    pub const ALL: [CallResult; 19] = [
+    pub const ALL: [CallResult; 20] = [
         CallResult::Ok,
         CallResult::UnknownTool,
         CallResult::Unavailable,
@@ -356,7 +384,39 @@ impl CallResult {
         CallResult::QueueFull,
         CallResult::QueueTimeout,
         CallResult::AuditUnavailable,
+        CallResult::ClusterUnavailable,
     ];
+
+    /// The result a label names (as another node of the cluster sends it).
+    pub fn from_label(label: &str) -> Option<CallResult> {
+        CallResult::ALL.into_iter().find(|r| r.as_str() == label)
+    }
+
+    /// The HTTP status of a call with this result (as [`CallError::status`]
+    /// gives it for each error).
+    pub fn status(self) -> StatusCode {
+        match self {
+            CallResult::Ok => StatusCode::OK,
+            CallResult::UnknownTool => StatusCode::NOT_FOUND,
+            CallResult::InvalidInput => StatusCode::BAD_REQUEST,
+            CallResult::Full
+            | CallResult::Shed
+            | CallResult::InflightLimit
+            | CallResult::Busy
+            | CallResult::RateLimited
+            | CallResult::QueueFull
+            | CallResult::QueueTimeout => StatusCode::TOO_MANY_REQUESTS,
+            CallResult::ShuttingDown
+            | CallResult::Cancelled
+            | CallResult::AuditUnavailable
+            | CallResult::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            CallResult::Unavailable => StatusCode::FAILED_DEPENDENCY,
+            CallResult::Error => StatusCode::UNPROCESSABLE_ENTITY,
+            CallResult::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            CallResult::Internal | CallResult::Abandoned => StatusCode::INTERNAL_SERVER_ERROR,
+            CallResult::OutOfScope => StatusCode::FORBIDDEN,
+        }
+    }
 
     /// Its metrics label.
     pub fn as_str(self) -> &'static str {
@@ -380,6 +440,7 @@ impl CallResult {
             CallResult::QueueFull => "queue_full",
             CallResult::QueueTimeout => "queue_timeout",
             CallResult::AuditUnavailable => "audit_unavailable",
+            CallResult::ClusterUnavailable => "cluster_unavailable",
         }
     }
 }
@@ -419,6 +480,15 @@ mod tests {
         ];
         for (e, status) in cases {
             assert_eq!(e.status().as_u16(), status, "{e:?}");
+            // A node of the cluster answers with the result's label; its
+            // status there is the one the error has here.
+            let remote = CallError::Remote {
+                node: "n2".into(),
+                result: CallResult::from_label(e.label()).unwrap(),
+                message: e.to_string(),
+            };
+            assert_eq!(remote.status(), e.status(), "{e:?}");
+            assert_eq!(remote.label(), e.label());
         }
     }
 

@@ -53,6 +53,10 @@ enum Command {
         /// Require `Authorization: Bearer TOKEN` on everything but /healthz.
         #[arg(long, env = "TOOLPLANE_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Serve as a node of the cluster on this NATS server
+        /// (nats://host:port; the rest from [cluster], or its defaults).
+        #[arg(long, value_name = "URL")]
+        cluster: Option<String>,
     },
     /// The tools: name, description, permissions, limits, load state.
     Tools {
@@ -181,8 +185,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
             http,
             stdio,
             token,
+            cluster,
         } => {
             let mut s = settings(&sources)?;
+            if let Some(url) = cluster {
+                let mut o = s.cluster.take().unwrap_or_else(|| {
+                    toolplane_cluster::Options::new(
+                        Vec::new(),
+                        toolplane_cluster::Options::default_node(),
+                    )
+                });
+                o.nats = vec![url];
+                o.validate()
+                    .map_err(|m| Failure::Usage(format!("--cluster: {m}")))?;
+                s.cluster = Some(o);
+            }
             match token {
                 // `--token "$TOKEN"` with TOKEN unset, or TOOLPLANE_TOKEN=
                 // set empty: serving without authentication is not what

@@ -43,6 +43,9 @@ pub fn render(app: &App) -> String {
     if let Some(log) = app.audit() {
         audit(&mut out, log);
     }
+    if let Some(c) = app.cluster() {
+        cluster(&mut out, c);
+    }
     if let Some(t) = app.tracing() {
         use std::sync::atomic::Ordering::Relaxed;
         let s = t.stats();
@@ -324,6 +327,97 @@ fn audit(o: &mut String, log: &toolplane_audit::AuditLog) {
         GAUGE,
         "1 while writing the audit log fails.",
         u8::from(log.failing().is_some()),
+    );
+}
+
+/// The cluster path: what this node published, pulled, ran again or
+/// answered from the results bucket, and its connection.
+fn cluster(o: &mut String, c: &toolplane_cluster::Cluster) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = c.stats();
+    let rows: [(&str, &str, &str, u64); 12] = [
+        (
+            "toolplane_cluster_published_total",
+            COUNTER,
+            "Calls this node took and the cluster's stream accepted.",
+            s.published.load(Relaxed),
+        ),
+        (
+            "toolplane_cluster_refused_total",
+            COUNTER,
+            "Calls this node took that the stream refused (nothing ran).",
+            s.refused.load(Relaxed),
+        ),
+        (
+            "toolplane_cluster_no_answer_total",
+            COUNTER,
+            "Calls this node took whose answer did not come in time.",
+            s.no_answer.load(Relaxed),
+        ),
+        (
+            "toolplane_cluster_answered_from_store_total",
+            COUNTER,
+            "Answers read from the results bucket after the reply was lost.",
+            s.answered_from_store.load(Relaxed),
+        ),
+        (
+            "toolplane_cluster_pulled_total",
+            COUNTER,
+            "Calls this node pulled from the cluster to run.",
+            s.pulled.load(Relaxed),
+        ),
+        (
+            "toolplane_cluster_redelivered_total",
+            COUNTER,
+            "Pulled calls delivered before (a node died, paused, or sent them back).",
+            s.redelivered.load(Relaxed),
+        ),
+        (
+            "toolplane_cluster_duplicates_suppressed_total",
+            COUNTER,
+            "Deliveries whose result was stored already: answered again, not run.",
+            s.duplicates_suppressed.load(Relaxed),
+        ),
+        (
+            "toolplane_cluster_lost_races_total",
+            COUNTER,
+            "Results this node made for calls another node had answered first.",
+            s.lost_races.load(Relaxed),
+        ),
+        (
+            "toolplane_cluster_sent_back_total",
+            COUNTER,
+            "Pulled calls sent back to the stream (engine full or stopping).",
+            s.sent_back.load(Relaxed),
+        ),
+        (
+            "toolplane_cluster_outcome_unknown_total",
+            COUNTER,
+            "Calls answered \"outcome unknown\": started elsewhere, no result, not safe to run twice.",
+            s.outcome_unknown.load(Relaxed),
+        ),
+        (
+            "toolplane_cluster_stale_answers_total",
+            COUNTER,
+            "Answers that came for no waiting call.",
+            s.stale_answers.load(Relaxed),
+        ),
+        (
+            "toolplane_cluster_running",
+            GAUGE,
+            "Calls this node runs for the cluster now.",
+            s.running.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, v) in rows {
+        one(o, name, kind, help, v);
+    }
+    one(
+        o,
+        "toolplane_cluster_connected",
+        GAUGE,
+        "1 while the connection to NATS is up.",
+        u8::from(c.connected()),
     );
 }
 

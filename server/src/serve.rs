@@ -453,7 +453,28 @@ async fn serve_async(
             crate::otel::endpoint_shown()
         );
     }
+    // A node of a cluster: connected, the stream and consumers checked,
+    // before anything is served (never a silent single-node fallback).
+    let cluster = match &settings.cluster {
+        Some(o) => {
+            let c = toolplane_cluster::Cluster::connect(o.clone())
+                .await
+                .map_err(Failure::start("the cluster"))?;
+            tracing::info!(
+                "cluster: node {} on NATS {} ({} partitions, ack_wait {})",
+                o.node,
+                c.server(),
+                o.partitions,
+                humantime::format_duration(o.ack_wait)
+            );
+            Some(c)
+        }
+        None => None,
+    };
     let mut app = App::new(engine, registry, settings);
+    if let Some(c) = &cluster {
+        app = app.with_cluster(Arc::clone(c));
+    }
     if let Some(t) = &traces {
         app = app.with_tracing(Arc::clone(t));
     }
@@ -464,6 +485,12 @@ async fn serve_async(
         app = app.with_audit(Arc::clone(log));
     }
     let app = Arc::new(app);
+    if let Some(c) = &cluster {
+        c.serve(Arc::new(crate::runner::Runner::new(
+            Arc::clone(&app),
+            c.options().node.clone(),
+        )));
+    }
     let mcp = Mcp::new(Arc::clone(&app));
     tracing::info!(
         "version {}: {tools} ({source}), {workers} workers, data in {}",
@@ -529,6 +556,11 @@ async fn serve_async(
     // Through the drain HTTP goes on answering: calls with 503, every
     // answer with `Connection: close` (the edge), so clients move off
     // their keep-alive connections before those close.
+    // This node pulls no more calls; those it holds finish in the drain
+    // (or go back to the stream, for another node).
+    if let Some(c) = &cluster {
+        c.stop();
+    }
     let report = app.shutdown(drain).await;
     // Every call's record written, then the file closed.
     if let Some(log) = &audit {

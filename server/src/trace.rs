@@ -42,6 +42,25 @@ pub fn from_meta(meta: &serde_json::Map<String, serde_json::Value>) -> Option<Pa
     extract(&Meta(meta))
 }
 
+/// The caller's context from a `traceparent` and its `tracestate` (as a
+/// node of the cluster passes them on in a call's headers).
+pub fn from_pair(traceparent: &str, tracestate: Option<&str>) -> Option<Parent> {
+    struct Pair<'a>(&'a str, Option<&'a str>);
+    impl Extractor for Pair<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            match key {
+                "traceparent" => Some(self.0),
+                "tracestate" => self.1,
+                _ => None,
+            }
+        }
+        fn keys(&self) -> Vec<&str> {
+            vec!["traceparent", "tracestate"]
+        }
+    }
+    extract(&Pair(traceparent, tracestate))
+}
+
 fn extract(carrier: &dyn Extractor) -> Option<Parent> {
     if !well_formed(carrier.get("traceparent")?) {
         return None;

@@ -87,6 +87,13 @@ fn filter(directives: Option<&str>) -> EnvFilter {
     // per tool call, none of them ever shown, 7% of a worker's time in the
     // main job (PERF.md, "The main job on a slower machine"). Its warnings
     // still pass.
+    // async-nats logs each (re)connection and every failed attempt at
+    // info, as Rust values ("client error: nats: IO error"), every 10 ms
+    // while a server restarts: the cluster says what matters, once, in
+    // words (toolplane_cluster's connection events).
+    if !names("async_nats") {
+        filter = filter.add_directive("async_nats=warn".parse().expect("a valid directive"));
+    }
     if !names("wasmtime_wasi") {
         filter = filter.add_directive("wasmtime_wasi=warn".parse().expect("a valid directive"));
     }

@@ -6,6 +6,7 @@
 mod audit;
 mod cli;
 mod clients;
+mod cluster;
 mod containment;
 mod edge;
 mod hostile;
