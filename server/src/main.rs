@@ -57,6 +57,9 @@ enum Command {
         /// (nats://host:port; the rest from [cluster], or its defaults).
         #[arg(long, value_name = "URL")]
         cluster: Option<String>,
+        /// This node's name in the cluster (default: [cluster] node, or the host's name).
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
     },
     /// The tools: name, description, permissions, limits, load state.
     Tools {
@@ -186,6 +189,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             stdio,
             token,
             cluster,
+            node,
         } => {
             let mut s = settings(&sources)?;
             if let Some(url) = cluster {
@@ -196,9 +200,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     )
                 });
                 o.nats = vec![url];
+                s.cluster = Some(o);
+            }
+            if let Some(name) = node {
+                let Some(o) = s.cluster.as_mut() else {
+                    return Err(Failure::Usage(
+                        "--node names this node in a cluster: give --cluster URL or [cluster] too"
+                            .into(),
+                    ));
+                };
+                o.node = name;
+            }
+            if let Some(o) = &s.cluster {
                 o.validate()
                     .map_err(|m| Failure::Usage(format!("--cluster: {m}")))?;
-                s.cluster = Some(o);
             }
             match token {
                 // `--token "$TOKEN"` with TOKEN unset, or TOOLPLANE_TOKEN=

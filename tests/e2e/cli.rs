@@ -169,6 +169,10 @@ fn the_example_configuration_is_accepted_and_complete() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/audit.rs"),
     )
     .unwrap();
+    let cluster = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cluster.rs"),
+    )
+    .unwrap();
     // The keys: the fields of config.rs's file structs, and the engine's
     // table of keys.
     let mut keys: Vec<String> = Vec::new();
@@ -178,6 +182,7 @@ fn the_example_configuration_is_accepted_and_complete() {
         .chain(clients.lines())
         .chain(oauth.lines())
         .chain(audit.lines())
+        .chain(cluster.lines())
     {
         let line = line.strip_prefix("pub ").unwrap_or(line);
         if line.starts_with("struct ") && line.contains("File") || line.starts_with("struct File") {
@@ -201,7 +206,7 @@ fn the_example_configuration_is_accepted_and_complete() {
     }
     assert!(keys.len() > 30, "{keys:?}");
     for key in [
-        "server", "engine", "pool", "token", "clients", "oauth", "audit",
+        "server", "engine", "pool", "token", "clients", "oauth", "audit", "cluster",
     ] {
         keys.retain(|k| k != key);
     }
@@ -209,6 +214,7 @@ fn the_example_configuration_is_accepted_and_complete() {
         written.contains("# [[clients]]")
             && written.contains("# [oauth]")
             && written.contains("# [audit]")
+            && written.contains("# [cluster]")
     );
     for key in &keys {
         // A key, or a table's header (`[clients.tools_rate]`).

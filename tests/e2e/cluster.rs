@@ -151,6 +151,10 @@ async fn settings_the_cluster_does_not_share_are_refused_at_start_naming_them() 
         "{err}"
     );
 
+    let (code, err) = refused(&dirs, &["--node", "x"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--node names this node in a cluster"), "{err}");
+
     let store = tempfile::tempdir().unwrap();
     let nats = LocalNats::start(store.path()).unwrap();
     let a = Server::start(&dirs, &[], &[], Some(&config(&nats, "a", "")));
@@ -177,15 +181,15 @@ async fn settings_the_cluster_does_not_share_are_refused_at_start_naming_them() 
         err.contains("cluster.node: a node named \"a\" is alive"),
         "{err}"
     );
-    // `--cluster` names the server; the rest comes from [cluster].
+    // `--cluster` names the server and `--node` the node; the rest comes
+    // from [cluster].
     let b = Server::start(
         &dirs,
-        &["--cluster", &nats.url()],
+        &["--cluster", &nats.url(), "--node", "b"],
         &[],
-        Some(&config(&nats, "b", "").replace(&nats.url(), "nats://127.0.0.1:1")),
+        Some(&config(&nats, "z", "").replace(&nats.url(), "nats://127.0.0.1:1")),
     );
     b.logged(&["cluster: node b"]).await;
-    let _ = binary();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
