@@ -767,8 +767,15 @@ impl Cluster {
             self.stats.redelivered.fetch_add(1, Ordering::Relaxed);
         }
         // Answered already (a redelivery after a lost ack, or a node that
-        // was paused): the stored result again, not a second run.
-        match self.results.get(call).await {
+        // was paused): the stored result again, not a second run. A first
+        // delivery cannot have one (only a delivery stores a result, and
+        // the stream stored the call once), and skips the lookup.
+        let stored = if delivered > 1 {
+            self.results.get(call).await
+        } else {
+            Ok(None)
+        };
+        match stored {
             Ok(Some(stored)) => {
                 self.stats
                     .duplicates_suppressed
