@@ -257,28 +257,52 @@ async fn a_stored_result_is_answered_again_not_run_again() {
     let nats = LocalNats::start(dir.path()).unwrap();
     let runs = Arc::new(Mutex::new(Vec::new()));
     let a = Cluster::connect(options(&nats, "a")).await.unwrap();
-    a.serve(Arc::new(Recorder::new("a", &runs)));
-    // A result stored by a node that then died before its ack.
+    let call = "0000000000000000000000000000abcd";
+    let waiting = {
+        let a = Arc::clone(&a);
+        tokio::spawn(async move { a.call(request(call, Some(3), b"{\"second\":true}")).await })
+    };
+    // A node that pulled the call, stored its result and died before its
+    // ack: here, a plain consumer of the call's partition that stores a
+    // result and never acks.
+    let js = raw(&nats).await;
+    let p = toolplane_cluster::partition::of(3, 8);
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream(names::STREAM)
+        .await
+        .unwrap()
+        .get_consumer(&names::consumer(p))
+        .await
+        .unwrap();
+    let mut batch = consumer
+        .batch()
+        .max_messages(1)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .unwrap();
+    let first = futures_util::StreamExt::next(&mut batch)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.info().unwrap().delivered, 1);
     let stored = toolplane_cluster::Outcome {
-        call: "0000000000000000000000000000abcd".into(),
+        call: call.into(),
         node: "gone".into(),
         result: "ok".into(),
         message: String::new(),
         output: Bytes::from_static(b"{\"first\":true}"),
     };
-    let kv = raw(&nats)
-        .await
-        .get_key_value(names::RESULTS)
-        .await
-        .unwrap();
+    let kv = js.get_key_value(names::RESULTS).await.unwrap();
     kv.create(&stored.call, stored.encode()).await.unwrap();
-    let o = a
-        .call(request(&stored.call, Some(3), b"{\"second\":true}"))
-        .await
-        .unwrap();
+    // After ack_wait the call is delivered again, to node a: answered from
+    // the stored result, not run.
+    a.serve(Arc::new(Recorder::new("a", &runs)));
+    let o = waiting.await.unwrap().unwrap();
     assert_eq!(o, stored);
     assert!(runs.lock().unwrap().is_empty());
     assert_eq!(a.stats().duplicates_suppressed.load(Ordering::Relaxed), 1);
+    assert_eq!(a.stats().redelivered.load(Ordering::Relaxed), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
