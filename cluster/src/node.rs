@@ -246,7 +246,7 @@ impl Cluster {
     /// node.
     pub async fn connect(opts: Options) -> Result<Arc<Cluster>, ClusterError> {
         opts.validate().map_err(ClusterError::Setting)?;
-        let urls = opts.nats.join(", ");
+        let urls = opts.nats_shown();
         let addrs = opts
             .nats
             .iter()
@@ -531,7 +531,7 @@ impl Cluster {
                 None,
                 format!(
                     "this node is not connected to NATS ({})",
-                    self.opts.nats.join(", ")
+                    self.opts.nats_shown()
                 ),
             ));
         }
@@ -552,7 +552,19 @@ impl Cluster {
             }
             Err(e) => return Err(refused(Some(Box::new(e)), "it could not be sent".into())),
         };
-        if let Err(e) = ack {
+        let e = match ack {
+            // A call id is used once: another publish took this one (within
+            // the duplicate window), and this caller's call is not stored.
+            Ok(a) if a.duplicate => {
+                return Err(refused(
+                    None,
+                    format!("call id {} was published already", r.call),
+                ));
+            }
+            Ok(_) => None,
+            Err(e) => Some(e),
+        };
+        if let Some(e) = e {
             if e.kind() == jetstream::context::PublishErrorKind::TimedOut {
                 // Sent, and not confirmed: it may be stored, and run.
                 self.stats.no_answer.fetch_add(1, Ordering::Relaxed);
@@ -719,7 +731,21 @@ impl Cluster {
                         break;
                     }
                 };
-                let Some(Ok(msg)) = m else { break };
+                let msg = match m {
+                    Some(Ok(msg)) => msg,
+                    // The server ended the pull with an error (the consumer
+                    // gone, too many pulls waiting, a leader moving): a
+                    // moment before the next, not a spin.
+                    Some(Err(e)) => {
+                        tracing::debug!(consumer = %name, error = %e, "pull ended with an error; asking again in 1s");
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            () = self.stopped.notified() => {}
+                        }
+                        break;
+                    }
+                    None => break,
+                };
                 let Some(one) = permits.split(1) else { break };
                 self.deliver(&exec, batch, msg, one).await;
             }

@@ -64,6 +64,22 @@ impl Options {
         }
     }
 
+    /// The NATS URLs as they may be shown (logs, errors, `/readyz`):
+    /// without a `user:password@` part.
+    pub fn nats_shown(&self) -> String {
+        self.nats
+            .iter()
+            .map(|u| match u.split_once("://") {
+                Some((scheme, rest)) => match rest.rsplit_once('@') {
+                    Some((_, host)) => format!("{scheme}://{host}"),
+                    None => u.clone(),
+                },
+                None => u.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The host's name as a node name: characters a subject token may not
     /// hold become `-` (`tp` when there is no host name).
     pub fn default_node() -> String {
@@ -172,6 +188,18 @@ mod tests {
             let e = o.validate().unwrap_err();
             assert!(e.starts_with(key), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn a_password_in_a_url_is_never_shown() {
+        let o = Options::new(
+            vec![
+                "nats://tp:s3cret@10.0.0.1:4222".into(),
+                "tls://10.0.0.2:4222".into(),
+            ],
+            "n".into(),
+        );
+        assert_eq!(o.nats_shown(), "nats://10.0.0.1:4222, tls://10.0.0.2:4222");
     }
 
     #[test]

@@ -421,3 +421,24 @@ async fn a_restarted_server_is_rejoined_and_calls_go_on() {
     );
     assert_eq!(runs.lock().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_id_published_already_is_refused_not_answered_with_anothers_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = LocalNats::start(dir.path()).unwrap();
+    let a = Cluster::connect(options(&nats, "a")).await.unwrap();
+    // Someone else publishes first with the id this caller will use.
+    let call = "000000000000000000000000000000ee";
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", call);
+    raw(&nats)
+        .await
+        .publish_with_headers(names::ANY, h, Bytes::from_static(b"{}"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let e = a.call(request(call, None, b"{}")).await.unwrap_err();
+    assert!(matches!(e, ClusterError::NotAccepted { .. }), "{e:?}");
+    assert!(e.to_string().contains("was published already"), "{e}");
+}

@@ -821,7 +821,7 @@ impl App {
         {
             return Readiness::NotReady(format!(
                 "the connection to NATS ({}) is down; the cluster takes no call",
-                c.options().nats.join(", ")
+                c.options().nats_shown()
             ));
         }
         if let Some(log) = &self.audit
