@@ -18,9 +18,12 @@ pub mod names;
 mod node;
 mod options;
 pub mod partition;
+mod server;
+mod status;
 pub mod wire;
 
 pub use error::ClusterError;
-pub use node::{Cluster, Execute, Job, Request, Stats, Verdict};
+pub use node::{Cluster, Execute, Job, LATENCY_BOUNDS, Latency, Pending, Request, Stats, Verdict};
 pub use options::{DEFAULT_PARTITIONS, MAX_PARTITIONS, Options};
+pub use status::{ConsumerStatus, NodeStatus, Status, status};
 pub use wire::Outcome;

@@ -18,6 +18,13 @@ pub const NODES: &str = "toolplane_nodes";
 pub fn reply(node: &str) -> String {
     format!("tp.reply.{node}")
 }
+/// The node a reply subject names, when it is one (`tp.reply.{node}`,
+/// the node a single subject token): answers go nowhere else.
+pub fn ingress_of(reply: &str) -> Option<&str> {
+    let node = reply.strip_prefix("tp.reply.")?;
+    let token = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    (!node.is_empty() && node.len() <= 64 && node.chars().all(token)).then_some(node)
+}
 /// The consumer of partition `p`.
 pub fn consumer(p: u32) -> String {
     format!("k{p}")
@@ -44,4 +51,23 @@ pub mod header {
     pub const TRACEPARENT: &str = "traceparent";
     /// W3C trace state.
     pub const TRACESTATE: &str = "tracestate";
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_a_nodes_reply_subject_is_an_answer_s_address() {
+        assert_eq!(super::ingress_of("tp.reply.node-1"), Some("node-1"));
+        for bad in [
+            "tp.reply.",
+            "tp.reply.a.b",
+            "tp.reply.*",
+            "tp.reply.>",
+            "tp.call.k.1",
+            "$JS.API.STREAM.DELETE.TOOLPLANE_CALLS",
+            "tp.reply.a b",
+        ] {
+            assert_eq!(super::ingress_of(bad), None, "{bad}");
+        }
+    }
 }

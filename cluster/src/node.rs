@@ -3,33 +3,36 @@
 //! calls it pulls and runs (docs/cluster.md, "The call path").
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, kv, stream};
-use async_nats::{HeaderMap, ServerAddr};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::error::ClusterError;
 use crate::names::{self, header};
 use crate::options::Options;
 use crate::wire::Outcome;
 
-/// The oldest server the cluster speaks to: the client's consumer API is
-/// 2.9.0's.
-const MIN_VERSION: (u32, u32, u32) = (2, 9, 0);
 /// How long a result stays in the results bucket: longer than the
 /// duplicate window and any call's wait.
 const RESULT_AGE: Duration = Duration::from_secs(600);
+/// How long a call stays in the stream at most: a call whose last
+/// delivery was lost with its node would otherwise stay for good (no
+/// caller waits this long; a call answered is gone at once).
+const CALL_AGE: Duration = Duration::from_secs(24 * 3600);
 /// The stream's duplicate window: a publish retried within it is stored
 /// once.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// How often a node says it is alive, and how long the bucket keeps it.
 const HEARTBEAT: Duration = Duration::from_secs(2);
 const NODE_AGE: Duration = Duration::from_secs(10);
+/// How often the consumers' state is read for `/metrics`.
+const SAMPLE: Duration = Duration::from_secs(5);
 /// How long one pull request waits for a message. A pull the server
 /// lost (it restarted, its JetStream was not up yet) is given up a second
 /// after this, and asked again.
@@ -43,6 +46,9 @@ const ANY_MAX_ACK_PENDING: i64 = 65_536;
 const RECONNECT_WAIT: Duration = Duration::from_secs(2);
 /// The most keyless calls one pull asks for.
 const ANY_BATCH: usize = 256;
+/// Room left in a NATS message for the subject and headers of an answer
+/// (its payload is the rest of the server's `max_payload`).
+const ANSWER_HEADROOM: usize = 1024;
 
 /// A call to publish.
 #[derive(Debug)]
@@ -106,11 +112,14 @@ pub enum Verdict {
         /// The tool's output.
         output: Bytes,
     },
-    /// Not run: the engine is full or stopping. The call goes back to the
-    /// stream, to be delivered after `after` (here or elsewhere).
+    /// Not run: the engine is full or stopping, or lacks the tool. The
+    /// call goes back to the stream, to be delivered after `after` (here
+    /// or elsewhere).
     Retry {
         /// The delay.
         after: Duration,
+        /// The result the last delivery answers (`busy`, `unknown_tool`).
+        result: &'static str,
         /// Why, for the last delivery's answer.
         why: String,
     },
@@ -123,7 +132,7 @@ pub trait Execute: Send + Sync + 'static {
     /// Whether running `tool` twice could do harm: such a call gets a run
     /// marker first, and a second delivery after a crash answers
     /// "outcome unknown" instead of running again.
-    fn protected(&self, tool: &str) -> bool;
+    fn protected(&self, tool: &str) -> impl std::future::Future<Output = bool> + Send;
 }
 
 /// What this node has done for the cluster, for `/metrics`.
@@ -155,6 +164,55 @@ pub struct Stats {
     pub outcome_unknown: AtomicU64,
     /// Calls this node is running for the cluster now.
     pub running: AtomicU64,
+    /// How long calls this node took waited for their answer.
+    pub latency: Latency,
+}
+
+/// Bucket bounds of [`Latency`], in seconds.
+pub const LATENCY_BOUNDS: [f64; 13] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// A latency histogram on fixed bounds (Prometheus's form): a count per
+/// bucket, the sum and the count; recorded without a lock.
+#[derive(Debug, Default)]
+pub struct Latency {
+    buckets: [AtomicU64; LATENCY_BOUNDS.len()],
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Latency {
+    fn record(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BOUNDS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_ns.fetch_add(
+            d.as_nanos().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts at each bound (`le`), then the sum (seconds) and
+    /// the count.
+    pub fn snapshot(&self) -> (Vec<(f64, u64)>, f64, u64) {
+        let mut acc = 0;
+        let le = LATENCY_BOUNDS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(b, n)| {
+                acc += n.load(Ordering::Relaxed);
+                (*b, acc)
+            })
+            .collect();
+        (
+            le,
+            self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            self.count.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// One node's view of the cluster.
@@ -168,11 +226,16 @@ pub struct Cluster {
     waiters: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     stats: Stats,
     budget: Arc<Semaphore>,
-    stopping: AtomicBool,
-    stopped: Notify,
+    /// Set once: this node pulls no more.
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Pullers running, and keyless calls (or drained pulls) held.
+    pullers: AtomicUsize,
+    holding: AtomicUsize,
     server: String,
     /// Bumped at each reconnection, once JetStream answers again.
     rejoined: tokio::sync::watch::Sender<u64>,
+    /// Each consumer's state, read every few seconds for `/metrics`.
+    consumers: Mutex<Vec<crate::status::ConsumerStatus>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -215,12 +278,6 @@ fn connection_event(
     }
 }
 
-fn version_of(v: &str) -> Option<(u32, u32, u32)> {
-    let core = v.trim_start_matches('v').split(['-', '+']).next()?;
-    let mut it = core.split('.').map(|p| p.parse::<u32>().ok());
-    Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -245,82 +302,19 @@ impl Cluster {
     /// node of the same name alive: each named. Never a fallback to one
     /// node.
     pub async fn connect(opts: Options) -> Result<Arc<Cluster>, ClusterError> {
-        opts.validate().map_err(ClusterError::Setting)?;
-        let urls = opts.nats_shown();
-        let addrs = opts
-            .nats
-            .iter()
-            .map(|u| u.parse::<ServerAddr>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ClusterError::Setting(format!("cluster.nats: {e}")))?;
         // Each reconnection bumps the generation: pulls open on the old
         // connection are gone from the server, and are asked again.
         let (generation, _) = tokio::sync::watch::channel(0u64);
         let events = generation.clone();
         let first = Arc::new(AtomicBool::new(true));
-        let mut co = async_nats::ConnectOptions::new()
+        let co = async_nats::ConnectOptions::new()
             .event_callback(move |event| {
                 let (events, first) = (events.clone(), Arc::clone(&first));
                 async move { connection_event(&events, &first, event) }
             })
-            .name(format!("toolplane {}", opts.node))
-            .connection_timeout(opts.connect_timeout)
             .max_reconnects(None::<usize>);
-        if let Some(path) = &opts.credentials {
-            co = co
-                .credentials_file(path)
-                .await
-                .map_err(|source| ClusterError::Credentials {
-                    path: path.clone(),
-                    source,
-                })?;
-        }
-        let waited = opts.connect_timeout;
-        let client = match tokio::time::timeout(
-            waited + Duration::from_secs(1),
-            async_nats::connect_with_options(addrs, co),
-        )
-        .await
-        {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                return Err(ClusterError::Connect {
-                    urls,
-                    waited,
-                    source: Box::new(e),
-                });
-            }
-            Err(e) => {
-                return Err(ClusterError::Connect {
-                    urls,
-                    waited,
-                    source: Box::new(e),
-                });
-            }
-        };
-        let info = client.server_info();
-        let server = format!("{}:{}", info.host, info.port);
-        match version_of(&info.version) {
-            Some(v) if v >= MIN_VERSION => {}
-            _ => {
-                return Err(ClusterError::Server {
-                    server,
-                    version: info.version,
-                    needs: format!(
-                        "the cluster needs NATS {}.{}.{} or later (its JetStream consumer API)",
-                        MIN_VERSION.0, MIN_VERSION.1, MIN_VERSION.2
-                    ),
-                });
-            }
-        }
+        let (client, server, _) = crate::server::open(&opts, co).await?;
         let js = jetstream::new(client.clone());
-        if let Err(why) = jetstream_info(&js).await {
-            return Err(ClusterError::Server {
-                server,
-                version: info.version,
-                needs: format!("JetStream is not available ({why}): start nats-server with -js"),
-            });
-        }
         let stream = ensure_stream(&js, &opts).await?;
         ensure_consumers(&stream, &opts).await?;
         let results = ensure_bucket(&js, names::RESULTS, RESULT_AGE, &opts).await?;
@@ -339,10 +333,12 @@ impl Cluster {
             nodes,
             waiters: Mutex::new(HashMap::new()),
             stats: Stats::default(),
-            stopping: AtomicBool::new(false),
-            stopped: Notify::new(),
+            stop: tokio::sync::watch::channel(false).0,
+            pullers: AtomicUsize::new(0),
+            holding: AtomicUsize::new(0),
             server,
             rejoined: tokio::sync::watch::channel(0).0,
+            consumers: Mutex::new(Vec::new()),
         });
         cluster.join().await?;
         let sub = cluster
@@ -353,6 +349,7 @@ impl Cluster {
         tokio::spawn(Arc::clone(&cluster).answers(sub));
         tokio::spawn(Arc::clone(&cluster).rejoin(generation.subscribe()));
         tokio::spawn(Arc::clone(&cluster).heartbeat());
+        tokio::spawn(Arc::clone(&cluster).sample());
         Ok(cluster)
     }
 
@@ -377,20 +374,34 @@ impl Cluster {
     }
 
     /// Refuses to start beside a live node of the same name (its answers
-    /// would go to either), then says this one lives.
+    /// would go to either), then says this one lives. A node of that
+    /// name that said so lately is watched for two heartbeats: one that
+    /// died (a restart after `kill -9`) says nothing more, and this one
+    /// takes its place.
     async fn join(&self) -> Result<(), ClusterError> {
         let name = &self.opts.node;
         if let Ok(Some(entry)) = self.nodes.entry(name.as_str()).await
             && entry.operation == kv::Operation::Put
         {
+            // The bucket's clock, not this node's: the entry's age as the
+            // server's own timestamps tell it.
             let age = SystemTime::now()
                 .duration_since(SystemTime::from(entry.created))
                 .unwrap_or_default();
             if age < HEARTBEAT * 3 {
-                return Err(ClusterError::Setting(format!(
-                    "cluster.node: a node named {name:?} is alive in the cluster (it said so {} ago): name this one otherwise",
-                    humantime::format_duration(Duration::from_millis(age.as_millis() as u64))
-                )));
+                let watch_until = tokio::time::Instant::now() + HEARTBEAT * 2 + HEARTBEAT / 4;
+                while tokio::time::Instant::now() < watch_until {
+                    tokio::time::sleep(HEARTBEAT / 8).await;
+                    if let Ok(Some(now)) = self.nodes.entry(name.as_str()).await
+                        && now.revision != entry.revision
+                        && now.operation == kv::Operation::Put
+                    {
+                        return Err(ClusterError::Setting(format!(
+                            "cluster.node: a node named {name:?} is alive in the cluster (it says so every {}): name this one otherwise",
+                            humantime::format_duration(HEARTBEAT)
+                        )));
+                    }
+                }
             }
         }
         self.beat().await
@@ -421,7 +432,7 @@ impl Cluster {
     async fn rejoin(self: Arc<Self>, mut reconnected: tokio::sync::watch::Receiver<u64>) {
         while reconnected.changed().await.is_ok() {
             let since = tokio::time::Instant::now();
-            while let Err(why) = jetstream_info(&self.js).await {
+            while let Err(why) = crate::server::jetstream_info(&self.js).await {
                 if since.elapsed() > Duration::from_secs(30) {
                     tracing::warn!(
                         "cluster: JetStream does not answer since the reconnection: {why}"
@@ -434,12 +445,34 @@ impl Cluster {
         }
     }
 
+    /// Each consumer's state (waiting, in flight, delivered again, the
+    /// oldest waiting), as of the last read (every few seconds).
+    pub fn consumers(&self) -> Vec<crate::status::ConsumerStatus> {
+        self.consumers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn sample(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(SAMPLE);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.stopping() {
+            tick.tick().await;
+            if let Ok((rows, _)) =
+                crate::status::consumers(&self.stream, self.opts.partitions, true).await
+            {
+                *self.consumers.lock().unwrap_or_else(|p| p.into_inner()) = rows;
+            }
+        }
+    }
+
     async fn heartbeat(self: Arc<Self>) {
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if self.stopping.load(Ordering::Acquire) {
+            if self.stopping() {
                 let _ = self.nodes.delete(self.opts.node.as_str()).await;
                 return;
             }
@@ -481,15 +514,29 @@ impl Cluster {
     /// ran); [`ClusterError::NoAnswer`]: it was taken, and no answer came
     /// within `wait`, nor is one stored.
     pub async fn call(&self, r: Request<'_>) -> Result<Outcome, ClusterError> {
+        self.submit(r).await?.answer().await
+    }
+
+    /// Publishes a call, and returns once the stream has stored it (its
+    /// place among its key's calls is taken then): the answer is awaited
+    /// with [`Pending::answer`]. A caller may submit a key's next call
+    /// before the last is answered; they run in the order submitted.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::NotAccepted`]: the stream did not take it (nothing
+    /// ran); [`ClusterError::Unconfirmed`]: sent, not confirmed.
+    pub async fn submit(&self, r: Request<'_>) -> Result<Pending<'_>, ClusterError> {
         let (tx, rx) = oneshot::channel();
         self.waiters
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(r.call.to_string(), tx);
-        let _waiting = Waiting {
+        let waiting = Waiting {
             waiters: &self.waiters,
-            call: r.call,
+            call: r.call.to_string(),
         };
+        let started = tokio::time::Instant::now();
         let mut h = HeaderMap::new();
         h.insert("Nats-Msg-Id", r.call);
         h.insert(header::REPLY, names::reply(&self.opts.node).as_str());
@@ -590,55 +637,93 @@ impl Cluster {
             return Err(refused(Some(Box::new(e)), reason));
         }
         self.stats.published.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(r.wait, rx).await {
-            Ok(Ok(o)) => Ok(o),
-            _ => match self.results.get(r.call).await {
-                Ok(Some(v)) => {
-                    self.stats
-                        .answered_from_store
-                        .fetch_add(1, Ordering::Relaxed);
-                    Outcome::decode(&v).map_err(|message| ClusterError::BadAnswer {
-                        node: String::new(),
-                        message,
-                    })
-                }
-                _ => {
-                    self.stats.no_answer.fetch_add(1, Ordering::Relaxed);
-                    Err(ClusterError::NoAnswer { waited: r.wait })
-                }
-            },
-        }
+        Ok(Pending {
+            started,
+            cluster: self,
+            rx,
+            wait: r.wait,
+            waiting,
+        })
     }
 
     /// Starts pulling: one puller per partition, one for keyless calls,
     /// each asking only while this node's budget has room.
     pub fn serve<E: Execute>(self: &Arc<Self>, exec: Arc<E>) {
         for p in 0..self.opts.partitions {
-            let (me, exec) = (Arc::clone(self), Arc::clone(&exec));
-            tokio::spawn(async move { me.pull(names::consumer(p), 1, exec).await });
+            self.spawn_puller(names::consumer(p), 1, Arc::clone(&exec));
         }
-        let (me, exec) = (Arc::clone(self), exec);
-        tokio::spawn(async move { me.pull(names::ANY_CONSUMER.into(), ANY_BATCH, exec).await });
+        self.spawn_puller(names::ANY_CONSUMER.into(), ANY_BATCH, exec);
     }
 
-    /// Stops pulling; calls already pulled finish (or go back to the
-    /// stream if the engine refuses them). Says this node has left.
+    fn spawn_puller<E: Execute>(self: &Arc<Self>, name: String, batch: usize, exec: Arc<E>) {
+        let me = Arc::clone(self);
+        me.pullers.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(async move {
+            let pullers = Arc::clone(&me);
+            let _left = Counted(&pullers.pullers);
+            me.pull(name, batch, exec).await;
+        });
+    }
+
+    /// Stops pulling: the open pulls end, and what they still bring goes
+    /// back to the stream at once, for another node; calls already
+    /// running finish (or go back to the stream if the engine refuses
+    /// them).
     pub fn stop(&self) {
-        self.stopping.store(true, Ordering::Release);
-        self.stopped.notify_waiters();
+        self.stop.send_replace(true);
+    }
+
+    /// Stops pulling (see [`stop`](Cluster::stop)), waits up to `within`
+    /// for the pulls to end and the calls this node holds to be answered
+    /// or sent back, says this node has left, and flushes what is still
+    /// to be sent to NATS. Returns whether everything ended in time.
+    pub async fn close(&self, within: Duration) -> bool {
+        self.stop();
+        let until = tokio::time::Instant::now() + within;
+        let mut ended = false;
+        while tokio::time::Instant::now() < until {
+            if self.pullers.load(Ordering::Acquire) == 0
+                && self.holding.load(Ordering::Acquire) == 0
+            {
+                ended = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = self.nodes.delete(self.opts.node.as_str()).await;
+            let _ = self.client.flush().await;
+        })
+        .await
+        .is_ok();
+        ended && left
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Resolves once [`stop`](Cluster::stop) has been called (at once if
+    /// it was).
+    async fn stopped(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     async fn pull<E: Execute>(self: Arc<Self>, name: String, batch: usize, exec: Arc<E>) {
         let mut consumer: consumer::PullConsumer = loop {
+            if self.stopping() {
+                return;
+            }
             match self.stream.get_consumer(&name).await {
                 Ok(c) => break c,
                 Err(e) => {
                     tracing::warn!(consumer = %name, error = %e, "cannot read a cluster consumer; trying again in 1s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = self.stopped() => return,
+                    }
                 }
-            }
-            if self.stopping.load(Ordering::Acquire) {
-                return;
             }
         };
         // A partition has its own one call; keyless calls take what the
@@ -652,7 +737,7 @@ impl Cluster {
         // Pulls stay short for a while after a reconnection: a pull that a
         // restarted 2.9 server took while recovering may not be served.
         let mut short_until = tokio::time::Instant::now();
-        while !self.stopping.load(Ordering::Acquire) {
+        while !self.stopping() {
             if std::mem::take(&mut rejoined) {
                 short_until = tokio::time::Instant::now() + Duration::from_secs(3);
                 // A restarted server answers before it has recovered every
@@ -662,8 +747,12 @@ impl Cluster {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
-            let Ok(mut permits) = Arc::clone(&budget).acquire_owned().await else {
-                return;
+            let mut permits = tokio::select! {
+                p = Arc::clone(&budget).acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                () = self.stopped() => return,
             };
             let more = batch.saturating_sub(1).min(budget.available_permits());
             if more > 0
@@ -695,7 +784,7 @@ impl Cluster {
                     tracing::debug!(consumer = %name, error = %e, "pull failed; trying again");
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        () = self.stopped.notified() => {}
+                        () = self.stopped() => {}
                     }
                     continue;
                 }
@@ -707,6 +796,13 @@ impl Cluster {
                         // The server lost the pull: ask again.
                         Err(_) => break,
                     },
+                    () = self.stopped() => {
+                        // This node pulls no more: what the open pull
+                        // still brings goes back at once, for another node.
+                        drop(permits);
+                        self.give_back(messages).await;
+                        return;
+                    }
                     _ = reconnected.changed() => {
                         // The pull died with the old server, or lives on
                         // (the same server, a new connection): a new one is
@@ -717,14 +813,21 @@ impl Cluster {
                         drop(permits);
                         let (me, exec, budget) =
                             (Arc::clone(&self), Arc::clone(&exec), Arc::clone(&budget));
+                        me.holding.fetch_add(1, Ordering::AcqRel);
                         tokio::spawn(async move {
+                            let _held = Counted(&me.holding);
                             while let Ok(Some(Ok(msg))) =
                                 tokio::time::timeout(PULL_GIVE_UP, messages.next()).await
                             {
+                                if me.stopping() {
+                                    me.send_back(&msg, None).await;
+                                    continue;
+                                }
+                                let received = tokio::time::Instant::now();
                                 let Ok(one) = Arc::clone(&budget).acquire_owned().await else {
                                     break;
                                 };
-                                me.deliver(&exec, batch, msg, one).await;
+                                me.deliver(&exec, batch, msg, one, received).await;
                             }
                         });
                         rejoined = true;
@@ -740,16 +843,32 @@ impl Cluster {
                         tracing::debug!(consumer = %name, error = %e, "pull ended with an error; asking again in 1s");
                         tokio::select! {
                             () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                            () = self.stopped.notified() => {}
+                            () = self.stopped() => {}
                         }
                         break;
                     }
                     None => break,
                 };
                 let Some(one) = permits.split(1) else { break };
-                self.deliver(&exec, batch, msg, one).await;
+                self.deliver(&exec, batch, msg, one, tokio::time::Instant::now())
+                    .await;
             }
         }
+    }
+
+    /// Reads an open pull to its end (it expires within PULL_EXPIRES),
+    /// sending back at once what it brings.
+    async fn give_back(&self, mut messages: consumer::pull::Batch) {
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout(PULL_GIVE_UP, messages.next()).await {
+            self.send_back(&msg, None).await;
+        }
+    }
+
+    /// Sends a message back to the stream, to be delivered again after
+    /// `after` (at once when `None`).
+    async fn send_back(&self, msg: &jetstream::Message, after: Option<Duration>) {
+        self.stats.sent_back.fetch_add(1, Ordering::Relaxed);
+        let _ = msg.ack_with(jetstream::AckKind::Nak(after)).await;
     }
 
     /// A partition's call runs before the next is pulled (one at a time,
@@ -760,13 +879,36 @@ impl Cluster {
         batch: usize,
         msg: jetstream::Message,
         permit: OwnedSemaphorePermit,
+        received: tokio::time::Instant,
     ) {
         if batch == 1 {
-            self.handle(&**exec, msg, permit).await;
+            self.handle(&**exec, msg, permit, received).await;
         } else {
             let (me, exec) = (Arc::clone(self), Arc::clone(exec));
-            tokio::spawn(async move { me.handle(&*exec, msg, permit).await });
+            me.holding.fetch_add(1, Ordering::AcqRel);
+            tokio::spawn(async move {
+                let _held = Counted(&me.holding);
+                me.handle(&*exec, msg, permit, received).await;
+            });
         }
+    }
+
+    /// Tells the server, every `ack_wait / 3` while this node holds the
+    /// message (waiting for a place, reading the bucket, running), that
+    /// it is still at work on it: no redelivery while this node lives.
+    fn progress(&self, msg: &jetstream::Message) -> Option<AbortOnDrop> {
+        let reply = msg.reply.clone()?;
+        let client = self.client.clone();
+        let every = self.opts.ack_wait / 3;
+        Some(AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                let _ = client
+                    .publish(reply.clone(), jetstream::AckKind::Progress.into())
+                    .await;
+            }
+        })))
     }
 
     async fn handle<E: Execute>(
@@ -774,52 +916,82 @@ impl Cluster {
         exec: &E,
         msg: jetstream::Message,
         _permit: OwnedSemaphorePermit,
+        received: tokio::time::Instant,
     ) {
         self.stats.pulled.fetch_add(1, Ordering::Relaxed);
+        let _progress = self.progress(&msg);
         let h = msg.headers.as_ref();
+        // Answers go only to a node's reply subject: a call naming any
+        // other subject is not run (it would send its output there).
         let (Some(call), Some(reply), Some(tool)) = (
             get(h, "Nats-Msg-Id"),
-            get(h, header::REPLY),
+            get(h, header::REPLY).filter(|r| names::ingress_of(r).is_some()),
             get(h, header::TOOL),
         ) else {
-            tracing::warn!(subject = %msg.subject, "a message without a call id, a reply subject or a tool was dropped");
+            tracing::warn!(subject = %msg.subject, "a message without a call id, a node's reply subject or a tool was dropped");
             let _ = msg.ack_with(jetstream::AckKind::Term).await;
             return;
         };
+        let ingress = names::ingress_of(reply).unwrap_or_default();
         let (delivered, sequence) = msg
             .info()
             .map_or((1, 0), |i| (i.delivered, i.stream_sequence));
+        // The last delivery the server makes: what cannot be done now is
+        // answered, never left in the stream unanswered.
+        let last = delivered >= i64::from(self.opts.max_deliver);
         if delivered > 1 {
             self.stats.redelivered.fetch_add(1, Ordering::Relaxed);
         }
         // Answered already (a redelivery after a lost ack, or a node that
-        // was paused): the stored result again, not a second run. A first
-        // delivery cannot have one (only a delivery stores a result, and
-        // the stream stored the call once), and skips the lookup.
-        let stored = if delivered > 1 {
+        // was paused): not run again. A first delivery handled as it
+        // arrives cannot have a result (only a delivery stores one, and
+        // the stream stored the call once) and skips the lookup; one held
+        // here past half of ack_wait (this node was paused, or its
+        // runtime starved) may have been delivered again and answered
+        // elsewhere. (A copy that waited in this node's socket while it
+        // was paused is not seen here: it runs, and its result loses to
+        // the stored one.)
+        let held = received.elapsed() > self.opts.ack_wait / 2;
+        let stored = if delivered > 1 || held {
             self.results.get(call).await
         } else {
             Ok(None)
         };
+        let node = self.opts.node.as_str();
+        let not_run = |why: String| {
+            Outcome::failed(
+                call,
+                node,
+                "error",
+                format!(
+                    "tool {tool}: not run: delivered {delivered} times (cluster.max_deliver), and {why}"
+                ),
+            )
+        };
         match stored {
-            Ok(Some(stored)) => {
+            Ok(Some(_)) => {
+                // Not sent again: the node that stored it sent it, and a
+                // caller whose answer was lost (that node died between
+                // storing and sending) reads it from the bucket. A call
+                // gets one answer message, never two.
                 self.stats
                     .duplicates_suppressed
                     .fetch_add(1, Ordering::Relaxed);
-                let _ = self.client.publish(reply.to_string(), stored).await;
                 let _ = msg.ack().await;
                 return;
             }
             Ok(None) => {}
+            Err(e) if last => {
+                let o = not_run(format!("the results bucket cannot be read: {e}"));
+                self.finish(&msg, reply, tool, o, last).await;
+                return;
+            }
             Err(e) => {
                 tracing::warn!(call, error = %e, "cannot read the results bucket; the call goes back to the stream");
-                let _ = msg
-                    .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
+                self.send_back(&msg, Some(Duration::from_secs(1))).await;
                 return;
             }
         }
-        let node = self.opts.node.as_str();
         let start_by = get(h, header::START_BY).and_then(|v| v.parse::<u64>().ok());
         let outcome = if start_by.is_some_and(|t| now_ms() > t) {
             Outcome::failed(
@@ -831,7 +1003,8 @@ impl Cluster {
                 ),
             )
         } else {
-            if exec.protected(tool) {
+            let marked = exec.protected(tool).await;
+            if marked {
                 match self
                     .results
                     .create(names::run_marker(call), Bytes::from(node.to_string()))
@@ -856,14 +1029,17 @@ impl Cluster {
                                 "tool {tool}: outcome unknown: the call started on node {who:?}, which left no result; it is not run twice (the tool is neither read-only nor idempotent)"
                             ),
                         );
-                        self.finish(&msg, reply, o).await;
+                        self.finish(&msg, reply, tool, o, last).await;
+                        return;
+                    }
+                    Err(e) if last => {
+                        let o = not_run(format!("its run marker cannot be written: {e}"));
+                        self.finish(&msg, reply, tool, o, last).await;
                         return;
                     }
                     Err(e) => {
                         tracing::warn!(call, error = %e, "cannot write a run marker; the call goes back to the stream");
-                        let _ = msg
-                            .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
-                            .await;
+                        self.send_back(&msg, Some(Duration::from_secs(1))).await;
                         return;
                     }
                 }
@@ -874,27 +1050,14 @@ impl Cluster {
                 key: get(h, header::KEY).and_then(|k| k.parse().ok()),
                 input: msg.payload.clone(),
                 client: get(h, header::CLIENT).unwrap_or("anonymous").to_string(),
-                ingress: reply.trim_start_matches("tp.reply.").to_string(),
+                ingress: ingress.to_string(),
                 traceparent: get(h, header::TRACEPARENT).map(str::to_string),
                 tracestate: get(h, header::TRACESTATE).map(str::to_string),
                 delivered,
                 sequence,
             };
             self.stats.running.fetch_add(1, Ordering::Relaxed);
-            let verdict = {
-                let run = exec.execute(job);
-                tokio::pin!(run);
-                let mut progress = tokio::time::interval(self.opts.ack_wait / 3);
-                progress.tick().await;
-                loop {
-                    tokio::select! {
-                        v = &mut run => break v,
-                        _ = progress.tick() => {
-                            let _ = msg.ack_with(jetstream::AckKind::Progress).await;
-                        }
-                    }
-                }
-            };
+            let verdict = exec.execute(job).await;
             self.stats.running.fetch_sub(1, Ordering::Relaxed);
             match verdict {
                 Verdict::Done {
@@ -908,20 +1071,19 @@ impl Cluster {
                     message,
                     output,
                 },
-                Verdict::Retry { after, why } => {
-                    if exec.protected(tool) {
+                Verdict::Retry { after, result, why } => {
+                    if marked {
                         // It did not run: the next delivery may.
                         let _ = self.results.purge(names::run_marker(call)).await;
                     }
-                    if delivered < i64::from(self.opts.max_deliver) {
-                        self.stats.sent_back.fetch_add(1, Ordering::Relaxed);
-                        let _ = msg.ack_with(jetstream::AckKind::Nak(Some(after))).await;
+                    if !last {
+                        self.send_back(&msg, Some(after)).await;
                         return;
                     }
                     Outcome::failed(
                         call,
                         node,
-                        "busy",
+                        result,
                         format!(
                             "tool {tool}: delivered {delivered} times (cluster.max_deliver), and refused each time: {why}"
                         ),
@@ -929,13 +1091,36 @@ impl Cluster {
                 }
             }
         };
-        self.finish(&msg, reply, outcome).await;
+        self.finish(&msg, reply, tool, outcome, last).await;
     }
 
     /// Stores the outcome (the first stored wins), sends the stored one to
-    /// the node that took the call, and acknowledges the message.
-    async fn finish(&self, msg: &jetstream::Message, reply: &str, outcome: Outcome) {
-        let bytes = outcome.encode();
+    /// the node that took the call, and acknowledges the message. An
+    /// outcome NATS cannot carry is answered as an error naming the
+    /// limit; one that cannot be stored goes back to the stream, or on
+    /// its last delivery is answered unstored and taken off the stream.
+    async fn finish(
+        &self,
+        msg: &jetstream::Message,
+        reply: &str,
+        tool: &str,
+        mut outcome: Outcome,
+        last: bool,
+    ) {
+        let mut bytes = outcome.encode();
+        let max = self.client.server_info().max_payload;
+        if bytes.len() + ANSWER_HEADROOM > max {
+            outcome = Outcome::failed(
+                &outcome.call,
+                &outcome.node,
+                "error",
+                format!(
+                    "tool {tool}: its answer ({} bytes) is over the NATS server's max_payload ({max} bytes), so the cluster cannot carry it: the tool ran, its output is dropped",
+                    bytes.len()
+                ),
+            );
+            bytes = outcome.encode();
+        }
         let answer = match self.results.create(&outcome.call, bytes.clone()).await {
             Ok(_) => bytes,
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
@@ -945,12 +1130,18 @@ impl Cluster {
                 let _ = msg.ack().await;
                 return;
             }
+            Err(e) if last => {
+                // Not stored, and not delivered again: answered as it is,
+                // and taken off the stream (else it would stay, unanswered).
+                tracing::warn!(call = %outcome.call, error = %e, "cannot store a result on the call's last delivery; answered without storing it");
+                let _ = self.client.publish(reply.to_string(), bytes).await;
+                let _ = msg.ack_with(jetstream::AckKind::Term).await;
+                return;
+            }
             Err(e) => {
                 // Not stored, so not answered: the call is delivered again.
                 tracing::warn!(call = %outcome.call, error = %e, "cannot store a result; the call goes back to the stream");
-                let _ = msg
-                    .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
+                self.send_back(msg, Some(Duration::from_secs(1))).await;
                 return;
             }
         };
@@ -963,10 +1154,28 @@ impl Cluster {
     }
 }
 
+/// Counts a task while it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Ends a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Removes a caller's entry when its wait ends, however it ends.
 struct Waiting<'a> {
     waiters: &'a Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
-    call: &'a str,
+    call: String,
 }
 
 impl Drop for Waiting<'_> {
@@ -974,7 +1183,73 @@ impl Drop for Waiting<'_> {
         self.waiters
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(self.call);
+            .remove(&self.call);
+    }
+}
+
+/// A call the stream has stored, its answer to come.
+#[derive(Debug)]
+pub struct Pending<'a> {
+    started: tokio::time::Instant,
+    cluster: &'a Cluster,
+    rx: oneshot::Receiver<Outcome>,
+    wait: Duration,
+    waiting: Waiting<'a>,
+}
+
+impl std::fmt::Debug for Waiting<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.call)
+    }
+}
+
+impl Pending<'_> {
+    /// The call's id.
+    pub fn call(&self) -> &str {
+        &self.waiting.call
+    }
+
+    /// Waits for the call's one answer: the node that ran it sends it.
+    /// Every `ack_wait` without it, and when the wait ends, the results
+    /// bucket is read: an answer stored by a node that died before
+    /// sending it is found there (no node sends it again).
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::NoAnswer`]: no answer came within `wait`, nor is
+    /// one stored.
+    pub async fn answer(self) -> Result<Outcome, ClusterError> {
+        let c = self.cluster;
+        let until = tokio::time::Instant::now() + self.wait;
+        let mut rx = Some(self.rx);
+        loop {
+            let now = tokio::time::Instant::now();
+            let look = until.min(now + c.opts.ack_wait);
+            match rx.as_mut() {
+                Some(r) => match tokio::time::timeout_at(look, r).await {
+                    Ok(Ok(o)) => {
+                        c.stats.latency.record(self.started.elapsed());
+                        return Ok(o);
+                    }
+                    // No sender (not while this waits): the bucket only.
+                    Ok(Err(_)) => rx = None,
+                    Err(_) => {}
+                },
+                None => tokio::time::sleep_until(look).await,
+            }
+            if let Ok(Some(v)) = c.results.get(&self.waiting.call).await {
+                c.stats.answered_from_store.fetch_add(1, Ordering::Relaxed);
+                c.stats.latency.record(self.started.elapsed());
+                return Outcome::decode(&v).map_err(|message| ClusterError::BadAnswer {
+                    node: String::new(),
+                    message,
+                });
+            }
+            if look >= until {
+                c.stats.no_answer.fetch_add(1, Ordering::Relaxed);
+                return Err(ClusterError::NoAnswer { waited: self.wait });
+            }
+        }
     }
 }
 
@@ -991,6 +1266,7 @@ fn stream_config(opts: &Options) -> stream::Config {
         discard: stream::DiscardPolicy::New,
         max_messages: opts.max_pending as i64,
         max_bytes: opts.max_pending_bytes as i64,
+        max_age: CALL_AGE,
         ..Default::default()
     }
 }
@@ -1066,6 +1342,12 @@ async fn ensure_stream(
             "discard",
             format!("{:?}", have.discard),
             format!("{:?}", want.discard),
+            "",
+        ),
+        (
+            "max_age",
+            duration(have.max_age),
+            duration(want.max_age),
             "",
         ),
         (
@@ -1188,28 +1470,8 @@ fn compare(
     }
 }
 
-/// Whether the account has JetStream: `$JS.API.INFO`, read with only the
-/// fields a 2.9 server sends (the client's own account type wants fields
-/// of 2.10 and later, and so does its `create_key_value`).
-async fn jetstream_info(js: &jetstream::Context) -> Result<(), String> {
-    #[derive(serde::Deserialize)]
-    struct AccountInfo {
-        #[serde(default)]
-        #[allow(dead_code)]
-        streams: u64,
-    }
-    match js
-        .request::<_, _, jetstream::response::Response<AccountInfo>>("INFO", &())
-        .await
-    {
-        Ok(jetstream::response::Response::Ok(_)) => Ok(()),
-        Ok(jetstream::response::Response::Err { error }) => Err(error.to_string()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 /// A KV bucket: its stream made as the client's `create_key_value` makes
-/// one (which 0.52 cannot do against 2.9: see [`jetstream_info`]), then
+/// one (which 0.52 cannot do against 2.9: see [`crate::server::jetstream_info`]), then
 /// opened; a bucket made otherwise is named.
 async fn ensure_bucket(
     js: &jetstream::Context,
@@ -1268,18 +1530,4 @@ async fn ensure_bucket(
     js.get_key_value(bucket)
         .await
         .map_err(|e| ClusterError::js(format!("opening {what}"), e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_are_read_as_the_server_writes_them() {
-        assert_eq!(version_of("2.9.10"), Some((2, 9, 10)));
-        assert_eq!(version_of("v2.10.0-beta.1"), Some((2, 10, 0)));
-        assert_eq!(version_of("2.8"), Some((2, 8, 0)));
-        assert!(version_of("2.8.4") < Some(MIN_VERSION));
-        assert_eq!(version_of("x"), None);
-    }
 }

@@ -45,6 +45,10 @@ struct Recorder {
     /// Refuse this many first deliveries (as a full engine does).
     refuse_first: AtomicU64,
     protected: bool,
+    /// Answers with this many bytes instead of the input.
+    big: Option<usize>,
+    /// A node without the tool (one that lags behind a change).
+    lacks_tool: bool,
 }
 
 impl Recorder {
@@ -55,6 +59,8 @@ impl Recorder {
             runs: Arc::clone(runs),
             refuse_first: AtomicU64::new(0),
             protected: false,
+            big: None,
+            lacks_tool: false,
         }
     }
 }
@@ -68,7 +74,15 @@ impl Execute for Recorder {
         {
             return Verdict::Retry {
                 after: Duration::from_millis(10),
+                result: "busy",
                 why: "full".into(),
+            };
+        }
+        if self.lacks_tool {
+            return Verdict::Retry {
+                after: Duration::from_millis(10),
+                result: "unknown_tool",
+                why: format!("no tool {} on node {}", job.tool, self.node),
             };
         }
         self.runs
@@ -81,11 +95,11 @@ impl Execute for Recorder {
         Verdict::Done {
             result: "ok".into(),
             message: String::new(),
-            output: job.input,
+            output: self.big.map_or(job.input, |n| Bytes::from(vec![b'x'; n])),
         }
     }
 
-    fn protected(&self, _tool: &str) -> bool {
+    async fn protected(&self, _tool: &str) -> bool {
         self.protected
     }
 }
@@ -295,14 +309,26 @@ async fn a_stored_result_is_answered_again_not_run_again() {
     };
     let kv = js.get_key_value(names::RESULTS).await.unwrap();
     kv.create(&stored.call, stored.encode()).await.unwrap();
-    // After ack_wait the call is delivered again, to node a: answered from
-    // the stored result, not run.
+    // The node that stored it died before sending it: the caller reads it
+    // from the bucket (at its next look, within ack_wait). After ack_wait
+    // the call is delivered again, to node a: found answered, not run,
+    // and not sent again.
     a.serve(Arc::new(Recorder::new("a", &runs)));
     let o = waiting.await.unwrap().unwrap();
     assert_eq!(o, stored);
-    assert!(runs.lock().unwrap().is_empty());
+    assert_eq!(a.stats().answered_from_store.load(Ordering::Relaxed), 1);
+    let t = std::time::Instant::now();
+    while a.stats().duplicates_suppressed.load(Ordering::Relaxed) == 0
+        && t.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(a.stats().duplicates_suppressed.load(Ordering::Relaxed), 1);
     assert_eq!(a.stats().redelivered.load(Ordering::Relaxed), 1);
+    assert!(runs.lock().unwrap().is_empty());
+    // No second answer reached the node that took the call.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(a.stats().stale_answers.load(Ordering::Relaxed), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,4 +467,200 @@ async fn a_call_id_published_already_is_refused_not_answered_with_anothers_resul
     let e = a.call(request(call, None, b"{}")).await.unwrap_err();
     assert!(matches!(e, ClusterError::NotAccepted { .. }), "{e:?}");
     assert!(e.to_string().contains("was published already"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_over_max_payload_is_an_error_naming_the_limit_and_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = LocalNats::start(dir.path()).unwrap();
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let a = Cluster::connect(options(&nats, "a")).await.unwrap();
+    let mut r = Recorder::new("a", &runs);
+    // Over the server's default max_payload (1 MiB).
+    r.big = Some(2 << 20);
+    a.serve(Arc::new(r));
+    let o = a
+        .call(request(&format!("{:032x}", 7), Some(1), b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(o.result, "error");
+    assert!(
+        o.message
+            .contains("over the NATS server's max_payload (1048576 bytes)")
+            && o.message.starts_with("tool echo: its answer ("),
+        "{}",
+        o.message
+    );
+    assert_eq!(runs.lock().unwrap().len(), 1);
+    assert_eq!(a.stats().redelivered.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_naming_another_subject_for_its_answer_is_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = LocalNats::start(dir.path()).unwrap();
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let a = Cluster::connect(options(&nats, "a")).await.unwrap();
+    a.serve(Arc::new(Recorder::new("a", &runs)));
+    let js = raw(&nats).await;
+    for reply in [
+        "$JS.API.STREAM.DELETE.TOOLPLANE_CALLS",
+        "tp.reply.a.b",
+        "tp.reply.>",
+    ] {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", format!("{:032x}", reply.len()).as_str());
+        h.insert(names::header::REPLY, reply);
+        h.insert(names::header::TOOL, "echo");
+        js.publish_with_headers(names::ANY, h, Bytes::from_static(b"{}"))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // Taken off the stream, and not run.
+    let mut stream = js.get_stream(names::STREAM).await.unwrap();
+    let t = std::time::Instant::now();
+    while stream.info().await.unwrap().state.messages > 0 && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stream.info().await.unwrap().state.messages, 0);
+    assert!(runs.lock().unwrap().is_empty());
+    // The stream is still there.
+    let o = a
+        .call(request(&format!("{:032x}", 99), None, b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(o.result, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_tool_sends_the_call_on_and_the_last_delivery_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = LocalNats::start(dir.path()).unwrap();
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let a = Cluster::connect(options(&nats, "a")).await.unwrap();
+    let mut ra = Recorder::new("a", &runs);
+    ra.lacks_tool = true;
+    a.serve(Arc::new(ra));
+    // Only node a pulls: every delivery is sent back, the last answers.
+    let o = a
+        .call(request(&format!("{:032x}", 1), Some(2), b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(o.result, "unknown_tool");
+    assert!(
+        o.message
+            .contains("delivered 5 times (cluster.max_deliver)")
+            && o.message.contains("no tool echo on node a"),
+        "{}",
+        o.message
+    );
+    // With node b, which has the tool, beside it: every call runs, on b.
+    let b = Cluster::connect(options(&nats, "b")).await.unwrap();
+    b.serve(Arc::new(Recorder::new("b", &runs)));
+    for i in 0..20u64 {
+        let o = a
+            .call(request(&format!("{:032x}", 100 + i), Some(i), b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(o.result, "ok", "{}", o.message);
+    }
+    let runs = runs.lock().unwrap();
+    assert_eq!(runs.len(), 20);
+    assert!(runs.iter().all(|r| r.0 == "b"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_sends_back_what_its_open_pulls_bring_and_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = LocalNats::start(dir.path()).unwrap();
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let a = Cluster::connect(options(&nats, "a")).await.unwrap();
+    a.serve(Arc::new(Recorder::new("a", &runs)));
+    let b = Cluster::connect(options(&nats, "b")).await.unwrap();
+    // Node a's pulls are open; it stops, and calls come now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.stop();
+    let waiting: Vec<_> = (0..10u64)
+        .map(|i| {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move {
+                b.call(request(&format!("{:032x}", i + 1), Some(i), b"{}"))
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    b.serve(Arc::new(Recorder::new("b", &runs)));
+    // Answered by b well within ack_wait (2s): sent back at once, not
+    // left to time out in a's pulls.
+    let t = std::time::Instant::now();
+    for w in waiting {
+        assert_eq!(w.await.unwrap().unwrap().result, "ok");
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(runs.lock().unwrap().iter().all(|r| r.0 == "b"));
+    assert!(a.close(Duration::from_secs(5)).await);
+    // It has left the nodes bucket.
+    let nodes = raw(&nats).await.get_key_value(names::NODES).await.unwrap();
+    assert!(nodes.get("a").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_live_nodes_and_each_partitions_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = LocalNats::start(dir.path()).unwrap();
+    // No node has started: said so, naming the server.
+    let e = toolplane_cluster::status(&options(&nats, "status"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("no toolplane node has started on nats://127.0.0.1:"),
+        "{e}"
+    );
+    // Node a takes three calls of key 1 and runs none.
+    let a = Cluster::connect(options(&nats, "a")).await.unwrap();
+    let mut waiting = Vec::new();
+    for n in 0..3u64 {
+        let call = format!("{n:032x}");
+        waiting.push(a.submit(request(&call, Some(1), b"{}")).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = toolplane_cluster::status(&options(&nats, "status"))
+        .await
+        .unwrap();
+    assert_eq!(s.partitions, 8);
+    assert_eq!(s.calls, 3);
+    assert_eq!(s.ack_wait_ms, 2000);
+    assert_eq!(
+        s.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
+    let p = names::consumer(toolplane_cluster::partition::of(1, 8));
+    assert_eq!(s.consumers.len(), 9);
+    for c in &s.consumers {
+        if c.name == p {
+            assert_eq!((c.pending, c.in_flight), (3, 0), "{c:?}");
+            assert!(c.oldest_ms.is_some_and(|ms| ms >= 250), "{c:?}");
+        } else {
+            assert_eq!((c.pending, c.in_flight, c.oldest_ms), (0, 0, None), "{c:?}");
+        }
+    }
+    // Node a's own view, for /metrics, reads the same within a few seconds.
+    let t = std::time::Instant::now();
+    while a.consumers().iter().all(|c| c.pending == 0) && t.elapsed() < Duration::from_secs(8) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mine = a.consumers();
+    assert_eq!(
+        mine.iter().find(|c| c.name == p).map(|c| c.pending),
+        Some(3)
+    );
+    drop(waiting);
 }

@@ -77,7 +77,7 @@ pub fn parse(f: ClusterFile, base: &Path) -> Result<Options, String> {
     if let Some(d) = duration(
         "ack_wait",
         &f.ack_wait,
-        Duration::from_millis(300),
+        Duration::from_secs(1),
         Duration::from_secs(3600),
     )? {
         o.ack_wait = d;

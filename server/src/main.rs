@@ -125,11 +125,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The cluster on NATS: `toolplane cluster status` shows its live
+    /// nodes and, per partition, the calls waiting, in flight and
+    /// delivered again, and the oldest.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Bearer tokens: `toolplane token hash` reads a token on stdin and
     /// prints the `token_sha256` line for toolplane.toml.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// The live nodes and each partition's calls, read from NATS (this
+    /// does not join the cluster).
+    Status {
+        /// The configuration whose [cluster] to read.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The NATS server (nats://host:port), instead of [cluster] nats.
+        #[arg(long, value_name = "URL")]
+        cluster: Option<String>,
+        /// As one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -355,6 +379,32 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 )]));
             }
             Ok(())
+        }
+        Command::Cluster {
+            command:
+                ClusterCommand::Status {
+                    config,
+                    cluster,
+                    json,
+                },
+        } => {
+            let mut o = match &config {
+                Some(c) => Settings::from_file(c)?.cluster,
+                None => None,
+            };
+            if let Some(url) = cluster {
+                let o = o.get_or_insert_with(|| {
+                    toolplane_cluster::Options::new(Vec::new(), "status".into())
+                });
+                o.nats = vec![url];
+            }
+            let Some(o) = o else {
+                return Err(Failure::Usage(
+                    "toolplane cluster status: give --cluster URL or --config FILE (its [cluster] nats)"
+                        .into(),
+                ));
+            };
+            serve::cluster_status(&o, json, &mut stdout)
         }
         Command::Token {
             command: TokenCommand::Hash,

@@ -375,7 +375,7 @@ fn cluster(o: &mut String, c: &toolplane_cluster::Cluster) {
         (
             "toolplane_cluster_duplicates_suppressed_total",
             COUNTER,
-            "Deliveries whose result was stored already: answered again, not run.",
+            "Deliveries whose result was stored already: acknowledged, not run again.",
             s.duplicates_suppressed.load(Relaxed),
         ),
         (
@@ -419,6 +419,56 @@ fn cluster(o: &mut String, c: &toolplane_cluster::Cluster) {
         "1 while the connection to NATS is up.",
         u8::from(c.connected()),
     );
+    let (le, sum, count) = s.latency.snapshot();
+    let name = "toolplane_cluster_call_seconds";
+    head(
+        o,
+        name,
+        "histogram",
+        "Calls this node took: from publishing to the answer, through the cluster.",
+    );
+    for (b, n) in le {
+        let _ = writeln!(o, "{name}_bucket{{le=\"{b}\"}} {n}");
+    }
+    let _ = writeln!(
+        o,
+        "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+    );
+    // Per partition (and `any`), as the consumers said at the last read.
+    let rows = c.consumers();
+    if rows.is_empty() {
+        return;
+    }
+    type Col = fn(&toolplane_cluster::ConsumerStatus) -> Option<f64>;
+    let cols: [(&str, &str, Col); 4] = [
+        (
+            "toolplane_cluster_partition_pending",
+            "Calls waiting in the stream, per partition (`any`: keyless), not yet delivered.",
+            |r| Some(r.pending as f64),
+        ),
+        (
+            "toolplane_cluster_partition_in_flight",
+            "Calls delivered and not yet acknowledged, per partition.",
+            |r| Some(r.in_flight as f64),
+        ),
+        (
+            "toolplane_cluster_partition_redelivered",
+            "Calls delivered more than once and not yet acknowledged, per partition.",
+            |r| Some(r.redelivered as f64),
+        ),
+        (
+            "toolplane_cluster_partition_oldest_seconds",
+            "Age of the partition's oldest call not yet acknowledged.",
+            |r| r.oldest_ms.map(|ms| ms as f64 / 1e3),
+        ),
+    ];
+    for (name, help, col) in cols {
+        head(o, name, GAUGE, help);
+        for r in &rows {
+            let v = col(r).unwrap_or(0.0);
+            let _ = writeln!(o, "{name}{{partition=\"{}\"}} {v}", r.name);
+        }
+    }
 }
 
 fn one(o: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {

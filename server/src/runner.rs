@@ -38,14 +38,16 @@ impl toolplane_cluster::Execute for Runner {
     async fn execute(&self, job: Job) -> Verdict {
         let app = &self.app;
         let Some(entry) = app.registry().resolve(&job.tool).await else {
-            return done(
-                "unknown_tool",
-                format!(
+            // A node that lags behind a tool change: another node may have
+            // the tool; the last delivery answers.
+            return Verdict::Retry {
+                after: Duration::from_millis(500),
+                result: "unknown_tool",
+                why: format!(
                     "unknown tool {:?} on node {}: every node must serve the same tools",
                     job.tool, self.node
                 ),
-                Bytes::new(),
-            );
+            };
         };
         let mut call = ToolCall::new(&job.tool, &job.input);
         call.key = job.key;
@@ -63,26 +65,27 @@ impl toolplane_cluster::Execute for Runner {
             Ok(a) => done("ok", String::new(), Bytes::copy_from_slice(&a.output)),
             Err(CallError::Rejected(r)) if r != RejectReason::ShuttingDown => Verdict::Retry {
                 after: Duration::from_millis(50),
+                result: "busy",
                 why: format!("node {}: {}", self.node, CallError::Rejected(r)),
             },
-            Err(CallError::ShuttingDown) => Verdict::Retry {
-                after: Duration::ZERO,
-                why: format!("node {} is shutting down", self.node),
-            },
+            Err(CallError::ShuttingDown | CallError::Rejected(RejectReason::ShuttingDown)) => {
+                Verdict::Retry {
+                    after: Duration::ZERO,
+                    result: "shutting_down",
+                    why: format!("node {} is shutting down", self.node),
+                }
+            }
             Err(e) => done(e.label(), e.to_string(), Bytes::new()),
         }
     }
 
-    fn protected(&self, tool: &str) -> bool {
-        // Resolved without waiting: a tool this node lacks is answered as
-        // such by `execute`, and needs no marker.
-        self.app
-            .registry()
-            .snapshot()
-            .by_either(tool)
-            .is_some_and(|e| {
-                let a = &e.manifest.annotations;
-                !(a.read_only == Some(true) || a.idempotent == Some(true))
-            })
+    async fn protected(&self, tool: &str) -> bool {
+        // Resolved as `execute` resolves it (a tool still loading is
+        // waited for); a tool this node lacks is sent back by `execute`,
+        // and needs no marker.
+        self.app.registry().resolve(tool).await.is_some_and(|e| {
+            let a = &e.manifest.annotations;
+            !(a.read_only == Some(true) || a.idempotent == Some(true))
+        })
     }
 }

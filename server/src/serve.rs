@@ -562,6 +562,15 @@ async fn serve_async(
         c.stop();
     }
     let report = app.shutdown(drain).await;
+    // The open pulls ended (what they brought sent back), this node's
+    // entry removed, and acks and answers flushed to NATS.
+    if let Some(c) = &cluster
+        && !c.close(Duration::from_secs(3)).await
+    {
+        tracing::warn!(
+            "cluster: not every pull ended within 3s; what they hold is delivered again after ack_wait"
+        );
+    }
     // Every call's record written, then the file closed.
     if let Some(log) = &audit {
         let log = Arc::clone(log);
@@ -681,6 +690,81 @@ fn tools_count(snapshot: &toolplane_pool::Snapshot) -> String {
         1 => format!("{n} tools, and 1 server still listing its own"),
         k => format!("{n} tools, and {k} servers still listing their own"),
     }
+}
+
+/// `toolplane cluster status`: the cluster as its NATS server holds it,
+/// as a table or one JSON object.
+///
+/// # Errors
+///
+/// NATS unreachable, without JetStream or holding no cluster; a failed
+/// write.
+pub fn cluster_status(
+    opts: &toolplane_cluster::Options,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::start("the status's runtime"))?;
+    let s = rt
+        .block_on(toolplane_cluster::status(opts))
+        .map_err(Failure::start("cluster status"))?;
+    let text = if json {
+        let mut t = serde_json::to_string(&s).unwrap_or_default();
+        t.push('\n');
+        t
+    } else {
+        status_table(&s)
+    };
+    out.write_all(text.as_bytes())
+        .map_err(Failure::io("writing"))
+}
+
+fn status_table(s: &toolplane_cluster::Status) -> String {
+    use std::fmt::Write as _;
+    let ms = |v: u64| humantime::format_duration(Duration::from_millis(v)).to_string();
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "NATS {} (version {}): {} partitions, ack_wait {}, {} calls in the stream ({} bytes)",
+        s.server,
+        s.version,
+        s.partitions,
+        ms(s.ack_wait_ms),
+        s.calls,
+        s.bytes
+    );
+    let _ = writeln!(o, "\n{} live nodes", s.nodes.len());
+    for n in &s.nodes {
+        let _ = writeln!(
+            o,
+            "  {:<24} version {:<10} running {:<6} seen {} ago",
+            n.name,
+            n.version,
+            n.running,
+            ms(n.seen_ms)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n  {:<10} {:>9} {:>9} {:>11} {:>8}  oldest",
+        "partition", "pending", "in flight", "redelivered", "waiting"
+    );
+    for c in &s.consumers {
+        let _ = writeln!(
+            o,
+            "  {:<10} {:>9} {:>9} {:>11} {:>8}  {}",
+            c.name,
+            c.pending,
+            c.in_flight,
+            c.redelivered,
+            c.waiting,
+            c.oldest_ms.map_or_else(|| "-".to_string(), ms)
+        );
+    }
+    o
 }
 
 /// `toolplane call TOOL JSON`: the output on stdout.
