@@ -15,6 +15,8 @@ pub struct LocalNats {
     port: u16,
     store: PathBuf,
     jetstream: bool,
+    /// Arguments beyond the port and store (a cluster member's routes).
+    extra: Vec<String>,
     log: Arc<Mutex<String>>,
 }
 
@@ -26,7 +28,51 @@ impl LocalNats {
     /// The binary is missing, or the server did not listen within 10 s
     /// (its log in the message).
     pub fn start(store: &Path) -> std::io::Result<LocalNats> {
-        LocalNats::spawn(store, None, true)
+        LocalNats::spawn(store, None, true, Vec::new())
+    }
+
+    /// Starts `n` servers routed to each other on loopback as one NATS
+    /// cluster with JetStream (`-n s{i}`, `--cluster_name toolplane`),
+    /// each with its store under `root`. JetStream answers once they have
+    /// elected a metadata leader, a few seconds after.
+    ///
+    /// # Errors
+    ///
+    /// As [`LocalNats::start`].
+    pub fn cluster(root: &Path, n: usize) -> std::io::Result<Vec<LocalNats>> {
+        let free = || -> std::io::Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
+        let routes = (0..n)
+            .map(|_| free())
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let mut out = Vec::with_capacity(n);
+        for (i, route) in routes.iter().enumerate() {
+            let others: Vec<String> = routes
+                .iter()
+                .filter(|r| *r != route)
+                .map(|r| format!("nats://127.0.0.1:{r}"))
+                .collect();
+            let extra = vec![
+                "-n".into(),
+                format!("s{i}"),
+                "--cluster_name".into(),
+                "toolplane".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{route}"),
+                "--routes".into(),
+                others.join(","),
+            ];
+            out.push(LocalNats::spawn(
+                &root.join(format!("s{i}")),
+                None,
+                true,
+                extra,
+            )?);
+        }
+        Ok(out)
     }
 
     /// Starts one without JetStream (to see it refused).
@@ -35,16 +81,22 @@ impl LocalNats {
     ///
     /// As [`LocalNats::start`].
     pub fn without_jetstream(store: &Path) -> std::io::Result<LocalNats> {
-        LocalNats::spawn(store, None, false)
+        LocalNats::spawn(store, None, false, Vec::new())
     }
 
-    fn spawn(store: &Path, port: Option<u16>, jetstream: bool) -> std::io::Result<LocalNats> {
+    fn spawn(
+        store: &Path,
+        port: Option<u16>,
+        jetstream: bool,
+        extra: Vec<String>,
+    ) -> std::io::Result<LocalNats> {
         let mut cmd = Command::new("nats-server");
         cmd.args(["-a", "127.0.0.1", "-p"])
             .arg(port.map_or("-1".to_string(), |p| p.to_string()));
         if jetstream {
             cmd.arg("-js").arg("-sd").arg(store);
         }
+        cmd.args(&extra);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -95,6 +147,7 @@ impl LocalNats {
             port,
             store: store.to_path_buf(),
             jetstream,
+            extra,
             log,
         })
     }
@@ -122,8 +175,19 @@ impl LocalNats {
     pub fn restart(&mut self) -> std::io::Result<()> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        *self = LocalNats::spawn(&self.store, Some(self.port), self.jetstream)?;
+        *self = LocalNats::spawn(
+            &self.store,
+            Some(self.port),
+            self.jetstream,
+            std::mem::take(&mut self.extra),
+        )?;
         Ok(())
+    }
+
+    /// Kills it (SIGKILL), for good.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

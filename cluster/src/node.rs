@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, consumer, kv, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -44,6 +45,13 @@ const ANY_MAX_ACK_PENDING: i64 = 65_536;
 /// How long a call waits for a lost connection to NATS to come back
 /// before it is refused.
 const RECONNECT_WAIT: Duration = Duration::from_secs(2);
+/// How long a request to JetStream (a publish's ack, a bucket's read or
+/// write) is waited for, once the node has started.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a write the results bucket does not take is tried again.
+const STORE_PATIENCE: Duration = Duration::from_secs(10);
+/// How long a publish the stream does not answer is tried again.
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(6);
 /// The most keyless calls one pull asks for.
 const ANY_BATCH: usize = 256;
 /// Room left in a NATS message for the subject and headers of an answer
@@ -319,6 +327,14 @@ impl Cluster {
         ensure_consumers(&stream, &opts).await?;
         let results = ensure_bucket(&js, names::RESULTS, RESULT_AGE, &opts).await?;
         let nodes = ensure_bucket(&js, names::NODES, NODE_AGE, &opts).await?;
+        // Made and checked with the client's patience (5 s); from here on,
+        // a request the server does not answer is given up sooner and
+        // tried again (a publish; a bucket read or write goes back to the
+        // stream), so that a leader's election is waited out in steps.
+        let mut js = js;
+        js.set_timeout(REQUEST_TIMEOUT);
+        let results = reopen(&js, results, names::RESULTS).await?;
+        let nodes = reopen(&js, nodes, names::NODES).await?;
         let cluster = Arc::new(Cluster {
             // Partitions run one call at a time each; keyless calls share
             // the rest.
@@ -582,59 +598,80 @@ impl Cluster {
                 ),
             ));
         }
-        let ack = match self
-            .js
-            .publish_with_headers(subject, h, Bytes::copy_from_slice(r.input))
-            .await
-        {
-            Ok(f) => f.await,
-            Err(e) if e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
-                return Err(refused(
-                    None,
-                    format!(
-                        "the call's input is over the NATS server's max_payload ({} bytes)",
-                        self.client.server_info().max_payload
-                    ),
-                ));
-            }
-            Err(e) => return Err(refused(Some(Box::new(e)), "it could not be sent".into())),
-        };
-        let e = match ack {
-            // A call id is used once: another publish took this one (within
-            // the duplicate window), and this caller's call is not stored.
-            Ok(a) if a.duplicate => {
-                return Err(refused(
-                    None,
-                    format!("call id {} was published already", r.call),
-                ));
-            }
-            Ok(_) => None,
-            Err(e) => Some(e),
-        };
-        if let Some(e) = e {
-            if e.kind() == jetstream::context::PublishErrorKind::TimedOut {
-                // Sent, and not confirmed: it may be stored, and run.
-                self.stats.no_answer.fetch_add(1, Ordering::Relaxed);
-                return Err(ClusterError::Unconfirmed {
-                    call: r.call.to_string(),
-                    source: Box::new(e),
-                });
-            }
+        // A publish with no answer from the stream (its leader moving in a
+        // NATS cluster, a server restarting) is tried again for a while
+        // with the same call id: the stream stores one of them.
+        let payload = Bytes::copy_from_slice(r.input);
+        let patience = tokio::time::Instant::now() + PUBLISH_PATIENCE.min(r.wait);
+        let mut backoff = Duration::from_millis(25);
+        // Whether an earlier try may have been stored (sent, its ack lost).
+        let mut sent = false;
+        loop {
+            let ack = match self
+                .js
+                .publish_with_headers(subject.clone(), h.clone(), payload.clone())
+                .await
+            {
+                Ok(f) => f.await.map_err(|e| (e, true)),
+                Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                    return Err(refused(
+                        None,
+                        format!(
+                            "the call's input is over the NATS server's max_payload ({} bytes)",
+                            self.client.server_info().max_payload
+                        ),
+                    ));
+                }
+                Err(e) => Err((e, false)),
+            };
+            let (e, reached) = match ack {
+                // A call id is used once: another publish took this one
+                // (within the duplicate window), and this caller's call is
+                // not stored. After a try of this call's own that may have
+                // been stored, it is that one.
+                Ok(a) if a.duplicate && !sent => {
+                    return Err(refused(
+                        None,
+                        format!("call id {} was published already", r.call),
+                    ));
+                }
+                Ok(_) => break,
+                Err(e) => e,
+            };
             let text = e.to_string();
-            let reason = if text.contains("maximum messages") {
-                format!(
+            let limit = if text.contains("maximum messages") {
+                Some(format!(
                     "the stream holds cluster.max_pending ({}) calls",
                     self.opts.max_pending
-                )
+                ))
             } else if text.contains("maximum bytes") {
-                format!(
+                Some(format!(
                     "the stream holds cluster.max_pending_bytes ({}) of calls",
                     self.opts.max_pending_bytes
-                )
+                ))
             } else {
-                text
+                None
             };
-            return Err(refused(Some(Box::new(e)), reason));
+            // Sent and not confirmed (no ack in time, the connection
+            // dropped after sending): it may be stored.
+            sent |= reached
+                && matches!(
+                    e.kind(),
+                    PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
+                );
+            if limit.is_some() || tokio::time::Instant::now() + backoff >= patience {
+                if sent {
+                    self.stats.no_answer.fetch_add(1, Ordering::Relaxed);
+                    return Err(ClusterError::Unconfirmed {
+                        call: r.call.to_string(),
+                        source: Box::new(e),
+                    });
+                }
+                let reason = limit.unwrap_or(text);
+                return Err(refused(Some(Box::new(e)), reason));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(400));
         }
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         Ok(Pending {
@@ -1005,22 +1042,19 @@ impl Cluster {
         } else {
             let marked = exec.protected(tool).await;
             if marked {
+                // The marker names this node and this delivery: a write
+                // whose answer was lost, tried again, finds its own.
+                let mine = format!("{node}/{delivered}");
                 match self
-                    .results
-                    .create(names::run_marker(call), Bytes::from(node.to_string()))
+                    .store(&names::run_marker(call), Bytes::from(mine.clone()))
                     .await
                 {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    Ok(()) => {}
+                    Err(Stored::Exists(theirs)) if theirs == mine.as_bytes() => {}
+                    Err(Stored::Exists(theirs)) => {
                         self.stats.outcome_unknown.fetch_add(1, Ordering::Relaxed);
-                        let who = self
-                            .results
-                            .get(names::run_marker(call))
-                            .await
-                            .ok()
-                            .flatten()
-                            .map(|b| String::from_utf8_lossy(&b).into_owned())
-                            .unwrap_or_default();
+                        let theirs = String::from_utf8_lossy(&theirs);
+                        let who = theirs.split('/').next().unwrap_or_default();
                         let o = Outcome::failed(
                             call,
                             node,
@@ -1032,12 +1066,12 @@ impl Cluster {
                         self.finish(&msg, reply, tool, o, last).await;
                         return;
                     }
-                    Err(e) if last => {
+                    Err(Stored::Failed(e)) if last => {
                         let o = not_run(format!("its run marker cannot be written: {e}"));
                         self.finish(&msg, reply, tool, o, last).await;
                         return;
                     }
-                    Err(e) => {
+                    Err(Stored::Failed(e)) => {
                         tracing::warn!(call, error = %e, "cannot write a run marker; the call goes back to the stream");
                         self.send_back(&msg, Some(Duration::from_secs(1))).await;
                         return;
@@ -1094,6 +1128,36 @@ impl Cluster {
         self.finish(&msg, reply, tool, outcome, last).await;
     }
 
+    /// Writes `key` in the results bucket unless it is there. A write the
+    /// bucket does not take (its leader moving, a request timed out) is
+    /// tried again for up to STORE_PATIENCE while the message's progress
+    /// acks keep it here: a result already made is not thrown away, and
+    /// its tool not run again, for a moment's outage.
+    async fn store(&self, key: &str, value: Bytes) -> Result<(), Stored> {
+        let until = tokio::time::Instant::now() + STORE_PATIENCE;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.results.create(key, value.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    return match self.results.get(key).await {
+                        Ok(Some(v)) => Err(Stored::Exists(v)),
+                        Ok(None) => Err(Stored::Failed(format!("{key} exists and cannot be read"))),
+                        Err(e) => Err(Stored::Failed(e.to_string())),
+                    };
+                }
+                Err(e) if tokio::time::Instant::now() + backoff >= until => {
+                    return Err(Stored::Failed(e.to_string()));
+                }
+                Err(e) => {
+                    tracing::debug!(key, error = %e, "the results bucket did not take a write; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
     /// Stores the outcome (the first stored wins), sends the stored one to
     /// the node that took the call, and acknowledges the message. An
     /// outcome NATS cannot carry is answered as an error naming the
@@ -1121,16 +1185,18 @@ impl Cluster {
             );
             bytes = outcome.encode();
         }
-        let answer = match self.results.create(&outcome.call, bytes.clone()).await {
-            Ok(_) => bytes,
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+        let answer = match self.store(&outcome.call, bytes.clone()).await {
+            Ok(()) => bytes,
+            // This node's own write, whose answer was lost and tried again.
+            Err(Stored::Exists(theirs)) if theirs == bytes => bytes,
+            Err(Stored::Exists(_)) => {
                 // Another node answered first (this one was paused past
                 // ack_wait): its answer stands.
                 self.stats.lost_races.fetch_add(1, Ordering::Relaxed);
                 let _ = msg.ack().await;
                 return;
             }
-            Err(e) if last => {
+            Err(Stored::Failed(e)) if last => {
                 // Not stored, and not delivered again: answered as it is,
                 // and taken off the stream (else it would stay, unanswered).
                 tracing::warn!(call = %outcome.call, error = %e, "cannot store a result on the call's last delivery; answered without storing it");
@@ -1138,7 +1204,7 @@ impl Cluster {
                 let _ = msg.ack_with(jetstream::AckKind::Term).await;
                 return;
             }
-            Err(e) => {
+            Err(Stored::Failed(e)) => {
                 // Not stored, so not answered: the call is delivered again.
                 tracing::warn!(call = %outcome.call, error = %e, "cannot store a result; the call goes back to the stream");
                 self.send_back(msg, Some(Duration::from_secs(1))).await;
@@ -1152,6 +1218,14 @@ impl Cluster {
             tracing::debug!(call = %outcome.call, error = %e, "an ack was not confirmed; a redelivery will find the stored result");
         }
     }
+}
+
+/// Why a write to the results bucket did not happen.
+enum Stored {
+    /// The key is there: its value.
+    Exists(Bytes),
+    /// The bucket did not take it within STORE_PATIENCE.
+    Failed(String),
 }
 
 /// Counts a task while it lives.
@@ -1530,4 +1604,16 @@ async fn ensure_bucket(
     js.get_key_value(bucket)
         .await
         .map_err(|e| ClusterError::js(format!("opening {what}"), e))
+}
+
+/// A bucket opened again through `js` (its requests take `js`'s
+/// timeout).
+async fn reopen(
+    js: &jetstream::Context,
+    _was: kv::Store,
+    bucket: &str,
+) -> Result<kv::Store, ClusterError> {
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| ClusterError::js(format!("opening bucket {bucket}"), e))
 }
