@@ -302,8 +302,8 @@ async fn three_nodes_one_killed_and_restarted_lose_nothing_and_keep_each_keys_or
 
     // Each worker owns KEYS / WORKERS keys and goes round them, one call
     // at a time, awaiting the oldest answer once DEPTH wait. Each answer:
-    // (key, seq, when answered, result, message).
-    type Answer = (u64, u64, Duration, String, String);
+    // (key, seq, when answered, result, message, how long it took).
+    type Answer = (u64, u64, Duration, String, String, Duration);
     let mut workers = Vec::new();
     for w in 0..WORKERS {
         let caller = std::sync::Arc::clone(&caller);
@@ -325,17 +325,18 @@ async fn three_nodes_one_killed_and_restarted_lose_nothing_and_keep_each_keys_or
                         .submit(request(&call, "fs.write", Some(key), input.as_bytes()))
                         .await
                         .unwrap_or_else(|e| panic!("key {key} seq {seq}: not taken: {e}"));
-                    waiting.push_back((key, seq, p));
+                    waiting.push_back((key, seq, p, start.elapsed()));
                     continue;
                 }
-                let Some((key, seq, p)) = waiting.pop_front() else {
+                let Some((key, seq, p, submitted)) = waiting.pop_front() else {
                     break;
                 };
                 let o = p
                     .answer()
                     .await
                     .unwrap_or_else(|e| panic!("key {key} seq {seq}: no answer: {e}"));
-                answers.push((key, seq, start.elapsed(), o.result, o.message));
+                let at = start.elapsed();
+                answers.push((key, seq, at, o.result, o.message, at - submitted));
             }
             answers
         }));
@@ -439,10 +440,22 @@ async fn three_nodes_one_killed_and_restarted_lose_nothing_and_keep_each_keys_or
         )
         .await;
     }
+    // The slowest answer before the kill, and after it (a call node c
+    // held waits out ack_wait, then runs elsewhere).
+    let slowest = |from: Duration, to: Duration| {
+        answers
+            .iter()
+            .filter(|x| x.2 >= from && x.2 < to)
+            .map(|x| x.5)
+            .max()
+            .unwrap_or_default()
+    };
     eprintln!(
-        "{} calls ({} echo), {before:.0}/s before the kill, {after:.0}/s from 3s after it; node c pulled {ran_on_c} before; {redelivered} delivered again on a and b; {unknown} outcome unknown",
+        "{} calls ({} echo), {before:.0}/s before the kill, {after:.0}/s from 3s after it; slowest answer {:?} before the kill, {:?} after it; node c pulled {ran_on_c} before; {redelivered} delivered again on a and b; {unknown} outcome unknown",
         answers.len(),
-        echoes
+        echoes,
+        slowest(Duration::from_secs(1), killed),
+        slowest(killed, restart_at),
     );
     assert!(
         after > before * 0.5,
