@@ -12,8 +12,8 @@ use crate::record::Record;
 /// What a file holds at an offset.
 #[derive(Debug)]
 pub enum Item {
-    /// A record.
-    Record(Record),
+    /// A record (boxed: it is the larger variant by far).
+    Record(Box<Record>),
     /// Something wrong, and where.
     Problem(Problem),
 }
@@ -141,7 +141,7 @@ pub fn scan(file: &Path, bytes: &[u8], base: u64, complete: bool) -> (Vec<Item>,
         match frame::decode(&bytes[at..]) {
             Frame::Whole(payload, len) => {
                 items.push(match serde_json::from_slice::<Record>(payload) {
-                    Ok(r) => Item::Record(r),
+                    Ok(r) => Item::Record(Box::new(r)),
                     Err(e) => Item::Problem(Problem::NotARecord {
                         file: file.to_owned(),
                         offset: off(at),

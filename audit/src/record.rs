@@ -37,6 +37,10 @@ pub struct Record {
     pub trace: Option<String>,
     /// The node that took the call.
     pub node: Arc<str>,
+    /// In a cluster, the node that ran it (it may be another than the one
+    /// that took it; none when it did not reach a node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_on: Option<Arc<str>>,
     /// With an OAuth access token: its subject (`sub`), the user or agent
     /// the client acted for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,13 +73,19 @@ impl Record {
     /// and quoted when they hold a space.
     pub fn line(&self) -> String {
         let key = self.key.map(|k| format!(" key={k}")).unwrap_or_default();
+        let ran = self
+            .ran_on
+            .as_deref()
+            .filter(|n| **n != *self.node)
+            .map(|n| format!(" ran_on={}", plain(n)))
+            .unwrap_or_default();
         let sub = self
             .subject
             .as_deref()
             .map(|s| format!(" sub={}", plain(s)))
             .unwrap_or_default();
         format!(
-            "{} {} {}{sub} {}{key} {} {}µs in={}B out={}B call={}",
+            "{} {} {}{sub} {}{key} {} {}µs in={}B out={}B call={}{ran}",
             humantime::format_rfc3339_micros(self.time()),
             plain(&self.node),
             plain(&self.client),
@@ -105,6 +115,7 @@ pub(crate) fn sample(n: u64) -> Record {
         output_bytes: 2,
         trace: None,
         node: Arc::from("n1"),
+        ran_on: None,
         subject: None,
         arguments: None,
         arguments_omitted: false,
@@ -143,6 +154,7 @@ mod tests {
             output_bytes: 0,
             trace: None,
             node: Arc::from("n1"),
+            ran_on: Some(Arc::from("n2\nx")),
             subject: Some("a b".into()),
             arguments: None,
             arguments_omitted: false,
@@ -151,5 +163,6 @@ mod tests {
         assert_eq!(line.lines().count(), 1, "{line}");
         assert!(!line.contains('\x1b'), "{line}");
         assert!(line.contains("sub=\"a b\""), "{line}");
+        assert!(line.ends_with(r#" ran_on="n2\nx""#), "{line}");
     }
 }

@@ -159,6 +159,7 @@ fn audit_record(input: &[u8]) -> Record {
         output_bytes: 64,
         trace: None,
         node: std::sync::Arc::from("tp-1"),
+        ran_on: None,
         subject: None,
         arguments: None,
         arguments_omitted: false,

@@ -425,6 +425,7 @@ impl App {
             output_bytes: 0,
             trace,
             node: Arc::clone(&log.options().node),
+            ran_on: None,
             subject,
             arguments: log
                 .options()
@@ -590,6 +591,8 @@ impl App {
                 }
             }
         };
+        // The node that ran the call, in a cluster.
+        let mut ran_on = None;
         let result = match &client {
             // Scope and rates before anything else (a refused call costs
             // no slot and no engine work), then a slot, held to the end.
@@ -598,14 +601,26 @@ impl App {
                 Ok(()) => match c.slot().await {
                     Err(r) => Err(r.into()),
                     Ok(_slot) => {
-                        self.run(&entry, call, passed, sampled.then_some(&mut phases))
-                            .await
+                        self.run(
+                            &entry,
+                            call,
+                            passed,
+                            sampled.then_some(&mut phases),
+                            &mut ran_on,
+                        )
+                        .await
                     }
                 },
             },
             None => {
-                self.run(&entry, call, passed, sampled.then_some(&mut phases))
-                    .await
+                self.run(
+                    &entry,
+                    call,
+                    passed,
+                    sampled.then_some(&mut phases),
+                    &mut ran_on,
+                )
+                .await
             }
         };
         count.result = result
@@ -619,6 +634,7 @@ impl App {
             record.outcome = count.result.as_str().to_string();
             record.latency_us = latency_us;
             record.output_bytes = result.as_ref().map_or(0, |a| a.output.len() as u64);
+            record.ran_on = ran_on.map(Arc::from);
             let ticket = slot.push(record);
             if let Some(log) = self.audit.as_deref()
                 && log.options().durability == toolplane_audit::Durability::BeforeAnswer
@@ -671,9 +687,10 @@ impl App {
         call: ToolCall<'_>,
         trace: Option<Arc<toolplane_pool::TraceContext>>,
         phases: Option<&mut Option<crate::otel::Phases>>,
+        ran_on: &mut Option<String>,
     ) -> Result<Answer, CallError> {
         match &self.cluster {
-            Some(c) => self.call_remote(c, entry, call, trace).await,
+            Some(c) => self.call_remote(c, entry, call, trace, ran_on).await,
             None => self.call_entry(entry, call, trace, phases).await,
         }
     }
@@ -686,6 +703,7 @@ impl App {
         entry: &ToolEntry,
         call: ToolCall<'_>,
         trace: Option<Arc<toolplane_pool::TraceContext>>,
+        ran_on: &mut Option<String>,
     ) -> Result<Answer, CallError> {
         if self.is_draining() {
             return Err(CallError::ShuttingDown);
@@ -716,6 +734,7 @@ impl App {
             })
             .await
             .map_err(|e| CallError::Cluster(Arc::new(e)))?;
+        *ran_on = Some(outcome.node.clone());
         if outcome.result == "ok" {
             let form = match entry.wait().await {
                 Ok(t) => t.output_form(),

@@ -15,7 +15,7 @@
 //! max_file = "64 MiB"            # a new file past this size
 //! keep_files = 16                # the oldest removed past this many
 //! keep_age = "30d"               # and those older than this (default: kept by count)
-//! node = "tp-1"                  # named in each record (default: the host's name)
+//! node = "tp-1"                  # named in each record (default: the host's name; in a cluster, [cluster] node)
 //! arguments = false              # keep each call's input (off: see below)
 //! ```
 //!

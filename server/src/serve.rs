@@ -423,6 +423,13 @@ async fn serve_async(
     };
     let audit = match &settings.audit {
         Some(o) => {
+            // In a cluster a node has one name: its records carry it, as
+            // the records of the calls it takes name it as `ran_on`.
+            let mut o = o.clone();
+            if let Some(c) = &settings.cluster {
+                o.node = Arc::from(c.node.as_str());
+            }
+            let o = &o;
             let log = toolplane_audit::AuditLog::open(o.clone())
                 .map_err(Failure::start("the audit log"))?;
             tracing::info!(

@@ -46,8 +46,14 @@ async fn calls_taken_at_either_node_run_on_both_once_each_and_in_order_per_key()
     // One data directory for both nodes: each call appends `key:seq` to
     // its key's file, wherever it runs.
     let dirs = Dirs::new();
-    let a = Server::start(&dirs, &[], &[], Some(&config(&nats, "a", "")));
-    let b = Server::start(&dirs, &[], &[], Some(&config(&nats, "b", "")));
+    // Each node's audit log names the node that ran each call.
+    let logs = tempfile::tempdir().unwrap();
+    let audit = |n: &str| {
+        let d = logs.path().join(n);
+        format!("[audit]\ndir = {:?}\n", d.to_str().unwrap())
+    };
+    let a = Server::start(&dirs, &[], &[], Some(&config(&nats, "a", &audit("a"))));
+    let b = Server::start(&dirs, &[], &[], Some(&config(&nats, "b", &audit("b"))));
     a.logged(&["cluster: node a on NATS 127.0.0.1:"]).await;
     let c = client();
     let (keys, per_key) = (24u64, 12u64);
@@ -93,6 +99,28 @@ async fn calls_taken_at_either_node_run_on_both_once_each_and_in_order_per_key()
         assert_eq!(metric(&c, &m, "toolplane_cluster_connected").await, 1.0);
     }
     assert_eq!(pulled, (keys * per_key + 40) as f64);
+    // Every call taken at node a is in a's audit log, naming the node
+    // that ran it: some ran on b.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let out = Command::new(binary())
+        .args(["audit", "--json", "--dir"])
+        .arg(logs.path().join("a"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut ran = std::collections::HashMap::<String, u64>::new();
+    for line in text.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(r["node"], "a", "{line}");
+        *ran.entry(r["ran_on"].as_str().unwrap_or("-").to_string())
+            .or_default() += 1;
+    }
+    let taken_at_a = metric(&c, &a.url("/metrics"), "toolplane_cluster_published_total").await;
+    assert_eq!(ran.values().sum::<u64>() as f64, taken_at_a, "{ran:?}");
+    assert!(
+        ran.get("a").is_some_and(|n| *n > 0) && ran.get("b").is_some_and(|n| *n > 0),
+        "{ran:?}"
+    );
     // A tool's error comes back as the error it is.
     let (st, v) = post(&c, &a, "echo", "[1]").await;
     assert_eq!(st, 400, "{v}");

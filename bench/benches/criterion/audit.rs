@@ -27,6 +27,7 @@ fn record(n: u64) -> Record {
         output_bytes: 64,
         trace: None,
         node: Arc::from("tp-1"),
+        ran_on: None,
         subject: None,
         arguments: None,
         arguments_omitted: false,
