@@ -206,6 +206,10 @@ impl Latency {
     /// Cumulative counts at each bound (`le`), then the sum (seconds) and
     /// the count.
     pub fn snapshot(&self) -> (Vec<(f64, u64)>, f64, u64) {
+        // The count first: a record between the reads then shows in a
+        // bucket and not the count, and the count is raised to the last
+        // bucket, so the histogram stays monotonic (+Inf >= every le).
+        let count = self.count.load(Ordering::Relaxed);
         let mut acc = 0;
         let le = LATENCY_BOUNDS
             .iter()
@@ -215,11 +219,8 @@ impl Latency {
                 (*b, acc)
             })
             .collect();
-        (
-            le,
-            self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
-            self.count.load(Ordering::Relaxed),
-        )
+        let count = count.max(acc);
+        (le, self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9, count)
     }
 }
 
@@ -488,8 +489,9 @@ impl Cluster {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            // A stopping node stays in the bucket while it drains (its
+            // name is taken until then); `close` removes it.
             if self.stopping() {
-                let _ = self.nodes.delete(self.opts.node.as_str()).await;
                 return;
             }
             if let Err(e) = self.beat().await {
@@ -711,9 +713,10 @@ impl Cluster {
     }
 
     /// Stops pulling (see [`stop`](Cluster::stop)), waits up to `within`
-    /// for the pulls to end and the calls this node holds to be answered
-    /// or sent back, says this node has left, and flushes what is still
-    /// to be sent to NATS. Returns whether everything ended in time.
+    /// for the pulls to end (an open pull ends within 3 s) and the calls
+    /// this node holds to be answered or sent back, says this node has
+    /// left, and flushes what is still to be sent to NATS (a second at
+    /// most). Returns whether the pulls and held calls ended in time.
     pub async fn close(&self, within: Duration) -> bool {
         self.stop();
         let until = tokio::time::Instant::now() + within;
@@ -727,13 +730,12 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let left = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
             let _ = self.nodes.delete(self.opts.node.as_str()).await;
             let _ = self.client.flush().await;
         })
-        .await
-        .is_ok();
-        ended && left
+        .await;
+        ended
     }
 
     fn stopping(&self) -> bool {
@@ -780,7 +782,10 @@ impl Cluster {
                 // A restarted server answers before it has recovered every
                 // consumer, and drops a pull for one it has not.
                 let since = tokio::time::Instant::now();
-                while consumer.info().await.is_err() && since.elapsed() < Duration::from_secs(30) {
+                while !self.stopping()
+                    && consumer.info().await.is_err()
+                    && since.elapsed() < Duration::from_secs(30)
+                {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
@@ -857,10 +862,12 @@ impl Cluster {
                                 tokio::time::timeout(PULL_GIVE_UP, messages.next()).await
                             {
                                 if me.stopping() {
-                                    me.send_back(&msg, None).await;
+                                    me.hand_on(&msg).await;
                                     continue;
                                 }
                                 let received = tokio::time::Instant::now();
+                                // Held while it waits for a place.
+                                let _progress = me.progress(&msg);
                                 let Ok(one) = Arc::clone(&budget).acquire_owned().await else {
                                     break;
                                 };
@@ -897,7 +904,36 @@ impl Cluster {
     /// sending back at once what it brings.
     async fn give_back(&self, mut messages: consumer::pull::Batch) {
         while let Ok(Some(Ok(msg))) = tokio::time::timeout(PULL_GIVE_UP, messages.next()).await {
-            self.send_back(&msg, None).await;
+            self.hand_on(&msg).await;
+        }
+    }
+
+    /// A message a stopping node will not run: back to the stream for
+    /// another node, or, on its last delivery (the server would not
+    /// deliver it again), answered `shutting_down`.
+    async fn hand_on(&self, msg: &jetstream::Message) {
+        let delivered = msg.info().map_or(1, |i| i.delivered);
+        let h = msg.headers.as_ref();
+        match (
+            get(h, "Nats-Msg-Id"),
+            get(h, header::REPLY).filter(|r| names::ingress_of(r).is_some()),
+            get(h, header::TOOL),
+        ) {
+            (Some(call), Some(reply), Some(tool))
+                if delivered >= i64::from(self.opts.max_deliver) =>
+            {
+                let o = Outcome::failed(
+                    call,
+                    &self.opts.node,
+                    "shutting_down",
+                    format!(
+                        "tool {tool}: not run: on its last delivery (cluster.max_deliver = {}) its node {} was stopping",
+                        self.opts.max_deliver, self.opts.node
+                    ),
+                );
+                self.finish(msg, reply, tool, o, true).await;
+            }
+            _ => self.send_back(msg, None).await,
         }
     }
 
@@ -1031,14 +1067,49 @@ impl Cluster {
         }
         let start_by = get(h, header::START_BY).and_then(|v| v.parse::<u64>().ok());
         let outcome = if start_by.is_some_and(|t| now_ms() > t) {
-            Outcome::failed(
-                call,
-                node,
-                "timeout",
-                format!(
-                    "tool {tool}: the call waited in the cluster past its caller's deadline and did not run"
+            // Too late to start. A delivery after the first may follow a
+            // node that started the call and died: its marker says so,
+            // and the answer must not say "did not run".
+            let marker = if delivered > 1 && exec.protected(tool).await {
+                self.results
+                    .get(names::run_marker(call))
+                    .await
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            };
+            match marker {
+                Some(theirs) => {
+                    self.stats.outcome_unknown.fetch_add(1, Ordering::Relaxed);
+                    let theirs = String::from_utf8_lossy(&theirs);
+                    let who = theirs.split('/').next().unwrap_or_default();
+                    Outcome::failed(
+                        call,
+                        node,
+                        "error",
+                        format!(
+                            "tool {tool}: outcome unknown: the call started on node {who:?}, which left no result; it is not run twice (the tool is neither read-only nor idempotent)"
+                        ),
+                    )
+                }
+                None if delivered > 1 => Outcome::failed(
+                    call,
+                    node,
+                    "timeout",
+                    format!(
+                        "tool {tool}: delivered {delivered} times, and now past its caller's deadline: not run again (a node that held it before, and left no result, may have run it)"
+                    ),
                 ),
-            )
+                None => Outcome::failed(
+                    call,
+                    node,
+                    "timeout",
+                    format!(
+                        "tool {tool}: the call waited in the cluster past its caller's deadline and did not run"
+                    ),
+                ),
+            }
         } else {
             let marked = exec.protected(tool).await;
             if marked {

@@ -807,3 +807,59 @@ async fn a_nats_cluster_of_three_losing_the_streams_leader_loses_no_call() {
     eprintln!("{again} calls ran again");
     assert!(again <= 16, "{again} calls ran again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_call_delivered_again_past_its_deadline_is_outcome_unknown_not_did_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = LocalNats::start(dir.path()).unwrap();
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let a = Cluster::connect(options(&nats, "a")).await.unwrap();
+    let call = "0000000000000000000000000000beef";
+    let waiting = {
+        let a = Arc::clone(&a);
+        tokio::spawn(async move {
+            let mut r = request(call, Some(4), b"{}");
+            r.start_by = Duration::from_millis(500);
+            a.call(r).await
+        })
+    };
+    // A node pulled it, wrote its run marker, started the tool and died:
+    // here, a plain consumer that writes the marker and never acks.
+    let js = raw(&nats).await;
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream(names::STREAM)
+        .await
+        .unwrap()
+        .get_consumer(&names::consumer(toolplane_cluster::partition::of(4, 8)))
+        .await
+        .unwrap();
+    let mut batch = consumer
+        .batch()
+        .max_messages(1)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .unwrap();
+    let _first = futures_util::StreamExt::next(&mut batch)
+        .await
+        .unwrap()
+        .unwrap();
+    let kv = js.get_key_value(names::RESULTS).await.unwrap();
+    kv.create(names::run_marker(call), Bytes::from_static(b"gone/1"))
+        .await
+        .unwrap();
+    // Delivered again after ack_wait (2s), past the call's start deadline
+    // (0.5s): the marker says it started, so not "did not run".
+    let mut r = Recorder::new("a", &runs);
+    r.protected = true;
+    a.serve(Arc::new(r));
+    let o = waiting.await.unwrap().unwrap();
+    assert_eq!(o.result, "error", "{}", o.message);
+    assert!(
+        o.message
+            .contains("outcome unknown: the call started on node \"gone\""),
+        "{}",
+        o.message
+    );
+    assert!(runs.lock().unwrap().is_empty());
+}

@@ -572,10 +572,10 @@ async fn serve_async(
     // The open pulls ended (what they brought sent back), this node's
     // entry removed, and acks and answers flushed to NATS.
     if let Some(c) = &cluster
-        && !c.close(Duration::from_secs(3)).await
+        && !c.close(Duration::from_secs(5)).await
     {
         tracing::warn!(
-            "cluster: not every pull ended within 3s; what they hold is delivered again after ack_wait"
+            "cluster: not every pull ended within 5s; what they hold is delivered again after ack_wait"
         );
     }
     // Every call's record written, then the file closed.
