@@ -297,6 +297,19 @@ fn get<'a>(h: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
     h?.get(name).map(|v| v.as_str())
 }
 
+/// A call message's id, the reply subject of the node that took it, and
+/// its tool; none when one is missing. Answers go only to a node's reply
+/// subject: a call naming any other subject is not run (it would send its
+/// output there).
+fn addressed(msg: &jetstream::Message) -> Option<(&str, &str, &str)> {
+    let h = msg.headers.as_ref();
+    Some((
+        get(h, "Nats-Msg-Id")?,
+        get(h, header::REPLY).filter(|r| names::ingress_of(r).is_some())?,
+        get(h, header::TOOL)?,
+    ))
+}
+
 impl Cluster {
     /// Connects, checks the server, and makes (or checks) the stream, its
     /// consumers and the buckets; starts listening for this node's
@@ -326,16 +339,15 @@ impl Cluster {
         let js = jetstream::new(client.clone());
         let stream = ensure_stream(&js, &opts).await?;
         ensure_consumers(&stream, &opts).await?;
-        let results = ensure_bucket(&js, names::RESULTS, RESULT_AGE, &opts).await?;
-        let nodes = ensure_bucket(&js, names::NODES, NODE_AGE, &opts).await?;
         // Made and checked with the client's patience (5 s); from here on,
         // a request the server does not answer is given up sooner and
         // tried again (a publish; a bucket read or write goes back to the
         // stream), so that a leader's election is waited out in steps.
-        let mut js = js;
-        js.set_timeout(REQUEST_TIMEOUT);
-        let results = reopen(&js, results, names::RESULTS).await?;
-        let nodes = reopen(&js, nodes, names::NODES).await?;
+        let mut fast = js.clone();
+        fast.set_timeout(REQUEST_TIMEOUT);
+        let results = ensure_bucket(&js, &fast, names::RESULTS, RESULT_AGE, &opts).await?;
+        let nodes = ensure_bucket(&js, &fast, names::NODES, NODE_AGE, &opts).await?;
+        let js = fast;
         let cluster = Arc::new(Cluster {
             // Partitions run one call at a time each; keyless calls share
             // the rest.
@@ -913,15 +925,8 @@ impl Cluster {
     /// deliver it again), answered `shutting_down`.
     async fn hand_on(&self, msg: &jetstream::Message) {
         let delivered = msg.info().map_or(1, |i| i.delivered);
-        let h = msg.headers.as_ref();
-        match (
-            get(h, "Nats-Msg-Id"),
-            get(h, header::REPLY).filter(|r| names::ingress_of(r).is_some()),
-            get(h, header::TOOL),
-        ) {
-            (Some(call), Some(reply), Some(tool))
-                if delivered >= i64::from(self.opts.max_deliver) =>
-            {
+        match addressed(msg) {
+            Some((call, reply, tool)) if delivered >= i64::from(self.opts.max_deliver) => {
                 let o = Outcome::failed(
                     call,
                     &self.opts.node,
@@ -994,13 +999,7 @@ impl Cluster {
         self.stats.pulled.fetch_add(1, Ordering::Relaxed);
         let _progress = self.progress(&msg);
         let h = msg.headers.as_ref();
-        // Answers go only to a node's reply subject: a call naming any
-        // other subject is not run (it would send its output there).
-        let (Some(call), Some(reply), Some(tool)) = (
-            get(h, "Nats-Msg-Id"),
-            get(h, header::REPLY).filter(|r| names::ingress_of(r).is_some()),
-            get(h, header::TOOL),
-        ) else {
+        let Some((call, reply, tool)) = addressed(&msg) else {
             tracing::warn!(subject = %msg.subject, "a message without a call id, a node's reply subject or a tool was dropped");
             let _ = msg.ack_with(jetstream::AckKind::Term).await;
             return;
@@ -1620,6 +1619,7 @@ fn compare(
 /// opened; a bucket made otherwise is named.
 async fn ensure_bucket(
     js: &jetstream::Context,
+    open: &jetstream::Context,
     bucket: &str,
     max_age: Duration,
     opts: &Options,
@@ -1672,19 +1672,7 @@ async fn ensure_bucket(
         ),
     ];
     compare(&what, &checks, hint)?;
-    js.get_key_value(bucket)
+    open.get_key_value(bucket)
         .await
         .map_err(|e| ClusterError::js(format!("opening {what}"), e))
-}
-
-/// A bucket opened again through `js` (its requests take `js`'s
-/// timeout).
-async fn reopen(
-    js: &jetstream::Context,
-    _was: kv::Store,
-    bucket: &str,
-) -> Result<kv::Store, ClusterError> {
-    js.get_key_value(bucket)
-        .await
-        .map_err(|e| ClusterError::js(format!("opening bucket {bucket}"), e))
 }

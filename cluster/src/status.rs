@@ -91,7 +91,7 @@ pub(crate) async fn consumers(
             names::ANY.to_string(),
         )));
     for (name, subject) in names {
-        let mut c: consumer::PullConsumer =
+        let c: consumer::PullConsumer =
             stream
                 .get_consumer(&name)
                 .await
@@ -99,10 +99,8 @@ pub(crate) async fn consumers(
                     what: format!("reading consumer {name}"),
                     source: e,
                 })?;
-        let i = c
-            .info()
-            .await
-            .map_err(|e| ClusterError::js(format!("reading consumer {name}"), e))?;
+        // As `get_consumer` just read it: one request per consumer.
+        let i = c.cached_info();
         ack_wait = i.config.ack_wait.as_millis() as u64;
         let in_flight = i.num_ack_pending as u64;
         let mut row = ConsumerStatus {

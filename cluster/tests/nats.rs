@@ -104,6 +104,36 @@ impl Execute for Recorder {
     }
 }
 
+/// Takes the next call of `key`'s partition (of 8) as a node that never
+/// acks it would: the pull (kept open) and the message.
+async fn hold_first_delivery(
+    js: &async_nats::jetstream::Context,
+    key: u64,
+) -> (
+    async_nats::jetstream::consumer::pull::Batch,
+    async_nats::jetstream::Message,
+) {
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream(names::STREAM)
+        .await
+        .unwrap()
+        .get_consumer(&names::consumer(toolplane_cluster::partition::of(key, 8)))
+        .await
+        .unwrap();
+    let mut batch = consumer
+        .batch()
+        .max_messages(1)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .unwrap();
+    let first = futures_util::StreamExt::next(&mut batch)
+        .await
+        .unwrap()
+        .unwrap();
+    (batch, first)
+}
+
 async fn raw(nats: &LocalNats) -> async_nats::jetstream::Context {
     async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap())
 }
@@ -280,25 +310,7 @@ async fn a_stored_result_is_answered_again_not_run_again() {
     // ack: here, a plain consumer of the call's partition that stores a
     // result and never acks.
     let js = raw(&nats).await;
-    let p = toolplane_cluster::partition::of(3, 8);
-    let consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_stream(names::STREAM)
-        .await
-        .unwrap()
-        .get_consumer(&names::consumer(p))
-        .await
-        .unwrap();
-    let mut batch = consumer
-        .batch()
-        .max_messages(1)
-        .expires(Duration::from_secs(5))
-        .messages()
-        .await
-        .unwrap();
-    let first = futures_util::StreamExt::next(&mut batch)
-        .await
-        .unwrap()
-        .unwrap();
+    let (_batch, first) = hold_first_delivery(&js, 3).await;
     assert_eq!(first.info().unwrap().delivered, 1);
     let stored = toolplane_cluster::Outcome {
         call: call.into(),
@@ -826,24 +838,7 @@ async fn a_protected_call_delivered_again_past_its_deadline_is_outcome_unknown_n
     // A node pulled it, wrote its run marker, started the tool and died:
     // here, a plain consumer that writes the marker and never acks.
     let js = raw(&nats).await;
-    let consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_stream(names::STREAM)
-        .await
-        .unwrap()
-        .get_consumer(&names::consumer(toolplane_cluster::partition::of(4, 8)))
-        .await
-        .unwrap();
-    let mut batch = consumer
-        .batch()
-        .max_messages(1)
-        .expires(Duration::from_secs(5))
-        .messages()
-        .await
-        .unwrap();
-    let _first = futures_util::StreamExt::next(&mut batch)
-        .await
-        .unwrap()
-        .unwrap();
+    let _held = hold_first_delivery(&js, 4).await;
     let kv = js.get_key_value(names::RESULTS).await.unwrap();
     kv.create(names::run_marker(call), Bytes::from_static(b"gone/1"))
         .await
